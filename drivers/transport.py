@@ -1,0 +1,202 @@
+"""A byte stream to one instrument, opened from a pyserial URL.
+
+Every driver talks through a ``Transport`` so that the same driver class runs against a serial
+port (``/dev/ttyUSB0``), a pseudo-terminal, a terminal server (``socket://host:port``), a remote
+serial port (``rfc2217://host:port``) or a simulator. Tests hand a driver a transport to a
+simulator; nothing is patched.
+
+Reads are buffered here rather than in pyserial: pyserial's ``read_until`` takes one byte per
+call, which on ``socket://`` costs a ``select`` and a ``recv`` per byte and would double the
+round trip of a short reply.
+"""
+
+from __future__ import annotations
+
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, TypeVar
+
+import serial
+
+from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 2.0
+_CHUNK = 65536
+
+
+def tcp_url(host: str, port: int) -> str:
+    """The pyserial URL of a raw TCP connection (an instrument's own socket or a terminal server)."""
+    return f"socket://{host}:{port}"
+
+
+class Transport:
+    """One open link to an instrument; ``exchange`` is the only safe way to talk through it.
+
+    ``exchange`` holds a lock for a whole request/reply, so two threads (a plan and a status
+    poller, say) never interleave bytes on the wire.
+    """
+
+    def __init__(self, url: str, *, baudrate: int = 9600, timeout: float = DEFAULT_TIMEOUT, **options: Any):
+        self.url = url
+        self.timeout = timeout
+        self._serial_options = {"baudrate": baudrate, **options}
+        self._lock = threading.RLock()
+        self._buffer = bytearray()
+        self._port: serial.SerialBase | None = None
+        self._fd: int | None = None
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def open(self) -> Transport:
+        if self._port is not None:
+            return self
+        try:
+            port = serial.serial_for_url(self.url, timeout=0, **self._serial_options)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise ConnectionLost(f"cannot open {self.url}: {exc}") from exc
+        self._port = port
+        try:
+            self._fd = port.fileno()
+        except (AttributeError, NotImplementedError, OSError, serial.SerialException):
+            # rfc2217:// and loop:// have no descriptor to wait on; poll in short slices instead.
+            self._fd = None
+        self._buffer.clear()
+        return self
+
+    def close(self) -> None:
+        port, self._port = self._port, None
+        self._buffer.clear()
+        if port is not None:
+            with suppress(serial.SerialException, OSError):
+                port.close()
+
+    def reconnect(self) -> None:
+        """Drop the link and open it again (after a dropped connection or a garbled stream)."""
+        with self._lock:
+            self.close()
+            self.open()
+
+    @property
+    def is_open(self) -> bool:
+        return self._port is not None
+
+    def __enter__(self) -> Transport:
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Transport({self.url!r})"
+
+    # -- request / reply --------------------------------------------------------------------
+    @contextmanager
+    def locked(self) -> Iterator[Transport]:
+        """Hold the link for several exchanges that must not be interleaved with others."""
+        with self._lock:
+            yield self
+
+    def exchange(
+        self, request: bytes, read_reply: Callable[[Transport], T], *, discard_stale: bool = True
+    ) -> T:
+        """Send ``request`` and parse the reply with ``read_reply(self)``, holding the link throughout.
+
+        Stale bytes (a late reply to an earlier, timed-out request) are discarded first so they
+        cannot be mistaken for this request's reply.
+        """
+        with self._lock:
+            if discard_stale:
+                self.discard_input()
+            self.write(request)
+            return read_reply(self)
+
+    def write(self, data: bytes) -> None:
+        port = self._require_open()
+        try:
+            port.write(data)
+        except (serial.SerialException, OSError) as exc:
+            self.close()
+            raise ConnectionLost(f"{self.url}: write failed: {exc}") from exc
+
+    def discard_input(self) -> None:
+        self._buffer.clear()
+        port = self._require_open()
+        try:
+            port.reset_input_buffer()
+        except (serial.SerialException, OSError) as exc:
+            self.close()
+            raise ConnectionLost(f"{self.url}: {exc}") from exc
+
+    def read_until(
+        self, terminator: bytes, *, timeout: float | None = None, max_bytes: int = _CHUNK
+    ) -> bytes:
+        """Bytes up to and including ``terminator``; InstrumentTimeout if it does not arrive in time."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        start = 0
+        while True:
+            index = self._buffer.find(terminator, start)
+            if index >= 0:
+                end = index + len(terminator)
+                reply = bytes(self._buffer[:end])
+                del self._buffer[:end]
+                return reply
+            if len(self._buffer) > max_bytes:
+                raise ProtocolError(f"{self.url}: no {terminator!r} within {max_bytes} bytes")
+            start = max(0, len(self._buffer) - len(terminator) + 1)
+            self._fill(deadline, f"waiting for {terminator!r}")
+
+    def read_exactly(self, size: int, *, timeout: float | None = None) -> bytes:
+        """Exactly ``size`` bytes; InstrumentTimeout if they do not all arrive in time."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while len(self._buffer) < size:
+            self._fill(deadline, f"waiting for {size} bytes, got {len(self._buffer)}")
+        reply = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return reply
+
+    def read_available(self) -> bytes:
+        """Whatever has arrived so far, without waiting (greetings, unsolicited chatter)."""
+        port = self._require_open()
+        try:
+            self._buffer += port.read(_CHUNK)
+        except (serial.SerialException, OSError) as exc:
+            self.close()
+            raise ConnectionLost(f"{self.url}: {exc}") from exc
+        reply = bytes(self._buffer)
+        self._buffer.clear()
+        return reply
+
+    # -- internals --------------------------------------------------------------------------
+    def _require_open(self) -> serial.SerialBase:
+        if self._port is None:
+            raise ConnectionLost(f"{self.url}: not connected")
+        return self._port
+
+    def _fill(self, deadline: float, waiting_for: str) -> None:
+        port = self._require_open()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise InstrumentTimeout(f"{self.url}: no reply ({waiting_for}) within the timeout")
+            try:
+                if self._fd is not None:
+                    ready, _, _ = select.select([self._fd], [], [], remaining)
+                    if not ready:
+                        continue
+                else:
+                    time.sleep(min(remaining, 0.001))
+                chunk = port.read(_CHUNK)
+            except (serial.SerialException, OSError) as exc:
+                self.close()
+                raise ConnectionLost(f"{self.url}: connection lost ({exc})") from exc
+            if chunk:
+                self._buffer += chunk
+                return
+            if self._fd is not None:
+                # Readable but empty: the peer closed the connection.
+                self.close()
+                raise ConnectionLost(f"{self.url}: connection closed by the instrument")

@@ -1,0 +1,124 @@
+"""``python -m simulators``: serve a simulated instrument, or a whole simulated lab.
+
+The first lines printed are the endpoints, one per line as ``<endpoint> <url>``, flushed before
+anything else happens; tools start this command and read those lines to find the instrument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from simulators.base import ConfigError, kinds, simulator_class
+from simulators.clock import ScaledClock
+from simulators.faults import FaultSpecError
+from simulators.lab import build_lab, build_single, read_lab_file, serve_lab
+
+EPILOG = """\
+examples:
+  python -m simulators ne1000 --port 0              serve one NE-1000 pump on a free TCP port
+  python -m simulators cavro --pty --speed 10       a Cavro pump on a pseudo-terminal, 10x faster
+  python -m simulators ur --faults "protective-stop@2"
+  python -m simulators lab experiments/color_matching/lab.yaml --speed 100
+  python -m simulators faults ne1000                list the faults an instrument can inject
+
+Each endpoint is printed first as '<endpoint> <url>' (a robot prints dashboard, script and
+gripper; in lab mode names are '<instrument>.<endpoint>'), then the simulator serves until
+SIGINT or SIGTERM. Pass the URL to a driver: socket://127.0.0.1:PORT or /dev/pts/N.
+Fault specs: NAME@N fires at the N-th opportunity, NAME%P with probability P, NAME always.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m simulators",
+        description="Byte-level simulators of lab instruments over a shared world.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("kind", help=f"instrument kind ({', '.join(kinds())}), 'lab' or 'faults'")
+    parser.add_argument("file", nargs="?", help="the lab file (with 'lab'), or the kind (with 'faults')")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="TCP port; 0 picks free ports; endpoints take consecutive ports (default 0)",
+    )
+    where.add_argument(
+        "--pty", action="store_true", help="serve each endpoint on a pseudo-terminal instead of TCP"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--speed", type=float, default=None, help="simulated time runs X times faster (default 1)"
+    )
+    parser.add_argument(
+        "--faults", default=None, help="fault spec for a single instrument, e.g. 'stall@3,garble%%0.01'"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log what the instruments do (-vv: debug)"
+    )
+    return parser
+
+
+async def _serve(lab, link: str, host: str, port: int, *, single: bool) -> None:
+    served = await serve_lab(lab, link, host=host, port=port)
+    for instrument, endpoint, info in served:
+        label = endpoint if single else f"{instrument}.{endpoint}"
+        print(f"{label} {info.url}")
+    sys.stdout.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for *_, info in served:
+            await info.aclose()
+        for simulator in lab.simulators.values():
+            simulator.close()
+        logging.getLogger("simulators").info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    try:
+        if args.kind == "faults":
+            cls = simulator_class(args.file or "")
+            for name, description in cls.supported_faults().items():
+                print(f"{name:18} {description}")
+            return 0
+        if args.kind == "lab":
+            if not args.file:
+                raise ConfigError("lab needs a lab file: python -m simulators lab FILE.yaml")
+            if args.faults:
+                raise ConfigError(
+                    "--faults applies to a single instrument; give faults per instrument in the lab file"
+                )
+            config = read_lab_file(args.file)
+            speed = args.speed if args.speed is not None else float(config.get("speed", 1.0))
+            lab = build_lab(config, ScaledClock(speed), source=args.file)
+        else:
+            if args.file:
+                raise ConfigError(f"unexpected argument {args.file!r} after kind {args.kind!r}")
+            lab = build_single(args.kind, ScaledClock(args.speed or 1.0), faults=args.faults)
+    except (ConfigError, FaultSpecError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    link = "pty" if args.pty else "tcp"
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(lab, link, args.host, args.port, single=args.kind != "lab"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""What every instrument simulator is: a protocol server over the shared world.
+
+A simulator declares its endpoints (one per socket the real instrument opens: the UR arm has
+``dashboard``, ``script`` and ``gripper``), the faults it can inject, and one coroutine that
+serves a connection to an endpoint. ``simulators.server`` puts each endpoint behind a TCP port
+or a pseudo-terminal; the simulator does not know which.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from simulators.faults import LINK_FAULTS, FaultPlan
+from simulators.stream import Stream
+from simulators.world import World
+
+
+class ConfigError(ValueError):
+    """A simulator or lab configuration that does not make sense (named field, allowed values)."""
+
+
+class Simulator(ABC):
+    kind: ClassVar[str]
+    endpoints: ClassVar[tuple[str, ...]]
+    #: Faults this instrument can show, besides the link faults every simulator has.
+    instrument_faults: ClassVar[dict[str, str]] = {}
+
+    def __init__(
+        self,
+        world: World,
+        config: Mapping[str, Any] | None = None,
+        faults: FaultPlan | None = None,
+        *,
+        name: str | None = None,
+    ):
+        self.world = world
+        self.config = dict(config or {})
+        self.faults = faults or FaultPlan()
+        self.name = name or self.kind
+        self.log = logging.getLogger(f"simulators.{self.name}")
+
+    @classmethod
+    def supported_faults(cls) -> dict[str, str]:
+        return {**LINK_FAULTS, **cls.instrument_faults}
+
+    @classmethod
+    def default_world(cls) -> dict[str, Any]:
+        """World config for serving this instrument alone (``python -m simulators KIND``)."""
+        return DEFAULT_WORLD
+
+    @classmethod
+    def default_config(cls) -> dict[str, Any]:
+        """Instrument config for serving this instrument alone."""
+        return {}
+
+    @abstractmethod
+    async def serve(self, endpoint: str, stream: Stream) -> None:
+        """Serve one connection to ``endpoint`` until the client leaves (raise or return)."""
+
+    def close(self) -> None:  # noqa: B027  (optional hook: most simulators hold nothing to release)
+        """Called once when the server shuts down."""
+
+
+# A small bench that makes any single instrument useful on its own: three dye stocks and water,
+# a vial feeder, a dispense position, the spectrometer's holder and a waste chute.
+DEFAULT_WORLD: dict[str, Any] = {
+    "chemistry": {"model": "beer-lambert", "path_length_cm": 1.0},
+    "stocks": {
+        "yellow": {"concentrations": {"yellow": 4.0e-5}},
+        "red": {"concentrations": {"red": 4.0e-5}},
+        "blue": {"concentrations": {"blue": 1.0e-5}},
+        "water": {},
+    },
+    "stations": {
+        "feeder": {"kind": "feeder"},
+        "dispense": {"vessel": True},
+        "spectrometer": {},
+        "waste": {"kind": "waste"},
+    },
+}
+
+_REGISTRY: dict[str, type[Simulator]] = {}
+
+
+def register(cls: type[Simulator]) -> type[Simulator]:
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def simulator_class(kind: str) -> type[Simulator]:
+    from simulators import _kinds  # noqa: F401  (importing registers the built-in kinds)
+
+    try:
+        return _REGISTRY[kind]
+    except KeyError:
+        raise ConfigError(
+            f"unknown instrument kind {kind!r}; allowed: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def kinds() -> list[str]:
+    from simulators import _kinds  # noqa: F401
+
+    return sorted(_REGISTRY)

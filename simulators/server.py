@@ -1,0 +1,122 @@
+"""Put a simulator's endpoints behind TCP ports or pseudo-terminals.
+
+Over a pty the simulator holds the slave side open itself, so a client may close and reopen
+``/dev/pts/N`` (as pyserial does between sessions) without the master seeing a hang-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tty
+from dataclasses import dataclass, field
+from typing import Literal
+
+from simulators.base import Simulator
+from simulators.stream import SessionClosed, Stream
+
+log = logging.getLogger(__name__)
+
+Link = Literal["tcp", "pty"]
+
+
+@dataclass
+class Endpoint:
+    name: str
+    url: str
+    _closers: list = field(default_factory=list, repr=False)
+
+    async def aclose(self) -> None:
+        for closer in reversed(self._closers):
+            result = closer()
+            if asyncio.iscoroutine(result):
+                await result
+
+
+async def _run_session(simulator: Simulator, endpoint: str, stream: Stream) -> None:
+    try:
+        await simulator.serve(endpoint, stream)
+    except (SessionClosed, ConnectionError):
+        pass
+    except Exception:
+        log.exception("%s %s: session failed", simulator.name, endpoint)
+    finally:
+        with contextlib.suppress(Exception):
+            await stream.close()
+
+
+async def serve_tcp(simulator: Simulator, endpoint: str, host: str = "127.0.0.1", port: int = 0) -> Endpoint:
+    sessions: set[asyncio.Task] = set()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        label = f"{simulator.name}.{endpoint}@{peer}"
+        log.debug("%s: connected", label)
+        task = asyncio.current_task()
+        sessions.add(task)
+        try:
+            await _run_session(simulator, endpoint, Stream(reader, writer, simulator.faults, label=label))
+        finally:
+            sessions.discard(task)
+
+    server = await asyncio.start_server(on_connect, host, port)
+    bound_port = server.sockets[0].getsockname()[1]
+
+    async def close() -> None:
+        server.close()
+        for task in list(sessions):
+            task.cancel()
+        if sessions:
+            await asyncio.gather(*sessions, return_exceptions=True)
+        await server.wait_closed()
+
+    return Endpoint(endpoint, f"socket://{host}:{bound_port}", [close])
+
+
+async def serve_pty(simulator: Simulator, endpoint: str) -> Endpoint:
+    loop = asyncio.get_running_loop()
+    master, slave = os.openpty()
+    tty.setraw(slave)  # no echo, no CR/LF translation: the line carries bytes, as a serial port does
+    path = os.ttyname(slave)
+    reader = asyncio.StreamReader()
+    read_transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(master), "rb", buffering=0)
+    )
+    write_transport, write_protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(os.dup(master), "wb", buffering=0)
+    )
+    writer = asyncio.StreamWriter(write_transport, write_protocol, reader, loop)
+    stream = Stream(
+        reader, writer, simulator.faults, droppable=False, label=f"{simulator.name}.{endpoint}@{path}"
+    )
+    task = loop.create_task(_run_session(simulator, endpoint, stream))
+
+    async def close() -> None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        read_transport.close()
+        write_transport.close()
+        os.close(master)
+        os.close(slave)
+
+    return Endpoint(endpoint, path, [close])
+
+
+async def serve(
+    simulator: Simulator, link: Link = "tcp", *, host: str = "127.0.0.1", port: int = 0
+) -> list[Endpoint]:
+    """Serve every endpoint of ``simulator``; with a fixed ``port`` the endpoints take consecutive ports."""
+    endpoints = []
+    try:
+        for index, name in enumerate(simulator.endpoints):
+            if link == "pty":
+                endpoints.append(await serve_pty(simulator, name))
+            else:
+                endpoints.append(await serve_tcp(simulator, name, host, port + index if port else 0))
+    except BaseException:
+        for endpoint in endpoints:
+            await endpoint.aclose()
+        raise
+    return endpoints

@@ -1,0 +1,100 @@
+"""Run simulators on a background event loop, for tests and benchmarks that drive real drivers.
+
+    with run_simulator("ne1000", link="pty") as sim:
+        pump = NE1000Pump(sim.url("pump"))
+        ...
+        volume = sim.call(lambda: sim.lab.world.vessel_at("dispense").volume_ul)
+
+Drivers are synchronous and talk over real sockets or ptys, so the simulator needs a loop of
+its own; ``call`` runs a function on that loop so tests read the world without racing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from simulators.clock import Clock, ScaledClock
+from simulators.lab import Lab, build_lab, build_single, read_lab_file, serve_lab
+from simulators.server import Link
+
+T = TypeVar("T")
+
+
+class BackgroundLab:
+    """A lab served from a daemon thread; a context manager that stops it cleanly on exit."""
+
+    def __init__(self, lab: Lab, link: Link = "tcp", *, prefixed: bool = True):
+        self.lab = lab
+        self.link = link
+        self.urls: dict[str, str] = {}
+        self._prefixed = prefixed
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="simulator-loop", daemon=True)
+        self._served: list = []
+
+    def __enter__(self) -> BackgroundLab:
+        self._thread.start()
+        self._served = self._submit(serve_lab(self.lab, self.link)).result(timeout=10)
+        for instrument, endpoint, info in self._served:
+            self.urls[f"{instrument}.{endpoint}" if self._prefixed else endpoint] = info.url
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        async def shutdown() -> None:
+            for *_, info in self._served:
+                await info.aclose()
+            for simulator in self.lab.simulators.values():
+                simulator.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        try:
+            self._submit(shutdown()).result(timeout=10)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
+
+    def url(self, endpoint: str) -> str:
+        return self.urls[endpoint]
+
+    def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function(*args)`` on the simulator's loop and return its result."""
+
+        async def run() -> T:
+            return function(*args)
+
+        return self._submit(run()).result(timeout=10)
+
+    def _submit(self, coroutine: Any) -> Future:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+
+def run_simulator(
+    kind: str,
+    *,
+    link: Link = "tcp",
+    clock: Clock | None = None,
+    faults: str | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> BackgroundLab:
+    """One instrument on its default bench; endpoint URLs are keyed by bare endpoint name."""
+    return BackgroundLab(
+        build_single(kind, clock or ScaledClock(), faults=faults, config=config), link, prefixed=False
+    )
+
+
+def run_lab(
+    config: Mapping[str, Any] | str | Path, *, link: Link = "tcp", clock: Clock | None = None
+) -> BackgroundLab:
+    """A whole lab; endpoint URLs are keyed ``instrument.endpoint``."""
+    if not isinstance(config, Mapping):
+        config = read_lab_file(config)
+    return BackgroundLab(build_lab(config, clock or ScaledClock(float(config.get("speed", 1.0)))), link)
