@@ -1,0 +1,298 @@
+"""The campaign file: what to vary, what to measure, how much to spend, and how each experiment runs.
+
+A campaign file is YAML validated by :class:`Campaign`; ``sdl schema`` prints its JSON Schema and
+``sdl validate FILE`` checks one file (see :mod:`sdl.loading` for reading files and reporting mistakes).
+
+Objectives are scalarised into one number for the optimizer, to be *minimised*::
+
+    loss(minimize) = value
+    loss(maximize) = -value
+    loss(target)   = |value - target|
+    scalar         = sum(weight_i * loss_i)
+
+Weights therefore also carry the units of each objective; every raw measurement stays in the store.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sdl.optimizer import OptimizerSettings
+from sdl.space import Parameter, SearchSpace
+
+IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_.]*$"
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w-]*)\.([A-Za-z_][\w-]*)\}")
+_DURATION = re.compile(
+    r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$"
+)
+
+
+class MissingMeasurement(ValueError):
+    """An experiment's measurements lack a value an objective needs."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Objective(_Model):
+    """One measurement to optimise. Several objectives are combined by a weighted sum (see module doc)."""
+
+    measurement: str = Field(pattern=IDENTIFIER, description="Name of the measurement this objective reads.")
+    goal: Literal["minimize", "maximize", "target"] = Field(
+        "minimize", description="minimize or maximize the value, or bring it to `target`."
+    )
+    target: float | None = Field(None, description="The value to hit; required when goal is 'target'.")
+    weight: float = Field(1.0, gt=0, description="Weight in the scalarised objective (carries units).")
+    units: str = ""
+
+    @model_validator(mode="after")
+    def _target_given(self) -> Objective:
+        if self.goal == "target" and self.target is None:
+            raise ValueError("goal 'target' needs a `target` value")
+        if self.goal != "target" and self.target is not None:
+            raise ValueError(f"`target` only applies to goal 'target', not {self.goal!r}")
+        return self
+
+    def loss(self, value: float) -> float:
+        """This objective's contribution to the scalar, before weighting (lower is better)."""
+        if self.goal == "minimize":
+            return value
+        if self.goal == "maximize":
+            return -value
+        assert self.target is not None
+        return abs(value - self.target)
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether measurement ``a`` is strictly better than ``b`` for this objective."""
+        return self.loss(a) < self.loss(b)
+
+
+class Budget(_Model):
+    """How much a campaign may spend, and when it may stop early."""
+
+    max_experiments: int = Field(ge=1, description="Experiments to finish (done or failed) before stopping.")
+    max_wall_time: float | None = Field(
+        None,
+        gt=0,
+        description="Stop starting new experiments after this long: seconds, or '90m', '2h', '1h30m'.",
+    )
+    stop_when: dict[str, float] = Field(
+        default_factory=dict,
+        description=(
+            "Stop once one experiment is good enough on every listed objective (by measurement name): "
+            "value <= threshold to minimize, >= threshold to maximize, "
+            "|value - target| <= threshold for target."
+        ),
+    )
+    max_consecutive_failures: int | None = Field(
+        5, ge=1, description="Stop the campaign after this many failed experiments in a row (null: never)."
+    )
+
+    @field_validator("max_wall_time", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = _DURATION.match(value)
+            if not value.strip() or not match or not any(match.groups()):
+                raise ValueError(
+                    f"not a duration: {value!r} (use seconds, or e.g. '90s', '45m', '2h', '1h30m')"
+                )
+            hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+            return hours * 3600 + minutes * 60 + seconds
+        return value
+
+
+class MeasurementRule(_Model):
+    """Reduce one field of one event stream of the run to a number."""
+
+    stream: str = Field("primary", description="Event stream name (bluesky's default stream is 'primary').")
+    field: str = Field(description="Data key in the stream's events, e.g. 'spectrometer_delta_e'.")
+    reduce: Literal["last", "first", "mean", "max", "min", "sum"] = Field(
+        "last", description="How to combine the field's values over the stream's events."
+    )
+
+
+class Procedure(_Model):
+    """How one experiment runs: a bluesky plan over the lab's devices, or a plain Python function."""
+
+    plan: str | None = Field(
+        None,
+        pattern=IMPORT_PATH_PATTERN,
+        description="Bluesky plan factory 'package.module:function' called as "
+        "plan(recipe, devices, **options); "
+        "it must open and close one run.",
+    )
+    function: str | None = Field(
+        None,
+        pattern=IMPORT_PATH_PATTERN,
+        description="Plain function 'package.module:function' called as function(recipe, **options) and "
+        "returning a dict of measurements (computational or dry-run campaigns).",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for the plan/function."
+    )
+    measurements: dict[str, MeasurementRule] = Field(
+        default_factory=dict,
+        description="Plans only: measurement name -> rule reading it from the documents.",
+    )
+    extractor: str | None = Field(
+        None,
+        pattern=IMPORT_PATH_PATTERN,
+        description="Plans only: 'package.module:function' called as f(documents) with documents a list of "
+        "(name, doc) pairs, returning a dict of measurements (merged over `measurements`).",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Procedure:
+        if (self.plan is None) == (self.function is None):
+            raise ValueError("give exactly one of `plan` (a bluesky plan) or `function` (a plain function)")
+        if self.function is not None and (self.measurements or self.extractor):
+            raise ValueError(
+                "`measurements` and `extractor` apply to plans; a function returns its measurements"
+            )
+        if self.plan is not None and not (self.measurements or self.extractor):
+            raise ValueError("a plan needs `measurements` rules or an `extractor` to compute the objectives")
+        return self
+
+
+class Instrument(_Model):
+    """One instrument: an ophyd device built by a driver factory at an address."""
+
+    driver: str = Field(
+        pattern=IMPORT_PATH_PATTERN,
+        description="Factory 'package.module:function' called as "
+        "factory(name, address, **options) -> ophyd Device.",
+    )
+    address: str | dict[str, str] | None = Field(
+        None,
+        description="A pyserial URL (/dev/ttyUSB0, socket://host:port, rfc2217://...) or, for multi-endpoint "
+        "instruments, a mapping endpoint -> URL. '{instrument.endpoint}' placeholders are filled from the "
+        "simulated lab's announced endpoints.",
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the factory.")
+
+    def placeholders(self) -> list[tuple[str, str]]:
+        values = [self.address] if isinstance(self.address, str) else list((self.address or {}).values())
+        return [m.groups() for v in values for m in PLACEHOLDER.finditer(v)]
+
+
+class Lab(_Model):
+    """The instruments the procedure uses, optionally served by a simulated lab."""
+
+    simulated: Path | None = Field(
+        None,
+        description="Simulated lab file, relative to the campaign file. "
+        "sdl runs `python -m simulators lab FILE "
+        "--speed SPEED` for the campaign's lifetime and fills address placeholders from its output.",
+    )
+    speed: float = Field(1.0, gt=0, description="Simulated-time speed factor passed to the simulator.")
+    startup_timeout: float = Field(30.0, gt=0, description="Seconds to wait for the simulator's endpoints.")
+    instruments: dict[str, Instrument] = Field(
+        default_factory=dict,
+        description="Instrument name -> driver and address; the plan gets devices by name.",
+    )
+
+    @model_validator(mode="after")
+    def _placeholders_known(self) -> Lab:
+        for name, instrument in self.instruments.items():
+            for other, _endpoint in instrument.placeholders():
+                if other not in self.instruments:
+                    known = ", ".join(sorted(self.instruments)) or "none"
+                    raise ValueError(
+                        f"instrument {name!r} refers to unknown instrument {other!r} in its address "
+                        f"(declared instruments: {known})"
+                    )
+            if instrument.placeholders() and self.simulated is None:
+                raise ValueError(
+                    f"instrument {name!r} has '{{instrument.endpoint}}' placeholders "
+                    "but no `simulated` lab fills them"
+                )
+        return self
+
+
+class Campaign(_Model):
+    """A closed-loop campaign: the search space, objectives, budget, optimizer, procedure and lab."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Short name (letters, digits, _.-)."
+    )
+    description: str = ""
+    parameters: list[Parameter] = Field(
+        min_length=1, description="The search space: real, integer, categorical."
+    )
+    objectives: list[Objective] = Field(min_length=1)
+    budget: Budget
+    optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
+    procedure: Procedure
+    lab: Lab = Field(default_factory=Lab)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Campaign:
+        SearchSpace(parameters=self.parameters)  # repeated names
+        names = [o.measurement for o in self.objectives]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"objectives repeat measurement(s): {', '.join(repeated)}")
+        unknown = sorted(set(self.budget.stop_when) - set(names))
+        if unknown:
+            raise ValueError(
+                f"budget.stop_when names {', '.join(unknown)}, which is not an objective "
+                f"(objectives: {', '.join(names)})"
+            )
+        rules = self.procedure.measurements
+        if rules and self.procedure.extractor is None:
+            missing = sorted(set(names) - set(rules))
+            if missing:
+                raise ValueError(
+                    f"objective(s) {', '.join(missing)} have no rule in procedure.measurements "
+                    f"(rules: {', '.join(sorted(rules))})"
+                )
+        if self.procedure.plan is None and self.lab.instruments:
+            raise ValueError("lab.instruments are for plans; a plain `function` procedure gets no devices")
+        return self
+
+    @property
+    def space(self) -> SearchSpace:
+        return SearchSpace(parameters=self.parameters)
+
+    def scalarise(self, measurements: dict[str, Any]) -> float:
+        """The number the optimizer minimises; raises :class:`MissingMeasurement` when a value is absent."""
+        total = 0.0
+        for objective in self.objectives:
+            total += objective.weight * objective.loss(self.value_of(objective, measurements))
+        return total
+
+    @staticmethod
+    def value_of(objective: Objective, measurements: dict[str, Any]) -> float:
+        value = measurements.get(objective.measurement)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise MissingMeasurement(
+                f"measurement {objective.measurement!r} is missing or not a number (got {value!r}; "
+                f"measured: {', '.join(sorted(measurements)) or 'nothing'})"
+            )
+        return float(value)
+
+    def target_reached(self, measurements: dict[str, Any]) -> bool:
+        """Whether one experiment's measurements meet every ``budget.stop_when`` threshold."""
+        if not self.budget.stop_when:
+            return False
+        by_name = {o.measurement: o for o in self.objectives}
+        for name, threshold in self.budget.stop_when.items():
+            objective = by_name[name]
+            try:
+                value = self.value_of(objective, measurements)
+            except MissingMeasurement:
+                return False
+            if objective.goal == "minimize" and not value <= threshold:
+                return False
+            if objective.goal == "maximize" and not value >= threshold:
+                return False
+            if objective.goal == "target" and not abs(value - (objective.target or 0.0)) <= threshold:
+                return False
+        return True

@@ -1,0 +1,111 @@
+"""The `sdl` command: run campaigns in the foreground and inspect, export and plot their record.
+
+Exit codes: 0 ok, 1 failure (one-line error; -v for the traceback), 2 bad input (nothing written),
+130 interrupted (Ctrl-C; the experiment in flight is marked interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_DATA_DIR = "sdl-data"
+
+log = logging.getLogger("sdl")
+
+
+class BadInput(Exception):
+    """The user asked for something that cannot be (exit 2, nothing written)."""
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help=f"directory holding the store (default: $SDL_DATA_DIR or ./{DEFAULT_DATA_DIR})",
+    )
+    common.add_argument(
+        "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="log what happens (-vv: debug)"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sdl.cli import inspect, run
+
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="sdl",
+        description="Self-driving-lab orchestration: run closed-loop optimisation campaigns over lab "
+        "instruments (or plain functions) and keep a durable record of every experiment.",
+        parents=[common],
+        epilog="Run `sdl COMMAND --help` for a command's options. Exit codes: 0 ok, 1 failure, 2 bad input, "
+        "130 interrupted.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run.register(commands, common)
+    inspect.register(commands, common)
+    return parser
+
+
+def _setup_logging(verbosity: int, console: Console) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    handler: logging.Handler
+    if console.is_terminal:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Our own loggers carry the story; third-party ones only when asked for debug.
+    for name in ("bluesky", "ophyd", "matplotlib", "caproto"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
+
+
+def data_dir_of(args: argparse.Namespace) -> Path:
+    given = getattr(args, "data_dir", None)
+    return Path(given or os.environ.get("SDL_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `sdl` console script; returns the exit code."""
+    from sdl.loading import CampaignError
+    from sdl.store import SchemaTooNew, UnknownCampaign
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbosity = getattr(args, "verbose", 0) or 0
+    err = Console(stderr=True)
+    _setup_logging(verbosity, err)
+    try:
+        return int(args.handler(args) or 0)
+    except CampaignError as exc:
+        for problem in exc.problems:
+            err.print(f"[red]error:[/] {problem}", markup=True, highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except (BadInput, UnknownCampaign, SchemaTooNew) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        err.print("interrupted", highlight=False)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if verbosity:
+            log.exception("sdl %s failed", args.command)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        err.print(f"[red]error:[/] {type(exc).__name__}: {first}", highlight=False, soft_wrap=True)
+        return EXIT_FAILURE

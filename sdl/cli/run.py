@@ -1,0 +1,172 @@
+"""`sdl run` and `sdl demo`: run a campaign in the foreground, with Ctrl-C stopping it cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from sdl.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, BadInput, data_dir_of
+from sdl.cli.progress import CampaignProgress, result_line, summary_table
+from sdl.executor import Executor
+from sdl.loading import load_campaign
+from sdl.runner import campaign_of, prepare_resume, run_campaign, start_campaign
+from sdl.status import CampaignStatus
+from sdl.store import Store
+
+log = logging.getLogger(__name__)
+
+DEMO_CAMPAIGN = ("color_matching", "campaign.yaml")
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    p = commands.add_parser(
+        "run",
+        parents=[common],
+        help="run a campaign in the foreground",
+        description="Validate a campaign file, record it in the store and run it until its budget is spent, "
+        "its target reached, or Ctrl-C. Ctrl-C stops cleanly: the RunEngine aborts the plan (moving "
+        "devices get stop()), the experiment in flight is marked interrupted, and the exit code is 130. "
+        "Continue later with `sdl run --resume CAMPAIGN_ID`.",
+    )
+    p.add_argument("file", nargs="?", type=Path, help="campaign file (YAML; see `sdl schema`)")
+    p.add_argument("--resume", metavar="CAMPAIGN_ID", help="continue a stopped campaign from its record")
+    p.add_argument("--seed", type=int, help="override optimizer.seed")
+    p.add_argument("--budget", type=int, metavar="N", help="override budget.max_experiments")
+    p.set_defaults(handler=cmd_run)
+
+    d = commands.add_parser(
+        "demo",
+        parents=[common],
+        help="run the packaged colour-matching demo on the simulated lab",
+        description="Start the simulated lab, run the packaged demo campaign "
+        "(experiments/color_matching/campaign.yaml), then write a CSV export and a PNG plot and print "
+        "where they went.",
+    )
+    d.add_argument("--seed", type=int, help="override optimizer.seed")
+    d.add_argument("--budget", type=int, metavar="N", help="override budget.max_experiments")
+    d.set_defaults(handler=cmd_demo)
+
+
+@contextmanager
+def sigint_guard(executor: Executor) -> Iterator[None]:
+    """Route Ctrl-C (and SIGTERM) to a clean stop; a second Ctrl-C stops at once."""
+    calls = 0
+
+    def handle(signum: int, frame: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise KeyboardInterrupt
+        log.warning("%s: stopping the experiment in flight (again to force)", signal.Signals(signum).name)
+        # A plain function cannot be aborted from outside; an exception is the only way to stop it.
+        in_function = executor.in_function
+        executor.interrupt()
+        if in_function:
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _check_budget(budget: int | None) -> None:
+    if budget is not None and budget < 1:
+        raise BadInput(f"--budget must be at least 1, got {budget}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    data_dir = data_dir_of(args)
+    _check_budget(args.budget)
+    if args.resume:
+        if args.file is not None or args.seed is not None or args.budget is not None:
+            raise BadInput("--resume takes only a campaign id: its file, seed and budget are in the record")
+        if not Store.exists(data_dir):
+            raise BadInput(f"no store in {data_dir} (give --data-dir)")
+        store = Store(data_dir)
+        store.campaign(args.resume)
+        prepare_resume(store, args.resume)
+        campaign_id = args.resume
+    else:
+        if args.file is None:
+            raise BadInput("give a campaign FILE to run, or --resume CAMPAIGN_ID")
+        loaded = load_campaign(args.file)  # every check before anything is written
+        store = Store(data_dir)
+        campaign_id = start_campaign(store, loaded, seed=args.seed, max_experiments=args.budget)
+    with store:
+        return execute(store, campaign_id, Console())
+
+
+def execute(store: Store, campaign_id: str, out: Console) -> int:
+    campaign, _ = campaign_of(store, campaign_id)
+    out.print(f"campaign [bold]{campaign_id}[/] ({campaign.name}), record in {store.path}", highlight=False)
+    progress = CampaignProgress(out, campaign, store.experiments(campaign_id))
+    forced = False
+    try:
+        with progress:
+            result = run_campaign(store, campaign_id, observer=progress, guard=sigint_guard)
+        out.print(result_line(result), highlight=False)
+    except KeyboardInterrupt:
+        forced = True
+    record = store.campaign(campaign_id)
+    out.print(summary_table(record, campaign, store.experiments(campaign_id)))
+    if forced or record.status is CampaignStatus.INTERRUPTED:
+        out.print(
+            f"interrupted; continue with: sdl run --resume {campaign_id} --data-dir {store.data_dir}",
+            highlight=False,
+        )
+        return EXIT_INTERRUPTED
+    if record.status is CampaignStatus.FAILED:
+        out.print(f"campaign failed: {record.stop_reason}", highlight=False)
+        return EXIT_FAILURE
+    out.print(
+        f"export with: sdl export {campaign_id} --format csv --data-dir {store.data_dir}", highlight=False
+    )
+    return EXIT_OK
+
+
+def demo_campaign_path() -> Path:
+    """The packaged demo campaign, found through the `experiments` package without importing it."""
+    spec = importlib.util.find_spec("experiments")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        candidate = Path(location).joinpath(*DEMO_CAMPAIGN)
+        if candidate.is_file():
+            return candidate
+    where = ", ".join(locations) or "no `experiments` package installed"
+    raise FileNotFoundError(
+        f"the demo campaign experiments/{'/'.join(DEMO_CAMPAIGN)} is not installed ({where})"
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sdl import report
+
+    _check_budget(args.budget)
+    path = demo_campaign_path()
+    loaded = load_campaign(path)
+    data_dir = data_dir_of(args)
+    with Store(data_dir) as store:
+        campaign_id = start_campaign(store, loaded, seed=args.seed, max_experiments=args.budget)
+        out = Console()
+        code = execute(store, campaign_id, out)
+        campaign, _ = campaign_of(store, campaign_id)
+        history = store.experiments(campaign_id)
+        exports = data_dir / "exports"
+        exports.mkdir(parents=True, exist_ok=True)
+        csv_path = exports / f"{campaign_id}.csv"
+        csv_path.write_text(report.export_text(campaign, history, "csv"), encoding="utf-8")
+        png_path = report.plot(campaign, history, exports / f"{campaign_id}.png", title=f"{campaign_id}")
+        out.print(f"plot:   {png_path}", highlight=False)
+        out.print(f"export: {csv_path}", highlight=False)
+    return code

@@ -1,0 +1,185 @@
+"""Bring up the lab a campaign uses: the simulated lab (if any), then one ophyd device per instrument.
+
+Simulator contract: ``python -m simulators lab FILE --speed S`` prints one line per endpoint,
+``<instrument>.<endpoint> <url>``, before anything else, then serves until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sdl.campaign import PLACEHOLDER, Lab
+from sdl.imports import UnresolvedImport, resolve
+
+log = logging.getLogger(__name__)
+
+
+class LabError(RuntimeError):
+    """The lab could not be brought up (simulator did not start, a driver could not connect...)."""
+
+
+def simulator_command(lab_file: Path, speed: float) -> list[str]:
+    return [sys.executable, "-m", "simulators", "lab", str(lab_file), "--speed", f"{speed:g}"]
+
+
+class SimulatedLab:
+    """The simulator subprocess: started, read for its endpoints, stopped with SIGTERM then SIGKILL."""
+
+    def __init__(self, command: Sequence[str], *, grace: float = 5.0) -> None:
+        self.command = list(command)
+        self.grace = grace
+        self.endpoints: dict[str, str] = {}
+        self._process: subprocess.Popen[str] | None = None
+        # A file, not a pipe: nobody reads stderr while things go well, and a pipe could fill up.
+        self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader: threading.Thread | None = None
+
+    def start(self, needed: set[str], timeout: float) -> dict[str, str]:
+        """Start the simulator and wait until every ``instrument.endpoint`` in ``needed`` is announced."""
+        log.info("starting simulated lab: %s", " ".join(self.command))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # Own session: the operator's Ctrl-C reaches sdl only, which must still talk to the simulated
+        # instruments to stop them before the simulator goes away.
+        self._process = subprocess.Popen(
+            self.command,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, name="sdl-simulator-stdout", daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while not needed <= set(self.endpoints):
+            remaining = deadline - time.monotonic()
+            try:
+                line = self._lines.get(timeout=max(remaining, 0.0)) if remaining > 0 else None
+            except queue.Empty:
+                line = None
+            if line is None:
+                missing = ", ".join(sorted(needed - set(self.endpoints)))
+                why = (
+                    "exited"
+                    if self._process.poll() is not None
+                    else f"did not announce them within {timeout:g} s"
+                )
+                self.stop()
+                raise LabError(
+                    f"simulated lab {why} before announcing endpoint(s) {missing}; "
+                    f"command: {' '.join(self.command)}; stderr:\n{self.stderr_text() or '(empty)'}"
+                )
+            parts = line.split()
+            if len(parts) == 2 and "." in parts[0]:
+                self.endpoints[parts[0]] = parts[1]
+                log.debug("simulated endpoint %s at %s", parts[0], parts[1])
+        return dict(self.endpoints)
+
+    def _read(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        for line in self._process.stdout:  # drain to the end so the simulator never blocks on a full pipe
+            self._lines.put(line.strip())
+        self._lines.put(None)
+
+    def stderr_text(self) -> str:
+        self._stderr.flush()
+        self._stderr.seek(0)
+        return self._stderr.read()[-4000:].strip()
+
+    def stop(self) -> None:
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(self.grace)
+            except subprocess.TimeoutExpired:
+                log.warning("simulated lab ignored SIGTERM for %g s; killing it", self.grace)
+                process.kill()
+                process.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=self.grace)
+        if process is not None and process.stdout is not None:
+            process.stdout.close()
+        self._stderr.close()
+
+
+def fill(address: Any, endpoints: dict[str, str]) -> Any:
+    """Replace '{instrument.endpoint}' placeholders in an address (string or mapping)."""
+    if isinstance(address, dict):
+        return {key: fill(value, endpoints) for key, value in address.items()}
+    if isinstance(address, str):
+        return PLACEHOLDER.sub(lambda m: endpoints[f"{m.group(1)}.{m.group(2)}"], address)
+    return address
+
+
+class LabSession:
+    """Context manager holding the running lab: ``devices`` by instrument name, and their ``assignments``."""
+
+    def __init__(
+        self, lab: Lab, base_dir: Path | None = None, *, command: Sequence[str] | None = None
+    ) -> None:
+        self.lab = lab
+        self.base_dir = base_dir
+        self.command = command
+        self.devices: dict[str, Any] = {}
+        self.assignments: dict[str, dict[str, Any]] = {}
+        self.simulator: SimulatedLab | None = None
+
+    def __enter__(self) -> LabSession:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        endpoints: dict[str, str] = {}
+        if self.lab.simulated is not None:
+            needed = {f"{i}.{e}" for inst in self.lab.instruments.values() for i, e in inst.placeholders()}
+            command = self.command or simulator_command(self.lab.simulated, self.lab.speed)
+            self.simulator = SimulatedLab(command)
+            endpoints = self.simulator.start(needed, self.lab.startup_timeout)
+        for name, instrument in self.lab.instruments.items():
+            address = fill(instrument.address, endpoints)
+            try:
+                factory = resolve(instrument.driver, self.base_dir)
+            except UnresolvedImport as exc:
+                raise LabError(
+                    f"instrument {name!r}: driver {instrument.driver!r} does not resolve: {exc}"
+                ) from exc
+            log.info("connecting %s (%s) at %s", name, instrument.driver, address)
+            try:
+                device = factory(name, address, **instrument.options)
+            except Exception as exc:
+                raise LabError(f"instrument {name!r} ({instrument.driver}) at {address}: {exc}") from exc
+            self.devices[name] = device
+            self.assignments[name] = {"driver": instrument.driver, "address": address}
+
+    def close(self) -> None:
+        for name, device in reversed(list(self.devices.items())):
+            destroy = getattr(device, "destroy", None)
+            if callable(destroy):
+                try:
+                    destroy()
+                except Exception:
+                    log.exception("closing instrument %s failed", name)
+        self.devices.clear()
+        if self.simulator is not None:
+            self.simulator.stop()
+            self.simulator = None

@@ -1,0 +1,208 @@
+"""Read a campaign file and explain every mistake in it by file, line, field path and allowed values."""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from sdl.campaign import IDENTIFIER, IMPORT_PATH_PATTERN, Campaign
+from sdl.imports import UnresolvedImport, resolve
+
+_PATTERN_MEANING = {
+    IMPORT_PATH_PATTERN: "an import path 'package.module:function'",
+    IDENTIFIER: "an identifier (letters, digits and _, not starting with a digit)",
+}
+
+
+class CampaignError(ValueError):
+    """A campaign file that cannot be used; ``problems`` holds one located message per mistake."""
+
+    def __init__(self, path: Path | str, problems: list[str]) -> None:
+        self.path = Path(path)
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class LoadedCampaign:
+    campaign: Campaign
+    path: Path
+    source: str
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+
+def load_campaign(path: Path | str, *, check_imports: bool = True) -> LoadedCampaign:
+    """Parse and validate a campaign file; raise :class:`CampaignError` listing every problem found."""
+    path = Path(path)
+    try:
+        source = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CampaignError(path, [f"{path}: cannot read campaign file: {exc.strerror or exc}"]) from None
+    try:
+        root = yaml.compose(source)
+        data = yaml.safe_load(source)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise CampaignError(path, [f"{where}: not valid YAML: {problem}"]) from None
+    if not isinstance(data, dict):
+        raise CampaignError(
+            path, [f"{path}: a campaign file must be a YAML mapping (name:, parameters:, ...)"]
+        )
+    try:
+        campaign = Campaign.model_validate(data)
+    except ValidationError as exc:
+        raise CampaignError(path, [_describe(path, root, error) for error in exc.errors()]) from None
+    campaign = _resolve_paths(path, root, campaign)
+    if check_imports:
+        problems = check_import_paths(campaign, path.parent)
+        if problems:
+            raise CampaignError(path, [_locate(path, root, loc, msg) for loc, msg in problems])
+    return LoadedCampaign(campaign=campaign, path=path.resolve(), source=source)
+
+
+def check_import_paths(campaign: Campaign, base_dir: Path | None) -> list[tuple[tuple[Any, ...], str]]:
+    """Every import path in the campaign that does not resolve, as (field location, message)."""
+    paths: list[tuple[tuple[Any, ...], str]] = []
+    for key in ("plan", "function", "extractor"):
+        value = getattr(campaign.procedure, key)
+        if value is not None:
+            paths.append((("procedure", key), value))
+    for name, instrument in campaign.lab.instruments.items():
+        paths.append((("lab", "instruments", name, "driver"), instrument.driver))
+    problems = []
+    for loc, value in paths:
+        try:
+            resolve(value, base_dir)
+        except UnresolvedImport as exc:
+            problems.append((loc, f"import path {value!r} does not resolve: {exc}"))
+    return problems
+
+
+def _resolve_paths(path: Path, root: yaml.Node | None, campaign: Campaign) -> Campaign:
+    simulated = campaign.lab.simulated
+    if simulated is None:
+        return campaign
+    full = simulated if simulated.is_absolute() else (path.parent / simulated)
+    if not full.is_file():
+        msg = f"simulated lab file not found: {full}"
+        raise CampaignError(path, [_locate(path, root, ("lab", "simulated"), msg)])
+    lab = campaign.lab.model_copy(update={"simulated": full.resolve()})
+    return campaign.model_copy(update={"lab": lab})
+
+
+def _describe(path: Path, root: yaml.Node | None, error: Any) -> str:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    got = error.get("input")
+    if kind == "extra_forbidden":
+        allowed = _fields_at(loc[:-1])
+        message = f"unknown field {loc[-1]!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+    elif kind == "missing":
+        message = f"missing required field {loc[-1]!r}"
+    elif kind == "union_tag_not_found":
+        message = "missing `type` (one of 'real', 'integer', 'categorical')"
+    elif kind == "union_tag_invalid":
+        message = f"unknown type {error['ctx']['tag']!r} (allowed: {error['ctx']['expected_tags']})"
+    elif kind == "string_pattern_mismatch":
+        meaning = _PATTERN_MEANING.get(error["ctx"]["pattern"], f"matching {error['ctx']['pattern']}")
+        message = f"{got!r} is not {meaning}"
+    elif kind in ("literal_error", "enum") or kind.endswith("_type") or kind.endswith("_parsing"):
+        message = f"{message} (got {got!r})"
+    return _locate(path, root, loc, message)
+
+
+def _locate(path: Path, root: yaml.Node | None, loc: tuple[Any, ...], message: str) -> str:
+    line = _line_of(root, loc)
+    where = f"{path}:{line}" if line else str(path)
+    field = format_loc(loc)
+    return f"{where}: {field}: {message}" if field else f"{where}: {message}"
+
+
+def format_loc(loc: tuple[Any, ...]) -> str:
+    """('parameters', 0, 'real', 'low') -> 'parameters[0].low' (union tags dropped)."""
+    out = ""
+    previous: Any = None
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif (
+            previous is not None and isinstance(previous, int) and part in ("real", "integer", "categorical")
+        ):
+            pass  # pydantic's discriminator tag, not a field of the file
+        else:
+            out += f".{part}" if out else str(part)
+        previous = part
+    return out
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part:
+                    line = key.start_mark.line + 1
+                    node = value
+                    break
+            # otherwise a union tag or a missing field: keep the parent's line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The field names allowed at ``loc`` in the campaign model (for 'unknown field' messages)."""
+    tp: Any = Campaign
+    for part in loc:
+        tp = _unwrap(tp, part)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if part in tp.model_fields:
+                tp = tp.model_fields[part].annotation
+            continue  # a discriminator tag: the union was already narrowed by _unwrap
+        origin = typing.get_origin(tp)
+        if origin is list and isinstance(part, int):
+            tp = typing.get_args(tp)[0]
+        elif origin is dict:
+            tp = typing.get_args(tp)[1]
+        else:
+            return []
+    tp = _unwrap(tp, None)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return list(tp.model_fields)
+    return []
+
+
+def _unwrap(tp: Any, tag: Any) -> Any:
+    """Strip Annotated/Optional, and pick the union member whose `type` literal is ``tag``."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+            tagged = [m for m in models if "type" in m.model_fields and m.model_fields["type"].default == tag]
+            if tagged:
+                return tagged[0]
+            if len(members) == 1 or models:
+                tp = models[0] if models else members[0]
+            else:
+                return tp
+        else:
+            return tp

@@ -1,0 +1,68 @@
+"""Lifecycle of an experiment and of a campaign, as explicit state machines.
+
+Every status change in the store goes through :func:`check_transition`, so an illegal move (say, a
+``done`` experiment becoming ``running`` again) raises instead of silently rewriting the record.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class IllegalTransition(RuntimeError):
+    """A status change that the lifecycle does not allow."""
+
+
+class ExperimentStatus(StrEnum):
+    PROPOSED = "proposed"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL_EXPERIMENT
+
+
+class CampaignStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+
+
+_FINAL_EXPERIMENT = frozenset({ExperimentStatus.DONE, ExperimentStatus.FAILED, ExperimentStatus.INTERRUPTED})
+
+# A proposal may be dropped (interrupted) before it starts: e.g. Ctrl-C while the optimizer thinks.
+EXPERIMENT_TRANSITIONS: dict[ExperimentStatus, frozenset[ExperimentStatus]] = {
+    ExperimentStatus.PROPOSED: frozenset({ExperimentStatus.RUNNING, ExperimentStatus.INTERRUPTED}),
+    ExperimentStatus.RUNNING: frozenset(
+        {ExperimentStatus.DONE, ExperimentStatus.FAILED, ExperimentStatus.INTERRUPTED}
+    ),
+    ExperimentStatus.DONE: frozenset(),
+    ExperimentStatus.FAILED: frozenset(),
+    ExperimentStatus.INTERRUPTED: frozenset(),
+}
+
+# A campaign that stopped (for any reason) may be resumed, which makes it running again.
+CAMPAIGN_TRANSITIONS: dict[CampaignStatus, frozenset[CampaignStatus]] = {
+    CampaignStatus.RUNNING: frozenset(
+        {CampaignStatus.COMPLETED, CampaignStatus.INTERRUPTED, CampaignStatus.FAILED}
+    ),
+    CampaignStatus.COMPLETED: frozenset({CampaignStatus.RUNNING}),
+    CampaignStatus.INTERRUPTED: frozenset({CampaignStatus.RUNNING}),
+    CampaignStatus.FAILED: frozenset({CampaignStatus.RUNNING}),
+}
+
+
+def check_transition(current: ExperimentStatus, new: ExperimentStatus) -> None:
+    """Raise :class:`IllegalTransition` unless an experiment may go from ``current`` to ``new``."""
+    if new not in EXPERIMENT_TRANSITIONS[current]:
+        raise IllegalTransition(f"experiment cannot go from {current.value} to {new.value}")
+
+
+def check_campaign_transition(current: CampaignStatus, new: CampaignStatus) -> None:
+    """Raise :class:`IllegalTransition` unless a campaign may go from ``current`` to ``new``."""
+    if new not in CAMPAIGN_TRANSITIONS[current]:
+        raise IllegalTransition(f"campaign cannot go from {current.value} to {new.value}")

@@ -1,0 +1,156 @@
+"""Versioned schema of the store, upgraded in place one step at a time.
+
+The version lives in SQLite's ``PRAGMA user_version``. Each migration runs in its own transaction
+together with the version bump, so a crash mid-upgrade leaves the previous version intact.
+Never edit a released migration: add the next one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+class SchemaTooNew(RuntimeError):
+    """The data directory was written by a newer sdl than this one."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+def _statements(*sql: str) -> Callable[[sqlite3.Connection], None]:
+    def apply(conn: sqlite3.Connection) -> None:
+        for statement in sql:
+            conn.execute(statement)
+
+    return apply
+
+
+_V1 = _statements(
+    """CREATE TABLE campaigns (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        stop_reason TEXT,
+        spec_json TEXT NOT NULL,          -- the validated campaign, the single source for resume
+        source_path TEXT,
+        source_text TEXT,
+        base_dir TEXT,
+        seed INTEGER NOT NULL,
+        max_experiments INTEGER NOT NULL,
+        runner_pid INTEGER,
+        runner_host TEXT,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT
+    )""",
+    """CREATE TABLE experiments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        campaign_id TEXT NOT NULL REFERENCES campaigns(id),
+        seq INTEGER NOT NULL,             -- 1-based number within the campaign
+        status TEXT NOT NULL,
+        recipe_json TEXT NOT NULL,
+        assignments_json TEXT,            -- instrument name -> driver and address used
+        measurements_json TEXT,
+        objective REAL,                   -- the scalar the optimizer minimises
+        failure TEXT,
+        proposed_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        UNIQUE (campaign_id, seq)
+    )""",
+    "CREATE INDEX experiments_by_campaign ON experiments (campaign_id, seq)",
+    """CREATE TABLE decisions (
+        experiment_id INTEGER PRIMARY KEY REFERENCES experiments(id),
+        model TEXT NOT NULL,
+        acquisition TEXT,
+        acquisition_value REAL,
+        seconds REAL NOT NULL,
+        n_observations INTEGER NOT NULL,
+        n_pending INTEGER NOT NULL
+    )""",
+    """CREATE TABLE documents (
+        experiment_id INTEGER PRIMARY KEY REFERENCES experiments(id),
+        encoding TEXT NOT NULL,           -- 'json+zlib': zlib-compressed JSON list of [name, doc]
+        n_documents INTEGER NOT NULL,
+        raw_bytes INTEGER NOT NULL,
+        blob BLOB NOT NULL
+    )""",
+)
+
+
+def _v2(conn: sqlite3.Connection) -> None:
+    # An audit log of status changes: the record says when each step happened, not only the last one.
+    conn.execute(
+        """CREATE TABLE transitions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            from_status TEXT,
+            to_status TEXT NOT NULL,
+            at TEXT NOT NULL,
+            note TEXT
+        )"""
+    )
+    conn.execute("CREATE INDEX transitions_by_experiment ON transitions (experiment_id, id)")
+    # Backfill from the timestamps version 1 kept.
+    conn.execute(
+        "INSERT INTO transitions (experiment_id, from_status, to_status, at, note) "
+        "SELECT id, NULL, 'proposed', proposed_at, 'backfilled' FROM experiments ORDER BY id"
+    )
+    conn.execute(
+        "INSERT INTO transitions (experiment_id, from_status, to_status, at, note) "
+        "SELECT id, 'proposed', 'running', started_at, 'backfilled' FROM experiments "
+        "WHERE started_at IS NOT NULL ORDER BY id"
+    )
+    conn.execute(
+        "INSERT INTO transitions (experiment_id, from_status, to_status, at, note) "
+        "SELECT id, CASE WHEN started_at IS NULL THEN 'proposed' ELSE 'running' END, status, finished_at, "
+        "'backfilled' FROM experiments WHERE finished_at IS NOT NULL ORDER BY id"
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "campaigns, experiments, optimizer decisions, raw documents", _V1),
+    Migration(2, "experiment status transition log", _v2),
+)
+LATEST = MIGRATIONS[-1].version
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+    """Bring the database up to the last of ``migrations``; return the versions applied.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``) so each step owns its transaction.
+    """
+    latest = migrations[-1].version
+    current = schema_version(conn)
+    if current > latest:
+        raise SchemaTooNew(
+            f"the store has schema version {current}, newer than this sdl understands ({latest}); upgrade sdl"
+        )
+    applied = []
+    for migration in migrations:
+        if migration.version <= current:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read inside the write lock: another process may have migrated meanwhile.
+            if schema_version(conn) >= migration.version:
+                conn.execute("ROLLBACK")
+                continue
+            migration.apply(conn)
+            conn.execute(f"PRAGMA user_version = {int(migration.version)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(migration.version)
+    return applied

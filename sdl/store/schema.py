@@ -1,0 +1,106 @@
+"""Records read back from the store, and the encodings of what goes into it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sdl.status import CampaignStatus, ExperimentStatus
+
+DOCUMENT_ENCODING = "json+zlib"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+def to_jsonable(value: Any) -> Any:
+    """Numpy scalars/arrays, tuples and non-finite floats -> plain JSON (NaN/inf become null)."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy arrays and scalars
+        return to_jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(to_jsonable(value), separators=(",", ":"), allow_nan=False)
+
+
+def encode_documents(documents: list[tuple[str, Mapping[str, Any]]]) -> tuple[bytes, int]:
+    raw = dumps([[name, doc] for name, doc in documents]).encode()
+    return zlib.compress(raw, 6), len(raw)
+
+
+def decode_documents(blob: bytes, encoding: str) -> list[tuple[str, dict[str, Any]]]:
+    if encoding != DOCUMENT_ENCODING:
+        raise ValueError(f"unknown document encoding {encoding!r}")
+    return [(name, doc) for name, doc in json.loads(zlib.decompress(blob))]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Why the optimizer proposed a recipe: its model, acquisition and how long it took."""
+
+    model: str
+    acquisition: str | None
+    acquisition_value: float | None
+    seconds: float
+    n_observations: int = 0
+    n_pending: int = 0
+
+
+@dataclass(frozen=True)
+class CampaignRecord:
+    id: str
+    name: str
+    status: CampaignStatus
+    stop_reason: str | None
+    spec: dict[str, Any]
+    source_path: str | None
+    source_text: str | None
+    base_dir: str | None
+    seed: int
+    max_experiments: int
+    runner_pid: int | None
+    runner_host: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    id: int
+    campaign_id: str
+    seq: int
+    status: ExperimentStatus
+    recipe: dict[str, Any]
+    assignments: dict[str, Any] | None
+    measurements: dict[str, Any] | None
+    objective: float | None
+    failure: str | None
+    proposed_at: str
+    started_at: str | None
+    finished_at: str | None
+    decision: Decision | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Transition:
+    experiment_id: int
+    from_status: ExperimentStatus | None
+    to_status: ExperimentStatus
+    at: str
+    note: str | None
