@@ -1,0 +1,88 @@
+"""The optimizer's public contract: settings, observations in, proposals out.
+
+The campaign executor keeps the store as the single source of truth and hands the whole history to
+:meth:`CampaignOptimizer.propose` on every call, so an optimizer is a pure function of its inputs
+(plus caches that never change the answer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class OptimizerSettings(BaseModel):
+    """The campaign file's ``optimizer:`` section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["bayesian", "random", "grid"] = Field(
+        "bayesian",
+        description="bayesian: Gaussian-process model with an acquisition function; "
+        "random: scrambled-Sobol baseline; grid: exhaustive grid baseline.",
+    )
+    initial_design: int | None = Field(
+        None,
+        ge=1,
+        description="Number of space-filling points before the model is used; "
+        "default 2 * (number of parameters) + 2, clipped to 5..20.",
+    )
+    initial_design_kind: Literal["sobol", "lhs"] = Field(
+        "sobol", description="Space-filling design for the first points: scrambled Sobol or Latin hypercube."
+    )
+    acquisition: Literal["ei", "pi", "lcb", "gp_hedge"] = Field(
+        "ei",
+        description="ei: expected improvement; pi: probability of improvement; lcb: lower confidence bound; "
+        "gp_hedge: a portfolio choosing among the three nominees by their posterior mean.",
+    )
+    seed: int = Field(0, description="Seed of every random choice; `sdl run --seed S` overrides it.")
+    xi: float = Field(
+        0.01, ge=0.0, description="Exploration margin of ei and pi, in standard deviations of the objective."
+    )
+    kappa: float = Field(1.96, ge=0.0, description="Exploration weight of lcb (mean - kappa * sd).")
+    grid_points: int = Field(
+        5,
+        ge=2,
+        le=1000,
+        description="grid kind: points per real parameter (integers use every value up to this many; "
+        "categoricals always use every choice).",
+    )
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A finished experiment: its recipe and the scalar objective (to minimise), or why it failed."""
+
+    recipe: dict[str, Any]
+    value: float | None
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A recipe to run next, and what produced it."""
+
+    recipe: dict[str, Any]
+    model: str
+    acquisition: str | None
+    acquisition_value: float | None
+    seconds: float
+
+
+class OptimizerExhausted(Exception):
+    """No unseen point is left to propose (a finished grid, a fully explored discrete space)."""
+
+
+class CampaignOptimizer(Protocol):
+    def propose(
+        self, observations: Sequence[Observation], pending: Sequence[Mapping[str, Any]], n: int = 1
+    ) -> list[Proposal]:
+        """Return ``n`` new recipes, none equal to a pending one or to another in the batch.
+
+        ``observations`` is the full history in completion order; ``pending`` the recipes still running.
+        The result depends on these inputs (and the space and settings) only.
+        """
+        ...

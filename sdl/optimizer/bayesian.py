@@ -1,0 +1,265 @@
+"""Bayesian optimisation behind the ask/tell adapter: a space-filling start, then a GP and an acquisition.
+
+Every proposal is a function of (space, settings, observations, pending, n):
+
+* hyperparameters are refitted on a fixed schedule of *prefixes* of the successful history (every success up
+  to 64, then every 20 % growth), so a fresh process computes exactly what a long-lived one cached;
+* random choices use generators seeded by (seed, history length, pending count, batch index).
+
+See docs/optimizer.md for the design and its measurements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.stats import qmc
+
+from sdl.optimizer.acquisition import Feasibility, acquisition
+from sdl.optimizer.api import Observation, OptimizerExhausted, OptimizerSettings, Proposal
+from sdl.optimizer.baselines import DesignStream
+from sdl.optimizer.encoding import Encoder
+from sdl.optimizer.gp import Hyper, Posterior, fit_hyper, sqdist
+
+#: refit hyperparameters after every success up to this many, then at geometric checkpoints
+REFIT_EVERY_UNTIL = 64
+REFIT_GROWTH = 1.2
+#: hyperparameters are fitted on at most this many points (the best quarter plus an even spread)
+HYPER_FIT_POINTS = 160
+#: a failed recipe blocks a ball of this radius (unit-cube distance) around it
+FAILURE_RADIUS = 0.02
+N_GLOBAL = 512
+N_LOCAL_PARENTS = 5
+N_LOCAL_EACH = 80
+N_POLISH = 4
+_LOCAL_SCALES = np.array([0.005, 0.02, 0.05, 0.15])
+
+
+def hyper_checkpoint(n_ok: int) -> int:
+    """The prefix length whose hyperparameters serve a history of ``n_ok`` successes."""
+    if n_ok <= REFIT_EVERY_UNTIL:
+        return n_ok
+    c = REFIT_EVERY_UNTIL
+    while True:
+        nxt = math.ceil(c * REFIT_GROWTH)
+        if nxt > n_ok:
+            return c
+        c = nxt
+
+
+def _standardise(y: np.ndarray) -> tuple[np.ndarray, float, float]:
+    mu = float(y.mean())
+    sd = float(y.std())
+    sd = sd if sd > 1e-12 else 1.0
+    return (y - mu) / sd, mu, sd
+
+
+class BayesianOptimizer:
+    def __init__(self, encoder: Encoder, settings: OptimizerSettings) -> None:
+        self.enc = encoder
+        self.s = settings
+        d = encoder.n_params
+        self.n_init = settings.initial_design or min(20, max(5, 2 * d + 2))
+        self.design = DesignStream(encoder, settings, self.n_init)
+        self._hyper_cache: dict[str, Hyper] = {}
+
+    # -- hyperparameters -----------------------------------------------------------------------------------
+    def hyper_for(self, X: np.ndarray, y: np.ndarray) -> Hyper:
+        c = hyper_checkpoint(len(y))
+        Xc, yc = X[:c], y[:c]
+        key = hashlib.sha1(Xc.tobytes() + yc.tobytes() + str(self.s.seed).encode()).hexdigest()
+        hit = self._hyper_cache.get(key)
+        if hit is not None:
+            return hit
+        if c > HYPER_FIT_POINTS:
+            order = np.argsort(yc, kind="stable")
+            n_best = HYPER_FIT_POINTS // 4
+            rest = np.sort(order[n_best:])
+            spread = rest[np.linspace(0, len(rest) - 1, HYPER_FIT_POINTS - n_best).astype(int)]
+            idx = np.concatenate([order[:n_best], spread])
+            Xc, yc = Xc[idx], yc[idx]
+        ys, _, _ = _standardise(yc)
+        hyper = fit_hyper(Xc, ys, np.random.default_rng([self.s.seed, c]))
+        if len(self._hyper_cache) > 64:
+            self._hyper_cache.clear()
+        self._hyper_cache[key] = hyper
+        return hyper
+
+    # -- the adapter ---------------------------------------------------------------------------------------
+    def propose(
+        self, observations: Sequence[Observation], pending: Sequence[Mapping[str, Any]], n: int = 1
+    ) -> list[Proposal]:
+        t0 = time.perf_counter()
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        enc = self.enc
+        taken = {enc.key(o.recipe) for o in observations} | {enc.key(r) for r in pending}
+        if len(taken) + n > enc.n_points():
+            raise OptimizerExhausted(f"only {enc.n_points() - len(taken):.0f} unseen recipes are left")
+        ok = [o for o in observations if o.value is not None and math.isfinite(o.value)]
+        bad = [o for o in observations if o.value is None or not math.isfinite(o.value)]
+        issued = len(observations) + len(pending)
+        step = _Step(self, ok, bad, pending) if issued + n > self.n_init and len(ok) >= 2 else None
+        fantasies = [enc.encode(list(pending))] if pending else []
+        out: list[Proposal] = []
+        for i in range(n):
+            if step is None or issued + i < self.n_init:
+                recipe, kind = self.design.take(issued + i, taken)
+                prop = Proposal(recipe, kind, None, None, 0.0)
+            else:
+                rng = np.random.default_rng([self.s.seed, len(observations), len(pending), i, 7])
+                F = np.vstack(fantasies) if fantasies else np.zeros((0, enc.n_columns))
+                prop = step.propose(F, taken, rng) or Proposal(
+                    self.design.take(issued + i, taken)[0], "sobol", None, None, 0.0
+                )
+            taken.add(enc.key(prop.recipe))
+            fantasies.append(enc.encode([prop.recipe]))
+            out.append(prop)
+        spent = time.perf_counter() - t0
+        return [
+            Proposal(p.recipe, p.model, p.acquisition, p.acquisition_value, spent / len(out)) for p in out
+        ]
+
+
+class _Step:
+    """The model state shared by the proposals of one ``propose`` call."""
+
+    def __init__(
+        self,
+        opt: BayesianOptimizer,
+        ok: Sequence[Observation],
+        bad: Sequence[Observation],
+        pending: Sequence[Mapping[str, Any]],
+    ) -> None:
+        self.opt, self.enc, self.s = opt, opt.enc, opt.s
+        self.X = self.enc.encode([o.recipe for o in ok])
+        y_raw = np.array([float(o.value) for o in ok])  # type: ignore[arg-type]
+        self.y, self.y_mean, self.y_sd = _standardise(y_raw)
+        self.hyper = opt.hyper_for(self.X, y_raw)
+        self.post = Posterior(self.X, self.y, self.hyper)
+        self.mean_at_data = self.post.predict(self.X)[0]
+        self.Xbad = self.enc.encode([o.recipe for o in bad]) if bad else np.zeros((0, self.enc.n_columns))
+        self.feas: Feasibility | None = None
+        if len(bad):
+            self.feas = Feasibility(
+                points=np.vstack([self.X, self.Xbad]),
+                success=np.concatenate([np.ones(len(self.X)), np.zeros(len(self.Xbad))]),
+                scale=self.hyper.lengthscales,
+                base=(len(self.X) + 1) / (len(self.X) + len(self.Xbad) + 2),
+            )
+        self.Xall = np.vstack(
+            [self.X, self.Xbad, self.enc.encode(list(pending))] if pending else [self.X, self.Xbad]
+        )
+
+    # -- candidates ----------------------------------------------------------------------------------------
+    def _candidates(self, F: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        U = qmc.Sobol(self.enc.n_params, scramble=True, seed=rng).random_base2(int(math.log2(N_GLOBAL)))
+        glob = self.enc.unit_to_encoded(U)
+        order = np.argsort(self.mean_at_data, kind="stable")[:N_LOCAL_PARENTS]
+        parents = np.repeat(self.X[order], N_LOCAL_EACH, axis=0)
+        scales = np.tile(_LOCAL_SCALES, len(parents) // len(_LOCAL_SCALES) + 1)[: len(parents)]
+        local = self.enc.perturb(parents, scales, rng)
+        return np.vstack([glob, local])
+
+    def _blocked(self, Z: np.ndarray, F: np.ndarray) -> np.ndarray:
+        """Candidates equal to a seen/pending/batch point, or inside a failed point's ball."""
+        taken = np.vstack([self.Xall, F]) if len(F) else self.Xall
+        blocked = sqdist(Z, taken).min(1) < 1e-18
+        if len(self.Xbad):
+            blocked |= sqdist(Z, self.Xbad).min(1) < FAILURE_RADIUS**2
+        return blocked
+
+    # -- acquisition ---------------------------------------------------------------------------------------
+    def _values(self, kind: str, Z: np.ndarray, best: float) -> np.ndarray:
+        mean, var = self.post.predict(Z)
+        a, _, _ = acquisition(kind, mean, var, best, self.s.xi, self.s.kappa)
+        if self.feas is not None:
+            a = a * self.feas(Z) if kind != "lcb" else a - 10.0 * (1.0 - self.feas(Z))
+        return a
+
+    def _polish(self, kind: str, z0: np.ndarray, best: float) -> tuple[np.ndarray, float]:
+        cols = self.enc.real_columns
+        base = z0.copy()
+
+        def negacq(v: np.ndarray) -> tuple[float, np.ndarray]:
+            z = base.copy()
+            z[cols] = v
+            mean, var, dmean, dvar = self.post.predict_grad(z)
+            a, da_dm, da_dv = acquisition(
+                kind, np.array([mean]), np.array([var]), best, self.s.xi, self.s.kappa
+            )
+            val, grad = float(a[0]), (da_dm[0] * dmean + da_dv[0] * dvar)[cols]
+            if self.feas is not None:
+                p, dp = self.feas.with_grad(z)
+                if kind == "lcb":
+                    val, grad = val - 10.0 * (1.0 - p), grad + 10.0 * dp[cols]
+                else:
+                    val, grad = val * p, grad * p + val * dp[cols]
+            return -val, -grad
+
+        res = minimize(
+            negacq,
+            base[cols],
+            jac=True,
+            method="L-BFGS-B",
+            bounds=[(0.0, 1.0)] * len(cols),
+            options={"maxiter": 40},
+        )
+        z = base.copy()
+        z[cols] = np.clip(res.x, 0.0, 1.0)
+        return z, -float(res.fun)
+
+    def _nominee(
+        self, kind: str, Z: np.ndarray, open_: np.ndarray, best: float
+    ) -> tuple[np.ndarray, float] | None:
+        vals = np.where(open_, self._values(kind, Z, best), -np.inf)
+        if not np.isfinite(vals).any():
+            return None
+        order = np.argsort(-vals, kind="stable")
+        cands: list[tuple[np.ndarray, float]] = [(Z[order[0]], float(vals[order[0]]))]
+        if len(self.enc.real_columns):
+            for j in order[:N_POLISH]:
+                if np.isfinite(vals[j]):
+                    cands.append(self._polish(kind, Z[j], best))
+        cands.sort(key=lambda c: -c[1])
+        return cands[0]
+
+    def propose(
+        self, F: np.ndarray, taken: set[tuple[Any, ...]], rng: np.random.Generator
+    ) -> Proposal | None:
+        self.post.set_fantasies(F)
+        best = float(self.mean_at_data.min())
+        if len(F):
+            best = min(best, float(self.post.predict(F)[0].min()))
+        Z = self._candidates(F, rng)
+        open_ = ~self._blocked(Z, F)
+        kinds = ["ei", "pi", "lcb"] if self.s.acquisition == "gp_hedge" else [self.s.acquisition]
+        nominees = []
+        for kind in kinds:
+            nom = self._nominee(kind, Z, open_, best)
+            if nom is not None and not self._blocked(nom[0][None, :], F)[0]:
+                recipe = self.enc.decode(nom[0][None, :])[0]
+                if self.enc.key(recipe) not in taken:
+                    nominees.append((kind, recipe, nom))
+        if not nominees:
+            return None
+        pick = 0
+        if len(nominees) > 1:
+            # GP-hedge's reward is the posterior mean at each nominee; with no state kept between calls the
+            # portfolio draws from a softmax over the current means (seeded, so still deterministic).
+            means = self.post.predict(np.vstack([nom[0] for _, _, nom in nominees]))[0]
+            w = np.exp(-(means - means.min()))
+            pick = int(rng.choice(len(nominees), p=w / w.sum()))
+        kind, recipe, (_, value) = nominees[pick]
+        # Reported in objective units: EI as an expected improvement, LCB as the bound itself, PI as is.
+        if kind == "ei":
+            value *= self.y_sd
+        elif kind == "lcb":
+            value = self.y_mean - value * self.y_sd
+        return Proposal(recipe, "gp", kind, float(value), 0.0)

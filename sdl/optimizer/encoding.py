@@ -1,0 +1,148 @@
+"""Map recipes to points of the unit cube the surrogate works in, and back.
+
+Two coordinate systems are used:
+
+* *unit* coordinates: one column per parameter in [0, 1) — what space-filling designs produce;
+* *encoded* coordinates: what the Gaussian process sees — a real is its (log-)scaled position, an integer the
+  centre of its cell, a categorical a one-hot block (so no false order is imposed on the choices).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sdl.space import CategoricalParameter, IntegerParameter, RealParameter, SearchSpace
+
+
+@dataclass(frozen=True)
+class _Block:
+    param: RealParameter | IntegerParameter | CategoricalParameter
+    start: int
+    stop: int
+
+
+class Encoder:
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        blocks: list[_Block] = []
+        col = 0
+        for p in space.parameters:
+            width = len(p.choices) if isinstance(p, CategoricalParameter) else 1
+            blocks.append(_Block(p, col, col + width))
+            col += width
+        self.blocks = blocks
+        self.n_params = len(blocks)
+        self.n_columns = col
+        #: encoded columns that may move continuously (polished by gradient ascent)
+        self.real_columns = np.array(
+            [b.start for b in blocks if isinstance(b.param, RealParameter)], dtype=int
+        )
+
+    # -- sizes ---------------------------------------------------------------------------------------------
+    def n_points(self) -> float:
+        """How many distinct recipes the space holds (inf when any parameter is real)."""
+        total = 1.0
+        for b in self.blocks:
+            p = b.param
+            if isinstance(p, RealParameter):
+                return float("inf")
+            total *= len(p.choices) if isinstance(p, CategoricalParameter) else p.high - p.low + 1
+        return total
+
+    # -- recipes <-> keys ----------------------------------------------------------------------------------
+    def key(self, recipe: Mapping[str, Any]) -> tuple[Any, ...]:
+        """A hashable identity of a recipe that ignores int/float spelling (``2`` vs ``2.0``)."""
+        out: list[Any] = []
+        for b in self.blocks:
+            v = recipe[b.param.name]
+            if isinstance(b.param, RealParameter):
+                out.append(float(v))
+            elif isinstance(b.param, IntegerParameter):
+                out.append(int(v))
+            else:
+                out.append(v)
+        return tuple(out)
+
+    # -- unit cube -> recipes / encoded --------------------------------------------------------------------
+    def unit_to_recipes(self, U: np.ndarray) -> list[dict[str, Any]]:
+        return self.decode(self.unit_to_encoded(U))
+
+    def unit_to_encoded(self, U: np.ndarray) -> np.ndarray:
+        U = np.atleast_2d(np.asarray(U, dtype=float))
+        Z = np.zeros((U.shape[0], self.n_columns))
+        for j, b in enumerate(self.blocks):
+            u = np.clip(U[:, j], 0.0, np.nextafter(1.0, 0.0))
+            p = b.param
+            if isinstance(p, RealParameter):
+                Z[:, b.start] = u
+            elif isinstance(p, IntegerParameter):
+                count = p.high - p.low + 1
+                Z[:, b.start] = (np.floor(u * count) + 0.5) / count
+            else:
+                idx = np.floor(u * len(p.choices)).astype(int)
+                Z[np.arange(len(u)), b.start + idx] = 1.0
+        return Z
+
+    # -- recipes <-> encoded -------------------------------------------------------------------------------
+    def encode(self, recipes: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        Z = np.zeros((len(recipes), self.n_columns))
+        for i, r in enumerate(recipes):
+            for b in self.blocks:
+                p, v = b.param, r[b.param.name]
+                if isinstance(p, RealParameter):
+                    if p.log:
+                        Z[i, b.start] = (np.log(float(v)) - np.log(p.low)) / (np.log(p.high) - np.log(p.low))
+                    else:
+                        Z[i, b.start] = (float(v) - p.low) / (p.high - p.low)
+                elif isinstance(p, IntegerParameter):
+                    Z[i, b.start] = (int(v) - p.low + 0.5) / (p.high - p.low + 1)
+                else:
+                    Z[i, b.start + p.choices.index(v)] = 1.0
+        return np.clip(Z, 0.0, 1.0)
+
+    def decode(self, Z: np.ndarray) -> list[dict[str, Any]]:
+        Z = np.atleast_2d(Z)
+        columns: list[list[Any]] = []
+        for b in self.blocks:
+            p = b.param
+            if isinstance(p, RealParameter):
+                u = np.clip(Z[:, b.start], 0.0, 1.0)
+                if p.log:
+                    vals = np.exp(np.log(p.low) + u * (np.log(p.high) - np.log(p.low)))
+                else:
+                    vals = p.low + u * (p.high - p.low)
+                columns.append([float(v) for v in np.clip(vals, p.low, p.high)])
+            elif isinstance(p, IntegerParameter):
+                count = p.high - p.low + 1
+                idx = np.clip(np.floor(Z[:, b.start] * count), 0, count - 1).astype(int)
+                columns.append([int(p.low + i) for i in idx])
+            else:
+                idx = np.argmax(Z[:, b.start : b.stop], axis=1)
+                columns.append([p.choices[i] for i in idx])
+        names = self.space.names
+        return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+    def snap(self, Z: np.ndarray) -> np.ndarray:
+        """Move encoded points onto the lattice of real recipes (integer cell centres, exact one-hots)."""
+        return self.encode(self.decode(Z))
+
+    # -- local moves ---------------------------------------------------------------------------------------
+    def perturb(self, parents: np.ndarray, scale: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Gaussian steps of per-row ``scale`` around encoded ``parents``; categoricals switch w.p. 0.2."""
+        Z = parents.copy()
+        m = len(Z)
+        for b in self.blocks:
+            p = b.param
+            if isinstance(p, CategoricalParameter):
+                switch = rng.random(m) < 0.2
+                new = rng.integers(0, len(p.choices), size=m)
+                block = Z[:, b.start : b.stop]
+                block[switch] = 0.0
+                block[switch, new[switch]] = 1.0
+            else:
+                Z[:, b.start] = np.clip(Z[:, b.start] + scale * rng.standard_normal(m), 0.0, 1.0)
+        return self.snap(Z) if len(self.real_columns) < self.n_params else Z
