@@ -66,20 +66,25 @@ class SimulatedLab:
         while not needed <= set(self.endpoints):
             remaining = deadline - time.monotonic()
             try:
-                line = self._lines.get(timeout=max(remaining, 0.0)) if remaining > 0 else None
+                line = self._lines.get(timeout=remaining) if remaining > 0 else None
+                ended = line is None
             except queue.Empty:
-                line = None
+                line, ended = None, False
             if line is None:
+                if ended:  # stdout closed: the simulator is exiting
+                    try:
+                        code = self._process.wait(self.grace)
+                        why = f"exited (code {code})"
+                    except subprocess.TimeoutExpired:
+                        why = "closed its output"
+                else:
+                    why = f"did not announce them within {timeout:g} s"
                 missing = ", ".join(sorted(needed - set(self.endpoints)))
-                why = (
-                    "exited"
-                    if self._process.poll() is not None
-                    else f"did not announce them within {timeout:g} s"
-                )
+                stderr = self.stderr_text() or "(empty)"
                 self.stop()
                 raise LabError(
                     f"simulated lab {why} before announcing endpoint(s) {missing}; "
-                    f"command: {' '.join(self.command)}; stderr:\n{self.stderr_text() or '(empty)'}"
+                    f"command: {' '.join(self.command)}; stderr:\n{stderr}"
                 )
             parts = line.split()
             if len(parts) == 2 and "." in parts[0]:
