@@ -1,0 +1,282 @@
+"""The executor loop: failures, stopping rules, Ctrl-C inside a procedure, crash recovery and resume."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sdl.campaign import Campaign
+from sdl.executor import Executor
+from sdl.loading import LoadedCampaign
+from sdl.runner import CRASH_REASON, CampaignBusy, prepare_resume, run_campaign, start_campaign
+from sdl.status import CampaignStatus, ExperimentStatus
+from sdl.store import Store
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+# -- procedures the campaigns below point at ---------------------------------------------------------
+
+
+def bowl(recipe: dict[str, Any], counter: str = "", interrupt_at: int = 0, fail_above: float = 2.0) -> dict:
+    """(x - 0.3)^2 + (y - 0.6)^2; optionally Ctrl-C on the n-th call, or fail when x is large."""
+    if counter:
+        calls = int(Path(counter).read_text()) + 1 if Path(counter).exists() else 1
+        Path(counter).write_text(str(calls))
+        if calls == interrupt_at:
+            raise KeyboardInterrupt
+    if recipe["x"] > fail_above:
+        raise ValueError(f"x={recipe['x']:.3f} overflows the vial")
+    return {"loss": (recipe["x"] - 0.3) ** 2 + (recipe["y"] - 0.6) ** 2, "x_seen": recipe["x"]}
+
+
+def wrong_name(recipe: dict[str, Any]) -> dict:
+    return {"los": 1.0}
+
+
+def not_a_dict(recipe: dict[str, Any]) -> list:
+    return [1.0]
+
+
+BASE: dict[str, Any] = {
+    "name": "bowl",
+    "parameters": [
+        {"name": "x", "type": "real", "low": 0.0, "high": 1.0},
+        {"name": "y", "type": "real", "low": 0.0, "high": 1.0},
+    ],
+    "objectives": [{"measurement": "loss", "goal": "minimize"}],
+    "budget": {"max_experiments": 8},
+    "optimizer": {"kind": "bayesian", "initial_design": 4, "seed": 3},
+    "procedure": {"function": "test_executor:bowl"},
+}
+
+
+def campaign(tmp_path: Path, **changes: Any) -> LoadedCampaign:
+    spec = copy.deepcopy(BASE)
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        target = spec
+        for key in parents:
+            target = target[key]
+        target[leaf] = value
+    return LoadedCampaign(campaign=Campaign.model_validate(spec), path=tmp_path / "bowl.yaml", source="")
+
+
+@pytest.fixture(autouse=True)
+def _importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(TESTS_DIR))
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with Store(tmp_path / "data") as store:
+        yield store
+
+
+def run(store: Store, loaded: LoadedCampaign, **kwargs: Any) -> tuple[str, Any]:
+    campaign_id = start_campaign(store, loaded)
+    return campaign_id, run_campaign(store, campaign_id, **kwargs)
+
+
+def statuses(store: Store, campaign_id: str) -> list[str]:
+    return [e.status.value for e in store.experiments(campaign_id)]
+
+
+# -- the loop --------------------------------------------------------------------------------------------
+
+
+def test_a_plain_function_campaign_spends_its_budget_and_records_decisions(
+    store: Store, tmp_path: Path
+) -> None:
+    campaign_id, result = run(store, campaign(tmp_path))
+    assert result.status is CampaignStatus.COMPLETED
+    assert result.stop_reason == "budget spent: 8 of 8 experiments"
+    history = store.experiments(campaign_id)
+    assert statuses(store, campaign_id) == ["done"] * 8
+    assert [e.decision.n_observations for e in history if e.decision] == list(range(8))
+    assert history[0].decision is not None and history[-1].decision is not None
+    assert history[0].decision.model != history[-1].decision.model  # initial design, then the model
+    for e in history:
+        assert e.objective == pytest.approx((e.recipe["x"] - 0.3) ** 2 + (e.recipe["y"] - 0.6) ** 2)
+        assert e.measurements == {"loss": e.objective, "x_seen": e.recipe["x"]}
+    assert result.best == min(history, key=lambda e: e.objective or 0.0)
+    assert store.campaign(campaign_id).status is CampaignStatus.COMPLETED
+
+
+def test_failures_are_recorded_with_reasons_and_count_toward_the_budget(store: Store, tmp_path: Path) -> None:
+    loaded = campaign(tmp_path, procedure__options={"fail_above": 0.5}, budget__max_consecutive_failures=None)
+    campaign_id, result = run(store, loaded)
+    history = store.experiments(campaign_id)
+    failed = [e for e in history if e.status is ExperimentStatus.FAILED]
+    assert len(history) == 8 and failed and len(failed) < 8
+    for e in failed:
+        assert e.recipe["x"] > 0.5
+        assert e.failure == f"ValueError: x={e.recipe['x']:.3f} overflows the vial"
+        assert e.objective is None and e.finished_at is not None
+    assert result.status is CampaignStatus.COMPLETED
+
+
+def test_a_missing_measurement_fails_the_experiment_and_keeps_what_was_measured(
+    store: Store, tmp_path: Path
+) -> None:
+    loaded = campaign(tmp_path, procedure__function="test_executor:wrong_name", budget__max_experiments=2)
+    campaign_id, _ = run(store, loaded)
+    first = store.experiments(campaign_id)[0]
+    assert first.status is ExperimentStatus.FAILED
+    assert first.failure == "measurement 'loss' is missing or not a number (got None; measured: los)"
+    assert first.measurements == {"los": 1.0}
+
+
+def test_a_procedure_returning_something_else_fails(store: Store, tmp_path: Path) -> None:
+    loaded = campaign(tmp_path, procedure__function="test_executor:not_a_dict", budget__max_experiments=1)
+    campaign_id, _ = run(store, loaded)
+    assert store.experiments(campaign_id)[0].failure == "the procedure returned list, not a dict"
+
+
+def test_consecutive_failures_stop_the_campaign_as_failed(store: Store, tmp_path: Path) -> None:
+    loaded = campaign(tmp_path, procedure__options={"fail_above": -1.0}, budget__max_consecutive_failures=3)
+    campaign_id, result = run(store, loaded)
+    assert statuses(store, campaign_id) == ["failed"] * 3
+    assert result.status is CampaignStatus.FAILED
+    assert result.stop_reason.startswith("3 experiments failed in a row (last: ValueError: x=")
+    assert store.campaign(campaign_id).status is CampaignStatus.FAILED
+
+
+def test_reaching_the_target_stops_early(store: Store, tmp_path: Path) -> None:
+    campaign_id, result = run(store, campaign(tmp_path, budget__stop_when={"loss": 0.5}))
+    history = store.experiments(campaign_id)
+    hit = [e for e in history if e.objective is not None and e.objective <= 0.5]
+    assert hit and history[-1] == hit[0]
+    assert result.stop_reason == f"target reached by experiment {hit[0].seq}"
+    assert result.status is CampaignStatus.COMPLETED
+
+
+def test_wall_time_budget_uses_the_injected_clock(store: Store, tmp_path: Path) -> None:
+    loaded = campaign(tmp_path, budget__max_wall_time=25)
+    campaign_id = start_campaign(store, loaded)
+    ticks = iter(range(0, 1000, 10))
+    executor = Executor(store, campaign_id, loaded.campaign, clock=lambda: float(next(ticks)))
+    result = executor.run()
+    # the clock reads 0 at the start, then 10, 20, 30 before each decision: two experiments fit
+    assert statuses(store, campaign_id) == ["done", "done"]
+    assert result.stop_reason == "wall time spent: 30 s of 25 s"
+
+
+def test_an_exhausted_search_space_ends_the_campaign(store: Store, tmp_path: Path) -> None:
+    loaded = campaign(
+        tmp_path,
+        parameters=[
+            {"name": "x", "type": "categorical", "choices": [0.1, 0.9]},
+            {"name": "y", "type": "integer", "low": 0, "high": 1},
+        ],
+        optimizer={"kind": "grid"},
+        budget__max_experiments=10,
+    )
+    campaign_id, result = run(store, loaded)
+    recipes = [e.recipe for e in store.experiments(campaign_id)]
+    assert sorted((r["x"], r["y"]) for r in recipes) == [(0.1, 0), (0.1, 1), (0.9, 0), (0.9, 1)]
+    assert result.stop_reason.startswith("search space exhausted")
+    assert result.status is CampaignStatus.COMPLETED
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, str]] = []
+
+    def experiment_started(self, experiment: Any) -> None:
+        self.events.append(("started", experiment.seq, experiment.status.value))
+
+    def experiment_finished(self, experiment: Any, history: list[Any]) -> None:
+        self.events.append(("finished", experiment.seq, experiment.status.value))
+
+
+def test_the_observer_sees_each_experiment_running_then_finished(store: Store, tmp_path: Path) -> None:
+    recorder = Recorder()
+    run(store, campaign(tmp_path, budget__max_experiments=2), observer=recorder)
+    assert recorder.events == [
+        ("started", 1, "running"),
+        ("finished", 1, "done"),
+        ("started", 2, "running"),
+        ("finished", 2, "done"),
+    ]
+
+
+# -- Ctrl-C, crashes and resume ------------------------------------------------------------------------
+
+
+def test_resume_after_ctrl_c_reproduces_the_history_and_continues(tmp_path: Path) -> None:
+    with Store(tmp_path / "straight") as store:
+        straight_id, _ = run(store, campaign(tmp_path))
+        straight = [e.recipe for e in store.experiments(straight_id)]
+
+    counter = tmp_path / "calls"
+    loaded = campaign(tmp_path, procedure__options={"counter": str(counter), "interrupt_at": 6})
+    with Store(tmp_path / "interrupted") as store:
+        campaign_id, result = run(store, loaded)
+        assert result.status is CampaignStatus.INTERRUPTED
+        assert statuses(store, campaign_id) == ["done"] * 5 + ["interrupted"]
+        interrupted = store.experiments(campaign_id)[-1]
+        assert interrupted.failure == "interrupted by the operator (Ctrl-C)"
+        assert store.campaign(campaign_id).status is CampaignStatus.INTERRUPTED
+
+    with Store(tmp_path / "interrupted") as store:  # a later `sdl run --resume`
+        assert prepare_resume(store, campaign_id) == []
+        result = run_campaign(store, campaign_id)
+        assert result.status is CampaignStatus.COMPLETED
+        history = store.experiments(campaign_id)
+    assert [e.status.value for e in history] == ["done"] * 5 + ["interrupted"] + ["done"] * 3
+    # The interrupted experiment stays on record; its recipe is proposed afresh since it gave no result,
+    # so the finished experiments are exactly those of the uninterrupted campaign.
+    assert [e.recipe for e in history if e.status is ExperimentStatus.DONE] == straight
+    assert interrupted.recipe == straight[5]
+
+
+def test_after_a_crash_the_experiment_in_flight_is_interrupted_never_rerun(tmp_path: Path) -> None:
+    with Store(tmp_path / "data") as store:
+        loaded = campaign(tmp_path, budget__max_experiments=3)
+        campaign_id = start_campaign(store, loaded)
+        executor = Executor(store, campaign_id, loaded.campaign)
+        history = store.experiments(campaign_id)
+        in_flight = executor._propose(history)
+        store.mark_running(in_flight.id)
+        # the process dies here: the record says running, the campaign says running
+        store._conn.execute("UPDATE campaigns SET runner_pid = 999999999 WHERE id = ?", (campaign_id,))
+
+    with Store(tmp_path / "data") as store:
+        recovered = prepare_resume(store, campaign_id)
+        assert [e.id for e in recovered] == [in_flight.id]
+        after = store.experiment(in_flight.id)
+        assert after.status is ExperimentStatus.INTERRUPTED and after.failure == CRASH_REASON
+        run_campaign(store, campaign_id)
+        history = store.experiments(campaign_id)
+        assert [e.status.value for e in history] == ["interrupted", "done", "done", "done"]
+        assert [t.to_status.value for t in store.transitions(in_flight.id)] == [
+            "proposed",
+            "running",
+            "interrupted",
+        ]
+
+
+def test_a_campaign_run_by_a_live_process_cannot_be_resumed(store: Store, tmp_path: Path) -> None:
+    campaign_id = start_campaign(store, campaign(tmp_path))
+    store._conn.execute("UPDATE campaigns SET runner_pid = ? WHERE id = ?", (os.getppid(), campaign_id))
+    with pytest.raises(CampaignBusy, match=f"is being run by process {os.getppid()}"):
+        prepare_resume(store, campaign_id)
+
+
+def test_interrupt_between_experiments_starts_nothing_new(store: Store, tmp_path: Path) -> None:
+    loaded = campaign(tmp_path)
+    campaign_id = start_campaign(store, loaded)
+
+    class StopAfterTwo(Recorder):
+        def experiment_finished(self, experiment: Any, history: list[Any]) -> None:
+            if experiment.seq == 2:
+                executor.interrupt()
+
+    executor = Executor(store, campaign_id, loaded.campaign, observer=StopAfterTwo())
+    result = executor.run()
+    assert statuses(store, campaign_id) == ["done", "done"]
+    assert result.status is CampaignStatus.INTERRUPTED
