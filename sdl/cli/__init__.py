@@ -68,12 +68,19 @@ def _setup_logging(verbosity: int, console: Console) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_quiet_operator_abort)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Our own loggers carry the story; third-party ones only when asked for debug.
+    # Our own loggers carry the story; third-party ones speak up for errors, or everything with -vv.
     for name in ("bluesky", "ophyd", "matplotlib", "caproto"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
+        logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= 2 else logging.ERROR)
+
+
+def _quiet_operator_abort(record: logging.LogRecord) -> bool:
+    """Drop bluesky's traceback for an abort the operator asked for (Ctrl-C): it is not an error."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (record.name.startswith("bluesky") and type(exc).__name__ in ("RequestAbort", "RequestStop"))
 
 
 def data_dir_of(args: argparse.Namespace) -> Path:

@@ -24,7 +24,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "schema",
         parents=[common],
         help="print the campaign file's JSON Schema",
-        description="Print the JSON Schema of campaign files (for editors and review).",
+        description="Print the JSON Schema of campaign files, with a description of every field "
+        "(for editors, review and documentation).",
     )
     p.set_defaults(handler=cmd_schema)
 

@@ -104,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         store = Store(data_dir)
         campaign_id = start_campaign(store, loaded, seed=args.seed, max_experiments=args.budget)
     with store:
-        return execute(store, campaign_id, Console())
+        return execute(store, campaign_id, Console(soft_wrap=True))
 
 
 def execute(store: Store, campaign_id: str, out: Console) -> int:
@@ -158,7 +158,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data_dir = data_dir_of(args)
     with Store(data_dir) as store:
         campaign_id = start_campaign(store, loaded, seed=args.seed, max_experiments=args.budget)
-        out = Console()
+        out = Console(soft_wrap=True)
         code = execute(store, campaign_id, out)
         campaign, _ = campaign_of(store, campaign_id)
         history = store.experiments(campaign_id)
