@@ -191,7 +191,12 @@ class Lab(_Model):
         "sdl runs `python -m simulators lab FILE "
         "--speed SPEED` for the campaign's lifetime and fills address placeholders from its output.",
     )
-    speed: float = Field(1.0, gt=0, description="Simulated-time speed factor passed to the simulator.")
+    speed: float | None = Field(
+        None,
+        gt=0,
+        description="Simulated-time speed factor passed to the simulator "
+        "(default: the lab file's own, else 1).",
+    )
     startup_timeout: float = Field(30.0, gt=0, description="Seconds to wait for the simulator's endpoints.")
     instruments: dict[str, Instrument] = Field(
         default_factory=dict,

@@ -331,10 +331,18 @@ class Executor:
 
 
 def _describe(exc: BaseException) -> str:
+    """One line saying what went wrong, from the root cause (bluesky wraps device errors in FailedStatus)."""
     if isinstance(exc, ExtractionError):
         return str(exc)
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    prefix = ""
+    if root is not exc and type(exc).__name__ == "FailedStatus" and exc.args:
+        device = getattr(exc.args[0], "device", None) or getattr(exc.args[0], "obj", None)
+        prefix = f"{device.name}: " if getattr(device, "name", None) else ""
+    text = str(root).strip().splitlines()
+    return f"{prefix}{type(root).__name__}: {text[0]}" if text else f"{prefix}{type(root).__name__}"
 
 
 def _fmt_recipe(values: Mapping[str, Any]) -> str:

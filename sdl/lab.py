@@ -29,8 +29,9 @@ class LabError(RuntimeError):
     """The lab could not be brought up (simulator did not start, a driver could not connect...)."""
 
 
-def simulator_command(lab_file: Path, speed: float) -> list[str]:
-    return [sys.executable, "-m", "simulators", "lab", str(lab_file), "--speed", f"{speed:g}"]
+def simulator_command(lab_file: Path, speed: float | None) -> list[str]:
+    command = [sys.executable, "-m", "simulators", "lab", str(lab_file)]
+    return command if speed is None else [*command, "--speed", f"{speed:g}"]
 
 
 class SimulatedLab:

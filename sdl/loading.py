@@ -97,8 +97,38 @@ def _resolve_paths(path: Path, root: yaml.Node | None, campaign: Campaign) -> Ca
     if not full.is_file():
         msg = f"simulated lab file not found: {full}"
         raise CampaignError(path, [_locate(path, root, ("lab", "simulated"), msg)])
+    problems = _instruments_missing_from_lab_file(full, campaign)
+    if problems:
+        raise CampaignError(path, [_locate(path, root, loc, msg) for loc, msg in problems])
     lab = campaign.lab.model_copy(update={"simulated": full.resolve()})
     return campaign.model_copy(update={"lab": lab})
+
+
+def _instruments_missing_from_lab_file(
+    lab_file: Path, campaign: Campaign
+) -> list[tuple[tuple[Any, ...], str]]:
+    """Placeholders naming an instrument the simulated lab does not have (when its file says which it has).
+
+    Only the lab file's top-level ``instruments:`` keys are read; the simulator checks the rest itself.
+    """
+    try:
+        declared = (yaml.safe_load(lab_file.read_text(encoding="utf-8")) or {}).get("instruments")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return []
+    if not isinstance(declared, dict):
+        return []
+    problems = []
+    for name, instrument in campaign.lab.instruments.items():
+        for other, endpoint in instrument.placeholders():
+            if other not in declared:
+                problems.append(
+                    (
+                        ("lab", "instruments", name, "address"),
+                        f"unknown instrument {other!r} in '{{{other}.{endpoint}}}': the simulated lab "
+                        f"{lab_file.name} has {', '.join(sorted(map(str, declared))) or 'no instruments'}",
+                    )
+                )
+    return problems
 
 
 def _describe(path: Path, root: yaml.Node | None, error: Any) -> str:

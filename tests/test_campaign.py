@@ -208,6 +208,18 @@ def test_unknown_instrument_in_an_address(tmp_path: Path) -> None:
     assert "(declared instruments: arm, pump)" in message
 
 
+def test_instrument_the_simulated_lab_does_not_have(tmp_path: Path) -> None:
+    (tmp_path / "lab.yaml").write_text("instruments:\n  pump: {kind: ne1000}\n  arm: {kind: ur}\n")
+    text = GOOD.replace("function:", "plan:") + LAB.replace("{gripper.", "{arm.")
+    message = only(
+        tmp_path, text.replace("    pump:\n", "    pumps:\n").replace("{pump.port}", "{pumps.port}")
+    )
+    assert message.endswith(
+        "campaign.yaml:20: lab.instruments.pumps.address: unknown instrument 'pumps' in '{pumps.port}': "
+        "the simulated lab lab.yaml has arm, pump"
+    )
+
+
 def test_driver_that_does_not_resolve(tmp_path: Path) -> None:
     (tmp_path / "lab.yaml").write_text("{}\n")
     text = GOOD.replace("function:", "plan:") + LAB.replace('"{gripper.socket}"', '"{arm.gripper}"')

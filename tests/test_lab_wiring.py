@@ -34,10 +34,19 @@ class FakePump(Device):
 
     volume = Component(Signal, value=0.0, kind="hinted")
 
-    def __init__(self, *args: Any, address: Any = None, hold: bool = False, marker: str = "", **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        address: Any = None,
+        hold: bool = False,
+        marker: str = "",
+        capacity: float = 100.0,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.address = address
         self.hold = hold
+        self.capacity = capacity
         self.marker = Path(marker) if marker else None
         self.moving = threading.Event()
         self.stopped = threading.Event()
@@ -46,7 +55,9 @@ class FakePump(Device):
 
     def set(self, value: float) -> DeviceStatus:
         status = DeviceStatus(self)
-        if self.hold:
+        if value > self.capacity:
+            status.set_exception(ValueError(f"{value:.2f} uL exceeds the {self.capacity:g} uL syringe"))
+        elif self.hold:
             self._pending = status
             self._note("moving")
             self.moving.set()
@@ -115,11 +126,11 @@ def squared_error(documents: list[tuple[str, dict[str, Any]]]) -> dict[str, floa
 FAKE_SIMULATOR = textwrap.dedent(
     """
     import signal, sys, time
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
     sys.stderr.write("fake lab starting\\n")
     for line in sys.argv[1:]:
         print(line.replace("=", " "), flush=True)
     print("ready and serving", flush=True)
-    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
     while True:
         time.sleep(3600)
     """
@@ -158,7 +169,7 @@ lab:
 def write_plan_campaign(
     tmp_path: Path, *, budget: int = 3, plan: str = "dispense", options: str = "{}"
 ) -> Path:
-    (tmp_path / "lab.yaml").write_text("instruments: {}\n")
+    (tmp_path / "lab.yaml").write_text("instruments: {pump: {kind: fake}}\n")
     path = tmp_path / "campaign.yaml"
     path.write_text(PLAN_CAMPAIGN.format(budget=budget, plan=plan, options=options))
     return path
@@ -283,6 +294,17 @@ def test_a_failing_plan_marks_the_experiment_failed_and_goes_on(tmp_path: Path) 
         assert store.documents(history[0].id)[1][1]["exit_status"] == "fail"
 
 
+def test_a_device_error_is_reported_from_its_root_cause(tmp_path: Path) -> None:
+    loaded = load_campaign(write_plan_campaign(tmp_path, budget=2, options="{capacity: -1}"))
+    with Store(tmp_path / "data") as store:
+        campaign_id = start_campaign(store, loaded)
+        run_campaign(store, campaign_id, simulator_command=fake_simulator(tmp_path, "pump.port=socket://x:1"))
+        first = store.experiments(campaign_id)[0]
+        assert first.status is ExperimentStatus.FAILED
+        # bluesky wraps it as FailedStatus(DeviceStatus(...)); the record names the device and the cause
+        assert first.failure == f"pump: ValueError: {first.recipe['volume']:.2f} uL exceeds the -1 uL syringe"
+
+
 def test_interrupt_aborts_the_plan_stops_the_pump_and_marks_interrupted(tmp_path: Path) -> None:
     loaded = load_campaign(write_plan_campaign(tmp_path, budget=3, options="{hold: true}"))
     executors: list[Any] = []
@@ -322,3 +344,70 @@ class _Nothing:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+# -- the real simulated lab and a real driver ------------------------------------------------------------
+
+OCEAN_PLAN = textwrap.dedent(
+    """
+    import bluesky.plan_stubs as bps
+    import bluesky.preprocessors as bpp
+    import numpy as np
+
+    def read_spectrum(recipe, devices):
+        spec = devices["spec"]
+
+        @bpp.run_decorator()
+        def inner():
+            yield from bps.mv(spec.integration_time, recipe["integration_us"])
+            for mode in ("dark", "reference"):
+                yield from bps.mv(spec.mode, mode)
+                yield from bps.trigger_and_read([spec], name=mode)
+            yield from bps.trigger_and_read([spec])
+
+        return inner()
+
+    def mean_counts(documents):
+        primary = {d["uid"] for n, d in documents if n == "descriptor" and d["name"] == "primary"}
+        events = [d for n, d in documents if n == "event" and d["descriptor"] in primary]
+        return {"mean_counts": float(np.mean(events[-1]["data"]["spec_counts"]))}
+    """
+)
+
+OCEAN_CAMPAIGN = """
+name: ocean-smoke
+parameters: [{name: integration_us, type: integer, low: 10000, high: 100000}]
+objectives: [{measurement: mean_counts, goal: target, target: 20000}]
+budget: {max_experiments: 2}
+optimizer: {kind: random}
+procedure:
+  plan: ocean_plan_for_sdl_tests:read_spectrum
+  extractor: ocean_plan_for_sdl_tests:mean_counts
+lab:
+  simulated: lab.yaml
+  speed: 20
+  instruments:
+    spec: {driver: "drivers.ocean:make_device", address: "{spec.obp}"}
+"""
+
+
+def test_a_campaign_on_the_simulated_lab_with_a_real_driver(tmp_path: Path) -> None:
+    (tmp_path / "lab.yaml").write_text(
+        "world: {stations: {spectrometer: {}}}\ninstruments:\n  spec: {kind: ocean-hdx}\n"
+    )
+    (tmp_path / "ocean_plan_for_sdl_tests.py").write_text(OCEAN_PLAN)
+    (tmp_path / "campaign.yaml").write_text(OCEAN_CAMPAIGN)
+    loaded = load_campaign(tmp_path / "campaign.yaml")
+    with Store(tmp_path / "data") as store:
+        campaign_id = start_campaign(store, loaded)
+        result = run_campaign(store, campaign_id)  # starts `python -m simulators lab lab.yaml --speed 20`
+        history = store.experiments(campaign_id)
+        assert [e.status.value for e in history] == ["done", "done"], [e.failure for e in history]
+        assert result.status is CampaignStatus.COMPLETED
+        for e in history:
+            assert e.assignments is not None and e.assignments["spec"]["address"].startswith(
+                "socket://127.0.0.1:"
+            )
+            assert e.measurements is not None and e.measurements["mean_counts"] > 0
+            streams = [d["name"] for n, d in store.documents(e.id) if n == "descriptor"]
+            assert streams == ["dark", "reference", "primary"]

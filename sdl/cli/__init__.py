@@ -72,9 +72,10 @@ def _setup_logging(verbosity: int, console: Console) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Our own loggers carry the story; third-party ones speak up for errors, or everything with -vv.
+    # Our own loggers carry the story (a failed experiment's reason included); the libraries' own
+    # tracebacks for the same failure only with -vv.
     for name in ("bluesky", "ophyd", "matplotlib", "caproto"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= 2 else logging.ERROR)
+        logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= 2 else logging.CRITICAL)
 
 
 def _quiet_operator_abort(record: logging.LogRecord) -> bool:
