@@ -80,7 +80,8 @@ class Budget(_Model):
     max_wall_time: float | None = Field(
         None,
         gt=0,
-        description="Stop starting new experiments after this long: seconds, or '90m', '2h', '1h30m'.",
+        description="Stop starting new experiments this long after `sdl run` (or a resume) started: "
+        "seconds, or '90m', '2h', '1h30m'.",
     )
     stop_when: dict[str, float] = Field(
         default_factory=dict,

@@ -93,6 +93,7 @@ def plot(campaign: Campaign, history: list[ExperimentRecord], path: Path | str, 
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.colors import LogNorm
     from matplotlib.figure import Figure
 
     objectives = campaign.objectives
@@ -112,6 +113,9 @@ def plot(campaign: Campaign, history: list[ExperimentRecord], path: Path | str, 
             ax.scatter(*zip(*points, strict=True), s=12, color="C0", alpha=0.35, label="measured")
         if objective.goal == "target":
             ax.axhline(objective.target, color="C2", linestyle="--", label="target")
+        numbers = [v for _, v in points]
+        if numbers and min(numbers) > 0 and max(numbers) / min(numbers) > 100:
+            ax.set_yscale("log")  # otherwise the first poor experiments flatten the convergence
         units = f" [{objective.units}]" if objective.units else ""
         ax.set_title(f"{objective.measurement} ({objective.goal})")
         ax.set_xlabel("experiment")
@@ -128,7 +132,8 @@ def plot(campaign: Campaign, history: list[ExperimentRecord], path: Path | str, 
         ]
         if ok:
             xs, ys, cs = zip(*ok, strict=True)
-            artist = ax.scatter(xs, [_plottable(y) for y in ys], c=cs, cmap="viridis", s=16)
+            norm = LogNorm() if min(cs) > 0 and max(cs) / min(cs) > 100 else None
+            artist = ax.scatter(xs, [_plottable(y) for y in ys], c=cs, cmap="viridis", norm=norm, s=16)
             fig.colorbar(artist, ax=ax, label=colour_by)
         if bad:
             xs2, ys2 = zip(*bad, strict=True)
