@@ -154,6 +154,21 @@ def test_ctrl_c_marks_the_experiment_interrupted_and_resume_continues(
     assert [e.recipe for e in resumed if e.status.value == "done"] == [e.recipe for e in straight]
 
 
+def test_resume_with_a_larger_budget_extends_a_finished_campaign(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = tmp_path / "data"
+    assert main(["run", str(BRANIN), "--budget", "3", "--data-dir", str(data_dir)]) == 0
+    campaign_id = only_campaign(data_dir)
+    assert main(["run", "--resume", campaign_id, "--budget", "5", "--data-dir", str(data_dir)]) == 0
+    assert "budget spent: 5 of 5 experiments" in capsys.readouterr().out
+    with Store(data_dir) as store:
+        assert [e.seq for e in store.experiments(campaign_id)] == [1, 2, 3, 4, 5]
+        assert store.campaign(campaign_id).spec["budget"]["max_experiments"] == 5
+    assert main(["run", "--resume", campaign_id, "--seed", "1", "--data-dir", str(data_dir)]) == 2
+    assert "--resume takes a campaign id (and optionally --budget)" in capsys.readouterr().err
+
+
 PLAN_CAMPAIGN = """
 name: held-pump
 parameters: [{{name: volume, type: real, low: 0, high: 10}}]

@@ -17,7 +17,7 @@ from sdl.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, BadInput, data_dir_
 from sdl.cli.progress import CampaignProgress, result_line, summary_table
 from sdl.executor import Executor
 from sdl.loading import load_campaign
-from sdl.runner import campaign_of, prepare_resume, run_campaign, start_campaign
+from sdl.runner import campaign_of, prepare_resume, run_campaign, start_campaign, with_overrides
 from sdl.status import CampaignStatus
 from sdl.store import Store
 
@@ -39,7 +39,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("file", nargs="?", type=Path, help="campaign file (YAML; see `sdl schema`)")
     p.add_argument("--resume", metavar="CAMPAIGN_ID", help="continue a stopped campaign from its record")
     p.add_argument("--seed", type=int, help="override optimizer.seed")
-    p.add_argument("--budget", type=int, metavar="N", help="override budget.max_experiments")
+    p.add_argument(
+        "--budget", type=int, metavar="N", help="override budget.max_experiments (with --resume: extend it)"
+    )
     p.set_defaults(handler=cmd_run)
 
     d = commands.add_parser(
@@ -89,13 +91,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_dir = data_dir_of(args)
     _check_budget(args.budget)
     if args.resume:
-        if args.file is not None or args.seed is not None or args.budget is not None:
-            raise BadInput("--resume takes only a campaign id: its file, seed and budget are in the record")
+        if args.file is not None or args.seed is not None:
+            raise BadInput(
+                "--resume takes a campaign id (and optionally --budget): its file and seed are recorded"
+            )
         if not Store.exists(data_dir):
             raise BadInput(f"no store in {data_dir} (give --data-dir)")
         store = Store(data_dir)
         store.campaign(args.resume)
         prepare_resume(store, args.resume)
+        if args.budget is not None:
+            campaign, _ = campaign_of(store, args.resume)
+            extended = with_overrides(campaign, max_experiments=args.budget)
+            store.set_budget(args.resume, extended.model_dump(mode="json"), args.budget)
         campaign_id = args.resume
     else:
         if args.file is None:

@@ -169,10 +169,12 @@ class Store:
                     (status.value, reason, now_iso(), campaign_id),
                 )
 
-    def set_max_experiments(self, campaign_id: str, max_experiments: int) -> None:
+    def set_budget(self, campaign_id: str, spec: Mapping[str, Any], max_experiments: int) -> None:
+        """Replace the campaign's spec after an operator changed its budget (e.g. on resume)."""
         with self._tx() as conn:
             conn.execute(
-                "UPDATE campaigns SET max_experiments = ? WHERE id = ?", (max_experiments, campaign_id)
+                "UPDATE campaigns SET spec_json = ?, max_experiments = ? WHERE id = ?",
+                (dumps(spec), max_experiments, campaign_id),
             )
 
     # -- experiments -------------------------------------------------------------------------------
