@@ -248,6 +248,22 @@ def test_a_lab_that_cannot_start_exits_1_with_one_line(
         assert record.status.value == "failed" and "LabError" in (record.stop_reason or "")
 
 
+def test_demo_runs_the_packaged_campaign_and_says_where_the_results_went(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sdl.cli import run
+
+    monkeypatch.setattr(run, "DEMO_CAMPAIGN", ("branin", "campaign.yaml"))  # stands in for the demo's file
+    data_dir = tmp_path / "data"
+    assert main(["demo", "--budget", "4", "--seed", "1", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    campaign_id = only_campaign(data_dir)
+    png, csv_path = data_dir / "exports" / f"{campaign_id}.png", data_dir / "exports" / f"{campaign_id}.csv"
+    assert f"plot:   {png}" in out and f"export: {csv_path}" in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert len(csv_path.read_text().splitlines()) == 1 + 4
+
+
 def test_demo_without_its_campaign_says_what_is_missing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
