@@ -282,7 +282,7 @@ def test_a_bluesky_plan_takes_dark_reference_and_sample(link, engine):
 
 def test_plan_failures_carry_the_driver_exception(engine):
     with run_simulator("ocean-hdx", clock=fast(), faults="saturate@1") as sim:
-        spec = make_device("spec", sim.url("obp"), integration_time_us=100000, timeout=1.0)
+        spec = make_device("spec", sim.url("obp"), timeout=1.0)  # integration time defaults to 100 ms
         try:
             with pytest.raises(FailedStatus) as limit:
                 engine(bps.mv(spec.integration_time, 1000))

@@ -40,6 +40,8 @@ __all__ = [
     "make_device",
 ]
 
+DEFAULT_INTEGRATION_TIME_US = 100_000
+
 _OPTIONS = {
     "integration_time_us",
     "min_integration_time_us",
@@ -58,8 +60,9 @@ _OPTIONS = {
 def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> OceanSpectrometerDevice:
     """An ophyd device for the spectrometer at ``address`` (a pyserial URL, or ``{"obp": URL}``).
 
-    Options: ``integration_time_us`` (set at connect), ``min_integration_time_us`` /
-    ``max_integration_time_us`` (safety limits within the model's range), ``averages``, ``timeout`` (s),
+    Options: ``integration_time_us`` (set at connect; default 100 ms within the limits),
+    ``min_integration_time_us`` / ``max_integration_time_us`` (safety limits within the model's range),
+    ``averages``, ``timeout`` (s),
     ``correct_nonlinearity``, ``dark_with_lamp``, ``md5``, ``retries``, ``not_ready_wait_s``, ``baudrate``.
     """
     unknown = set(options) - _OPTIONS
@@ -74,8 +77,13 @@ def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> 
     integration_time = options.pop("integration_time_us", None)
     spectrometer = OceanSpectrometer.connect(address, **options)
     try:
-        if integration_time is not None:
-            spectrometer.set_integration_time_us(integration_time)
+        if integration_time is None:
+            # The HDX cannot report its integration time: set a known one so the configuration is true.
+            integration_time = min(
+                max(DEFAULT_INTEGRATION_TIME_US, spectrometer.min_integration_time_us),
+                spectrometer.max_integration_time_us,
+            )
+        spectrometer.set_integration_time_us(integration_time)
         return OceanSpectrometerDevice(spectrometer, name=name)
     except BaseException:
         spectrometer.close()
