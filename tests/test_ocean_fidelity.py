@@ -29,6 +29,8 @@ def pyseabreeze_backend(monkeypatch):
     monkeypatch.setattr(config, "requested", config.requested)
     monkeypatch.setattr(config, "allow_fallback", config.allow_fallback)
     monkeypatch.setattr(config, "api_kwargs", dict(config.api_kwargs))
+    # Forget any backend an earlier test cached, so seabreeze.use() applies (and does not warn).
+    monkeypatch.setattr(Spectrometer.__dict__["_backend"], "_backend", None)
     seabreeze.use("pyseabreeze")
     # pyseabreeze opens its sockets without a timeout; a default keeps a broken simulator from hanging CI.
     previous = socket.getdefaulttimeout()
