@@ -150,6 +150,23 @@ def test_link_faults_raise_typed_errors_and_the_driver_recovers(link, fault, err
         assert sim.call(lambda: sim.lab.simulators["ocean-hdx"].integration_time_us) == 50000
 
 
+def test_recover_reapplies_the_settings_after_a_power_cycle():
+    with (
+        run_simulator("ocean-hdx", clock=fast()) as sim,
+        OceanSpectrometer.connect(sim.url("obp"), timeout=1.0) as spec,
+    ):
+        simulator = sim.lab.simulators["ocean-hdx"]
+        spec.set_integration_time_us(50000)
+        spec.acquire_dark()  # leaves the lamp on
+
+        def power_cycle() -> None:
+            simulator.integration_time_us, simulator.lamp_enabled = 100000, False
+
+        sim.call(power_cycle)
+        spec.recover()
+        assert sim.call(lambda: (simulator.integration_time_us, simulator.lamp_enabled)) == (50000, True)
+
+
 @pytest.mark.parametrize("fault", ["garble@2", "partial@2"])
 def test_a_corrupted_spectrum_is_detected_and_measured_again(fault):
     with (
@@ -284,9 +301,10 @@ def test_plan_failures_carry_the_driver_exception(engine):
     with run_simulator("ocean-hdx", clock=fast(), faults="saturate@1") as sim:
         spec = make_device("spec", sim.url("obp"), timeout=1.0)  # integration time defaults to 100 ms
         try:
+            before = frames(sim)
             with pytest.raises(FailedStatus) as limit:
                 engine(bps.mv(spec.integration_time, 1000))
-            assert isinstance(limit.value.__cause__, SafetyLimitError)
+            assert isinstance(limit.value.__cause__, SafetyLimitError) and frames(sim) == before
             assert spec.integration_time.get() == 100000
             with pytest.raises(FailedStatus) as flare:
                 engine(bps.trigger(spec, wait=True))
