@@ -22,6 +22,7 @@ from drivers.errors import (
 )
 from drivers.ocean import (
     ChecksumError,
+    CorruptedRequest,
     MissingCalibration,
     Nack,
     NotReady,
@@ -30,6 +31,7 @@ from drivers.ocean import (
     TruncatedReply,
     make_device,
 )
+from drivers.transport import Transport
 from simulators.clock import ScaledClock, VirtualClock
 from simulators.testing import run_simulator
 
@@ -148,6 +150,32 @@ def test_link_faults_raise_typed_errors_and_the_driver_recovers(link, fault, err
     ):
         spec.set_integration_time_us(50000)  # reply 1 is hit, the retry succeeds
         assert sim.call(lambda: sim.lab.simulators["ocean-hdx"].integration_time_us) == 50000
+
+
+class CorruptingTransport(Transport):
+    """Flips one byte of the next ``damage`` requests on their way out, as line noise would."""
+
+    damage = 0
+
+    def write(self, data: bytes) -> None:
+        if self.damage:
+            self.damage -= 1
+            data = data[:25] + bytes([data[25] ^ 0x40]) + data[26:]  # second byte of the immediate data
+        super().write(data)
+
+
+def test_a_request_damaged_on_the_way_is_refused_by_checksum_and_resent():
+    with run_simulator("ocean-hdx", clock=fast()) as sim:
+        transport = CorruptingTransport(sim.url("obp"), timeout=1.0).open()
+        with OceanSpectrometer(transport, retries=0) as spec:
+            transport.damage = 1
+            with pytest.raises(CorruptedRequest) as caught:
+                # Without a checksum the device would have taken 43616 µs (0xEA60 -> 0xAA60) as valid.
+                spec.set_integration_time_us(60000)
+            assert caught.value.code == 3 and isinstance(caught.value, ProtocolError)
+            spec.retries, transport.damage = 2, 1
+            spec.set_integration_time_us(60000)
+            assert sim.call(lambda: sim.lab.simulators["ocean-hdx"].integration_time_us) == 60000
 
 
 def test_recover_reapplies_the_settings_after_a_power_cycle():

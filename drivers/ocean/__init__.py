@@ -11,6 +11,7 @@ from typing import Any
 from drivers.ocean.device import OceanSpectrometerDevice
 from drivers.ocean.errors import (
     ChecksumError,
+    CorruptedRequest,
     FrameError,
     HardwareException,
     MissingCalibration,
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_TCP_PORT",
     "HDX",
     "ChecksumError",
+    "CorruptedRequest",
     "FrameError",
     "HardwareException",
     "MissingCalibration",

@@ -13,6 +13,7 @@ from drivers.ocean.codec import ChecksumError, ErrorCode, FrameError, error_text
 
 __all__ = [
     "ChecksumError",
+    "CorruptedRequest",
     "FrameError",
     "HardwareException",
     "MissingCalibration",
@@ -38,6 +39,13 @@ class NotReady(Nack, InstrumentBusy):
 
     def __init__(self, message_type: int, text: str | None = None):
         super().__init__(message_type, ErrorCode.NOT_READY, text)
+
+
+class CorruptedRequest(Nack, ProtocolError):
+    """OBP error 3: our request reached the device with a bad checksum (damaged on the way); resend it."""
+
+    def __init__(self, message_type: int):
+        super().__init__(message_type, ErrorCode.BAD_CHECKSUM)
 
 
 class HardwareException(InstrumentAlarm):

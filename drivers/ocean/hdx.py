@@ -26,6 +26,7 @@ from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError, Saf
 from drivers.ocean import codec, spectra
 from drivers.ocean.codec import ErrorCode, Message, MessageType
 from drivers.ocean.errors import (
+    CorruptedRequest,
     HardwareException,
     MissingCalibration,
     Nack,
@@ -313,6 +314,8 @@ class OceanSpectrometer:
                 return self._send_once(message_type, data, ack=ack, timeout=timeout)
             if reply.error == ErrorCode.NOT_READY:
                 raise NotReady(message_type)
+            if reply.error == ErrorCode.BAD_CHECKSUM:
+                raise CorruptedRequest(message_type)
             raise Nack(message_type, reply.error)
         if reply.is_hardware_exception:
             raise HardwareException(
