@@ -1,0 +1,178 @@
+"""One RS-232 line to a network of New Era pumps (addresses 0–99 daisy-chained on one port).
+
+The line frames requests, reads one reply per request, checks the reply's address, and turns
+alarms and command errors into typed exceptions. Link trouble (a dropped connection, a garbled,
+partial or missing reply) raises a specific error too; for commands that are safe to repeat the line
+recovers by itself (reconnect, resend) up to ``retries`` times and logs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError
+from drivers.newera import codec
+from drivers.newera.errors import (
+    ALARMS,
+    COMMAND_ERRORS,
+    GarbledReply,
+    NoReply,
+    PartialReply,
+)
+from drivers.transport import Transport
+
+log = logging.getLogger(__name__)
+
+#: Factory setting of the pump's serial port (NE-1000 manual, quick-start instructions: 19,200 8N1).
+DEFAULT_BAUDRATE = 19200
+DEFAULT_REPLY_TIMEOUT = 1.0
+
+
+class NE1000Line:
+    """Requests and replies on one serial line; safe to share between threads (one exchange at a time)."""
+
+    def __init__(
+        self, transport: Transport, *, retries: int = 1, reply_timeout: float = DEFAULT_REPLY_TIMEOUT
+    ):
+        self.transport = transport
+        self.retries = retries
+        self.reply_timeout = reply_timeout
+        self._safe: dict[int, bool] = {}
+        #: Requests written to the wire, for logs and tests.
+        self.requests_sent = 0
+
+    @classmethod
+    def connect(cls, url: str, *, baudrate: int = DEFAULT_BAUDRATE, **options: Any) -> NE1000Line:
+        """Open the line at a pyserial URL (``/dev/ttyUSB0``, ``socket://host:port``, ``/dev/pts/N``)."""
+        transport_options = {k: options.pop(k) for k in ("timeout",) if k in options}
+        return cls(Transport(url, baudrate=baudrate, **transport_options).open(), **options)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def reconnect(self) -> None:
+        log.info("%s: reconnecting", self.transport.url)
+        self.transport.reconnect()
+
+    def __enter__(self) -> NE1000Line:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- framing mode per pump ---------------------------------------------------------------------
+    def is_safe(self, address: int) -> bool:
+        return self._safe.get(address, False)
+
+    def set_safe(self, address: int, safe: bool) -> None:
+        self._safe[address] = safe
+
+    # -- exchanges -----------------------------------------------------------------------------------
+    def command(
+        self,
+        address: int,
+        command: str = "",
+        argument: str = "",
+        *,
+        repeatable: bool = True,
+        send_safe: bool | None = None,
+        reply_safe: bool | None = None,
+    ) -> codec.Reply:
+        """Send one command to the pump at ``address`` and return its reply.
+
+        Raises the typed alarm (``MotorStall``...) or command error (``OutOfRange``...) the reply
+        carries. With ``repeatable`` (queries and settings: sending them twice does no harm) link
+        errors are retried after a reconnect; otherwise they propagate for the caller to resolve.
+        ``send_safe``/``reply_safe`` override the framing (switching modes with ``SAF``).
+        """
+        attempts = 1 + (self.retries if repeatable else 0)
+        for attempt in range(1, attempts + 1):
+            try:
+                reply = self._exchange(address, command, argument, send_safe, reply_safe)
+                return self._check(reply, address, command + argument)
+            except (ConnectionLost, InstrumentTimeout, ProtocolError) as exc:
+                if attempt == attempts:
+                    raise
+                log.warning(
+                    "pump %02d %s%s: %s; %s and sending again",
+                    address,
+                    command or "(status)",
+                    argument,
+                    exc,
+                    "reconnecting" if isinstance(exc, ConnectionLost) else "resynchronising",
+                )
+                self._resynchronise(exc)
+        raise AssertionError("unreachable")
+
+    def _exchange(
+        self, address: int, command: str, argument: str, send_safe: bool | None, reply_safe: bool | None
+    ) -> codec.Reply:
+        safe_out = self.is_safe(address) if send_safe is None else send_safe
+        safe_in = safe_out if reply_safe is None else reply_safe
+        encode = codec.encode_safe if safe_out else codec.encode_basic
+        request = encode(address, command, argument)
+        label = f"pump {address:02d} {command or '(status)'}{argument}"
+        if not self.transport.is_open:
+            self.transport.open()
+
+        def read_reply(transport: Transport) -> codec.Reply:
+            try:
+                if safe_in:
+                    head = transport.read_exactly(2, timeout=self.reply_timeout)
+                    if head[0] != codec.STX:
+                        raise GarbledReply(
+                            f"{label}: reply does not start with STX: {head!r}", address=address
+                        )
+                    frame = head + transport.read_exactly(head[1] - 1, timeout=self.reply_timeout)
+                    reply = codec.decode_safe_reply(frame)
+                else:
+                    frame = transport.read_until(bytes([codec.ETX]), timeout=self.reply_timeout)
+                    start = frame.rfind(bytes([codec.STX]))
+                    reply = codec.decode_basic_reply(frame[max(start, 0) :])
+            except InstrumentTimeout as exc:
+                leftover = transport.read_available()
+                if leftover:
+                    raise PartialReply(f"{label}: reply cut short: {leftover!r}", address=address) from exc
+                raise NoReply(f"{label}: no reply within {self.reply_timeout} s", address=address) from exc
+            except codec.CodecError as exc:
+                raise GarbledReply(f"{label}: {exc}", address=address) from exc
+            if reply.address != address:
+                raise GarbledReply(f"{label}: reply came from address {reply.address:02d}", address=address)
+            return reply
+
+        self.requests_sent += 1
+        log.debug("%s -> %r", label, request)
+        reply = self.transport.exchange(request, read_reply)
+        log.debug("%s <- %s", label, reply.body())
+        return reply
+
+    def _resynchronise(self, exc: Exception) -> None:
+        if isinstance(exc, ConnectionLost) or not self.transport.is_open:
+            self.transport.reconnect()
+        else:
+            # A late or half reply may still be on its way; exchange() drops stale bytes before the
+            # next request, so waiting is not needed.
+            self.transport.discard_input()
+
+    def _check(self, reply: codec.Reply, address: int, sent: str) -> codec.Reply:
+        label = f"pump {address:02d} {sent or '(status)'}"
+        if reply.alarm is not None:
+            cls = ALARMS[reply.alarm]
+            log.warning(
+                "%s: alarm %s (%s), now acknowledged", label, reply.alarm, codec.ALARM_NAMES[reply.alarm]
+            )
+            raise cls(
+                f"{label}: alarm A?{reply.alarm}: {codec.ALARM_NAMES[reply.alarm]}",
+                address=address,
+                command=sent,
+            )
+        if reply.error is not None:
+            cls = COMMAND_ERRORS[reply.error]
+            text = f"?{reply.error}" if reply.error else "?"
+            raise cls(
+                f"{label}: pump answered {text}: {codec.ERROR_NAMES[reply.error]}",
+                address=address,
+                command=sent,
+            )
+        return reply

@@ -1,0 +1,312 @@
+"""One New Era syringe pump (NE-1000, NE-300/500/4000; the NE-9000 speaks the same) on a line.
+
+    line = NE1000Line.connect("/dev/ttyUSB0")
+    pump = NE1000Pump(line, 0, diameter_mm=14.57, syringe_volume_ul=10000, max_rate_ul_min=5000)
+    pump.configure()                     # acknowledges the power-up alarm, sets the diameter
+    pump.infuse(120.0, rate_ul_min=2000) # starts; returns at once
+    pump.wait_until_stopped(timeout=10)  # -> Dispensed(infused_ul=120.0, withdrawn_ul=0.0)
+
+Every request is checked against the configured limits (syringe volume, rate range, the model's
+speed-derived rate limits for the diameter) before a byte is sent; a refused request raises
+``SafetyLimitError`` and the wire stays silent. Values are written in the units that keep them
+most precise under the pump's four-digit rule; a value that rounding would change by more than
+0.1 % is logged, and one that would round to zero is refused (``VOL 0`` means "pump forever").
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from drivers.errors import ConnectionLost, InstrumentBusy, InstrumentTimeout, ProtocolError, SafetyLimitError
+from drivers.newera import codec
+from drivers.newera.codec import Dispensed, Firmware
+from drivers.newera.errors import IncompleteDispense, PumpAlarm, PumpReset
+from drivers.newera.line import NE1000Line
+
+log = logging.getLogger(__name__)
+
+#: A relative change by rounding above this is worth telling the operator about.
+MATERIAL_ROUNDING = 1e-3
+
+
+class PumpStatus(enum.Enum):
+    INFUSING = "I"
+    WITHDRAWING = "W"
+    STOPPED = "S"
+    PAUSED = "P"
+    TIMED_PAUSE = "T"
+    WAITING_FOR_TRIGGER = "U"
+    PURGING = "X"
+
+    @property
+    def moving(self) -> bool:
+        return self in (PumpStatus.INFUSING, PumpStatus.WITHDRAWING, PumpStatus.PURGING)
+
+
+@dataclass(frozen=True)
+class Move:
+    """What the pump was last told to do, to judge whether it finished."""
+
+    direction: str  # INF | WDR
+    volume_ul: float  # as the pump holds it, after rounding
+    rate_ul_min: float
+
+
+class NE1000Pump:
+    def __init__(
+        self,
+        line: NE1000Line,
+        address: int = 0,
+        *,
+        diameter_mm: float,
+        syringe_volume_ul: float,
+        max_rate_ul_min: float,
+        min_rate_ul_min: float = 0.0,
+        max_volume_ul: float | None = None,
+        model: str = "NE1000",
+    ):
+        if not 0 <= int(address) <= 99:
+            raise ValueError(f"address must be 0–99, not {address!r}")
+        self.line = line
+        self.address = int(address)
+        self.model = codec.pump_model(model)
+        self.diameter_mm = float(diameter_mm)
+        if not self.model.min_diameter_mm <= self.diameter_mm <= self.model.max_diameter_mm:
+            raise SafetyLimitError(
+                f"pump {self.address:02d}: diameter_mm {diameter_mm} is outside the {self.model.name}'s "
+                f"{self.model.min_diameter_mm}–{self.model.max_diameter_mm} mm"
+            )
+        self.syringe_volume_ul = float(syringe_volume_ul)
+        self.max_volume_ul = min(float(max_volume_ul or syringe_volume_ul), self.syringe_volume_ul)
+        model_min, model_max = self.model.rate_limits_ul_min(self.diameter_mm)
+        self.min_rate_ul_min = max(float(min_rate_ul_min), model_min)
+        self.max_rate_ul_min = min(float(max_rate_ul_min), model_max)
+        if self.min_rate_ul_min > self.max_rate_ul_min:
+            raise SafetyLimitError(
+                f"pump {self.address:02d}: no rate is allowed: "
+                f"configured {min_rate_ul_min}–{max_rate_ul_min} "
+                f"µL/min, a {self.diameter_mm} mm syringe on the {self.model.name} allows "
+                f"{model_min:.4g}–{model_max:.4g} µL/min"
+            )
+        self.last_move: Move | None = None
+        self._needs_configure = True
+
+    @classmethod
+    def connect(
+        cls, url: str, address: int = 0, *, line_options: dict[str, Any] | None = None, **limits: Any
+    ) -> NE1000Pump:
+        """A pump alone on its own line at ``url``."""
+        return cls(NE1000Line.connect(url, **(line_options or {})), address, **limits)
+
+    def __repr__(self) -> str:
+        return f"NE1000Pump({self.line.transport.url!r}, address={self.address})"
+
+    # -- plumbing --------------------------------------------------------------------------------------
+    def _send(self, command: str = "", argument: str = "", **options: Any) -> codec.Reply:
+        try:
+            return self.line.command(self.address, command, argument, **options)
+        except PumpReset:
+            # The pump may have lost its settings with its power: configure before the next move.
+            self._needs_configure = True
+            raise
+
+    def _number(self, value: float, what: str) -> str:
+        text = codec.format_number(value)
+        self._tell_rounding(value, float(text), what)
+        return text
+
+    def _tell_rounding(self, wanted: float, held: float, what: str) -> None:
+        if wanted and abs(held - wanted) / abs(wanted) > MATERIAL_ROUNDING:
+            log.warning(
+                "pump %02d: %s %.6g rounds to %.6g under the pump's four-digit rule",
+                self.address,
+                what,
+                wanted,
+                held,
+            )
+
+    # -- setup -----------------------------------------------------------------------------------------
+    def configure(self) -> PumpAlarm | None:
+        """Acknowledge any pending alarm (a power-up reset is expected) and set the syringe diameter.
+
+        Returns the alarm that was acknowledged, if any. Safe to call at any time the pump is stopped.
+        """
+        alarm = self.acknowledge_alarm()
+        self._send("DIA", self._number(self.diameter_mm, "diameter (mm)"))
+        self._needs_configure = False
+        log.info("pump %02d: configured for a %.4g mm syringe", self.address, self.diameter_mm)
+        return alarm
+
+    def acknowledge_alarm(self) -> PumpAlarm | None:
+        """Query the status once; an alarm in the reply is thereby acknowledged and returned."""
+        try:
+            self._send()
+        except PumpAlarm as alarm:
+            log.info("pump %02d: acknowledged alarm %s", self.address, alarm.code)
+            return alarm
+        return None
+
+    def recover(self) -> PumpAlarm | None:
+        """After an alarm or a lost link: reopen the link if needed, acknowledge, configure again."""
+        if not self.line.transport.is_open:
+            self.line.reconnect()
+        return self.configure()
+
+    def firmware(self) -> Firmware:
+        return codec.parse_version(self._send("VER").data)
+
+    def enter_safe_mode(self, timeout_s: int) -> None:
+        """Switch to CRC-checked safe mode; the pump stops with ``A?T`` if ``timeout_s`` passes silently.
+
+        Keep talking (``status()``) more often than ``timeout_s``.
+        """
+        if not (isinstance(timeout_s, int) and 1 <= timeout_s <= 255):
+            raise SafetyLimitError(
+                f"pump {self.address:02d}: safe-mode timeout must be 1–255 s, not {timeout_s!r}"
+            )
+        was_safe = self.line.is_safe(self.address)
+        self._send("SAF", str(timeout_s), send_safe=was_safe, reply_safe=True)
+        self.line.set_safe(self.address, True)
+        log.info("pump %02d: safe mode, %d s timeout", self.address, timeout_s)
+
+    def leave_safe_mode(self) -> None:
+        """Back to basic mode (``SAF0`` sent as a safe packet, which every pump accepts)."""
+        self._send("SAF", "0", send_safe=True, reply_safe=False)
+        self.line.set_safe(self.address, False)
+        log.info("pump %02d: basic mode", self.address)
+
+    # -- state ----------------------------------------------------------------------------------------
+    def status(self) -> PumpStatus:
+        """The pump's state; raises the alarm (``MotorStall``, ``PumpReset``...) if one is pending."""
+        return PumpStatus(self._send().status)
+
+    def is_running(self) -> bool:
+        return self.status().moving
+
+    def dispensed(self) -> Dispensed:
+        """Volumes infused and withdrawn since the start of the last move (µL)."""
+        return codec.parse_dispensed(self._send("DIS").data)
+
+    def rate_limits_ul_min(self) -> tuple[float, float]:
+        return self.min_rate_ul_min, self.max_rate_ul_min
+
+    # -- motion ---------------------------------------------------------------------------------------
+    def infuse(self, volume_ul: float, rate_ul_min: float) -> Move:
+        """Start pushing ``volume_ul`` out of the syringe at ``rate_ul_min``; returns at once."""
+        return self._move("INF", volume_ul, rate_ul_min)
+
+    def withdraw(self, volume_ul: float, rate_ul_min: float) -> Move:
+        """Start pulling ``volume_ul`` into the syringe at ``rate_ul_min``; returns at once."""
+        return self._move("WDR", volume_ul, rate_ul_min)
+
+    def check_move(self, volume_ul: float, rate_ul_min: float) -> tuple[str, str, float, str, str, float]:
+        """Validate a move against the limits without sending anything; returns the wire values.
+
+        Returns (volume units, volume text, volume held in µL, rate units, rate text, rate held).
+        """
+        name = f"pump {self.address:02d}"
+        if not (math.isfinite(volume_ul) and volume_ul > 0):
+            raise SafetyLimitError(f"{name}: volume_ul must be a positive number, not {volume_ul!r}")
+        if volume_ul > self.max_volume_ul:
+            raise SafetyLimitError(
+                f"{name}: volume_ul {volume_ul:g} exceeds the limit of {self.max_volume_ul:g} µL "
+                f"(max_volume_ul / syringe_volume_ul)"
+            )
+        if not (math.isfinite(rate_ul_min) and self.min_rate_ul_min <= rate_ul_min <= self.max_rate_ul_min):
+            raise SafetyLimitError(
+                f"{name}: rate_ul_min {rate_ul_min!r} is outside the allowed "
+                f"{self.min_rate_ul_min:.4g}–{self.max_rate_ul_min:.4g} µL/min "
+                f"(configured limits and the {self.model.name}'s limits "
+                f"for a {self.diameter_mm:g} mm syringe)"
+            )
+        vol_units, vol_text, vol_held = codec.best_units(volume_ul, codec.VOLUME_UNITS_UL)
+        if vol_held <= 0:
+            raise SafetyLimitError(f"{name}: volume_ul {volume_ul!r} is too small for the pump to represent")
+        rate_units, rate_text, rate_held = codec.best_units(rate_ul_min, codec.RATE_UNITS_UL_MIN)
+        if not self.min_rate_ul_min * (1 - 1e-9) <= rate_held <= self.max_rate_ul_min * (1 + 1e-9):
+            raise SafetyLimitError(
+                f"{name}: rate_ul_min {rate_ul_min!r} rounds to {rate_held!r}, outside the limits"
+            )
+        return vol_units, vol_text, vol_held, rate_units, rate_text, rate_held
+
+    def _move(self, direction: str, volume_ul: float, rate_ul_min: float) -> Move:
+        vol_units, vol_text, vol_held, rate_units, rate_text, rate_held = self.check_move(
+            volume_ul, rate_ul_min
+        )
+        self._tell_rounding(volume_ul, vol_held, "volume (µL)")
+        self._tell_rounding(rate_ul_min, rate_held, "rate (µL/min)")
+        if self._needs_configure:
+            self.configure()
+        state = self.status()
+        if state.moving:
+            raise InstrumentBusy(f"pump {self.address:02d} is {state.name.lower()}; stop() it first")
+        if state is PumpStatus.PAUSED:
+            self._send("STP")  # a second STP ends the paused program, so RUN starts afresh
+        self._send("CLD", "INF")
+        self._send("CLD", "WDR")
+        self._send("DIR", direction)
+        self._send("VOL", vol_units)
+        self._send("VOL", vol_text)
+        self._send("RAT", rate_text + rate_units)
+        move = Move(direction, vol_held, rate_held)
+        self._run()
+        self.last_move = move
+        log.info(
+            "pump %02d: %s %.4g µL at %.4g µL/min",
+            self.address,
+            "infusing" if direction == "INF" else "withdrawing",
+            vol_held,
+            rate_held,
+        )
+        return move
+
+    def _run(self) -> None:
+        try:
+            self._send("RUN", repeatable=False)
+        except (ConnectionLost, InstrumentTimeout, ProtocolError) as exc:
+            # RUN may or may not have reached the pump. Look before sending it again: a second RUN
+            # after a completed short move would dispense the volume twice.
+            log.warning("pump %02d RUN: %s; checking whether the pump started", self.address, exc)
+            if not self.line.transport.is_open:
+                self.line.reconnect()
+            if self.status().moving or self.dispensed() != Dispensed(0.0, 0.0):
+                return
+            self._send("RUN", repeatable=False)
+
+    def stop(self) -> None:
+        """Stop pumping. The first STP pauses a running program, a second one ends it."""
+        for _ in range(2):
+            if PumpStatus(self._send("STP").status) is PumpStatus.STOPPED:
+                break
+        log.info("pump %02d: stopped", self.address)
+
+    def wait_until_stopped(self, timeout: float, *, poll_s: float = 0.05) -> Dispensed:
+        """Poll until the pump stops; the volumes moved. Raises the pump's alarm if one ends the move,
+        ``IncompleteDispense`` if it stopped short without one, ``InstrumentTimeout`` at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.status()
+            if not state.moving:
+                break
+            if time.monotonic() >= deadline:
+                raise InstrumentTimeout(
+                    f"pump {self.address:02d} still {state.name.lower()} after {timeout} s"
+                )
+            time.sleep(poll_s)
+        done = self.dispensed()
+        move = self.last_move
+        if move is not None:
+            moved = done.infused_ul if move.direction == "INF" else done.withdrawn_ul
+            if moved < move.volume_ul * (1 - MATERIAL_ROUNDING) - 1e-6:
+                raise IncompleteDispense(
+                    f"pump {self.address:02d} stopped ({state.name.lower()}) after {moved:.4g} of "
+                    f"{move.volume_ul:.4g} µL without reporting an alarm",
+                    address=self.address,
+                    delivered_ul=moved,
+                )
+        return done
