@@ -1,0 +1,431 @@
+"""Tecan Cavro XCalibur / XLP / XP 3000 syringe pump with a distribution valve, DT protocol.
+
+One ``CavroPump`` talks to one pump (one DT address) through a ``drivers.transport.Transport``.
+Volumes are µL and flows µL/s; the driver turns them into plunger increments and top speeds from
+the syringe volume and the resolution (``N0`` 3000 increments per stroke, ``N1``/``N2`` 24000).
+
+Every move goes out as an *absolute* command (``I2``, ``A3000``), so sending it twice does no
+harm. That is what makes recovery simple: after a dropped connection, a lost, garbled or cut
+reply, the driver reconnects if needed, waits until the pump is ready (``Q``), and sends the
+same command again, up to ``retries`` times. Before every move it polls ``Q`` until the pump is
+ready, since a command sent while the plunger moves is ignored with error 15.
+
+Limits (syringe volume, flow, valve ports, speed caps) are checked before any byte is sent and
+raise ``SafetyLimitError``; the pump's own errors raise the typed errors of ``drivers.cavro.errors``.
+After an overload or a failed initialisation the next ``transfer`` initialises the pump again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from drivers.cavro import codec
+from drivers.cavro.codec import Reply, SpeedProfile
+from drivers.cavro.errors import (
+    GarbledReply,
+    InitFailure,
+    NoReply,
+    Terminated,
+    TruncatedReply,
+    error_for,
+)
+from drivers.errors import ConnectionLost, InstrumentError, InstrumentTimeout, SafetyLimitError
+from drivers.transport import Transport
+
+log = logging.getLogger(__name__)
+
+LINK_ERRORS = (ConnectionLost, NoReply, TruncatedReply, GarbledReply)
+
+
+@dataclass(frozen=True)
+class PumpStatus:
+    ready: bool
+    error: int
+    error_text: str
+
+    @property
+    def busy(self) -> bool:
+        return not self.ready
+
+
+class SyringeNotEmpty(InstrumentError):
+    """A transfer would mix with liquid already in the syringe and there is no waste port to empty it."""
+
+
+class CavroPump:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        syringe_volume_ul: float,
+        address: int | str = 1,
+        ports: Mapping[str, int] | None = None,
+        valve_port_count: int = 6,
+        max_flow_ul_s: float | None = None,
+        min_flow_ul_s: float | None = None,
+        max_top_speed: int = codec.TOP_SPEED_RANGE[1],
+        max_transfer_ul: float | None = None,
+        resolution: str | int = "standard",
+        waste: str | int | None = None,
+        retries: int = 2,
+        poll_interval_s: float = 0.02,
+        init_timeout_s: float = 30.0,
+    ):
+        self.transport = transport
+        self.address = codec.address_char(address)
+        if not (math.isfinite(syringe_volume_ul) and syringe_volume_ul > 0):
+            raise ValueError(f"syringe_volume_ul must be a positive number, not {syringe_volume_ul!r}")
+        self.syringe_volume_ul = float(syringe_volume_ul)
+        if not 2 <= int(valve_port_count) <= 12:
+            raise ValueError(f"valve_port_count must be 2..12, not {valve_port_count!r}")
+        self.valve_port_count = int(valve_port_count)
+        self.ports = dict(ports or {})
+        for label, port in self.ports.items():
+            if not isinstance(port, int) or not 1 <= port <= self.valve_port_count:
+                raise ValueError(f"ports.{label}: port must be 1..{self.valve_port_count}, not {port!r}")
+        self.mode = codec.resolution_mode(resolution)
+        if not codec.TOP_SPEED_RANGE[0] <= max_top_speed <= codec.TOP_SPEED_RANGE[1]:
+            raise ValueError(f"max_top_speed must be within {codec.TOP_SPEED_RANGE}, not {max_top_speed}")
+        speed_cap = codec.speed_to_flow(max_top_speed, self.syringe_volume_ul)
+        speed_floor = codec.speed_to_flow(codec.TOP_SPEED_RANGE[0], self.syringe_volume_ul)
+        self.max_flow_ul_s = speed_cap if max_flow_ul_s is None else float(max_flow_ul_s)
+        self.min_flow_ul_s = speed_floor if min_flow_ul_s is None else float(min_flow_ul_s)
+        if not speed_floor <= self.min_flow_ul_s <= self.max_flow_ul_s <= speed_cap:
+            raise ValueError(
+                f"flow limits must satisfy {speed_floor:g} <= min_flow_ul_s <= max_flow_ul_s <= "
+                f"{speed_cap:g} µL/s for a {self.syringe_volume_ul:g} µL syringe; "
+                f"got {self.min_flow_ul_s:g}..{self.max_flow_ul_s:g}"
+            )
+        self.max_transfer_ul = None if max_transfer_ul is None else float(max_transfer_ul)
+        self.waste_port = None if waste is None else self._port(waste)
+        self.retries = int(retries)
+        self.poll_interval_s = float(poll_interval_s)
+        self.init_timeout_s = float(init_timeout_s)
+        self.profile = SpeedProfile()
+        self._position: int | None = None  # increments, as last commanded or read
+        self._initialised = False
+        self._stop = threading.Event()
+        self._motion = threading.RLock()
+
+    @classmethod
+    def connect(cls, url: str, *, baudrate: int = 9600, timeout: float = 1.0, **options: Any) -> CavroPump:
+        """Open ``url`` (``/dev/ttyUSB0``, ``socket://host:port``, a pty) and wrap it (9600 or 38400 8N1)."""
+        return cls(Transport(url, baudrate=baudrate, timeout=timeout).open(), **options)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __repr__(self) -> str:
+        return f"CavroPump({self.transport.url!r}, address={self.address!r})"
+
+    # -- units and limits ------------------------------------------------------------------------
+    @property
+    def increments_per_stroke(self) -> int:
+        return codec.increments_per_stroke(self.mode)
+
+    @property
+    def ul_per_increment(self) -> float:
+        return self.syringe_volume_ul / self.increments_per_stroke
+
+    def _port(self, where: str | int) -> int:
+        if isinstance(where, str) and where in self.ports:
+            return self.ports[where]
+        if isinstance(where, int) and not isinstance(where, bool) and 1 <= where <= self.valve_port_count:
+            return where
+        labels = ", ".join(f"{label}={port}" for label, port in self.ports.items()) or "none"
+        raise SafetyLimitError(
+            f"valve port {where!r} is not allowed: give a port 1..{self.valve_port_count} "
+            f"or a label ({labels})"
+        )
+
+    def _increments(self, volume_ul: float, what: str) -> int:
+        if not (isinstance(volume_ul, int | float) and math.isfinite(volume_ul) and volume_ul > 0):
+            raise SafetyLimitError(f"{what} volume must be a positive number of µL, not {volume_ul!r}")
+        increments = round(volume_ul / self.ul_per_increment)
+        if increments == 0:
+            raise SafetyLimitError(
+                f"{what} volume {volume_ul:g} µL is below one plunger increment "
+                f"({self.ul_per_increment:g} µL)"
+            )
+        return increments
+
+    def _speed(self, flow_ul_s: float | None) -> int:
+        flow = self.max_flow_ul_s if flow_ul_s is None else flow_ul_s
+        if not (isinstance(flow, int | float) and math.isfinite(flow)):
+            raise SafetyLimitError(f"flow must be a number of µL/s, not {flow!r}")
+        if not self.min_flow_ul_s <= flow <= self.max_flow_ul_s:
+            raise SafetyLimitError(
+                f"flow {flow:g} µL/s is outside the allowed "
+                f"{self.min_flow_ul_s:g}..{self.max_flow_ul_s:g} µL/s"
+            )
+        return min(max(codec.flow_to_speed(flow, self.syringe_volume_ul), codec.TOP_SPEED_RANGE[0]),
+                   codec.TOP_SPEED_RANGE[1])  # fmt: skip
+
+    def check_transfer(
+        self,
+        volume_ul: float,
+        source: str | int,
+        destination: str | int,
+        flow_ul_s: float | None = None,
+        aspirate_flow_ul_s: float | None = None,
+    ) -> None:
+        """Raise SafetyLimitError if ``transfer`` with these arguments would break a limit."""
+        self._increments(volume_ul, "transfer")
+        if self.max_transfer_ul is not None and volume_ul > self.max_transfer_ul:
+            raise SafetyLimitError(
+                f"transfer volume {volume_ul:g} µL exceeds max_transfer_ul {self.max_transfer_ul:g} µL"
+            )
+        self._port(source), self._port(destination)
+        self._speed(flow_ul_s), self._speed(aspirate_flow_ul_s)
+
+    # -- the wire --------------------------------------------------------------------------------
+    def _read_reply(self, transport: Transport) -> bytes:
+        try:
+            return transport.read_until(codec.REPLY_TERMINATOR)
+        except InstrumentTimeout:
+            fragment = transport.read_available()
+            if fragment:
+                raise TruncatedReply(f"pump {self.address}: reply cut short: {fragment!r}") from None
+            raise NoReply(f"pump {self.address}: no reply within {transport.timeout:g} s") from None
+
+    def _exchange_once(self, commands: str) -> Reply:
+        if not self.transport.is_open:
+            self.transport.open()
+        raw = self.transport.exchange(codec.encode_request(self.address, commands), self._read_reply)
+        try:
+            return codec.decode_reply(raw)
+        except codec.FrameError as exc:
+            raise GarbledReply(f"pump {self.address}: {exc}") from None
+
+    def _recover_link(self, exc: Exception, commands: str) -> None:
+        log.warning("pump %s: %s after %r; retrying", self.address, exc, commands)
+        if isinstance(exc, ConnectionLost) or not self.transport.is_open:
+            self.transport.reconnect()
+
+    def query(self, commands: str) -> Reply:
+        """A report command (``Q``, ``?``, ``?6``, ``&``…): asked again after a link fault."""
+        for attempt in range(self.retries + 1):
+            try:
+                return self._exchange_once(commands)
+            except LINK_ERRORS as exc:
+                if attempt == self.retries:
+                    raise
+                self._recover_link(exc, commands)
+        raise AssertionError("unreachable")
+
+    def _run(self, commands: str, timeout: float) -> None:
+        """Run an absolute (repeatable) command string and wait until the pump has finished it."""
+        self._wait_ready(timeout, raise_errors=False)
+        for attempt in range(self.retries + 1):
+            try:
+                reply = self._exchange_once(commands + "R")
+            except LINK_ERRORS as exc:
+                if attempt == self.retries:
+                    raise
+                self._recover_link(exc, commands)
+                # It may have run: let it finish (its errors surface here) before sending it again.
+                self._wait_ready(timeout, raise_errors=True, command=commands)
+                continue
+            if reply.status.error:
+                self._raise(reply.status.error, commands)
+            break
+        self._wait_ready(timeout, raise_errors=True, command=commands)
+
+    def _raise(self, code: int, command: str) -> None:
+        error = error_for(code, command=command, address=self.address)
+        if error.needs_initialisation:
+            self._initialised = False
+            self._position = None
+        raise error
+
+    # -- status ----------------------------------------------------------------------------------
+    def status(self) -> PumpStatus:
+        """One ``Q``: ready or busy, and the last error (the cheap round-trip query)."""
+        status = self.query("Q").status
+        return PumpStatus(status.ready, status.error, status.error_text)
+
+    def _wait_ready(self, timeout: float, *, raise_errors: bool, command: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.query("Q").status
+            if status.ready:
+                if raise_errors and status.error:
+                    self._raise(status.error, command)
+                return
+            if time.monotonic() >= deadline:
+                raise InstrumentTimeout(f"pump {self.address} still busy after {timeout:g} s ({command!r})")
+            self._stop.wait(self.poll_interval_s)
+
+    def wait_until_ready(self, timeout: float = 60.0) -> None:
+        """Poll ``Q`` until the pump is ready; raise the typed error it reports, if any."""
+        self._wait_ready(timeout, raise_errors=True)
+
+    def position_ul(self) -> float:
+        """Volume drawn into the syringe, from the plunger position (``?``)."""
+        self._position = int(self.query("?").data)
+        return self._position * self.ul_per_increment
+
+    def valve_port(self) -> int:
+        """The port the valve is open to (``?6``)."""
+        return int(self.query("?6").data)
+
+    def firmware(self) -> str:
+        return self.query("&").data
+
+    # -- actions ---------------------------------------------------------------------------------
+    def initialize(self, *, output: str | int | None = None, force: int = 0, attempts: int = 2) -> None:
+        """Home plunger and valve (``Z``), pushing any syringe content out of ``output`` (default: waste).
+
+        A failed initialisation (error 1) is tried again, up to ``attempts`` times in all.
+        """
+        out_port = self._port(output) if output is not None else self.waste_port
+        command = f"Z{force},0,{out_port}" if out_port else ("Z" if not force else f"Z{force}")
+        with self._motion:
+            for attempt in range(1, attempts + 1):
+                log.info("pump %s: initialising (%s), attempt %d", self.address, command, attempt)
+                try:
+                    self._run(command, self.init_timeout_s)
+                    break
+                except InitFailure:
+                    if attempt == attempts:
+                        raise
+            self._run(f"N{self.mode}", self.init_timeout_s)
+            self._position = 0
+            self._initialised = True
+
+    def ensure_initialized(self) -> None:
+        if not self._initialised:
+            self.initialize()
+
+    def valve(self, port: str | int) -> int:
+        """Turn the valve to ``port`` (a label or number) the short way round; returns the port number."""
+        number = self._port(port)
+        with self._motion:
+            log.info("pump %s: valve to port %d", self.address, number)
+            self._run(f"I{number}", self.init_timeout_s)
+        return number
+
+    def _move_to(self, target: int, flow_ul_s: float | None) -> None:
+        top = self._speed(flow_ul_s)
+        # Start and cutoff speeds may not exceed the top speed; their floor is 50 half-steps/s.
+        start = max(codec.START_SPEED_RANGE[0], min(codec.DEFAULT_START_SPEED, top))
+        cutoff = max(codec.CUTOFF_SPEED_RANGE[0], min(codec.DEFAULT_CUTOFF_SPEED, top))
+        self.profile = SpeedProfile(start, top, cutoff, self.profile.slope)
+        here = self._position if self._position is not None else 0
+        half_steps = abs(target - here) / self.increments_per_stroke * codec.STROKE_HALF_STEPS
+        timeout = 2 * self.profile.move_time(half_steps) + 5.0
+        self._run(f"v{start}V{top}c{cutoff}A{target}", timeout)
+        self._position = target
+
+    def aspirate(
+        self, volume_ul: float, flow_ul_s: float | None = None, *, source: str | int | None = None
+    ) -> None:
+        """Draw ``volume_ul`` into the syringe (from ``source`` if given, else the current port)."""
+        increments = self._increments(volume_ul, "aspirate")
+        self._speed(flow_ul_s)
+        port = None if source is None else self._port(source)
+        with self._motion:
+            self._stop.clear()
+            here = self._require_position()
+            if here + increments > self.increments_per_stroke:
+                raise SafetyLimitError(
+                    f"aspirating {volume_ul:g} µL would overfill the {self.syringe_volume_ul:g} µL syringe "
+                    f"(it holds {here * self.ul_per_increment:g} µL)"
+                )
+            if port is not None:
+                self.valve(port)
+            log.info("pump %s: aspirate %.1f µL at %s µL/s", self.address, volume_ul, flow_ul_s)
+            self._move_to(here + increments, flow_ul_s)
+
+    def dispense(
+        self, volume_ul: float, flow_ul_s: float | None = None, *, destination: str | int | None = None
+    ) -> None:
+        """Push ``volume_ul`` out of the syringe (to ``destination`` if given, else the current port)."""
+        increments = self._increments(volume_ul, "dispense")
+        self._speed(flow_ul_s)
+        port = None if destination is None else self._port(destination)
+        with self._motion:
+            self._stop.clear()
+            here = self._require_position()
+            if increments > here:
+                raise SafetyLimitError(
+                    f"cannot dispense {volume_ul:g} µL: the syringe holds {here * self.ul_per_increment:g} µL"
+                )
+            if port is not None:
+                self.valve(port)
+            log.info("pump %s: dispense %.1f µL at %s µL/s", self.address, volume_ul, flow_ul_s)
+            self._move_to(here - increments, flow_ul_s)
+
+    def transfer(
+        self,
+        volume_ul: float,
+        source: str | int,
+        destination: str | int,
+        flow_ul_s: float | None = None,
+        *,
+        aspirate_flow_ul_s: float | None = None,
+    ) -> float:
+        """Move ``volume_ul`` from ``source`` to ``destination``, in as many strokes as it takes.
+
+        Initialises the pump first if it needs it. Returns the volume actually moved (whole increments).
+        """
+        self.check_transfer(volume_ul, source, destination, flow_ul_s, aspirate_flow_ul_s)
+        remaining = self._increments(volume_ul, "transfer")
+        moved = remaining * self.ul_per_increment
+        with self._motion:
+            self._stop.clear()
+            self.ensure_initialized()
+            here = self._require_position()
+            if here:
+                if self.waste_port is None:
+                    raise SyringeNotEmpty(
+                        f"the syringe holds {here * self.ul_per_increment:g} µL "
+                        "and no waste port is configured"
+                    )
+                self.dispense(here * self.ul_per_increment, flow_ul_s, destination=self.waste_port)
+            log.info("pump %s: transfer %.1f µL from %s to %s", self.address, moved, source, destination)
+            while remaining:
+                stroke = min(remaining, self.increments_per_stroke)
+                self.valve(source)
+                self._check_stop()
+                self._move_to(stroke, aspirate_flow_ul_s if aspirate_flow_ul_s is not None else flow_ul_s)
+                self.valve(destination)
+                self._check_stop()
+                self._move_to(0, flow_ul_s)
+                self._check_stop()
+                remaining -= stroke
+        return moved
+
+    def terminate(self) -> None:
+        """Stop the plunger now (``T``); a transfer in progress raises ``Terminated``."""
+        self._stop.set()
+        log.info("pump %s: terminate", self.address)
+        self.query("T")
+        self._position = None
+
+    def recover(self) -> None:
+        """After a fault: reconnect if the link is down, stop whatever runs, initialise again."""
+        if not self.transport.is_open:
+            self.transport.reconnect()
+        self.query("T")
+        self._stop.clear()
+        self.initialize()
+
+    def _require_position(self) -> int:
+        if not self._initialised:
+            self.ensure_initialized()
+        if self._position is None:
+            self.position_ul()
+        assert self._position is not None
+        return self._position
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            self._position = None
+            raise Terminated(f"pump {self.address}: stopped on request")
