@@ -142,3 +142,16 @@ def test_unreachable_port_is_connection_lost():
     probe.close()
     with pytest.raises(ConnectionLost, match="cannot open"):
         Transport(tcp_url("127.0.0.1", port)).open()
+
+
+def test_reconnecting_over_tcp_does_not_pause(peer, monkeypatch):
+    # pyserial's socket:// handler sleeps 0.3 s in close(); every recovery from a dropped link
+    # would pay it, so the transport opens socket:// itself.
+    transport, _ = peer
+
+    def no_sleeping(seconds):
+        raise AssertionError(f"close() slept {seconds} s")
+
+    monkeypatch.setattr("time.sleep", no_sleeping)
+    transport.close()
+    assert not transport.is_open
