@@ -57,6 +57,10 @@ class TcpPort:
 
     def read(self, size: int) -> bytes:
         """What has arrived, without waiting; b"" when the peer has closed (the caller saw it readable)."""
+        # The socket keeps its connect timeout (for sendall), and Python then waits that long in a
+        # MSG_DONTWAIT recv with nothing pending before raising: ask select first instead.
+        if not select.select([self._socket], [], [], 0)[0]:
+            return b""
         try:
             return self._socket.recv(size, socket.MSG_DONTWAIT)
         except BlockingIOError:
