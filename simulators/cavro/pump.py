@@ -134,8 +134,9 @@ class CavroPump:
             self.terminate(now)
             return self.reply()
         if self.moving:
-            if all(letter == "V" for letter in letters):  # top speed may change on the fly
-                return self._set_speeds_on_the_fly(commands)
+            if all(letter == "V" for letter in letters[:-1]) and letters[-1] in "VR":
+                # The top speed may change during a move (it applies from the next move here).
+                return self._set_speeds_on_the_fly([c for c in commands if c.letter == "V"])
             return self.reply(error=ErrorCode.COMMAND_OVERFLOW)
         if letters == ["X"]:
             return self._run(list(self.last_program), now)
