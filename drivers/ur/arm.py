@@ -1,0 +1,359 @@
+"""A UR arm with a Robotiq gripper: named positions only, speed caps, protective-stop recovery.
+
+Every motion goes to a position taught in the configuration, at a speed and acceleration under
+the configured caps; anything else raises before a byte is sent. A move sends a URScript program
+to the secondary interface and follows it through the Dashboard Server (``running`` true, then
+false, then the safety status), because that is all a plain client can observe.
+
+The 5 s protective-stop rule is counted from the moment this driver observed the stop, which is
+never earlier than the stop itself, and the controller enforces the rule on its own anyway: a
+shorter ``unlock_delay`` (a sped-up simulation) only means the first unlock attempts are refused
+and retried, never that a real robot is unlocked early.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError, SafetyLimitError
+from drivers.ur.codec import ProgramState, RobotMode, SafetyStatus
+from drivers.ur.dashboard import URDashboard
+from drivers.ur.errors import (
+    GripperMissedObject,
+    MotionStopped,
+    MotionTimeout,
+    ProgramNotStarted,
+    ProtectiveStop,
+    RemoteControlRequired,
+    RobotBusy,
+    RobotNotReady,
+    SafetyStop,
+    UnknownPosition,
+    UnlockRefused,
+)
+from drivers.ur.gripper import RobotiqGripper
+from drivers.ur.positions import DEFAULT_JOINT_LIMITS, Joints, check_within_limits, validate_positions
+from drivers.ur.script import URScriptClient
+from drivers.ur.urscript import MoveJ, build_program
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ArmStatus:
+    robot_mode: RobotMode
+    safety: SafetyStatus
+    running: bool
+    remote_control: bool
+
+
+class URArm:
+    def __init__(
+        self,
+        dashboard: URDashboard,
+        script: URScriptClient,
+        gripper: RobotiqGripper,
+        *,
+        positions: Mapping[str, Sequence[float]],
+        speed: float = 0.5,
+        acceleration: float = 1.0,
+        max_joint_speed: float = 1.05,
+        max_joint_accel: float = 1.4,
+        joint_limits: Sequence[tuple[float, float]] = DEFAULT_JOINT_LIMITS,
+        approach_suffix: str = "_above",
+        unlock_delay: float = 5.0,
+        unlock_retry_interval: float = 0.5,
+        unlock_timeout: float = 30.0,
+        start_timeout: float = 2.0,
+        motion_timeout: float = 60.0,
+        ready_timeout: float = 30.0,
+        poll_interval: float = 0.005,
+        query_retries: int = 2,
+    ):
+        self.dashboard = dashboard
+        self.script = script
+        self.gripper = gripper
+        self.joint_limits = tuple(joint_limits)
+        self.positions: dict[str, Joints] = validate_positions(positions, joint_limits=self.joint_limits)
+        if not 0 < max_joint_speed <= 3.2:
+            raise SafetyLimitError(f"max_joint_speed must be in (0, 3.2] rad/s, got {max_joint_speed}")
+        if not 0 < max_joint_accel <= 40:
+            raise SafetyLimitError(f"max_joint_accel must be in (0, 40] rad/s², got {max_joint_accel}")
+        if unlock_delay < 0:
+            raise SafetyLimitError(f"unlock_delay must be >= 0 s, got {unlock_delay}")
+        self.max_joint_speed = max_joint_speed
+        self.max_joint_accel = max_joint_accel
+        self.speed, self.acceleration = self._limits(speed, acceleration)
+        self.approach_suffix = approach_suffix
+        self.unlock_delay = unlock_delay
+        self.unlock_retry_interval = unlock_retry_interval
+        self.unlock_timeout = unlock_timeout
+        self.start_timeout = start_timeout
+        self.motion_timeout = motion_timeout
+        self.ready_timeout = ready_timeout
+        self.poll_interval = poll_interval
+        self.query_retries = query_retries
+        #: The named position the arm last reached; None after an interrupted move.
+        self.position: str | None = None
+        self._stop_observed_at: float | None = None
+        self._stop_requested = threading.Event()
+        self._programs = 0
+
+    @classmethod
+    def connect(cls, addresses: Mapping[str, str], **options: Any) -> URArm:
+        """Open all three links from ``{"dashboard": url, "script": url, "gripper": url}``."""
+        prefix = "gripper_"
+        gripper_options = {k[len(prefix) :]: options.pop(k) for k in list(options) if k.startswith(prefix)}
+        missing = {"dashboard", "script", "gripper"} - set(addresses)
+        if missing:
+            raise ValueError(
+                f"UR arm address needs dashboard, script and gripper URLs; missing {sorted(missing)}"
+            )
+        dashboard = URDashboard.connect(addresses["dashboard"])
+        script = URScriptClient.connect(addresses["script"])
+        gripper = RobotiqGripper.connect(addresses["gripper"], **gripper_options)
+        return cls(dashboard, script, gripper, **options)
+
+    def close(self) -> None:
+        self.dashboard.close()
+        self.script.close()
+        self.gripper.close_link()
+
+    # -- state -----------------------------------------------------------------------------
+    def status(self) -> ArmStatus:
+        return ArmStatus(
+            self._query(self.dashboard.robot_mode),
+            self._query(self.dashboard.safety_status),
+            self._query(self.dashboard.is_running),
+            self._query(self.dashboard.is_in_remote_control),
+        )
+
+    def program_state(self) -> ProgramState:
+        return self._query(self.dashboard.program_state)
+
+    # -- power -----------------------------------------------------------------------------
+    def power_on(self) -> None:
+        """Power the arm (robot mode IDLE, brakes still on); idempotent."""
+        mode = self._query(self.dashboard.robot_mode)
+        if mode in (RobotMode.IDLE, RobotMode.RUNNING):
+            return
+        self._retrying(self.dashboard.power_on, self.dashboard.reconnect)
+        self._wait_for_mode({RobotMode.IDLE, RobotMode.RUNNING}, "power on")
+
+    def release_brakes(self) -> None:
+        """Release the brakes (robot mode RUNNING); idempotent."""
+        if self._query(self.dashboard.robot_mode) == RobotMode.RUNNING:
+            return
+        self._retrying(self.dashboard.brake_release, self.dashboard.reconnect)
+        self._wait_for_mode({RobotMode.RUNNING}, "brake release")
+
+    def ensure_ready(self, *, power: bool = True) -> None:
+        """Remote control, no safety stop, and RUNNING; powers on and releases brakes if ``power``."""
+        if not self._query(self.dashboard.is_in_remote_control):
+            raise RemoteControlRequired(
+                "the robot is in local control; switch to Remote Control on the pendant"
+            )
+        self._raise_if_safety_stopped()
+        if self._query(self.dashboard.robot_mode) == RobotMode.RUNNING:
+            return
+        if not power:
+            raise RobotNotReady("the arm is not powered with brakes released; call ensure_ready() first")
+        self.power_on()
+        self.release_brakes()
+
+    def prepare(self) -> None:
+        """Everything a plan needs before the first move: arm ready, gripper active."""
+        self.ensure_ready(power=True)
+        self._retrying(self.gripper.activate, self.gripper.reconnect)
+
+    # -- motion ----------------------------------------------------------------------------
+    def move_to(self, name: str, speed: float | None = None, acceleration: float | None = None) -> None:
+        """Move to a named position; refuses unknown names and over-cap speeds before sending anything."""
+        target = self._target(name)
+        speed = self.speed if speed is None else speed
+        acceleration = self.acceleration if acceleration is None else acceleration
+        speed, acceleration = self._limits(speed, acceleration)
+        self.ensure_ready(power=False)
+        if self._query(self.dashboard.is_running):
+            raise RobotBusy("another program is running on the controller")
+        log.info("arm: moving to %s at %.2f rad/s", name, speed)
+        self._programs += 1
+        program_name = f"sdl_move_{self._programs}"
+        program = build_program(program_name, [MoveJ(target, acceleration, speed)], f"sdl: move to {name}")
+        self.position = None
+        self._run(program, program_name, f"move to {name}")
+        self.position = name
+
+    def stop(self) -> None:
+        """Halt the running motion; the move in progress raises MotionStopped."""
+        self._stop_requested.set()
+        self._retrying(self.dashboard.stop, self.dashboard.reconnect)
+
+    def recover_from_protective_stop(self) -> None:
+        """Wait out the 5 s rule, unlock (retrying while the controller refuses), wait for NORMAL."""
+        status = self._query(self.dashboard.safety_status)
+        if status != SafetyStatus.PROTECTIVE_STOP:
+            if not status.allows_motion:
+                raise SafetyStop(f"safety status {status.value} cannot be cleared by unlocking", status)
+            self._stop_observed_at = None
+            return
+        observed = self._stop_observed_at or time.monotonic()
+        wait = observed + self.unlock_delay - time.monotonic()
+        if wait > 0:
+            log.info("arm: protective stop; waiting %.2f s before unlocking", wait)
+            time.sleep(wait)
+        deadline = time.monotonic() + self.unlock_timeout
+        while True:
+            try:
+                self._retrying(self.dashboard.unlock_protective_stop, self.dashboard.reconnect)
+                break
+            except UnlockRefused:
+                if time.monotonic() > deadline:
+                    raise
+                log.info("arm: unlock refused; retrying in %.2f s", self.unlock_retry_interval)
+                time.sleep(self.unlock_retry_interval)
+        deadline = time.monotonic() + self.ready_timeout
+        while self._query(self.dashboard.safety_status) != SafetyStatus.NORMAL:
+            if time.monotonic() > deadline:
+                raise InstrumentTimeout("the safety status did not return to NORMAL after unlocking")
+            time.sleep(self.poll_interval)
+        self._stop_observed_at = None
+        log.info("arm: protective stop released")
+
+    # -- gripper ---------------------------------------------------------------------------
+    def grip(self) -> bool:
+        """Close the gripper; True if it caught an object."""
+        return self._retrying(self.gripper.grip, self.gripper.reconnect)
+
+    def release(self) -> bool:
+        return self._retrying(self.gripper.release, self.gripper.reconnect)
+
+    def pick(self, station: str, *, retries: int = 0) -> None:
+        """Take the vessel at ``station`` (via ``<station>_above`` if taught); GripperMissedObject if none."""
+        approach = self._approach(station)
+        self._target(station)
+        self.release()
+        if approach:
+            self.move_to(approach)
+        self.move_to(station)
+        caught = False
+        for attempt in range(retries + 1):
+            caught = self.grip()
+            if caught:
+                break
+            log.warning("arm: gripper missed the object at %s (attempt %d)", station, attempt + 1)
+            self.release()
+        if approach:
+            self.move_to(approach)
+        if not caught:
+            raise GripperMissedObject(f"the gripper found nothing to hold at {station!r}", station)
+
+    def place(self, station: str) -> None:
+        approach = self._approach(station)
+        self._target(station)
+        if approach:
+            self.move_to(approach)
+        self.move_to(station)
+        self.release()
+        if approach:
+            self.move_to(approach)
+
+    def transfer(self, source: str, destination: str, *, retries: int = 0) -> None:
+        self._target(source)
+        self._target(destination)
+        self.pick(source, retries=retries)
+        self.place(destination)
+
+    # -- internals -------------------------------------------------------------------------
+    def _target(self, name: str) -> Joints:
+        try:
+            target = self.positions[name]
+        except KeyError:
+            raise UnknownPosition(
+                f"{name!r} is not a configured position; configured: {', '.join(sorted(self.positions))}"
+            ) from None
+        check_within_limits(target, self.joint_limits, f"position {name!r}")
+        return target
+
+    def _approach(self, station: str) -> str | None:
+        name = f"{station}{self.approach_suffix}"
+        return name if self.approach_suffix and name in self.positions else None
+
+    def _limits(self, speed: float, acceleration: float) -> tuple[float, float]:
+        if not 0 < speed <= self.max_joint_speed:
+            raise SafetyLimitError(
+                f"joint speed {speed} rad/s is outside (0, {self.max_joint_speed}] (max_joint_speed)"
+            )
+        if not 0 < acceleration <= self.max_joint_accel:
+            raise SafetyLimitError(
+                f"joint acceleration {acceleration} rad/s² is outside (0, {self.max_joint_accel}] "
+                "(max_joint_accel)"
+            )
+        return float(speed), float(acceleration)
+
+    def _run(self, program: str, program_name: str, what: str) -> None:
+        self._stop_requested.clear()
+        self.script.send_program(program)
+        # No pause between polls while waiting for the start: a short move in a sped-up simulation
+        # may run for only a few milliseconds, and each poll is a network round trip anyway. A
+        # program that already finished shows by its (unique) name in programState.
+        deadline = time.monotonic() + self.start_timeout
+        while not self._query(self.dashboard.is_running):
+            if self._query(self.dashboard.program_state).program == program_name:
+                break
+            if self._stop_requested.is_set():
+                raise MotionStopped(f"{what}: stopped on request")
+            if time.monotonic() > deadline:
+                self._raise_if_safety_stopped()
+                raise ProgramNotStarted(f"{what}: the controller did not run the program")
+        deadline = time.monotonic() + self.motion_timeout
+        while self._query(self.dashboard.is_running):
+            if time.monotonic() > deadline:
+                self._retrying(self.dashboard.stop, self.dashboard.reconnect)
+                raise MotionTimeout(f"{what}: still running after {self.motion_timeout} s; stopped it")
+            time.sleep(self.poll_interval)
+        self._raise_if_safety_stopped()
+        if self._stop_requested.is_set():
+            raise MotionStopped(f"{what}: stopped on request")
+
+    def _raise_if_safety_stopped(self) -> None:
+        status = self._query(self.dashboard.safety_status)
+        if status == SafetyStatus.PROTECTIVE_STOP:
+            if self._stop_observed_at is None:
+                self._stop_observed_at = time.monotonic()
+            self.position = None
+            raise ProtectiveStop(
+                "the arm is in a protective stop; inspect the cause, then recover_from_protective_stop()",
+                self._stop_observed_at,
+            )
+        if not status.allows_motion:
+            raise SafetyStop(f"the arm is stopped by its safety system ({status.value})", status)
+
+    def _wait_for_mode(self, modes: set[RobotMode], what: str) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while (mode := self._query(self.dashboard.robot_mode)) not in modes:
+            if time.monotonic() > deadline:
+                raise RobotNotReady(f"{what}: robot mode stayed {mode.value}")
+            time.sleep(self.poll_interval)
+
+    def _query(self, query: Callable[[], T]) -> T:
+        return self._retrying(query, self.dashboard.reconnect)
+
+    def _retrying(self, action: Callable[[], T], reconnect: Callable[[], None]) -> T:
+        """Repeat an idempotent exchange after a link fault: reconnect when the link dropped."""
+        for attempt in range(self.query_retries + 1):
+            try:
+                return action()
+            except (ConnectionLost, ProtocolError, InstrumentTimeout) as exc:
+                if attempt == self.query_retries or isinstance(exc, MotionTimeout):
+                    raise
+                log.warning("arm: %s; retrying", exc)
+                if isinstance(exc, ConnectionLost):
+                    reconnect()
+        raise AssertionError("unreachable")

@@ -1,0 +1,107 @@
+"""Typed errors of a Universal Robots arm and its Robotiq gripper, each a generic driver error too."""
+
+from __future__ import annotations
+
+import time
+
+from drivers.errors import (
+    CommandRejected,
+    InstrumentAlarm,
+    InstrumentBusy,
+    InstrumentError,
+    InstrumentTimeout,
+    SafetyLimitError,
+)
+
+__all__ = [
+    "GripperFault",
+    "GripperMissedObject",
+    "GripperNotActive",
+    "MotionStopped",
+    "MotionTimeout",
+    "PositionConfigError",
+    "ProgramNotStarted",
+    "ProtectiveStop",
+    "RemoteControlRequired",
+    "RobotBusy",
+    "RobotNotReady",
+    "SafetyStop",
+    "UnknownPosition",
+    "UnlockRefused",
+]
+
+
+class UnknownPosition(SafetyLimitError):
+    """A move to a position that is not one of the configured, named ones. Nothing was sent."""
+
+
+class PositionConfigError(InstrumentError, ValueError):
+    """A positions file or mapping that cannot be used (names the file, the field and what is allowed)."""
+
+
+class RemoteControlRequired(CommandRejected):
+    """The e-Series controller is in local control: the pendant owns it, remote commands are refused."""
+
+
+class RobotNotReady(CommandRejected):
+    """The arm is not powered with brakes released (robot mode is not RUNNING)."""
+
+
+class RobotBusy(InstrumentBusy):
+    """Another program is running on the controller."""
+
+
+class SafetyStop(InstrumentAlarm):
+    """The safety system stopped the arm (safeguard or emergency stop, violation, fault...)."""
+
+    def __init__(self, message: str, status: object = None):
+        super().__init__(message)
+        self.status = status
+
+
+class ProtectiveStop(SafetyStop):
+    """The arm is in a protective stop. It may be unlocked no sooner than 5 s after it happened.
+
+    ``observed_at`` is the ``time.monotonic()`` at which this side first saw the stop; the
+    unlock rule is counted from then, which is never earlier than the stop itself.
+    """
+
+    def __init__(self, message: str, observed_at: float | None = None):
+        super().__init__(message, "PROTECTIVE_STOP")
+        self.observed_at = time.monotonic() if observed_at is None else observed_at
+
+
+class UnlockRefused(CommandRejected):
+    """The controller refused to unlock the protective stop (too soon, or the cause persists)."""
+
+
+class ProgramNotStarted(CommandRejected):
+    """A program was sent but the controller never ran it (it did not compile, or the arm was not ready)."""
+
+
+class MotionStopped(InstrumentError):
+    """A motion was stopped on request before it reached its target."""
+
+
+class MotionTimeout(InstrumentTimeout):
+    """A motion did not finish within its time allowance."""
+
+
+class GripperNotActive(CommandRejected):
+    """The gripper must be activated (``SET ACT 1``, ``STA 3``) before it moves."""
+
+
+class GripperFault(InstrumentAlarm):
+    """The gripper reports a fault code (``FLT`` non-zero)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+class GripperMissedObject(InstrumentError):
+    """The gripper closed all the way: there was nothing between its fingers."""
+
+    def __init__(self, message: str, station: str = ""):
+        super().__init__(message)
+        self.station = station
