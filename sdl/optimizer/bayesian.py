@@ -39,6 +39,11 @@ N_LOCAL_PARENTS = 5
 N_LOCAL_EACH = 80
 N_POLISH = 4
 _LOCAL_SCALES = np.array([0.005, 0.02, 0.05, 0.15])
+#: every FAR_PERIOD-th model step (after FAR_WARMUP of them) searches only farther than
+#: FAR_RADIUS * sqrt(columns) from the incumbent, so a refined local optimum cannot hold the search forever
+FAR_PERIOD = 0  # off: no measured gain on Hartmann-6 (see docs/optimizer.md)
+FAR_WARMUP = 6
+FAR_RADIUS = 0.2
 
 
 def hyper_checkpoint(n_ok: int) -> int:
@@ -115,7 +120,9 @@ class BayesianOptimizer:
             else:
                 rng = np.random.default_rng([self.s.seed, len(observations), len(pending), i, 7])
                 F = np.vstack(fantasies) if fantasies else np.zeros((0, enc.n_columns))
-                prop = step.propose(F, taken, rng) or Proposal(
+                k = issued + i - self.n_init
+                far = FAR_PERIOD > 0 and k >= FAR_WARMUP and k % FAR_PERIOD == FAR_PERIOD - 1
+                prop = step.propose(F, taken, rng, far) or Proposal(
                     self.design.take(issued + i, taken)[0], "sobol", None, None, 0.0
                 )
             taken.add(enc.key(prop.recipe))
@@ -153,6 +160,7 @@ class _Step:
                 scale=self.hyper.lengthscales,
                 base=(len(self.X) + 1) / (len(self.X) + len(self.Xbad) + 2),
             )
+        self._far_from = None
         self.Xall = np.vstack(
             [self.X, self.Xbad, self.enc.encode(list(pending))] if pending else [self.X, self.Xbad]
         )
@@ -161,11 +169,18 @@ class _Step:
     def _candidates(self, F: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         U = qmc.Sobol(self.enc.n_params, scramble=True, seed=rng).random_base2(int(math.log2(N_GLOBAL)))
         glob = self.enc.unit_to_encoded(U)
-        order = np.argsort(self.mean_at_data, kind="stable")[:N_LOCAL_PARENTS]
+        means = np.where(self._near_incumbent(self.X), np.inf, self.mean_at_data)
+        order = np.argsort(means, kind="stable")[:N_LOCAL_PARENTS]
         parents = np.repeat(self.X[order], N_LOCAL_EACH, axis=0)
         scales = np.tile(_LOCAL_SCALES, len(parents) // len(_LOCAL_SCALES) + 1)[: len(parents)]
         local = self.enc.perturb(parents, scales, rng)
         return np.vstack([glob, local])
+
+    def _near_incumbent(self, Z: np.ndarray) -> np.ndarray:
+        if self._far_from is None:
+            return np.zeros(len(Z), dtype=bool)
+        radius = FAR_RADIUS * math.sqrt(self.enc.n_columns)
+        return sqdist(Z, self._far_from[None, :])[:, 0] < radius**2
 
     def _blocked(self, Z: np.ndarray, F: np.ndarray) -> np.ndarray:
         """Candidates equal to a seen/pending/batch point, or inside a failed point's ball."""
@@ -226,19 +241,31 @@ class _Step:
         if len(self.enc.real_columns):
             for j in order[:N_POLISH]:
                 if np.isfinite(vals[j]):
-                    cands.append(self._polish(kind, Z[j], best))
+                    z, v = self._polish(kind, Z[j], best)
+                    if not self._near_incumbent(z[None, :])[0]:
+                        cands.append((z, v))
         cands.sort(key=lambda c: -c[1])
         return cands[0]
 
     def propose(
-        self, F: np.ndarray, taken: set[tuple[Any, ...]], rng: np.random.Generator
+        self, F: np.ndarray, taken: set[tuple[Any, ...]], rng: np.random.Generator, far: bool = False
     ) -> Proposal | None:
         self.post.set_fantasies(F)
         best = float(self.mean_at_data.min())
         if len(F):
             best = min(best, float(self.post.predict(F)[0].min()))
+        self._far_from = self.X[np.argmin(self.mean_at_data)] if far else None
         Z = self._candidates(F, rng)
         open_ = ~self._blocked(Z, F)
+        if far:
+            far_open = open_ & ~self._near_incumbent(Z)
+            outside = ~self._near_incumbent(self.X)
+            if far_open.any() and outside.any():
+                open_ = far_open
+                # improve on the best point *outside* the incumbent's ball: a second local search elsewhere
+                best = float(self.mean_at_data[outside].min())
+            else:
+                self._far_from = None
         kinds = ["ei", "pi", "lcb"] if self.s.acquisition == "gp_hedge" else [self.s.acquisition]
         nominees = []
         for kind in kinds:

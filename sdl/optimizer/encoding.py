@@ -128,7 +128,18 @@ class Encoder:
 
     def snap(self, Z: np.ndarray) -> np.ndarray:
         """Move encoded points onto the lattice of real recipes (integer cell centres, exact one-hots)."""
-        return self.encode(self.decode(Z))
+        Z = np.clip(np.atleast_2d(Z), 0.0, 1.0).copy()
+        rows = np.arange(len(Z))
+        for b in self.blocks:
+            p = b.param
+            if isinstance(p, IntegerParameter):
+                count = p.high - p.low + 1
+                Z[:, b.start] = (np.minimum(np.floor(Z[:, b.start] * count), count - 1) + 0.5) / count
+            elif isinstance(p, CategoricalParameter):
+                idx = np.argmax(Z[:, b.start : b.stop], axis=1)
+                Z[:, b.start : b.stop] = 0.0
+                Z[rows, b.start + idx] = 1.0
+        return Z
 
     # -- local moves ---------------------------------------------------------------------------------------
     def perturb(self, parents: np.ndarray, scale: np.ndarray, rng: np.random.Generator) -> np.ndarray:

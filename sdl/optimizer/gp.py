@@ -22,6 +22,8 @@ _JITTER = 1e-8
 _LS_BOUNDS = (np.log(0.01), np.log(20.0))
 _SIG_BOUNDS = (np.log(0.05), np.log(20.0))
 _NOISE_BOUNDS = (np.log(1e-6), np.log(1.0))
+#: Gamma(shape, rate) prior on every length scale (unit-cube inputs)
+LS_PRIOR = (3.0, 6.0)
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,9 @@ def _neg_log_posterior(theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> tuple
     g_s2 = 0.5 * np.sum(W * K) - 0.5 * (n2 + _JITTER) * np.trace(W)
     g_n2 = 0.5 * n2 * np.trace(W)
     # Gamma(3, 6) on each length scale: log p = 2 log l - 6 l; weak Gamma(2, 0.15) on the signal variance.
-    lp = np.sum(2.0 * theta[:d] - 6.0 * ls) + (theta[d] - 0.15 * s2)
-    g_lp = np.concatenate([2.0 - 6.0 * ls, [1.0 - 0.15 * s2, 0.0]])
+    a, b = LS_PRIOR
+    lp = np.sum((a - 1.0) * theta[:d] - b * ls) + (theta[d] - 0.15 * s2)
+    g_lp = np.concatenate([(a - 1.0) - b * ls, [1.0 - 0.15 * s2, 0.0]])
     grad = np.concatenate([g_ls, [g_s2, g_n2]]) + g_lp
     return -(lml + lp), -grad
 

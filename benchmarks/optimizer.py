@@ -1,0 +1,139 @@
+"""Optimizer benchmark: random (Sobol'), stock scikit-optimize gp_minimize, ours sequential, ours with 4
+asynchronous workers — sample efficiency on six problems, then proposal latency against history size.
+
+    python benchmarks/optimizer.py --quick                   # a couple of minutes
+    nice python benchmarks/optimizer.py --seeds 20           # the full run (~40 min on 2 cores)
+    python benchmarks/optimizer.py --problems hartmann6 --seeds 20 --no-latency
+
+Prints the tables, writes benchmarks/optimizer.png and the results section of benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _latency import Latency, sdl_cold_latency, sdl_latency, stock_latency
+from _report import async_table, latency_table, machine, plot, sample_table, update_readme
+from _runners import Run, run_sdl, run_sdl_async, run_skopt
+
+from sdl.optimizer.problems import make_problems
+
+HERE = Path(__file__).resolve().parent
+ALL_PROBLEMS = ("branin", "hartmann6", "ackley6", "hartmann6_noisy", "mixed", "snar")
+
+
+def _one_thread() -> None:
+    # Runs are spread over processes; BLAS threads on top would only fight over the same cores.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def _run_task(task: tuple[str, str, int]) -> Run:
+    name, method, seed = task
+    prob = make_problems()[name]
+    if method == "skopt":
+        return run_skopt(prob, seed)
+    if method == "sdl-async4":
+        return run_sdl_async(prob, seed, int(prob.budget * 1.5))
+    return run_sdl(prob, seed, "random" if method == "random" else "bayesian")
+
+
+def _csv(text: str) -> list[str]:
+    return [t for t in text.split(",") if t]
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=10, help="seeds per problem and method (default 10)")
+    ap.add_argument("--problems", type=_csv, default=list(ALL_PROBLEMS), help="comma-separated subset")
+    ap.add_argument("--methods", type=_csv, default=["random", "skopt", "sdl", "sdl-async4"])
+    ap.add_argument(
+        "--latency-sizes", type=lambda s: [int(x) for x in _csv(s)], default=[50, 200, 500, 1000, 2000]
+    )
+    ap.add_argument("--latency-reps", type=int, default=10)
+    ap.add_argument(
+        "--stock-latency-max",
+        type=int,
+        default=500,
+        help="largest history at which to time stock skopt (its tell() takes ~20 s at 500, ~75 s at 1000)",
+    )
+    ap.add_argument("--stock-batch-max", type=int, default=200, help="largest history for skopt's batch of 4")
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes for the optimisation runs")
+    ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="3 seeds, branin+mixed, small latency sizes")
+    ap.add_argument("--plot", type=Path, default=HERE / "optimizer.png")
+    ap.add_argument("--readme", type=Path, default=HERE / "README.md")
+    ap.add_argument("--no-readme", action="store_true")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds = min(args.seeds, 3)
+        args.problems = [p for p in args.problems if p in ("branin", "mixed")] or ["branin"]
+        args.latency_sizes = [50, 200]
+        args.latency_reps = 3
+        args.stock_latency_max = 50
+        args.stock_batch_max = 0
+    unknown = set(args.problems) - set(ALL_PROBLEMS)
+    if unknown:
+        ap.error(f"--problems: unknown {', '.join(sorted(unknown))}; allowed: {', '.join(ALL_PROBLEMS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    problems = {k: v for k, v in make_problems().items() if k in args.problems}
+    runs: dict[tuple[str, str], list[Run]] = {}
+    started = time.perf_counter()
+    tasks = [
+        (name, method, seed) for name in problems for method in args.methods for seed in range(args.seeds)
+    ]
+    with ProcessPoolExecutor(args.jobs, initializer=_one_thread) as pool:
+        for (name, method, seed), run in zip(tasks, pool.map(_run_task, tasks), strict=True):
+            runs.setdefault((name, method), []).append(run)
+            if seed == args.seeds - 1:
+                print(
+                    f"  {name:16s} {method:11s} done at {time.perf_counter() - started:6.0f} s",
+                    file=sys.stderr,
+                )
+
+    lat: list[Latency] = []
+    cold: dict[int, float] = {}
+    if not args.no_latency:
+        for n in args.latency_sizes:
+            lat.append(sdl_latency(n, 1, args.latency_reps))
+            lat.append(sdl_latency(n, 4, max(3, args.latency_reps // 2)))
+            cold[n] = sdl_cold_latency(n)
+            if n <= args.stock_latency_max:
+                lat.append(stock_latency(n, 1, 1 if n > 200 else 3))
+            if n <= args.stock_batch_max:
+                lat.append(stock_latency(n, 4, 1))
+            print(f"  latency at {n} done", file=sys.stderr, flush=True)
+
+    sections = [
+        f"Machine: {machine()}",
+        f"Command: `python benchmarks/optimizer.py {' '.join(sys.argv[1:])}`",
+    ]
+    sections.append(f"Total time {time.perf_counter() - started:.0f} s.")
+    if runs:
+        sections += ["### Sample efficiency (simple regret: median [IQR])", sample_table(problems, runs)]
+        at = async_table(problems, runs)
+        if at.count("\n") > 1:
+            sections += ["### Asynchronous, 4 workers, lognormal durations (σ = 0.5)", at]
+    if lat:
+        sections += ["### Proposal latency, 6-D", latency_table(lat, cold)]
+    body = "\n\n".join(sections)
+    print(body)
+    plot(args.plot, problems, runs, lat)
+    if not args.no_readme:
+        update_readme(args.readme, body + f"\n\n![regret and latency]({args.plot.name})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
