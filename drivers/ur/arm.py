@@ -75,6 +75,7 @@ class URArm:
         ready_timeout: float = 30.0,
         poll_interval: float = 0.005,
         query_retries: int = 2,
+        auto_unlock: bool = False,
     ):
         self.dashboard = dashboard
         self.script = script
@@ -99,6 +100,9 @@ class URArm:
         self.ready_timeout = ready_timeout
         self.poll_interval = poll_interval
         self.query_retries = query_retries
+        #: Unattended recovery: after a protective stop, wait out the rule, unlock and repeat the move
+        #: once. Off by default: UR asks that the cause be inspected before unlocking.
+        self.auto_unlock = auto_unlock
         #: The named position the arm last reached; None after an interrupted move.
         self.position: str | None = None
         self._stop_observed_at: float | None = None
@@ -183,11 +187,16 @@ class URArm:
         if self._query(self.dashboard.is_running):
             raise RobotBusy("another program is running on the controller")
         log.info("arm: moving to %s at %.2f rad/s", name, speed)
-        self._programs += 1
-        program_name = f"sdl_move_{self._programs}"
-        program = build_program(program_name, [MoveJ(target, acceleration, speed)], f"sdl: move to {name}")
+        move = MoveJ(target, acceleration, speed)
         self.position = None
-        self._run(program, program_name, f"move to {name}")
+        try:
+            self._run(move, f"move to {name}")
+        except ProtectiveStop:
+            if not self.auto_unlock:
+                raise
+            log.warning("arm: protective stop during the move to %s; unlocking and moving again", name)
+            self.recover_from_protective_stop()
+            self._run(move, f"move to {name}")
         self.position = name
 
     def stop(self) -> None:
@@ -297,9 +306,12 @@ class URArm:
             )
         return float(speed), float(acceleration)
 
-    def _run(self, program: str, program_name: str, what: str) -> None:
+    def _run(self, move: MoveJ, what: str) -> None:
+        # A unique name per program lets programState tell this program from the previous one.
+        self._programs += 1
+        program_name = f"sdl_move_{self._programs}"
         self._stop_requested.clear()
-        self.script.send_program(program)
+        self.script.send_program(build_program(program_name, [move], f"sdl: {what}"))
         # No pause between polls while waiting for the start: a short move in a sped-up simulation
         # may run for only a few milliseconds, and each poll is a network round trip anyway. A
         # program that already finished shows by its (unique) name in programState.

@@ -1,0 +1,187 @@
+"""The ophyd face of a UR arm with a Robotiq gripper, for bluesky plans.
+
+    yield from bps.mv(arm, "feeder")                     # a named, configured position
+    yield from bps.mv(arm.gripper, "closed")             # or "open"; reads show object_detected
+    yield from bps.mv(arm.transfer, ("feeder", "dispense"))   # pick + place via *_above positions
+
+Every action runs on a background thread and completes its Status when the arm has finished;
+driver errors (UnknownPosition, ProtectiveStop, GripperMissedObject...) fail the Status, and so
+the plan, with the driver's own exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ophyd import Component as Cpt
+from ophyd import Device, Signal
+from ophyd.status import DeviceStatus
+
+from drivers.errors import InstrumentBusy, SafetyLimitError
+from drivers.ur.arm import URArm
+
+log = logging.getLogger(__name__)
+
+GRIPPER_STATES = ("open", "closed")
+
+
+class SpeedSignal(Signal):
+    """Joint speed (rad/s) for the following moves; refused above the arm's cap."""
+
+    def put(self, value: Any, **kwargs: Any) -> None:
+        arm: URArm | None = getattr(self.root, "arm", None)
+        if arm is not None:
+            arm._limits(float(value), arm.acceleration)
+        super().put(float(value), **kwargs)
+
+
+class _Action:
+    """Runs one driver call at a time per arm on a thread, reporting through a DeviceStatus."""
+
+    def __init__(self) -> None:
+        self.busy = threading.Lock()
+
+    def run(self, device: Device, work: Callable[[], None], what: str) -> DeviceStatus:
+        status = DeviceStatus(device)
+        if not self.busy.acquire(blocking=False):
+            status.set_exception(InstrumentBusy(f"{device.name}: the arm is busy; cannot {what} now"))
+            return status
+
+        def target() -> None:
+            try:
+                work()
+            except Exception as exc:
+                log.warning("%s: %s failed: %s", device.name, what, exc)
+                self.busy.release()
+                status.set_exception(exc)
+            else:
+                self.busy.release()
+                status.set_finished()
+
+        threading.Thread(target=target, name=f"{device.name}-{what}", daemon=True).start()
+        return status
+
+
+class URGripperDevice(Device):
+    state = Cpt(Signal, value="unknown", kind="hinted")
+    object_detected = Cpt(Signal, value=False, kind="hinted")
+    finger_position = Cpt(Signal, value=0, kind="normal")
+
+    def set(self, value: str) -> DeviceStatus:
+        root: URArmDevice = self.root
+        if value not in GRIPPER_STATES:
+            status = DeviceStatus(self)
+            status.set_exception(SafetyLimitError(f"{self.name}: set 'open' or 'closed', not {value!r}"))
+            return status
+
+        def work() -> None:
+            root._prepare()
+            caught = root.arm.grip() if value == "closed" else root.arm.release()
+            self.state.put(value)
+            self.object_detected.put(bool(caught))
+            self.finger_position.put(root.arm.gripper.position())
+
+        return root._action.run(self, work, f"{value} the gripper")
+
+
+class URTransferDevice(Device):
+    """``set((source, destination))`` or ``set("source->destination")``: carry a vessel."""
+
+    last = Cpt(Signal, value="", kind="normal")
+
+    def set(self, value: Any) -> DeviceStatus:
+        root: URArmDevice = self.root
+        try:
+            source, destination = value.split("->") if isinstance(value, str) else value
+            source, destination = str(source).strip(), str(destination).strip()
+            root.arm._target(source)
+            root.arm._target(destination)
+        except (ValueError, TypeError, SafetyLimitError) as exc:
+            status = DeviceStatus(self)
+            status.set_exception(
+                exc if isinstance(exc, SafetyLimitError) else SafetyLimitError(f"{self.name}: {exc}")
+            )
+            return status
+
+        def work() -> None:
+            root._prepare()
+            root.arm.transfer(source, destination, retries=root.pick_retries)
+            root.location.put(root.arm.position or "")
+            root.gripper.state.put("open")
+            root.gripper.object_detected.put(False)
+            self.last.put(f"{source}->{destination}")
+
+        return root._action.run(self, work, f"transfer {source} to {destination}")
+
+
+class URArmDevice(Device):
+    #: The named position the arm last reached ("" while moving or after an interrupted move).
+    location = Cpt(Signal, value="", kind="hinted")
+    robot_mode = Cpt(Signal, value="", kind="normal")
+    safety_status = Cpt(Signal, value="", kind="normal")
+    speed = Cpt(SpeedSignal, value=0.0, kind="config")
+    gripper = Cpt(URGripperDevice, "")
+    transfer = Cpt(URTransferDevice, "")
+
+    def __init__(self, arm: URArm, *, name: str, power_on: bool = True, pick_retries: int = 0, **kwargs: Any):
+        self.arm = arm
+        self.power_on = power_on
+        self.pick_retries = pick_retries
+        self._action = _Action()
+        self._prepared = False
+        super().__init__(name=name, **kwargs)
+        Signal.put(self.speed, arm.speed)
+
+    @property
+    def position(self) -> str | None:
+        return self.arm.position
+
+    def _prepare(self) -> None:
+        if self._prepared:
+            return
+        if self.power_on:
+            self.arm.prepare()
+        else:
+            self.arm.ensure_ready(power=False)
+        self._prepared = True
+
+    def set(self, value: str) -> DeviceStatus:
+        try:
+            self.arm._target(str(value))
+            self.arm._limits(float(self.speed.get()), self.arm.acceleration)
+        except SafetyLimitError as exc:
+            status = DeviceStatus(self)
+            status.set_exception(exc)
+            return status
+
+        def work() -> None:
+            self._prepare()
+            try:
+                self.arm.move_to(str(value), speed=float(self.speed.get()))
+            finally:
+                self.location.put(self.arm.position or "")
+
+        return self._action.run(self, work, f"move to {value}")
+
+    def trigger(self) -> DeviceStatus:
+        status = DeviceStatus(self)
+        try:
+            state = self.arm.status()
+            self.robot_mode.put(state.robot_mode.value)
+            self.safety_status.put(state.safety.value)
+        except Exception as exc:
+            status.set_exception(exc)
+        else:
+            status.set_finished()
+        return status
+
+    def stop(self, *, success: bool = False) -> None:
+        if self._action.busy.locked():
+            self.arm.stop()
+
+    def destroy(self) -> None:
+        self.arm.close()
+        super().destroy()
