@@ -31,6 +31,7 @@ from drivers.newera.errors import (
 )
 from drivers.newera.line import DEFAULT_BAUDRATE, NE1000Line
 from drivers.newera.ne1000 import Move, NE1000Pump, PumpStatus
+from drivers.transport import Transport
 
 _LINE_OPTIONS = {"baudrate", "timeout", "retries", "reply_timeout"}
 _DEVICE_OPTIONS = {"poll_s", "move_timeout_s"}
@@ -54,14 +55,17 @@ def make_device(
             f"{name}: unknown option(s) {', '.join(sorted(unknown))}; "
             f"allowed: pumps, {', '.join(sorted(_LINE_OPTIONS | _DEVICE_OPTIONS))}"
         )
-    line = NE1000Line.connect(url, **{k: v for k, v in options.items() if k in _LINE_OPTIONS})
+    line_options = {k: v for k, v in options.items() if k in _LINE_OPTIONS}
+    transport = Transport(
+        url,
+        baudrate=line_options.pop("baudrate", DEFAULT_BAUDRATE),
+        **({"timeout": line_options.pop("timeout")} if "timeout" in line_options else {}),
+    )
+    # The line opens on first use, so bad pump options are refused before the port is touched.
+    line = NE1000Line(transport, **line_options)
+    device_options = {k: v for k, v in options.items() if k in _DEVICE_OPTIONS}
+    device = make_pumps(name, line, {k: dict(v) for k, v in pumps.items()}, **device_options)
     try:
-        device = make_pumps(
-            name,
-            line,
-            {k: dict(v) for k, v in pumps.items()},
-            **{k: v for k, v in options.items() if k in _DEVICE_OPTIONS},
-        )
         device.configure_pumps()
     except BaseException:
         line.close()

@@ -64,6 +64,7 @@ class NE1000Channel(Device):
         self.poll_s: float = parent.poll_s
         self._moving: DeviceStatus | None = None
         self._halt = threading.Event()
+        self._follower: threading.Thread | None = None
 
     def set(self, value: float) -> DeviceStatus:
         volume = float(value)
@@ -78,6 +79,7 @@ class NE1000Channel(Device):
         thread = threading.Thread(
             target=self._follow, args=(status, expected_s), name=f"{self.name}-follow", daemon=True
         )
+        self._follower = thread
         thread.start()
         return status
 
@@ -86,7 +88,7 @@ class NE1000Channel(Device):
             # Simulated pumps run faster than the clock on the wall; a real one needs the full time
             # plus margin. The parent's move_timeout_s caps it if set.
             timeout = self.parent.move_timeout_s or (expected_s * 1.5 + 10.0)
-            done = self.pump.wait_until_stopped(timeout, poll_s=self.poll_s)
+            done = self.pump.wait_until_stopped(timeout, poll_s=self.poll_s, halt=self._halt)
             self.dispensed.put(done.infused_ul)
         except Exception as exc:
             if not self._halt.is_set():
@@ -110,12 +112,17 @@ class NE1000Channel(Device):
         moving = self._moving
         if success and (moving is None or moving.done):
             return  # the RunEngine's end-of-plan courtesy stop: nothing is moving, keep the line quiet
+        if moving is not None and not moving.done and not success:
+            # Fail the move before halting its follower, so the caller sees why it ended.
+            self._settle(moving, InstrumentError(f"{self.name}: stopped before the move finished"))
         self._halt.set()
-        try:
-            self.pump.stop()
-        finally:
-            if moving is not None and not moving.done and not success:
-                self._settle(moving, InstrumentError(f"{self.name}: stopped before the move finished"))
+        self.pump.stop()
+
+    def abandon(self) -> None:
+        """Stop following a move (the device is going away); the pump itself is left as it is."""
+        self._halt.set()
+        if self._follower is not None:
+            self._follower.join(timeout=5)
 
 
 class NE1000Pumps(Device):
@@ -142,6 +149,8 @@ class NE1000Pumps(Device):
         return [getattr(self, attr) for attr in self.component_names]
 
     def destroy(self) -> None:
+        for child in self.channels():
+            child.abandon()
         try:
             self.line.close()
         finally:

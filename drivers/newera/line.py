@@ -39,6 +39,7 @@ class NE1000Line:
         self.retries = retries
         self.reply_timeout = reply_timeout
         self._safe: dict[int, bool] = {}
+        self._closed = False
         #: Requests written to the wire, for logs and tests.
         self.requests_sent = 0
 
@@ -49,10 +50,13 @@ class NE1000Line:
         return cls(Transport(url, baudrate=baudrate, **transport_options).open(), **options)
 
     def close(self) -> None:
+        """Close the port; the line stays closed until ``reconnect()``."""
+        self._closed = True
         self.transport.close()
 
     def reconnect(self) -> None:
         log.info("%s: reconnecting", self.transport.url)
+        self._closed = False
         self.transport.reconnect()
 
     def __enter__(self) -> NE1000Line:
@@ -114,7 +118,9 @@ class NE1000Line:
         request = encode(address, command, argument)
         label = f"pump {address:02d} {command or '(status)'}{argument}"
         if not self.transport.is_open:
-            self.transport.open()
+            if self._closed:
+                raise ConnectionLost(f"{self.transport.url}: the line was closed")
+            self.transport.open()  # after a dropped connection, or on first use
 
         def read_reply(transport: Transport) -> codec.Reply:
             try:

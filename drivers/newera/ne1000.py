@@ -18,11 +18,19 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.errors import ConnectionLost, InstrumentBusy, InstrumentTimeout, ProtocolError, SafetyLimitError
+from drivers.errors import (
+    ConnectionLost,
+    InstrumentBusy,
+    InstrumentError,
+    InstrumentTimeout,
+    ProtocolError,
+    SafetyLimitError,
+)
 from drivers.newera import codec
 from drivers.newera.codec import Dispensed, Firmware
 from drivers.newera.errors import IncompleteDispense, PumpAlarm, PumpReset
@@ -285,19 +293,33 @@ class NE1000Pump:
                 break
         log.info("pump %02d: stopped", self.address)
 
-    def wait_until_stopped(self, timeout: float, *, poll_s: float = 0.05) -> Dispensed:
-        """Poll until the pump stops; the volumes moved. Raises the pump's alarm if one ends the move,
-        ``IncompleteDispense`` if it stopped short without one, ``InstrumentTimeout`` at the deadline."""
+    def wait_until_stopped(
+        self, timeout: float, *, poll_s: float = 0.05, halt: threading.Event | None = None
+    ) -> Dispensed:
+        """Poll until the pump stops; the volumes moved.
+
+        Raises the pump's alarm if one ends the move, ``IncompleteDispense`` if it stopped short
+        without one, ``InstrumentTimeout`` at the deadline. Setting ``halt`` ends the wait early
+        (with ``InstrumentError``), for a caller that has given up on the move.
+        """
         deadline = time.monotonic() + timeout
         while True:
+            if halt is not None and halt.is_set():
+                raise InstrumentError(f"pump {self.address:02d}: stopped waiting for the move")
             state = self.status()
             if not state.moving:
-                break
+                return self.check_finished(state)
             if time.monotonic() >= deadline:
                 raise InstrumentTimeout(
                     f"pump {self.address:02d} still {state.name.lower()} after {timeout} s"
                 )
-            time.sleep(poll_s)
+            if halt is not None:
+                halt.wait(poll_s)
+            else:
+                time.sleep(poll_s)
+
+    def check_finished(self, state: PumpStatus) -> Dispensed:
+        """The volumes moved by the last move, which must have delivered all it was asked for."""
         done = self.dispensed()
         move = self.last_move
         if move is not None:

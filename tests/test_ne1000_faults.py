@@ -1,0 +1,112 @@
+"""Every injectable NE-1000 fault gives its own exception type, and the driver's recovery works.
+
+Link faults count replies (every reply is one opportunity); ``stall`` counts RUN commands and
+``reset`` counts commands a pump handles. ``configure()`` takes two exchanges (status, DIA) and
+``infuse()`` eight (status, CLD, CLD, DIR, VOL, VOL, RAT, RUN), so replies 3.. follow configure.
+"""
+
+from __future__ import annotations
+
+import bluesky.plan_stubs as bps
+import pytest
+from bluesky.utils import FailedStatus
+from test_ne1000_driver import DYES, SYRINGE, bench, engine, simulator, vial  # noqa: F401
+
+from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError
+from drivers.newera import (
+    GarbledReply,
+    MotorStall,
+    NE1000Pump,
+    NoReply,
+    PartialReply,
+    PumpReset,
+    PumpStatus,
+    make_device,
+)
+from simulators.clock import ScaledClock, VirtualClock
+from simulators.testing import run_simulator
+
+LINK_FAULTS = [
+    ("tcp", "drop", ConnectionLost),
+    ("pty", "drop", NoReply),  # a pty cannot hang up: the reply is simply lost
+    ("tcp", "garble", GarbledReply),
+    ("pty", "garble", GarbledReply),
+    ("pty", "partial", PartialReply),
+    ("tcp", "silent", NoReply),
+]
+
+
+@pytest.mark.parametrize(("link", "fault", "error"), LINK_FAULTS)
+def test_link_faults_raise_specific_errors_and_the_line_recovers(link, fault, error):
+    with bench(link, faults=f"{fault}@3,{fault}@5", retries=0, reply_timeout=0.3) as (sim, line):
+        pump = NE1000Pump(line, 0, **SYRINGE)
+        pump.configure()
+        with pytest.raises(error):
+            pump.status()
+        assert pump.status() is PumpStatus.STOPPED  # the next exchange works (reopening a dropped link)
+        line.retries = 1
+        assert pump.firmware().model == "NE1000"  # reply 5 is hit too, and retried transparently
+        assert simulator(sim).faults.fired[fault] == 2
+
+
+@pytest.mark.parametrize(("link", "fault"), [("tcp", "drop"), ("pty", "silent"), ("pty", "garble")])
+def test_a_lost_run_reply_is_not_answered_by_running_twice(link, fault):
+    clock = VirtualClock()
+    # Reply 10 answers the RUN of the first infuse.
+    with bench(link, clock, faults=f"{fault}@10", reply_timeout=0.3) as (sim, line):
+        pump = NE1000Pump(line, 0, **SYRINGE)
+        pump.configure()
+        pump.infuse(100, 1000)
+        clock.advance(6)
+        assert pump.wait_until_stopped(timeout=2).infused_ul == pytest.approx(100.0)
+        assert vial(sim).volume_ul == pytest.approx(100.0)
+
+
+def test_garbled_safe_mode_reply_fails_its_crc():
+    with bench(faults="garble@4", retries=0) as (sim, line):
+        pump = NE1000Pump(line, 0, **SYRINGE)
+        pump.configure()
+        pump.enter_safe_mode(30)
+        with pytest.raises(GarbledReply, match="CRC|malformed|length"):
+            pump.status()
+        assert pump.status() is PumpStatus.STOPPED
+
+
+def test_stall_surfaces_as_motor_stall_and_the_next_move_works():
+    clock = VirtualClock()
+    with bench(clock=clock, faults="stall@1") as (sim, line):
+        pump = NE1000Pump(line, 0, **SYRINGE)
+        pump.configure()
+        pump.infuse(200, 1000)
+        clock.advance(12)
+        with pytest.raises(MotorStall) as stalled:
+            pump.wait_until_stopped(timeout=2)
+        assert stalled.value.address == 0
+        assert pump.dispensed().infused_ul == pytest.approx(100.0)  # stalled halfway
+        pump.infuse(200, 1000)  # the reply that carried the alarm acknowledged it
+        clock.advance(12)
+        assert pump.wait_until_stopped(timeout=2).infused_ul == pytest.approx(200.0)
+        assert vial(sim).volume_ul == pytest.approx(300.0)
+
+
+@pytest.mark.parametrize(("faults", "error"), [("stall@1", MotorStall), ("reset@11", PumpReset)])
+def test_stall_and_reset_fail_the_bluesky_plan_with_the_typed_error(faults, error, engine):  # noqa: F811
+    # reset@11: connecting takes 2 commands (status, DIA), infuse 8; the 11th is the first poll.
+    with run_simulator("ne1000", clock=ScaledClock(400), faults=faults) as sim:
+        pumps = make_device("pumps", sim.url("pump"), pumps={"yellow": DYES["yellow"]}, poll_s=0.01)
+        try:
+            with pytest.raises(FailedStatus) as failed:
+                engine(bps.mv(pumps.yellow, 100.0))
+            status = failed.value.args[0]
+            assert isinstance(status.exception(), error)
+            engine(bps.mv(pumps.yellow, 100.0))  # after a reset the driver configures the pump again
+            assert pumps.yellow.dispensed.get() == pytest.approx(100.0)
+            assert simulator(sim).faults.fired == {faults.split("@")[0]: 1}
+        finally:
+            pumps.destroy()
+
+
+def test_generic_handlers_catch_the_typed_errors():
+    # Code that knows only drivers.errors still does the right thing.
+    assert issubclass(GarbledReply, ProtocolError) and issubclass(PartialReply, ProtocolError)
+    assert issubclass(NoReply, InstrumentTimeout)
