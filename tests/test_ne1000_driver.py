@@ -96,7 +96,7 @@ def test_infuse_and_withdraw_through_the_plain_api(link):
 @pytest.mark.parametrize("link", LINKS)
 def test_stop_ends_a_move_and_reports_what_was_delivered(link):
     clock = VirtualClock()
-    with bench(link, clock) as (sim, line):
+    with bench(link, clock) as (_, line):
         pump = NE1000Pump(line, 1, **SYRINGE)
         pump.configure()
         pump.infuse(1000.0, rate_ul_min=1000)
@@ -176,7 +176,7 @@ def test_reset_alarm_makes_the_next_move_configure_again():
 @pytest.mark.parametrize("link", LINKS)
 def test_safe_mode_crc_framing_and_timeout(link):
     clock = VirtualClock()
-    with bench(link, clock) as (sim, line):
+    with bench(link, clock) as (_, line):
         pump = NE1000Pump(line, 2, **SYRINGE)
         pump.configure()
         pump.enter_safe_mode(5)

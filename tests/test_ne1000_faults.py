@@ -63,11 +63,11 @@ def test_a_lost_run_reply_is_not_answered_by_running_twice(link, fault):
 
 
 def test_garbled_safe_mode_reply_fails_its_crc():
-    with bench(faults="garble@4", retries=0) as (sim, line):
+    with bench(faults="garble@4", retries=0) as (_, line):
         pump = NE1000Pump(line, 0, **SYRINGE)
         pump.configure()
         pump.enter_safe_mode(30)
-        with pytest.raises(GarbledReply, match="CRC|malformed|length"):
+        with pytest.raises(GarbledReply, match="CRC mismatch"):
             pump.status()
         assert pump.status() is PumpStatus.STOPPED
 
