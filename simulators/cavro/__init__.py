@@ -49,7 +49,7 @@ class CavroSimulator(Simulator):
     endpoints = ("pump",)
     instrument_faults: ClassVar[dict[str, str]] = {
         "plunger-overload": "a plunger move stalls half-way: error 9 (opportunity: a plunger move)",
-        "valve-overload": "a valve move stalls: error 10, re-initialise (opportunity: a valve move)",
+        "valve-overload": "a valve move stalls: error 10 (opportunity: a valve move)",
         "init-failure": "an initialisation fails: error 1 (opportunity: a Z/Y/W initialisation)",
     }
 
