@@ -21,7 +21,7 @@ from ophyd import Component, Device, Signal
 from ophyd.status import DeviceStatus
 from ophyd.utils import InvalidState
 
-from drivers.errors import InstrumentError
+from drivers.errors import InstrumentBusy, InstrumentError
 from drivers.newera.line import NE1000Line
 from drivers.newera.ne1000 import NE1000Pump
 
@@ -70,7 +70,7 @@ class NE1000Channel(Device):
         volume = float(value)
         self.pump.check_move(volume, float(self.rate.get()))  # refuse before anything is sent
         if self._moving is not None and not self._moving.done:
-            raise RuntimeError(f"{self.name} is still dispensing")
+            raise InstrumentBusy(f"{self.name} is still dispensing")
         status = DeviceStatus(self)
         self._moving = status
         self._halt.clear()

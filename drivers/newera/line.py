@@ -117,10 +117,11 @@ class NE1000Line:
         encode = codec.encode_safe if safe_out else codec.encode_basic
         request = encode(address, command, argument)
         label = f"pump {address:02d} {command or '(status)'}{argument}"
-        if not self.transport.is_open:
-            if self._closed:
-                raise ConnectionLost(f"{self.transport.url}: the line was closed")
-            self.transport.open()  # after a dropped connection, or on first use
+        with self.transport.locked():  # two pollers must not both reopen the port
+            if not self.transport.is_open:
+                if self._closed:
+                    raise ConnectionLost(f"{self.transport.url}: the line was closed")
+                self.transport.open()  # after a dropped connection, or on first use
 
         def read_reply(transport: Transport) -> codec.Reply:
             try:
