@@ -239,6 +239,31 @@ def test_ophyd_stop_terminates_the_transfer():
             water.destroy()
 
 
+def test_terminate_stops_a_plain_aspirate_and_the_pump_works_on():
+    with bench(clock=ScaledClock(50)) as (sim, pump):
+        pump.initialize()
+        errors: list[Exception] = []
+
+        def work() -> None:
+            try:
+                pump.aspirate(900, 20.0, source="water")  # 45 s simulated, 0.9 s on the wall
+            except Terminated as exc:
+                errors.append(exc)
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        deadline = time.monotonic() + 10
+        while sim.call(lambda: model(sim).plunger_volume_ul()) < 50 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        pump.terminate()
+        worker.join(timeout=5)
+        assert len(errors) == 1 and not worker.is_alive()
+        held = pump.position_ul()
+        assert 50 <= held < 900
+        pump.dispense(held, 1000.0, destination="waste")  # a new operation is not stopped
+        assert pump.position_ul() == 0
+
+
 LINK_FAULTS = [
     ("drop", "tcp", ConnectionLost),
     ("drop", "pty", NoReply),  # a pty cannot hang up: the reply is simply lost

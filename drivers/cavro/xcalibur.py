@@ -21,7 +21,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,6 +113,7 @@ class CavroPump:
         self._initialised = False
         self._stop = threading.Event()
         self._motion = threading.RLock()
+        self._depth = 0
 
     @classmethod
     def connect(cls, url: str, *, baudrate: int = 9600, timeout: float = 1.0, **options: Any) -> CavroPump:
@@ -219,10 +221,23 @@ class CavroPump:
                 self._recover_link(exc, commands)
         raise AssertionError("unreachable")
 
+    @contextmanager
+    def _operation(self) -> Iterator[None]:
+        """One public operation at a time; a stop request lasts until the outermost one ends."""
+        with self._motion:
+            if self._depth == 0:
+                self._stop.clear()
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+
     def _run(self, commands: str, timeout: float) -> None:
         """Run an absolute (repeatable) command string and wait until the pump has finished it."""
         self._wait_ready(timeout, raise_errors=False)
         for attempt in range(self.retries + 1):
+            self._check_stop()
             try:
                 reply = self._exchange_once(commands + "R")
             except LINK_ERRORS as exc:
@@ -260,7 +275,7 @@ class CavroPump:
                 return
             if time.monotonic() >= deadline:
                 raise InstrumentTimeout(f"pump {self.address} still busy after {timeout:g} s ({command!r})")
-            self._stop.wait(self.poll_interval_s)
+            time.sleep(self.poll_interval_s)
 
     def wait_until_ready(self, timeout: float = 60.0) -> None:
         """Poll ``Q`` until the pump is ready; raise the typed error it reports, if any."""
@@ -286,7 +301,7 @@ class CavroPump:
         """
         out_port = self._port(output) if output is not None else self.waste_port
         command = f"Z{force},0,{out_port}" if out_port else ("Z" if not force else f"Z{force}")
-        with self._motion:
+        with self._operation():
             for attempt in range(1, attempts + 1):
                 log.info("pump %s: initialising (%s), attempt %d", self.address, command, attempt)
                 try:
@@ -306,7 +321,7 @@ class CavroPump:
     def valve(self, port: str | int) -> int:
         """Turn the valve to ``port`` (a label or number) the short way round; returns the port number."""
         number = self._port(port)
-        with self._motion:
+        with self._operation():
             log.info("pump %s: valve to port %d", self.address, number)
             self._run(f"I{number}", self.init_timeout_s)
         return number
@@ -322,6 +337,7 @@ class CavroPump:
         timeout = 2 * self.profile.move_time(half_steps) + 5.0
         self._run(f"v{start}V{top}c{cutoff}A{target}", timeout)
         self._position = target
+        self._check_stop()  # a T during the move ended it early: the position is unknown
 
     def aspirate(
         self, volume_ul: float, flow_ul_s: float | None = None, *, source: str | int | None = None
@@ -330,8 +346,7 @@ class CavroPump:
         increments = self._increments(volume_ul, "aspirate")
         self._speed(flow_ul_s)
         port = None if source is None else self._port(source)
-        with self._motion:
-            self._stop.clear()
+        with self._operation():
             here = self._require_position()
             if here + increments > self.increments_per_stroke:
                 raise SafetyLimitError(
@@ -350,8 +365,7 @@ class CavroPump:
         increments = self._increments(volume_ul, "dispense")
         self._speed(flow_ul_s)
         port = None if destination is None else self._port(destination)
-        with self._motion:
-            self._stop.clear()
+        with self._operation():
             here = self._require_position()
             if increments > here:
                 raise SafetyLimitError(
@@ -378,8 +392,7 @@ class CavroPump:
         self.check_transfer(volume_ul, source, destination, flow_ul_s, aspirate_flow_ul_s)
         remaining = self._increments(volume_ul, "transfer")
         moved = remaining * self.ul_per_increment
-        with self._motion:
-            self._stop.clear()
+        with self._operation():
             self.ensure_initialized()
             here = self._require_position()
             if here:
@@ -393,12 +406,9 @@ class CavroPump:
             while remaining:
                 stroke = min(remaining, self.increments_per_stroke)
                 self.valve(source)
-                self._check_stop()
                 self._move_to(stroke, aspirate_flow_ul_s if aspirate_flow_ul_s is not None else flow_ul_s)
                 self.valve(destination)
-                self._check_stop()
                 self._move_to(0, flow_ul_s)
-                self._check_stop()
                 remaining -= stroke
         return moved
 
@@ -414,7 +424,6 @@ class CavroPump:
         if not self.transport.is_open:
             self.transport.reconnect()
         self.query("T")
-        self._stop.clear()
         self.initialize()
 
     def _require_position(self) -> int:
