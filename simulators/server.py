@@ -58,6 +58,10 @@ async def serve_tcp(simulator: Simulator, endpoint: str, host: str = "127.0.0.1"
         sessions.add(task)
         try:
             await _run_session(simulator, endpoint, Stream(reader, writer, simulator.faults, label=label))
+        except asyncio.CancelledError:
+            # Shutting down with the client still connected. asyncio's start_server callback logs
+            # a cancelled handler as an error (Python 3.11), so end the session as a normal return.
+            pass
         finally:
             sessions.discard(task)
 
