@@ -16,11 +16,23 @@ from drivers.ur import codec
 from drivers.ur.urscript import MoveJ, build_program, motion_time
 from simulators.base import ConfigError, simulator_class
 from simulators.clock import VirtualClock
-from simulators.testing import run_simulator
+from simulators.testing import BackgroundLab, run_simulator
 from simulators.ur import DEFAULT_POSITIONS
 
 HOME = tuple(DEFAULT_POSITIONS["home"])
 FEEDER = tuple(DEFAULT_POSITIONS["feeder"])
+
+
+@contextmanager
+def simulator(**options) -> Iterator[BackgroundLab]:
+    """The simulator, shut down only after its sessions have seen their clients leave."""
+    with run_simulator("ur", **options) as sim:
+        yield sim
+        ur = sim.lab.simulators["ur"]
+        deadline = time.monotonic() + 5
+        while sim.call(lambda: ur.open_sessions):
+            assert time.monotonic() < deadline, "a client connection was left open"
+            time.sleep(0.001)
 
 
 @contextmanager
@@ -65,7 +77,7 @@ def clock():
 
 
 def test_greeting_power_and_brakes(clock):
-    with run_simulator("ur", clock=clock) as sim, dashboard(sim) as dash:
+    with simulator(clock=clock) as sim, dashboard(sim) as dash:
         assert ask(dash, "robotmode") == "Robotmode: POWER_OFF"
         assert ask(dash, "brake release") == "Brake releasing"  # an unpowered arm ignores it
         assert ask(dash, "robotmode") == "Robotmode: POWER_OFF"
@@ -92,7 +104,7 @@ def test_greeting_power_and_brakes(clock):
 
 
 def test_a_program_runs_for_its_motion_time_and_moves_the_arm(clock):
-    with run_simulator("ur", clock=clock, config={"initial_mode": "RUNNING"}) as sim, dashboard(sim) as dash:
+    with simulator(clock=clock, config={"initial_mode": "RUNNING"}) as sim, dashboard(sim) as dash:
         ur = sim.lab.simulators["ur"]
         duration = motion_time(HOME, MoveJ(FEEDER, 1.4, 0.5))
         send_program(sim, movej(FEEDER, v=0.5, name="to_feeder"))
@@ -108,7 +120,7 @@ def test_a_program_runs_for_its_motion_time_and_moves_the_arm(clock):
 
 
 def test_programs_are_refused_unless_running_normal_and_compilable(clock):
-    with run_simulator("ur", clock=clock) as sim, dashboard(sim) as dash:
+    with simulator(clock=clock) as sim, dashboard(sim) as dash:
         ur = sim.lab.simulators["ur"]
         send_program(sim, movej(FEEDER))
         assert ask(dash, "running") == "Program running: false"
@@ -123,9 +135,7 @@ def test_programs_are_refused_unless_running_normal_and_compilable(clock):
 
 
 def test_protective_stop_halts_midway_and_the_5s_unlock_rule(clock):
-    with run_simulator(
-        "ur", clock=clock, faults="protective-stop@1", config={"initial_mode": "RUNNING"}
-    ) as sim:
+    with simulator(clock=clock, faults="protective-stop@1", config={"initial_mode": "RUNNING"}) as sim:
         ur = sim.lab.simulators["ur"]
         with dashboard(sim) as dash:
             duration = motion_time(HOME, MoveJ(FEEDER, 1.4, 1.0))
@@ -149,7 +159,7 @@ def test_protective_stop_halts_midway_and_the_5s_unlock_rule(clock):
 
 def test_local_control_refuses_remote_commands(clock):
     config = {"remote_control": False, "initial_mode": "RUNNING"}
-    with run_simulator("ur", clock=clock, config=config) as sim, dashboard(sim) as dash:
+    with simulator(clock=clock, config=config) as sim, dashboard(sim) as dash:
         assert ask(dash, "is in remote control") == "false"
         for command in ("power on", "brake release", "unlock protective stop", "play", "stop", "load a.urp"):
             assert ask(dash, command) == codec.NOT_IN_REMOTE_CONTROL
@@ -159,7 +169,7 @@ def test_local_control_refuses_remote_commands(clock):
 
 
 def test_cb3_lacks_the_e_series_commands(clock):
-    with run_simulator("ur", clock=clock, config={"series": "cb3"}) as sim, dashboard(sim) as dash:
+    with simulator(clock=clock, config={"series": "cb3"}) as sim, dashboard(sim) as dash:
         assert ask(dash, "safetystatus") == "Could not understand: 'safetystatus'"
         assert ask(dash, "is in remote control") == "Could not understand: 'is in remote control'"
         assert ask(dash, "safetymode") == "Safetymode: NORMAL"
@@ -168,7 +178,7 @@ def test_cb3_lacks_the_e_series_commands(clock):
 
 def test_gripper_activation_grip_and_world(clock):
     config = {"initial_mode": "RUNNING"}
-    with run_simulator("ur", clock=clock, config=config) as sim, Transport(sim.url("gripper")) as grip:
+    with simulator(clock=clock, config=config) as sim, Transport(sim.url("gripper")) as grip:
         world = sim.lab.world
         assert ask_gripper(grip, "GET STA") == b"STA 0\n"
         assert ask_gripper(grip, "SET POS 255 GTO 1") == b"ack"
@@ -211,7 +221,7 @@ def test_gripper_activation_grip_and_world(clock):
 def test_miss_fault_closes_past_the_vessel(clock):
     config = {"initial_mode": "RUNNING", "initial_position": "feeder", "gripper": {"active": True}}
     with (
-        run_simulator("ur", clock=clock, faults="miss@1", config=config) as sim,
+        simulator(clock=clock, faults="miss@1", config=config) as sim,
         Transport(sim.url("gripper")) as grip,
     ):
         vial = sim.call(lambda: sim.lab.world.vessel_at("feeder"))
@@ -228,7 +238,7 @@ def test_miss_fault_closes_past_the_vessel(clock):
 
 def test_dropping_a_vessel_in_the_air_loses_it(clock):
     config = {"initial_mode": "RUNNING", "initial_position": "feeder", "gripper": {"active": True}}
-    with run_simulator("ur", clock=clock, config=config) as sim, Transport(sim.url("gripper")) as grip:
+    with simulator(clock=clock, config=config) as sim, Transport(sim.url("gripper")) as grip:
         ask_gripper(grip, "SET POS 255 GTO 1")
         clock.advance(1)
         send_program(sim, movej(HOME, v=3))
@@ -255,4 +265,4 @@ def test_config_errors_name_the_field():
     ]
     for config, message in cases:
         with pytest.raises(ConfigError, match=message):
-            run_simulator("ur", config={**cls.default_config(), **config})
+            run_simulator("ur", config={**cls.default_config(), **config})  # fails while building

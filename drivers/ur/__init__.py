@@ -75,6 +75,7 @@ _OPTIONS = {
     "acceleration": "joint acceleration, rad/s²",
     "max_acceleration": "cap on any joint acceleration, rad/s² (default 1.4)",
     "unlock_delay": "s to wait after observing a protective stop before unlocking (default 5)",
+    "unlock_retry_interval": "s between unlock attempts the controller refuses (default 0.5)",
     "auto_unlock": "unlock protective stops and repeat the move by itself (default false)",
     "power_on": "power on, release brakes and activate the gripper before the first action (default true)",
     "pick_retries": "grips to retry when the gripper closes on nothing (default 0)",
@@ -84,6 +85,7 @@ _OPTIONS = {
     "gripper_max_force": "0-255",
     "motion_timeout": "s a single move may take (default 60)",
     "start_timeout": "s for a program to start (default 2)",
+    "reply_timeout": "s to wait for a dashboard or gripper reply (default 2)",
 }
 
 
@@ -109,9 +111,7 @@ def make_device(name: str, address: str | dict[str, str], **options: Any) -> URA
         positions = validate_positions(options["positions"], source=f"{name}: positions", joint_limits=limits)
     arm_options: dict[str, Any] = {"positions": positions, "joint_limits": limits}
     renamed = {"max_speed": "max_joint_speed", "max_acceleration": "max_joint_accel"}
-    for key in ("speed", "max_speed", "acceleration", "max_acceleration", "unlock_delay", "auto_unlock",
-                "approach_suffix", "motion_timeout", "start_timeout", "gripper_speed", "gripper_force",
-                "gripper_max_force"):  # fmt: skip
+    for key in _OPTIONS.keys() - {"positions", "positions_file", "joint_limits", "power_on", "pick_retries"}:
         if key in options:
             arm_options[renamed.get(key, key)] = options[key]
     arm = URArm.connect(address, **arm_options)

@@ -110,8 +110,13 @@ class URArm:
         self._programs = 0
 
     @classmethod
-    def connect(cls, addresses: Mapping[str, str], **options: Any) -> URArm:
-        """Open all three links from ``{"dashboard": url, "script": url, "gripper": url}``."""
+    def connect(
+        cls, addresses: Mapping[str, str], *, reply_timeout: float | None = None, **options: Any
+    ) -> URArm:
+        """Open all three links from ``{"dashboard": url, "script": url, "gripper": url}``.
+
+        ``gripper_speed``, ``gripper_force`` and ``gripper_max_force`` go to the gripper; the rest to URArm.
+        """
         prefix = "gripper_"
         gripper_options = {k[len(prefix) :]: options.pop(k) for k in list(options) if k.startswith(prefix)}
         missing = {"dashboard", "script", "gripper"} - set(addresses)
@@ -119,9 +124,9 @@ class URArm:
             raise ValueError(
                 f"UR arm address needs dashboard, script and gripper URLs; missing {sorted(missing)}"
             )
-        dashboard = URDashboard.connect(addresses["dashboard"])
+        dashboard = URDashboard.connect(addresses["dashboard"], reply_timeout=reply_timeout)
         script = URScriptClient.connect(addresses["script"])
-        gripper = RobotiqGripper.connect(addresses["gripper"], **gripper_options)
+        gripper = RobotiqGripper.connect(addresses["gripper"], reply_timeout=reply_timeout, **gripper_options)
         return cls(dashboard, script, gripper, **options)
 
     def close(self) -> None:
