@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 from scipy.stats import qmc
+from threadpoolctl import ThreadpoolController
 
 from sdl.optimizer.acquisition import Feasibility, acquisition
 from sdl.optimizer.api import Observation, OptimizerExhausted, OptimizerSettings, Proposal
@@ -44,6 +45,10 @@ _LOCAL_SCALES = np.array([0.005, 0.02, 0.05, 0.15])
 FAR_PERIOD = 0  # off: no measured gain on Hartmann-6 (see docs/optimizer.md)
 FAR_WARMUP = 6
 FAR_RADIUS = 0.2
+
+
+#: BLAS threads only oversubscribe a shared 2-core machine on matrices this small
+_BLAS = ThreadpoolController()
 
 
 def hyper_checkpoint(n_ok: int) -> int:
@@ -99,6 +104,12 @@ class BayesianOptimizer:
     # -- the adapter ---------------------------------------------------------------------------------------
     def propose(
         self, observations: Sequence[Observation], pending: Sequence[Mapping[str, Any]], n: int = 1
+    ) -> list[Proposal]:
+        with _BLAS.limit(limits=1, user_api="blas"):
+            return self._propose(observations, pending, n)
+
+    def _propose(
+        self, observations: Sequence[Observation], pending: Sequence[Mapping[str, Any]], n: int
     ) -> list[Proposal]:
         t0 = time.perf_counter()
         if n < 1:
