@@ -210,6 +210,11 @@ def test_make_device_checks_its_options(tmp_path):
             assert sorted(arm.arm.positions) == ["feeder", "home"]
         finally:
             arm.destroy()
+        plain = URArm.connect(sim.urls, positions_file=good, **FAST)
+        try:
+            assert plain.positions["home"][1] == pytest.approx(-1.5708, abs=1e-4)
+        finally:
+            plain.close()
 
 
 def test_a_dropped_connection_raises_connection_lost_and_reconnecting_recovers():

@@ -37,7 +37,13 @@ from drivers.ur.errors import (
     UnlockRefused,
 )
 from drivers.ur.gripper import RobotiqGripper
-from drivers.ur.positions import DEFAULT_JOINT_LIMITS, Joints, check_within_limits, validate_positions
+from drivers.ur.positions import (
+    DEFAULT_JOINT_LIMITS,
+    Joints,
+    check_within_limits,
+    load_positions_file,
+    validate_positions,
+)
 from drivers.ur.script import URScriptClient
 from drivers.ur.urscript import MoveJ, build_program
 
@@ -115,8 +121,12 @@ class URArm:
     ) -> URArm:
         """Open all three links from ``{"dashboard": url, "script": url, "gripper": url}``.
 
-        ``gripper_speed``, ``gripper_force`` and ``gripper_max_force`` go to the gripper; the rest to URArm.
+        ``gripper_speed``, ``gripper_force`` and ``gripper_max_force`` go to the gripper; the rest to URArm,
+        whose ``positions`` may instead come from a YAML ``positions_file``.
         """
+        if "positions_file" in options:
+            limits = options.get("joint_limits", DEFAULT_JOINT_LIMITS)
+            options["positions"] = load_positions_file(options.pop("positions_file"), joint_limits=limits)
         prefix = "gripper_"
         gripper_options = {k[len(prefix) :]: options.pop(k) for k in list(options) if k.startswith(prefix)}
         missing = {"dashboard", "script", "gripper"} - set(addresses)
