@@ -1,0 +1,54 @@
+"""One colour-matching experiment as a bluesky plan over the bench's ophyd devices.
+
+A fresh vial goes from the feeder to the dispense station; the three dye pumps and the water
+pump fill it to a fixed total volume; the arm carries it to the spectrometer, which has taken a
+dark and a blank reference with its holder empty; the sample spectrum is read; the vial goes to
+waste. Every step is a message to the RunEngine, so the plan can be dry-run and the documents
+record what happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+
+DYES = ("yellow", "red", "blue")
+
+
+def color_match(
+    recipe: Mapping[str, float], devices: Mapping[str, Any], *, total_volume_ul: float = 1500.0
+) -> Generator[Any, Any, Any]:
+    """Dispense ``recipe`` (µL of each dye; water makes up ``total_volume_ul``) and measure it."""
+    pumps, water, arm, spectrometer = (devices[n] for n in ("dye_pumps", "water_pump", "arm", "spectrometer"))
+    dye_volumes = {dye: float(recipe[dye]) for dye in DYES}
+    dyes_ul = sum(dye_volumes.values())
+    water_ul = total_volume_ul - dyes_ul
+    if water_ul < 0:
+        raise ValueError(f"dyes add up to {dyes_ul:.0f} µL, more than the {total_volume_ul:.0f} µL total")
+    metadata = {"plan_name": "color_match", "recipe": dict(recipe), "total_volume_ul": total_volume_ul}
+
+    @bpp.run_decorator(md=metadata)
+    def experiment() -> Generator[Any, Any, Any]:
+        # Blank first, while the holder is empty: lamp off for the dark, lamp on for the reference.
+        yield from bps.mv(spectrometer.mode, "dark")
+        yield from bps.trigger(spectrometer, wait=True)
+        yield from bps.mv(spectrometer.mode, "reference")
+        yield from bps.trigger(spectrometer, wait=True)
+
+        yield from bps.mv(arm.transfer, ("feeder", "dispense"))
+        moves: list[Any] = []
+        for dye, volume in dye_volumes.items():
+            if volume > 0.05:  # below the pumps' resolution there is nothing to dispense
+                moves += [getattr(pumps, dye), volume]
+        if water_ul > 0.05:
+            moves += [water, water_ul]
+        if moves:
+            yield from bps.mv(*moves)  # all pumps run at once
+        yield from bps.mv(arm.transfer, ("dispense", "spectrometer"))
+        yield from bps.trigger_and_read([spectrometer, pumps, water])
+        yield from bps.mv(arm.transfer, ("spectrometer", "waste"))
+
+    return (yield from experiment())
