@@ -1,0 +1,184 @@
+"""Command round trip of every driver over loopback, against a bare socket echo in the same run.
+
+Each driver sends its cheapest real query to its simulator, started as `python -m simulators KIND`
+in its own process as a real instrument would be; the baseline is a plain TCP client talking to
+a plain asyncio echo server in its own process. (Both servers in this process would measure the
+interpreter lock handing over between threads, not the link.) The ratio is what the driver
+(framing, parsing, locking) plus the instrument model add to the bare round trip.
+
+    python benchmarks/drivers.py                 # 3,000 round trips per driver
+    python benchmarks/drivers.py --count 500 --link pty
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path and its own name would hide the
+# `drivers` package it measures.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from drivers.cavro import CavroPump  # noqa: E402
+from drivers.newera import NE1000Line, NE1000Pump  # noqa: E402
+from drivers.ocean import OceanSpectrometer  # noqa: E402
+from drivers.ur.dashboard import URDashboard  # noqa: E402
+
+Query = Callable[[], object]
+
+
+ECHO_SERVER = """
+import asyncio, sys
+
+async def handle(reader, writer):
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    print("echo socket://127.0.0.1:%d" % server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+@contextmanager
+def serving(command: list[str]) -> Iterator[dict[str, str]]:
+    """A server in its own process, as an instrument is; yields the endpoints it prints first."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        name, url = process.stdout.readline().split()
+        yield {name: url}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+        process.stdout.close()
+
+
+@contextmanager
+def echo_server() -> Iterator[tuple[str, int]]:
+    with serving([sys.executable, "-c", ECHO_SERVER]) as endpoints:
+        host, port = endpoints["echo"].removeprefix("socket://").split(":")
+        yield host, int(port)
+
+
+def echo_round_trips(count: int, payload: bytes = b"\x02VER\r") -> list[float]:
+    """Seconds per request/reply over a plain TCP socket to the echo server."""
+    times = []
+    with echo_server() as (host, port), socket.create_connection((host, port)) as client:
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(count):
+            start = time.perf_counter()
+            client.sendall(payload)
+            received = 0
+            while received < len(payload):
+                received += len(client.recv(65536))
+            times.append(time.perf_counter() - start)
+    return times
+
+
+@contextmanager
+def ne1000(url: str) -> Iterator[Query]:
+    line = NE1000Line.connect(url)
+    pump = NE1000Pump(line, 0, diameter_mm=14.57, syringe_volume_ul=10000, max_rate_ul_min=5000)
+    pump.acknowledge_alarm()  # the power-up alarm, so every timed status is the plain reply
+    yield pump.status
+    line.close()
+
+
+@contextmanager
+def cavro(url: str) -> Iterator[Query]:
+    pump = CavroPump.connect(url, syringe_volume_ul=1000, ports={"water": 1, "outlet": 2, "waste": 3})
+    yield pump.status
+    pump.close()
+
+
+@contextmanager
+def ur(url: str) -> Iterator[Query]:
+    dashboard = URDashboard.connect(url)
+    yield dashboard.robot_mode
+    dashboard.close()
+
+
+@contextmanager
+def ocean(url: str) -> Iterator[Query]:
+    spectrometer = OceanSpectrometer.connect(url)
+    yield spectrometer.product_id
+    spectrometer.close()
+
+
+PROBES = [
+    ("NE-1000 pump", "ne1000", "pump", "status (0 -> STX 00S ETX)", ne1000),
+    ("Cavro XCalibur", "cavro", "pump", "status (/1Q -> /0` ETX)", cavro),
+    ("UR dashboard", "ur", "dashboard", "robotmode", ur),
+    ("Ocean HDX (OBP)", "ocean-hdx", "obp", "product id (64-byte frames)", ocean),
+]
+
+
+def timed(query: Query, count: int) -> list[float]:
+    for _ in range(min(100, count)):  # warm up: first connections, caches, lazy imports
+        query()
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        query()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def micros(times: list[float]) -> tuple[float, float]:
+    median, p99 = np.percentile(times, [50, 99])
+    return median * 1e6, p99 * 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=3000, help="timed round trips per driver (default 3000)")
+    parser.add_argument("--link", choices=("tcp", "pty"), default="tcp", help="simulator link (default tcp)")
+    args = parser.parse_args(argv)
+
+    echo_median, echo_p99 = micros(echo_round_trips(args.count))
+    rows = []
+    for label, kind, endpoint, query_name, probe in PROBES:
+        command = [sys.executable, "-m", "simulators", kind, *(["--pty"] if args.link == "pty" else [])]
+        with serving(command) as endpoints, probe(endpoints[endpoint]) as query:
+            median, p99 = micros(timed(query, args.count))
+        rows.append((label, query_name, median, p99))
+
+    print(
+        f"driver round trips over {args.link} loopback, {args.count} each; baseline: bare TCP echo "
+        f"(median {echo_median:.0f} µs, p99 {echo_p99:.0f} µs)"
+    )
+    print(f"python {platform.python_version()} on {platform.machine()}, {platform.system()}")
+    columns = f"{'median µs':>9} | {'p99 µs':>8} | {'x echo (median)':>15} | x echo (p99)"
+    header = f"{'driver':16} | {'query':28} | {columns}"
+    print(header)
+    print("-" * len(header))
+    worst = 0.0
+    for label, query_name, median, p99 in rows:
+        ratio = median / echo_median
+        worst = max(worst, ratio)
+        figures = f"{median:9.0f} | {p99:8.0f} | {ratio:15.2f} | {p99 / echo_p99:12.2f}"
+        print(f"{label:16} | {query_name:28} | {figures}")
+    print(f"worst median ratio {worst:.2f}x (goal: within 2x of the bare round trip)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
