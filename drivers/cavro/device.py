@@ -20,10 +20,10 @@ from typing import Any
 
 from ophyd import Component, Device, Signal
 from ophyd.status import DeviceStatus
-from ophyd.utils import InvalidState
 
 from drivers.cavro.errors import Terminated
 from drivers.cavro.xcalibur import CavroPump
+from drivers.ophyd_support import settle
 
 log = logging.getLogger(__name__)
 
@@ -79,23 +79,13 @@ class CavroDevice(Device):
         except Exception as exc:
             if not isinstance(exc, Terminated):
                 log.warning("%s: transfer failed: %s", self.name, exc)
-            self._settle(status, exc)
+            settle(status, exc)
             return
-        self._settle(status, None)
+        settle(status, None)
 
     def _refresh(self) -> None:
         self.valve.put(self.pump.valve_port())
         self.plunger.put(self.pump.position_ul())
-
-    @staticmethod
-    def _settle(status: DeviceStatus, exc: Exception | None) -> None:
-        try:  # stop() may have failed the status already, from another thread
-            if exc is None:
-                status.set_finished()
-            else:
-                status.set_exception(exc)
-        except InvalidState:
-            pass
 
     def stop(self, *, success: bool = False) -> None:
         moving = self._moving
@@ -103,7 +93,7 @@ class CavroDevice(Device):
             return
         self.pump.terminate()
         if not success:
-            self._settle(moving, Terminated(f"{self.name}: stopped before the transfer finished"))
+            settle(moving, Terminated(f"{self.name}: stopped before the transfer finished"))
 
     def destroy(self) -> None:
         try:

@@ -19,11 +19,11 @@ from typing import Any
 
 from ophyd import Component, Device, Signal
 from ophyd.status import DeviceStatus
-from ophyd.utils import InvalidState
 
 from drivers.errors import InstrumentBusy, InstrumentError
 from drivers.newera.line import NE1000Line
 from drivers.newera.ne1000 import NE1000Pump
+from drivers.ophyd_support import settle
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +93,9 @@ class NE1000Channel(Device):
         except Exception as exc:
             if not self._halt.is_set():
                 log.warning("%s: move failed: %s", self.name, exc)
-            self._settle(status, exc)
+            settle(status, exc)
             return
-        self._settle(status, None)
-
-    @staticmethod
-    def _settle(status: DeviceStatus, exc: Exception | None) -> None:
-        # stop() may have failed the status already, from another thread.
-        try:
-            if exc is None:
-                status.set_finished()
-            else:
-                status.set_exception(exc)
-        except InvalidState:
-            pass
+        settle(status, None)
 
     def stop(self, *, success: bool = False) -> None:
         moving = self._moving
@@ -114,7 +103,7 @@ class NE1000Channel(Device):
             return  # the RunEngine's end-of-plan courtesy stop: nothing is moving, keep the line quiet
         if moving is not None and not moving.done and not success:
             # Fail the move before halting its follower, so the caller sees why it ended.
-            self._settle(moving, InstrumentError(f"{self.name}: stopped before the move finished"))
+            settle(moving, InstrumentError(f"{self.name}: stopped before the move finished"))
         self._halt.set()
         self.pump.stop()
 

@@ -14,7 +14,6 @@ configuration (in the descriptor), not repeated in every event.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from ophyd import Device, Signal
 from ophyd.status import DeviceStatus
 
 from drivers.ocean.hdx import OceanSpectrometer
+from drivers.ophyd_support import BackgroundAction
 
 log = logging.getLogger(__name__)
 
@@ -80,40 +80,27 @@ class OceanSpectrometerDevice(Device):
         Signal.put(self.averages, spectrometer.averages)
         if spectrometer.integration_time_us is not None:
             Signal.put(self.integration_time, spectrometer.integration_time_us)
-        self._busy = threading.Lock()
+        self._action = BackgroundAction()
 
     def trigger(self) -> DeviceStatus:
-        status = DeviceStatus(self)
-        if not self._busy.acquire(blocking=False):
-            status.set_exception(RuntimeError(f"{self.name}: a trigger is already running"))
-            return status
         mode = self.mode.get()
 
         def acquire() -> None:
-            try:
-                if mode == "dark":
-                    counts = self.spectrometer.acquire_dark()
-                    absorbance = np.full(counts.shape, np.nan)
-                elif mode == "reference":
-                    counts = self.spectrometer.acquire_reference()
-                    absorbance = np.full(counts.shape, np.nan)
-                else:
-                    counts = self.spectrometer.spectrum()
-                    absorbance = self.spectrometer.absorbance(counts)
-                self.counts.put(counts)
-                self.absorbance.put(absorbance)
-                if mode != "sample":
-                    self.mode.put("sample")
-            except Exception as exc:
-                log.warning("%s: %s acquisition failed: %s", self.name, mode, exc)
-                self._busy.release()
-                status.set_exception(exc)
+            if mode == "dark":
+                counts = self.spectrometer.acquire_dark()
+                absorbance = np.full(counts.shape, np.nan)
+            elif mode == "reference":
+                counts = self.spectrometer.acquire_reference()
+                absorbance = np.full(counts.shape, np.nan)
             else:
-                self._busy.release()
-                status.set_finished()
+                counts = self.spectrometer.spectrum()
+                absorbance = self.spectrometer.absorbance(counts)
+            self.counts.put(counts)
+            self.absorbance.put(absorbance)
+            if mode != "sample":
+                self.mode.put("sample")
 
-        threading.Thread(target=acquire, name=f"{self.name}-trigger", daemon=True).start()
-        return status
+        return self._action.run(self, acquire, f"acquire ({mode})")
 
     def stop(self, *, success: bool = False) -> None:
         # An acquisition cannot be aborted over OBP; it ends by itself within the integration time.

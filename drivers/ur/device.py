@@ -12,15 +12,14 @@ the plan, with the driver's own exception.
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
 from typing import Any
 
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.status import DeviceStatus
 
-from drivers.errors import InstrumentBusy, SafetyLimitError
+from drivers.errors import SafetyLimitError
+from drivers.ophyd_support import BackgroundAction
 from drivers.ur.arm import URArm
 
 log = logging.getLogger(__name__)
@@ -36,33 +35,6 @@ class SpeedSignal(Signal):
         if arm is not None:
             arm._limits(float(value), arm.acceleration)
         super().put(float(value), **kwargs)
-
-
-class _Action:
-    """Runs one driver call at a time per arm on a thread, reporting through a DeviceStatus."""
-
-    def __init__(self) -> None:
-        self.busy = threading.Lock()
-
-    def run(self, device: Device, work: Callable[[], None], what: str) -> DeviceStatus:
-        status = DeviceStatus(device)
-        if not self.busy.acquire(blocking=False):
-            status.set_exception(InstrumentBusy(f"{device.name}: the arm is busy; cannot {what} now"))
-            return status
-
-        def target() -> None:
-            try:
-                work()
-            except Exception as exc:
-                log.warning("%s: %s failed: %s", device.name, what, exc)
-                self.busy.release()
-                status.set_exception(exc)
-            else:
-                self.busy.release()
-                status.set_finished()
-
-        threading.Thread(target=target, name=f"{device.name}-{what}", daemon=True).start()
-        return status
 
 
 class URGripperDevice(Device):
@@ -130,7 +102,7 @@ class URArmDevice(Device):
         self.arm = arm
         self.power_on = power_on
         self.pick_retries = pick_retries
-        self._action = _Action()
+        self._action = BackgroundAction()
         self._prepared = False
         super().__init__(name=name, **kwargs)
         Signal.put(self.speed, arm.speed)
