@@ -16,7 +16,6 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 import pytest
-from bluesky import RunEngine
 from bluesky.utils import FailedStatus
 
 from drivers.cavro import (
@@ -69,15 +68,6 @@ def fired(sim: BackgroundLab, fault: str) -> int:
 
 def vial(sim: BackgroundLab) -> float:
     return sim.call(lambda: sim.lab.world.vessel_at("dispense").volume_ul)
-
-
-@pytest.fixture
-def engine() -> Iterator[RunEngine]:
-    engine = RunEngine({}, context_managers=[])
-    yield engine
-    engine.loop.call_soon_threadsafe(engine.loop.stop)
-    engine._th.join(timeout=5)
-    engine.loop.close()
 
 
 @pytest.mark.parametrize("link", LINKS)

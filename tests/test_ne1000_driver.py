@@ -13,7 +13,6 @@ from contextlib import contextmanager
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import pytest
-from bluesky import RunEngine
 
 from drivers.errors import InstrumentBusy, InstrumentError, SafetyLimitError
 from drivers.newera import (
@@ -58,15 +57,6 @@ def simulator(sim):
 
 def vial(sim):
     return sim.call(lambda: sim.lab.world.vessel_at("dispense"))
-
-
-@pytest.fixture
-def engine():
-    engine = RunEngine({}, context_managers=[])
-    yield engine
-    engine.loop.call_soon_threadsafe(engine.loop.stop)
-    engine._th.join(timeout=5)
-    engine.loop.close()
 
 
 @pytest.mark.parametrize("link", LINKS)

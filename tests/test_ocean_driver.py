@@ -9,7 +9,6 @@ import time
 import bluesky.plan_stubs as bps
 import numpy as np
 import pytest
-from bluesky import RunEngine
 from bluesky.utils import FailedStatus
 
 from drivers.errors import (
@@ -268,16 +267,6 @@ def test_two_clients_share_the_instrument_one_waits_for_the_other():
             thread.join(timeout=5)
         assert set(results) == {"first", "patient"}
         assert sim.call(lambda: simulator.acquisitions) == started + 2
-
-
-@pytest.fixture
-def engine():
-    """A RunEngine whose event-loop thread is stopped and whose loop is closed afterwards."""
-    engine = RunEngine({}, context_managers=[])
-    yield engine
-    engine.loop.call_soon_threadsafe(engine.loop.stop)
-    engine._th.join(timeout=5)
-    engine.loop.close()
 
 
 def wait_for(condition, what: str, deadline_s: float = 5.0) -> None:

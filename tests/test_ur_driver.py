@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import pytest
-from bluesky import RunEngine
 from bluesky.utils import FailedStatus
 
 from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError, SafetyLimitError
@@ -72,15 +71,6 @@ def requests(sim: BackgroundLab) -> dict[str, int]:
 
 def vessel_at(sim: BackgroundLab, station: str):
     return sim.call(lambda: sim.lab.world.vessel_at(station))
-
-
-@pytest.fixture
-def engine() -> Iterator[RunEngine]:
-    engine = RunEngine({}, context_managers=[])
-    yield engine
-    engine.loop.call_soon_threadsafe(engine.loop.stop)
-    engine._th.join(timeout=5)
-    engine.loop.close()
 
 
 @pytest.mark.parametrize("link", LINKS)
