@@ -10,7 +10,7 @@ from __future__ import annotations
 import bluesky.plan_stubs as bps
 import pytest
 from bluesky.utils import FailedStatus
-from test_ne1000_driver import DYES, SYRINGE, bench, engine, simulator, vial  # noqa: F401
+from test_ne1000_driver import DYES, SYRINGE, bench, simulator, vial
 
 from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError
 from drivers.newera import (
@@ -90,7 +90,7 @@ def test_stall_surfaces_as_motor_stall_and_the_next_move_works():
 
 
 @pytest.mark.parametrize(("faults", "error"), [("stall@1", MotorStall), ("reset@11", PumpReset)])
-def test_stall_and_reset_fail_the_bluesky_plan_with_the_typed_error(faults, error, engine):  # noqa: F811
+def test_stall_and_reset_fail_the_bluesky_plan_with_the_typed_error(faults, error, engine):
     # reset@11: connecting takes 2 commands (status, DIA), infuse 8; the 11th is the first poll.
     with run_simulator("ne1000", clock=ScaledClock(400), faults=faults) as sim:
         pumps = make_device("pumps", sim.url("pump"), pumps={"yellow": DYES["yellow"]}, poll_s=0.01)
