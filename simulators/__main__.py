@@ -66,16 +66,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(lab, link: str, host: str, port: int, *, single: bool) -> None:
-    served = await serve_lab(lab, link, host=host, port=port)
-    for instrument, endpoint, info in served:
-        label = endpoint if single else f"{instrument}.{endpoint}"
-        print(f"{label} {info.url}")
-    sys.stdout.flush()
+    # Handlers go in before the endpoints are announced: a tool that reads the lines and stops
+    # us at once must get a clean shutdown, not the default action of SIGTERM.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    served = await serve_lab(lab, link, host=host, port=port)
     try:
+        for instrument, endpoint, info in served:
+            label = endpoint if single else f"{instrument}.{endpoint}"
+            print(f"{label} {info.url}")
+        sys.stdout.flush()
         await stop.wait()
     finally:
         for *_, info in served:

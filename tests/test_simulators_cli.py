@@ -114,3 +114,12 @@ def test_faults_lists_what_an_instrument_can_inject():
     assert result.returncode == 0
     names = [line.split()[0] for line in result.stdout.splitlines()]
     assert {"drop", "garble", "partial", "silent", "not-ready", "saturate"} <= set(names)
+
+
+def test_stopping_right_after_the_endpoint_lines_is_clean():
+    # The lines announce readiness, so a stop that follows them at once must shut down cleanly
+    # rather than meet SIGTERM's default action.
+    for _ in range(5):
+        process = start("ocean-hdx")
+        read_endpoints(process, 1)
+        assert stop(process) == 0
