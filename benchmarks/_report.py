@@ -148,8 +148,9 @@ def plot(
             if not rs:
                 continue
             c = np.maximum(curves(rs, prob), 1e-6)
+            c[~np.isfinite(c)] = np.nan  # no feasible point yet
             x = np.arange(1, prob.budget + 1)
-            q1, med, q3 = np.percentile(c, [25, 50, 75], axis=0)
+            q1, med, q3 = np.nanpercentile(c, [25, 50, 75], axis=0)
             ax.plot(x, med, label=method)
             ax.fill_between(x, q1, q3, alpha=0.2)
         ax.axhline(prob.threshold, color="grey", lw=0.8, ls=":")
