@@ -1,10 +1,11 @@
 """Command round trip of every driver over loopback, against a bare socket echo in the same run.
 
 Each driver sends its cheapest real query to its simulator, started as `python -m simulators KIND`
-in its own process as a real instrument would be; the baseline is a plain TCP client talking to
-a plain asyncio echo server in its own process. (Both servers in this process would measure the
-interpreter lock handing over between threads, not the link.) The ratio is what the driver
-(framing, parsing, locking) plus the instrument model add to the bare round trip.
+in its own process as a real instrument would be; the baseline is a bare client talking to a bare
+echo server in its own process over the same kind of link (a TCP socket, or a pseudo-terminal
+with `--link pty`). (Both servers in this process would measure the interpreter lock handing
+over between threads, not the link.) The ratio is what the driver (framing, parsing, locking)
+plus the instrument model add to the bare round trip.
 
     python benchmarks/drivers.py                 # 3,000 round trips per driver
     python benchmarks/drivers.py --count 500 --link pty
@@ -20,11 +21,13 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import platform  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
+import tty  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 
@@ -38,8 +41,8 @@ from drivers.ur.dashboard import URDashboard  # noqa: E402
 Query = Callable[[], object]
 
 
-ECHO_SERVER = """
-import asyncio, sys
+TCP_ECHO_SERVER = """
+import asyncio
 
 async def handle(reader, writer):
     while data := await reader.read(65536):
@@ -53,6 +56,15 @@ async def main():
     await server.serve_forever()
 
 asyncio.run(main())
+"""
+
+PTY_ECHO_SERVER = """
+import os, tty
+master, slave = os.openpty()
+tty.setraw(slave)
+print("echo", os.ttyname(slave), flush=True)
+while data := os.read(master, 65536):
+    os.write(master, data)
 """
 
 
@@ -69,25 +81,35 @@ def serving(command: list[str]) -> Iterator[dict[str, str]]:
         process.stdout.close()
 
 
-@contextmanager
-def echo_server() -> Iterator[tuple[str, int]]:
-    with serving([sys.executable, "-c", ECHO_SERVER]) as endpoints:
-        host, port = endpoints["echo"].removeprefix("socket://").split(":")
-        yield host, int(port)
-
-
-def echo_round_trips(count: int, payload: bytes = b"\x02VER\r") -> list[float]:
-    """Seconds per request/reply over a plain TCP socket to the echo server."""
-    times = []
-    with echo_server() as (host, port), socket.create_connection((host, port)) as client:
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for _ in range(count):
-            start = time.perf_counter()
-            client.sendall(payload)
-            received = 0
-            while received < len(payload):
-                received += len(client.recv(65536))
-            times.append(time.perf_counter() - start)
+def echo_round_trips(count: int, link: str, payload: bytes = b"\x02VER\r") -> list[float]:
+    """Seconds per request/reply with a bare client and a bare echo server on the same kind of link."""
+    script = TCP_ECHO_SERVER if link == "tcp" else PTY_ECHO_SERVER
+    with serving([sys.executable, "-c", script]) as endpoints:
+        url = endpoints["echo"]
+        if link == "tcp":
+            host, port = url.removeprefix("socket://").split(":")
+            client = socket.create_connection((host, int(port)))
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            send, receive, close = client.sendall, lambda: client.recv(65536), client.close
+        else:
+            fd = os.open(url, os.O_RDWR | os.O_NOCTTY)
+            tty.setraw(fd)
+            send, receive, close = (
+                (lambda data: os.write(fd, data)),
+                (lambda: os.read(fd, 65536)),
+                (lambda: os.close(fd)),
+            )
+        times = []
+        try:
+            for _ in range(count):
+                start = time.perf_counter()
+                send(payload)
+                received = 0
+                while received < len(payload):
+                    received += len(receive())
+                times.append(time.perf_counter() - start)
+        finally:
+            close()
     return times
 
 
@@ -153,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--link", choices=("tcp", "pty"), default="tcp", help="simulator link (default tcp)")
     args = parser.parse_args(argv)
 
-    echo_median, echo_p99 = micros(echo_round_trips(args.count))
+    echo_median, echo_p99 = micros(echo_round_trips(args.count, args.link))
     rows = []
     for label, kind, endpoint, query_name, probe in PROBES:
         command = [sys.executable, "-m", "simulators", kind, *(["--pty"] if args.link == "pty" else [])]
@@ -162,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((label, query_name, median, p99))
 
     print(
-        f"driver round trips over {args.link} loopback, {args.count} each; baseline: bare TCP echo "
+        f"driver round trips over {args.link} loopback, {args.count} each; baseline: bare {args.link} echo "
         f"(median {echo_median:.0f} µs, p99 {echo_p99:.0f} µs)"
     )
     print(f"python {platform.python_version()} on {platform.machine()}, {platform.system()}")
