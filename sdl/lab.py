@@ -30,7 +30,9 @@ class LabError(RuntimeError):
 
 
 def simulator_command(lab_file: Path, speed: float | None) -> list[str]:
-    command = [sys.executable, "-m", "simulators", "lab", str(lab_file)]
+    # --exit-with-parent: the simulator runs in its own session, so if sdl is killed outright
+    # (kill -9, OOM) nothing else would stop it, and it would hold its ports.
+    command = [sys.executable, "-m", "simulators", "lab", str(lab_file), "--exit-with-parent"]
     return command if speed is None else [*command, "--speed", f"{speed:g}"]
 
 

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -60,18 +61,38 @@ def _parser() -> argparse.ArgumentParser:
         "--faults", default=None, help="fault spec for a single instrument, e.g. 'stall@3,garble%%0.01'"
     )
     parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when the process that started this one dies (for tools that supervise it)",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="log what the instruments do (-vv: debug)"
     )
     return parser
 
 
-async def _serve(lab, link: str, host: str, port: int, *, single: bool) -> None:
+async def _watch_parent(stop: asyncio.Event) -> None:
+    # A dead parent's children are re-parented (to init or a subreaper), so a changed parent pid
+    # means the supervisor is gone: portable where prctl(PR_SET_PDEATHSIG) is Linux-only.
+    parent = os.getppid()
+    while not stop.is_set():
+        if os.getppid() != parent:
+            logging.getLogger("simulators").warning("parent process %d is gone: stopping", parent)
+            stop.set()
+            return
+        await asyncio.sleep(0.5)
+
+
+async def _serve(
+    lab, link: str, host: str, port: int, *, single: bool, exit_with_parent: bool = False
+) -> None:
     # Handlers go in before the endpoints are announced: a tool that reads the lines and stops
     # us at once must get a clean shutdown, not the default action of SIGTERM.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    watcher = loop.create_task(_watch_parent(stop)) if exit_with_parent else None
     served = await serve_lab(lab, link, host=host, port=port)
     try:
         for instrument, endpoint, info in served:
@@ -80,6 +101,8 @@ async def _serve(lab, link: str, host: str, port: int, *, single: bool) -> None:
         sys.stdout.flush()
         await stop.wait()
     finally:
+        if watcher is not None:
+            watcher.cancel()
         for *_, info in served:
             await info.aclose()
         for simulator in lab.simulators.values():
@@ -118,7 +141,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     link = "pty" if args.pty else "tcp"
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(lab, link, args.host, args.port, single=args.kind != "lab"))
+        asyncio.run(
+            _serve(
+                lab,
+                link,
+                args.host,
+                args.port,
+                single=args.kind != "lab",
+                exit_with_parent=args.exit_with_parent,
+            )
+        )
     return 0
 
 

@@ -9,6 +9,7 @@ actually delivered into the vial the arm actually carried.
 from __future__ import annotations
 
 import csv
+import os
 import signal
 import subprocess
 import sys
@@ -124,3 +125,47 @@ def test_ctrl_c_interrupts_the_experiment_in_flight_and_resume_finishes(tmp_path
     # budget is filled by new experiments.
     assert experiments[1].status is ExperimentStatus.INTERRUPTED
     assert len(done) == 4
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def test_kill_9_of_sdl_run_leaves_no_simulator_behind(tmp_path):
+    path = campaign_copy(tmp_path, max_experiments=50, stop_when={})
+    data = tmp_path / "data"
+    process = subprocess.Popen(
+        [*SDL, "run", str(path), "--data-dir", str(data)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    done = 0
+    while done < 2 and time.monotonic() < deadline and process.poll() is None:
+        if Store.exists(data):
+            with Store(data) as store:
+                campaigns = store.campaigns()
+                experiments = store.experiments(campaigns[0].id) if campaigns else []
+                done = sum(e.status is ExperimentStatus.DONE for e in experiments)
+        time.sleep(0.05)
+    assert done >= 2, "the campaign never got going"
+    (simulator,) = [
+        pid for pid in _children(process.pid) if b"simulators" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    process.kill()  # mid-campaign, no chance to clean up
+    process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{simulator}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = Path(f"/proc/{simulator}").exists()
+    if alive:
+        os.kill(simulator, signal.SIGKILL)
+    assert not alive, "the simulated lab outlived sdl"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -123,3 +125,44 @@ def test_stopping_right_after_the_endpoint_lines_is_clean():
         process = start("ocean-hdx")
         read_endpoints(process, 1)
         assert stop(process) == 0
+
+
+SUPERVISOR = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-m", "simulators", "ocean-hdx", *sys.argv[1:]],
+                         stdout=subprocess.PIPE, text=True, start_new_session=True)
+child.stdout.readline()
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); read its state to tell.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
+
+
+@pytest.mark.parametrize("exit_with_parent", [True, False])
+def test_exit_with_parent_stops_the_simulator_when_its_supervisor_is_killed(exit_with_parent):
+    flags = ["--exit-with-parent"] if exit_with_parent else []
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, *flags], stdout=subprocess.PIPE, text=True
+    )
+    simulator = int(supervisor.stdout.readline())
+    try:
+        supervisor.kill()  # kill -9: no chance to clean up its child
+        supervisor.wait(timeout=10)
+        # The simulator checks its parent every 0.5 s: 2 s is ample to see it still running.
+        deadline = time.monotonic() + (10 if exit_with_parent else 2)
+        while _alive(simulator) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _alive(simulator) is not exit_with_parent
+    finally:
+        supervisor.stdout.close()
+        if _alive(simulator):
+            os.kill(simulator, signal.SIGKILL)
