@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -41,6 +42,9 @@ class Simulator(ABC):
         self.faults = faults or FaultPlan()
         self.name = name or self.kind
         self.log = logging.getLogger(f"simulators.{self.name}")
+        #: Connections per endpoint since start, and those still open (kept by simulators.server).
+        self.sessions_opened: Counter[str] = Counter()
+        self.sessions_open: Counter[str] = Counter()
 
     @classmethod
     def supported_faults(cls) -> dict[str, str]:

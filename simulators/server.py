@@ -36,6 +36,8 @@ class Endpoint:
 
 
 async def _run_session(simulator: Simulator, endpoint: str, stream: Stream) -> None:
+    simulator.sessions_opened[endpoint] += 1
+    simulator.sessions_open[endpoint] += 1
     try:
         await simulator.serve(endpoint, stream)
     except (SessionClosed, ConnectionError):
@@ -43,6 +45,7 @@ async def _run_session(simulator: Simulator, endpoint: str, stream: Stream) -> N
     except Exception:
         log.exception("%s %s: session failed", simulator.name, endpoint)
     finally:
+        simulator.sessions_open[endpoint] -= 1
         with contextlib.suppress(Exception):
             await stream.close()
 
