@@ -29,7 +29,7 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 import tty  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
+from contextlib import ExitStack, contextmanager  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -81,8 +81,9 @@ def serving(command: list[str]) -> Iterator[dict[str, str]]:
         process.stdout.close()
 
 
-def echo_round_trips(count: int, link: str, payload: bytes = b"\x02VER\r") -> list[float]:
-    """Seconds per request/reply with a bare client and a bare echo server on the same kind of link."""
+@contextmanager
+def echo(link: str, payload: bytes = b"\x02VER\r") -> Iterator[Query]:
+    """A bare client of a bare echo server on the same kind of link: the round trip to beat."""
     script = TCP_ECHO_SERVER if link == "tcp" else PTY_ECHO_SERVER
     with serving([sys.executable, "-c", script]) as endpoints:
         url = endpoints["echo"]
@@ -99,18 +100,17 @@ def echo_round_trips(count: int, link: str, payload: bytes = b"\x02VER\r") -> li
                 (lambda: os.read(fd, 65536)),
                 (lambda: os.close(fd)),
             )
-        times = []
+
+        def round_trip() -> None:
+            send(payload)
+            received = 0
+            while received < len(payload):
+                received += len(receive())
+
         try:
-            for _ in range(count):
-                start = time.perf_counter()
-                send(payload)
-                received = 0
-                while received < len(payload):
-                    received += len(receive())
-                times.append(time.perf_counter() - start)
+            yield round_trip
         finally:
             close()
-    return times
 
 
 @contextmanager
@@ -151,14 +151,24 @@ PROBES = [
 ]
 
 
-def timed(query: Query, count: int) -> list[float]:
-    for _ in range(min(100, count)):  # warm up: first connections, caches, lazy imports
-        query()
-    times = []
-    for _ in range(count):
-        start = time.perf_counter()
-        query()
-        times.append(time.perf_counter() - start)
+def interleaved(queries: dict[str, Query], count: int, rounds: int = 20) -> dict[str, list[float]]:
+    """Seconds per call of each query, taken in alternating short rounds.
+
+    Timing each query in one long block lets a burst of other work on the machine land on one
+    row and not the others; alternating rounds spreads it over all of them, baseline included.
+    """
+    for query in queries.values():
+        for _ in range(100):  # warm up: first connections, caches, lazy imports
+            query()
+    times: dict[str, list[float]] = {label: [] for label in queries}
+    per_round = max(1, count // rounds)
+    for _ in range(rounds):
+        for label, query in queries.items():
+            samples = times[label]
+            for _ in range(per_round):
+                start = time.perf_counter()
+                query()
+                samples.append(time.perf_counter() - start)
     return times
 
 
@@ -175,16 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--link", choices=("tcp", "pty"), default="tcp", help="simulator link (default tcp)")
     args = parser.parse_args(argv)
 
-    echo_median, echo_p99 = micros(echo_round_trips(args.count, args.link))
-    rows = []
-    for label, kind, endpoint, query_name, probe in PROBES:
-        command = [sys.executable, "-m", "simulators", kind, *(["--pty"] if args.link == "pty" else [])]
-        with serving(command) as endpoints, probe(endpoints[endpoint]) as query:
-            median, p99 = micros(timed(query, args.count))
-        rows.append((label, query_name, median, p99))
+    with ExitStack() as stack:
+        queries = {"echo": stack.enter_context(echo(args.link))}
+        for label, kind, endpoint, _, probe in PROBES:
+            command = [sys.executable, "-m", "simulators", kind, *(["--pty"] if args.link == "pty" else [])]
+            endpoints = stack.enter_context(serving(command))
+            queries[label] = stack.enter_context(probe(endpoints[endpoint]))
+        times = interleaved(queries, args.count)
+    echo_median, echo_p99 = micros(times.pop("echo"))
+    rows = [(label, query_name, *micros(times[label])) for label, _, _, query_name, _ in PROBES]
 
     print(
-        f"driver round trips over {args.link} loopback, {args.count} each; baseline: bare {args.link} echo "
+        f"driver round trips over {args.link} loopback, {args.count} each in alternating rounds; "
+        f"baseline: bare {args.link} echo "
         f"(median {echo_median:.0f} µs, p99 {echo_p99:.0f} µs)"
     )
     print(f"python {platform.python_version()} on {platform.machine()}, {platform.system()}")
