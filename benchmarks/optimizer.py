@@ -52,6 +52,12 @@ def _csv(text: str) -> list[str]:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=10, help="seeds per problem and method (default 10)")
+    ap.add_argument(
+        "--seed-offset",
+        type=int,
+        default=0,
+        help="first seed (default 0, what the reported tables use; develop variants on another range)",
+    )
     ap.add_argument("--problems", type=_csv, default=list(ALL_PROBLEMS), help="comma-separated subset")
     ap.add_argument("--methods", type=_csv, default=["random", "skopt", "sdl", "sdl-async4"])
     ap.add_argument(
@@ -91,12 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[tuple[str, str], list[Run]] = {}
     started = time.perf_counter()
     tasks = [
-        (name, method, seed) for name in problems for method in args.methods for seed in range(args.seeds)
+        (name, method, seed)
+        for name in problems
+        for method in args.methods
+        for seed in range(args.seed_offset, args.seed_offset + args.seeds)
     ]
     with ProcessPoolExecutor(args.jobs, initializer=_one_thread) as pool:
         for (name, method, seed), run in zip(tasks, pool.map(_run_task, tasks), strict=True):
             runs.setdefault((name, method), []).append(run)
-            if seed == args.seeds - 1:
+            if seed == args.seed_offset + args.seeds - 1:
                 print(
                     f"  {name:16s} {method:11s} done at {time.perf_counter() - started:6.0f} s",
                     file=sys.stderr,

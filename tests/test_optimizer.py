@@ -140,12 +140,19 @@ def test_failures_are_not_told_as_numbers_and_their_region_is_avoided() -> None:
         (p,) = opt.propose(history, [], 1)
         assert p.recipe not in [o.recipe for o in history]
         history.append(outcome(p.recipe))
-    late_failures = sum(o.value is None for o in history[15:])
-    early_failures = sum(o.value is None for o in history[:15])
-    assert late_failures < early_failures
-    # A failure never moves the model: the same successes with or without failures, the same mean.
+    # The feasibility weight has learnt where failures happen: low beyond x = 5, high where runs succeed.
+    # (Branin's third minimum, x = 9.42, lies in the failing region, so over many seeds the optimizer still
+    # spends a sizeable share of late evaluations probing its edge; see docs/optimizer.md.)
     from sdl.optimizer.bayesian import _Step
 
+    step = _Step(
+        opt, [o for o in history if o.value is not None], [o for o in history if o.value is None], []
+    )
+    assert step.feas is not None
+    inside = step.feas(step.enc.encode([{"x": 9.0, "y": 7.5}, {"x": 8.0, "y": 2.0}]))
+    outside = step.feas(step.enc.encode([{"x": 0.0, "y": 7.5}, {"x": -3.0, "y": 10.0}]))
+    assert inside.max() < outside.min()
+    # A failure never moves the model: the same successes with or without failures, the same mean.
     ok = [o for o in history if o.value is not None]
     bad = [o for o in history if o.value is None]
     with_bad, without = _Step(opt, ok, bad, []), _Step(opt, ok, [], [])
@@ -225,3 +232,45 @@ def test_integer_and_log_dimensions_round_trip_through_the_encoding() -> None:
     for a, b in zip(sample, back, strict=True):
         assert a["equiv"] == b["equiv"] and a["solvent"] == b["solvent"]
         assert math.isclose(a["temp"], b["temp"]) and math.isclose(a["conc"], b["conc"])
+
+
+def test_unexplored_regions_are_predicted_no_better_than_the_worst_observation() -> None:
+    from sdl.optimizer.bayesian import _Step
+
+    rng = np.random.default_rng(0)
+    pts = [
+        {"x": float(x), "y": float(y)}
+        for x, y in zip(rng.uniform(1, 4, 12), rng.uniform(5, 9, 12), strict=True)
+    ]
+    ok = [Observation(r, branin(r)) for r in pts]
+    opt = make_optimizer(REAL2, OptimizerSettings(seed=0, initial_design=4))
+    step = _Step(opt, ok, [], [])
+    corner = step.enc.encode([{"x": 10.0, "y": 15.0}])
+    mean = step.y_mean + step.y_sd * step.post.predict(corner)[0][0]
+    assert mean > np.median([o.value for o in ok])
+
+
+def test_hartmann6_proposals_probe_the_corners_of_the_cube_less(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Centred on the sample mean, the GP sent about one evaluation in six of this run to a corner of the
+    # cube (where Hartmann-6 is flat at 0) once the incumbent's basin was refined.
+    import sdl.optimizer.bayesian as bayesian
+    from sdl.optimizer.problems import make_problems
+
+    prob = make_problems()["hartmann6"]
+
+    def corner_probes() -> tuple[int, float]:
+        opt = make_optimizer(prob.space, OptimizerSettings(seed=114, initial_design=prob.n_init))
+        history: list[Observation] = []
+        corners = 0
+        for _ in range(prob.budget):
+            (p,) = opt.propose(history, [], 1)
+            x = np.array(list(p.recipe.values()))
+            corners += p.model == "gp" and bool(np.all((x < 1e-6) | (x > 1 - 1e-6)))
+            history.append(Observation(p.recipe, prob.truth(p.recipe)))
+        return corners, min(o.value for o in history)  # type: ignore[type-var]
+
+    at_worst, best_at_worst = corner_probes()
+    monkeypatch.setattr(bayesian, "PRIOR_AT_WORST", False)
+    at_mean, _ = corner_probes()
+    assert at_worst * 2 < at_mean
+    assert best_at_worst < -3.0
