@@ -11,24 +11,29 @@ over seeds, with the random/bayesian ratio) and writes the convergence plot the 
 
 from __future__ import annotations
 
-import argparse
-import logging
-import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import matplotlib
+# Run as a script, this folder comes first on sys.path, and benchmarks/drivers.py would hide the
+# `drivers` package the campaign's instruments are loaded from.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
-from sdl.campaign import Campaign
-from sdl.loading import LoadedCampaign, load_campaign
-from sdl.runner import run_campaign, start_campaign
-from sdl.store import Store
+from sdl.campaign import Campaign  # noqa: E402
+from sdl.loading import LoadedCampaign, load_campaign  # noqa: E402
+from sdl.runner import run_campaign, start_campaign  # noqa: E402
+from sdl.store import Store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMPAIGN = ROOT / "experiments" / "color_matching" / "campaign.yaml"
