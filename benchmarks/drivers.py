@@ -151,25 +151,31 @@ PROBES = [
 ]
 
 
-def interleaved(queries: dict[str, Query], count: int, rounds: int = 20) -> dict[str, list[float]]:
-    """Seconds per call of each query, taken in alternating short rounds.
+def interleaved(
+    queries: dict[str, Query], count: int, per_round: int = 50
+) -> dict[str, tuple[list[float], float]]:
+    """Per query: seconds per call, and the CPU seconds this process spent per call.
 
-    Timing each query in one long block lets a burst of other work on the machine land on one
-    row and not the others; alternating rounds spreads it over all of them, baseline included.
+    Timing each query in one long block lets a change in the machine's state (other work, idle
+    cores sleeping deeper) land on one row and not the others; short alternating rounds spread it
+    over all of them, baseline included. CPU time is the client's own work (framing, parsing,
+    locking), which no scheduling delay inflates.
     """
     for query in queries.values():
         for _ in range(100):  # warm up: first connections, caches, lazy imports
             query()
     times: dict[str, list[float]] = {label: [] for label in queries}
-    per_round = max(1, count // rounds)
-    for _ in range(rounds):
+    cpu: dict[str, float] = dict.fromkeys(queries, 0.0)
+    for _ in range(max(1, count // per_round)):
         for label, query in queries.items():
             samples = times[label]
+            cpu_start = time.thread_time()
             for _ in range(per_round):
                 start = time.perf_counter()
                 query()
                 samples.append(time.perf_counter() - start)
-    return times
+            cpu[label] += time.thread_time() - cpu_start
+    return {label: (times[label], cpu[label] / len(times[label])) for label in queries}
 
 
 def micros(times: list[float]) -> tuple[float, float]:
@@ -191,25 +197,30 @@ def main(argv: list[str] | None = None) -> int:
             command = [sys.executable, "-m", "simulators", kind, *(["--pty"] if args.link == "pty" else [])]
             endpoints = stack.enter_context(serving(command))
             queries[label] = stack.enter_context(probe(endpoints[endpoint]))
-        times = interleaved(queries, args.count)
-    echo_median, echo_p99 = micros(times.pop("echo"))
-    rows = [(label, query_name, *micros(times[label])) for label, _, _, query_name, _ in PROBES]
+        results = interleaved(queries, args.count)
+    echo_times, echo_cpu = results.pop("echo")
+    echo_median, echo_p99 = micros(echo_times)
+    rows = [
+        (label, name, *micros(results[label][0]), results[label][1] * 1e6) for label, _, _, name, _ in PROBES
+    ]
 
     print(
-        f"driver round trips over {args.link} loopback, {args.count} each in alternating rounds; "
-        f"baseline: bare {args.link} echo "
-        f"(median {echo_median:.0f} µs, p99 {echo_p99:.0f} µs)"
+        f"driver round trips over {args.link} loopback, {args.count} each in alternating rounds of 50; "
+        f"baseline: bare {args.link} echo, median {echo_median:.0f} µs, p99 {echo_p99:.0f} µs, "
+        f"client CPU {echo_cpu * 1e6:.0f} µs/call"
     )
     print(f"python {platform.python_version()} on {platform.machine()}, {platform.system()}")
-    columns = f"{'median µs':>9} | {'p99 µs':>8} | {'x echo (median)':>15} | x echo (p99)"
+    columns = (
+        f"{'median µs':>9} | {'p99 µs':>7} | {'x echo median':>13} | {'x echo p99':>10} | client CPU µs/call"
+    )
     header = f"{'driver':16} | {'query':28} | {columns}"
     print(header)
     print("-" * len(header))
     worst = 0.0
-    for label, query_name, median, p99 in rows:
+    for label, query_name, median, p99, cpu_us in rows:
         ratio = median / echo_median
         worst = max(worst, ratio)
-        figures = f"{median:9.0f} | {p99:8.0f} | {ratio:15.2f} | {p99 / echo_p99:12.2f}"
+        figures = f"{median:9.0f} | {p99:7.0f} | {ratio:13.2f} | {p99 / echo_p99:10.2f} | {cpu_us:18.0f}"
         print(f"{label:16} | {query_name:28} | {figures}")
     print(f"worst median ratio {worst:.2f}x (goal: within 2x of the bare round trip)")
     return 0
