@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
@@ -64,6 +65,30 @@ class BackgroundLab:
 
     def url(self, endpoint: str) -> str:
         return self.urls[endpoint]
+
+    def sessions_opened(self) -> int:
+        """Client connections accepted since start, over every instrument and endpoint."""
+        return self.call(lambda: sum(sum(s.sessions_opened.values()) for s in self.lab.simulators.values()))
+
+    def sessions_open(self) -> int:
+        """Client connections still open (a pty's single session never closes)."""
+        return self.call(lambda: sum(sum(s.sessions_open.values()) for s in self.lab.simulators.values()))
+
+    def wait_until_connected(self, timeout: float = 5.0) -> None:
+        """Return once some client has connected; TimeoutError otherwise."""
+        self._wait(lambda: self.sessions_opened() > 0, timeout, "no client connected")
+
+    def wait_until_clients_leave(self, timeout: float = 5.0) -> None:
+        """Return once no client connection is open; TimeoutError otherwise."""
+        self._wait(lambda: self.sessions_open() == 0, timeout, "a client connection is still open")
+
+    def _wait(self, condition: Callable[[], bool], timeout: float, failure: str) -> None:
+        # Connections open and close asynchronously to the client's call, so poll, with a deadline.
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{failure} after {timeout} s")
+            time.sleep(0.001)
 
     def call(self, function: Callable[..., T], *args: Any) -> T:
         """Run ``function(*args)`` on the simulator's loop and return its result."""

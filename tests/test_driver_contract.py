@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,26 +70,12 @@ def factory(instrument: Instrument) -> Callable[..., Any]:
     return importlib.import_module(f"drivers.{instrument.family}").make_device
 
 
-def sessions(sim: BackgroundLab, counter: str) -> int:
-    simulator = next(iter(sim.lab.simulators.values()))
-    return sim.call(lambda: sum(getattr(simulator, counter).values()))
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 @pytest.mark.parametrize("instrument", INSTRUMENTS, ids=IDS)
 def test_factory_builds_a_device_bluesky_can_drive_and_destroy_releases_it(instrument):
     with run_simulator(instrument.kind) as sim:
         device = factory(instrument)("dut", instrument.address(sim), **instrument.options)
         try:
-            assert wait_until(lambda: sessions(sim, "sessions_opened") > 0), "the factory never connected"
+            sim.wait_until_connected()  # TimeoutError if the factory never connected
             for path, protocols in instrument.faces:
                 face = device
                 for part in filter(None, path.split(".")):
@@ -105,7 +90,7 @@ def test_factory_builds_a_device_bluesky_can_drive_and_destroy_releases_it(instr
                     assert all(key.startswith("dut") for key in reading)
         finally:
             device.destroy()
-        assert wait_until(lambda: sessions(sim, "sessions_open") == 0), "destroy() left a link open"
+        sim.wait_until_clients_leave()  # TimeoutError if destroy() left a link open
 
 
 @pytest.mark.parametrize("instrument", INSTRUMENTS, ids=IDS)
@@ -114,7 +99,7 @@ def test_unknown_options_are_refused_before_any_connection(instrument):
         with pytest.raises((ValueError, TypeError)) as refused:
             factory(instrument)("dut", instrument.address(sim), **instrument.options, flow_rate_typo=3)
         assert "flow_rate_typo" in str(refused.value)
-        assert sessions(sim, "sessions_opened") == 0
+        assert sim.sessions_opened() == 0
 
 
 @pytest.mark.parametrize("family", sorted({i.family for i in INSTRUMENTS}))

@@ -47,11 +47,7 @@ def simulator(link: str = "tcp", **options) -> Iterator[BackgroundLab]:
     with run_simulator("ur", link=link, **options) as sim:
         yield sim
         if link == "tcp":
-            ur = sim.lab.simulators["ur"]
-            deadline = time.monotonic() + 5
-            while sim.call(lambda: ur.open_sessions):
-                assert time.monotonic() < deadline, "a client connection was left open"
-                time.sleep(0.001)
+            sim.wait_until_clients_leave()
 
 
 @contextmanager

@@ -28,11 +28,7 @@ def simulator(**options) -> Iterator[BackgroundLab]:
     """The simulator, shut down only after its sessions have seen their clients leave."""
     with run_simulator("ur", **options) as sim:
         yield sim
-        ur = sim.lab.simulators["ur"]
-        deadline = time.monotonic() + 5
-        while sim.call(lambda: ur.open_sessions):
-            assert time.monotonic() < deadline, "a client connection was left open"
-            time.sleep(0.001)
+        sim.wait_until_clients_leave()
 
 
 @contextmanager

@@ -140,7 +140,6 @@ class URSimulator(Simulator):
         self.programs_run: list[str] = []
         self.programs_refused: list[str] = []
         #: Connections being served now (tests wait for zero before shutting a TCP simulator down).
-        self.open_sessions = 0
         world.add_settler(self.settle)
 
     def _stations(self, cfg: Mapping[str, Any]) -> dict[str, str]:
@@ -177,16 +176,12 @@ class URSimulator(Simulator):
 
     # -- sessions --------------------------------------------------------------------------
     async def serve(self, endpoint: str, stream: Stream) -> None:
-        self.open_sessions += 1
-        try:
-            if endpoint == "dashboard":
-                await self._serve_dashboard(stream)
-            elif endpoint == "script":
-                await self._serve_script(stream)
-            else:
-                await self._serve_gripper(stream)
-        finally:
-            self.open_sessions -= 1
+        if endpoint == "dashboard":
+            await self._serve_dashboard(stream)
+        elif endpoint == "script":
+            await self._serve_script(stream)
+        else:
+            await self._serve_gripper(stream)
 
     async def _serve_dashboard(self, stream: Stream) -> None:
         await stream.send((codec.GREETING + "\n").encode(), faultable=False)
