@@ -20,9 +20,8 @@ import numpy as np
 import pytest
 import yaml
 
+from experiments.color_matching.make_target import mixture_absorbance
 from experiments.color_matching.procedure import color_match
-from simulators.lab import read_lab_file
-from simulators.world import World
 
 HERE = Path(__file__).resolve().parents[1] / "experiments" / "color_matching"
 RECIPE = {"yellow": 220.0, "red": 150.0, "blue": 60.0}
@@ -59,15 +58,6 @@ def bench() -> Iterator[dict]:
         process.stdout.close()
 
 
-def predicted_absorbance(volumes_ul: dict[str, float], wavelengths: np.ndarray) -> np.ndarray:
-    world = World.from_config(read_lab_file(HERE / "lab.yaml")["world"])
-    vial = world.new_vessel(TOTAL_UL)
-    for dye, volume in volumes_ul.items():
-        world.transfer(world.stocks[dye], vial, volume)
-    world.transfer(world.stocks["water"], vial, TOTAL_UL - sum(volumes_ul.values()))
-    return world.chemistry.absorbance(vial, wavelengths)
-
-
 def within_noise(measured: np.ndarray, predicted: np.ndarray) -> tuple[bool, str]:
     """Whether the residual is noise: no larger than the pixel-to-pixel scatter, and unbiased.
 
@@ -97,11 +87,13 @@ def test_spectrum_matches_the_world_model_within_noise(bench, engine):
     assert event["data"]["water_pump_volume"] == pytest.approx(TOTAL_UL - sum(RECIPE.values()), abs=0.5)
 
     window = (wavelengths >= WINDOW_NM[0]) & (wavelengths <= WINDOW_NM[1])
-    ok, summary = within_noise(measured[window], predicted_absorbance(delivered, wavelengths)[window])
+    ok, summary = within_noise(measured[window], mixture_absorbance(delivered, wavelengths, TOTAL_UL)[window])
     assert ok, summary
     assert 0.3 < np.max(measured[window]) < 2.5  # a real signal, not a blank
 
     # The same check catches a recipe that is 10 % off in one dye.
     wrong = {**delivered, "red": delivered["red"] * 1.1}
-    wrong_ok, wrong_summary = within_noise(measured[window], predicted_absorbance(wrong, wavelengths)[window])
+    wrong_ok, wrong_summary = within_noise(
+        measured[window], mixture_absorbance(wrong, wavelengths, TOTAL_UL)[window]
+    )
     assert not wrong_ok, wrong_summary

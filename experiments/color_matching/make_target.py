@@ -19,13 +19,20 @@ HIDDEN_RECIPE_UL = {"yellow": 140.0, "red": 310.0, "blue": 95.0}
 TOTAL_VOLUME_UL = 1500.0
 
 
-def target_spectrum(wavelengths_nm: np.ndarray) -> np.ndarray:
+def mixture_absorbance(
+    dyes_ul: dict[str, float], wavelengths_nm: np.ndarray, total_volume_ul: float = TOTAL_VOLUME_UL
+) -> np.ndarray:
+    """What the bench's chemistry model predicts for these dye volumes, made up with water."""
     world = World.from_config(read_lab_file(HERE / "lab.yaml")["world"])
-    vial = world.new_vessel(TOTAL_VOLUME_UL)
-    for dye, volume in HIDDEN_RECIPE_UL.items():
+    vial = world.new_vessel(total_volume_ul)
+    for dye, volume in dyes_ul.items():
         world.transfer(world.stocks[dye], vial, volume)
-    world.transfer(world.stocks["water"], vial, TOTAL_VOLUME_UL - sum(HIDDEN_RECIPE_UL.values()))
+    world.transfer(world.stocks["water"], vial, total_volume_ul - sum(dyes_ul.values()))
     return world.chemistry.absorbance(vial, wavelengths_nm)
+
+
+def target_spectrum(wavelengths_nm: np.ndarray) -> np.ndarray:
+    return mixture_absorbance(HIDDEN_RECIPE_UL, wavelengths_nm)
 
 
 def main() -> None:
