@@ -174,9 +174,14 @@ class LabSession:
             log.info("connecting %s (%s) at %s", name, instrument.driver, address)
             try:
                 device = factory(name, address, **instrument.options)
+                self.devices[name] = device
+                # Drivers build offline and connect separately (docs/decisions/0003); older ones
+                # connect while building and have no connect().
+                connect = getattr(device, "connect", None)
+                if callable(connect):
+                    connect()
             except Exception as exc:
                 raise LabError(f"instrument {name!r} ({instrument.driver}) at {address}: {exc}") from exc
-            self.devices[name] = device
             self.assignments[name] = {"driver": instrument.driver, "address": address}
 
     def close(self) -> None:
