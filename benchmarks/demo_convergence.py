@@ -31,8 +31,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sdl.campaign import Campaign  # noqa: E402
+from sdl.foreground import run_campaign, start_campaign  # noqa: E402
 from sdl.loading import LoadedCampaign, load_campaign  # noqa: E402
-from sdl.runner import run_campaign, start_campaign  # noqa: E402
 from sdl.store import Store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

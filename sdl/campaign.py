@@ -15,6 +15,8 @@ Weights therefore also carry the units of each objective; every raw measurement 
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -98,15 +100,18 @@ class Budget(_Model):
     @field_validator("max_wall_time", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            match = _DURATION.match(value)
-            if not value.strip() or not match or not any(match.groups()):
-                raise ValueError(
-                    f"not a duration: {value!r} (use seconds, or e.g. '90s', '45m', '2h', '1h30m')"
-                )
-            hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-            return hours * 3600 + minutes * 60 + seconds
-        return value
+        return parse_duration(value)
+
+
+def parse_duration(value: Any) -> Any:
+    """'90s', '45m', '2h', '1h30m' -> seconds; anything else is left for pydantic to check."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not value.strip() or not match or not any(match.groups()):
+            raise ValueError(f"not a duration: {value!r} (use seconds, or e.g. '90s', '45m', '2h', '1h30m')")
+        hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+        return hours * 3600 + minutes * 60 + seconds
+    return value
 
 
 class MeasurementRule(_Model):
@@ -148,6 +153,26 @@ class Procedure(_Model):
         description="Plans only: 'package.module:function' called as f(documents) with documents a list of "
         "(name, doc) pairs, returning a dict of measurements (merged over `measurements`).",
     )
+    safe_to_repeat: bool = Field(
+        False,
+        description="Whether a recipe whose experiment was cut short by a crash, an instrument fault or a "
+        "timeout may simply run again (a fresh vial, nothing half-done carried over). When false, such a "
+        "recipe is never repeated automatically; the optimizer proposes afresh.",
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=10, description="With safe_to_repeat: how many times one recipe may be tried in all."
+    )
+    timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Abort an experiment that runs longer than this (seconds, or '90s', '5m'); the lab "
+        "service then counts it against the instruments it held.",
+    )
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout_duration(cls, value: Any) -> Any:
+        return parse_duration(value)
 
     @model_validator(mode="after")
     def _one_kind(self) -> Procedure:
@@ -222,6 +247,27 @@ class Lab(_Model):
         return self
 
 
+class Requirements(_Model):
+    """What a workcell must offer to run this campaign's experiments (the lab service matches them)."""
+
+    devices: list[str] | None = Field(
+        None,
+        description="Device names the plan uses (workcell roles). Default: the names under lab.instruments.",
+    )
+    capabilities: list[str] = Field(
+        default_factory=list, description="Capability tags the workcell must have, e.g. [dye-mixing]."
+    )
+
+
+class Scheduling(_Model):
+    """How the lab service shares workcells between this campaign and others."""
+
+    priority: int = Field(0, description="Campaigns with a higher priority get free workcells first.")
+    weight: float = Field(
+        1.0, gt=0, description="Among equal priorities, workcells are shared in proportion to weights."
+    )
+
+
 class Campaign(_Model):
     """A closed-loop campaign: the search space, objectives, budget, optimizer, procedure and lab."""
 
@@ -237,6 +283,8 @@ class Campaign(_Model):
     optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
     procedure: Procedure
     lab: Lab = Field(default_factory=Lab)
+    requires: Requirements = Field(default_factory=Requirements)
+    scheduling: Scheduling = Field(default_factory=Scheduling)
 
     @model_validator(mode="after")
     def _consistent(self) -> Campaign:
@@ -267,6 +315,15 @@ class Campaign(_Model):
     def space(self) -> SearchSpace:
         return SearchSpace(parameters=self.parameters)
 
+    @property
+    def device_roles(self) -> list[str]:
+        """The device names the procedure is handed (what a workcell must provide)."""
+        if self.procedure.plan is None:
+            return []
+        if self.requires.devices is not None:
+            return list(self.requires.devices)
+        return list(self.lab.instruments)
+
     def scalarise(self, measurements: dict[str, Any]) -> float:
         """The number the optimizer minimises; raises :class:`MissingMeasurement` when a value is absent."""
         total = 0.0
@@ -277,7 +334,9 @@ class Campaign(_Model):
     @staticmethod
     def value_of(objective: Objective, measurements: dict[str, Any]) -> float:
         value = measurements.get(objective.measurement)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isnan(float(value)):
+            raise MissingMeasurement(f"measurement {objective.measurement!r} is NaN (not a number)")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise MissingMeasurement(
                 f"measurement {objective.measurement!r} is missing or not a number (got {value!r}; "
                 f"measured: {', '.join(sorted(measurements)) or 'nothing'})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import types
 import typing
 from dataclasses import dataclass
@@ -66,9 +67,41 @@ def load_campaign(path: Path | str, *, check_imports: bool = True) -> LoadedCamp
     campaign = _resolve_paths(path, root, campaign)
     if check_imports:
         problems = check_import_paths(campaign, path.parent)
+        if not problems:
+            problems = check_procedure_options(campaign, path.parent)
         if problems:
             raise CampaignError(path, [_locate(path, root, loc, msg) for loc, msg in problems])
     return LoadedCampaign(campaign=campaign, path=path.resolve(), source=source)
+
+
+def check_procedure_options(campaign: Campaign, base_dir: Path | None) -> list[tuple[tuple[Any, ...], str]]:
+    """procedure.options checked against the plan's or function's own signature, before anything runs."""
+    procedure = campaign.procedure
+    target = procedure.plan or procedure.function or ""
+    function = resolve(target, base_dir)
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a builtin or C function: nothing to check against
+        return []
+    positional = ["recipe", "devices"] if procedure.plan else ["recipe"]
+    try:
+        signature.bind(*([None] * len(positional)), **procedure.options)
+    except TypeError as exc:
+        params = list(signature.parameters.values())
+        leading = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        leading = leading[: len(positional)]
+        accepted = [
+            p.name for p in params if p not in leading and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+        unknown = [] if takes_any else sorted(set(procedure.options) - set(accepted))
+        kind = "plan" if procedure.plan else "function"
+        if unknown:
+            allowed = ", ".join(accepted) or "no options"
+            message = f"{kind} {target} takes no option(s) {', '.join(unknown)} (it takes: {allowed})"
+            return [(("procedure", "options", unknown[0]), message)]
+        return [(("procedure", "options"), f"{kind} {target} cannot be called with these options: {exc}")]
+    return []
 
 
 def check_import_paths(campaign: Campaign, base_dir: Path | None) -> list[tuple[tuple[Any, ...], str]]:
@@ -236,3 +269,55 @@ def _unwrap(tp: Any, tag: Any) -> Any:
                 return tp
         else:
             return tp
+
+
+def centre_recipe(campaign: Campaign) -> dict[str, Any]:
+    """The middle of the search space: midpoints (geometric for log scales), the first category."""
+    recipe: dict[str, Any] = {}
+    for p in campaign.parameters:
+        if p.type == "real":
+            recipe[p.name] = (p.low * p.high) ** 0.5 if p.log else (p.low + p.high) / 2
+        elif p.type == "integer":
+            recipe[p.name] = (p.low + p.high) // 2
+        else:
+            recipe[p.name] = p.choices[0]
+    return recipe
+
+
+def dry_run(loaded: LoadedCampaign) -> str:
+    """Call a plain-function procedure once at the centre of the space and check what it measures.
+
+    Raises :class:`CampaignError` naming each objective or stop_when measurement that does not come back
+    as a number; returns a one-line report otherwise. A plan needs instruments, so it is not dry-run here.
+    """
+    from sdl.campaign import MissingMeasurement
+
+    campaign, path = loaded.campaign, loaded.path
+    if campaign.procedure.function is None:
+        return "dry run: skipped (a plan needs its instruments; `sdl run` against the simulated lab tries it)"
+    recipe = centre_recipe(campaign)
+    function = resolve(campaign.procedure.function, loaded.base_dir)
+    try:
+        result = function(dict(recipe), **campaign.procedure.options)
+    except Exception as exc:
+        raise CampaignError(
+            path,
+            [f"{path}: dry run: {campaign.procedure.function}({recipe}) raised {type(exc).__name__}: {exc}"],
+        ) from None
+    if not isinstance(result, dict):
+        raise CampaignError(
+            path,
+            [f"{path}: dry run: the procedure returned {type(result).__name__}, not a dict of measurements"],
+        )
+    problems = []
+    names = [o.measurement for o in campaign.objectives] + list(campaign.budget.stop_when)
+    by_name = {o.measurement: o for o in campaign.objectives}
+    for name in dict.fromkeys(names):
+        try:
+            campaign.value_of(by_name[name], result)
+        except MissingMeasurement as exc:
+            problems.append(f"{path}: dry run at {recipe}: {exc}")
+    if problems:
+        raise CampaignError(path, problems)
+    shown = ", ".join(f"{k}={v!r}" for k, v in result.items())
+    return f"dry run at {recipe}: ok ({shown})"

@@ -15,8 +15,10 @@ from sdl.store import ExperimentRecord
 
 FIXED_COLUMNS = ("experiment", "status")
 TRAILING_COLUMNS = (
-    "objective",
+    "loss",
     "failure",
+    "cause",
+    "fault_instrument",
     "model",
     "acquisition_value",
     "proposed_at",
@@ -40,8 +42,10 @@ def rows(campaign: Campaign, history: list[ExperimentRecord]) -> list[dict[str, 
         row.update(e.recipe)
         row.update(e.measurements or {})
         row.update(
-            objective=e.objective,
+            loss=e.objective,  # the scalar the optimizer minimises; the objectives' own values are above
             failure=e.failure,
+            cause=e.cause.value if e.cause else None,
+            fault_instrument=e.fault_instrument,
             model=e.decision.model if e.decision else None,
             acquisition_value=e.decision.acquisition_value if e.decision else None,
             proposed_at=e.proposed_at,

@@ -19,10 +19,31 @@ class ExperimentStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    #: An instrument failed (link lost, alarm, protective stop...): the recipe was not tried. The
+    #: optimizer does not learn from it, it spends no budget, and it counts against the instrument.
+    FAULTED = "faulted"
 
     @property
     def is_final(self) -> bool:
         return self in _FINAL_EXPERIMENT
+
+
+class Cause(StrEnum):
+    """Why an experiment ended without a result (interrupted or faulted)."""
+
+    OPERATOR = "operator"  # Ctrl-C, SIGTERM, `sdl abort`
+    CRASH = "crash"  # the process running it died; its physical outcome is unknown
+    ESTOP = "estop"
+    SHUTDOWN = "shutdown"  # the lab service stopped and aborted work in flight
+    DROPPED = "dropped"  # proposed, never started
+    FAULT = "fault"  # an instrument fault aborted it (status faulted)
+    TIMEOUT = "timeout"  # it outlived its procedure's timeout and was aborted
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the recipe may run again when its procedure is safe to repeat (never after an operator's
+        decision to stop it)."""
+        return self in (Cause.CRASH, Cause.SHUTDOWN, Cause.FAULT, Cause.TIMEOUT)
 
 
 class CampaignStatus(StrEnum):
@@ -32,17 +53,18 @@ class CampaignStatus(StrEnum):
     FAILED = "failed"
 
 
-_FINAL_EXPERIMENT = frozenset({ExperimentStatus.DONE, ExperimentStatus.FAILED, ExperimentStatus.INTERRUPTED})
+_FINAL_EXPERIMENT = frozenset(
+    {ExperimentStatus.DONE, ExperimentStatus.FAILED, ExperimentStatus.INTERRUPTED, ExperimentStatus.FAULTED}
+)
 
 # A proposal may be dropped (interrupted) before it starts: e.g. Ctrl-C while the optimizer thinks.
 EXPERIMENT_TRANSITIONS: dict[ExperimentStatus, frozenset[ExperimentStatus]] = {
     ExperimentStatus.PROPOSED: frozenset({ExperimentStatus.RUNNING, ExperimentStatus.INTERRUPTED}),
-    ExperimentStatus.RUNNING: frozenset(
-        {ExperimentStatus.DONE, ExperimentStatus.FAILED, ExperimentStatus.INTERRUPTED}
-    ),
+    ExperimentStatus.RUNNING: _FINAL_EXPERIMENT,
     ExperimentStatus.DONE: frozenset(),
     ExperimentStatus.FAILED: frozenset(),
     ExperimentStatus.INTERRUPTED: frozenset(),
+    ExperimentStatus.FAULTED: frozenset(),
 }
 
 # A campaign that stopped (for any reason) may be resumed, which makes it running again.

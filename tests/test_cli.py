@@ -75,7 +75,7 @@ def test_branin_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert len(rows) == 12
     assert list(rows[0])[:6] == ["experiment", "status", "x1", "x2", "branin", "regret"]
     assert {r["status"] for r in rows} == {"done"}
-    assert float(rows[0]["branin"]) == pytest.approx(float(rows[0]["objective"]))
+    assert float(rows[0]["branin"]) == pytest.approx(float(rows[0]["loss"]))  # minimised: the same here
 
     jsonl = tmp_path / "history.jsonl"
     assert (

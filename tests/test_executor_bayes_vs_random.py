@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from sdl.campaign import Campaign
+from sdl.foreground import run_campaign, start_campaign
 from sdl.loading import LoadedCampaign, load_campaign
-from sdl.runner import run_campaign, start_campaign
 from sdl.store import Store
 
 BRANIN = Path(__file__).resolve().parents[1] / "experiments" / "branin" / "campaign.yaml"

@@ -18,9 +18,9 @@ import pytest
 from ophyd import Component, Device, Signal
 from ophyd.status import DeviceStatus
 
+from sdl.foreground import run_campaign, start_campaign
 from sdl.lab import LabError, LabSession, SimulatedLab
 from sdl.loading import load_campaign
-from sdl.runner import run_campaign, start_campaign
 from sdl.status import CampaignStatus, ExperimentStatus
 from sdl.store import Store
 

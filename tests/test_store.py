@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sdl.status import CampaignStatus, ExperimentStatus, IllegalTransition, check_transition
+from sdl.status import CampaignStatus, Cause, ExperimentStatus, IllegalTransition, check_transition
 from sdl.store import DB_FILENAME, LATEST, Decision, SchemaTooNew, Store, UnknownCampaign
 from sdl.store.migrations import MIGRATIONS, Migration, migrate, schema_version
 
@@ -88,8 +89,16 @@ def test_raw_documents_round_trip_compressed(store: Store) -> None:
     assert [name for name, _ in back] == ["start", "event", "stop"]
     assert back[1][1]["data"]["spectrum"] == pytest.approx(spectrum.tolist())
     assert back[1][1]["data"]["peak"] is None  # NaN is not JSON
-    raw, stored = store._conn.execute("SELECT raw_bytes, length(blob) FROM documents").fetchone()
+    raw = len(json.dumps(back[1][1]))
+    (stored,) = store._conn.execute("SELECT length(body) FROM run_documents WHERE seq = 2").fetchone()
     assert stored < raw / 2
+
+
+def test_documents_of_stores_written_before_version_3_are_still_read(store: Store) -> None:
+    experiment = store.add_proposal(new_campaign(store), {"x": 1.0}, DECISION)
+    documents = [("start", {"uid": "s"}), ("stop", {"exit_status": "success"})]
+    store.save_legacy_documents(experiment.id, documents)
+    assert store.documents(experiment.id) == documents
 
 
 def test_illegal_transitions_raise_and_change_nothing(store: Store) -> None:
@@ -112,8 +121,10 @@ def test_the_transition_table_is_the_documented_lifecycle() -> None:
     allowed = {
         (a, b) for a in ExperimentStatus for b in ExperimentStatus if _allowed(a, b)
     }  # fmt: skip
-    p, r, d, f, i = (ExperimentStatus(s) for s in ("proposed", "running", "done", "failed", "interrupted"))
-    assert allowed == {(p, r), (p, i), (r, d), (r, f), (r, i)}
+    p, r, d, f, i, x = (
+        ExperimentStatus(s) for s in ("proposed", "running", "done", "failed", "interrupted", "faulted")
+    )
+    assert allowed == {(p, r), (p, i), (r, d), (r, f), (r, i), (r, x)}
 
 
 def _allowed(a: ExperimentStatus, b: ExperimentStatus) -> bool:
@@ -124,15 +135,19 @@ def _allowed(a: ExperimentStatus, b: ExperimentStatus) -> bool:
     return True
 
 
-def test_recover_marks_unfinished_experiments_interrupted(store: Store) -> None:
+def test_recover_marks_running_experiments_interrupted_and_keeps_proposals(store: Store) -> None:
     campaign_id = new_campaign(store)
     running = store.add_proposal(campaign_id, {"x": 1.0}, DECISION)
     store.mark_running(running.id)
     proposed = store.add_proposal(campaign_id, {"x": 2.0}, DECISION)
     recovered = store.recover(campaign_id, "crashed")
-    assert [e.id for e in recovered] == [running.id, proposed.id]
-    assert {e.status for e in store.experiments(campaign_id)} == {ExperimentStatus.INTERRUPTED}
-    assert store.experiment(running.id).failure == "crashed"
+    assert [e.id for e in recovered] == [running.id]
+    after = store.experiment(running.id)
+    assert (after.status, after.failure) == (ExperimentStatus.INTERRUPTED, "crashed")
+    assert after.cause is Cause.CRASH
+    assert store.experiment(proposed.id).status is ExperimentStatus.PROPOSED  # never started: runs next
+    assert [e.id for e in store.drop_proposals(campaign_id, "campaign stopped")] == [proposed.id]
+    assert store.experiment(proposed.id).cause is Cause.DROPPED
 
 
 def test_unknown_campaign(store: Store) -> None:
@@ -168,7 +183,7 @@ def test_migration_from_version_1_keeps_data_and_backfills_the_transition_log(tm
     conn.close()
 
     with Store(tmp_path) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == LATEST
         first, second = store.experiments("c-1")
         assert first.recipe == {"x": 1} and first.measurements == {"y": 2.0} and first.decision is None
         assert [(t.from_status, t.to_status, t.at) for t in store.transitions(first.id)] == [

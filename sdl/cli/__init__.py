@@ -12,8 +12,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from sdl.store import Store
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_DATA_DIR = "sdl-data"
@@ -89,10 +93,20 @@ def data_dir_of(args: argparse.Namespace) -> Path:
     return Path(given or os.environ.get("SDL_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
+def open_store(args: argparse.Namespace, *, create: bool = False, read_only: bool = False) -> Store:
+    """The store under --data-dir: created if ``create``; read-only commands never write to it."""
+    from sdl.store import Store
+
+    data_dir = data_dir_of(args)
+    if not create and not Store.exists(data_dir):
+        raise BadInput(f"no store in {data_dir} (give --data-dir, or run a campaign first)")
+    return Store(data_dir, read_only=read_only)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sdl` console script; returns the exit code."""
     from sdl.loading import CampaignError
-    from sdl.store import SchemaTooNew, UnknownCampaign
+    from sdl.store import SchemaTooNew, StoreUnavailable, UnknownCampaign
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -105,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             err.print(f"[red]error:[/] {problem}", markup=True, highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
-    except (BadInput, UnknownCampaign, SchemaTooNew) as exc:
+    except (BadInput, UnknownCampaign, SchemaTooNew, StoreUnavailable) as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

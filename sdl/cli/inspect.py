@@ -1,4 +1,6 @@
-"""Read-only commands: schema, validate, campaigns, show, export, plot."""
+"""Commands that read the record (schema, validate, campaigns, show, export, plot), and the few that tidy
+it (delete, backup). Reading commands open the store read-only: they work on a read-only directory and
+never change a byte of it."""
 
 from __future__ import annotations
 
@@ -11,12 +13,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from sdl.cli import EXIT_OK, BadInput, data_dir_of
-from sdl.cli.progress import fmt_recipe, fmt_value, summary_table
-from sdl.executor import best_experiment, counts_toward_budget
-from sdl.runner import campaign_of, runner_alive
-from sdl.status import CampaignStatus
-from sdl.store import CampaignRecord, Store
+from sdl.cli import EXIT_OK, BadInput, open_store
+from sdl.cli.progress import fmt_best, fmt_objectives, fmt_recipe, summary_table
+from sdl.foreground import campaign_of
+from sdl.history import campaign_state, counts, spent
+from sdl.status import ExperimentStatus
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -33,17 +34,24 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "validate",
         parents=[common],
         help="check a campaign file",
-        description="Validate a campaign file, including that its import paths resolve. Prints every mistake "
-        "with its file, line and field path; exit code 2 if any.",
+        description="Validate a campaign file: every field, that its import paths resolve, that the "
+        "procedure accepts its options, and that address placeholders name endpoints the simulated lab "
+        "has. Prints every mistake with its file, line and field path; exit code 2 if any. With --dry-run, "
+        "a plain-function procedure is also called once at the centre of the search space, and every "
+        "objective and stop_when measurement must come back as a number.",
     )
     p.add_argument("file", type=Path, help="campaign file (YAML)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="call a function procedure once at the centre of the space"
+    )
     p.set_defaults(handler=cmd_validate)
 
     p = commands.add_parser(
         "campaigns",
         parents=[common],
         help="list the campaigns in the store",
-        description="List campaigns: id, name, status, experiments done/budget, best value, start time.",
+        description="List campaigns: id, name, state, experiments done and failed against the budget, the "
+        "best value, start time. A campaign whose process died without closing it shows as stale.",
     )
     p.set_defaults(handler=cmd_campaigns)
 
@@ -60,12 +68,13 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "export",
         parents=[common],
         help="export a campaign's history as CSV or JSON lines",
-        description="One row per experiment: recipe columns, measurement columns, status, objective, failure "
-        "and the optimizer's decision. Writes to stdout unless -o is given.",
+        description="One row per experiment: recipe columns, measurement columns (the objectives' own "
+        "values, in their own direction), status, the minimised scalar `loss`, failure and its cause, and "
+        "the optimizer's decision. Writes to stdout unless -o is given.",
     )
     p.add_argument("campaign_id", metavar="CAMPAIGN_ID")
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="output format (default: csv)")
-    p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    p.add_argument("-o", "--output", type=Path, help="file to write (its directory must exist)")
     p.set_defaults(handler=cmd_export)
 
     p = commands.add_parser(
@@ -76,15 +85,33 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "(each parameter vs experiment, coloured by the first objective).",
     )
     p.add_argument("campaign_id", metavar="CAMPAIGN_ID")
-    p.add_argument("-o", "--output", type=Path, required=True, help="PNG file to write")
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, help="PNG file to write (its directory must exist)"
+    )
     p.set_defaults(handler=cmd_plot)
 
+    p = commands.add_parser(
+        "delete",
+        parents=[common],
+        help="delete a campaign and everything recorded for it",
+        description="Delete a campaign, its experiments, documents and journal from the store (e.g. one that "
+        "failed before its first experiment). Asks for confirmation unless --yes. Refused while a process "
+        "is running the campaign.",
+    )
+    p.add_argument("campaign_id", metavar="CAMPAIGN_ID")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation (for scripts)")
+    p.set_defaults(handler=cmd_delete)
 
-def _open_store(args: argparse.Namespace) -> Store:
-    data_dir = data_dir_of(args)
-    if not Store.exists(data_dir):
-        raise BadInput(f"no store in {data_dir} (give --data-dir, or run a campaign first)")
-    return Store(data_dir)
+    p = commands.add_parser(
+        "backup",
+        parents=[common],
+        help="copy the whole store, safely, even while campaigns run",
+        description="Write a consistent copy of the store with SQLite's online backup (safe while the lab "
+        "service or `sdl run` is writing). DEST is a new file, or an existing directory to put "
+        "sdl.sqlite3 in. Restore by pointing --data-dir at a directory holding the copy as sdl.sqlite3.",
+    )
+    p.add_argument("destination", metavar="DEST", type=Path)
+    p.set_defaults(handler=cmd_backup)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -95,7 +122,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from sdl.loading import load_campaign
+    from sdl.loading import dry_run, load_campaign
 
     loaded = load_campaign(args.file)
     c = loaded.campaign
@@ -105,38 +132,44 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{c.budget.max_experiments} experiments, optimizer {c.optimizer.kind}, {kind}, "
         f"{len(c.lab.instruments)} instrument(s)"
     )
+    if args.dry_run:
+        print(dry_run(loaded))
     return EXIT_OK
 
 
-def status_text(record: CampaignRecord) -> str:
-    if record.status is CampaignStatus.RUNNING and not runner_alive(record.runner_pid, record.runner_host):
-        return "stale (its process is gone; resume it)"
-    return record.status.value
+def _output_path(path: Path) -> Path:
+    """Refuse an output path whose directory does not exist, rather than create directories anywhere."""
+    parent = path.expanduser().parent
+    if not parent.is_dir():
+        raise BadInput(f"cannot write {path}: the directory {parent} does not exist (create it first)")
+    return path
 
 
 def cmd_campaigns(args: argparse.Namespace) -> int:
-    with _open_store(args) as store:
+    with open_store(args, read_only=True) as store:
         table = Table(title=f"campaigns in {store.path}", title_justify="left")
-        for column in ("id", "name", "status", "done/budget", "best", "started"):
+        for column in ("id", "name", "state", "done", "failed", "budget", "best", "started"):
             table.add_column(column)
         for record in store.campaigns():
+            campaign, _ = campaign_of(store, record.id)
             history = store.experiments(record.id)
-            best = best_experiment(history)
-            spent = sum(counts_toward_budget(e) for e in history)
+            n = counts(history)
             table.add_row(
                 record.id,
                 record.name,
-                status_text(record),
-                f"{spent}/{record.max_experiments}",
-                fmt_value(best.objective) if best else "-",
+                campaign_state(record),
+                str(n[ExperimentStatus.DONE]),
+                str(n[ExperimentStatus.FAILED]),
+                f"{spent(history)}/{record.max_experiments}",
+                fmt_best(campaign, history),
                 (record.started_at or "")[:19].replace("T", " "),
             )
-        Console(width=max(Console().width, 120)).print(table)
+        Console(width=max(Console().width, 140)).print(table)
     return EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with _open_store(args) as store:
+    with open_store(args, read_only=True) as store:
         record = store.campaign(args.campaign_id)
         campaign, _ = campaign_of(store, args.campaign_id)
         history = store.experiments(args.campaign_id)
@@ -149,7 +182,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             highlight=False,
         )
         table = Table(title="experiments", title_justify="left")
-        for column in ("#", "status", "recipe", "objective", "measurements / failure", "model"):
+        for column in ("#", "status", "recipe", "objectives", "measurements / failure", "model"):
             table.add_column(column)
         for e in history:
             detail = fmt_recipe(e.measurements or {}) if e.measurements else ""
@@ -159,7 +192,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                 str(e.seq),
                 e.status.value,
                 fmt_recipe(e.recipe),
-                fmt_value(e.objective),
+                fmt_objectives(campaign, e) if e.status is ExperimentStatus.DONE else "",
                 detail,
                 e.decision.model if e.decision else "",
             )
@@ -170,16 +203,16 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from sdl import report
 
-    with _open_store(args) as store:
+    output = _output_path(args.output) if args.output is not None else None
+    with open_store(args, read_only=True) as store:
         store.campaign(args.campaign_id)
         campaign, _ = campaign_of(store, args.campaign_id)
         text = report.export_text(campaign, store.experiments(args.campaign_id), args.format)
-    if args.output is None:
+    if output is None:
         sys.stdout.write(text)
     else:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}")
+        output.write_text(text, encoding="utf-8")
+        print(f"wrote {output}")
     return EXIT_OK
 
 
@@ -188,9 +221,36 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     if args.output.suffix.lower() != ".png":
         raise BadInput(f"the plot is a PNG: give -o FILE.png, not {args.output}")
-    with _open_store(args) as store:
+    output = _output_path(args.output)
+    with open_store(args, read_only=True) as store:
         store.campaign(args.campaign_id)
         campaign, _ = campaign_of(store, args.campaign_id)
-        path = report.plot(campaign, store.experiments(args.campaign_id), args.output, title=args.campaign_id)
+        path = report.plot(campaign, store.experiments(args.campaign_id), output, title=args.campaign_id)
     print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        record = store.campaign(args.campaign_id)
+        history = store.experiments(args.campaign_id)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise BadInput("sdl delete asks for confirmation on a terminal; pass --yes in scripts")
+            answer = input(
+                f"delete campaign {record.id} ({record.name}, {campaign_state(record)}, "
+                f"{len(history)} experiments) and everything recorded for it? [y/N] "
+            )
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing deleted")
+                return EXIT_OK
+        store.delete_campaign(args.campaign_id)
+    print(f"deleted campaign {args.campaign_id} ({len(history)} experiments)")
+    return EXIT_OK
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    with open_store(args, read_only=True) as store:
+        target = store.backup(args.destination)
+    print(f"wrote {target}")
     return EXIT_OK

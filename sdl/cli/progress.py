@@ -10,7 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sdl.campaign import Campaign
-from sdl.executor import RunResult, best_experiment, counts_toward_budget
+from sdl.foreground import RunResult
+from sdl.history import best_experiment, campaign_state, spent, user_value
 from sdl.status import ExperimentStatus
 from sdl.store import CampaignRecord, ExperimentRecord
 
@@ -25,6 +26,16 @@ def fmt_recipe(recipe: dict[str, Any]) -> str:
     return ", ".join(f"{k}={fmt_value(v)}" for k, v in recipe.items())
 
 
+def fmt_objectives(campaign: Campaign, experiment: ExperimentRecord) -> str:
+    """The objectives as measured, in the user's direction: 'distance=0.0062' (never a negated value)."""
+    return fmt_recipe(user_value(campaign, experiment))
+
+
+def fmt_best(campaign: Campaign, history: list[ExperimentRecord]) -> str:
+    best = best_experiment(history)
+    return "-" if best is None else f"{fmt_objectives(campaign, best)} (#{best.seq})"
+
+
 class CampaignProgress:
     """Executor observer: experiments done / budget, best so far, and ETA from the mean experiment time."""
 
@@ -32,8 +43,8 @@ class CampaignProgress:
         self.console = console
         self.campaign = campaign
         self.total = campaign.budget.max_experiments
-        self.spent = sum(counts_toward_budget(e) for e in history)
-        self.best = best_experiment(history)
+        self.spent = spent(history)
+        self.history = list(history)
         self._durations: list[float] = []
         self._started: float | None = None
         self._progress: Progress | None = None
@@ -62,9 +73,7 @@ class CampaignProgress:
             self._progress.stop()
 
     def _best_text(self) -> str:
-        if self.best is None or self.best.objective is None:
-            return "-"
-        return f"{self.best.objective:.6g} (#{self.best.seq})"
+        return fmt_best(self.campaign, self.history)
 
     def _eta(self) -> str:
         if not self._durations:
@@ -82,17 +91,17 @@ class CampaignProgress:
     def experiment_finished(self, experiment: ExperimentRecord, history: list[ExperimentRecord]) -> None:
         if self._started is not None:
             self._durations.append(time.monotonic() - self._started)
-        self.spent = sum(counts_toward_budget(e) for e in history)
-        self.best = best_experiment(history)
+        self.spent = spent(history)
+        self.history = list(history)
         if self._progress is not None:
             self._progress.update(self._task, completed=self.spent, best=self._best_text(), eta=self._eta())
-            if experiment.status is ExperimentStatus.FAILED:
+            if experiment.status is not ExperimentStatus.DONE:
                 self._progress.console.print(
-                    f"[yellow]experiment {experiment.seq} failed:[/] {experiment.failure}"
+                    f"[yellow]experiment {experiment.seq} {experiment.status.value}:[/] {experiment.failure}"
                 )
             return
         outcome = (
-            f"objective {fmt_value(experiment.objective)}"
+            fmt_objectives(self.campaign, experiment)
             if experiment.status is ExperimentStatus.DONE
             else f"{experiment.status.value}: {experiment.failure}"
         )
@@ -109,16 +118,15 @@ def summary_table(record: CampaignRecord, campaign: Campaign, history: list[Expe
     table = Table(title=f"campaign {record.id} ({record.name})", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("status", f"{record.status.value}: {record.stop_reason or ''}")
+    state = campaign_state(record)
+    table.add_row("status", f"{state}: {record.stop_reason}" if record.stop_reason else state)
     counts = {s: sum(1 for e in history if e.status is s) for s in ExperimentStatus}
     table.add_row("experiments", ", ".join(f"{n} {s.value}" for s, n in counts.items() if n) or "none")
-    table.add_row(
-        "budget", f"{sum(counts_toward_budget(e) for e in history)} of {campaign.budget.max_experiments}"
-    )
+    table.add_row("budget", f"{spent(history)} of {campaign.budget.max_experiments}")
     best = best_experiment(history)
     if best is not None:
         table.add_row("best experiment", f"#{best.seq}")
-        table.add_row("best value", fmt_value(best.objective))
+        table.add_row("best value", fmt_objectives(campaign, best))
         table.add_row("best recipe", fmt_recipe(best.recipe))
         table.add_row("its measurements", fmt_recipe(best.measurements or {}))
     return table

@@ -1,4 +1,4 @@
-"""`sdl run` and `sdl demo`: run a campaign in the foreground, with Ctrl-C stopping it cleanly."""
+"""`sdl run` and `sdl demo`: run a campaign in the foreground, with Ctrl-C and SIGTERM stopping it cleanly."""
 
 from __future__ import annotations
 
@@ -13,11 +13,18 @@ from typing import Any
 
 from rich.console import Console
 
-from sdl.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, BadInput, data_dir_of
+from sdl.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, BadInput, data_dir_of, open_store
 from sdl.cli.progress import CampaignProgress, result_line, summary_table
-from sdl.executor import Executor
+from sdl.foreground import (
+    ForegroundRun,
+    campaign_of,
+    new_run_owner,
+    run_campaign,
+    start_campaign,
+    take_over,
+    with_overrides,
+)
 from sdl.loading import load_campaign
-from sdl.runner import campaign_of, prepare_resume, run_campaign, start_campaign, with_overrides
 from sdl.status import CampaignStatus
 from sdl.store import Store
 
@@ -32,15 +39,20 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="run a campaign in the foreground",
         description="Validate a campaign file, record it in the store and run it until its budget is spent, "
-        "its target reached, or Ctrl-C. Ctrl-C stops cleanly: the RunEngine aborts the plan (moving "
-        "devices get stop()), the experiment in flight is marked interrupted, and the exit code is 130. "
-        "Continue later with `sdl run --resume CAMPAIGN_ID`.",
+        "its target reached, or Ctrl-C. Ctrl-C (or SIGTERM) stops cleanly: the RunEngine aborts the plan "
+        "(moving devices get stop()), the experiment in flight is marked interrupted, and the exit code is "
+        "130. Continue later with `sdl run --resume CAMPAIGN_ID`. Exit code 1 when the campaign failed "
+        "(too many failures in a row, or not a single successful experiment).",
     )
     p.add_argument("file", nargs="?", type=Path, help="campaign file (YAML; see `sdl schema`)")
-    p.add_argument("--resume", metavar="CAMPAIGN_ID", help="continue a stopped campaign from its record")
+    p.add_argument("--resume", metavar="CAMPAIGN_ID", help="continue a stopped or crashed campaign")
     p.add_argument("--seed", type=int, help="override optimizer.seed")
     p.add_argument(
-        "--budget", type=int, metavar="N", help="override budget.max_experiments (with --resume: extend it)"
+        "--budget",
+        type=int,
+        metavar="N",
+        help="set budget.max_experiments to N; with --resume, N is the new total (e.g. 40 to run 10 "
+        "more experiments of a finished 30-experiment campaign)",
     )
     p.set_defaults(handler=cmd_run)
 
@@ -58,8 +70,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def sigint_guard(executor: Executor) -> Iterator[None]:
-    """Route Ctrl-C (and SIGTERM) to a clean stop; a second Ctrl-C stops at once."""
+def signal_guard(run: ForegroundRun) -> Iterator[None]:
+    """Route Ctrl-C and SIGTERM to a clean stop, recording which signal; a second one stops at once."""
     calls = 0
 
     def handle(signum: int, frame: Any) -> None:
@@ -67,10 +79,11 @@ def sigint_guard(executor: Executor) -> Iterator[None]:
         calls += 1
         if calls > 1:
             raise KeyboardInterrupt
-        log.warning("%s: stopping the experiment in flight (again to force)", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        log.warning("%s: stopping the experiment in flight (again to force)", name)
         # A plain function cannot be aborted from outside; an exception is the only way to stop it.
-        in_function = executor.in_function
-        executor.interrupt()
+        in_function = run.in_function
+        run.interrupt(f"interrupted by the operator ({'Ctrl-C' if signum == signal.SIGINT else name})")
         if in_function:
             raise KeyboardInterrupt
 
@@ -88,41 +101,39 @@ def _check_budget(budget: int | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    data_dir = data_dir_of(args)
     _check_budget(args.budget)
+    owner = new_run_owner()
     if args.resume:
         if args.file is not None or args.seed is not None:
             raise BadInput(
                 "--resume takes a campaign id (and optionally --budget): its file and seed are recorded"
             )
-        if not Store.exists(data_dir):
-            raise BadInput(f"no store in {data_dir} (give --data-dir)")
-        store = Store(data_dir)
+        store = open_store(args, create=False)
         store.campaign(args.resume)
-        prepare_resume(store, args.resume)
+        take_over(store, args.resume, owner)
         if args.budget is not None:
             campaign, _ = campaign_of(store, args.resume)
-            extended = with_overrides(campaign, max_experiments=args.budget)
-            store.set_budget(args.resume, extended.model_dump(mode="json"), args.budget)
+            changed = with_overrides(campaign, max_experiments=args.budget)
+            store.set_budget(args.resume, changed.model_dump(mode="json"), args.budget)
         campaign_id = args.resume
     else:
         if args.file is None:
             raise BadInput("give a campaign FILE to run, or --resume CAMPAIGN_ID")
         loaded = load_campaign(args.file)  # every check before anything is written
-        store = Store(data_dir)
-        campaign_id = start_campaign(store, loaded, seed=args.seed, max_experiments=args.budget)
+        store = open_store(args, create=True)
+        campaign_id = start_campaign(store, loaded, owner=owner, seed=args.seed, max_experiments=args.budget)
     with store:
-        return execute(store, campaign_id, Console(soft_wrap=True))
+        return execute(store, campaign_id, owner, Console(soft_wrap=True))
 
 
-def execute(store: Store, campaign_id: str, out: Console) -> int:
+def execute(store: Store, campaign_id: str, owner: str, out: Console) -> int:
     campaign, _ = campaign_of(store, campaign_id)
     out.print(f"campaign [bold]{campaign_id}[/] ({campaign.name}), record in {store.path}", highlight=False)
     progress = CampaignProgress(out, campaign, store.experiments(campaign_id))
     forced = False
     try:
         with progress:
-            result = run_campaign(store, campaign_id, observer=progress, guard=sigint_guard)
+            result = run_campaign(store, campaign_id, owner, observer=progress, guard=signal_guard)
         out.print(result_line(result), highlight=False)
     except KeyboardInterrupt:
         forced = True
@@ -163,14 +174,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _check_budget(args.budget)
     path = demo_campaign_path()
     loaded = load_campaign(path)
-    data_dir = data_dir_of(args)
-    with Store(data_dir) as store:
-        campaign_id = start_campaign(store, loaded, seed=args.seed, max_experiments=args.budget)
+    owner = new_run_owner()
+    with open_store(args, create=True) as store:
+        campaign_id = start_campaign(store, loaded, owner=owner, seed=args.seed, max_experiments=args.budget)
         out = Console(soft_wrap=True)
-        code = execute(store, campaign_id, out)
+        code = execute(store, campaign_id, owner, out)
         campaign, _ = campaign_of(store, campaign_id)
         history = store.experiments(campaign_id)
-        exports = data_dir / "exports"
+        exports = data_dir_of(args) / "exports"
         exports.mkdir(parents=True, exist_ok=True)
         csv_path = exports / f"{campaign_id}.csv"
         csv_path.write_text(report.export_text(campaign, history, "csv"), encoding="utf-8")

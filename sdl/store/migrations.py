@@ -114,9 +114,92 @@ def _v2(conn: sqlite3.Connection) -> None:
     )
 
 
+_V3 = _statements(
+    # Ownership is a claim (owner, epoch, heartbeat) taken in one transaction, not a pid check; the
+    # wall time a campaign has run survives restarts; the daemon's per-campaign controls and shares.
+    "ALTER TABLE campaigns ADD COLUMN owner TEXT",
+    "ALTER TABLE campaigns ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE campaigns ADD COLUMN heartbeat_at REAL",
+    "ALTER TABLE campaigns ADD COLUMN active_seconds REAL NOT NULL DEFAULT 0",
+    "ALTER TABLE campaigns ADD COLUMN control TEXT NOT NULL DEFAULT 'run'",
+    "ALTER TABLE campaigns ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE campaigns ADD COLUMN weight REAL NOT NULL DEFAULT 1",
+    "ALTER TABLE campaigns ADD COLUMN submitted_by TEXT",
+    # Where an experiment ran, what it repeats, and why it ended when it was not a result.
+    "ALTER TABLE experiments ADD COLUMN workcell TEXT",
+    "ALTER TABLE experiments ADD COLUMN retry_of INTEGER REFERENCES experiments(id)",
+    "ALTER TABLE experiments ADD COLUMN cause TEXT",
+    "ALTER TABLE experiments ADD COLUMN fault_kind TEXT",
+    "ALTER TABLE experiments ADD COLUMN fault_instrument TEXT",
+    # Event-model documents streamed one by one as the RunEngine emits them (zlib-compressed JSON).
+    """CREATE TABLE run_documents (
+        experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+        seq INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (experiment_id, seq)
+    )""",
+    # Every command the RunEngine sent to a device, written before it is sent, and its acknowledgement.
+    """CREATE TABLE journal (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+        at REAL NOT NULL,
+        entry TEXT NOT NULL,              -- sent | done | failed | abort
+        command TEXT NOT NULL,
+        instrument TEXT,
+        device TEXT,
+        detail TEXT,
+        ref INTEGER                       -- for done/failed: the id of the 'sent' entry
+    )""",
+    "CREATE INDEX journal_by_experiment ON journal (experiment_id, id)",
+    "CREATE INDEX journal_by_instrument ON journal (instrument, id)",
+    # Which experiment holds which instrument; written with the 'running' transition.
+    """CREATE TABLE leases (
+        instrument TEXT PRIMARY KEY,
+        experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+        workcell TEXT,
+        since TEXT NOT NULL
+    )""",
+    """CREATE TABLE instruments (
+        name TEXT PRIMARY KEY,
+        state TEXT NOT NULL DEFAULT 'ok',  -- ok | suspect | quarantined
+        reason TEXT,
+        consecutive_faults INTEGER NOT NULL DEFAULT 0,
+        faults INTEGER NOT NULL DEFAULT 0,
+        retries INTEGER NOT NULL DEFAULT 0,
+        auto_releases INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL
+    )""",
+    # Small facts about the lab as a whole: the daemon's claim, the e-stop.
+    "CREATE TABLE lab_state (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL)",
+    # What the daemon published, so a subscriber that missed some catches up from the record.
+    """CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        campaign_id TEXT,
+        body TEXT NOT NULL
+    )""",
+    # Who asked for what, and what came of it. Append-only.
+    """CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        who TEXT NOT NULL,
+        origin TEXT,
+        action TEXT NOT NULL,
+        target TEXT,
+        arguments TEXT,
+        result TEXT NOT NULL
+    )""",
+)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "campaigns, experiments, optimizer decisions, raw documents", _V1),
     Migration(2, "experiment status transition log", _v2),
+    Migration(
+        3, "claims, streamed documents, command journal, leases, instrument health, events, audit", _V3
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

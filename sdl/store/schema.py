@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdl.status import CampaignStatus, ExperimentStatus
+from sdl.status import CampaignStatus, Cause, ExperimentStatus
 
 DOCUMENT_ENCODING = "json+zlib"
 
@@ -41,6 +41,15 @@ def dumps(value: Any) -> str:
 def encode_documents(documents: list[tuple[str, Mapping[str, Any]]]) -> tuple[bytes, int]:
     raw = dumps([[name, doc] for name, doc in documents]).encode()
     return zlib.compress(raw, 6), len(raw)
+
+
+def encode_document(doc: Mapping[str, Any]) -> bytes:
+    """One event-model document as stored in a row of its own (zlib-compressed JSON)."""
+    return zlib.compress(dumps(doc).encode(), 6)
+
+
+def decode_document(body: bytes) -> dict[str, Any]:
+    return dict(json.loads(zlib.decompress(body)))
 
 
 def decode_documents(blob: bytes, encoding: str) -> list[tuple[str, dict[str, Any]]]:
@@ -78,6 +87,14 @@ class CampaignRecord:
     created_at: str
     started_at: str | None
     finished_at: str | None
+    owner: str | None = None
+    epoch: int = 0
+    heartbeat_at: float | None = None
+    active_seconds: float = 0.0
+    control: str = "run"
+    priority: int = 0
+    weight: float = 1.0
+    submitted_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,11 @@ class ExperimentRecord:
     started_at: str | None
     finished_at: str | None
     decision: Decision | None = field(default=None, compare=False)
+    workcell: str | None = None
+    retry_of: int | None = None
+    cause: Cause | None = None
+    fault_kind: str | None = None
+    fault_instrument: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,3 +126,53 @@ class Transition:
     to_status: ExperimentStatus
     at: str
     note: str | None
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One line of an experiment's command journal: a command sent to a device, or its acknowledgement."""
+
+    id: int
+    experiment_id: int
+    at: float
+    entry: str  # sent | done | failed | abort
+    command: str
+    instrument: str | None
+    device: str | None
+    detail: str | None
+    ref: int | None
+
+
+@dataclass(frozen=True)
+class InstrumentRecord:
+    """An instrument's health as the lab service keeps it."""
+
+    name: str
+    state: str  # ok | suspect | quarantined
+    reason: str | None
+    consecutive_faults: int
+    faults: int
+    retries: int
+    auto_releases: int
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    seq: int
+    at: str
+    topic: str
+    campaign_id: str | None
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    id: int
+    at: str
+    who: str
+    origin: str | None
+    action: str
+    target: str | None
+    arguments: dict[str, Any] | None
+    result: str

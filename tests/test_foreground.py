@@ -1,4 +1,4 @@
-"""The executor loop: failures, stopping rules, Ctrl-C inside a procedure, crash recovery and resume."""
+"""`sdl run`'s loop: failures, stopping rules, Ctrl-C inside a procedure, claims, crash recovery, resume."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from sdl.campaign import Campaign
-from sdl.executor import Executor
+from sdl.foreground import CRASH_REASON, ForegroundRun, new_run_owner, run_campaign, start_campaign, take_over
 from sdl.loading import LoadedCampaign
-from sdl.runner import CRASH_REASON, CampaignBusy, prepare_resume, run_campaign, start_campaign
-from sdl.status import CampaignStatus, ExperimentStatus
-from sdl.store import Store
+from sdl.optimizer import make_optimizer
+from sdl.proposing import decide_next
+from sdl.status import CampaignStatus, Cause, ExperimentStatus
+from sdl.store import CampaignBusy, Store
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -50,7 +51,7 @@ BASE: dict[str, Any] = {
     "objectives": [{"measurement": "loss", "goal": "minimize"}],
     "budget": {"max_experiments": 8},
     "optimizer": {"kind": "bayesian", "initial_design": 4, "seed": 3},
-    "procedure": {"function": "test_executor:bowl"},
+    "procedure": {"function": "test_foreground:bowl"},
 }
 
 
@@ -122,7 +123,7 @@ def test_failures_are_recorded_with_reasons_and_count_toward_the_budget(store: S
 def test_a_missing_measurement_fails_the_experiment_and_keeps_what_was_measured(
     store: Store, tmp_path: Path
 ) -> None:
-    loaded = campaign(tmp_path, procedure__function="test_executor:wrong_name", budget__max_experiments=2)
+    loaded = campaign(tmp_path, procedure__function="test_foreground:wrong_name", budget__max_experiments=2)
     campaign_id, _ = run(store, loaded)
     first = store.experiments(campaign_id)[0]
     assert first.status is ExperimentStatus.FAILED
@@ -131,7 +132,7 @@ def test_a_missing_measurement_fails_the_experiment_and_keeps_what_was_measured(
 
 
 def test_a_procedure_returning_something_else_fails(store: Store, tmp_path: Path) -> None:
-    loaded = campaign(tmp_path, procedure__function="test_executor:not_a_dict", budget__max_experiments=1)
+    loaded = campaign(tmp_path, procedure__function="test_foreground:not_a_dict", budget__max_experiments=1)
     campaign_id, _ = run(store, loaded)
     assert store.experiments(campaign_id)[0].failure == "the procedure returned list, not a dict"
 
@@ -158,8 +159,8 @@ def test_wall_time_budget_uses_the_injected_clock(store: Store, tmp_path: Path) 
     loaded = campaign(tmp_path, budget__max_wall_time=25)
     campaign_id = start_campaign(store, loaded)
     ticks = iter(range(0, 1000, 10))
-    executor = Executor(store, campaign_id, loaded.campaign, clock=lambda: float(next(ticks)))
-    result = executor.run()
+    loop = ForegroundRun(store, campaign_id, loaded.campaign, clock=lambda: float(next(ticks)))
+    result = loop.run()
     # the clock reads 0 at the start, then 10, 20, 30 before each decision: two experiments fit
     assert statuses(store, campaign_id) == ["done", "done"]
     assert result.stop_reason == "wall time spent: 30 s of 25 s"
@@ -220,11 +221,14 @@ def test_resume_after_ctrl_c_reproduces_the_history_and_continues(tmp_path: Path
         assert statuses(store, campaign_id) == ["done"] * 5 + ["interrupted"]
         interrupted = store.experiments(campaign_id)[-1]
         assert interrupted.failure == "interrupted by the operator (Ctrl-C)"
+        assert interrupted.cause is Cause.OPERATOR
         assert store.campaign(campaign_id).status is CampaignStatus.INTERRUPTED
+        assert store.campaign(campaign_id).owner is None  # the claim was released
 
     with Store(tmp_path / "interrupted") as store:  # a later `sdl run --resume`
-        assert prepare_resume(store, campaign_id) == []
-        result = run_campaign(store, campaign_id)
+        owner = new_run_owner()
+        assert take_over(store, campaign_id, owner) == []
+        result = run_campaign(store, campaign_id, owner)
         assert result.status is CampaignStatus.COMPLETED
         history = store.experiments(campaign_id)
     assert [e.status.value for e in history] == ["done"] * 5 + ["interrupted"] + ["done"] * 3
@@ -234,23 +238,31 @@ def test_resume_after_ctrl_c_reproduces_the_history_and_continues(tmp_path: Path
     assert interrupted.recipe == straight[5]
 
 
+def crashed_owner() -> str:
+    """The claim a killed `sdl run` leaves behind: a process on this host that no longer exists."""
+    import socket
+
+    return f"run:{socket.gethostname()}:999999999:dead00"
+
+
 def test_after_a_crash_the_experiment_in_flight_is_interrupted_never_rerun(tmp_path: Path) -> None:
     with Store(tmp_path / "data") as store:
         loaded = campaign(tmp_path, budget__max_experiments=3)
-        campaign_id = start_campaign(store, loaded)
-        executor = Executor(store, campaign_id, loaded.campaign)
-        history = store.experiments(campaign_id)
-        in_flight = executor._propose(history)
-        store.mark_running(in_flight.id)
-        # the process dies here: the record says running, the campaign says running
-        store._conn.execute("UPDATE campaigns SET runner_pid = 999999999 WHERE id = ?", (campaign_id,))
+        campaign_id = start_campaign(store, loaded, owner=crashed_owner())
+        optimizer = make_optimizer(loaded.campaign.space, loaded.campaign.optimizer)
+        nxt = decide_next(loaded.campaign, optimizer, store.experiments(campaign_id))
+        in_flight = store.add_proposal(campaign_id, nxt.recipe, nxt.decision)
+        store.start_experiment(in_flight.id)
+        # the process dies here: the record says running, the campaign is claimed by a dead process
 
     with Store(tmp_path / "data") as store:
-        recovered = prepare_resume(store, campaign_id)
+        owner = new_run_owner()
+        recovered = take_over(store, campaign_id, owner)
         assert [e.id for e in recovered] == [in_flight.id]
         after = store.experiment(in_flight.id)
         assert after.status is ExperimentStatus.INTERRUPTED and after.failure == CRASH_REASON
-        run_campaign(store, campaign_id)
+        assert after.cause is Cause.CRASH
+        run_campaign(store, campaign_id, owner)
         history = store.experiments(campaign_id)
         assert [e.status.value for e in history] == ["interrupted", "done", "done", "done"]
         assert [t.to_status.value for t in store.transitions(in_flight.id)] == [
@@ -260,11 +272,68 @@ def test_after_a_crash_the_experiment_in_flight_is_interrupted_never_rerun(tmp_p
         ]
 
 
-def test_a_campaign_run_by_a_live_process_cannot_be_resumed(store: Store, tmp_path: Path) -> None:
-    campaign_id = start_campaign(store, campaign(tmp_path))
-    store._conn.execute("UPDATE campaigns SET runner_pid = ? WHERE id = ?", (os.getppid(), campaign_id))
-    with pytest.raises(CampaignBusy, match=f"is being run by process {os.getppid()}"):
-        prepare_resume(store, campaign_id)
+def test_a_proposal_left_by_a_crash_runs_first_on_resume(tmp_path: Path) -> None:
+    with Store(tmp_path / "data") as store:
+        loaded = campaign(tmp_path, budget__max_experiments=2)
+        campaign_id = start_campaign(store, loaded, owner=crashed_owner())
+        optimizer = make_optimizer(loaded.campaign.space, loaded.campaign.optimizer)
+        nxt = decide_next(loaded.campaign, optimizer, store.experiments(campaign_id))
+        proposed = store.add_proposal(campaign_id, nxt.recipe, nxt.decision)  # ...and the process dies
+        run_campaign(store, campaign_id)
+        history = store.experiments(campaign_id)
+    assert [e.status.value for e in history] == ["done", "done"]
+    assert history[0].id == proposed.id and history[0].recipe == nxt.recipe
+
+
+def test_a_campaign_run_by_a_live_process_cannot_be_taken_over(store: Store, tmp_path: Path) -> None:
+    import socket
+
+    live = f"run:{socket.gethostname()}:{os.getppid()}:feed00"
+    campaign_id = start_campaign(store, campaign(tmp_path), owner=live)
+    with pytest.raises(CampaignBusy, match=f"is being run by `sdl run` \\(process {os.getppid()} on "):
+        take_over(store, campaign_id, new_run_owner())
+    with pytest.raises(CampaignBusy):
+        run_campaign(store, campaign_id)
+    assert store.campaign(campaign_id).owner == live
+
+
+def test_two_processes_racing_to_resume_a_crashed_campaign_never_both_win(tmp_path: Path) -> None:
+    """Each attempt runs in its own process with its own connection, released at the same moment."""
+    import multiprocessing
+
+    with Store(tmp_path / "data") as store:
+        campaign_id = start_campaign(store, campaign(tmp_path), owner=crashed_owner())
+    context = multiprocessing.get_context("spawn")
+    data_dir = str(tmp_path / "data")
+    for _ in range(10):
+        with Store(tmp_path / "data") as store:
+            store.claim_campaign(campaign_id, crashed_owner())  # as if crashed again
+        barrier = context.Barrier(2)
+        results = context.Queue()
+        racers = [
+            context.Process(target=_race_take_over, args=(data_dir, campaign_id, barrier, results))
+            for _ in range(2)
+        ]
+        for racer in racers:
+            racer.start()
+        outcomes = sorted(results.get(timeout=60) for _ in racers)
+        for racer in racers:
+            racer.join(timeout=60)
+        assert outcomes == ["CampaignBusy", "won"], outcomes
+
+
+def _race_take_over(data_dir: str, campaign_id: str, barrier: Any, results: Any) -> None:
+    with Store(data_dir) as store:
+        owner = new_run_owner()
+        barrier.wait()
+        try:
+            take_over(store, campaign_id, owner)
+        except CampaignBusy:
+            results.put("CampaignBusy")
+        except Exception as exc:
+            results.put(f"{type(exc).__name__}: {exc}")
+        else:
+            results.put("won")
 
 
 def test_interrupt_between_experiments_starts_nothing_new(store: Store, tmp_path: Path) -> None:
@@ -274,9 +343,91 @@ def test_interrupt_between_experiments_starts_nothing_new(store: Store, tmp_path
     class StopAfterTwo(Recorder):
         def experiment_finished(self, experiment: Any, history: list[Any]) -> None:
             if experiment.seq == 2:
-                executor.interrupt()
+                loop.interrupt()
 
-    executor = Executor(store, campaign_id, loaded.campaign, observer=StopAfterTwo())
-    result = executor.run()
+    loop = ForegroundRun(store, campaign_id, loaded.campaign, observer=StopAfterTwo())
+    result = loop.run()
     assert statuses(store, campaign_id) == ["done", "done"]
     assert result.status is CampaignStatus.INTERRUPTED
+
+
+# -- a campaign that never succeeds ----------------------------------------------------------------------
+
+
+def test_a_campaign_without_a_single_success_fails_even_within_the_failure_streak(
+    store: Store, tmp_path: Path
+) -> None:
+    loaded = campaign(
+        tmp_path,
+        procedure__function="test_foreground:wrong_name",
+        budget__max_experiments=4,
+        budget__max_consecutive_failures=5,
+    )
+    campaign_id, result = run(store, loaded)
+    assert statuses(store, campaign_id) == ["failed"] * 4
+    assert result.status is CampaignStatus.FAILED
+    assert result.stop_reason.startswith("budget spent: 4 of 4 experiments, without a single successful")
+    assert store.campaign(campaign_id).status is CampaignStatus.FAILED
+
+
+def nan_loss(recipe: dict[str, Any]) -> dict:
+    return {"loss": float("nan")}
+
+
+def test_a_measured_nan_is_reported_as_nan(store: Store, tmp_path: Path) -> None:
+    loaded = campaign(tmp_path, procedure__function="test_foreground:nan_loss", budget__max_experiments=1)
+    campaign_id, _ = run(store, loaded)
+    assert store.experiments(campaign_id)[0].failure == "measurement 'loss' is NaN (not a number)"
+
+
+# -- instrument faults and retries ------------------------------------------------------------------------
+
+
+class PumpStalled(Exception):
+    """Stands in for a driver error: drivers tag theirs with a fault kind (decision 0003)."""
+
+    fault = "alarm"
+    instrument = "dye_pumps"
+
+
+def stalls_once(recipe: dict[str, Any], counter: str) -> dict:
+    calls = int(Path(counter).read_text()) + 1 if Path(counter).exists() else 1
+    Path(counter).write_text(str(calls))
+    if calls == 2:
+        raise PumpStalled("dye_pumps: motor stalled")
+    return bowl(recipe)
+
+
+def test_an_instrument_fault_is_not_a_failure_and_spends_no_budget(store: Store, tmp_path: Path) -> None:
+    loaded = campaign(
+        tmp_path,
+        procedure__function="test_foreground:stalls_once",
+        procedure__options={"counter": str(tmp_path / "calls")},
+        budget__max_experiments=3,
+    )
+    campaign_id, result = run(store, loaded)
+    history = store.experiments(campaign_id)
+    assert [e.status.value for e in history] == ["done", "faulted", "done", "done"]
+    faulted = history[1]
+    assert (faulted.fault_kind, faulted.fault_instrument) == ("alarm", "dye_pumps")
+    assert faulted.cause is Cause.FAULT
+    assert faulted.failure == "dye_pumps: PumpStalled: motor stalled"
+    assert result.status is CampaignStatus.COMPLETED
+    # not safe to repeat: the optimizer proposed afresh, and never saw the fault as an observation
+    assert history[2].retry_of is None and history[2].decision.n_observations == 1
+
+
+def test_a_recipe_cut_short_by_a_fault_runs_again_when_safe_to_repeat(store: Store, tmp_path: Path) -> None:
+    loaded = campaign(
+        tmp_path,
+        procedure__function="test_foreground:stalls_once",
+        procedure__options={"counter": str(tmp_path / "calls")},
+        procedure__safe_to_repeat=True,
+        budget__max_experiments=3,
+    )
+    campaign_id, _ = run(store, loaded)
+    history = store.experiments(campaign_id)
+    assert [e.status.value for e in history] == ["done", "faulted", "done", "done"]
+    retry = history[2]
+    assert retry.retry_of == history[1].id and retry.recipe == history[1].recipe
+    assert retry.decision is not None and retry.decision.model == "retry"

@@ -1,0 +1,360 @@
+"""One experiment on a given set of devices: run the procedure, record as it goes, return the outcome.
+
+This is the unit of work of both `sdl run` and the lab service's workers. While a plan runs, each
+command the RunEngine sends to a device is journalled before it is sent (the RunEngine's message hook)
+and its acknowledgement when the device's status completes; each event-model document is written as it
+is emitted. The run's last document is handed back with the outcome, so the caller records both in one
+transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Generator, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from bluesky.protocols import HasName
+
+from sdl.campaign import Campaign, MissingMeasurement
+from sdl.extract import ExtractionError, extract
+from sdl.faults import Fault, classify, describe, instrument_of
+from sdl.imports import resolve
+from sdl.status import Cause, ExperimentStatus
+from sdl.store import ExperimentRecord, Finish
+from sdl.store.schema import to_jsonable
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED_BY_OPERATOR = "interrupted by the operator (Ctrl-C)"
+#: RunEngine commands that act on a device and whose completion is worth recording.
+ACKNOWLEDGED = frozenset({"set", "trigger", "kickoff", "complete"})
+#: Commands whose journal line says a device was asked to move or dispense (a crash then leaves it suspect).
+MOTION = frozenset({"set", "kickoff"})
+_NOT_JOURNALLED = frozenset({"describe", "describe_collect", "subscribe", "unsubscribe", "wait_for"})
+
+Document = tuple[int, str, dict[str, Any]]
+
+
+class Recorder(Protocol):
+    """Where a running experiment's documents and journal go (the store, in practice)."""
+
+    def append_documents(self, experiment_id: int, documents: list[Document]) -> None: ...
+
+    def journal_entry(
+        self,
+        experiment_id: int,
+        entry: str,
+        command: str,
+        *,
+        instrument: str | None = None,
+        device: str | None = None,
+        detail: str | None = None,
+        ref: int | None = None,
+    ) -> int: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one experiment ended."""
+
+    status: ExperimentStatus
+    measurements: dict[str, Any] = field(default_factory=dict)
+    objective: float | None = None
+    failure: str | None = None
+    cause: Cause | None = None
+    fault: Fault | None = None
+    #: The run's last documents, to be recorded in the same transaction as the outcome.
+    trailing_documents: list[Document] = field(default_factory=list)
+
+    def finish(self) -> Finish:
+        return Finish(
+            status=self.status,
+            measurements=self.measurements or None,
+            objective=self.objective,
+            failure=self.failure,
+            cause=self.cause,
+            fault_kind=self.fault.kind if self.fault else None,
+            fault_instrument=self.fault.instrument if self.fault else None,
+        )
+
+
+class ExperimentRunner:
+    """Runs a campaign's experiments one at a time on ``devices`` (name -> device the plan is handed)."""
+
+    def __init__(
+        self,
+        campaign: Campaign,
+        recorder: Recorder,
+        *,
+        base_dir: Path | None = None,
+        devices: Mapping[str, HasName] | None = None,
+        publish: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.campaign = campaign
+        self.recorder = recorder
+        self.devices = dict(devices or {})
+        self.publish = publish
+        procedure = campaign.procedure
+        self._procedure = resolve(procedure.plan or procedure.function or "", base_dir)
+        self._extractor = resolve(procedure.extractor, base_dir) if procedure.extractor else None
+        self._run_engine: Any = None
+        self._phase = "idle"  # idle | function | plan
+        self._abort: tuple[str, Cause] | None = None
+        self._lock = threading.Lock()
+        self._experiment_id: int | None = None
+        self._sent: dict[int, int] = {}
+
+    # -- stopping -----------------------------------------------------------------------------------------
+
+    @property
+    def in_function(self) -> bool:
+        """Whether a plain-function procedure is running (only an exception can stop it)."""
+        return self._phase == "function"
+
+    def abort(self, reason: str = INTERRUPTED_BY_OPERATOR, cause: Cause = Cause.OPERATOR) -> None:
+        """Abort the experiment in flight: a plan through the RunEngine, which calls stop() on every device
+        it moved. Safe from a signal handler or another thread; a function cannot be stopped from outside."""
+        with self._lock:
+            self._abort = (reason, cause)
+            run_engine, phase, experiment_id = self._run_engine, self._phase, self._experiment_id
+        if phase == "plan" and run_engine is not None and not run_engine.state.is_idle:
+            from bluesky.utils import TransitionError
+
+            if experiment_id is not None:
+                self.recorder.journal_entry(experiment_id, "abort", "abort", detail=reason)
+            with suppress(TransitionError):  # the run ended meanwhile; the outcome says what happened
+                run_engine.abort(reason)
+
+    def close(self) -> None:
+        """Stop the RunEngine's event loop thread."""
+        run_engine, self._run_engine = self._run_engine, None
+        if run_engine is not None:
+            run_engine.loop.call_soon_threadsafe(run_engine.loop.stop)
+            run_engine._th.join(timeout=5)
+            run_engine.loop.close()
+
+    # -- running ------------------------------------------------------------------------------------------
+
+    def run(self, experiment: ExperimentRecord) -> Outcome:
+        """Run one experiment that the store already says is running."""
+        with self._lock:
+            self._abort = None
+            self._experiment_id = experiment.id
+        try:
+            if self.campaign.procedure.plan is not None:
+                return self._run_plan(experiment)
+            return self._run_function(experiment)
+        except KeyboardInterrupt:
+            return Outcome(ExperimentStatus.INTERRUPTED, failure=self._abort_reason(), cause=Cause.OPERATOR)
+        finally:
+            with self._lock:
+                self._experiment_id = None
+                self._phase = "idle"
+
+    def _abort_reason(self) -> str:
+        return self._abort[0] if self._abort else INTERRUPTED_BY_OPERATOR
+
+    def _interrupted(self, trailing: list[Document] | None = None) -> Outcome:
+        reason, cause = self._abort or (INTERRUPTED_BY_OPERATOR, Cause.OPERATOR)
+        return Outcome(
+            ExperimentStatus.INTERRUPTED, failure=reason, cause=cause, trailing_documents=trailing or []
+        )
+
+    def _score(self, measurements: Mapping[str, Any], trailing: list[Document] | None = None) -> Outcome:
+        trailing = trailing or []
+        try:
+            objective = self.campaign.scalarise(measurements)  # before NaN becomes null in the record
+        except MissingMeasurement as exc:
+            return Outcome(
+                ExperimentStatus.FAILED,
+                to_jsonable(measurements),
+                failure=str(exc),
+                trailing_documents=trailing,
+            )
+        return Outcome(
+            ExperimentStatus.DONE, to_jsonable(measurements), objective=objective, trailing_documents=trailing
+        )
+
+    def _failed(self, exc: BaseException, trailing: list[Document], prefix: str = "") -> Outcome:
+        fault = classify(exc)
+        if fault is not None:
+            return Outcome(
+                ExperimentStatus.FAULTED,
+                failure=prefix + fault.detail,
+                cause=Cause.FAULT,
+                fault=fault,
+                trailing_documents=trailing,
+            )
+        text = str(exc) if isinstance(exc, ExtractionError) else describe(exc)
+        return Outcome(ExperimentStatus.FAILED, failure=prefix + text, trailing_documents=trailing)
+
+    def _run_function(self, experiment: ExperimentRecord) -> Outcome:
+        self._phase = "function"
+        try:
+            result = self._procedure(dict(experiment.recipe), **self.campaign.procedure.options)
+        except Exception as exc:
+            return self._failed(exc, [])
+        finally:
+            self._phase = "idle"
+        if not isinstance(result, Mapping):
+            return Outcome(
+                ExperimentStatus.FAILED, failure=f"the procedure returned {type(result).__name__}, not a dict"
+            )
+        return self._score(dict(result))
+
+    def _run_plan(self, experiment: ExperimentRecord) -> Outcome:
+        from bluesky.utils import RunEngineInterrupted
+
+        run_engine = self._get_run_engine()
+        sink = _DocumentSink(self.recorder, experiment.id, self.publish)
+        try:
+            plan = self._procedure(dict(experiment.recipe), self.devices, **self.campaign.procedure.options)
+        except Exception as exc:
+            return self._failed(exc, [], prefix="building the plan failed: ")
+        with self._lock:
+            if self._abort is not None:  # aborted between 'running' and here
+                return self._interrupted()
+            self._phase = "plan"
+        self._sent.clear()
+        try:
+            result = run_engine(
+                self._acknowledging(plan, experiment.id),
+                sink,
+                sdl_campaign=experiment.campaign_id,
+                sdl_experiment=experiment.seq,
+                recipe=experiment.recipe,
+            )
+        except RunEngineInterrupted:
+            return self._interrupted(sink.trailing())
+        except Exception as exc:
+            if self._abort is not None:
+                return self._interrupted(sink.trailing())
+            return self._failed(exc, sink.trailing())
+        finally:
+            with self._lock:
+                self._phase = "idle"
+        trailing = sink.trailing()
+        if self._abort is not None:
+            return self._interrupted(trailing)
+        if getattr(result, "interrupted", False) or getattr(result, "exit_status", "success") != "success":
+            reason = getattr(result, "reason", "") or f"run ended with status {result.exit_status}"
+            return Outcome(ExperimentStatus.FAILED, failure=reason, trailing_documents=trailing)
+        documents = sink.all()
+        starts = sum(1 for name, _ in documents if name == "start")
+        if starts != 1:
+            return Outcome(
+                ExperimentStatus.FAILED,
+                failure=f"the plan opened {starts} runs; it must open exactly one",
+                trailing_documents=trailing,
+            )
+        try:
+            measurements = extract(documents, self.campaign.procedure.measurements, self._extractor)
+        except Exception as exc:
+            return self._failed(exc, trailing)
+        return self._score(dict(measurements), trailing)
+
+    # -- the journal ----------------------------------------------------------------------------------------
+
+    def _journal_message(self, msg: Any) -> None:
+        """RunEngine message hook: write each command to a device before the RunEngine acts on it."""
+        experiment_id = self._experiment_id
+        if experiment_id is None or msg.obj is None or msg.command in _NOT_JOURNALLED:
+            return
+        root = instrument_of(msg.obj)
+        detail = ", ".join(_short(a) for a in msg.args) if msg.args else None
+        entry = self.recorder.journal_entry(
+            experiment_id,
+            "sent",
+            msg.command,
+            instrument=getattr(root, "name", None),
+            device=getattr(msg.obj, "name", None),
+            detail=detail,
+        )
+        if msg.command in ACKNOWLEDGED:
+            self._sent[id(msg)] = entry
+
+    def _acknowledging(self, plan: Any, experiment_id: int) -> Generator[Any, Any, Any]:
+        """The plan, with a callback on each status it waits for, journalling when the device finished."""
+        from bluesky.preprocessors import plan_mutator
+
+        def watch(msg: Any) -> Generator[Any, Any, Any]:
+            status = yield msg
+            ref = self._sent.pop(id(msg), None)
+            add_callback = getattr(status, "add_callback", None)
+            if ref is not None and callable(add_callback):
+                add_callback(lambda st: self._acknowledge(experiment_id, msg, ref, st))
+            return status
+
+        def mutate(msg: Any) -> tuple[Any, None] | tuple[None, None]:
+            return (watch(msg), None) if msg.command in ACKNOWLEDGED else (None, None)
+
+        return plan_mutator(plan, mutate)
+
+    def _acknowledge(self, experiment_id: int, msg: Any, ref: int, status: Any) -> None:
+        ok = bool(getattr(status, "success", False))
+        detail = None
+        if not ok:
+            exc = status.exception() if callable(getattr(status, "exception", None)) else None
+            detail = describe(exc) if exc is not None else "failed"
+        root = instrument_of(msg.obj)
+        try:
+            self.recorder.journal_entry(
+                experiment_id,
+                "done" if ok else "failed",
+                msg.command,
+                instrument=getattr(root, "name", None),
+                device=getattr(msg.obj, "name", None),
+                detail=detail,
+                ref=ref,
+            )
+        except Exception:  # a status callback must never raise into the device's thread
+            log.exception("could not journal the acknowledgement of %s", msg.command)
+
+    def _get_run_engine(self) -> Any:
+        if self._run_engine is None:
+            from bluesky import RunEngine
+
+            # No SIGINT handler of its own: the caller decides what Ctrl-C means (see abort()).
+            self._run_engine = RunEngine({}, context_managers=[], call_returns_result=True)
+            self._run_engine.msg_hook = self._journal_message
+        return self._run_engine
+
+
+class _DocumentSink:
+    """RunEngine subscriber: commits each document as it comes, except the last ('stop'), which is
+    handed back to be recorded with the outcome."""
+
+    def __init__(
+        self, recorder: Recorder, experiment_id: int, publish: Callable[[str, dict[str, Any]], None] | None
+    ) -> None:
+        self.recorder = recorder
+        self.experiment_id = experiment_id
+        self.publish = publish
+        self._documents: list[tuple[str, dict[str, Any]]] = []
+        self._held: list[Document] = []
+
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        self._documents.append((name, doc))
+        numbered = (len(self._documents), name, doc)
+        if name == "stop":
+            self._held.append(numbered)
+        else:
+            self.recorder.append_documents(self.experiment_id, [numbered])
+        if self.publish is not None:
+            self.publish(name, doc)
+
+    def trailing(self) -> list[Document]:
+        held, self._held = self._held, []
+        return held
+
+    def all(self) -> list[tuple[str, dict[str, Any]]]:
+        return list(self._documents)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."

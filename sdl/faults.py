@@ -1,0 +1,71 @@
+"""Telling an instrument fault from a bad recipe, from the exception an experiment ended with.
+
+Drivers tag every error with a ``fault`` kind (docs/decisions/0003-device-lifecycle-and-faults.md); the
+core reads it by duck typing, since it imports no driver. An error with a fault kind other than
+``limit_refused`` means the instrument failed and the recipe was never really tried; anything else —
+a limit refused, a plan that raised, an analysis that found nothing — is the recipe's own outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Fault kinds that are the recipe's doing, not the instrument's: the optimizer learns from them.
+RECIPE_FAULT_KINDS = frozenset({"limit_refused"})
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An instrument fault: its kind (the driver's), which instrument, and what happened."""
+
+    kind: str
+    instrument: str | None
+    detail: str
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost cause (bluesky wraps a device's exception in FailedStatus)."""
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+    return exc
+
+
+def _failed_device_name(exc: BaseException) -> str | None:
+    """The instrument a FailedStatus came from: the root of the status's device."""
+    if type(exc).__name__ != "FailedStatus" or not exc.args:
+        return None
+    device = getattr(exc.args[0], "device", None) or getattr(exc.args[0], "obj", None)
+    return getattr(instrument_of(device), "name", None) if device is not None else None
+
+
+def instrument_of(device: object) -> object:
+    """The top-level device (the instrument) a child signal or component belongs to."""
+    while getattr(device, "parent", None) is not None:
+        device = device.parent  # type: ignore[attr-defined]
+    return device
+
+
+def classify(exc: BaseException) -> Fault | None:
+    """The instrument fault behind ``exc``, or None when the failure is the recipe's own."""
+    root = root_cause(exc)
+    kind = getattr(root, "fault", None)
+    if not isinstance(kind, str) or kind in RECIPE_FAULT_KINDS:
+        return None
+    instrument = getattr(root, "instrument", None) or _failed_device_name(exc)
+    return Fault(kind=kind, instrument=instrument, detail=describe(exc))
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying what went wrong, from the root cause, naming the instrument when known."""
+    root = root_cause(exc)
+    instrument = getattr(root, "instrument", None) or (_failed_device_name(exc) if root is not exc else None)
+    lines = str(root).strip().splitlines()
+    text = lines[0] if lines else ""
+    if instrument:
+        text = text.removeprefix(f"{instrument}: ")  # drivers start their messages with the name
+        return (
+            f"{instrument}: {type(root).__name__}: {text}" if text else f"{instrument}: {type(root).__name__}"
+        )
+    return f"{type(root).__name__}: {text}" if text else type(root).__name__

@@ -1,0 +1,322 @@
+"""`sdl run`: one campaign in the foreground, one experiment at a time, on a lab brought up for it.
+
+It is a composition of the same pieces the lab service uses — the history functions, `decide_next`, and
+`ExperimentRunner` — around a claim on the campaign in the store: the claim is taken in one transaction
+(two processes resuming one crashed campaign cannot both win) and kept alive by a heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from bluesky.protocols import HasName
+
+from sdl.campaign import Campaign
+from sdl.experiment import INTERRUPTED_BY_OPERATOR, ExperimentRunner, Outcome
+from sdl.history import best_experiment, counts, pending, stop_reason
+from sdl.lab import LabSession
+from sdl.loading import LoadedCampaign
+from sdl.optimizer import CampaignOptimizer, OptimizerExhausted, make_optimizer
+from sdl.proposing import decide_next
+from sdl.status import CampaignStatus, Cause, ExperimentStatus
+from sdl.store import HEARTBEAT_S, ExperimentRecord, Store, StoreVanished, new_owner
+
+log = logging.getLogger(__name__)
+
+CRASH_REASON = "the process running this experiment stopped; its physical outcome is unknown"
+TAKEN_OVER = "another process took this campaign over"
+
+
+class Observer(Protocol):
+    """Receives progress as it happens (the CLI's progress display)."""
+
+    def experiment_started(self, experiment: ExperimentRecord) -> None: ...
+
+    def experiment_finished(self, experiment: ExperimentRecord, history: list[ExperimentRecord]) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run of the loop ended."""
+
+    stop_reason: str
+    status: CampaignStatus
+    counts: dict[ExperimentStatus, int]
+    best: ExperimentRecord | None
+    elapsed: float
+
+
+# -- the campaign's record --------------------------------------------------------------------------------
+
+
+def start_campaign(
+    store: Store,
+    loaded: LoadedCampaign,
+    *,
+    owner: str | None = None,
+    seed: int | None = None,
+    max_experiments: int | None = None,
+    submitted_by: str | None = None,
+) -> str:
+    """Record a new campaign (with command-line overrides applied to its spec), claimed by ``owner``."""
+    campaign = with_overrides(loaded.campaign, seed=seed, max_experiments=max_experiments)
+    return store.create_campaign(
+        name=campaign.name,
+        spec=campaign.model_dump(mode="json"),
+        seed=campaign.optimizer.seed,
+        max_experiments=campaign.budget.max_experiments,
+        source_path=str(loaded.path),
+        source_text=loaded.source,
+        base_dir=str(loaded.base_dir),
+        owner=owner,
+        submitted_by=submitted_by,
+        priority=campaign.scheduling.priority,
+        weight=campaign.scheduling.weight,
+    )
+
+
+def with_overrides(
+    campaign: Campaign, *, seed: int | None = None, max_experiments: int | None = None
+) -> Campaign:
+    data = campaign.model_dump()
+    if seed is not None:
+        data["optimizer"]["seed"] = seed
+    if max_experiments is not None:
+        data["budget"]["max_experiments"] = max_experiments
+    return Campaign.model_validate(data)
+
+
+def campaign_of(store: Store, campaign_id: str) -> tuple[Campaign, Path | None]:
+    record = store.campaign(campaign_id)
+    return Campaign.model_validate(record.spec), Path(record.base_dir) if record.base_dir else None
+
+
+def take_over(store: Store, campaign_id: str, owner: str) -> list[ExperimentRecord]:
+    """Claim a stopped (or crashed) campaign for ``owner`` and make it running again.
+
+    Experiments its previous runner left running become ``interrupted`` (cause: crash), never re-run
+    silently; they are returned. Raises ``CampaignBusy`` if a live process holds the campaign.
+    """
+    store.claim_campaign(campaign_id, owner)
+    record = store.campaign(campaign_id)
+    recovered = store.recover(campaign_id, CRASH_REASON, Cause.CRASH)
+    for experiment in recovered:
+        log.warning("experiment %d was left running; marked interrupted, not re-run", experiment.seq)
+    if record.status is CampaignStatus.RUNNING:
+        store.set_campaign_status(campaign_id, CampaignStatus.INTERRUPTED, "the process running it stopped")
+    store.set_campaign_status(campaign_id, CampaignStatus.RUNNING)
+    return recovered
+
+
+def close_campaign(store: Store, campaign_id: str, owner: str, status: CampaignStatus, reason: str) -> None:
+    # Anything still in flight after an abnormal exit (e.g. a second Ctrl-C) is marked, not left running.
+    cause = Cause.OPERATOR if status is CampaignStatus.INTERRUPTED else Cause.CRASH
+    store.recover(campaign_id, reason, cause)
+    store.drop_proposals(campaign_id, f"never started: {reason}")
+    store.set_campaign_status(campaign_id, status, reason)
+    store.release_campaign(campaign_id, owner)
+    store.checkpoint()
+
+
+# -- the loop ---------------------------------------------------------------------------------------------
+
+
+class ForegroundRun:
+    """Proposes, records and runs one experiment at a time until the campaign's record says stop."""
+
+    def __init__(
+        self,
+        store: Store,
+        campaign_id: str,
+        campaign: Campaign,
+        *,
+        base_dir: Path | None = None,
+        devices: Mapping[str, HasName] | None = None,
+        assignments: Mapping[str, Any] | None = None,
+        optimizer: CampaignOptimizer | None = None,
+        observer: Observer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.campaign_id = campaign_id
+        self.campaign = campaign
+        self.assignments = dict(assignments or {})
+        self.optimizer = optimizer or make_optimizer(campaign.space, campaign.optimizer)
+        self.observer = observer
+        self.clock = clock
+        self.runner = ExperimentRunner(campaign, store, base_dir=base_dir, devices=devices)
+        self._interrupt: str | None = None
+
+    @property
+    def in_function(self) -> bool:
+        return self.runner.in_function
+
+    @property
+    def interrupt_requested(self) -> bool:
+        return self._interrupt is not None
+
+    def interrupt(self, reason: str = INTERRUPTED_BY_OPERATOR) -> None:
+        """Stop after the current step; abort a running plan through the RunEngine. Thread/signal safe."""
+        self._interrupt = reason
+        self.runner.abort(reason, Cause.OPERATOR)
+
+    def run(self) -> RunResult:
+        started = self.clock()
+        already = self.store.campaign(self.campaign_id).active_seconds
+
+        def elapsed() -> float:
+            return already + self.clock() - started
+
+        try:
+            status, reason = self._loop(elapsed)
+        finally:
+            self.runner.close()
+        history = self.store.experiments(self.campaign_id)
+        log.info("campaign %s stopped: %s", self.campaign_id, reason)
+        return RunResult(reason, status, counts(history), best_experiment(history), self.clock() - started)
+
+    def _loop(self, elapsed: Callable[[], float]) -> tuple[CampaignStatus, str]:
+        while True:
+            if self._interrupt is not None:
+                return CampaignStatus.INTERRUPTED, self._interrupt
+            history = self.store.experiments(self.campaign_id)
+            stop = stop_reason(self.campaign, history, elapsed())
+            if stop is not None:
+                return stop.status, stop.reason
+            leftover = [e for e in pending(history) if e.status is ExperimentStatus.PROPOSED]
+            if leftover:
+                experiment = leftover[0]  # proposed before a crash, never started: run it now
+            else:
+                try:
+                    nxt = decide_next(self.campaign, self.optimizer, history)
+                except OptimizerExhausted as exc:
+                    if not any(e.status is ExperimentStatus.DONE for e in history):
+                        return CampaignStatus.FAILED, "search space exhausted without a successful experiment"
+                    return CampaignStatus.COMPLETED, f"search space exhausted ({exc})".replace(" ()", "")
+                experiment = self.store.add_proposal(
+                    self.campaign_id, nxt.recipe, nxt.decision, retry_of=nxt.retry_of
+                )
+                log.info(
+                    "experiment %d proposed by %s in %.2f s: %s",
+                    experiment.seq, nxt.decision.model, nxt.decision.seconds, fmt_values(nxt.recipe),
+                )  # fmt: skip
+            if self._interrupt is not None:
+                self.store.mark_interrupted(experiment.id, "interrupted before it started", Cause.DROPPED)
+                continue
+            self._run_one(experiment)
+
+    def _run_one(self, experiment: ExperimentRecord) -> None:
+        # Written before acting: the record says running before the first command leaves.
+        self.store.start_experiment(experiment.id, assignments=self.assignments)
+        experiment = self.store.experiment(experiment.id)
+        log.info("experiment %d started", experiment.seq)
+        if self.observer is not None:
+            self.observer.experiment_started(experiment)
+        outcome = self.runner.run(experiment)
+        if outcome.status is ExperimentStatus.INTERRUPTED and self._interrupt is None:
+            self._interrupt = outcome.failure or INTERRUPTED_BY_OPERATOR
+        self._record(experiment, outcome)
+
+    def _record(self, experiment: ExperimentRecord, outcome: Outcome) -> None:
+        self.store.finish_experiment(experiment.id, outcome.finish(), outcome.trailing_documents)
+        self.store.checkpoint()
+        # INFO, failures included: the operator's display shows each outcome once; -v adds this line.
+        log.info(
+            "experiment %d %s: %s",
+            experiment.seq,
+            outcome.status.value,
+            fmt_values(outcome.measurements) if outcome.status is ExperimentStatus.DONE else outcome.failure,
+        )
+        if self.observer is not None:
+            self.observer.experiment_finished(
+                self.store.experiment(experiment.id), self.store.experiments(self.campaign_id)
+            )
+
+
+@contextmanager
+def heartbeat(store: Store, owner: str, run: ForegroundRun, period: float = HEARTBEAT_S) -> Iterator[None]:
+    """Keep ``owner``'s claim alive while the block runs; if the campaign is taken over or the store
+    vanishes, interrupt the run rather than keep acting on a record nobody can read."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(period):
+            try:
+                held = store.heartbeat(owner)
+            except StoreVanished as exc:
+                log.error("%s", exc)
+                run.interrupt(f"interrupted: {exc}")
+                return
+            except Exception:
+                log.exception("heartbeat failed")
+                continue
+            if run.campaign_id not in held:
+                log.error("%s: %s", run.campaign_id, TAKEN_OVER)
+                run.interrupt(TAKEN_OVER)
+                return
+
+    thread = threading.Thread(target=beat, name="sdl-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def run_campaign(
+    store: Store,
+    campaign_id: str,
+    owner: str | None = None,
+    *,
+    observer: Observer | None = None,
+    simulator_command: Sequence[str] | None = None,
+    guard: Callable[[ForegroundRun], AbstractContextManager[Any]] | None = None,
+    optimizer: CampaignOptimizer | None = None,
+) -> RunResult:
+    """Run (or continue) a running campaign, claimed for ``owner`` (a new one if not given), and close
+    its record. Raises ``CampaignBusy`` if another live process holds it.
+
+    ``guard(run)`` wraps the loop, e.g. to route Ctrl-C to :meth:`ForegroundRun.interrupt`.
+    """
+    owner = owner or new_run_owner()
+    store.claim_campaign(campaign_id, owner)
+    campaign, base_dir = campaign_of(store, campaign_id)
+    try:
+        with LabSession(campaign.lab, base_dir, command=simulator_command) as lab:
+            loop = ForegroundRun(
+                store,
+                campaign_id,
+                campaign,
+                base_dir=base_dir,
+                devices=lab.devices,
+                assignments=lab.assignments,
+                observer=observer,
+                optimizer=optimizer,
+            )
+            with heartbeat(store, owner, loop), guard(loop) if guard is not None else nullcontext():
+                result = loop.run()
+    except KeyboardInterrupt:
+        close_campaign(store, campaign_id, owner, CampaignStatus.INTERRUPTED, INTERRUPTED_BY_OPERATOR)
+        raise
+    except BaseException as exc:
+        close_campaign(store, campaign_id, owner, CampaignStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        raise
+    store.check_present()
+    close_campaign(store, campaign_id, owner, result.status, result.stop_reason)
+    return result
+
+
+def new_run_owner() -> str:
+    return new_owner("run")
+
+
+def fmt_values(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())

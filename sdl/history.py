@@ -1,0 +1,163 @@
+"""Pure functions of a campaign's record: what it spent, what the optimizer may learn, what is best, what is
+still in flight, what should run again, and whether the campaign must stop.
+
+`sdl run` and the lab service both decide from these, so a campaign behaves the same whoever runs it, and a
+campaign rebuilt from the store after a crash continues exactly where the record says it is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sdl.campaign import Campaign
+from sdl.optimizer import Observation
+from sdl.status import CampaignStatus, Cause, ExperimentStatus
+from sdl.store import CampaignRecord, ExperimentRecord, claim_is_stale, describe_owner
+from sdl.store.campaigns import STALE_AFTER_S
+
+History = Sequence[ExperimentRecord]
+
+
+def counts_toward_budget(experiment: ExperimentRecord) -> bool:
+    """Done and failed experiments spent the budget; interrupted and faulted ones produced no result."""
+    return experiment.status in (ExperimentStatus.DONE, ExperimentStatus.FAILED)
+
+
+def spent(history: History) -> int:
+    return sum(counts_toward_budget(e) for e in history)
+
+
+def observations(history: History) -> list[Observation]:
+    """The optimizer's view of the record: results and recipe failures, in completion order.
+
+    Interrupted and faulted experiments are left out: they say nothing about their recipe.
+    """
+    finished = [e for e in history if counts_toward_budget(e)]
+    finished.sort(key=lambda e: (e.finished_at or "", e.seq))
+    out = []
+    for e in finished:
+        if e.status is ExperimentStatus.DONE:
+            out.append(Observation(recipe=e.recipe, value=e.objective))
+        else:
+            out.append(Observation(recipe=e.recipe, value=None, failure=e.failure))
+    return out
+
+
+def pending(history: History) -> list[ExperimentRecord]:
+    """Experiments proposed or running: the optimizer must not propose them again."""
+    return [e for e in history if e.status in (ExperimentStatus.PROPOSED, ExperimentStatus.RUNNING)]
+
+
+def best_experiment(history: History) -> ExperimentRecord | None:
+    done = [e for e in history if e.status is ExperimentStatus.DONE and e.objective is not None]
+    return min(done, key=lambda e: (e.objective, e.seq)) if done else None
+
+
+def attempts(history: History, experiment: ExperimentRecord) -> int:
+    """How many times this experiment's recipe has been tried through retries (1 for an original)."""
+    by_id = {e.id: e for e in history}
+    count, current = 1, experiment
+    while current.retry_of is not None and current.retry_of in by_id:
+        count += 1
+        current = by_id[current.retry_of]
+    return count
+
+
+def retry_candidate(campaign: Campaign, history: History) -> ExperimentRecord | None:
+    """The oldest experiment whose recipe should run again: its procedure is safe to repeat, it ended
+    without a result for a reason other than an operator's decision, nobody has retried it yet, and it
+    has attempts left."""
+    procedure = campaign.procedure
+    if not procedure.safe_to_repeat:
+        return None
+    retried = {e.retry_of for e in history if e.retry_of is not None}
+    for e in history:
+        if e.status not in (ExperimentStatus.INTERRUPTED, ExperimentStatus.FAULTED) or e.id in retried:
+            continue
+        cause = e.cause or (Cause.FAULT if e.status is ExperimentStatus.FAULTED else None)
+        if cause is not None and cause.retryable and attempts(history, e) < procedure.max_attempts:
+            return e
+    return None
+
+
+def consecutive_failures(history: History) -> int:
+    """Failed experiments at the end of the record, counting only those that spent budget."""
+    run = 0
+    for e in reversed([e for e in history if counts_toward_budget(e)]):
+        if e.status is not ExperimentStatus.FAILED:
+            break
+        run += 1
+    return run
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a campaign must stop now, and the status it ends with."""
+
+    reason: str
+    status: CampaignStatus
+
+
+def stop_reason(campaign: Campaign, history: History, elapsed: float) -> Stop | None:
+    """Whether the campaign must start nothing new (None: go on). ``elapsed``: wall time spent running.
+
+    A campaign that stops without a single result has failed, whatever stopped it.
+    """
+    stop = _stop(campaign, history, elapsed)
+    if stop is None or stop.status is not CampaignStatus.COMPLETED:
+        return stop
+    if not any(e.status is ExperimentStatus.DONE for e in history):
+        failed = sum(e.status is ExperimentStatus.FAILED for e in history)
+        last = next((e.failure for e in reversed(history) if e.status is ExperimentStatus.FAILED), None)
+        detail = f"; last failure: {last}" if last else ""
+        return Stop(
+            f"{stop.reason}, without a single successful experiment ({failed} failed{detail})",
+            CampaignStatus.FAILED,
+        )
+    return stop
+
+
+def _stop(campaign: Campaign, history: History, elapsed: float) -> Stop | None:
+    budget = campaign.budget
+    for e in history:
+        if e.status is ExperimentStatus.DONE and campaign.target_reached(e.measurements or {}):
+            return Stop(f"target reached by experiment {e.seq}", CampaignStatus.COMPLETED)
+    used = spent(history)
+    if used >= budget.max_experiments:
+        return Stop(f"budget spent: {used} of {budget.max_experiments} experiments", CampaignStatus.COMPLETED)
+    if budget.max_wall_time is not None and elapsed >= budget.max_wall_time:
+        return Stop(
+            f"wall time spent: {elapsed:.0f} s of {budget.max_wall_time:g} s", CampaignStatus.COMPLETED
+        )
+    limit = budget.max_consecutive_failures
+    if limit is not None and consecutive_failures(history) >= limit:
+        last = next(e for e in reversed(history) if e.status is ExperimentStatus.FAILED)
+        return Stop(f"{limit} experiments failed in a row (last: {last.failure})", CampaignStatus.FAILED)
+    return None
+
+
+def counts(history: History) -> dict[ExperimentStatus, int]:
+    return {s: sum(e.status is s for e in history) for s in ExperimentStatus}
+
+
+def campaign_state(record: CampaignRecord, now: float | None = None) -> str:
+    """What a campaign is doing, in one word or phrase — the one answer every command gives.
+
+    A running campaign whose owner stopped heartbeating (killed, crashed, machine gone) is ``stale``.
+    """
+    if record.status is not CampaignStatus.RUNNING:
+        return record.status.value
+    now = time.time() if now is None else now
+    if claim_is_stale(record.owner, record.heartbeat_at, now, STALE_AFTER_S):
+        was = f" (was run by {describe_owner(record.owner)})" if record.owner else ""
+        return f"stale: nothing is running it{was}; resume it"
+    return {"pause": "paused", "stop": "stopping"}.get(record.control, "running")
+
+
+def user_value(campaign: Campaign, experiment: ExperimentRecord) -> dict[str, Any]:
+    """The objectives' measured values, in the user's own units and direction (never negated)."""
+    measured = experiment.measurements or {}
+    return {o.measurement: measured.get(o.measurement) for o in campaign.objectives}

@@ -1,0 +1,233 @@
+"""Opening the store's SQLite file: writable or read-only, checked whole, checkpointed, backed up.
+
+The store is one SQLite database in WAL mode. Several processes use it at once (the lab service and its
+workers, `sdl run`, read-only commands), each with its own connection; SQLite's locks serialise writers.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from sdl.store.migrations import migrate, schema_version
+
+DB_FILENAME = "sdl.sqlite3"
+#: Checkpoint the WAL into the main file after this many pages (SQLite's default is 1,000: a whole
+#: campaign could live in the WAL alone, and copying the main file would copy an empty store).
+AUTOCHECKPOINT_PAGES = 200
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked (unknown campaign, corrupt record...)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be opened or has gone: the message names the path, the reason and what to do."""
+
+
+class StoreDamaged(StoreUnavailable):
+    """The store's file is not a whole SQLite database."""
+
+
+class StoreVanished(StoreError):
+    """The store's file was deleted or replaced while in use: what was written since is lost."""
+
+
+def _open_error(path: Path, exc: BaseException, writable: bool) -> StoreUnavailable:
+    directory = path.parent
+    if not directory.exists():
+        why = f"the directory {directory} does not exist"
+    elif not directory.is_dir():
+        why = f"{directory} is not a directory"
+    elif writable and not os.access(directory, os.W_OK):
+        why = f"the directory {directory} is not writable"
+    elif path.exists() and not os.access(path, os.R_OK):
+        why = f"{path} is not readable"
+    else:
+        why = str(exc)
+    return StoreUnavailable(f"cannot open the store {path}: {why}")
+
+
+class Connection:
+    """One connection to the store's database, used under a lock by every thread of a process."""
+
+    def __init__(self, data_dir: Path | str, *, read_only: bool = False, check: bool = True) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / DB_FILENAME
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        self._size_before = self.path.stat().st_size if self.path.is_file() else None
+        self._conn = self._connect()
+        self._conn.row_factory = sqlite3.Row
+        try:
+            self._prepare(check)
+        except BaseException:
+            self._conn.close()
+            raise
+        self._inode = self._stat_inode()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            if not self.path.is_file():
+                raise StoreUnavailable(f"no store at {self.path} (give --data-dir, or run a campaign first)")
+            uri = self.path.resolve().as_uri()
+            try:
+                conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+                return conn
+            except sqlite3.DatabaseError as exc:
+                conn.close()
+                if "not a database" in str(exc) or "malformed" in str(exc):
+                    raise self._damaged(str(exc)) from None
+            # A read-only directory: SQLite cannot create the WAL index beside the file. Read it as an
+            # immutable snapshot (nobody can be writing it there).
+            try:
+                conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+                return conn
+            except sqlite3.DatabaseError as exc:
+                raise _open_error(self.path, exc, writable=False) from None
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot create the store's directory {self.data_dir}: {exc.strerror or exc}"
+            ) from None
+        try:
+            if not self.path.exists():
+                self._create()
+            return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        except sqlite3.Error as exc:
+            raise _open_error(self.path, exc, writable=True) from None
+
+    def _create(self) -> None:
+        """Make a new store whole before it appears under its name, so that any empty or partial
+        sdl.sqlite3 is damage, never a store being created by another process."""
+        scratch = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.new")
+        conn = sqlite3.connect(scratch, isolation_level=None)
+        try:
+            migrate(conn)
+        finally:
+            conn.close()
+        try:
+            os.link(scratch, self.path)  # unlike rename, never replaces a store another process made
+        except FileExistsError:
+            pass
+        finally:
+            scratch.unlink()
+
+    def _prepare(self, check: bool) -> None:
+        if self._size_before == 0:
+            # A new store appears whole (see _create): an empty one was cut short, and opening it would
+            # silently start a new, empty store in its place.
+            raise self._damaged("the file is empty")
+        existed = bool(self._size_before)
+        try:
+            if not self.read_only:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                # FULL: a committed 'running' must survive power loss, not only a process crash.
+                self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            if check and existed:
+                self.check_integrity()
+            if not self.read_only:
+                migrate(self._conn)
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(str(exc)) from None
+
+    def _damaged(self, detail: str) -> StoreDamaged:
+        return StoreDamaged(
+            f"the store {self.path} is damaged ({detail}). Nothing was changed. Restore it from a backup "
+            f"(`sdl backup DEST` makes one), or move {self.data_dir} aside to start a new store there."
+        )
+
+    def check_integrity(self) -> None:
+        """Raise :class:`StoreDamaged` unless SQLite's own check finds the whole file sound."""
+        with self._lock:
+            try:
+                rows = self._conn.execute("PRAGMA quick_check").fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise self._damaged(str(exc)) from None
+        problems = [r[0] for r in rows if r[0] != "ok"]
+        if problems:
+            raise self._damaged("; ".join(problems[:3]))
+
+    def _stat_inode(self) -> int | None:
+        try:
+            return self.path.stat().st_ino
+        except OSError:
+            return None
+
+    def check_present(self) -> None:
+        """Raise :class:`StoreVanished` if the store's file was deleted or replaced while open."""
+        if self._stat_inode() != self._inode:
+            raise StoreVanished(
+                f"the store {self.path} was deleted or replaced while sdl was using it; what was written "
+                "since is lost with it. Restore the data directory, or resume from a backup."
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.read_only:
+                # Another process may hold a read transaction; then a later checkpoint does it.
+                with suppress(sqlite3.Error):
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return schema_version(self._conn)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self.read_only:
+            raise StoreError(f"the store {self.path} is open read-only")
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the main file, so the main file alone is a whole store."""
+        if self.read_only:
+            return
+        with self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def backup(self, destination: Path | str) -> Path:
+        """A consistent copy of the whole store at ``destination`` (a file, or a directory to put it in),
+        taken with SQLite's online backup while others may be writing."""
+        target = Path(destination)
+        if target.is_dir():
+            target = target / DB_FILENAME
+        if not target.parent.is_dir():
+            raise StoreUnavailable(f"cannot write a backup to {target}: {target.parent} is not a directory")
+        if target.exists():
+            raise StoreUnavailable(f"{target} already exists; choose a new file or remove it first")
+        partial = target.with_name(target.name + ".partial")
+        out = sqlite3.connect(partial)
+        try:
+            with self._lock:
+                self._conn.backup(out)
+            out.execute("PRAGMA journal_mode=DELETE")
+        except BaseException:
+            out.close()
+            partial.unlink(missing_ok=True)
+            raise
+        out.close()
+        partial.replace(target)  # a backup is either whole or absent
+        return target

@@ -1,0 +1,291 @@
+"""Experiment records: proposals, leases and status changes, each committed before the action it announces.
+
+An experiment is ``running`` on disk, with the instruments it holds leased to it, before its first command
+leaves; its outcome, its last documents and the release of its leases are one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sdl.status import Cause, ExperimentStatus, check_transition
+from sdl.store.connection import Connection, StoreError
+from sdl.store.schema import (
+    Decision,
+    ExperimentRecord,
+    Transition,
+    dumps,
+    encode_document,
+    now_iso,
+)
+
+
+class LeaseConflict(StoreError):
+    """An instrument the experiment needs is leased to another experiment."""
+
+
+@dataclass(frozen=True)
+class Finish:
+    """How an experiment ended, as the store records it."""
+
+    status: ExperimentStatus
+    measurements: Mapping[str, Any] | None = None
+    objective: float | None = None
+    failure: str | None = None
+    cause: Cause | None = None
+    fault_kind: str | None = None
+    fault_instrument: str | None = None
+
+
+class ExperimentsMixin(Connection):
+    def add_proposal(
+        self,
+        campaign_id: str,
+        recipe: Mapping[str, Any],
+        decision: Decision,
+        *,
+        workcell: str | None = None,
+        retry_of: int | None = None,
+    ) -> ExperimentRecord:
+        """Record an optimizer proposal (status ``proposed``) with its decision."""
+        now = now_iso()
+        with self._tx() as conn:
+            seq = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM experiments WHERE campaign_id = ?", (campaign_id,)
+            ).fetchone()[0]
+            cur = conn.execute(
+                "INSERT INTO experiments (campaign_id, seq, status, recipe_json, proposed_at, workcell, "
+                "retry_of) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (campaign_id, seq, ExperimentStatus.PROPOSED.value, dumps(recipe), now, workcell, retry_of),
+            )
+            experiment_id = int(cur.lastrowid or 0)
+            conn.execute(
+                "INSERT INTO decisions (experiment_id, model, acquisition, acquisition_value, seconds, "
+                "n_observations, n_pending) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    experiment_id, decision.model, decision.acquisition, _finite(decision.acquisition_value),
+                    decision.seconds, decision.n_observations, decision.n_pending,
+                ),
+            )  # fmt: skip
+            _log(conn, experiment_id, None, ExperimentStatus.PROPOSED, now, None)
+        return self.experiment(experiment_id)
+
+    def start_experiment(
+        self,
+        experiment_id: int,
+        *,
+        assignments: Mapping[str, Any] | None = None,
+        workcell: str | None = None,
+        instruments: Collection[str] = (),
+    ) -> None:
+        """Mark the experiment running and lease it ``instruments``, in one transaction.
+
+        Raises :class:`LeaseConflict` (and changes nothing) if another experiment holds one of them.
+        """
+        now = now_iso()
+        with self._tx() as conn:
+            current = _status(conn, experiment_id)
+            check_transition(current, ExperimentStatus.RUNNING)
+            if instruments:
+                marks = ",".join("?" * len(instruments))
+                held = conn.execute(
+                    f"SELECT instrument, experiment_id FROM leases WHERE instrument IN ({marks})",
+                    tuple(instruments),
+                ).fetchall()
+                if held:
+                    taken = ", ".join(f"{r['instrument']} (experiment id {r['experiment_id']})" for r in held)
+                    raise LeaseConflict(f"already leased: {taken}")
+                conn.executemany(
+                    "INSERT INTO leases (instrument, experiment_id, workcell, since) VALUES (?, ?, ?, ?)",
+                    [(name, experiment_id, workcell, now) for name in instruments],
+                )
+            conn.execute(
+                "UPDATE experiments SET status = ?, started_at = ?, assignments_json = ?, "
+                "workcell = COALESCE(?, workcell) WHERE id = ?",
+                (ExperimentStatus.RUNNING.value, now, dumps(assignments or {}), workcell, experiment_id),
+            )
+            _log(conn, experiment_id, current, ExperimentStatus.RUNNING, now, None)
+
+    def mark_running(self, experiment_id: int, assignments: Mapping[str, Any] | None = None) -> None:
+        self.start_experiment(experiment_id, assignments=assignments)
+
+    def finish_experiment(
+        self,
+        experiment_id: int,
+        finish: Finish,
+        documents: Sequence[tuple[int, str, Mapping[str, Any]]] = (),
+    ) -> None:
+        """Record the outcome with the run's last ``(seq, name, doc)`` documents and release the leases,
+        in one transaction."""
+        now = now_iso()
+        with self._tx() as conn:
+            current = _status(conn, experiment_id)
+            check_transition(current, finish.status)
+            _insert_documents(conn, experiment_id, documents)
+            sets: dict[str, Any] = {"status": finish.status.value, "finished_at": now}
+            if finish.measurements is not None:
+                sets["measurements_json"] = dumps(finish.measurements)
+            if finish.objective is not None:
+                sets["objective"] = _finite(finish.objective)
+            for column in ("failure", "fault_kind", "fault_instrument"):
+                if getattr(finish, column) is not None:
+                    sets[column] = getattr(finish, column)
+            if finish.cause is not None:
+                sets["cause"] = finish.cause.value
+            assignments_sql = ", ".join(f"{k} = ?" for k in sets)
+            conn.execute(
+                f"UPDATE experiments SET {assignments_sql} WHERE id = ?", (*sets.values(), experiment_id)
+            )
+            conn.execute("DELETE FROM leases WHERE experiment_id = ?", (experiment_id,))
+            _log(conn, experiment_id, current, finish.status, now, finish.failure)
+
+    def mark_done(self, experiment_id: int, measurements: Mapping[str, Any], objective: float) -> None:
+        self.finish_experiment(experiment_id, Finish(ExperimentStatus.DONE, measurements, objective))
+
+    def mark_failed(
+        self, experiment_id: int, reason: str, measurements: Mapping[str, Any] | None = None
+    ) -> None:
+        self.finish_experiment(experiment_id, Finish(ExperimentStatus.FAILED, measurements, failure=reason))
+
+    def mark_interrupted(self, experiment_id: int, reason: str, cause: Cause = Cause.OPERATOR) -> None:
+        self.finish_experiment(
+            experiment_id, Finish(ExperimentStatus.INTERRUPTED, failure=reason, cause=cause)
+        )
+
+    def recover(self, campaign_id: str, reason: str, cause: Cause = Cause.CRASH) -> list[ExperimentRecord]:
+        """Mark experiments a dead process left running as ``interrupted`` (never re-run them silently).
+
+        Proposals that never started are left as they are: the next run starts them first.
+        """
+        running = [e for e in self.experiments(campaign_id) if e.status is ExperimentStatus.RUNNING]
+        for experiment in running:
+            self.mark_interrupted(experiment.id, reason, cause)
+        return running
+
+    def drop_proposals(self, campaign_id: str, reason: str) -> list[ExperimentRecord]:
+        """Close proposals that will never start (their campaign stopped) as interrupted, cause dropped."""
+        proposed = [e for e in self.experiments(campaign_id) if e.status is ExperimentStatus.PROPOSED]
+        for experiment in proposed:
+            self.mark_interrupted(experiment.id, reason, Cause.DROPPED)
+        return proposed
+
+    # -- leases ------------------------------------------------------------------------------------------
+
+    def leases(self) -> dict[str, tuple[int, str | None]]:
+        """Instrument -> (experiment id, workcell) for every instrument leased now."""
+        rows = self._read("SELECT instrument, experiment_id, workcell FROM leases")
+        return {r["instrument"]: (r["experiment_id"], r["workcell"]) for r in rows}
+
+    # -- reading -----------------------------------------------------------------------------------------
+
+    def experiment(self, experiment_id: int) -> ExperimentRecord:
+        rows = self._experiments("e.id = ?", (experiment_id,))
+        if not rows:
+            raise StoreError(f"no experiment with id {experiment_id}")
+        return rows[0]
+
+    def experiments(self, campaign_id: str) -> list[ExperimentRecord]:
+        """Every experiment of a campaign in proposal order, with its optimizer decision."""
+        return self._experiments("e.campaign_id = ?", (campaign_id,))
+
+    def experiments_with_status(self, *statuses: ExperimentStatus) -> list[ExperimentRecord]:
+        marks = ",".join("?" * len(statuses))
+        return self._experiments(f"e.status IN ({marks})", tuple(s.value for s in statuses))
+
+    def _experiments(self, where: str, args: tuple[Any, ...]) -> list[ExperimentRecord]:
+        rows = self._read(
+            "SELECT e.*, d.model, d.acquisition, d.acquisition_value, d.seconds, d.n_observations, "
+            "d.n_pending FROM experiments e LEFT JOIN decisions d ON d.experiment_id = e.id "
+            f"WHERE {where} ORDER BY e.campaign_id, e.seq",
+            args,
+        )
+        return [_experiment(r) for r in rows]
+
+    def transitions(self, experiment_id: int) -> list[Transition]:
+        rows = self._read("SELECT * FROM transitions WHERE experiment_id = ? ORDER BY id", (experiment_id,))
+        return [
+            Transition(
+                experiment_id=r["experiment_id"],
+                from_status=ExperimentStatus(r["from_status"]) if r["from_status"] else None,
+                to_status=ExperimentStatus(r["to_status"]),
+                at=r["at"],
+                note=r["note"],
+            )
+            for r in rows
+        ]
+
+
+def _status(conn: sqlite3.Connection, experiment_id: int) -> ExperimentStatus:
+    row = conn.execute("SELECT status FROM experiments WHERE id = ?", (experiment_id,)).fetchone()
+    if row is None:
+        raise StoreError(f"no experiment with id {experiment_id}")
+    return ExperimentStatus(row["status"])
+
+
+def _insert_documents(
+    conn: sqlite3.Connection, experiment_id: int, documents: Sequence[tuple[int, str, Mapping[str, Any]]]
+) -> None:
+    if documents:
+        conn.executemany(
+            "INSERT OR REPLACE INTO run_documents (experiment_id, seq, name, body) VALUES (?, ?, ?, ?)",
+            [(experiment_id, seq, name, encode_document(doc)) for seq, name, doc in documents],
+        )
+
+
+def _log(
+    conn: sqlite3.Connection,
+    experiment_id: int,
+    old: ExperimentStatus | None,
+    new: ExperimentStatus,
+    at: str,
+    note: str | None,
+) -> None:
+    conn.execute(
+        "INSERT INTO transitions (experiment_id, from_status, to_status, at, note) VALUES (?, ?, ?, ?, ?)",
+        (experiment_id, old.value if old else None, new.value, at, note),
+    )
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or value != value or value in (float("inf"), float("-inf")) else float(value)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _experiment(row: sqlite3.Row) -> ExperimentRecord:
+    decision = None
+    if row["model"] is not None:
+        decision = Decision(
+            model=row["model"],
+            acquisition=row["acquisition"],
+            acquisition_value=row["acquisition_value"],
+            seconds=row["seconds"],
+            n_observations=row["n_observations"],
+            n_pending=row["n_pending"],
+        )
+    return ExperimentRecord(
+        id=row["id"],
+        campaign_id=row["campaign_id"],
+        seq=row["seq"],
+        status=ExperimentStatus(row["status"]),
+        recipe=json.loads(row["recipe_json"]),
+        assignments=_loads(row["assignments_json"]),
+        measurements=_loads(row["measurements_json"]),
+        objective=row["objective"],
+        failure=row["failure"],
+        proposed_at=row["proposed_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        decision=decision,
+        workcell=row["workcell"],
+        retry_of=row["retry_of"],
+        cause=Cause(row["cause"]) if row["cause"] else None,
+        fault_kind=row["fault_kind"],
+        fault_instrument=row["fault_instrument"],
+    )

@@ -1,0 +1,214 @@
+"""The lab as a whole: instrument health, lab-wide facts (the daemon's claim, the e-stop), the events the
+lab service published, and the audit log of who asked for what."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sdl.store.campaigns import CampaignBusy, claim_is_stale, describe_owner
+from sdl.store.connection import Connection
+from sdl.store.schema import AuditRecord, EventRecord, InstrumentRecord, dumps, now_iso
+
+INSTRUMENT_STATES = ("ok", "suspect", "quarantined")
+
+
+class LabMixin(Connection):
+    # -- instrument health ---------------------------------------------------------------------------------
+
+    def ensure_instruments(self, names: Iterable[str]) -> None:
+        now = now_iso()
+        with self._tx() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO instruments (name, updated_at) VALUES (?, ?)",
+                [(n, now) for n in names],
+            )
+
+    def instruments(self) -> dict[str, InstrumentRecord]:
+        return {r["name"]: _instrument(r) for r in self._read("SELECT * FROM instruments ORDER BY name")}
+
+    def instrument(self, name: str) -> InstrumentRecord | None:
+        rows = self._read("SELECT * FROM instruments WHERE name = ?", (name,))
+        return _instrument(rows[0]) if rows else None
+
+    def set_instrument_state(
+        self, name: str, state: str, reason: str | None = None, *, auto_release: bool = False
+    ) -> InstrumentRecord:
+        if state not in INSTRUMENT_STATES:
+            raise ValueError(f"unknown instrument state {state!r} (allowed: {', '.join(INSTRUMENT_STATES)})")
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO instruments (name, updated_at) VALUES (?, ?)", (name, now_iso())
+            )
+            conn.execute(
+                "UPDATE instruments SET state = ?, reason = ?, updated_at = ?, "
+                "consecutive_faults = CASE WHEN ? = 'ok' THEN 0 ELSE consecutive_faults END, "
+                "auto_releases = auto_releases + ? WHERE name = ?",
+                (state, reason, now_iso(), state, int(auto_release), name),
+            )
+        record = self.instrument(name)
+        assert record is not None
+        return record
+
+    def record_fault(self, name: str) -> InstrumentRecord:
+        """Count one experiment lost to this instrument; return its record (the caller decides quarantine)."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO instruments (name, updated_at) VALUES (?, ?)", (name, now_iso())
+            )
+            conn.execute(
+                "UPDATE instruments SET consecutive_faults = consecutive_faults + 1, faults = faults + 1, "
+                "updated_at = ? WHERE name = ?",
+                (now_iso(), name),
+            )
+        record = self.instrument(name)
+        assert record is not None
+        return record
+
+    def record_success(self, names: Iterable[str]) -> None:
+        """These instruments served an experiment to its end: their run of faults is over."""
+        with self._tx() as conn:
+            conn.executemany(
+                "UPDATE instruments SET consecutive_faults = 0 WHERE name = ? AND consecutive_faults > 0",
+                [(n,) for n in names],
+            )
+
+    def record_retries(self, name: str, count: int = 1) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO instruments (name, updated_at) VALUES (?, ?)", (name, now_iso())
+            )
+            conn.execute("UPDATE instruments SET retries = retries + ? WHERE name = ?", (count, name))
+
+    # -- lab-wide facts ------------------------------------------------------------------------------------
+
+    def lab_state(self, key: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT value FROM lab_state WHERE key = ?", (key,))
+        return json.loads(rows[0]["value"]) if rows else None
+
+    def set_lab_state(self, key: str, value: Mapping[str, Any] | None) -> None:
+        with self._tx() as conn:
+            if value is None:
+                conn.execute("DELETE FROM lab_state WHERE key = ?", (key,))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO lab_state (key, value, updated_at) VALUES (?, ?, ?)",
+                    (key, dumps(value), now_iso()),
+                )
+
+    def claim_lab(self, owner: str, *, stale_after: float) -> int:
+        """One lab service per store: take its claim, or raise :class:`CampaignBusy` naming the holder."""
+        now = time.time()
+        with self._tx() as conn:
+            row = conn.execute("SELECT value FROM lab_state WHERE key = 'daemon'").fetchone()
+            held = json.loads(row["value"]) if row else {}
+            holder = held.get("owner")
+            if (
+                holder
+                and holder != owner
+                and not claim_is_stale(holder, held.get("heartbeat_at"), now, stale_after)
+            ):
+                raise CampaignBusy(
+                    f"the lab in {self.data_dir} is run by {describe_owner(holder)} "
+                    "(one lab service per store)"
+                )
+            epoch = int(held.get("epoch", 0)) + 1
+            value = {**held, "owner": owner, "epoch": epoch, "heartbeat_at": now}
+            conn.execute(
+                "INSERT OR REPLACE INTO lab_state (key, value, updated_at) VALUES ('daemon', ?, ?)",
+                (dumps(value), now_iso()),
+            )
+        return epoch
+
+    def lab_heartbeat(self, owner: str, **facts: Any) -> None:
+        with self._tx() as conn:
+            row = conn.execute("SELECT value FROM lab_state WHERE key = 'daemon'").fetchone()
+            held = json.loads(row["value"]) if row else {}
+            if held.get("owner") != owner:
+                return
+            value = {**held, **facts, "heartbeat_at": time.time()}
+            conn.execute(
+                "UPDATE lab_state SET value = ?, updated_at = ? WHERE key = 'daemon'",
+                (dumps(value), now_iso()),
+            )
+
+    # -- events --------------------------------------------------------------------------------------------
+
+    def append_event(
+        self, topic: str, body: Mapping[str, Any], campaign_id: str | None = None
+    ) -> EventRecord:
+        at = now_iso()
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO events (at, topic, campaign_id, body) VALUES (?, ?, ?, ?)",
+                (at, topic, campaign_id, dumps(body)),
+            )
+        return EventRecord(
+            seq=int(cur.lastrowid or 0), at=at, topic=topic, campaign_id=campaign_id, body=dict(body)
+        )
+
+    def events_since(self, seq: int, limit: int = 1000, campaign_id: str | None = None) -> list[EventRecord]:
+        where, args = "seq > ?", [seq]
+        if campaign_id is not None:
+            where += " AND campaign_id = ?"
+            args.append(campaign_id)
+        rows = self._read(f"SELECT * FROM events WHERE {where} ORDER BY seq LIMIT ?", (*args, limit))
+        return [
+            EventRecord(
+                seq=r["seq"],
+                at=r["at"],
+                topic=r["topic"],
+                campaign_id=r["campaign_id"],
+                body=json.loads(r["body"]),
+            )
+            for r in rows
+        ]
+
+    def last_event_seq(self) -> int:
+        return int(self._read("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
+
+    # -- audit ---------------------------------------------------------------------------------------------
+
+    def audit(
+        self,
+        who: str,
+        action: str,
+        result: str,
+        *,
+        origin: str | None = None,
+        target: str | None = None,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> int:
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO audit (at, who, origin, action, target, arguments, result) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (now_iso(), who, origin, action, target, dumps(arguments) if arguments else None, result),
+            )
+        return int(cur.lastrowid or 0)
+
+    def audit_log(self, *, since_id: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        rows = self._read("SELECT * FROM audit WHERE id > ? ORDER BY id LIMIT ?", (since_id, limit))
+        return [
+            AuditRecord(
+                id=r["id"], at=r["at"], who=r["who"], origin=r["origin"], action=r["action"],
+                target=r["target"], arguments=json.loads(r["arguments"]) if r["arguments"] else None,
+                result=r["result"],
+            )
+            for r in rows
+        ]  # fmt: skip
+
+
+def _instrument(r: Any) -> InstrumentRecord:
+    return InstrumentRecord(
+        name=r["name"],
+        state=r["state"],
+        reason=r["reason"],
+        consecutive_faults=r["consecutive_faults"],
+        faults=r["faults"],
+        retries=r["retries"],
+        auto_releases=r["auto_releases"],
+        updated_at=r["updated_at"],
+    )
