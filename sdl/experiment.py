@@ -93,15 +93,17 @@ class ExperimentRunner:
         base_dir: Path | None = None,
         devices: Mapping[str, HasName] | None = None,
         publish: Callable[[str, dict[str, Any]], None] | None = None,
+        run_engine: Any = None,
     ) -> None:
         self.campaign = campaign
         self.recorder = recorder
         self.devices = dict(devices or {})
         self.publish = publish
+        self._own_run_engine = run_engine is None
         procedure = campaign.procedure
         self._procedure = resolve(procedure.plan or procedure.function or "", base_dir)
         self._extractor = resolve(procedure.extractor, base_dir) if procedure.extractor else None
-        self._run_engine: Any = None
+        self._run_engine: Any = run_engine
         self._phase = "idle"  # idle | function | plan
         self._abort: tuple[str, Cause] | None = None
         self._lock = threading.Lock()
@@ -130,12 +132,10 @@ class ExperimentRunner:
                 run_engine.abort(reason)
 
     def close(self) -> None:
-        """Stop the RunEngine's event loop thread."""
+        """Stop the RunEngine's event loop thread (unless the RunEngine was handed in)."""
         run_engine, self._run_engine = self._run_engine, None
-        if run_engine is not None:
-            run_engine.loop.call_soon_threadsafe(run_engine.loop.stop)
-            run_engine._th.join(timeout=5)
-            run_engine.loop.close()
+        if run_engine is not None and self._own_run_engine:
+            close_run_engine(run_engine)
 
     # -- running ------------------------------------------------------------------------------------------
 
@@ -316,12 +316,23 @@ class ExperimentRunner:
 
     def _get_run_engine(self) -> Any:
         if self._run_engine is None:
-            from bluesky import RunEngine
-
-            # No SIGINT handler of its own: the caller decides what Ctrl-C means (see abort()).
-            self._run_engine = RunEngine({}, context_managers=[], call_returns_result=True)
-            self._run_engine.msg_hook = self._journal_message
+            self._run_engine = new_run_engine()
+        self._run_engine.msg_hook = self._journal_message  # a RunEngine may be shared by several runners
         return self._run_engine
+
+
+def new_run_engine() -> Any:
+    """A RunEngine with no SIGINT handler of its own: its owner decides what Ctrl-C means."""
+    from bluesky import RunEngine
+
+    return RunEngine({}, context_managers=[], call_returns_result=True)
+
+
+def close_run_engine(run_engine: Any) -> None:
+    """Stop a RunEngine's event-loop thread and close its loop (nothing leaks into what runs next)."""
+    run_engine.loop.call_soon_threadsafe(run_engine.loop.stop)
+    run_engine._th.join(timeout=5)
+    run_engine.loop.close()
 
 
 class _DocumentSink:

@@ -152,8 +152,10 @@ def campaign_state(record: CampaignRecord, now: float | None = None) -> str:
         return record.status.value
     now = time.time() if now is None else now
     if claim_is_stale(record.owner, record.heartbeat_at, now, STALE_AFTER_S):
+        if record.owner is not None and record.owner.startswith("daemon:"):
+            return "stale: waiting for the lab service (`sdl daemon` resumes it when it starts)"
         was = f" (was run by {describe_owner(record.owner)})" if record.owner else ""
-        return f"stale: nothing is running it{was}; resume it"
+        return f"stale: nothing is running it{was}; resume it with `sdl run --resume`"
     return {"pause": "paused", "stop": "stopping"}.get(record.control, "running")
 
 

@@ -19,8 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bluesky.protocols import HasName
+
 from sdl.campaign import PLACEHOLDER, Lab
-from sdl.imports import UnresolvedImport, resolve
+from sdl.instruments import Instruments, InstrumentUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +135,8 @@ def fill(address: Any, endpoints: dict[str, str]) -> Any:
 
 
 class LabSession:
-    """Context manager holding the running lab: ``devices`` by instrument name, and their ``assignments``."""
+    """Context manager holding a campaign's lab for `sdl run`: the simulator (if any), then every
+    instrument built and connected; ``devices`` by instrument name, and their ``assignments``."""
 
     def __init__(
         self, lab: Lab, base_dir: Path | None = None, *, command: Sequence[str] | None = None
@@ -141,9 +144,10 @@ class LabSession:
         self.lab = lab
         self.base_dir = base_dir
         self.command = command
-        self.devices: dict[str, Any] = {}
+        self.devices: dict[str, HasName] = {}
         self.assignments: dict[str, dict[str, Any]] = {}
         self.simulator: SimulatedLab | None = None
+        self.instruments: Instruments | None = None
 
     def __enter__(self) -> LabSession:
         try:
@@ -157,41 +161,34 @@ class LabSession:
         self.close()
 
     def _start(self) -> None:
-        endpoints: dict[str, str] = {}
-        if self.lab.simulated is not None:
-            needed = {f"{i}.{e}" for inst in self.lab.instruments.values() for i, e in inst.placeholders()}
-            command = self.command or simulator_command(self.lab.simulated, self.lab.speed)
-            self.simulator = SimulatedLab(command)
-            endpoints = self.simulator.start(needed, self.lab.startup_timeout)
-        for name, instrument in self.lab.instruments.items():
-            address = fill(instrument.address, endpoints)
-            try:
-                factory = resolve(instrument.driver, self.base_dir)
-            except UnresolvedImport as exc:
-                raise LabError(
-                    f"instrument {name!r}: driver {instrument.driver!r} does not resolve: {exc}"
-                ) from exc
-            log.info("connecting %s (%s) at %s", name, instrument.driver, address)
-            try:
-                device = factory(name, address, **instrument.options)
-                self.devices[name] = device
-                # Drivers build offline and connect separately (docs/decisions/0003); older ones
-                # connect while building and have no connect().
-                connect = getattr(device, "connect", None)
-                if callable(connect):
-                    connect()
-            except Exception as exc:
-                raise LabError(f"instrument {name!r} ({instrument.driver}) at {address}: {exc}") from exc
-            self.assignments[name] = {"driver": instrument.driver, "address": address}
+        endpoints = self._start_simulator()
+        addresses = {name: fill(i.address, endpoints) for name, i in self.lab.instruments.items()}
+        self.instruments = Instruments(self.lab.instruments, addresses, base_dir=self.base_dir)
+        try:
+            self.devices = self.instruments.connect(self.lab.instruments)
+        except InstrumentUnavailable as exc:
+            spec = self.lab.instruments[exc.instrument]
+            cause = exc.__cause__.__cause__ or exc.__cause__ if exc.__cause__ else exc
+            raise LabError(
+                f"instrument {exc.instrument!r} ({spec.driver}) at {addresses[exc.instrument]}: {cause}"
+            ) from exc
+        self.assignments = {
+            name: {"driver": spec.driver, "address": addresses[name]}
+            for name, spec in self.lab.instruments.items()
+        }
+
+    def _start_simulator(self) -> dict[str, str]:
+        if self.lab.simulated is None:
+            return {}
+        needed = {f"{i}.{e}" for inst in self.lab.instruments.values() for i, e in inst.placeholders()}
+        command = self.command or simulator_command(self.lab.simulated, self.lab.speed)
+        self.simulator = SimulatedLab(command)
+        return self.simulator.start(needed, self.lab.startup_timeout)
 
     def close(self) -> None:
-        for name, device in reversed(list(self.devices.items())):
-            destroy = getattr(device, "destroy", None)
-            if callable(destroy):
-                try:
-                    destroy()
-                except Exception:
-                    log.exception("closing instrument %s failed", name)
+        if self.instruments is not None:
+            self.instruments.close()
+            self.instruments = None
         self.devices.clear()
         if self.simulator is not None:
             self.simulator.stop()

@@ -48,6 +48,13 @@ def load_campaign(path: Path | str, *, check_imports: bool = True) -> LoadedCamp
         source = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CampaignError(path, [f"{path}: cannot read campaign file: {exc.strerror or exc}"]) from None
+    return load_campaign_text(source, path, check_imports=check_imports)
+
+
+def load_campaign_text(source: str, path: Path | str, *, check_imports: bool = True) -> LoadedCampaign:
+    """Validate a campaign file's text as if read from ``path`` (its folder is where procedures import
+    from); raise :class:`CampaignError` listing every problem found."""
+    path = Path(path)
     try:
         root = yaml.compose(source)
         data = yaml.safe_load(source)
@@ -63,7 +70,7 @@ def load_campaign(path: Path | str, *, check_imports: bool = True) -> LoadedCamp
     try:
         campaign = Campaign.model_validate(data)
     except ValidationError as exc:
-        raise CampaignError(path, [_describe(path, root, error) for error in exc.errors()]) from None
+        raise CampaignError(path, [describe_error(path, root, error) for error in exc.errors()]) from None
     campaign = _resolve_paths(path, root, campaign)
     if check_imports:
         problems = check_import_paths(campaign, path.parent)
@@ -164,13 +171,14 @@ def _instruments_missing_from_lab_file(
     return problems
 
 
-def _describe(path: Path, root: yaml.Node | None, error: Any) -> str:
+def describe_error(path: Path, root: yaml.Node | None, error: Any, model: type[BaseModel] = Campaign) -> str:
+    """One pydantic error as 'file:line: field.path: message (allowed: ...)'."""
     loc = tuple(error["loc"])
     kind = error["type"]
     message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     got = error.get("input")
     if kind == "extra_forbidden":
-        allowed = _fields_at(loc[:-1])
+        allowed = _fields_at(loc[:-1], model)
         message = f"unknown field {loc[-1]!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
     elif kind == "missing":
         message = f"missing required field {loc[-1]!r}"
@@ -229,9 +237,9 @@ def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    """The field names allowed at ``loc`` in the campaign model (for 'unknown field' messages)."""
-    tp: Any = Campaign
+def _fields_at(loc: tuple[Any, ...], model: type[BaseModel] = Campaign) -> list[str]:
+    """The field names allowed at ``loc`` in ``model`` (for 'unknown field' messages)."""
+    tp: Any = model
     for part in loc:
         tp = _unwrap(tp, part)
         if isinstance(tp, type) and issubclass(tp, BaseModel):

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from sdl.store import Store
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: API errors that are the user's own mistake (exit 2) rather than the lab's state or a failure (exit 1).
+USER_MISTAKES = frozenset({"invalid_campaign", "invalid_params", "not_found", "forbidden", "unauthenticated"})
 DEFAULT_DATA_DIR = "sdl-data"
 
 log = logging.getLogger("sdl")
@@ -44,7 +46,7 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sdl.cli import inspect, run
+    from sdl.cli import control, daemon, inspect, run
 
     common = _common()
     parser = argparse.ArgumentParser(
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run.register(commands, common)
     inspect.register(commands, common)
+    daemon.register(commands, common)
+    control.register(commands, common)
     return parser
 
 
@@ -105,6 +109,9 @@ def open_store(args: argparse.Namespace, *, create: bool = False, read_only: boo
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sdl` console script; returns the exit code."""
+    from sdl.api.models import ApiError
+    from sdl.client import ServiceUnavailable
+    from sdl.labfile import LabFileError
     from sdl.loading import CampaignError
     from sdl.store import SchemaTooNew, StoreUnavailable, UnknownCampaign
 
@@ -115,10 +122,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(verbosity, err)
     try:
         return int(args.handler(args) or 0)
-    except CampaignError as exc:
+    except (CampaignError, LabFileError) as exc:
         for problem in exc.problems:
             err.print(f"[red]error:[/] {problem}", markup=True, highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
+    except ApiError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        for detail in exc.error.details:
+            err.print(f"[red]error:[/] {detail}", highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT if exc.error.type in USER_MISTAKES else EXIT_FAILURE
+    except ServiceUnavailable as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return EXIT_FAILURE
     except (BadInput, UnknownCampaign, SchemaTooNew, StoreUnavailable) as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT

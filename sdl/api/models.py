@@ -1,0 +1,455 @@
+"""The lab service's API: one request model and one reply model per method, and the typed error reply.
+
+Every method is a pydantic model here; the server's dispatch table and `docs/api.md` are generated from
+them (`python -m sdl.api.docs`), so the code, the reference and the clients cannot drift apart.
+
+On the wire, a request is one JSON object ``{"method": NAME, "id": ANY, "params": {...}}`` and its reply
+``{"id": ANY, "ok": true, "result": {...}}`` or ``{"id": ANY, "ok": false, "error": {...}}``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Role(StrEnum):
+    """Who may call a method: each role may do what the roles before it may."""
+
+    VIEWER = "viewer"  # read and watch
+    OPERATOR = "operator"  # run campaigns: submit, pause, resume, stop, abort, budget, e-stop
+    ADMIN = "admin"  # the lab itself: quarantine, release, clear the e-stop, shut the service down
+
+    def allows(self, needed: Role) -> bool:
+        order = list(Role)
+        return order.index(self) >= order.index(needed)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Request(_Model):
+    """Base of every request's parameters."""
+
+    method: ClassVar[str]
+    role: ClassVar[Role]
+    reply: ClassVar[type[BaseModel]]
+
+
+class Ok(_Model):
+    """A command was accepted."""
+
+    message: str = ""
+
+
+# -- shared records -----------------------------------------------------------------------------------
+
+
+class Best(_Model):
+    experiment: int = Field(description="Sequence number of the best experiment.")
+    objectives: dict[str, Any] = Field(description="Its objectives' measured values (the user's direction).")
+    loss: float | None = Field(None, description="The scalar the optimizer minimises.")
+
+
+class CampaignSummary(_Model):
+    id: str
+    name: str
+    status: str = Field(description="running, completed, interrupted or failed (the record's status).")
+    state: str = Field(description="What it is doing: running, paused, stopping, stale, completed...")
+    stop_reason: str | None = None
+    budget: int
+    spent: int = Field(description="Experiments that spent budget (done or failed).")
+    counts: dict[str, int] = Field(description="Experiments by status.")
+    best: Best | None = None
+    priority: int = 0
+    weight: float = 1.0
+    submitted_by: str | None = None
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    active_seconds: float = Field(0.0, description="Wall time spent running, over every restart.")
+    max_wall_time: float | None = None
+
+
+class DecisionRecord(_Model):
+    model: str
+    acquisition: str | None = None
+    acquisition_value: float | None = None
+    seconds: float
+    n_observations: int
+    n_pending: int
+
+
+class ExperimentSummary(_Model):
+    id: int
+    campaign_id: str
+    seq: int
+    status: str
+    recipe: dict[str, Any]
+    measurements: dict[str, Any] | None = None
+    loss: float | None = None
+    failure: str | None = None
+    cause: str | None = None
+    fault_kind: str | None = None
+    fault_instrument: str | None = None
+    workcell: str | None = None
+    retry_of: int | None = None
+    proposed_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    decision: DecisionRecord | None = None
+
+
+class JournalLine(_Model):
+    id: int
+    at: float
+    entry: str = Field(description="sent, done, failed or abort.")
+    command: str
+    instrument: str | None = None
+    device: str | None = None
+    detail: str | None = None
+    ref: int | None = None
+
+
+class InstrumentStatus(_Model):
+    name: str
+    driver: str
+    state: str = Field(description="ok, suspect (checked before use) or quarantined.")
+    reason: str | None = None
+    connected_in: list[str] = Field(default_factory=list, description="Workcells whose worker holds it open.")
+    leased_to: int | None = Field(None, description="Experiment id holding it now.")
+    leased_by: str | None = Field(None, description="Workcell running that experiment.")
+    consecutive_faults: int = 0
+    faults: int = 0
+    retries: int = 0
+    workcells: list[str] = Field(default_factory=list)
+
+
+class WorkcellStatus(_Model):
+    name: str
+    state: str = Field(
+        description="starting, idle, busy, recovering, down, or blocked (an instrument is out)."
+    )
+    capabilities: list[str]
+    devices: dict[str, str] = Field(description="Device name the plan sees -> instrument.")
+    experiment: int | None = None
+    campaign_id: str | None = None
+    worker_pid: int | None = None
+    restarts: int = 0
+    blocked_by: list[str] = Field(default_factory=list)
+
+
+class EStopState(_Model):
+    active: bool
+    reason: str | None = None
+    by: str | None = None
+    at: str | None = None
+
+
+class EventRecord(_Model):
+    seq: int = Field(description="Increases by one per event; a gap means events were missed.")
+    at: str
+    topic: str
+    campaign_id: str | None = None
+    body: dict[str, Any]
+
+
+# -- methods ------------------------------------------------------------------------------------------
+
+
+class StatusReply(_Model):
+    lab: str
+    pid: int
+    started_at: str
+    estop: EStopState
+    workcells: list[WorkcellStatus]
+    instruments: list[InstrumentStatus]
+    campaigns: list[CampaignSummary] = Field(description="Campaigns that are running (paused included).")
+    last_event: int
+    events_address: str
+    documents_address: str
+
+
+class Status(Request):
+    """The whole lab at a glance: workcells, instruments, e-stop, running campaigns."""
+
+    method = "status"
+    role = Role.VIEWER
+    reply = StatusReply
+
+
+class SubmitReply(_Model):
+    campaign_id: str
+
+
+class SubmitCampaign(Request):
+    """Validate a campaign file and queue it; the scheduler starts it on free workcells that fit."""
+
+    method = "campaign.submit"
+    role = Role.OPERATOR
+    reply = SubmitReply
+    text: str = Field(description="The campaign file's YAML.")
+    path: str = Field(
+        description="Where the file lives on the lab's machine: procedures import from its folder."
+    )
+    seed: int | None = Field(None, description="Override optimizer.seed.")
+    budget: int | None = Field(None, ge=1, description="Override budget.max_experiments.")
+
+
+class CampaignList(_Model):
+    campaigns: list[CampaignSummary]
+
+
+class ListCampaigns(Request):
+    """Every campaign in the store, newest last."""
+
+    method = "campaign.list"
+    role = Role.VIEWER
+    reply = CampaignList
+    active_only: bool = Field(False, description="Only campaigns that are running (paused included).")
+
+
+class CampaignDetail(_Model):
+    campaign: CampaignSummary
+    spec: dict[str, Any] = Field(description="The validated campaign file, as recorded.")
+
+
+class ShowCampaign(Request):
+    """One campaign: its summary and its recorded campaign file."""
+
+    method = "campaign.show"
+    role = Role.VIEWER
+    reply = CampaignDetail
+    campaign_id: str
+
+
+class CampaignStateReply(_Model):
+    campaign_id: str
+    state: str
+
+
+class PauseCampaign(Request):
+    """Finish the experiments in flight, start no new ones until resumed."""
+
+    method = "campaign.pause"
+    role = Role.OPERATOR
+    reply = CampaignStateReply
+    campaign_id: str
+
+
+class ResumeCampaign(Request):
+    """Start experiments again: a paused campaign, or a stopped, failed or interrupted one (a new budget
+    may be needed)."""
+
+    method = "campaign.resume"
+    role = Role.OPERATOR
+    reply = CampaignStateReply
+    campaign_id: str
+
+
+class StopCampaign(Request):
+    """Stop after the experiments in flight finish; the campaign then ends as interrupted."""
+
+    method = "campaign.stop"
+    role = Role.OPERATOR
+    reply = CampaignStateReply
+    campaign_id: str
+
+
+class AbortCampaign(Request):
+    """Abort the campaign's experiments in flight now (the RunEngine stops every moving device) and end it."""
+
+    method = "campaign.abort"
+    role = Role.OPERATOR
+    reply = CampaignStateReply
+    campaign_id: str
+    reason: str = "aborted by the operator"
+
+
+class SetBudget(Request):
+    """Change a campaign's budget (total experiments); a finished campaign with budget left runs again."""
+
+    method = "campaign.budget"
+    role = Role.OPERATOR
+    reply = CampaignStateReply
+    campaign_id: str
+    max_experiments: int = Field(ge=1)
+
+
+class ExperimentList(_Model):
+    experiments: list[ExperimentSummary]
+
+
+class ListExperiments(Request):
+    """A campaign's experiments in proposal order, with results and the optimizer's decisions."""
+
+    method = "experiments.list"
+    role = Role.VIEWER
+    reply = ExperimentList
+    campaign_id: str
+    after_seq: int = Field(0, ge=0, description="Only experiments with a larger sequence number.")
+    limit: int = Field(1000, ge=1, le=10000)
+
+
+class ExperimentDetail(_Model):
+    experiment: ExperimentSummary
+    journal: list[JournalLine]
+    documents: list[tuple[str, dict[str, Any]]] | None = None
+
+
+class ShowExperiment(Request):
+    """One experiment with its command journal (and its event-model documents when asked)."""
+
+    method = "experiment.show"
+    role = Role.VIEWER
+    reply = ExperimentDetail
+    experiment_id: int
+    documents: bool = False
+
+
+class InstrumentList(_Model):
+    instruments: list[InstrumentStatus]
+
+
+class ListInstruments(Request):
+    """Every instrument with its state, health counters and lease holder."""
+
+    method = "lab.instruments"
+    role = Role.VIEWER
+    reply = InstrumentList
+
+
+class WorkcellList(_Model):
+    workcells: list[WorkcellStatus]
+
+
+class ListWorkcells(Request):
+    """Every workcell with its worker, what it runs, and what blocks it."""
+
+    method = "lab.workcells"
+    role = Role.VIEWER
+    reply = WorkcellList
+
+
+class QuarantineInstrument(Request):
+    """Take an instrument out of service: workcells that need it take no work, the others carry on."""
+
+    method = "instrument.quarantine"
+    role = Role.ADMIN
+    reply = Ok
+    name: str
+    reason: str = "quarantined by the operator"
+
+
+class ReleaseInstrument(Request):
+    """Put a quarantined or suspect instrument back in service (after a recovery and health check unless
+    ``check`` is false)."""
+
+    method = "instrument.release"
+    role = Role.ADMIN
+    reply = Ok
+    name: str
+    check: bool = Field(True, description="Run the driver's recovery and health check first.")
+
+
+class EStop(Request):
+    """Stop every instrument now (pumps stopped, arm stopped), abort every experiment in flight, and hold
+    the lab until an administrator clears the e-stop. Always allowed to an operator."""
+
+    method = "lab.estop"
+    role = Role.OPERATOR
+    reply = Ok
+    reason: str = "emergency stop"
+
+
+class ClearEStop(Request):
+    """Let the lab take work again after an e-stop."""
+
+    method = "lab.clear_estop"
+    role = Role.ADMIN
+    reply = Ok
+
+
+class EventList(_Model):
+    events: list[EventRecord]
+    last: int = Field(description="The newest event's sequence number.")
+
+
+class EventsSince(Request):
+    """Events after a sequence number, from the record: how a subscriber catches up after a gap."""
+
+    method = "events.since"
+    role = Role.VIEWER
+    reply = EventList
+    seq: int = Field(0, ge=0)
+    limit: int = Field(1000, ge=1, le=10000)
+    campaign_id: str | None = None
+
+
+class Shutdown(Request):
+    """Stop the lab service: finish (or abort) work in flight, bring instruments to a safe state, exit."""
+
+    method = "daemon.shutdown"
+    role = Role.ADMIN
+    reply = Ok
+    abort: bool = Field(False, description="Abort experiments in flight instead of letting them finish.")
+
+
+# -- errors -------------------------------------------------------------------------------------------
+
+ErrorType = Literal[
+    "bad_request",  # not JSON, not an object, no method
+    "too_large",  # over the size limit
+    "unknown_method",
+    "invalid_params",  # the parameters do not match the method's model
+    "unauthenticated",  # no key, or an unknown key
+    "forbidden",  # the caller's role may not do this
+    "not_found",  # unknown campaign, experiment or instrument
+    "invalid_campaign",  # the submitted campaign file has mistakes (details: one line per mistake)
+    "conflict",  # not possible in the current state (e.g. e-stop active, campaign already finished)
+    "busy",  # another process holds the campaign
+    "internal",  # a bug: the service logged it and carries on
+]
+
+
+class Error(_Model):
+    type: ErrorType
+    message: str
+    details: list[str] = Field(default_factory=list)
+
+
+class ApiError(Exception):
+    """Raised by a handler (or the client) with a typed error."""
+
+    def __init__(self, type: ErrorType, message: str, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.error = Error(type=type, message=message, details=details or [])
+
+
+METHODS: dict[str, type[Request]] = {
+    model.method: model
+    for model in (
+        Status,
+        SubmitCampaign,
+        ListCampaigns,
+        ShowCampaign,
+        PauseCampaign,
+        ResumeCampaign,
+        StopCampaign,
+        AbortCampaign,
+        SetBudget,
+        ListExperiments,
+        ShowExperiment,
+        ListInstruments,
+        ListWorkcells,
+        QuarantineInstrument,
+        ReleaseInstrument,
+        EStop,
+        ClearEStop,
+        EventsSince,
+        Shutdown,
+    )
+}

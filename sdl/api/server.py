@@ -1,0 +1,139 @@
+"""The API's 0MQ server: a ROUTER socket, one task per request, typed errors for everything that goes wrong.
+
+The dispatch table is ``sdl.api.models.METHODS`` joined to the service's handlers; the server refuses to
+start unless every method has exactly one handler. No frame a client sends can crash or wedge it: a
+malformed, unknown, mistyped or oversized request gets a typed error; a handler's bug gets an
+``internal`` error and a log line; too many requests at once get ``busy`` — except the e-stop, which is
+always taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import zmq
+import zmq.asyncio
+from pydantic import BaseModel
+
+from sdl.api.models import METHODS, ApiError, Error, EStop, Request, Role
+from sdl.api.wire import Envelope, decode_request, encode_error, encode_result, request_id
+
+log = logging.getLogger(__name__)
+
+MAX_CONCURRENT = 64
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: a name for the audit log, a role, and where from."""
+
+    name: str
+    role: Role
+    origin: str | None = None
+
+
+Handler = Callable[[Request, Caller], Awaitable[BaseModel]]
+Authenticate = Callable[[zmq.Frame, Envelope], Caller]
+Audit = Callable[[Caller, Request, str], None]
+
+
+def local_caller(frame: zmq.Frame, envelope: Envelope) -> Caller:
+    """On a loopback address nobody authenticates: the local user may do everything."""
+    return Caller(name=f"local:{envelope.user or 'unknown'}", role=Role.ADMIN, origin="loopback")
+
+
+class ApiServer:
+    def __init__(
+        self,
+        socket: zmq.asyncio.Socket,
+        handlers: Mapping[str, Handler],
+        *,
+        authenticate: Authenticate = local_caller,
+        audit: Audit | None = None,
+    ) -> None:
+        missing = sorted(set(METHODS) - set(handlers))
+        extra = sorted(set(handlers) - set(METHODS))
+        if missing or extra:
+            raise RuntimeError(f"API handlers do not match the models: missing {missing}, unknown {extra}")
+        self.socket = socket
+        self.handlers = dict(handlers)
+        self.authenticate = authenticate
+        self.audit = audit
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.handled = 0
+
+    async def serve(self) -> None:
+        """Receive requests until cancelled; each runs in a task of its own."""
+        try:
+            while True:
+                frames = await self.socket.recv_multipart(copy=False)
+                task = asyncio.create_task(self._handle(frames))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _handle(self, frames: list[zmq.Frame]) -> None:
+        if len(frames) < 2:
+            return  # a ROUTER always gives an identity frame; nothing to answer without a payload
+        identity, envelope_frames, payload = frames[0], frames[1:-1], frames[-1]
+        reply = await self._reply(payload)
+        try:
+            await self.socket.send_multipart([identity, *envelope_frames, reply])
+        except zmq.ZMQError as exc:
+            log.debug("could not reply: %s", exc)
+        self.handled += 1
+
+    async def _reply(self, frame: zmq.Frame) -> bytes:
+        raw = frame.bytes
+        try:
+            envelope = decode_request(raw)
+        except ApiError as exc:
+            return encode_error(request_id(raw), exc.error)
+        except RecursionError:
+            return encode_error(None, Error(type="bad_request", message="request nested too deeply"))
+        try:
+            caller = self.authenticate(frame, envelope)
+        except ApiError as exc:
+            self._audit(Caller(name="unknown", role=Role.VIEWER), envelope.request, f"refused: {exc}")
+            return encode_error(envelope.id, exc.error)
+        request = envelope.request
+        if not caller.role.allows(request.role):
+            message = (
+                f"{caller.role.value} {caller.name!r} may not {request.method}; needs {request.role.value}"
+            )
+            self._audit(caller, request, f"refused: {message}")
+            return encode_error(envelope.id, Error(type="forbidden", message=message))
+        if isinstance(request, EStop):  # never queued behind anything
+            return await self._call(envelope, caller)
+        if self._slots.locked():
+            return encode_error(envelope.id, Error(type="busy", message="too many requests at once; retry"))
+        async with self._slots:
+            return await self._call(envelope, caller)
+
+    async def _call(self, envelope: Envelope, caller: Caller) -> bytes:
+        request = envelope.request
+        try:
+            result = await self.handlers[request.method](request, caller)
+        except ApiError as exc:
+            self._audit(caller, request, f"{exc.error.type}: {exc}")
+            return encode_error(envelope.id, exc.error)
+        except Exception as exc:
+            log.exception("%s failed", request.method)
+            self._audit(caller, request, f"internal: {type(exc).__name__}: {exc}")
+            return encode_error(envelope.id, Error(type="internal", message=f"{type(exc).__name__}: {exc}"))
+        self._audit(caller, request, "ok")
+        return encode_result(envelope.id, result)
+
+    def _audit(self, caller: Caller, request: Request, result: str) -> None:
+        if self.audit is not None and (request.role is not Role.VIEWER or result != "ok"):
+            try:
+                self.audit(caller, request, result)
+            except Exception:
+                log.exception("could not write the audit log")

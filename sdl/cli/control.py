@@ -1,0 +1,307 @@
+"""Commands that talk to the lab service: submit, status, watch, pause, resume, stop, abort, budget, estop,
+instruments, quarantine, release. Each takes --connect URL (default: the service of --data-dir)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from sdl.api import models as m
+from sdl.cli import EXIT_FAILURE, EXIT_OK, BadInput, data_dir_of
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument(
+        "--connect", metavar="URL", help="the lab service's API address (default: from DATA_DIR/daemon.json)"
+    )
+
+    def add(name: str, help: str, description: str, handler: Any) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, parents=[common, client], help=help, description=description)
+        parser.set_defaults(handler=handler)
+        return parser
+
+    p = add(
+        "submit",
+        "submit a campaign to the lab service",
+        "Validate a campaign file on the lab service and queue it; it starts on every free workcell that "
+        "provides the devices and capabilities it requires. Prints the campaign id. Mistakes in the file are "
+        "reported like `sdl validate` does (exit 2).",
+        cmd_submit,
+    )
+    p.add_argument("file", type=Path)
+    p.add_argument("--seed", type=int, help="override optimizer.seed")
+    p.add_argument("--budget", type=int, metavar="N", help="override budget.max_experiments")
+    p.add_argument("--watch", action="store_true", help="then follow its progress until it ends")
+
+    add(
+        "status",
+        "the lab at a glance",
+        "Workcells, instruments, the e-stop and running campaigns.",
+        cmd_status,
+    )
+
+    p = add(
+        "watch",
+        "follow a campaign (or the whole lab) live",
+        "Follow one campaign's progress from the service's events, with the same display as `sdl run`, "
+        "until it ends; without CAMPAIGN_ID, print every event of the lab as it happens (Ctrl-C to stop).",
+        cmd_watch,
+    )
+    p.add_argument("campaign_id", nargs="?", metavar="CAMPAIGN_ID")
+
+    for name, model, text in (
+        ("pause", m.PauseCampaign, "finish the experiments in flight, start no new ones"),
+        ("resume", m.ResumeCampaign, "start experiments again (a paused, stopped or stale campaign)"),
+        ("stop", m.StopCampaign, "stop after the experiments in flight (the campaign ends interrupted)"),
+        ("abort", m.AbortCampaign, "abort the campaign's experiments now: every moving device is stopped"),
+    ):
+        p = add(name, text, f"{text[0].upper()}{text[1:]}.", cmd_campaign_control)
+        p.add_argument("campaign_id", metavar="CAMPAIGN_ID")
+        p.set_defaults(model=model)
+
+    p = add(
+        "budget", "change a campaign's budget", "Set a campaign's total number of experiments.", cmd_budget
+    )
+    p.add_argument("campaign_id", metavar="CAMPAIGN_ID")
+    p.add_argument("max_experiments", type=int, metavar="N")
+
+    p = add(
+        "estop",
+        "emergency stop: stop every instrument now",
+        "Stop every instrument now (pumps stopped, arm stopped), abort every experiment in flight, and hold "
+        "the lab until `sdl estop --clear`.",
+        cmd_estop,
+    )
+    p.add_argument("--clear", action="store_true", help="let the lab take work again")
+    p.add_argument("--reason", default="emergency stop from the command line")
+
+    add(
+        "instruments",
+        "instruments and their health",
+        "Each instrument's state, health and lease.",
+        cmd_instruments,
+    )
+
+    p = add(
+        "quarantine",
+        "take an instrument out of service",
+        "Workcells that need it take no work; the others carry on.",
+        cmd_quarantine,
+    )
+    p.add_argument("instrument")
+    p.add_argument("--reason", default="quarantined by the operator")
+
+    p = add(
+        "release",
+        "put an instrument back in service",
+        "After the driver's recovery and health check pass (or at once with --no-check).",
+        cmd_release,
+    )
+    p.add_argument("instrument")
+    p.add_argument("--no-check", action="store_true", help="release without a recovery and health check")
+
+
+@contextmanager
+def connected(args: argparse.Namespace) -> Iterator[Any]:
+    from sdl.client import Client, address_for
+
+    with Client(args.connect or address_for(data_dir_of(args))) as client:
+        yield client
+
+
+def run_request(args: argparse.Namespace, request: m.Request) -> Any:
+    with connected(args) as client:
+        return client.call(request)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    if not args.file.is_file():
+        raise BadInput(f"{args.file}: no such campaign file")
+    with connected(args) as client:
+        reply = client.submit(args.file, seed=args.seed, budget=args.budget)
+        print(f"submitted campaign {reply.campaign_id}")
+        if args.watch:
+            return watch_campaign(client, reply.campaign_id)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status: m.StatusReply = run_request(args, m.Status())
+    out = Console(width=max(Console().width, 120))
+    estop = (
+        f"E-STOP ACTIVE: {status.estop.reason} (by {status.estop.by})" if status.estop.active else "no e-stop"
+    )
+    out.print(f"lab [bold]{status.lab}[/] (process {status.pid}, since {status.started_at}); {estop}")
+    table = Table(title="workcells", title_justify="left")
+    for column in ("workcell", "state", "campaign", "experiment", "devices", "restarts"):
+        table.add_column(column)
+    for w in status.workcells:
+        state = w.state + (f" ({', '.join(w.blocked_by)})" if w.blocked_by else "")
+        devices = ", ".join(f"{k}={v}" for k, v in w.devices.items())
+        table.add_row(w.name, state, w.campaign_id or "", str(w.experiment or ""), devices, str(w.restarts))
+    out.print(table)
+    out.print(instruments_table(status.instruments))
+    table = Table(title="campaigns running", title_justify="left")
+    for column in ("id", "name", "state", "spent/budget", "best"):
+        table.add_column(column)
+    for c in status.campaigns:
+        best = ", ".join(
+            f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in (c.best.objectives if c.best else {}).items()
+        )
+        table.add_row(c.id, c.name, c.state, f"{c.spent}/{c.budget}", best or "-")
+    out.print(table)
+    return EXIT_OK
+
+
+def instruments_table(instruments: list[m.InstrumentStatus]) -> Table:
+    table = Table(title="instruments", title_justify="left")
+    for column in ("instrument", "state", "reason", "leased to", "open in", "faults (in a row)", "retries"):
+        table.add_column(column)
+    for i in instruments:
+        lease = f"#{i.leased_to} ({i.leased_by})" if i.leased_to else ""
+        faults = f"{i.faults} ({i.consecutive_faults})"
+        table.add_row(
+            i.name, i.state, i.reason or "", lease, ", ".join(i.connected_in), faults, str(i.retries)
+        )
+    return table
+
+
+def cmd_instruments(args: argparse.Namespace) -> int:
+    reply: m.InstrumentList = run_request(args, m.ListInstruments())
+    Console(width=max(Console().width, 120)).print(instruments_table(reply.instruments))
+    return EXIT_OK
+
+
+def cmd_campaign_control(args: argparse.Namespace) -> int:
+    reply: m.CampaignStateReply = run_request(args, args.model(campaign_id=args.campaign_id))
+    print(f"campaign {reply.campaign_id}: {reply.state}")
+    return EXIT_OK
+
+
+def cmd_budget(args: argparse.Namespace) -> int:
+    if args.max_experiments < 1:
+        raise BadInput(f"the budget must be at least 1, got {args.max_experiments}")
+    reply = run_request(args, m.SetBudget(campaign_id=args.campaign_id, max_experiments=args.max_experiments))
+    print(f"campaign {reply.campaign_id}: {reply.state}, budget {args.max_experiments}")
+    return EXIT_OK
+
+
+def cmd_estop(args: argparse.Namespace) -> int:
+    reply = run_request(args, m.ClearEStop() if args.clear else m.EStop(reason=args.reason))
+    print(reply.message)
+    return EXIT_OK
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    print(run_request(args, m.QuarantineInstrument(name=args.instrument, reason=args.reason)).message)
+    return EXIT_OK
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    print(run_request(args, m.ReleaseInstrument(name=args.instrument, check=not args.no_check)).message)
+    return EXIT_OK
+
+
+# -- watching ------------------------------------------------------------------------------------------------
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    with connected(args) as client:
+        if args.campaign_id:
+            return watch_campaign(client, args.campaign_id)
+        out = Console(soft_wrap=True)
+        for event in client.events():
+            line = (
+                f"{event.at[11:19]} #{event.seq} {event.topic} {event.campaign_id or ''} {_brief(event.body)}"
+            )
+            out.print(line, highlight=False, markup=False)
+    return EXIT_OK
+
+
+def _brief(body: dict[str, Any]) -> str:
+    keys = ("seq", "status", "state", "workcell", "instrument", "reason", "failure", "spent", "budget")
+    return " ".join(f"{k}={body[k]}" for k in keys if body.get(k) not in (None, "", [], {}))
+
+
+def watch_campaign(client: Any, campaign_id: str) -> int:
+    """Live progress of one campaign from the service's events, until it ends; exit 1 if it failed."""
+    from sdl.campaign import Campaign
+    from sdl.cli.progress import CampaignProgress
+
+    detail: m.CampaignDetail = client.call(m.ShowCampaign(campaign_id=campaign_id))
+    campaign = Campaign.model_validate(detail.spec)
+    since = client.call(m.EventsSince(seq=0, limit=1)).last
+    history = _history(client, campaign_id)
+    out = Console(soft_wrap=True)
+    out.print(f"campaign [bold]{campaign_id}[/] ({campaign.name}): {detail.campaign.state}", highlight=False)
+    if detail.campaign.status != "running":
+        return EXIT_OK if detail.campaign.status == "completed" else EXIT_FAILURE
+    with CampaignProgress(out, campaign, history) as progress:
+        for event in client.events(since, campaign_id=campaign_id):
+            if event.topic == "experiment.started":
+                progress.experiment_started(
+                    _record(m.ExperimentSummary(**_summary_fields(event.body, campaign_id)))
+                )
+            elif event.topic.startswith("experiment.") and event.body.get("status") not in (
+                "proposed",
+                "running",
+            ):
+                history = _history(client, campaign_id)
+                finished = next((e for e in history if e.id == event.body.get("experiment_id")), None)
+                if finished is not None:
+                    progress.experiment_finished(finished, history)
+            elif event.topic == "campaign.finished":
+                out.print(f"campaign {event.body['status']}: {event.body['reason']}", highlight=False)
+                return EXIT_OK if event.body["status"] == "completed" else EXIT_FAILURE
+    return EXIT_OK
+
+
+def _summary_fields(body: dict[str, Any], campaign_id: str) -> dict[str, Any]:
+    return {
+        "id": body["experiment_id"],
+        "campaign_id": campaign_id,
+        "seq": body["seq"],
+        "status": body["status"],
+        "recipe": body.get("recipe") or {},
+        "proposed_at": "",
+    }
+
+
+def _history(client: Any, campaign_id: str) -> list[Any]:
+    reply: m.ExperimentList = client.call(m.ListExperiments(campaign_id=campaign_id, limit=10000))
+    return [_record(e) for e in reply.experiments]
+
+
+def _record(e: m.ExperimentSummary) -> Any:
+    """The API's experiment as the store's record type, for the displays `sdl run` uses."""
+    from sdl.status import Cause, ExperimentStatus
+    from sdl.store import Decision, ExperimentRecord
+
+    return ExperimentRecord(
+        id=e.id,
+        campaign_id=e.campaign_id,
+        seq=e.seq,
+        status=ExperimentStatus(e.status),
+        recipe=e.recipe,
+        assignments=None,
+        measurements=e.measurements,
+        objective=e.loss,
+        failure=e.failure,
+        proposed_at=e.proposed_at,
+        started_at=e.started_at,
+        finished_at=e.finished_at,
+        decision=Decision(**e.decision.model_dump()) if e.decision else None,
+        workcell=e.workcell,
+        retry_of=e.retry_of,
+        cause=Cause(e.cause) if e.cause else None,
+        fault_kind=e.fault_kind,
+        fault_instrument=e.fault_instrument,
+    )

@@ -1,0 +1,110 @@
+"""`sdl daemon`: run the lab service in the foreground (systemd-friendly: stderr logs, exit 0 on SIGTERM)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from sdl.cli import EXIT_FAILURE, data_dir_of
+from sdl.client import DEFAULT_API
+
+DEFAULT_EVENTS = "tcp://127.0.0.1:60716"
+DEFAULT_DOCUMENTS = "tcp://127.0.0.1:60717"
+
+SYSTEMD_UNIT = """\
+[Unit]
+Description=sdl lab service
+After=network-online.target
+
+[Service]
+WorkingDirectory=/srv/lab
+ExecStart=/srv/lab/.venv/bin/sdl daemon --lab /srv/lab/lab.yaml --data-dir /srv/lab/sdl-data
+# SIGTERM to the service only: it finishes (or aborts) work in flight and stops its workers itself.
+KillMode=mixed
+TimeoutStopSec=120
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    p = commands.add_parser(
+        "daemon",
+        parents=[common],
+        help="run the lab service: it owns the lab and runs submitted campaigns",
+        description="Run the lab service in the foreground. It owns the lab in LAB.yaml (one service per "
+        "data directory), keeps one worker process per workcell, runs submitted campaigns on every free "
+        "workcell that fits, and serves the API (`sdl submit`, `sdl status`, `sdl watch`...). After a crash "
+        "or kill -9, start it again: it adopts its campaigns, marks the experiments that were in flight "
+        "interrupted with their command journal, and makes instruments they were moving safe before reuse. "
+        "SIGTERM (or Ctrl-C) stops it cleanly: work in flight is finished (--on-stop finish) or aborted, "
+        "instruments are brought to a safe state, exit code 0. The addresses it listens on are written to "
+        "DATA_DIR/daemon.json, where the other commands find them.",
+        epilog="Under systemd, use KillMode=mixed so SIGTERM reaches the service, not its workers:\n\n"
+        + SYSTEMD_UNIT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--lab", type=Path, required=True, help="lab file: instruments and workcells (YAML)")
+    p.add_argument(
+        "--api", default=DEFAULT_API, help=f"API address (default {DEFAULT_API}; port 0: any free port)"
+    )
+    p.add_argument(
+        "--events", default=DEFAULT_EVENTS, help=f"event publisher address (default {DEFAULT_EVENTS})"
+    )
+    p.add_argument(
+        "--documents",
+        default=DEFAULT_DOCUMENTS,
+        help=f"where bluesky consumers subscribe to every run's documents (default {DEFAULT_DOCUMENTS})",
+    )
+    p.add_argument(
+        "--on-stop",
+        choices=("finish", "abort"),
+        default="finish",
+        help="on SIGTERM: let experiments in flight finish (up to --stop-timeout), or abort them now",
+    )
+    p.add_argument(
+        "--stop-timeout", type=float, default=60.0, metavar="S", help="seconds to wait (default 60)"
+    )
+    p.set_defaults(handler=cmd_daemon)
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from sdl.daemon.service import LabService
+    from sdl.labfile import load_lab
+    from sdl.store import CampaignBusy
+
+    lab = load_lab(args.lab)
+    for address in (args.api, args.events, args.documents):
+        if not _loopback(address):
+            # Until CurveZMQ keys are configured, the API only listens where nobody else can reach it.
+            from sdl.cli import BadInput
+
+            raise BadInput(f"{address}: the lab service binds to loopback only (127.0.0.1 or localhost)")
+    if getattr(args, "verbose", 0) == 0:
+        logging.getLogger().setLevel(logging.INFO)  # a service's log says what the lab is doing
+        for name in ("bluesky", "ophyd", "matplotlib", "caproto"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    service = LabService(
+        lab,
+        data_dir_of(args),
+        api=args.api,
+        events=args.events,
+        documents=args.documents,
+        on_stop=args.on_stop,
+        stop_timeout=args.stop_timeout,
+    )
+    try:
+        return service.run()
+    except CampaignBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _loopback(address: str) -> bool:
+    host = address.removeprefix("tcp://").rpartition(":")[0]
+    return host in ("127.0.0.1", "localhost", "[::1]") or address.startswith(("ipc://", "inproc://"))

@@ -1,0 +1,109 @@
+"""A workcell as the lab service sees it: its worker process, what it is doing, and when it last spoke.
+
+Each worker is started in a session of its own (a terminal's Ctrl-C reaches the service only, which
+decides what the hardware does) and watches for the service's death itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+from sdl.daemon.protocol import WorkerConfig
+from sdl.labfile import Workcell
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class Cell:
+    name: str
+    spec: Workcell
+    state: str = "down"  # starting | idle | busy | down
+    process: subprocess.Popen[bytes] | None = None
+    identity: bytes | None = None
+    token: str = ""
+    last_seen: float = 0.0
+    experiment: int | None = None
+    campaign_id: str | None = None
+    started_at: float | None = None
+    timeout: float | None = None
+    abort_sent_at: float | None = None
+    servicing: set[str] = field(default_factory=set)
+    connected: list[str] = field(default_factory=list)
+    restarts: int = 0
+    backoff: float = 1.0
+    restart_at: float = 0.0
+    up_since: float | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def ready(self) -> bool:
+        """Idle, said hello, and not servicing an instrument."""
+        return self.state == "idle" and self.identity is not None and not self.servicing
+
+    def spawn(self, config: WorkerConfig, env: dict[str, str] | None = None) -> None:
+        token = secrets.token_hex(16)
+        config = config.model_copy(update={"token": token})
+        environment = {**os.environ, **(env or {}), "SDL_WORKER_CONFIG": config.model_dump_json()}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sdl.daemon.worker"],
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.token = token
+        self.identity = None
+        self.state = "starting"
+        self.last_seen = time.monotonic()
+        self.up_since = None
+        log.info("workcell %s: worker started (process %d)", self.name, self.process.pid)
+
+    def kill(self) -> None:
+        """Stop the worker now (it stopped answering): SIGKILL, then reap it."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        if process is not None:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                log.error("workcell %s: worker %d did not die", self.name, process.pid)
+
+    def lost(self, now: float, backoff_floor: float) -> None:
+        """The worker is gone: forget it and schedule its replacement with a growing delay."""
+        self.kill()
+        self.process = None
+        self.identity = None
+        self.state = "down"
+        self.connected = []
+        if self.up_since is not None and now - self.up_since > 60:
+            self.backoff = backoff_floor  # it had been fine for a while: start the delays afresh
+        self.restart_at = now + self.backoff
+        self.backoff = min(max(self.backoff, backoff_floor) * 2, MAX_BACKOFF_S)
+        self.restarts += 1
+        self.clear_experiment()
+
+    def clear_experiment(self) -> None:
+        self.experiment = None
+        self.campaign_id = None
+        self.started_at = None
+        self.timeout = None
+        self.abort_sent_at = None

@@ -1,0 +1,162 @@
+"""Messages between the lab service and its workers (one process per workcell), over a 0MQ socket.
+
+The lab service writes an experiment's proposal, lease and ``running`` before it sends ``RunExperiment``;
+the worker journals each command and streams each document into the store itself, writes the outcome,
+then says ``Finished``. Everything the worker knows at start — its workcell, the instruments and their
+resolved addresses — comes in ``WorkerConfig`` (an environment variable), so a replacement worker starts
+exactly like the first.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from sdl.campaign import Instrument
+from sdl.status import Cause
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkerConfig(_Message):
+    """What a worker process is started with (JSON in $SDL_WORKER_CONFIG)."""
+
+    workcell: str
+    manager: str = Field(description="0MQ address of the lab service's worker socket.")
+    token: str = Field(description="Shared secret the worker presents in Hello.")
+    data_dir: str
+    base_dir: str | None = None
+    instruments: dict[str, Instrument] = Field(description="The workcell's instruments, by lab name.")
+    addresses: dict[str, Any] = Field(description="Instrument -> resolved address.")
+    documents: str | None = Field(None, description="0MQ address the RunEngine publishes documents to.")
+    heartbeat_s: float = 0.5
+
+
+# -- manager -> worker ------------------------------------------------------------------------------------
+
+
+class RunExperiment(_Message):
+    type: Literal["run"] = "run"
+    experiment_id: int
+    campaign_id: str
+    devices: dict[str, str] = Field(description="Device name the plan sees -> instrument.")
+    options: dict[str, Any] = Field(default_factory=dict, description="The workcell's plan options.")
+    release_after: list[str] = Field(
+        default_factory=list, description="Shared instruments to disconnect when the experiment ends."
+    )
+
+
+class Abort(_Message):
+    type: Literal["abort"] = "abort"
+    experiment_id: int
+    reason: str
+    cause: Cause
+
+
+class EStop(_Message):
+    type: Literal["estop"] = "estop"
+    reason: str
+
+
+class MakeSafe(_Message):
+    """Bring instruments a crash left suspect to a safe state, then check them."""
+
+    type: Literal["make_safe"] = "make_safe"
+    instruments: list[str]
+    check: bool = True
+    release_after: list[str] = Field(default_factory=list)
+
+
+class CheckHealth(_Message):
+    """Recover and health-check a quarantined instrument."""
+
+    type: Literal["check"] = "check"
+    instrument: str
+    release_after: bool = False
+
+
+class Shutdown(_Message):
+    type: Literal["shutdown"] = "shutdown"
+
+
+ToWorker = Annotated[
+    RunExperiment | Abort | EStop | MakeSafe | CheckHealth | Shutdown, Field(discriminator="type")
+]
+
+# -- worker -> manager ------------------------------------------------------------------------------------
+
+
+class Hello(_Message):
+    type: Literal["hello"] = "hello"
+    workcell: str
+    pid: int
+    token: str
+
+
+class Heartbeat(_Message):
+    type: Literal["heartbeat"] = "heartbeat"
+    experiment_id: int | None = None
+    connected: list[str] = Field(default_factory=list)
+
+
+class Started(_Message):
+    type: Literal["started"] = "started"
+    experiment_id: int
+
+
+class Finished(_Message):
+    """The outcome is in the store (or ``recorded`` is false: someone else closed the experiment first)."""
+
+    type: Literal["finished"] = "finished"
+    experiment_id: int
+    status: str
+    failure: str | None = None
+    fault_kind: str | None = None
+    fault_instrument: str | None = None
+    recorded: bool = True
+    instruments: list[str] = Field(default_factory=list, description="Instruments the experiment held.")
+
+
+class InstrumentReport(_Message):
+    """A health-relevant happening on one instrument (a retry, a reconnect, a recovery...)."""
+
+    type: Literal["instrument"] = "instrument"
+    instrument: str
+    event: str
+    fault: str | None = None
+    detail: str = ""
+
+
+class ServiceResult(_Message):
+    """The result of MakeSafe or CheckHealth for one instrument."""
+
+    type: Literal["service"] = "service"
+    action: Literal["make_safe", "check"]
+    instrument: str
+    ok: bool
+    detail: str = ""
+
+
+class EStopped(_Message):
+    type: Literal["estopped"] = "estopped"
+    stopped: list[str]
+
+
+class Goodbye(_Message):
+    type: Literal["goodbye"] = "goodbye"
+
+
+FromWorker = Annotated[
+    Hello | Heartbeat | Started | Finished | InstrumentReport | ServiceResult | EStopped | Goodbye,
+    Field(discriminator="type"),
+]
+
+TO_WORKER: TypeAdapter[Any] = TypeAdapter(ToWorker)
+FROM_WORKER: TypeAdapter[Any] = TypeAdapter(FromWorker)
+
+
+def encode(message: BaseModel) -> bytes:
+    return message.model_dump_json().encode()

@@ -1,0 +1,82 @@
+"""Which campaign a free workcell serves next: pure functions of the lab, the campaigns and what is busy.
+
+Rules (docs/decisions/0006-leases-and-scheduling.md):
+- an experiment leases every instrument it uses at once, in one transaction, or none (no deadlock: nothing
+  is ever held while waiting for another instrument);
+- an instrument that is leased, quarantined, suspect or being serviced is not available;
+- among the campaigns a workcell can serve, the highest priority wins; among equals, the one that has
+  used the least in proportion to its weight (so weights 1 and 3 share a workcell 1:3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from sdl.campaign import Campaign
+from sdl.labfile import LabSpec
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A campaign that may start an experiment now."""
+
+    id: str
+    campaign: Campaign
+    priority: int
+    weight: float
+    used: int  # experiments it has started (or that are waiting to start)
+    slots: int = 1  # experiments it may still start now (its budget left, minus those in flight)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    workcell: str
+    campaign_id: str
+    instruments: dict[str, str]  # device name -> instrument
+
+
+def blocked_by(lab: LabSpec, workcell: str, campaign: Campaign, unavailable: Collection[str]) -> list[str]:
+    """The unavailable instruments that keep ``campaign`` off ``workcell`` (empty: none do)."""
+    needed = lab.instruments_for(workcell, campaign).values()
+    return sorted(set(needed) & set(unavailable))
+
+
+def choose(
+    lab: LabSpec, workcell: str, candidates: Sequence[Candidate], unavailable: Collection[str]
+) -> Assignment | None:
+    """The campaign ``workcell`` should run next, with the instruments to lease, or None."""
+    fitting = [
+        c
+        for c in candidates
+        if not lab.fits(workcell, c.campaign) and not blocked_by(lab, workcell, c.campaign, unavailable)
+    ]
+    if not fitting:
+        return None
+    top = max(c.priority for c in fitting)
+    best = min((c for c in fitting if c.priority == top), key=lambda c: (c.used / c.weight, c.id))
+    return Assignment(workcell, best.id, lab.instruments_for(workcell, best.campaign))
+
+
+def plan_round(
+    lab: LabSpec, idle: Sequence[str], candidates: Sequence[Candidate], unavailable: Collection[str]
+) -> list[Assignment]:
+    """Assignments for every idle workcell that can take work now, without two sharing an instrument."""
+    taken = set(unavailable)
+    used = {c.id: c.used for c in candidates}
+    slots = {c.id: c.slots for c in candidates}
+    out = []
+    for workcell in idle:
+        current = [
+            Candidate(c.id, c.campaign, c.priority, c.weight, used[c.id], slots[c.id])
+            for c in candidates
+            if slots[c.id] > 0
+        ]
+        assignment = choose(lab, workcell, current, taken)
+        if assignment is None:
+            continue
+        out.append(assignment)
+        taken |= set(assignment.instruments.values())
+        used[assignment.campaign_id] += 1
+        slots[assignment.campaign_id] -= 1
+    return out

@@ -1,0 +1,343 @@
+"""A worker: the process that touches one workcell's hardware, with its own RunEngine.
+
+    python -m sdl.daemon.worker        (started by the lab service, configured by $SDL_WORKER_CONFIG)
+
+The main thread owns the 0MQ socket to the lab service: it receives commands, sends a heartbeat, and
+handles aborts and e-stops at once. Experiments and instrument service run one at a time on a work
+thread. If the lab service dies, the worker aborts what it is doing (the RunEngine stops every device it
+moved), records that, closes its instruments and exits: hardware is never left running unsupervised.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from sdl.campaign import Campaign
+from sdl.daemon import protocol as p
+from sdl.experiment import ExperimentRunner, Outcome, close_run_engine, new_run_engine
+from sdl.faults import Fault
+from sdl.instruments import Instruments, InstrumentUnavailable
+from sdl.status import Cause, ExperimentStatus, IllegalTransition
+from sdl.store import Store
+
+log = logging.getLogger("sdl.worker")
+
+MANAGER_GONE = "the lab service stopped while this experiment was in flight; it was aborted"
+
+
+class Worker:
+    def __init__(self, config: p.WorkerConfig) -> None:
+        self.config = config
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 1000)
+        self.socket.connect(config.manager)
+        # Other threads hand messages to the main thread through one PUSH socket, under a lock.
+        self._outbox = self.context.socket(zmq.PULL)
+        self._outbox.bind(f"inproc://outbox-{id(self)}")
+        self._push = self.context.socket(zmq.PUSH)
+        self._push.connect(f"inproc://outbox-{id(self)}")
+        self._push_lock = threading.Lock()
+        self.store = Store(config.data_dir)
+        base_dir = Path(config.base_dir) if config.base_dir else None
+        self.base_dir = base_dir
+        self.instruments = Instruments(
+            config.instruments, config.addresses, base_dir=base_dir, on_fault=self._on_fault
+        )
+        self.work = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"work-{config.workcell}")
+        self.run_engine: Any = None
+        self.publisher: Any = None
+        self.runner: ExperimentRunner | None = None
+        self.current: int | None = None
+        self._pending: list[Future[Any]] = []
+        self._parent = os.getppid()
+        self._stopping = False
+
+    # -- messaging -------------------------------------------------------------------------------------------
+
+    def send(self, message: p.BaseModel) -> None:
+        """Send to the lab service from any thread."""
+        data = p.encode(message)
+        if threading.current_thread() is threading.main_thread():
+            self.socket.send(data)
+        else:
+            with self._push_lock:
+                self._push.send(data)
+
+    def _on_fault(self, event: dict[str, Any]) -> None:
+        self.send(
+            p.InstrumentReport(
+                instrument=str(event.get("instrument", "?")),
+                event=str(event.get("event", "?")),
+                fault=event.get("fault"),
+                detail=str(event.get("detail", ""))[:500],
+            )
+        )
+
+    # -- the main loop ---------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.send(p.Hello(workcell=self.config.workcell, pid=os.getpid(), token=self.config.token))
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        poller.register(self._outbox, zmq.POLLIN)
+        period = self.config.heartbeat_s
+        next_beat = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_beat:
+                if os.getppid() != self._parent:
+                    self._orphaned()
+                    return 0
+                self.send(
+                    p.Heartbeat(experiment_id=self.current, connected=sorted(self.instruments.connected))
+                )
+                next_beat = now + period
+            events = dict(poller.poll(timeout=max(1, int((next_beat - time.monotonic()) * 1000))))
+            if self._outbox in events:
+                while True:
+                    try:
+                        self.socket.send(self._outbox.recv(zmq.NOBLOCK))
+                    except zmq.Again:
+                        break
+            if self.socket in events:
+                while True:
+                    try:
+                        raw = self.socket.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    if self._handle(p.TO_WORKER.validate_json(raw)):
+                        return 0
+
+    def _handle(self, message: Any) -> bool:
+        """Act on one command; True when the worker must exit."""
+        if isinstance(message, p.RunExperiment):
+            self._submit(self._run_experiment, message)
+        elif isinstance(message, p.Abort):
+            if self.current == message.experiment_id and self.runner is not None:
+                log.warning("aborting experiment id %d: %s", message.experiment_id, message.reason)
+                self.runner.abort(message.reason, message.cause)
+        elif isinstance(message, p.EStop):
+            self._estop(message.reason)
+        elif isinstance(message, p.MakeSafe):
+            self._submit(self._make_safe, message)
+        elif isinstance(message, p.CheckHealth):
+            self._submit(self._check, message)
+        elif isinstance(message, p.Shutdown):
+            self._shutdown()
+            return True
+        return False
+
+    def _submit(self, fn: Any, message: Any) -> None:
+        self._pending = [f for f in self._pending if not f.done()]
+        self._pending.append(self.work.submit(self._guarded, fn, message))
+
+    def _guarded(self, fn: Any, message: Any) -> None:
+        try:
+            fn(message)
+        except Exception:  # a bug here must not kill the work thread silently
+            log.exception("%s failed", type(message).__name__)
+
+    # -- experiments -----------------------------------------------------------------------------------------
+
+    def _run_experiment(self, message: p.RunExperiment) -> None:
+        self.current = message.experiment_id
+        instruments = list(dict.fromkeys(message.devices.values()))
+        try:
+            self._run_and_record(message, instruments)
+        except Exception as exc:  # a bug, not the recipe's doing: the experiment ends interrupted
+            log.exception("experiment id %d could not be run", message.experiment_id)
+            reason = f"the worker failed: {type(exc).__name__}: {exc}"
+            outcome = Outcome(ExperimentStatus.INTERRUPTED, failure=reason, cause=Cause.CRASH)
+            recorded = self._record(message.experiment_id, outcome)
+            self.send(
+                p.Finished(
+                    experiment_id=message.experiment_id,
+                    status=outcome.status.value,
+                    failure=reason,
+                    recorded=recorded,
+                    instruments=instruments,
+                )
+            )
+        finally:
+            self.current = None
+            self.runner = None
+            self.instruments.disconnect(message.release_after)
+
+    def _run_and_record(self, message: p.RunExperiment, instruments: list[str]) -> None:
+        experiment = self.store.experiment(message.experiment_id)
+        record = self.store.campaign(message.campaign_id)
+        campaign = Campaign.model_validate(record.spec)
+        if message.options:
+            options = {**campaign.procedure.options, **message.options}
+            campaign = campaign.model_copy(
+                update={"procedure": campaign.procedure.model_copy(update={"options": options})}
+            )
+        try:
+            held = self.instruments.connect(instruments)
+            outcome = self._run(experiment, campaign, record.base_dir, message, held)
+        except InstrumentUnavailable as exc:
+            fault = Fault(kind=exc.fault or "link_lost", instrument=exc.instrument, detail=str(exc))
+            outcome = Outcome(ExperimentStatus.FAULTED, failure=str(exc), cause=Cause.FAULT, fault=fault)
+        recorded = self._record(message.experiment_id, outcome)
+        self.send(
+            p.Finished(
+                experiment_id=message.experiment_id,
+                status=outcome.status.value,
+                failure=outcome.failure,
+                fault_kind=outcome.fault.kind if outcome.fault else None,
+                fault_instrument=outcome.fault.instrument if outcome.fault else None,
+                recorded=recorded,
+                instruments=instruments,
+            )
+        )
+
+    def _run(
+        self,
+        experiment: Any,
+        campaign: Campaign,
+        base_dir: str | None,
+        message: p.RunExperiment,
+        held: dict[str, Any],
+    ) -> Outcome:
+        if self.run_engine is None:
+            self.run_engine = new_run_engine()
+        if self.publisher is None and self.config.documents and campaign.procedure.plan is not None:
+            from bluesky.callbacks.zmq import Publisher
+
+            self.publisher = Publisher(self.config.documents, prefix=self.config.workcell.encode())
+        devices = {role: held[name] for role, name in message.devices.items()}
+        runner = ExperimentRunner(
+            campaign,
+            self.store,
+            base_dir=Path(base_dir) if base_dir else self.base_dir,
+            devices=devices,
+            publish=self.publisher,
+            run_engine=self.run_engine,
+        )
+        self.runner = runner
+        self.send(p.Started(experiment_id=experiment.id))
+        log.info("experiment %s #%d started on %s", campaign.name, experiment.seq, self.config.workcell)
+        outcome = runner.run(experiment)
+        log.info("experiment %s #%d %s", campaign.name, experiment.seq, outcome.status.value)
+        return outcome
+
+    def _record(self, experiment_id: int, outcome: Outcome) -> bool:
+        try:
+            self.store.finish_experiment(experiment_id, outcome.finish(), outcome.trailing_documents)
+        except IllegalTransition:
+            # The lab service closed it first (it gave this worker up for dead); its record stands.
+            log.warning(
+                "experiment id %d was already closed; its outcome here is not recorded", experiment_id
+            )
+            return False
+        self.store.checkpoint()
+        return True
+
+    # -- service ---------------------------------------------------------------------------------------------
+
+    def _make_safe(self, message: p.MakeSafe) -> None:
+        try:
+            for name in message.instruments:
+                try:
+                    self.instruments.make_safe(name)
+                    if message.check:
+                        self.instruments.check(name)
+                except InstrumentUnavailable as exc:
+                    self.send(p.ServiceResult(action="make_safe", instrument=name, ok=False, detail=str(exc)))
+                else:
+                    self.send(p.ServiceResult(action="make_safe", instrument=name, ok=True))
+        finally:
+            self.instruments.disconnect(message.release_after)
+
+    def _check(self, message: p.CheckHealth) -> None:
+        try:
+            self.instruments.check(message.instrument)
+        except InstrumentUnavailable as exc:
+            self.send(
+                p.ServiceResult(action="check", instrument=message.instrument, ok=False, detail=str(exc))
+            )
+        else:
+            self.send(p.ServiceResult(action="check", instrument=message.instrument, ok=True))
+        finally:
+            if message.release_after:
+                self.instruments.disconnect([message.instrument])
+
+    def _estop(self, reason: str) -> None:
+        log.warning("E-STOP: %s", reason)
+        if self.runner is not None:
+            self.runner.abort(f"e-stop: {reason}", Cause.ESTOP)
+        stopped = self.instruments.stop_all()
+        self.send(p.EStopped(stopped=stopped))
+
+    # -- ending ----------------------------------------------------------------------------------------------
+
+    def _orphaned(self) -> None:
+        """The lab service is gone: abort, record, close everything, exit."""
+        log.error("the lab service (process %d) is gone; stopping", self._parent)
+        if self.runner is not None:
+            self.runner.abort(MANAGER_GONE, Cause.CRASH)
+        self._close(wait=True)
+
+    def _shutdown(self) -> None:
+        self._close(wait=True)
+        with suppress(zmq.ZMQError):
+            self.socket.send(p.encode(p.Goodbye()), zmq.NOBLOCK)
+
+    def _close(self, *, wait: bool) -> None:
+        self.work.shutdown(wait=wait)
+        for name in sorted(self.instruments.connected):
+            device = self.instruments.devices.get(name)
+            make_safe = getattr(device, "make_safe", None)
+            if callable(make_safe):
+                try:
+                    make_safe()
+                except Exception:
+                    log.exception("making %s safe on the way out failed", name)
+        self.instruments.close()
+        if self.run_engine is not None:
+            close_run_engine(self.run_engine)
+            self.run_engine = None
+        if self.publisher is not None:
+            self.publisher.close()
+        self.store.close()
+
+    def close_sockets(self) -> None:
+        for socket in (self._push, self._outbox, self.socket):
+            socket.close(linger=500)
+        self.context.term()
+
+
+def main() -> int:
+    config = p.WorkerConfig.model_validate_json(os.environ["SDL_WORKER_CONFIG"])
+    logging.basicConfig(
+        level=os.environ.get("SDL_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s %(levelname)s [{config.workcell}] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for name in ("bluesky", "ophyd", "caproto"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # The lab service decides what a signal means for the hardware: a worker never dies of one mid-move
+    # (it stops when the service tells it to, or when the service is gone).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    worker = Worker(config)
+    try:
+        return worker.run()
+    finally:
+        worker.close_sockets()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

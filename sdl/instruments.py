@@ -1,0 +1,191 @@
+"""The instruments one process holds: built offline, connected when needed, stopped, made safe, closed.
+
+The core knows a device only through bluesky's protocols and the lifecycle of decision 0003
+(`connect`, `disconnect`, `make_safe`, `recover`, `check_health`, `subscribe_faults`), each optional:
+a driver without one of them still works, and what it lacks is skipped and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from bluesky.protocols import HasName, Stoppable
+
+from sdl.campaign import Instrument
+from sdl.imports import UnresolvedImport, resolve
+
+log = logging.getLogger(__name__)
+
+FaultListener = Callable[[dict[str, Any]], None]
+
+
+class InstrumentUnavailable(RuntimeError):
+    """An instrument could not be built, connected, made safe or checked; the message names it."""
+
+    def __init__(self, instrument: str, message: str, *, fault: str | None = None) -> None:
+        super().__init__(f"{instrument}: {message}")
+        self.instrument = instrument
+        self.fault = fault
+
+
+@runtime_checkable
+class Connectable(Protocol):
+    def connect(self) -> None: ...
+
+    def disconnect(self) -> None: ...
+
+
+@runtime_checkable
+class Recoverable(Protocol):
+    def make_safe(self) -> None: ...
+
+    def recover(self) -> None: ...
+
+    def check_health(self) -> None: ...
+
+
+def _fault_kind(exc: BaseException) -> str | None:
+    kind = getattr(exc, "fault", None)
+    return kind if isinstance(kind, str) else None
+
+
+class Instruments:
+    """Named instruments of a lab, built from their specs (driver, resolved address, options)."""
+
+    def __init__(
+        self,
+        specs: Mapping[str, Instrument],
+        addresses: Mapping[str, Any],
+        *,
+        base_dir: Path | None = None,
+        on_fault: FaultListener | None = None,
+    ) -> None:
+        self.specs = dict(specs)
+        self.addresses = dict(addresses)
+        self.base_dir = base_dir
+        self.on_fault = on_fault
+        self.devices: dict[str, HasName] = {}
+        self.connected: set[str] = set()
+        self._lock = threading.RLock()
+
+    def build(self, name: str) -> HasName:
+        """The device for ``name``, built (offline) on first use."""
+        with self._lock:
+            if name in self.devices:
+                return self.devices[name]
+            spec = self.specs[name]
+            try:
+                factory = resolve(spec.driver, self.base_dir)
+            except UnresolvedImport as exc:
+                raise InstrumentUnavailable(name, f"driver {spec.driver!r} does not resolve: {exc}") from exc
+            address = self.addresses.get(name, spec.address)
+            log.info("building %s (%s) for %s", name, spec.driver, address)
+            try:
+                device = factory(name, address, **spec.options)
+            except Exception as exc:
+                raise InstrumentUnavailable(
+                    name, f"{spec.driver} at {address}: {exc}", fault=_fault_kind(exc)
+                ) from exc
+            self.devices[name] = device
+            if not isinstance(device, Connectable):
+                self.connected.add(name)  # an older driver connects while it is built
+            subscribe = getattr(device, "subscribe_faults", None)
+            if callable(subscribe) and self.on_fault is not None:
+                subscribe(self.on_fault)
+            return device
+
+    def connect(self, names: Iterable[str]) -> dict[str, HasName]:
+        """Build and connect ``names``; return them. Raises :class:`InstrumentUnavailable` for the first
+        that fails (those connected before it stay connected)."""
+        out = {}
+        for name in names:
+            device = self.build(name)
+            with self._lock:
+                if name not in self.connected:
+                    log.info("connecting %s", name)
+                    try:
+                        device.connect()  # type: ignore[attr-defined]
+                    except Exception as exc:
+                        raise InstrumentUnavailable(
+                            name, f"cannot connect: {exc}", fault=_fault_kind(exc) or "link_lost"
+                        ) from exc
+                    self.connected.add(name)
+            out[name] = device
+        return out
+
+    def disconnect(self, names: Iterable[str]) -> None:
+        """Close ``names``' links so another process can open them (a shared instrument's next holder)."""
+        for name in names:
+            with self._lock:
+                device = self.devices.get(name)
+                if device is None or name not in self.connected:
+                    continue
+                self.connected.discard(name)
+                try:
+                    if isinstance(device, Connectable):
+                        device.disconnect()
+                    else:  # cannot reconnect an older driver: destroy it, build it again next time
+                        self._destroy(name)
+                except Exception:
+                    log.exception("disconnecting %s failed", name)
+
+    def stop_all(self) -> list[str]:
+        """Send every connected instrument its stop now (e-stop); return those that took it."""
+        stopped = []
+        for name in sorted(self.connected):
+            device = self.devices.get(name)
+            if isinstance(device, Stoppable):
+                try:
+                    device.stop(success=False)
+                    stopped.append(name)
+                except Exception:
+                    log.exception("stopping %s failed", name)
+        return stopped
+
+    def make_safe(self, name: str) -> None:
+        """Connect ``name`` if needed and bring it to a safe state (its driver's recovery plan)."""
+        device = self.connect([name])[name]
+        action = getattr(device, "make_safe", None)
+        if not callable(action):
+            log.info("%s has no make_safe(); stopping it instead", name)
+            action = getattr(device, "stop", None)
+        if callable(action):
+            try:
+                action()
+            except Exception as exc:
+                raise InstrumentUnavailable(
+                    name, f"could not be made safe: {exc}", fault=_fault_kind(exc)
+                ) from exc
+
+    def check(self, name: str) -> None:
+        """Connect ``name``, run its documented recovery, then its health check."""
+        device = self.connect([name])[name]
+        for step in ("recover", "check_health"):
+            action = getattr(device, step, None)
+            if not callable(action):
+                log.info("%s has no %s(); skipped", name, step)
+                continue
+            try:
+                action()
+            except Exception as exc:
+                raise InstrumentUnavailable(name, f"{step} failed: {exc}", fault=_fault_kind(exc)) from exc
+
+    def _destroy(self, name: str) -> None:
+        device = self.devices.pop(name, None)
+        self.connected.discard(name)
+        destroy = getattr(device, "destroy", None)
+        if callable(destroy):
+            destroy()
+
+    def close(self) -> None:
+        """Destroy every device built here, in reverse order; errors are logged, not raised."""
+        with self._lock:
+            for name in reversed(list(self.devices)):
+                try:
+                    self._destroy(name)
+                except Exception:
+                    log.exception("closing instrument %s failed", name)

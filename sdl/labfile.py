@@ -1,0 +1,197 @@
+"""The lab file: the instruments a lab has, the workcells they form, and how the lab service keeps them.
+
+    name: two-station colour bench
+    simulated: bench.yaml             # optional: `python -m simulators lab bench.yaml` serves them
+    speed: 200
+    instruments:                      # name -> driver, address, options (as in a campaign's lab:)
+      pumps_a: {driver: drivers.newera:make_device, address: "{pumps_a.pump}", options: {...}}
+      arm: {driver: drivers.ur:make_device, address: {...}, options: {...}}
+    workcells:                        # an instrument may belong to several workcells
+      station_a:
+        capabilities: [dye-mixing]
+        devices: {dye_pumps: pumps_a, water_pump: water_a, arm: arm, spectrometer: spectrometer}
+        options: {dispense_station: dispense_a}   # extra plan options for experiments here
+    health: {quarantine_after: 3}
+
+A campaign names the devices its plan uses (``requires.devices``, or the names in its own ``lab:``) and
+the capabilities it needs; it runs on any workcell that provides them. A campaign run with `sdl run` and
+an inline ``lab:`` is a lab of one workcell holding all its instruments under their own names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sdl.campaign import IDENTIFIER, Campaign, Instrument, Lab, parse_duration
+
+DEFAULT_WORKCELL = "default"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Workcell(_Model):
+    """A set of instruments that run one experiment at a time, each under the name the plan uses."""
+
+    devices: dict[str, str] = Field(
+        default_factory=dict, description="Device name the plan is handed -> instrument of this lab."
+    )
+    capabilities: list[str] = Field(default_factory=list, description="Tags campaigns can require.")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Plan options for experiments on this workcell (e.g. which station to dispense at); "
+        "they override the campaign's procedure.options.",
+    )
+
+    @property
+    def instruments(self) -> list[str]:
+        return list(dict.fromkeys(self.devices.values()))
+
+
+class Health(_Model):
+    """When an instrument is taken out of service, and how it comes back."""
+
+    quarantine_after: int = Field(
+        3, ge=1, description="Quarantine an instrument after this many experiments in a row lost to it."
+    )
+    auto_release: bool = Field(
+        True,
+        description="Try the driver's recovery and health check on a quarantined instrument, and release it "
+        "if both pass.",
+    )
+    recheck_after: float = Field(60.0, gt=0, description="Seconds before the first automatic check.")
+    max_auto_releases: int = Field(
+        2, ge=0, description="Automatic releases per instrument before only an operator may release it."
+    )
+
+    @field_validator("recheck_after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+
+class Workers(_Model):
+    """How the lab service supervises the processes that touch hardware."""
+
+    heartbeat_timeout: float = Field(
+        10.0, gt=0, description="A worker silent this long (seconds) is killed and replaced."
+    )
+    restart_backoff: float = Field(
+        1.0, gt=0, description="Seconds before the first restart; doubles to 30 s."
+    )
+
+    @field_validator("heartbeat_timeout", "restart_backoff", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+
+class LabSpec(_Model):
+    """A lab: its instruments, its workcells, and the lab service's policies."""
+
+    name: str = "lab"
+    description: str = ""
+    simulated: Path | None = Field(None, description="Simulated lab file, relative to this file.")
+    speed: float | None = Field(None, gt=0, description="Simulated-time speed factor.")
+    startup_timeout: float = Field(30.0, gt=0, description="Seconds to wait for the simulator's endpoints.")
+    instruments: dict[str, Instrument] = Field(default_factory=dict)
+    workcells: dict[str, Workcell] = Field(min_length=1)
+    health: Health = Field(default_factory=Health)
+    workers: Workers = Field(default_factory=Workers)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LabSpec:
+        import re
+
+        for name in [*self.instruments, *self.workcells]:
+            if not re.match(IDENTIFIER, name):
+                raise ValueError(f"{name!r} is not a name (letters, digits and _, not starting with a digit)")
+        for workcell, spec in self.workcells.items():
+            unknown = sorted(set(spec.devices.values()) - set(self.instruments))
+            if unknown:
+                raise ValueError(
+                    f"workcell {workcell!r} names unknown instrument(s) {', '.join(unknown)} "
+                    f"(instruments: {', '.join(sorted(self.instruments)) or 'none'})"
+                )
+        Lab(simulated=self.simulated, instruments=self.instruments)  # the placeholder checks
+        return self
+
+    def workcells_of(self, instrument: str) -> list[str]:
+        return [w for w, spec in self.workcells.items() if instrument in spec.devices.values()]
+
+    def shared(self, instrument: str) -> bool:
+        return len(self.workcells_of(instrument)) > 1
+
+    def fits(self, workcell: str, campaign: Campaign) -> list[str]:
+        """Why ``campaign`` cannot run on ``workcell`` (empty: it can)."""
+        spec = self.workcells[workcell]
+        missing = [d for d in campaign.device_roles if d not in spec.devices]
+        lacking = [c for c in campaign.requires.capabilities if c not in spec.capabilities]
+        reasons = []
+        if missing:
+            reasons.append(f"no device(s) {', '.join(missing)}")
+        if lacking:
+            reasons.append(f"no capability {', '.join(lacking)}")
+        return reasons
+
+    def instruments_for(self, workcell: str, campaign: Campaign) -> dict[str, str]:
+        """Device name -> instrument, for the devices ``campaign``'s plan uses on ``workcell``."""
+        devices = self.workcells[workcell].devices
+        return {role: devices[role] for role in campaign.device_roles}
+
+
+def lab_of_campaign(campaign: Campaign) -> LabSpec:
+    """The one-workcell lab a campaign with its own ``lab:`` runs on under `sdl run`."""
+    return LabSpec(
+        name=campaign.name,
+        simulated=campaign.lab.simulated,
+        speed=campaign.lab.speed,
+        startup_timeout=campaign.lab.startup_timeout,
+        instruments=campaign.lab.instruments,
+        workcells={DEFAULT_WORKCELL: Workcell(devices={n: n for n in campaign.lab.instruments})},
+    )
+
+
+class LabFileError(ValueError):
+    """A lab file that cannot be used; ``problems`` holds one located message per mistake."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def load_lab(path: Path | str) -> LabSpec:
+    """Read and validate a lab file, with every mistake located by file, line and field."""
+    from sdl.loading import describe_error
+
+    path = Path(path)
+    try:
+        source = path.read_text(encoding="utf-8")
+        root = yaml.compose(source)
+        data = yaml.safe_load(source)
+    except OSError as exc:
+        raise LabFileError(path, [f"{path}: cannot read lab file: {exc.strerror or exc}"]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise LabFileError(
+            path, [f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}"]
+        ) from None
+    if not isinstance(data, dict):
+        raise LabFileError(path, [f"{path}: a lab file is a mapping with instruments: and workcells:"])
+    try:
+        lab = LabSpec.model_validate(data)
+    except ValidationError as exc:
+        raise LabFileError(path, [describe_error(path, root, e, LabSpec) for e in exc.errors()]) from None
+    if lab.simulated is not None:
+        simulated = lab.simulated if lab.simulated.is_absolute() else path.parent / lab.simulated
+        if not simulated.is_file():
+            raise LabFileError(path, [f"{path}: simulated: lab file not found: {simulated}"])
+        lab = lab.model_copy(update={"simulated": simulated.resolve()})
+    return lab
