@@ -140,9 +140,9 @@ class ExperimentRunner:
     # -- running ------------------------------------------------------------------------------------------
 
     def run(self, experiment: ExperimentRecord) -> Outcome:
-        """Run one experiment that the store already says is running."""
+        """Run one experiment that the store already says is running. Once aborted, a runner runs
+        nothing more: each later experiment ends interrupted at once."""
         with self._lock:
-            self._abort = None
             self._experiment_id = experiment.id
         try:
             if self.campaign.procedure.plan is not None:
@@ -193,7 +193,10 @@ class ExperimentRunner:
         return Outcome(ExperimentStatus.FAILED, failure=prefix + text, trailing_documents=trailing)
 
     def _run_function(self, experiment: ExperimentRecord) -> Outcome:
-        self._phase = "function"
+        with self._lock:
+            if self._abort is not None:
+                return self._interrupted()
+            self._phase = "function"
         try:
             result = self._procedure(dict(experiment.recipe), **self.campaign.procedure.options)
         except Exception as exc:

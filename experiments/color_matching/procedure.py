@@ -19,16 +19,26 @@ DYES = ("yellow", "red", "blue")
 
 
 def color_match(
-    recipe: Mapping[str, float], devices: Mapping[str, Any], *, total_volume_ul: float = 1500.0
+    recipe: Mapping[str, float],
+    devices: Mapping[str, Any],
+    *,
+    total_volume_ul: float = 1500.0,
+    dispense_station: str = "dispense",
 ) -> Generator[Any, Any, Any]:
-    """Dispense ``recipe`` (µL of each dye; water makes up ``total_volume_ul``) and measure it."""
+    """Dispense ``recipe`` (µL of each dye; water makes up ``total_volume_ul``) at ``dispense_station``
+    (the arm's name for it: a lab of several stations says which in its workcell's options) and measure it."""
     pumps, water, arm, spectrometer = (devices[n] for n in ("dye_pumps", "water_pump", "arm", "spectrometer"))
     dye_volumes = {dye: float(recipe[dye]) for dye in DYES}
     dyes_ul = sum(dye_volumes.values())
     water_ul = total_volume_ul - dyes_ul
     if water_ul < 0:
         raise ValueError(f"dyes add up to {dyes_ul:.0f} µL, more than the {total_volume_ul:.0f} µL total")
-    metadata = {"plan_name": "color_match", "recipe": dict(recipe), "total_volume_ul": total_volume_ul}
+    metadata = {
+        "plan_name": "color_match",
+        "recipe": dict(recipe),
+        "total_volume_ul": total_volume_ul,
+        "dispense_station": dispense_station,
+    }
 
     @bpp.run_decorator(md=metadata)
     def experiment() -> Generator[Any, Any, Any]:
@@ -38,7 +48,7 @@ def color_match(
         yield from bps.mv(spectrometer.mode, "reference")
         yield from bps.trigger(spectrometer, wait=True)
 
-        yield from bps.mv(arm.transfer, ("feeder", "dispense"))
+        yield from bps.mv(arm.transfer, ("feeder", dispense_station))
         moves: list[Any] = []
         for dye, volume in dye_volumes.items():
             if volume > 0.05:  # below the pumps' resolution there is nothing to dispense
@@ -47,7 +57,7 @@ def color_match(
             moves += [water, water_ul]
         if moves:
             yield from bps.mv(*moves)  # all pumps run at once
-        yield from bps.mv(arm.transfer, ("dispense", "spectrometer"))
+        yield from bps.mv(arm.transfer, (dispense_station, "spectrometer"))
         yield from bps.trigger_and_read([spectrometer, pumps, water])
         yield from bps.mv(arm.transfer, ("spectrometer", "waste"))
 

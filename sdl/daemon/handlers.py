@@ -165,7 +165,10 @@ class Handlers:
             experiment = self.store.experiment(request.experiment_id)
         except StoreError as exc:
             raise ApiError("not_found", str(exc)) from None
-        journal = [m.JournalLine(**entry.__dict__) for entry in self.store.journal(experiment.id)]
+        journal = [
+            m.JournalLine(**{k: v for k, v in entry.__dict__.items() if k != "experiment_id"})
+            for entry in self.store.journal(experiment.id)
+        ]
         documents = self.store.documents(experiment.id) if request.documents else None
         return m.ExperimentDetail(
             experiment=experiment_summary(experiment), journal=journal, documents=documents

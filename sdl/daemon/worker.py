@@ -62,7 +62,7 @@ class Worker:
         self.current: int | None = None
         self._pending: list[Future[Any]] = []
         self._parent = os.getppid()
-        self._stopping = False
+        self._aborted: dict[int, tuple[str, Cause]] = {}
 
     # -- messaging -------------------------------------------------------------------------------------------
 
@@ -125,9 +125,12 @@ class Worker:
         if isinstance(message, p.RunExperiment):
             self._submit(self._run_experiment, message)
         elif isinstance(message, p.Abort):
-            if self.current == message.experiment_id and self.runner is not None:
-                log.warning("aborting experiment id %d: %s", message.experiment_id, message.reason)
-                self.runner.abort(message.reason, message.cause)
+            log.warning("aborting experiment id %d: %s", message.experiment_id, message.reason)
+            runner = self.runner
+            if self.current == message.experiment_id and runner is not None:
+                runner.abort(message.reason, message.cause)
+            else:  # not started here yet: it ends interrupted as soon as it would start
+                self._aborted[message.experiment_id] = (message.reason, message.cause)
         elif isinstance(message, p.EStop):
             self._estop(message.reason)
         elif isinstance(message, p.MakeSafe):
@@ -227,6 +230,9 @@ class Worker:
             run_engine=self.run_engine,
         )
         self.runner = runner
+        aborted = self._aborted.pop(experiment.id, None)
+        if aborted is not None:
+            runner.abort(*aborted)
         self.send(p.Started(experiment_id=experiment.id))
         log.info("experiment %s #%d started on %s", campaign.name, experiment.seq, self.config.workcell)
         outcome = runner.run(experiment)
@@ -286,17 +292,35 @@ class Worker:
     def _orphaned(self) -> None:
         """The lab service is gone: abort, record, close everything, exit."""
         log.error("the lab service (process %d) is gone; stopping", self._parent)
-        if self.runner is not None:
-            self.runner.abort(MANAGER_GONE, Cause.CRASH)
-        self._close(wait=True)
+        runner, current = self.runner, self.current
+        if runner is not None:
+            runner.abort(MANAGER_GONE, Cause.CRASH)
+            if runner.in_function and current is not None:
+                # A plain function cannot be stopped from outside: record it, and end the process under it.
+                self._record(
+                    current, Outcome(ExperimentStatus.INTERRUPTED, failure=MANAGER_GONE, cause=Cause.CRASH)
+                )
+                self.instruments.close()
+                os._exit(0)
+        self._close()
 
     def _shutdown(self) -> None:
-        self._close(wait=True)
+        self._close()
         with suppress(zmq.ZMQError):
             self.socket.send(p.encode(p.Goodbye()), zmq.NOBLOCK)
 
-    def _close(self, *, wait: bool) -> None:
-        self.work.shutdown(wait=wait)
+    def _close(self, wait_s: float = 60.0) -> None:
+        """Let the work in hand end (an aborted plan ends quickly), make open instruments safe, close them."""
+        self.work.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + wait_s
+        for future in self._pending:
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                log.error("the work in hand did not end within %g s; leaving it", wait_s)
+                os._exit(1)
+            except Exception:
+                pass  # already logged by _guarded
         for name in sorted(self.instruments.connected):
             device = self.instruments.devices.get(name)
             make_safe = getattr(device, "make_safe", None)

@@ -1,0 +1,142 @@
+"""Generate docs/api.md from the API's models: `python -m sdl.api.docs > docs/api.md`.
+
+A test compares the file with this output, so the reference cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+import typing
+from typing import Any, get_args
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from sdl.api import models as m
+
+HEADER = """\
+# The lab service's API
+
+`sdl daemon` serves this API over 0MQ (a ROUTER socket; default `tcp://127.0.0.1:60715`, loopback only).
+Each request is one JSON object in one frame (a DEALER client sends an empty delimiter frame first), each
+reply one JSON object:
+
+```json
+{"method": "campaign.pause", "id": 7, "user": "ana", "params": {"campaign_id": "color-matching-1a2b3c"}}
+{"id": 7, "ok": true, "result": {"campaign_id": "color-matching-1a2b3c", "state": "paused"}}
+{"id": 7, "ok": false, "error": {"type": "not_found", "message": "no campaign 'x' ...", "details": []}}
+```
+
+`sdl.client.Client` wraps it: `client.call(PauseCampaign(campaign_id=...))` returns the reply model or raises
+`ApiError`. Every control command (every method above the viewer role) and every refusal is written to the
+audit log in the store.
+
+**Events** are published on a PUB socket (default `tcp://127.0.0.1:60716`) as two frames, the topic and an
+`EventRecord` in JSON. Every event is written to the store first; its `seq` increases by one per event, so a
+subscriber that sees a gap calls `events.since` to catch up (`Client.events()` does). Topics:
+`lab.started`, `lab.stopping`, `lab.estop`, `workcell.state`, `instrument.state`, `instrument.health`,
+`campaign.submitted`, `campaign.progress`, `campaign.finished`, `experiment.proposed`,
+`experiment.started`, `experiment.done`, `experiment.failed`, `experiment.faulted`,
+`experiment.interrupted`.
+
+**Documents**: every run's event-model documents are published the bluesky way, through
+`bluesky.callbacks.zmq.Publisher` to a 0MQ proxy (default output `tcp://127.0.0.1:60717`): subscribe with
+`bluesky.callbacks.zmq.RemoteDispatcher(address)`.
+
+Roles: **viewer** reads and watches; **operator** also runs campaigns and may always e-stop; **admin** also
+manages instruments, clears the e-stop and stops the service. On a loopback address every local caller is
+an admin.
+
+This file is generated from `sdl/api/models.py` by `python -m sdl.api.docs`; do not edit it by hand.
+"""
+
+
+def type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = get_args(annotation)
+    if annotation is type(None):
+        return "null"
+    if origin in (typing.Union, types.UnionType):
+        return " \\| ".join(type_name(a) for a in args)
+    if origin is typing.Literal:
+        return " \\| ".join(repr(a) for a in args)
+    if origin in (list, tuple):
+        return f"list[{', '.join(type_name(a) for a in args if a is not Ellipsis)}]"
+    if origin is dict:
+        return f"dict[{type_name(args[0])}, {type_name(args[1])}]"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return f"[{annotation.__name__}](#{annotation.__name__.lower()})"
+    if annotation is Any:
+        return "any"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def default_of(field: FieldInfo) -> str:
+    if field.is_required():
+        return "required"
+    if field.default_factory is not None:
+        return f"`{field.default_factory()!r}`"
+    return f"`{field.default!r}`"
+
+
+def fields_table(model: type[BaseModel]) -> list[str]:
+    if not model.model_fields:
+        return ["(no fields)", ""]
+    lines = ["| field | type | default | meaning |", "|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        lines.append(
+            f"| `{name}` | {type_name(field.annotation)} | {default_of(field)} | {field.description or ''} |"
+        )
+    return [*lines, ""]
+
+
+def referenced_models() -> list[type[BaseModel]]:
+    """Every model a reply refers to, in the order they are met."""
+    seen: dict[type[BaseModel], None] = {}
+
+    def walk(annotation: Any) -> None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation not in seen:
+            seen[annotation] = None
+            for field in annotation.model_fields.values():
+                walk(field.annotation)
+        for arg in get_args(annotation):
+            walk(arg)
+
+    for request in m.METHODS.values():
+        for field in request.reply.model_fields.values():
+            walk(field.annotation)
+    replies = {r.reply for r in m.METHODS.values()}
+    return [model for model in seen if model not in replies]
+
+
+def render() -> str:
+    out = [HEADER, "## Methods", ""]
+    out.append("| method | role | what it does |")
+    out.append("|---|---|---|")
+    for name, request in m.METHODS.items():
+        anchor = name.replace(".", "")
+        out.append(f"| [`{name}`](#{anchor}) | {request.role.value} | {_summary(request)} |")
+    out.append("")
+    for name, request in m.METHODS.items():
+        out += [f"### `{name}`", "", f"Role: **{request.role.value}**. {(request.__doc__ or '').strip()}", ""]
+        out += ["Parameters:", "", *fields_table(request)]
+        out += [f"Reply: `{request.reply.__name__}`", "", *fields_table(request.reply)]
+    out += ["## Records", ""]
+    for model in referenced_models():
+        out += [f"### {model.__name__}", "", (model.__doc__ or "").strip(), "", *fields_table(model)]
+    out += ["## Errors", "", "Every error reply carries one `Error`:", "", *fields_table(m.Error)]
+    out += ["Error types:", ""]
+    for error_type in get_args(m.ErrorType):
+        out.append(f"- `{error_type}`")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _summary(model: type[BaseModel]) -> str:
+    """The docstring's first sentence, on one line."""
+    text = " ".join((model.__doc__ or "").split())
+    return text.split(". ")[0].rstrip(".") + "."
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
