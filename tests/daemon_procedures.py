@@ -41,3 +41,9 @@ def waiting_plan(
 def plan_loss(documents: list[tuple[str, dict[str, Any]]]) -> dict[str, float]:
     start = next(doc for name, doc in documents if name == "start")
     return bowl(start["recipe"])
+
+
+def slow_bowl(recipe: dict[str, Any], seconds: float = 0.25) -> dict[str, float]:
+    """An experiment that takes a while (a stand-in for real lab time)."""
+    time.sleep(seconds)
+    return bowl(recipe)
