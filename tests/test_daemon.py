@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import zmq
-from daemon_support import Daemon, alive, wait_for
 
 from sdl.api import models as m
 from sdl.api.docs import render
@@ -24,8 +23,14 @@ from sdl.cli import main
 from sdl.history import campaign_state
 from sdl.status import ExperimentStatus
 from sdl.store import Store
+from sdl.testing import LabServiceProcess, alive, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def service_process(lab: Path, data_dir: Path, *extra: str) -> LabServiceProcess:
+    return LabServiceProcess(lab, data_dir, *extra, pythonpath=[TESTS, ROOT])
 
 
 def lab_file(tmp_path: Path, workcells: int = 2) -> Path:
@@ -59,28 +64,28 @@ def campaign_file(tmp_path: Path, name: str = "bowl", budget: int = 8, **procedu
 
 @pytest.fixture
 def daemon(tmp_path: Path):
-    service = Daemon(lab_file(tmp_path), tmp_path / "data").start()
+    service = service_process(lab_file(tmp_path), tmp_path / "data").start()
     yield service
     if service.process is not None and service.process.poll() is None:
         assert service.stop() == 0, service.log_text()
     service.assert_nothing_left()
 
 
-def experiments(daemon: Daemon, campaign_id: str) -> list[m.ExperimentSummary]:
+def experiments(daemon: LabServiceProcess, campaign_id: str) -> list[m.ExperimentSummary]:
     return daemon.call(m.ListExperiments(campaign_id=campaign_id)).experiments
 
 
-def state(daemon: Daemon, campaign_id: str) -> m.CampaignSummary:
+def state(daemon: LabServiceProcess, campaign_id: str) -> m.CampaignSummary:
     return daemon.call(m.ShowCampaign(campaign_id=campaign_id)).campaign
 
 
-def finished(daemon: Daemon, campaign_id: str, timeout: float = 120) -> m.CampaignSummary:
+def finished(daemon: LabServiceProcess, campaign_id: str, timeout: float = 120) -> m.CampaignSummary:
     return wait_for(
         lambda: (c := state(daemon, campaign_id)).status != "running" and c, timeout, f"{campaign_id} to end"
     )
 
 
-def runs_started(daemon: Daemon, campaign_id: str) -> list[int]:
+def runs_started(daemon: LabServiceProcess, campaign_id: str) -> list[int]:
     """Experiments whose plan has opened its run (its start document is in the store)."""
     out = []
     for e in experiments(daemon, campaign_id):
@@ -98,7 +103,7 @@ def running_files(gate: Path) -> int:
 
 
 def test_a_campaign_runs_on_every_free_workcell_with_pending_aware_proposals(
-    daemon: Daemon, tmp_path: Path
+    daemon: LabServiceProcess, tmp_path: Path
 ) -> None:
     with daemon.client() as client:
         campaign_id = client.submit(campaign_file(tmp_path, budget=10)).campaign_id
@@ -123,7 +128,9 @@ def test_a_campaign_runs_on_every_free_workcell_with_pending_aware_proposals(
     assert audit[0].who.startswith("local:") and audit[0].target is None
 
 
-def test_pause_resume_and_stop_after_the_current_experiments(daemon: Daemon, tmp_path: Path) -> None:
+def test_pause_resume_and_stop_after_the_current_experiments(
+    daemon: LabServiceProcess, tmp_path: Path
+) -> None:
     gate = tmp_path / "gate"
     gate.mkdir()
     path = campaign_file(tmp_path, budget=6, function="daemon_procedures:gated", options={"gate": str(gate)})
@@ -157,7 +164,7 @@ def test_pause_resume_and_stop_after_the_current_experiments(daemon: Daemon, tmp
 
 
 def test_abort_stops_a_plan_through_the_run_engine_and_ends_the_campaign(
-    daemon: Daemon, tmp_path: Path
+    daemon: LabServiceProcess, tmp_path: Path
 ) -> None:
     path = tmp_path / "waiting.yaml"
     path.write_text(
@@ -190,7 +197,7 @@ def test_abort_stops_a_plan_through_the_run_engine_and_ends_the_campaign(
 
 
 def test_campaigns_share_a_workcell_by_their_weights(tmp_path: Path) -> None:
-    service = Daemon(lab_file(tmp_path, workcells=1), tmp_path / "data").start()
+    service = service_process(lab_file(tmp_path, workcells=1), tmp_path / "data").start()
     try:
         gate = tmp_path / "gate"
         gate.mkdir()
@@ -223,7 +230,9 @@ def test_campaigns_share_a_workcell_by_their_weights(tmp_path: Path) -> None:
         service.assert_nothing_left()
 
 
-def test_a_campaign_no_workcell_can_run_is_refused_with_the_reasons(daemon: Daemon, tmp_path: Path) -> None:
+def test_a_campaign_no_workcell_can_run_is_refused_with_the_reasons(
+    daemon: LabServiceProcess, tmp_path: Path
+) -> None:
     path = campaign_file(tmp_path)
     path.write_text(path.read_text() + "requires: {capabilities: [furnace]}\n")
     with daemon.client() as client, pytest.raises(ApiError) as refused:
@@ -235,7 +244,9 @@ def test_a_campaign_no_workcell_can_run_is_refused_with_the_reasons(daemon: Daem
     ]
 
 
-def test_a_bad_campaign_file_is_reported_like_validate_does(daemon: Daemon, tmp_path: Path, capsys) -> None:
+def test_a_bad_campaign_file_is_reported_like_validate_does(
+    daemon: LabServiceProcess, tmp_path: Path, capsys
+) -> None:
     path = campaign_file(tmp_path)
     path.write_text(path.read_text().replace("high: 1.0}\n  - {name: y", "high: -1.0}\n  - {name: y"))
     code = main(["submit", str(path), "--connect", daemon.address])
@@ -250,7 +261,7 @@ def test_a_bad_campaign_file_is_reported_like_validate_does(daemon: Daemon, tmp_
 def test_kill_9_of_the_service_mid_experiment_then_a_restart_finishes_the_campaign(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     gate.mkdir()
-    service = Daemon(lab_file(tmp_path), tmp_path / "data").start()
+    service = service_process(lab_file(tmp_path), tmp_path / "data").start()
     path = campaign_file(tmp_path, budget=6, function="daemon_procedures:gated", options={"gate": str(gate)})
     with service.client() as client:
         campaign_id = client.submit(path).campaign_id
@@ -274,7 +285,9 @@ def test_kill_9_of_the_service_mid_experiment_then_a_restart_finishes_the_campai
     service.assert_nothing_left()
 
 
-def test_a_killed_worker_is_replaced_and_its_experiment_accounted_for(daemon: Daemon, tmp_path: Path) -> None:
+def test_a_killed_worker_is_replaced_and_its_experiment_accounted_for(
+    daemon: LabServiceProcess, tmp_path: Path
+) -> None:
     gate = tmp_path / "gate"
     gate.mkdir()
     path = campaign_file(tmp_path, budget=4, function="daemon_procedures:gated", options={"gate": str(gate)})
@@ -301,7 +314,7 @@ def test_a_killed_worker_is_replaced_and_its_experiment_accounted_for(daemon: Da
 def test_sigterm_lets_work_in_flight_finish_and_the_next_start_carries_on(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     gate.mkdir()
-    service = Daemon(lab_file(tmp_path), tmp_path / "data", "--stop-timeout", "120").start()
+    service = service_process(lab_file(tmp_path), tmp_path / "data", "--stop-timeout", "120").start()
     path = campaign_file(tmp_path, budget=5, function="daemon_procedures:gated", options={"gate": str(gate)})
     with service.client() as client:
         campaign_id = client.submit(path).campaign_id
@@ -325,7 +338,7 @@ def test_sigterm_lets_work_in_flight_finish_and_the_next_start_carries_on(tmp_pa
 # -- the API itself ------------------------------------------------------------------------------------------
 
 
-def test_malformed_requests_get_typed_errors_and_the_service_carries_on(daemon: Daemon) -> None:
+def test_malformed_requests_get_typed_errors_and_the_service_carries_on(daemon: LabServiceProcess) -> None:
     context = zmq.Context()
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
@@ -369,7 +382,7 @@ def test_every_method_has_a_role_and_a_reply() -> None:
     assert m.EStop.role is m.Role.OPERATOR and m.ClearEStop.role is m.Role.ADMIN
 
 
-def test_events_are_gap_free_for_a_subscriber(daemon: Daemon, tmp_path: Path) -> None:
+def test_events_are_gap_free_for_a_subscriber(daemon: LabServiceProcess, tmp_path: Path) -> None:
     with daemon.client() as client:
         since = client.call(m.EventsSince(seq=0, limit=1)).last
         campaign_id = client.submit(campaign_file(tmp_path, budget=4)).campaign_id

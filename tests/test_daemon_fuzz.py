@@ -12,10 +12,9 @@ import random
 from pathlib import Path
 
 import zmq
-from daemon_support import Daemon, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_daemon import campaign_file, experiments, lab_file
+from test_daemon import campaign_file, experiments, lab_file, service_process
 
 from sdl.api import models as m
 from sdl.api.models import ApiError, Role
@@ -23,6 +22,7 @@ from sdl.api.wire import decode_request
 from sdl.foreground import run_campaign, start_campaign
 from sdl.loading import load_campaign
 from sdl.store import Store
+from sdl.testing import wait_for
 
 MESSAGES = 10_000
 
@@ -89,7 +89,7 @@ def test_random_and_mutated_messages_neither_crash_nor_wedge_the_service(tmp_pat
         run_campaign(store, reference_id)
         reference = [(e.recipe, e.objective) for e in store.experiments(reference_id)]
 
-    service = Daemon(lab_file(tmp_path, workcells=1), tmp_path / "data").start()
+    service = service_process(lab_file(tmp_path, workcells=1), tmp_path / "data").start()
     context = zmq.Context()
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)

@@ -1,5 +1,11 @@
-"""Running the lab service as a subprocess for system tests: start, wait, talk, kill, and check that nothing
-it started is left behind. No sleeps as synchronisation: every wait polls a condition with a deadline."""
+"""Helpers for testing against the lab service: run `sdl daemon` as a subprocess, wait, talk, kill it, and
+check that nothing it started is left behind. No sleeps as synchronisation: every wait polls a condition
+with a deadline.
+
+    with LabServiceProcess(Path("lab.yaml"), tmp_path / "data", pythonpath=[my_procedures]).start() as lab:
+        campaign_id = lab.client().submit(Path("campaign.yaml")).campaign_id
+        wait_for(lambda: lab.call(ShowCampaign(campaign_id=campaign_id)).campaign.status != "running")
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sdl.client import Client
 
 T = TypeVar("T")
-TESTS_DIR = Path(__file__).resolve().parent
-ROOT = TESTS_DIR.parent
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 60.0, what: str = "the condition") -> T:
@@ -60,19 +64,40 @@ def alive(pid: int) -> bool:
         return False
 
 
-class Daemon:
-    """`sdl daemon` in a subprocess, on free ports, with its own data directory."""
+class LabServiceProcess:
+    """`sdl daemon` in a subprocess, on free ports, with its own data directory.
 
-    def __init__(self, lab: Path, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    ``pythonpath``: directories the service and its workers import procedures from.
+    """
+
+    def __init__(
+        self,
+        lab: Path,
+        data_dir: Path,
+        *extra: str,
+        pythonpath: Sequence[Path] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.lab = lab
         self.data_dir = data_dir
         self.extra = extra
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), str(ROOT)]), **(env or {})}
+        paths = [str(p) for p in pythonpath] + [
+            p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p
+        ]
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"{data_dir.name}-daemon.log"
         self.known: set[int] = set()
 
-    def start(self, timeout: float = 90.0) -> Daemon:
+    def __enter__(self) -> LabServiceProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.stop()
+        self.assert_nothing_left()
+
+    def start(self, timeout: float = 90.0) -> LabServiceProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         info = self.data_dir / "daemon.json"
         info.unlink(missing_ok=True)
