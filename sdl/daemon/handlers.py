@@ -24,10 +24,9 @@ if TYPE_CHECKING:
     from sdl.daemon.service import LabService
 
 
-def summary(store: Store, record: CampaignRecord) -> m.CampaignSummary:
+def summary(record: CampaignRecord, history: list[ExperimentRecord]) -> m.CampaignSummary:
     from sdl.campaign import Campaign
 
-    history = store.experiments(record.id)
     best = best_experiment(history)
     try:
         campaign = Campaign.model_validate(record.spec)
@@ -119,6 +118,13 @@ class Handlers:
         }
         return {model.method: handler for model, handler in by_model.items()}
 
+    def _summary(self, record: CampaignRecord) -> m.CampaignSummary:
+        assert self.service.active is not None
+        tracked = self.service.active.get(record.id)
+        if tracked is not None:
+            return summary(tracked.record, tracked.history)
+        return summary(record, self.store.experiments(record.id))
+
     def _record(self, campaign_id: str) -> CampaignRecord:
         try:
             return self.store.campaign(campaign_id)
@@ -138,7 +144,7 @@ class Handlers:
             workcells=(await self.workcells(m.ListWorkcells(), caller)).workcells,
             instruments=(await self.instruments(m.ListInstruments(), caller)).instruments,
             campaigns=[
-                summary(self.store, r) for r in self.store.campaigns() if r.status is CampaignStatus.RUNNING
+                self._summary(r) for r in self.store.campaigns() if r.status is CampaignStatus.RUNNING
             ],
             last_event=self.store.last_event_seq(),
             events_address=service.events_address,
@@ -149,11 +155,11 @@ class Handlers:
         records = self.store.campaigns()
         if request.active_only:
             records = [r for r in records if r.status is CampaignStatus.RUNNING]
-        return m.CampaignList(campaigns=[summary(self.store, r) for r in records])
+        return m.CampaignList(campaigns=[self._summary(r) for r in records])
 
     async def show_campaign(self, request: m.ShowCampaign, caller: Caller) -> m.CampaignDetail:
         record = self._record(request.campaign_id)
-        return m.CampaignDetail(campaign=summary(self.store, record), spec=record.spec)
+        return m.CampaignDetail(campaign=self._summary(record), spec=record.spec)
 
     async def list_experiments(self, request: m.ListExperiments, caller: Caller) -> m.ExperimentList:
         self._record(request.campaign_id)
@@ -253,8 +259,13 @@ class Handlers:
             max_experiments=request.budget,
             submitted_by=caller.name,
         )
-        self.service.publish("campaign.submitted", {"name": campaign.name, "by": caller.name}, campaign_id)
-        self.service.publish_progress(campaign_id)
+        assert self.service.active is not None
+        self.service.active.track(campaign_id)
+        with self.service.recording():
+            self.service.publish(
+                "campaign.submitted", {"name": campaign.name, "by": caller.name}, campaign_id
+            )
+            self.service.publish_progress(campaign_id)
         self.service.wake.set()
         return m.SubmitReply(campaign_id=campaign_id)
 
@@ -267,6 +278,12 @@ class Handlers:
         return record
 
     def _state(self, campaign_id: str) -> m.CampaignStateReply:
+        assert self.service.active is not None
+        if self.store.campaign(campaign_id).owner == self.service.owner:
+            if campaign_id in self.service.active:
+                self.service.active.refresh_record(campaign_id)
+            else:
+                self.service.active.track(campaign_id)
         self.service.publish_progress(campaign_id)
         self.service.wake.set()
         return m.CampaignStateReply(
@@ -298,7 +315,7 @@ class Handlers:
         self._running(request.campaign_id)
         self.store.set_control(request.campaign_id, "stop")
         self.service.aborted[request.campaign_id] = f"{request.reason} ({caller.name})"
-        self.service._abort_all(Cause.OPERATOR, request.reason, request.campaign_id)
+        self.service.abort_all(Cause.OPERATOR, request.reason, request.campaign_id)
         return self._state(request.campaign_id)
 
     async def budget(self, request: m.SetBudget, caller: Caller) -> m.CampaignStateReply:

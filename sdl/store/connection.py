@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from sdl.store.migrations import migrate, schema_version
 
@@ -60,6 +61,7 @@ class Connection:
         self.path = self.data_dir / DB_FILENAME
         self.read_only = read_only
         self._lock = threading.RLock()
+        self._depth = 0
         self._size_before = self.path.stat().st_size if self.path.is_file() else None
         self._conn = self._connect()
         self._conn.row_factory = sqlite3.Row
@@ -189,13 +191,30 @@ class Connection:
         if self.read_only:
             raise StoreError(f"the store {self.path} is open read-only")
         with self._lock:
+            if self._depth:  # inside transaction(): one commit for the whole group
+                self._depth += 1
+                try:
+                    yield self._conn
+                finally:
+                    self._depth -= 1
+                return
             self._conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
                 yield self._conn
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._depth = 0
             self._conn.execute("COMMIT")
+
+    def transaction(self) -> Any:
+        """Group several writes into one transaction: all of them are committed, or none.
+
+        A state change and the event announcing it commit together (one disk flush, never one without the
+        other)."""
+        return self._tx()
 
     def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:

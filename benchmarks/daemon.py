@@ -1,0 +1,422 @@
+"""The lab service, measured end to end: throughput and overhead per experiment, workcell utilization,
+memory over 10,000 experiments, API latency under load, and asynchronous workcells against a sequential
+run, all through `sdl daemon` as a subprocess and its public API.
+
+    python benchmarks/daemon.py                 # everything (about 10 minutes on 2 cores)
+    python benchmarks/daemon.py --quick         # smaller runs (about 2 minutes)
+    python benchmarks/daemon.py --only memory   # one section: throughput, utilization, memory, latency, async
+
+Baselines are measured in the same process: the store's own cost per experiment (the same transactions,
+in-process), and `sdl run`'s in-process loop for throughput. Results are written into benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(ROOT)]
+
+from sdl.api import models as m  # noqa: E402
+from sdl.foreground import run_campaign, start_campaign  # noqa: E402
+from sdl.loading import load_campaign  # noqa: E402
+from sdl.optimizer.problems import make_problems  # noqa: E402
+from sdl.status import ExperimentStatus  # noqa: E402
+from sdl.store import Decision, Finish, Store  # noqa: E402
+from sdl.testing import LabServiceProcess, wait_for  # noqa: E402
+
+PROBLEMS = make_problems()
+
+
+def lab(directory: Path, workcells: int) -> Path:
+    path = directory / f"lab-{workcells}.yaml"
+    cells = "".join(f"  w{i + 1}: {{}}\n" for i in range(workcells))
+    path.write_text(f"name: bench-{workcells}\nworkcells:\n{cells}")
+    return path
+
+
+def campaign(
+    directory: Path, name: str, budget: int, function: str, options: dict[str, Any], *, optimizer: str = "random",
+    space: str = "x", seed: int = 0,
+) -> Path:  # fmt: skip
+    if space == "x":
+        parameters = (
+            "  - {name: x, type: real, low: 0, high: 1}\n  - {name: y, type: real, low: 0, high: 1}\n"
+        )
+        objective = "loss"
+    else:
+        problem = PROBLEMS[space]
+        parameters = "".join(
+            f"  - {{name: {p.name}, type: real, low: {p.low}, high: {p.high}}}\n"
+            for p in problem.space.parameters
+        )
+        objective = "value"
+    path = directory / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\nparameters:\n{parameters}objectives: [{{measurement: {objective}}}]\n"
+        f"budget: {{max_experiments: {budget}, max_consecutive_failures: null}}\n"
+        f"optimizer: {{kind: {optimizer}, seed: {seed}}}\n"
+        f"procedure: {{function: '_daemon_procedures:{function}', options: {json.dumps(options)}}}\n"
+    )
+    return path
+
+
+def service(directory: Path, workcells: int, name: str) -> LabServiceProcess:
+    return LabServiceProcess(lab(directory, workcells), directory / name, pythonpath=[HERE, ROOT]).start()
+
+
+def run_to_end(daemon: LabServiceProcess, path: Path, timeout: float = 3600) -> tuple[str, float]:
+    with daemon.client() as client:
+        started = time.perf_counter()
+        campaign_id = client.submit(path).campaign_id
+        wait_for(
+            lambda: client.call(m.ShowCampaign(campaign_id=campaign_id)).campaign.status != "running",
+            timeout,
+            "the campaign to end",
+        )
+        return campaign_id, time.perf_counter() - started
+
+
+def history(daemon: LabServiceProcess, campaign_id: str) -> list[Any]:
+    with Store(daemon.data_dir, read_only=True) as store:
+        return store.experiments(campaign_id)
+
+
+def seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+# -- the store's own cost, in-process (the baseline for the split) ---------------------------------------------
+
+
+def store_cost(directory: Path, n: int) -> float:
+    """Seconds per experiment of the store transactions the service and a worker make for one experiment:
+    the proposal, lease and 'running' with their events; the outcome; the events announcing it."""
+    with Store(directory / "store-only") as store:
+        campaign_id = store.create_campaign(name="s", spec={}, seed=0, max_experiments=n)
+        decision = Decision(model="random", acquisition=None, acquisition_value=None, seconds=0.0)
+        started = time.perf_counter()
+        for i in range(n):
+            with store.transaction():
+                e = store.add_proposal(campaign_id, {"x": i / n, "y": 0.5}, decision, workcell="w1")
+                store.append_event("experiment.proposed", {"experiment_id": e.id}, campaign_id)
+                store.start_experiment(e.id, assignments={}, workcell="w1", instruments=[])
+                store.append_event("experiment.started", {"experiment_id": e.id}, campaign_id)
+            store.finish_experiment(e.id, Finish(ExperimentStatus.DONE, {"loss": 0.1}, 0.1))
+            with store.transaction():
+                store.append_event("experiment.done", {"experiment_id": e.id}, campaign_id)
+                store.append_event("campaign.progress", {"spent": i}, campaign_id)
+        return (time.perf_counter() - started) / n
+
+
+# -- sections --------------------------------------------------------------------------------------------------
+
+
+def throughput(directory: Path, n: int) -> dict[str, Any]:
+    path = campaign(directory, "instant", n, "instant", {})
+    with Store(directory / "foreground") as store:
+        campaign_id = start_campaign(store, load_campaign(path))
+        started = time.perf_counter()
+        run_campaign(store, campaign_id)
+        foreground = n / (time.perf_counter() - started)
+        proposal = statistics.mean(e.decision.seconds for e in store.experiments(campaign_id) if e.decision)
+    store_s = store_cost(directory, n)
+    rows = []
+    for workcells in (1, 4):
+        daemon = service(directory, workcells, f"throughput-{workcells}")
+        try:
+            campaign_id, _ = run_to_end(daemon, path)
+            records = history(daemon, campaign_id)
+        finally:
+            daemon.stop()
+            daemon.assert_nothing_left()
+        first = min(seconds(e.proposed_at) for e in records)
+        last = max(seconds(e.finished_at) for e in records if e.finished_at)
+        rate = len(records) / (last - first)
+        per = 1 / rate
+        rows.append(
+            {"workcells": workcells, "rate": rate, "per_ms": per * 1e3, "proposal_ms": proposal * 1e3,
+             "store_ms": store_s * 1e3, "dispatch_ms": (per - proposal - store_s) * 1e3}
+        )  # fmt: skip
+    return {"n": n, "foreground_rate": foreground, "rows": rows}
+
+
+def utilization(directory: Path, n: int, median: float) -> dict[str, Any]:
+    daemon = service(directory, 4, "utilization")
+    try:
+        path = campaign(directory, "timed", n, "timed", {"median": median, "sigma": 0.5})
+        campaign_id, _ = run_to_end(daemon, path)
+        records = history(daemon, campaign_id)
+    finally:
+        daemon.stop()
+        daemon.assert_nothing_left()
+    work = sum(seconds(e.finished_at) - seconds(e.started_at) for e in records)
+    makespan = max(seconds(e.finished_at) for e in records) - min(seconds(e.started_at) for e in records)
+    return {"n": n, "median": median, "work": work, "makespan": makespan, "bound": work / 4,
+            "utilization": work / 4 / makespan}  # fmt: skip
+
+
+def memory(directory: Path, n: int) -> dict[str, Any]:
+    daemon = service(directory, 4, "memory")
+    samples: list[tuple[int, int, int]] = []
+    try:
+        path = campaign(directory, "many", n, "instant", {})
+        with daemon.client() as client:
+            campaign_id = client.submit(path).campaign_id
+            step = max(n // 10, 1)
+            target = step
+            while True:
+                summary = client.call(m.ShowCampaign(campaign_id=campaign_id)).campaign
+                if summary.spent >= target or summary.status != "running":
+                    workers = sum(rss_kib(p) for p in daemon.family() - {daemon.pid})
+                    samples.append((summary.spent, rss_kib(daemon.pid), workers))
+                    target += step
+                if summary.status != "running":
+                    break
+                time.sleep(0.2)
+        store_bytes = (daemon.data_dir / "sdl.sqlite3").stat().st_size
+    finally:
+        daemon.stop()
+        daemon.assert_nothing_left()
+    first, last = samples[1] if len(samples) > 2 else samples[0], samples[-1]
+    slope = (last[1] - first[1]) / max(last[0] - first[0], 1)
+    return {"n": n, "samples": samples, "slope_kib": slope, "store_bytes": store_bytes}
+
+
+def latency(directory: Path, rate: float, duration: float) -> dict[str, Any]:
+    daemon = service(directory, 2, "latency")
+    times: list[float] = []
+    try:
+        path = campaign(directory, "busy", 100_000, "timed", {"median": 0.05, "sigma": 0.5})
+        with daemon.client() as client:
+            campaign_id = client.submit(path).campaign_id
+            wait_for(lambda: client.call(m.ShowCampaign(campaign_id=campaign_id)).campaign.spent > 5)
+            requests = [m.Status(), m.ListCampaigns(), m.ListExperiments(campaign_id=campaign_id, limit=50),
+                        m.EventsSince(seq=0, limit=50), m.ShowCampaign(campaign_id=campaign_id)]  # fmt: skip
+            start = time.perf_counter()
+            for i in range(int(rate * duration)):
+                due = start + i / rate
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                t = time.perf_counter()
+                client.call(requests[i % len(requests)])
+                times.append(time.perf_counter() - t)
+            done = client.call(m.ShowCampaign(campaign_id=campaign_id)).campaign.spent
+            client.call(m.AbortCampaign(campaign_id=campaign_id))
+    finally:
+        daemon.stop()
+        daemon.assert_nothing_left()
+    times.sort()
+    return {"rate": rate, "n": len(times), "p50_ms": times[len(times) // 2] * 1e3,
+            "p99_ms": times[int(len(times) * 0.99)] * 1e3, "max_ms": times[-1] * 1e3, "experiments": done}  # fmt: skip
+
+
+def asynchronous(directory: Path, problems: list[str], seeds: int, median: float) -> list[dict[str, Any]]:
+    """One workcell against four, the same campaign: when does the 4-workcell run reach the sequential run's
+    final regret, in experiments and in wall time?"""
+    out = []
+    for name in problems:
+        problem = PROBLEMS[name]
+        for seed in range(seeds):
+            result: dict[str, Any] = {"problem": name, "seed": seed}
+            for workcells, budget in ((1, problem.budget), (4, int(problem.budget * 1.5))):
+                daemon = service(directory, workcells, f"async-{name}-{seed}-{workcells}")
+                try:
+                    path = campaign(directory, f"{name}-{seed}-{workcells}", budget, "problem",
+                                    {"name": name, "median": median, "sigma": 0.5}, optimizer="bayesian",
+                                    space=name, seed=seed)  # fmt: skip
+                    campaign_id, _ = run_to_end(daemon, path)
+                    records = [e for e in history(daemon, campaign_id) if e.status is ExperimentStatus.DONE]
+                finally:
+                    daemon.stop()
+                    daemon.assert_nothing_left()
+                records.sort(key=lambda e: e.finished_at)
+                t0 = min(seconds(e.started_at) for e in records)
+                best, curve = float("inf"), []
+                for e in records:
+                    best = min(best, e.objective)
+                    curve.append((best - problem.optimum, seconds(e.finished_at) - t0))
+                result[workcells] = curve
+            target = result[1][-1][0]
+            reached = next(((i + 1, t) for i, (r, t) in enumerate(result[4]) if r <= target), None)
+            result["experiments_ratio"] = reached[0] / problem.budget if reached else None
+            result["time_ratio"] = reached[1] / result[1][-1][1] if reached else None
+            out.append(result)
+            print(f"  {name} seed {seed}: {result['experiments_ratio']}, {result['time_ratio']}", flush=True)
+    return out
+
+
+# -- report ------------------------------------------------------------------------------------------------------
+
+
+def median_iqr(values: list[float]) -> str:
+    if not values:
+        return "–"
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return f"{statistics.median(values):.2f} [{q[0]:.2f}, {q[2]:.2f}]"
+
+
+def report(results: dict[str, Any], command: str) -> str:
+    import platform
+
+    lines = [f"Machine: {platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
+             "", f"Command: `{command}`", ""]  # fmt: skip
+    if "throughput" in results:
+        t = results["throughput"]
+        lines += [
+            f"### Throughput and overhead ({t['n']} instant experiments, random proposer)",
+            "",
+            "| runner | experiments/s | ms per experiment | of which: proposal | store | dispatch and the rest |",
+            "|---|---|---|---|---|---|",
+            f"| `sdl run`, in-process (baseline) | {t['foreground_rate']:.0f} | {1e3 / t['foreground_rate']:.1f} | "
+            "| | |",
+        ]
+        for r in t["rows"]:
+            lines.append(
+                f"| `sdl daemon`, {r['workcells']} workcell(s) | {r['rate']:.0f} | {r['per_ms']:.1f} | "
+                f"{r['proposal_ms']:.2f} | {r['store_ms']:.2f} | {r['dispatch_ms']:.2f} |"
+            )
+        lines += ["", "Store: the same three transactions in-process (proposal, lease and 'running' with their events; "
+                  "the outcome; its events), each flushed to disk (synchronous=FULL).", ""]  # fmt: skip
+    if "utilization" in results:
+        u = results["utilization"]
+        lines += [
+            f"### Utilization, 4 workcells, log-normal durations (median {u['median']} s, σ 0.5), {u['n']} "
+            "experiments",
+            "",
+            "| total work s | bound (work / 4) s | makespan s | utilization |",
+            "|---|---|---|---|",
+            f"| {u['work']:.1f} | {u['bound']:.1f} | {u['makespan']:.1f} | {u['utilization']:.1%} |",
+            "",
+        ]
+    if "memory" in results:
+        mem = results["memory"]
+        lines += [f"### Memory over {mem['n']} instant experiments (4 workcells)", "",
+                  "| experiments | service RSS MiB | workers RSS MiB (sum) |", "|---|---|---|"]  # fmt: skip
+        for spent, service_kib, workers_kib in mem["samples"]:
+            lines.append(f"| {spent} | {service_kib / 1024:.1f} | {workers_kib / 1024:.1f} |")
+        lines += ["", f"Service growth: {mem['slope_kib']:.3f} KiB per experiment; store "
+                  f"{mem['store_bytes'] / mem['n']:.0f} bytes per experiment on disk.", ""]  # fmt: skip
+    if "latency" in results:
+        lat = results["latency"]
+        lines += [
+            f"### API latency at {lat['rate']:.0f} requests/s while a campaign runs (2 workcells)",
+            "",
+            "| requests | p50 ms | p99 ms | max ms | experiments meanwhile |",
+            "|---|---|---|---|---|",
+            f"| {lat['n']} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | {lat['max_ms']:.1f} | "
+            f"{lat['experiments']} |",
+            "",
+        ]
+    if "async" in results:
+        lines += [
+            "### Four workcells against one, through the real scheduler (log-normal durations)",
+            "",
+            "| problem | seeds | experiments to reach the sequential final regret (× budget) | wall time (× sequential) "
+            "| reached |",
+            "|---|---|---|---|---|",
+        ]
+        by: dict[str, list[dict[str, Any]]] = {}
+        for r in results["async"]:
+            by.setdefault(r["problem"], []).append(r)
+        for name, runs in by.items():
+            ex = [r["experiments_ratio"] for r in runs if r["experiments_ratio"] is not None]
+            tt = [r["time_ratio"] for r in runs if r["time_ratio"] is not None]
+            lines.append(
+                f"| {name} | {len(runs)} | {median_iqr(ex)} | {median_iqr(tt)} | {len(ex)}/{len(runs)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def update_readme(text: str) -> None:
+    readme = HERE / "README.md"
+    start, end = "<!-- daemon-results:start -->", "<!-- daemon-results:end -->"
+    content = readme.read_text()
+    block = f"{start}\n{text}\n{end}"
+    if start in content:
+        before, rest = content.split(start, 1)
+        content = before + block + rest.split(end, 1)[1]
+    else:
+        content = (
+            content.rstrip()
+            + "\n\n## Lab service (`benchmarks/daemon.py`)\n\n"
+            + textwrap.dedent(
+                """\
+            ```
+            python benchmarks/daemon.py            # everything, about 10 minutes on 2 cores
+            python benchmarks/daemon.py --quick    # smaller runs
+            ```
+
+            Everything goes through `sdl daemon` as a subprocess and its API. Per-experiment overhead is the
+            service's time per experiment at full speed (instant procedures); "proposal" is the optimizer's
+            own time, "store" the same transactions measured in-process, the rest is dispatch (messages to
+            and from the worker, events, scheduling). The block below is rewritten by every run.
+
+            """
+            )
+            + block
+            + "\n"
+        )
+    readme.write_text(content)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--only", choices=("throughput", "utilization", "memory", "latency", "async"), nargs="*"
+    )
+    parser.add_argument("--no-readme", action="store_true")
+    args = parser.parse_args()
+    sections = set(args.only or ("throughput", "utilization", "memory", "latency", "async"))
+    quick = args.quick
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="sdl-bench-") as tmp:
+        directory = Path(tmp)
+        if "throughput" in sections:
+            print("throughput...", flush=True)
+            results["throughput"] = throughput(directory, 200 if quick else 1000)
+        if "utilization" in sections:
+            print("utilization...", flush=True)
+            results["utilization"] = utilization(directory, 60 if quick else 200, 0.2 if quick else 0.4)
+        if "memory" in sections:
+            print("memory...", flush=True)
+            results["memory"] = memory(directory, 1000 if quick else 10_000)
+        if "latency" in sections:
+            print("latency...", flush=True)
+            results["latency"] = latency(directory, 100.0, 5.0 if quick else 30.0)
+        if "async" in sections:
+            print("async...", flush=True)
+            results["async"] = asynchronous(directory, ["branin"] if quick else ["branin", "hartmann6"],
+                                            2 if quick else 5, 0.1 if quick else 0.3)  # fmt: skip
+    text = report(results, "python benchmarks/daemon.py" + (" --quick" if quick else ""))
+    print(text)
+    if not args.no_readme and not args.only:
+        update_readme(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

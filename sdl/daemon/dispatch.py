@@ -1,0 +1,228 @@
+"""Keeping every free workcell busy: choose a campaign, propose, lease, run; close campaigns that are done.
+
+Each step is written before it is acted on: the proposal, the lease and ``running`` commit together (with
+the events announcing them) before the worker is told to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from sdl.daemon import protocol as p
+from sdl.daemon.active import Tracked
+from sdl.daemon.scheduler import Candidate, plan_round
+from sdl.history import pending, spent, stop_reason
+from sdl.optimizer import OptimizerExhausted, make_optimizer
+from sdl.proposing import NextExperiment, decide_next
+from sdl.status import CampaignStatus, Cause, ExperimentStatus
+from sdl.store import ExperimentRecord, LeaseConflict
+
+if TYPE_CHECKING:
+    from sdl.daemon.cells import Cell
+    from sdl.daemon.service import LabService
+
+log = logging.getLogger("sdl.daemon")
+
+
+class Dispatching:
+    async def _schedule_loop(self: LabService) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            try:
+                await self._dispatch_round()
+            except Exception:
+                log.exception("scheduling failed; trying again")
+                await asyncio.sleep(1.0)
+
+    def estop_active(self: LabService) -> bool:
+        assert self.store is not None
+        return self.store.lab_state("estop") is not None
+
+    def tracked(self: LabService, campaign_id: str) -> Tracked:
+        assert self.active is not None
+        tracked = self.active.get(campaign_id)
+        return tracked if tracked is not None else self.active.track(campaign_id)
+
+    def in_flight(self: LabService, campaign_id: str) -> list[Cell]:
+        return [c for c in self.cells.values() if c.campaign_id == campaign_id]
+
+    def unavailable(self: LabService) -> set[str]:
+        """Instruments no experiment may lease now: leased, quarantined, suspect, or being serviced."""
+        assert self.store is not None
+        out = set(self.store.leases())
+        out |= {name for name, r in self.store.instruments().items() if r.state != "ok"}
+        for cell in self.cells.values():
+            out |= cell.servicing
+        return out
+
+    async def _dispatch_round(self: LabService) -> None:
+        assert self.health is not None
+        if self.stopping:
+            return
+        self._close_finished_campaigns()
+        if self.estop_active():
+            return
+        await self.health.service_suspects()
+        idle = [c.name for c in self.cells.values() if c.ready]
+        candidates = self._candidates() if idle else []
+        if not candidates:
+            return
+        for assignment in plan_round(self.lab, idle, candidates, self.unavailable()):
+            if self.stopping or self.estop_active():
+                return
+            await self._start(assignment.workcell, assignment.campaign_id, assignment.instruments)
+
+    def _candidates(self: LabService) -> list[Candidate]:
+        assert self.active is not None
+        out = []
+        for tracked in self.active:
+            record, campaign, history = tracked.record, tracked.campaign, tracked.history
+            if record.status is not CampaignStatus.RUNNING or record.control != "run":
+                continue
+            if (
+                record.id in self.exhausted
+                or stop_reason(campaign, history, record.active_seconds) is not None
+            ):
+                continue
+            running = sum(e.status is ExperimentStatus.RUNNING for e in history)
+            slots = campaign.budget.max_experiments - spent(history) - running
+            used = sum(e.cause is not Cause.DROPPED for e in history)
+            if slots > 0:
+                out.append(Candidate(record.id, campaign, record.priority, record.weight, used, slots))
+        return out
+
+    async def _start(self: LabService, workcell: str, campaign_id: str, instruments: dict[str, str]) -> None:
+        tracked = self.tracked(campaign_id)
+        leftover = next((e for e in pending(tracked.history) if e.status is ExperimentStatus.PROPOSED), None)
+        proposal: NextExperiment | None = None
+        if leftover is None:
+            optimizer = self.optimizers.get(campaign_id)
+            if optimizer is None:
+                optimizer = make_optimizer(tracked.campaign.space, tracked.campaign.optimizer)
+                self.optimizers[campaign_id] = optimizer
+            try:
+                proposal = await asyncio.to_thread(
+                    decide_next, tracked.campaign, optimizer, list(tracked.history)
+                )
+            except OptimizerExhausted:
+                self.exhausted.add(campaign_id)
+                return
+        # Things may have changed while the optimizer thought; then the proposal waits for the next round.
+        ready = self.cells[workcell].ready and not self.stopping and not self.estop_active()
+        try:
+            experiment = self._record_start(campaign_id, workcell, instruments, leftover, proposal, ready)
+        except LeaseConflict as exc:
+            log.info("an experiment of %s waits: %s", campaign_id, exc)
+            return
+        if ready:
+            await self._run_on(workcell, experiment, instruments, tracked)
+
+    def _record_start(
+        self: LabService,
+        campaign_id: str,
+        workcell: str,
+        instruments: dict[str, str],
+        leftover: ExperimentRecord | None,
+        proposal: NextExperiment | None,
+        start: bool,
+    ) -> ExperimentRecord:
+        """The proposal (if new), then the lease and 'running' (if starting), with their events, in one
+        transaction."""
+        assert self.store is not None and self.active is not None
+        with self.recording():
+            if proposal is not None:
+                experiment = self.store.add_proposal(
+                    campaign_id,
+                    proposal.recipe,
+                    proposal.decision,
+                    workcell=workcell,
+                    retry_of=proposal.retry_of,
+                )
+                self.publish("experiment.proposed", self.experiment_body(experiment), campaign_id)
+            else:
+                assert leftover is not None
+                experiment = leftover
+            if start:
+                assignments = {
+                    role: {
+                        "instrument": n,
+                        "driver": self.lab.instruments[n].driver,
+                        "address": self.addresses.get(n),
+                    }
+                    for role, n in instruments.items()
+                }
+                self.store.start_experiment(
+                    experiment.id,
+                    assignments=assignments,
+                    workcell=workcell,
+                    instruments=list(dict.fromkeys(instruments.values())),
+                )
+                experiment = self.store.experiment(experiment.id)
+                self.publish("experiment.started", self.experiment_body(experiment), campaign_id)
+        return self.active.refresh_experiment(campaign_id, experiment.id)
+
+    async def _run_on(
+        self: LabService,
+        workcell: str,
+        experiment: ExperimentRecord,
+        instruments: dict[str, str],
+        tracked: Tracked,
+    ) -> None:
+        cell = self.cells[workcell]
+        cell.state = "busy"
+        cell.experiment, cell.campaign_id = experiment.id, tracked.id
+        cell.started_at = time.monotonic()
+        cell.timeout = tracked.campaign.procedure.timeout
+        await self.send(
+            cell,
+            p.RunExperiment(
+                experiment_id=experiment.id,
+                campaign_id=tracked.id,
+                devices=instruments,
+                options=cell.spec.options,
+                release_after=[n for n in instruments.values() if self.lab.shared(n)],
+            ),
+        )
+
+    def _close_finished_campaigns(self: LabService) -> None:
+        assert self.active is not None
+        for tracked in self.active:
+            record, history = tracked.record, tracked.history
+            if record.status is not CampaignStatus.RUNNING or self.in_flight(record.id):
+                continue
+            if any(e.status is ExperimentStatus.RUNNING for e in history):
+                continue  # a worker is about to report it
+            if record.id in self.aborted:
+                status, reason = CampaignStatus.INTERRUPTED, self.aborted.pop(record.id)
+            elif record.control == "stop":
+                status, reason = CampaignStatus.INTERRUPTED, "stopped by the operator"
+            elif record.id in self.exhausted:
+                done = any(e.status is ExperimentStatus.DONE for e in history)
+                status = CampaignStatus.COMPLETED if done else CampaignStatus.FAILED
+                reason = "search space exhausted" + ("" if done else " without a successful experiment")
+            else:
+                stop = stop_reason(tracked.campaign, history, record.active_seconds)
+                if stop is None:
+                    continue
+                status, reason = stop.status, stop.reason
+            self.close_campaign(record.id, status, reason)
+
+    def close_campaign(self: LabService, campaign_id: str, status: CampaignStatus, reason: str) -> None:
+        assert self.store is not None and self.active is not None
+        with self.recording():
+            dropped = self.store.drop_proposals(campaign_id, f"never started: {reason}")
+            self.store.set_campaign_status(campaign_id, status, reason)
+            self.store.release_campaign(campaign_id, self.owner)
+            for experiment in dropped:
+                self.active.refresh_experiment(campaign_id, experiment.id)
+            self.active.refresh_record(campaign_id)
+            self.publish("campaign.finished", {"status": status.value, "reason": reason}, campaign_id)
+            self.publish_progress(campaign_id)
+        self.active.forget(campaign_id)
+        self.optimizers.pop(campaign_id, None)
+        self.exhausted.discard(campaign_id)
+        log.info("campaign %s %s: %s", campaign_id, status.value, reason)
