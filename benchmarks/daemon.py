@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -47,9 +47,16 @@ def lab(directory: Path, workcells: int) -> Path:
 
 
 def campaign(
-    directory: Path, name: str, budget: int, function: str, options: dict[str, Any], *, optimizer: str = "random",
-    space: str = "x", seed: int = 0,
-) -> Path:  # fmt: skip
+    directory: Path,
+    name: str,
+    budget: int,
+    function: str,
+    options: dict[str, Any],
+    *,
+    optimizer: str = "random",
+    space: str = "x",
+    seed: int = 0,
+) -> Path:
     if space == "x":
         parameters = (
             "  - {name: x, type: real, low: 0, high: 1}\n  - {name: y, type: real, low: 0, high: 1}\n"
@@ -104,7 +111,7 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-# -- the store's own cost, in-process (the baseline for the split) ---------------------------------------------
+# -- the store's own cost, in-process (the baseline for the split) --------------------------------------------
 
 
 def store_cost(directory: Path, n: int) -> float:
@@ -127,7 +134,7 @@ def store_cost(directory: Path, n: int) -> float:
         return (time.perf_counter() - started) / n
 
 
-# -- sections --------------------------------------------------------------------------------------------------
+# -- sections ------------------------------------------------------------------------------------------------
 
 
 def throughput(directory: Path, n: int) -> dict[str, Any]:
@@ -153,9 +160,15 @@ def throughput(directory: Path, n: int) -> dict[str, Any]:
         rate = len(records) / (last - first)
         per = 1 / rate
         rows.append(
-            {"workcells": workcells, "rate": rate, "per_ms": per * 1e3, "proposal_ms": proposal * 1e3,
-             "store_ms": store_s * 1e3, "dispatch_ms": (per - proposal - store_s) * 1e3}
-        )  # fmt: skip
+            {
+                "workcells": workcells,
+                "rate": rate,
+                "per_ms": per * 1e3,
+                "proposal_ms": proposal * 1e3,
+                "store_ms": store_s * 1e3,
+                "dispatch_ms": (per - proposal - store_s) * 1e3,
+            }
+        )
     return {"n": n, "foreground_rate": foreground, "rows": rows}
 
 
@@ -170,8 +183,14 @@ def utilization(directory: Path, n: int, median: float) -> dict[str, Any]:
         daemon.assert_nothing_left()
     work = sum(seconds(e.finished_at) - seconds(e.started_at) for e in records)
     makespan = max(seconds(e.finished_at) for e in records) - min(seconds(e.started_at) for e in records)
-    return {"n": n, "median": median, "work": work, "makespan": makespan, "bound": work / 4,
-            "utilization": work / 4 / makespan}  # fmt: skip
+    return {
+        "n": n,
+        "median": median,
+        "work": work,
+        "makespan": makespan,
+        "bound": work / 4,
+        "utilization": work / 4 / makespan,
+    }
 
 
 def memory(directory: Path, n: int) -> dict[str, Any]:
@@ -209,8 +228,13 @@ def latency(directory: Path, rate: float, duration: float) -> dict[str, Any]:
         with daemon.client() as client:
             campaign_id = client.submit(path).campaign_id
             wait_for(lambda: client.call(m.ShowCampaign(campaign_id=campaign_id)).campaign.spent > 5)
-            requests = [m.Status(), m.ListCampaigns(), m.ListExperiments(campaign_id=campaign_id, limit=50),
-                        m.EventsSince(seq=0, limit=50), m.ShowCampaign(campaign_id=campaign_id)]  # fmt: skip
+            requests = [
+                m.Status(),
+                m.ListCampaigns(),
+                m.ListExperiments(campaign_id=campaign_id, limit=50),
+                m.EventsSince(seq=0, limit=50),
+                m.ShowCampaign(campaign_id=campaign_id),
+            ]
             start = time.perf_counter()
             for i in range(int(rate * duration)):
                 due = start + i / rate
@@ -226,8 +250,14 @@ def latency(directory: Path, rate: float, duration: float) -> dict[str, Any]:
         daemon.stop()
         daemon.assert_nothing_left()
     times.sort()
-    return {"rate": rate, "n": len(times), "p50_ms": times[len(times) // 2] * 1e3,
-            "p99_ms": times[int(len(times) * 0.99)] * 1e3, "max_ms": times[-1] * 1e3, "experiments": done}  # fmt: skip
+    return {
+        "rate": rate,
+        "n": len(times),
+        "p50_ms": times[len(times) // 2] * 1e3,
+        "p99_ms": times[int(len(times) * 0.99)] * 1e3,
+        "max_ms": times[-1] * 1e3,
+        "experiments": done,
+    }
 
 
 def asynchronous(directory: Path, problems: list[str], seeds: int, median: float) -> list[dict[str, Any]]:
@@ -241,9 +271,16 @@ def asynchronous(directory: Path, problems: list[str], seeds: int, median: float
             for workcells, budget in ((1, problem.budget), (4, int(problem.budget * 1.5))):
                 daemon = service(directory, workcells, f"async-{name}-{seed}-{workcells}")
                 try:
-                    path = campaign(directory, f"{name}-{seed}-{workcells}", budget, "problem",
-                                    {"name": name, "median": median, "sigma": 0.5}, optimizer="bayesian",
-                                    space=name, seed=seed)  # fmt: skip
+                    path = campaign(
+                        directory,
+                        f"{name}-{seed}-{workcells}",
+                        budget,
+                        "problem",
+                        {"name": name, "median": median, "sigma": 0.5},
+                        optimizer="bayesian",
+                        space=name,
+                        seed=seed,
+                    )
                     campaign_id, _ = run_to_end(daemon, path)
                     records = [e for e in history(daemon, campaign_id) if e.status is ExperimentStatus.DONE]
                 finally:
@@ -265,7 +302,7 @@ def asynchronous(directory: Path, problems: list[str], seeds: int, median: float
     return out
 
 
-# -- report ------------------------------------------------------------------------------------------------------
+# -- report --------------------------------------------------------------------------------------------------
 
 
 def median_iqr(values: list[float]) -> str:
@@ -278,25 +315,34 @@ def median_iqr(values: list[float]) -> str:
 def report(results: dict[str, Any], command: str) -> str:
     import platform
 
-    lines = [f"Machine: {platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
-             "", f"Command: `{command}`", ""]  # fmt: skip
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    lines = [
+        f"Machine: {machine}",
+        "",
+        f"Command: `{command}`",
+        "",
+    ]
     if "throughput" in results:
         t = results["throughput"]
         lines += [
             f"### Throughput and overhead ({t['n']} instant experiments, random proposer)",
             "",
-            "| runner | experiments/s | ms per experiment | of which: proposal | store | dispatch and the rest |",
+            "| runner | experiments/s | ms per experiment | of which: proposal | store | dispatch etc. |",
             "|---|---|---|---|---|---|",
-            f"| `sdl run`, in-process (baseline) | {t['foreground_rate']:.0f} | {1e3 / t['foreground_rate']:.1f} | "
-            "| | |",
+            f"| `sdl run`, in-process (baseline) | {t['foreground_rate']:.0f} | "
+            f"{1e3 / t['foreground_rate']:.1f} | | | |",
         ]
         for r in t["rows"]:
             lines.append(
                 f"| `sdl daemon`, {r['workcells']} workcell(s) | {r['rate']:.0f} | {r['per_ms']:.1f} | "
                 f"{r['proposal_ms']:.2f} | {r['store_ms']:.2f} | {r['dispatch_ms']:.2f} |"
             )
-        lines += ["", "Store: the same three transactions in-process (proposal, lease and 'running' with their events; "
-                  "the outcome; its events), each flushed to disk (synchronous=FULL).", ""]  # fmt: skip
+        lines += [
+            "",
+            "Store: the same three transactions in-process (proposal, lease and 'running' with their events; "
+            "the outcome; its events), each flushed to disk (synchronous=FULL).",
+            "",
+        ]
     if "utilization" in results:
         u = results["utilization"]
         lines += [
@@ -310,12 +356,20 @@ def report(results: dict[str, Any], command: str) -> str:
         ]
     if "memory" in results:
         mem = results["memory"]
-        lines += [f"### Memory over {mem['n']} instant experiments (4 workcells)", "",
-                  "| experiments | service RSS MiB | workers RSS MiB (sum) |", "|---|---|---|"]  # fmt: skip
+        lines += [
+            f"### Memory over {mem['n']} instant experiments (4 workcells)",
+            "",
+            "| experiments | service RSS MiB | workers RSS MiB (sum) |",
+            "|---|---|---|",
+        ]
         for spent, service_kib, workers_kib in mem["samples"]:
             lines.append(f"| {spent} | {service_kib / 1024:.1f} | {workers_kib / 1024:.1f} |")
-        lines += ["", f"Service growth: {mem['slope_kib']:.3f} KiB per experiment; store "
-                  f"{mem['store_bytes'] / mem['n']:.0f} bytes per experiment on disk.", ""]  # fmt: skip
+        lines += [
+            "",
+            f"Service growth: {mem['slope_kib']:.3f} KiB per experiment; store "
+            f"{mem['store_bytes'] / mem['n']:.0f} bytes per experiment on disk.",
+            "",
+        ]
     if "latency" in results:
         lat = results["latency"]
         lines += [
@@ -331,8 +385,8 @@ def report(results: dict[str, Any], command: str) -> str:
         lines += [
             "### Four workcells against one, through the real scheduler (log-normal durations)",
             "",
-            "| problem | seeds | experiments to reach the sequential final regret (× budget) | wall time (× sequential) "
-            "| reached |",
+            "| problem | seeds | experiments to reach the sequential final regret (× budget) "
+            "| wall time (× sequential) | reached |",
             "|---|---|---|---|---|",
         ]
         by: dict[str, list[dict[str, Any]]] = {}
@@ -409,8 +463,12 @@ def main() -> int:
             results["latency"] = latency(directory, 100.0, 5.0 if quick else 30.0)
         if "async" in sections:
             print("async...", flush=True)
-            results["async"] = asynchronous(directory, ["branin"] if quick else ["branin", "hartmann6"],
-                                            2 if quick else 5, 0.1 if quick else 0.3)  # fmt: skip
+            results["async"] = asynchronous(
+                directory,
+                ["branin"] if quick else ["branin", "hartmann6"],
+                2 if quick else 5,
+                0.1 if quick else 0.3,
+            )
     text = report(results, "python benchmarks/daemon.py" + (" --quick" if quick else ""))
     print(text)
     if not args.no_readme and not args.only:
