@@ -111,7 +111,7 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-# -- the store's own cost, in-process (the baseline for the split) --------------------------------------------
+# -- the store's own cost, in-process (the baseline for the split) -------------------------------------------
 
 
 def store_cost(directory: Path, n: int) -> float:
