@@ -33,6 +33,7 @@ class WorkerConfig(_Message):
     addresses: dict[str, Any] = Field(description="Instrument -> resolved address.")
     documents: str | None = Field(None, description="0MQ address the RunEngine publishes documents to.")
     heartbeat_s: float = 0.5
+    parent_pid: int = Field(description="The service's pid: once it is not the parent, the service is gone.")
 
 
 # -- manager -> worker ------------------------------------------------------------------------------------

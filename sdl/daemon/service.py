@@ -165,6 +165,7 @@ class LabService(Dispatching, Supervision):
             instruments={n: self.lab.instruments[n] for n in names},
             addresses={n: self.addresses.get(n) for n in names},
             documents=self.documents_in,
+            parent_pid=os.getpid(),
         )
 
     # -- running and stopping ------------------------------------------------------------------------------

@@ -61,7 +61,8 @@ class Worker:
         self.runner: ExperimentRunner | None = None
         self.current: int | None = None
         self._pending: list[Future[Any]] = []
-        self._parent = os.getppid()
+        # From the config, not getppid(): the service may already be gone by the time this runs.
+        self._parent = config.parent_pid
         self._aborted: dict[int, tuple[str, Cause]] = {}
 
     # -- messaging -------------------------------------------------------------------------------------------
@@ -220,6 +221,9 @@ class Worker:
             from bluesky.callbacks.zmq import Publisher
 
             self.publisher = Publisher(self.config.documents, prefix=self.config.workcell.encode())
+            # Documents not yet sent when the worker closes are dropped, not waited for: if the lab
+            # service (the proxy's owner) is gone, closing would otherwise wait forever. The store has them.
+            self.publisher._socket.setsockopt(zmq.LINGER, 0)
         devices = {role: held[name] for role, name in message.devices.items()}
         runner = ExperimentRunner(
             campaign,
@@ -240,6 +244,12 @@ class Worker:
         return outcome
 
     def _record(self, experiment_id: int, outcome: Outcome) -> bool:
+        failed = outcome.status in (ExperimentStatus.FAILED, ExperimentStatus.FAULTED)
+        if failed and os.getppid() != self._parent:
+            # The service died during the experiment, and a simulated lab with it: a failure now says
+            # nothing about the recipe or the instrument.
+            failure = f"{MANAGER_GONE} ({outcome.failure})"
+            outcome = Outcome(ExperimentStatus.INTERRUPTED, failure=failure, cause=Cause.CRASH)
         try:
             self.store.finish_experiment(experiment_id, outcome.finish(), outcome.trailing_documents)
         except IllegalTransition:
