@@ -9,9 +9,11 @@ or a pseudo-terminal; the simulator does not know which.
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from simulators.faults import LINK_FAULTS, FaultPlan
@@ -21,6 +23,19 @@ from simulators.world import World
 
 class ConfigError(ValueError):
     """A simulator or lab configuration that does not make sense (named field, allowed values)."""
+
+
+@dataclass(frozen=True)
+class WireRecord:
+    """One request as the simulated instrument received it: when (``time.monotonic()``), where, what."""
+
+    time: float
+    endpoint: str
+    data: bytes
+
+
+#: Requests each simulator remembers (the oldest are forgotten first).
+WIRE_LOG_SIZE = 10_000
 
 
 class Simulator(ABC):
@@ -45,6 +60,12 @@ class Simulator(ABC):
         #: Connections per endpoint since start, and those still open (kept by simulators.server).
         self.sessions_opened: Counter[str] = Counter()
         self.sessions_open: Counter[str] = Counter()
+        #: Every request received, with its arrival time: tests prove on it what reached the wire.
+        self.wire_log: deque[WireRecord] = deque(maxlen=WIRE_LOG_SIZE)
+
+    def record(self, endpoint: str, request: bytes) -> None:
+        """Note a complete request on ``endpoint`` in the wire log (call it as each one arrives)."""
+        self.wire_log.append(WireRecord(time.monotonic(), endpoint, bytes(request)))
 
     @classmethod
     def supported_faults(cls) -> dict[str, str]:
