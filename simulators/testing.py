@@ -56,6 +56,8 @@ class BackgroundLab:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for _ in range(3):  # transports closed above finish closing their sockets in callbacks
+                await asyncio.sleep(0)
 
         try:
             self._submit(shutdown()).result(timeout=10)
