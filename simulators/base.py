@@ -109,24 +109,41 @@ DEFAULT_WORLD: dict[str, Any] = {
 
 _REGISTRY: dict[str, type[Simulator]] = {}
 
+#: The entry-point group through which installed packages offer simulators (kind -> class).
+ENTRY_POINT_GROUP = "sdl.simulators"
+
 
 def register(cls: type[Simulator]) -> type[Simulator]:
     _REGISTRY[cls.kind] = cls
     return cls
 
 
+def _entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def simulator_class(kind: str) -> type[Simulator]:
+    """The simulator class of ``kind``: registered here, or offered by an installed package's entry point."""
     from simulators import _kinds  # noqa: F401  (importing registers the built-in kinds)
 
-    try:
+    if kind in _REGISTRY:
         return _REGISTRY[kind]
-    except KeyError:
-        raise ConfigError(
-            f"unknown instrument kind {kind!r}; allowed: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+    entry = _entry_points().get(kind)
+    if entry is None:
+        raise ConfigError(f"unknown instrument kind {kind!r}; allowed: {', '.join(kinds())}")
+    try:
+        cls = entry.load()
+    except Exception as exc:
+        raise ConfigError(f"instrument kind {kind!r} ({entry.value}) cannot be loaded: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Simulator)):
+        raise ConfigError(f"instrument kind {kind!r} ({entry.value}) is not a simulators.base.Simulator")
+    _REGISTRY[kind] = cls
+    return cls
 
 
 def kinds() -> list[str]:
     from simulators import _kinds  # noqa: F401
 
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(_entry_points()))
