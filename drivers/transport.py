@@ -95,6 +95,10 @@ class Transport:
 
     # -- lifetime ---------------------------------------------------------------------------
     def open(self) -> Transport:
+        with self._lock:  # two threads opening at once must not both connect (one socket would leak)
+            return self._open()
+
+    def _open(self) -> Transport:
         if self._port is not None:
             return self
         try:
@@ -114,6 +118,8 @@ class Transport:
         return self
 
     def close(self) -> None:
+        # Not under the lock: stop() and disconnect() must be able to close a link another thread
+        # is waiting on; that thread then sees the link gone.
         port, self._port = self._port, None
         self._buffer.clear()
         if port is not None:

@@ -17,14 +17,15 @@ import sys
 from simulators.base import ConfigError, kinds, simulator_class
 from simulators.clock import ScaledClock
 from simulators.faults import FaultSpecError
-from simulators.lab import build_lab, build_single, read_lab_file, serve_lab
+from simulators.lab import build_lab, build_single, endpoint_names, read_lab_file, serve_lab
 
 EPILOG = """\
 examples:
   python -m simulators ne1000 --port 0              serve one NE-1000 pump on a free TCP port
   python -m simulators cavro --pty --speed 10       a Cavro pump on a pseudo-terminal, 10x faster
   python -m simulators ur --faults "protective-stop@2"
-  python -m simulators lab experiments/color_matching/lab.yaml --speed 100
+  python -m simulators lab experiments/color_matching/lab.yaml --speed 100 --faults-seed 7
+  python -m simulators endpoints experiments/color_matching/lab.yaml   check a lab file, list its endpoints
   python -m simulators faults ne1000                list the faults an instrument can inject
 
 Each endpoint is printed first as '<endpoint> <url>' (a robot prints dashboard, script and
@@ -41,8 +42,12 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("kind", help=f"instrument kind ({', '.join(kinds())}), 'lab' or 'faults'")
-    parser.add_argument("file", nargs="?", help="the lab file (with 'lab'), or the kind (with 'faults')")
+    parser.add_argument(
+        "kind", help=f"instrument kind ({', '.join(kinds())}), 'lab', 'endpoints' or 'faults'"
+    )
+    parser.add_argument(
+        "file", nargs="?", help="the lab file (with 'lab' or 'endpoints'), or the kind (with 'faults')"
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--port",
@@ -59,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--faults", default=None, help="fault spec for a single instrument, e.g. 'stall@3,garble%%0.01'"
+    )
+    parser.add_argument(
+        "--faults-seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seed of the fault injection (default: the lab file's faults_seed, else 0)",
     )
     parser.add_argument(
         "--exit-with-parent",
@@ -122,6 +134,15 @@ def main(argv: list[str] | None = None) -> int:
             for name, description in cls.supported_faults().items():
                 print(f"{name:18} {description}")
             return 0
+        if args.faults_seed is not None and args.faults_seed < 0:
+            raise ConfigError(f"--faults-seed must be a whole number >= 0, not {args.faults_seed}")
+        if args.kind == "endpoints":
+            if not args.file:
+                raise ConfigError("endpoints needs a lab file: python -m simulators endpoints FILE.yaml")
+            lab = build_lab(read_lab_file(args.file), ScaledClock(1.0), source=args.file)
+            for name in endpoint_names(lab):
+                print(name)
+            return 0
         if args.kind == "lab":
             if not args.file:
                 raise ConfigError("lab needs a lab file: python -m simulators lab FILE.yaml")
@@ -131,11 +152,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
             config = read_lab_file(args.file)
             speed = args.speed if args.speed is not None else float(config.get("speed", 1.0))
-            lab = build_lab(config, ScaledClock(speed), source=args.file)
+            lab = build_lab(config, ScaledClock(speed), source=args.file, faults_seed=args.faults_seed)
         else:
             if args.file:
                 raise ConfigError(f"unexpected argument {args.file!r} after kind {args.kind!r}")
-            lab = build_single(args.kind, ScaledClock(args.speed or 1.0), faults=args.faults)
+            clock = ScaledClock(args.speed or 1.0)
+            lab = build_single(args.kind, clock, faults=args.faults, faults_seed=args.faults_seed)
     except (ConfigError, FaultSpecError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

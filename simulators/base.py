@@ -9,9 +9,11 @@ or a pseudo-terminal; the simulator does not know which.
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from simulators.faults import LINK_FAULTS, FaultPlan
@@ -21,6 +23,19 @@ from simulators.world import World
 
 class ConfigError(ValueError):
     """A simulator or lab configuration that does not make sense (named field, allowed values)."""
+
+
+@dataclass(frozen=True)
+class WireRecord:
+    """One request as the simulated instrument received it: when (``time.monotonic()``), where, what."""
+
+    time: float
+    endpoint: str
+    data: bytes
+
+
+#: Requests each simulator remembers (the oldest are forgotten first).
+WIRE_LOG_SIZE = 10_000
 
 
 class Simulator(ABC):
@@ -45,6 +60,12 @@ class Simulator(ABC):
         #: Connections per endpoint since start, and those still open (kept by simulators.server).
         self.sessions_opened: Counter[str] = Counter()
         self.sessions_open: Counter[str] = Counter()
+        #: Every request received, with its arrival time: tests prove on it what reached the wire.
+        self.wire_log: deque[WireRecord] = deque(maxlen=WIRE_LOG_SIZE)
+
+    def record(self, endpoint: str, request: bytes) -> None:
+        """Note a complete request on ``endpoint`` in the wire log (call it as each one arrives)."""
+        self.wire_log.append(WireRecord(time.monotonic(), endpoint, bytes(request)))
 
     @classmethod
     def supported_faults(cls) -> dict[str, str]:
@@ -88,24 +109,41 @@ DEFAULT_WORLD: dict[str, Any] = {
 
 _REGISTRY: dict[str, type[Simulator]] = {}
 
+#: The entry-point group through which installed packages offer simulators (kind -> class).
+ENTRY_POINT_GROUP = "sdl.simulators"
+
 
 def register(cls: type[Simulator]) -> type[Simulator]:
     _REGISTRY[cls.kind] = cls
     return cls
 
 
+def _entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def simulator_class(kind: str) -> type[Simulator]:
+    """The simulator class of ``kind``: registered here, or offered by an installed package's entry point."""
     from simulators import _kinds  # noqa: F401  (importing registers the built-in kinds)
 
-    try:
+    if kind in _REGISTRY:
         return _REGISTRY[kind]
-    except KeyError:
-        raise ConfigError(
-            f"unknown instrument kind {kind!r}; allowed: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+    entry = _entry_points().get(kind)
+    if entry is None:
+        raise ConfigError(f"unknown instrument kind {kind!r}; allowed: {', '.join(kinds())}")
+    try:
+        cls = entry.load()
+    except Exception as exc:
+        raise ConfigError(f"instrument kind {kind!r} ({entry.value}) cannot be loaded: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Simulator)):
+        raise ConfigError(f"instrument kind {kind!r} ({entry.value}) is not a simulators.base.Simulator")
+    _REGISTRY[kind] = cls
+    return cls
 
 
 def kinds() -> list[str]:
     from simulators import _kinds  # noqa: F401
 
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(_entry_points()))

@@ -1,18 +1,20 @@
 """A whole simulated lab from one file: the shared world and the instruments that act on it.
 
 speed: 50                    # optional default speed factor (the command line wins)
+faults_seed: 3               # optional seed of the fault injection (--faults-seed wins); default 0
 world:                       # see simulators.world.World.from_config
   stocks: {red: {concentrations: {red: 4.0e-5}}, water: {}}
   stations: {feeder: {kind: feeder}, dispense: {}, spectrometer: {}, waste: {kind: waste}}
 instruments:
   dye_pumps:                 # the instrument's name; its endpoints print as dye_pumps.pump
-    kind: ne1000             # ne1000 | cavro | ur | ocean-hdx
+    kind: ne1000             # ne1000 | cavro | ur | ocean-hdx, or a kind an installed package offers
     faults: "stall@3"        # optional fault spec (simulators.faults)
     ...                      # everything else is the instrument's own configuration
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,13 @@ from simulators.faults import FaultPlan, FaultSpecError
 from simulators.server import Endpoint, Link, serve
 from simulators.world import World
 
-_LAB_KEYS = {"speed", "world", "instruments", "description"}
+_LAB_KEYS = {"speed", "world", "instruments", "description", "faults_seed"}
+
+
+def fault_seed(seed: int, instrument: str) -> int:
+    """The fault seed of one instrument: from the lab's seed and the instrument's name, so a rerun
+    with another seed sees other faults, and reordering the lab file changes nothing."""
+    return zlib.crc32(f"{seed}:{instrument}".encode())
 
 
 @dataclass
@@ -48,7 +56,10 @@ def read_lab_file(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def build_lab(config: Mapping[str, Any], clock: Clock, *, source: str = "lab") -> Lab:
+def build_lab(
+    config: Mapping[str, Any], clock: Clock, *, source: str = "lab", faults_seed: int | None = None
+) -> Lab:
+    """The world and the simulators of a lab file; ``faults_seed`` overrides the file's ``faults_seed``."""
     unknown = set(config) - _LAB_KEYS
     if unknown:
         raise ConfigError(
@@ -61,15 +72,23 @@ def build_lab(config: Mapping[str, Any], clock: Clock, *, source: str = "lab") -
     instruments = config.get("instruments") or {}
     if not isinstance(instruments, Mapping) or not instruments:
         raise ConfigError(f"{source}: instruments: give at least one instrument as name: {{kind: ...}}")
+    seed = config.get("faults_seed", 0) if faults_seed is None else faults_seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"{source}: faults_seed: expected a whole number >= 0, got {seed!r}")
     simulators = {}
-    for index, (name, spec) in enumerate(instruments.items()):
+    for name, spec in instruments.items():
         where = f"{source}: instruments.{name}"
         if not isinstance(spec, Mapping) or "kind" not in spec:
             raise ConfigError(f"{where}: needs 'kind'")
         spec = dict(spec)
-        cls = simulator_class(str(spec.pop("kind")))
         try:
-            faults = FaultPlan.parse(spec.pop("faults", None), cls.supported_faults(), seed=index + 1)
+            cls = simulator_class(str(spec.pop("kind")))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.kind: {exc}") from None
+        try:
+            faults = FaultPlan.parse(
+                spec.pop("faults", None), cls.supported_faults(), seed=fault_seed(seed, name)
+            )
         except FaultSpecError as exc:
             raise ConfigError(f"{where}.faults: {exc}") from exc
         try:
@@ -80,14 +99,27 @@ def build_lab(config: Mapping[str, Any], clock: Clock, *, source: str = "lab") -
 
 
 def build_single(
-    kind: str, clock: Clock, *, faults: str | None = None, config: Mapping[str, Any] | None = None
+    kind: str,
+    clock: Clock,
+    *,
+    faults: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    faults_seed: int | None = None,
 ) -> Lab:
     """One instrument of ``kind`` on its default bench (what ``python -m simulators KIND`` serves)."""
     cls = simulator_class(kind)
     instrument = {"kind": kind, **(cls.default_config() if config is None else dict(config))}
     if faults:
         instrument["faults"] = faults
-    return build_lab({"world": cls.default_world(), "instruments": {kind: instrument}}, clock, source=kind)
+    lab = {"world": cls.default_world(), "instruments": {kind: instrument}}
+    return build_lab(lab, clock, source=kind, faults_seed=faults_seed)
+
+
+def endpoint_names(lab: Lab) -> list[str]:
+    """``instrument.endpoint`` for every endpoint the lab serves, in file order."""
+    return [
+        f"{name}.{endpoint}" for name, simulator in lab.simulators.items() for endpoint in simulator.endpoints
+    ]
 
 
 async def serve_lab(

@@ -103,6 +103,7 @@ class OceanHDX(Simulator):
         #: Every frame that reached the simulator, good or bad: tests use it to prove the wire stayed silent.
         self.frames_received = 0
         self.acquisitions = 0
+        self.aborts = 0
         wl, nl = self.wavelength_coefficients, self.nonlinearity_coefficients
         self._handlers = {
             MessageType.GET_SERIAL_NUMBER: (0, lambda _: self.serial_number),
@@ -112,6 +113,7 @@ class OceanHDX(Simulator):
             MessageType.SET_INTEGRATION_TIME_US: (4, self._set_integration_time),
             MessageType.SET_TRIGGER_MODE: (1, self._set_trigger_mode),
             MessageType.SET_LAMP_ENABLE: (1, self._set_lamp),
+            MessageType.ABORT_ACQUISITION: (0, self._abort),
             MessageType.GET_WAVELENGTH_COEFFICIENT_COUNT: (0, lambda _: codec.pack_u8(len(wl))),
             MessageType.GET_WAVELENGTH_COEFFICIENT: (1, lambda d: _coefficient(wl, d)),
             MessageType.GET_NONLINEARITY_COEFFICIENT_COUNT: (0, lambda _: codec.pack_u8(len(nl))),
@@ -142,6 +144,7 @@ class OceanHDX(Simulator):
         self.frames_received += 1
         header = codec.decode_header(head)
         body = await stream.read_exactly(header.bytes_remaining)
+        self.record("obp", head + body)
         return codec.decode(head + body)
 
     async def _answer(self, request: Message) -> Message | None:
@@ -181,6 +184,12 @@ class OceanHDX(Simulator):
         if codec.unpack_u8(data) != _NORMAL_TRIGGER:
             raise _Refused(ErrorCode.INVALID_PAYLOAD)
         self.trigger_mode = _NORMAL_TRIGGER
+
+    def _abort(self, data: bytes) -> None:
+        # Requests on one connection are served in turn, so an abort arrives between acquisitions:
+        # there is nothing in flight to cut short, and the next acquisition starts only if asked.
+        self.log.info("abort acquisition")
+        self.aborts += 1
 
     def _set_lamp(self, data: bytes) -> None:
         value = codec.unpack_u8(data)

@@ -50,8 +50,33 @@ async def _run_session(simulator: Simulator, endpoint: str, stream: Stream) -> N
             await stream.close()
 
 
+class _TrackedProtocol(asyncio.StreamReaderProtocol):
+    """A stream protocol that registers its transport the moment a client connects.
+
+    asyncio (3.11) does not close accepted connections when the server closes, and a connection
+    whose handler task had not started yet would be left to the garbage collector, which warns
+    ``unclosed <socket>``. Tracking the transports lets the server close every one itself.
+    """
+
+    def __init__(self, transports: set[asyncio.BaseTransport], *args: object, **kwargs: object):
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._transports = transports
+        self._tracked: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._tracked = transport
+        self._transports.add(transport)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transports.discard(self._tracked)  # type: ignore[arg-type]
+        super().connection_lost(exc)
+
+
 async def serve_tcp(simulator: Simulator, endpoint: str, host: str = "127.0.0.1", port: int = 0) -> Endpoint:
+    loop = asyncio.get_running_loop()
     sessions: set[asyncio.Task] = set()
+    transports: set[asyncio.BaseTransport] = set()
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -66,18 +91,35 @@ async def serve_tcp(simulator: Simulator, endpoint: str, host: str = "127.0.0.1"
             # a cancelled handler as an error (Python 3.11), so end the session as a normal return.
             pass
         finally:
+            writer.close()  # on every path, including a cancel before the session's own close
             sessions.discard(task)
 
-    server = await asyncio.start_server(on_connect, host, port)
+    def protocol() -> asyncio.StreamReaderProtocol:
+        reader = asyncio.StreamReader(limit=2**16, loop=loop)
+        return _TrackedProtocol(transports, reader, on_connect, loop=loop)
+
+    server = await loop.create_server(protocol, host, port)
     bound_port = server.sockets[0].getsockname()[1]
 
     async def close() -> None:
+        # Stop accepting first, and let connections accepted just now get their transports: asyncio
+        # (3.11) creates a transport in a task of its own after accept(), and if the server is closed
+        # before that task runs, the accepted socket is dropped unclosed (a ResourceWarning later).
+        for listening in server.sockets:
+            loop.remove_reader(listening.fileno())
+        for _ in range(5):
+            await asyncio.sleep(0)
         server.close()
         for task in list(sessions):
             task.cancel()
         if sessions:
             await asyncio.gather(*sessions, return_exceptions=True)
+        for transport in list(transports):  # accepted, but whose handler never ran to its end
+            transport.abort()
         await server.wait_closed()
+        # Let the transports' close callbacks run, so their sockets are closed before we return.
+        for _ in range(3):
+            await asyncio.sleep(0)
 
     return Endpoint(endpoint, f"socket://{host}:{bound_port}", [close])
 
@@ -105,6 +147,7 @@ async def serve_pty(simulator: Simulator, endpoint: str) -> Endpoint:
         await asyncio.gather(task, return_exceptions=True)
         read_transport.close()
         write_transport.close()
+        await asyncio.sleep(0)  # their close callbacks release the duplicated descriptors
         os.close(master)
         os.close(slave)
 

@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+from simulators.base import WireRecord
 from simulators.clock import Clock, ScaledClock
 from simulators.lab import Lab, build_lab, build_single, read_lab_file, serve_lab
 from simulators.server import Link
@@ -55,6 +56,8 @@ class BackgroundLab:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for _ in range(3):  # transports closed above finish closing their sockets in callbacks
+                await asyncio.sleep(0)
 
         try:
             self._submit(shutdown()).result(timeout=10)
@@ -73,6 +76,14 @@ class BackgroundLab:
     def sessions_open(self) -> int:
         """Client connections still open (a pty's single session never closes)."""
         return self.call(lambda: sum(sum(s.sessions_open.values()) for s in self.lab.simulators.values()))
+
+    def wire_log(self) -> list[WireRecord]:
+        """Every request the lab's instruments received, oldest first (see ``Simulator.record``)."""
+        return self.call(
+            lambda: sorted(
+                (r for s in self.lab.simulators.values() for r in s.wire_log), key=lambda r: r.time
+            )
+        )
 
     def wait_until_connected(self, timeout: float = 5.0) -> None:
         """Return once some client has connected; TimeoutError otherwise."""

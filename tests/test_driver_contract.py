@@ -1,111 +1,126 @@
-"""What every built-in driver promises, checked the same way for each against its simulator.
+"""The driver contract suite (drivers.testing.contract) run on the four built-in drivers.
 
-Each instrument family has its own conformance suite (tests/test_<kind>_driver.py); this one
-holds the promises they all share, so a new driver can be added to INSTRUMENTS and be held to
-them: a factory that builds a device bluesky can drive, refuses unknown options before touching
-the wire, and releases its links on destroy(); and errors that all derive from drivers.errors.
+Each case names the driver, the simulator it is tested against, a long action to abort, and how
+to tell its stop command and its motion commands apart in the simulator's wire log.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+import functools
 
 import pytest
-from bluesky.protocols import Movable, Readable, Stoppable, Triggerable, check_supports
+from bluesky.protocols import Movable, Readable, Stoppable, Triggerable
 
-from drivers.errors import InstrumentError
-from simulators.testing import BackgroundLab, run_simulator
+import drivers.cavro
+import drivers.newera
+import drivers.ocean
+import drivers.ur
+from drivers.cavro import codec as cavro_codec
+from drivers.newera import codec as newera_codec
+from drivers.ocean import codec as ocean_codec
+from drivers.ocean.codec import MessageType
+from drivers.testing.contract import DriverCase, DriverContract
+from simulators.testing import run_simulator
 from simulators.ur import DEFAULT_POSITIONS
 
 
-@dataclass(frozen=True)
-class Instrument:
-    kind: str
-    family: str
-    options: dict[str, Any]
-    address: Callable[[BackgroundLab], Any]
-    #: (attribute path on the device, the bluesky protocols it must support)
-    faces: list[tuple[str, tuple[type, ...]]] = field(default_factory=list)
-
-
-def single(endpoint: str) -> Callable[[BackgroundLab], str]:
+def single(endpoint: str):
     return lambda sim: sim.url(endpoint)
 
 
-INSTRUMENTS = [
-    Instrument(
-        "ne1000", "newera",
-        {"pumps": {"a": {"address": 0, "diameter_mm": 14.57, "syringe_volume_ul": 10000,
-                         "max_rate_ul_min": 5000, "rate_ul_min": 1000}}},
-        single("pump"),
-        [("a", (Movable, Readable, Stoppable))],
+def ne1000_command(record) -> str:
+    try:
+        data = newera_codec.unframe_safe(record.data) if record.data[:1] == b"\x02" else record.data
+        return newera_codec.parse_request(data).command
+    except (newera_codec.CodecError, ValueError):
+        return ""
+
+
+def cavro_commands(record) -> str:
+    try:
+        return cavro_codec.decode_request(record.data).commands
+    except cavro_codec.FrameError:
+        return ""
+
+
+def cavro_moves(record) -> bool:
+    commands = cavro_commands(record)
+    # An executed string with a plunger, valve or initialisation command moves something.
+    return commands.endswith("R") and any(c in commands for c in "APDIOBEZYW")
+
+
+def ur_moves(record) -> bool:
+    if record.endpoint == "script":
+        return True  # every program we send is a motion program
+    return record.endpoint == "gripper" and b"GTO 1" in record.data.upper()
+
+
+def ocean_type(record) -> int:
+    try:
+        return ocean_codec.decode_header(record.data).message_type
+    except ocean_codec.FrameError:
+        return -1
+
+
+CASES = [
+    DriverCase(
+        name="ne1000",
+        make_device=drivers.newera.make_device,
+        package="drivers.newera",
+        options={"pumps": {"a": {"address": 0, "diameter_mm": 14.57, "syringe_volume_ul": 10000,
+                                 "max_rate_ul_min": 5000, "rate_ul_min": 1000}}},
+        simulator=functools.partial(run_simulator, "ne1000"),
+        address=single("pump"),
+        long_action=lambda device: (device.a, 5000.0),  # five minutes of pumping
+        is_stop=lambda r: ne1000_command(r) == "STP",
+        is_motion=lambda r: ne1000_command(r) in ("RUN", "PUR"),
+        faces=[("a", (Movable, Readable, Stoppable))],
     ),
-    Instrument(
-        "cavro", "cavro",
-        {"syringe_volume_ul": 1000, "ports": {"water": 1, "outlet": 2, "waste": 3}},
-        single("pump"),
-        [("", (Movable, Readable, Stoppable))],
+    DriverCase(
+        name="cavro",
+        make_device=drivers.cavro.make_device,
+        package="drivers.cavro",
+        options={"syringe_volume_ul": 1000, "ports": {"water": 1, "outlet": 2, "waste": 3}, "flow_ul_s": 20},
+        simulator=functools.partial(run_simulator, "cavro", config={
+            **{"address": 1, "syringe_volume_ul": 1000, "valve_ports": 6, "init_output_port": 3},
+            "ports": {1: "stock:water", 2: "station:dispense", 3: "station:waste"},
+            "init_duration_s": 0.05, "valve_switch_s": 0.01}),
+        address=single("pump"),
+        long_action=lambda device: (device, 900.0),  # 45 s at 20 µL/s
+        is_stop=lambda r: cavro_commands(r).startswith("T"),
+        is_motion=cavro_moves,
+        faces=[("", (Movable, Readable, Stoppable))],
     ),
-    Instrument(
-        "ur", "ur",
-        {"positions": DEFAULT_POSITIONS},
-        lambda sim: {name: sim.url(name) for name in ("dashboard", "script", "gripper")},
-        [("", (Movable, Readable, Stoppable)), ("gripper", (Movable, Readable)), ("transfer", (Movable,))],
+    DriverCase(
+        name="ur",
+        make_device=drivers.ur.make_device,
+        package="drivers.ur",
+        options={"positions": DEFAULT_POSITIONS, "reply_timeout": 0.5},
+        simulator=functools.partial(run_simulator, "ur", config={
+            "initial_mode": "RUNNING", "gripper": {"active": True, "activation_s": 0.05}}),
+        address=lambda sim: {name: sim.url(name) for name in ("dashboard", "script", "gripper")},
+        long_action=lambda device: (device.transfer, ("feeder", "waste")),
+        is_stop=lambda r: r.endpoint == "dashboard" and r.data.strip().lower() == b"stop",
+        is_motion=ur_moves,
+        faces=[("", (Movable, Readable, Stoppable)), ("gripper", (Movable, Readable, Stoppable)),
+               ("transfer", (Movable, Stoppable))],
     ),
-    Instrument(
-        "ocean-hdx", "ocean",
-        {"integration_time_us": 10000},
-        single("obp"),
-        [("", (Triggerable, Readable))],
+    DriverCase(
+        name="ocean-hdx",
+        make_device=drivers.ocean.make_device,
+        package="drivers.ocean",
+        options={"integration_time_us": 300_000, "averages": 50},  # 15 s of scans
+        simulator=functools.partial(run_simulator, "ocean-hdx"),
+        address=single("obp"),
+        long_action=lambda device: (device, None),
+        is_stop=lambda r: ocean_type(r) == MessageType.ABORT_ACQUISITION,
+        is_motion=lambda r: ocean_type(r) == MessageType.GET_SPECTRUM_NOW_HDX,
+        faces=[("", (Triggerable, Readable, Stoppable))],
     ),
 ]  # fmt: skip
-IDS = [instrument.kind for instrument in INSTRUMENTS]
 
 
-def factory(instrument: Instrument) -> Callable[..., Any]:
-    return importlib.import_module(f"drivers.{instrument.family}").make_device
-
-
-@pytest.mark.parametrize("instrument", INSTRUMENTS, ids=IDS)
-def test_factory_builds_a_device_bluesky_can_drive_and_destroy_releases_it(instrument):
-    with run_simulator(instrument.kind) as sim:
-        device = factory(instrument)("dut", instrument.address(sim), **instrument.options)
-        try:
-            sim.wait_until_connected()  # TimeoutError if the factory never connected
-            for path, protocols in instrument.faces:
-                face = device
-                for part in filter(None, path.split(".")):
-                    face = getattr(face, part)
-                for protocol in protocols:
-                    check_supports(face, protocol)
-                if Readable in protocols:
-                    reading, description = face.read(), face.describe()
-                    assert set(reading) == set(description), (
-                        f"{path or 'device'}: read() and describe() disagree"
-                    )
-                    assert all(key.startswith("dut") for key in reading)
-        finally:
-            device.destroy()
-        sim.wait_until_clients_leave()  # TimeoutError if destroy() left a link open
-
-
-@pytest.mark.parametrize("instrument", INSTRUMENTS, ids=IDS)
-def test_unknown_options_are_refused_before_any_connection(instrument):
-    with run_simulator(instrument.kind) as sim:
-        with pytest.raises((ValueError, TypeError)) as refused:
-            factory(instrument)("dut", instrument.address(sim), **instrument.options, flow_rate_typo=3)
-        assert "flow_rate_typo" in str(refused.value)
-        assert sim.sessions_opened() == 0
-
-
-@pytest.mark.parametrize("family", sorted({i.family for i in INSTRUMENTS}))
-def test_every_exception_a_driver_exports_derives_from_drivers_errors(family):
-    module = importlib.import_module(f"drivers.{family}")
-    exported = [getattr(module, name) for name in module.__all__]
-    errors = [obj for obj in exported if inspect.isclass(obj) and issubclass(obj, BaseException)]
-    assert errors, f"drivers.{family} exports no exception types"
-    assert [e.__name__ for e in errors if not issubclass(e, InstrumentError)] == []
+class TestBuiltInDrivers(DriverContract):
+    @pytest.fixture(params=CASES, ids=[case.name for case in CASES])
+    def case(self, request: pytest.FixtureRequest) -> DriverCase:
+        return request.param

@@ -25,6 +25,7 @@ from drivers.newera import (
     SafeModeTimeout,
     make_device,
 )
+from drivers.testing import wait_for
 from simulators.clock import ScaledClock, VirtualClock
 from simulators.testing import run_simulator
 
@@ -150,8 +151,8 @@ def test_values_are_sent_in_the_most_precise_units(caplog):
 
 def test_reset_alarm_makes_the_next_move_configure_again():
     clock = VirtualClock()
-    # Reset opportunities are commands: configure = status, DIA; the reset hits the next status.
-    with bench(clock=clock, faults="reset@3") as (sim, line):
+    # Reset opportunities are commands: configure = status, DIA?, DIA 20; the reset hits the next status.
+    with bench(clock=clock, faults="reset@4") as (sim, line):
         pump = NE1000Pump(line, 0, diameter_mm=20.0, syringe_volume_ul=10000, max_rate_ul_min=5000)
         pump.configure()
         with pytest.raises(PumpReset):
@@ -233,7 +234,9 @@ def test_ophyd_stop_halts_the_pump_and_fails_the_move():
             "pumps", sim.url("pump"), pumps={"blue": DYES["blue"]}, reply_timeout=0.5, poll_s=0.01
         )
         try:
+            pumps.connect()
             status = pumps.blue.set(1000.0)
+            wait_for(lambda: sim.call(lambda: simulator(sim).pumps[2].status_char()) == "I")
             clock.advance(6)
             pumps.stop()
             with pytest.raises(InstrumentError, match="stopped before the move finished"):

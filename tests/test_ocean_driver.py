@@ -223,7 +223,7 @@ def test_not_ready_is_instrument_busy_and_is_waited_out():
 def test_saturation_raises_and_a_shorter_integration_time_recovers():
     with (
         run_simulator("ocean-hdx", clock=fast(), faults="saturate@2") as sim,
-        OceanSpectrometer.connect(sim.url("obp"), timeout=1.0) as spec,
+        OceanSpectrometer.connect(sim.url("obp"), timeout=1.0, saturation_retries=0) as spec,
     ):
         spec.set_integration_time_us(100000)
         spec.acquire_dark()
@@ -237,6 +237,19 @@ def test_saturation_raises_and_a_shorter_integration_time_recovers():
             spec.spectrum()
         spec.set_integration_time_us(150000)
         assert spec.spectrum().max() < 65535
+
+
+def test_a_lamp_flare_is_measured_again_by_default():
+    with (
+        run_simulator("ocean-hdx", clock=fast(), faults="saturate@1") as sim,
+        OceanSpectrometer.connect(sim.url("obp"), timeout=1.0) as spec,
+    ):
+        events: list[dict] = []
+        spec.events.subscribe(events.append)
+        spec.set_integration_time_us(100000)
+        assert spec.spectrum().max() < 65535  # the flared scan was taken again
+        assert [e["event"] for e in events] == ["retry", "recovered"]
+        assert sim.call(lambda: sim.lab.simulators["ocean-hdx"].acquisitions) == 2
 
 
 def test_two_clients_share_the_instrument_one_waits_for_the_other():
@@ -316,7 +329,8 @@ def test_a_bluesky_plan_takes_dark_reference_and_sample(link, engine):
 
 def test_plan_failures_carry_the_driver_exception(engine):
     with run_simulator("ocean-hdx", clock=fast(), faults="saturate@1") as sim:
-        spec = make_device("spec", sim.url("obp"), timeout=1.0)  # integration time defaults to 100 ms
+        # Integration time defaults to 100 ms; no retake, so the flare fails the trigger.
+        spec = make_device("spec", sim.url("obp"), timeout=1.0, saturation_retries=0)
         try:
             before = frames(sim)
             with pytest.raises(FailedStatus) as limit:

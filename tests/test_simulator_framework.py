@@ -141,3 +141,28 @@ def test_world_moves_liquid_and_vessels():
     world.holder("dispense").put(Portion(10.0))
     assert world.stations["dispense"].spilled_ul == 10.0
     assert math.isinf(world.stocks["water"].volume_ul)
+
+
+def test_the_server_closes_every_socket_even_for_clients_caught_mid_exchange_at_shutdown():
+    # A client that connected but whose session never started, and one that left half a request
+    # while the server stopped: every server-side socket must be closed by the server itself
+    # (an unclosed one would surface as a ResourceWarning, an error here).
+    import gc
+    import socket
+    from urllib.parse import urlsplit
+
+    for _ in range(20):
+        with echo_lab() as sim:
+            parts = urlsplit(sim.url("echo"))
+            idle = socket.create_connection((parts.hostname, parts.port))
+            leaving = socket.create_connection((parts.hostname, parts.port))
+            leaving.sendall(b"half a requ")
+            leaving.close()
+        idle.close()
+        gc.collect()
+    with echo_lab() as sim:  # and the server still serves after all that
+        transport = Transport(sim.url("echo")).open()
+        try:
+            assert ask(transport, b"ping\n") == b"PING\n"
+        finally:
+            transport.close()

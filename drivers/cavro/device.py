@@ -3,6 +3,7 @@
     water = make_device("water", "socket://127.0.0.1:5001", syringe_volume_ul=1000,
                         ports={"water": 1, "outlet": 2, "waste": 3}, source="water", outlet="outlet",
                         flow_ul_s=200.0, max_flow_ul_s=500.0)
+    water.connect()
     yield from bps.mv(water, 650.0)     # 650 µL from port "water" to port "outlet"
 
 ``set(volume_ul)`` transfers that volume from ``source`` to ``outlet`` (initialising the pump first
@@ -18,17 +19,18 @@ import logging
 import threading
 from typing import Any
 
-from ophyd import Component, Device, Signal
+from ophyd import Component, Signal
 from ophyd.status import DeviceStatus
 
 from drivers.cavro.errors import Terminated
 from drivers.cavro.xcalibur import CavroPump
-from drivers.ophyd_support import settle
+from drivers.errors import Unrecoverable
+from drivers.ophyd_support import BackgroundAction, InstrumentDevice
 
 log = logging.getLogger(__name__)
 
 
-class CavroDevice(Device):
+class CavroDevice(InstrumentDevice):
     volume = Component(Signal, value=0.0, kind="hinted", metadata={"units": "uL"})
     valve = Component(Signal, value=0, kind="normal")
     plunger = Component(Signal, value=0.0, kind="normal", metadata={"units": "uL"})
@@ -46,6 +48,7 @@ class CavroDevice(Device):
     ):
         super().__init__(*args, **kwargs)
         self.pump = pump
+        pump.events = self.fault_events
         self.source = source
         self.outlet = outlet
         self.aspirate_flow_ul_s = aspirate_flow_ul_s
@@ -53,50 +56,60 @@ class CavroDevice(Device):
         # Bad wiring (an unknown port label, a flow above the cap) shows when the device is made.
         pump.check_transfer(pump.ul_per_increment, source, outlet, flow, aspirate_flow_ul_s)
         self.flow.put(flow)
-        self._moving: DeviceStatus | None = None
+        self.action = BackgroundAction(self.name)
 
     def set(self, value: float) -> DeviceStatus:
         volume = float(value)
         flow = float(self.flow.get())
         self.pump.check_transfer(volume, self.source, self.outlet, flow, self.aspirate_flow_ul_s)
-        if self._moving is not None and not self._moving.done:
-            raise RuntimeError(f"{self.name} is still moving")
-        status = DeviceStatus(self)
-        self._moving = status
-        thread = threading.Thread(
-            target=self._transfer, args=(status, volume, flow), name=f"{self.name}-transfer", daemon=True
-        )
-        thread.start()
-        return status
 
-    def _transfer(self, status: DeviceStatus, volume: float, flow: float) -> None:
-        try:
+        def transfer(halt: threading.Event) -> None:
+            self._ensure_connected()
+            self.pump.halt = halt
             moved = self.pump.transfer(
                 volume, self.source, self.outlet, flow, aspirate_flow_ul_s=self.aspirate_flow_ul_s
             )
             self.volume.put(moved)
-            self._refresh()
-        except Exception as exc:
-            if not isinstance(exc, Terminated):
-                log.warning("%s: transfer failed: %s", self.name, exc)
-            settle(status, exc)
-            return
-        settle(status, None)
+            self.valve.put(self.pump.valve_port())
+            self.plunger.put(self.pump.position_ul())
 
-    def _refresh(self) -> None:
-        self.valve.put(self.pump.valve_port())
-        self.plunger.put(self.pump.position_ul())
+        return self.action.run(self, transfer, f"transfer {volume:g} uL")
 
     def stop(self, *, success: bool = False) -> None:
-        moving = self._moving
-        if moving is None or moving.done:
+        if not self.action.busy:
             return
+        self.action.stop("the transfer", Terminated("stopped before the transfer finished"))
         self.pump.terminate()
-        if not success:
-            settle(moving, Terminated(f"{self.name}: stopped before the transfer finished"))
 
-    def destroy(self) -> None:
+    # -- the device contract -----------------------------------------------------------------
+    def _actions(self) -> list[BackgroundAction]:
+        return [self.action]
+
+    def _open(self) -> None:
+        if not self.pump.transport.is_open:
+            self.pump.retry.run(self.pump.transport.open, events=self.fault_events, what="opening the link")
+
+    def _connect(self) -> None:
+        self._open()
+        # One status query proves the pump answers; initialising moves the plunger, so it waits
+        # for the first transfer (or recover()).
+        self.pump.status()
+
+    def _disconnect(self) -> None:
+        self.pump.close()
+
+    def _make_safe(self) -> None:
+        self._open()
+        self.pump.terminate()
+
+    def _recover(self) -> None:
+        self._open()
         try:
-            self.pump.close()
-        finally:
-            super().destroy()
+            self.pump.recover()
+        except Exception as exc:
+            raise Unrecoverable(f"re-initialising the pump failed: {exc}") from exc
+
+    def _check_health(self) -> None:
+        status = self.pump.status()
+        if status.error and status.error not in (7,):  # 7: not initialised yet, which the next set() does
+            raise self.pump.error_for_status(status)

@@ -7,8 +7,9 @@ the syringe volume and the resolution (``N0`` 3000 increments per stroke, ``N1``
 Every move goes out as an *absolute* command (``I2``, ``A3000``), so sending it twice does no
 harm. That is what makes recovery simple: after a dropped connection, a lost, garbled or cut
 reply, the driver reconnects if needed, waits until the pump is ready (``Q``), and sends the
-same command again, up to ``retries`` times. Before every move it polls ``Q`` until the pump is
-ready, since a command sent while the plunger moves is ignored with error 15.
+same command again, under the shared :class:`drivers.retry.RetryPolicy` (``retries`` resends).
+Before every move it polls ``Q`` until the pump is ready, since a command sent while the
+plunger moves is ignored with error 15.
 
 Limits (syringe volume, flow, valve ports, speed caps) are checked before any byte is sent and
 raise ``SafetyLimitError``; the pump's own errors raise the typed errors of ``drivers.cavro.errors``.
@@ -21,10 +22,10 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from drivers.cavro import codec
 from drivers.cavro.codec import Reply, SpeedProfile
@@ -37,9 +38,11 @@ from drivers.cavro.errors import (
     error_for,
 )
 from drivers.errors import ConnectionLost, InstrumentError, InstrumentTimeout, SafetyLimitError
+from drivers.retry import FaultEvents, RetryPolicy
 from drivers.transport import Transport
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LINK_ERRORS = (ConnectionLost, NoReply, TruncatedReply, GarbledReply)
 
@@ -77,6 +80,7 @@ class CavroPump:
         retries: int = 2,
         poll_interval_s: float = 0.02,
         init_timeout_s: float = 30.0,
+        events: FaultEvents | None = None,
     ):
         self.transport = transport
         self.address = codec.address_char(address)
@@ -105,7 +109,10 @@ class CavroPump:
             )
         self.max_transfer_ul = None if max_transfer_ul is None else float(max_transfer_ul)
         self.waste_port = None if waste is None else self._port(waste)
-        self.retries = int(retries)
+        self.retry = RetryPolicy(attempts=1 + int(retries), retryable=LINK_ERRORS, deadline_s=10.0)
+        self.events = events or FaultEvents(transport.url)
+        #: Set by the caller's stop (the ophyd face shares its action's event): no command after it.
+        self.halt: threading.Event | None = None
         self.poll_interval_s = float(poll_interval_s)
         self.init_timeout_s = float(init_timeout_s)
         self.profile = SpeedProfile()
@@ -122,6 +129,14 @@ class CavroPump:
 
     def close(self) -> None:
         self.transport.close()
+
+    @property
+    def retries(self) -> int:
+        return self.retry.attempts - 1
+
+    @retries.setter
+    def retries(self, retries: int) -> None:
+        self.retry = self.retry.with_(attempts=1 + int(retries))
 
     def __repr__(self) -> str:
         return f"CavroPump({self.transport.url!r}, address={self.address!r})"
@@ -205,21 +220,25 @@ class CavroPump:
         except codec.FrameError as exc:
             raise GarbledReply(f"pump {self.address}: {exc}") from None
 
-    def _recover_link(self, exc: Exception, commands: str) -> None:
-        log.warning("pump %s: %s after %r; retrying", self.address, exc, commands)
-        if isinstance(exc, ConnectionLost) or not self.transport.is_open:
-            self.transport.reconnect()
+    def query(self, commands: str, parse: Callable[[Reply], T] | None = None) -> Any:
+        """A report command (``Q``, ``?``, ``?6``, ``&``…): asked again after a link fault.
 
-    def query(self, commands: str) -> Reply:
-        """A report command (``Q``, ``?``, ``?6``, ``&``…): asked again after a link fault."""
-        for attempt in range(self.retries + 1):
+        With ``parse``, returns ``parse(reply)``; data that does not parse is a garbled reply, retried.
+        """
+
+        def once() -> Any:
+            reply = self._exchange_once(commands)
+            if parse is None:
+                return reply
             try:
-                return self._exchange_once(commands)
-            except LINK_ERRORS as exc:
-                if attempt == self.retries:
-                    raise
-                self._recover_link(exc, commands)
-        raise AssertionError("unreachable")
+                return parse(reply)
+            except (ValueError, TypeError) as exc:
+                raise GarbledReply(
+                    f"pump {self.address}: {commands!r} answered {reply.data!r}: {exc}"
+                ) from None
+
+        return self.retry.run(once, transport=self.transport, events=self.events,
+                              what=f"pump {self.address} {commands!r}")  # fmt: skip
 
     @contextmanager
     def _operation(self) -> Iterator[None]:
@@ -236,14 +255,20 @@ class CavroPump:
     def _run(self, commands: str, timeout: float) -> None:
         """Run an absolute (repeatable) command string and wait until the pump has finished it."""
         self._wait_ready(timeout, raise_errors=False)
-        for attempt in range(self.retries + 1):
-            self._check_stop()
+        what = f"pump {self.address} {commands!r}"
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                reply = self._exchange_once(commands + "R")
+                reply = self._send_unless_stopped(commands + "R")
             except LINK_ERRORS as exc:
-                if attempt == self.retries:
+                if attempt >= self.retry.attempts:
+                    self.events.emit("gave_up", exc.fault, f"{what}: {exc}", attempt)
                     raise
-                self._recover_link(exc, commands)
+                self.events.emit("retry", exc.fault, f"{what}: {exc}", attempt)
+                if isinstance(exc, ConnectionLost) or not self.transport.is_open:
+                    self.events.emit("reconnect", exc.fault, f"{what}: reconnecting", attempt)
+                    self.retry.run(self.transport.reconnect, events=self.events, what=f"{what}: reconnect")
                 # It may have run: let it finish (its errors surface here) before sending it again.
                 self._wait_ready(timeout, raise_errors=True, command=commands)
                 continue
@@ -251,6 +276,17 @@ class CavroPump:
                 self._raise(reply.status.error, commands)
             break
         self._wait_ready(timeout, raise_errors=True, command=commands)
+
+    def _send_unless_stopped(self, commands: str) -> Reply:
+        # Checked under the link's lock, which terminate() needs for T: either the command goes out
+        # first and T stops it, or the stop is seen here and the command never goes out.
+        with self.transport.locked():
+            self._check_stop()
+            return self._exchange_once(commands)
+
+    def error_for_status(self, status: PumpStatus) -> InstrumentError:
+        """The typed error a status's error code stands for."""
+        return error_for(status.error, command="Q", address=self.address)
 
     def _raise(self, code: int, command: str) -> None:
         error = error_for(code, command=command, address=self.address)
@@ -264,6 +300,10 @@ class CavroPump:
         """One ``Q``: ready or busy, and the last error (the cheap round-trip query)."""
         status = self.query("Q").status
         return PumpStatus(status.ready, status.error, status.error_text)
+
+    def stopped(self) -> bool:
+        """True once terminate() (or the caller's halt) asked the operation in progress to end."""
+        return self._stop.is_set() or (self.halt is not None and self.halt.is_set())
 
     def _wait_ready(self, timeout: float, *, raise_errors: bool, command: str = "") -> None:
         deadline = time.monotonic() + timeout
@@ -283,15 +323,16 @@ class CavroPump:
 
     def position_ul(self) -> float:
         """Volume drawn into the syringe, from the plunger position (``?``)."""
-        self._position = int(self.query("?").data)
-        return self._position * self.ul_per_increment
+        position = self.query("?", lambda reply: _whole(reply.data, 0, 10 * self.increments_per_stroke))
+        self._position = position
+        return position * self.ul_per_increment
 
     def valve_port(self) -> int:
         """The port the valve is open to (``?6``)."""
-        return int(self.query("?6").data)
+        return self.query("?6", lambda reply: _whole(reply.data, 0, self.valve_port_count))
 
     def firmware(self) -> str:
-        return self.query("&").data
+        return self.query("&", lambda reply: reply.data)
 
     # -- actions ---------------------------------------------------------------------------------
     def initialize(self, *, output: str | int | None = None, force: int = 0, attempts: int = 2) -> None:
@@ -413,17 +454,24 @@ class CavroPump:
         return moved
 
     def terminate(self) -> None:
-        """Stop the plunger now (``T``); a transfer in progress raises ``Terminated``."""
+        """Stop the plunger now (``T``), from any thread; a transfer in progress raises ``Terminated``."""
         self._stop.set()
         log.info("pump %s: terminate", self.address)
         self.query("T")
         self._position = None
 
     def recover(self) -> None:
-        """After a fault: reconnect if the link is down, stop whatever runs, initialise again."""
+        """After a fault: reconnect if the link is down, stop whatever runs, initialise again.
+
+        The documented recovery from a plunger or valve overload (errors 9, 10) and a failed
+        initialisation (error 1) is a new initialisation; ``InitFailure`` if that fails too.
+        """
         if not self.transport.is_open:
-            self.transport.reconnect()
+            self.retry.run(
+                self.transport.reconnect, events=self.events, what=f"pump {self.address}: reconnect"
+            )
         self.query("T")
+        self._stop.clear()
         self.initialize()
 
     def _require_position(self) -> int:
@@ -435,6 +483,16 @@ class CavroPump:
         return self._position
 
     def _check_stop(self) -> None:
-        if self._stop.is_set():
+        if self.stopped():
             self._position = None
             raise Terminated(f"pump {self.address}: stopped on request")
+
+
+def _whole(text: str, low: int, high: int) -> int:
+    """A whole number ``low..high`` from a reply's data (ValueError otherwise: a garbled reply)."""
+    if not text.isdigit():
+        raise ValueError(f"{text!r} is not a whole number")
+    value = int(text)
+    if not low <= value <= high:
+        raise ValueError(f"{value} is outside {low}..{high}")
+    return value

@@ -4,11 +4,13 @@
         "yellow": {"address": 0, "diameter_mm": 14.57, "syringe_volume_ul": 10000,
                    "max_rate_ul_min": 5000, "rate_ul_min": 2000},
         "red": {"address": 1, ...}})
+    pumps.connect()                                           # acknowledges alarms, sets diameters
     yield from bps.mv(pumps.yellow, 120.0, pumps.red, 80.0)   # both pumps run at once
 
 ``set(volume_ul)`` infuses that volume at the child's configured rate and finishes when the pump
 has stopped; it fails with the driver's exception (``MotorStall``, ``PumpReset``...) otherwise.
-Each child reads ``<name>_<label>_dispensed``: µL infused by its last move.
+Each child reads ``<name>_<label>_dispensed``: µL infused by its last move. ``stop()`` on a child
+sends ``STP`` to its pump; on the line, to every pump.
 """
 
 from __future__ import annotations
@@ -20,22 +22,12 @@ from typing import Any
 from ophyd import Component, Device, Signal
 from ophyd.status import DeviceStatus
 
-from drivers.errors import InstrumentBusy, InstrumentError
+from drivers.errors import InstrumentError
 from drivers.newera.line import NE1000Line
 from drivers.newera.ne1000 import NE1000Pump
-from drivers.ophyd_support import settle
+from drivers.ophyd_support import BackgroundAction, InstrumentDevice
 
 log = logging.getLogger(__name__)
-
-_PUMP_OPTIONS = {
-    "address",
-    "diameter_mm",
-    "syringe_volume_ul",
-    "max_rate_ul_min",
-    "min_rate_ul_min",
-    "max_volume_ul",
-    "model",
-}
 
 
 class NE1000Channel(Device):
@@ -49,72 +41,39 @@ class NE1000Channel(Device):
     ):
         super().__init__(prefix, name=name, parent=parent, **kwargs)
         options = dict(pump_options)
-        unknown = set(options) - _PUMP_OPTIONS - {"rate_ul_min"}
-        if unknown:
-            raise ValueError(
-                f"{name}: unknown pump option(s) {', '.join(sorted(unknown))}; "
-                f"allowed: {', '.join(sorted(_PUMP_OPTIONS | {'rate_ul_min'}))}"
-            )
-        if "rate_ul_min" not in options:
-            raise ValueError(f"{name}: rate_ul_min (the dispensing rate) is required")
         rate = float(options.pop("rate_ul_min"))
         self.pump = NE1000Pump(parent.line, **options)
         self.pump.check_move(min(1.0, self.pump.max_volume_ul), rate)  # the rate itself must be allowed
         self.rate.put(rate)
         self.poll_s: float = parent.poll_s
-        self._moving: DeviceStatus | None = None
-        self._halt = threading.Event()
-        self._follower: threading.Thread | None = None
+        self.action = BackgroundAction(parent.name)
 
     def set(self, value: float) -> DeviceStatus:
         volume = float(value)
-        self.pump.check_move(volume, float(self.rate.get()))  # refuse before anything is sent
-        if self._moving is not None and not self._moving.done:
-            raise InstrumentBusy(f"{self.name} is still dispensing")
-        status = DeviceStatus(self)
-        self._moving = status
-        self._halt.clear()
-        move = self.pump.infuse(volume, float(self.rate.get()))
-        expected_s = move.volume_ul / move.rate_ul_min * 60.0
-        thread = threading.Thread(
-            target=self._follow, args=(status, expected_s), name=f"{self.name}-follow", daemon=True
-        )
-        self._follower = thread
-        thread.start()
-        return status
+        rate = float(self.rate.get())
+        self.pump.check_move(volume, rate)  # refuse before anything is sent
 
-    def _follow(self, status: DeviceStatus, expected_s: float) -> None:
-        try:
+        def dispense(halt: threading.Event) -> None:
+            self.parent._ensure_connected()
+            move = self.pump.infuse(volume, rate, halt=halt)
             # Simulated pumps run faster than the clock on the wall; a real one needs the full time
             # plus margin. The parent's move_timeout_s caps it if set.
+            expected_s = move.volume_ul / move.rate_ul_min * 60.0
             timeout = self.parent.move_timeout_s or (expected_s * 1.5 + 10.0)
-            done = self.pump.wait_until_stopped(timeout, poll_s=self.poll_s, halt=self._halt)
+            done = self.pump.wait_until_stopped(timeout, poll_s=self.poll_s, halt=halt)
             self.dispensed.put(done.infused_ul)
-        except Exception as exc:
-            if not self._halt.is_set():
-                log.warning("%s: move failed: %s", self.name, exc)
-            settle(status, exc)
-            return
-        settle(status, None)
+
+        return self.action.run(self, dispense, f"dispense {volume:g} uL")
 
     def stop(self, *, success: bool = False) -> None:
-        moving = self._moving
-        if success and (moving is None or moving.done):
+        if success and not self.action.busy:
             return  # the RunEngine's end-of-plan courtesy stop: nothing is moving, keep the line quiet
-        if moving is not None and not moving.done and not success:
-            # Fail the move before halting its follower, so the caller sees why it ended.
-            settle(moving, InstrumentError(f"{self.name}: stopped before the move finished"))
-        self._halt.set()
-        self.pump.stop()
-
-    def abandon(self) -> None:
-        """Stop following a move (the device is going away); the pump itself is left as it is."""
-        self._halt.set()
-        if self._follower is not None:
-            self._follower.join(timeout=5)
+        self.action.stop("the move")
+        if not self.parent.line.closed:
+            self.pump.stop()
 
 
-class NE1000Pumps(Device):
+class NE1000Pumps(InstrumentDevice):
     """The line; its children (one per pump label) are added by ``make_pumps``."""
 
     def __init__(
@@ -129,33 +88,53 @@ class NE1000Pumps(Device):
         self.poll_s = poll_s
         self.move_timeout_s = move_timeout_s
         super().__init__(*args, **kwargs)
-
-    def configure_pumps(self) -> None:
-        for child in self.channels():
-            child.pump.configure()
+        line.events = self.fault_events
 
     def channels(self) -> list[NE1000Channel]:
         return [getattr(self, attr) for attr in self.component_names]
 
-    def destroy(self) -> None:
-        for child in self.channels():
-            child.abandon()
-        try:
-            self.line.close()
-        finally:
-            super().destroy()
+    def stop(self, *, success: bool = False) -> None:
+        for channel in self.channels():
+            channel.stop(success=success)
+
+    # -- the device contract -----------------------------------------------------------------
+    def _actions(self) -> list[BackgroundAction]:
+        return [channel.action for channel in self.channels()]
+
+    def _open_line(self) -> None:
+        if not self.line.transport.is_open:
+            self.line.retry.run(self.line.open, events=self.fault_events, what="opening the line")
+
+    def _connect(self) -> None:
+        self._open_line()
+        for channel in self.channels():
+            channel.pump.configure()
+
+    def _disconnect(self) -> None:
+        self.line.close()
+
+    def _make_safe(self) -> None:
+        self._open_line()
+        failures = []
+        for channel in self.channels():
+            try:
+                channel.pump.stop()
+            except InstrumentError as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+
+    def _recover(self) -> None:
+        self._open_line()
+        for channel in self.channels():
+            channel.pump.recover()
+
+    def _check_health(self) -> None:
+        for channel in self.channels():
+            channel.pump.status()
 
 
 def make_pumps(name: str, line: NE1000Line, pumps: dict[str, dict[str, Any]], **options: Any) -> NE1000Pumps:
-    if not pumps:
-        raise ValueError(
-            f"{name}: pumps: give at least one pump as label: {{address: ..., diameter_mm: ...}}"
-        )
-    for label in pumps:
-        if not label.isidentifier() or label.startswith("_"):
-            raise ValueError(
-                f"{name}: pump label {label!r} must be a Python identifier (it becomes an attribute)"
-            )
     components = {label: Component(NE1000Channel, pump_options=dict(spec)) for label, spec in pumps.items()}
     cls = type(f"NE1000Pumps_{name}", (NE1000Pumps,), components)
     return cls(name=name, line=line, **options)

@@ -2,16 +2,18 @@
 
 The line frames requests, reads one reply per request, checks the reply's address, and turns
 alarms and command errors into typed exceptions. Link trouble (a dropped connection, a garbled,
-partial or missing reply) raises a specific error too; for commands that are safe to repeat the line
-recovers by itself (reconnect, resend) up to ``retries`` times and logs it.
+partial or missing reply, a reply whose value does not parse) raises a specific error too; for
+commands that are safe to repeat the line recovers by itself (reconnect, resend) under the
+shared :class:`drivers.retry.RetryPolicy`, reporting each retry as a fault event.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError
+from drivers.errors import ConnectionLost, InstrumentTimeout
 from drivers.newera import codec
 from drivers.newera.errors import (
     ALARMS,
@@ -20,28 +22,47 @@ from drivers.newera.errors import (
     NoReply,
     PartialReply,
 )
+from drivers.retry import FaultEvents, RetryPolicy
 from drivers.transport import Transport
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Factory setting of the pump's serial port (NE-1000 manual, quick-start instructions: 19,200 8N1).
 DEFAULT_BAUDRATE = 19200
-DEFAULT_REPLY_TIMEOUT = 1.0
+#: A pump answers within a few ms at 19200 baud; half a second tells a silent link from a slow one.
+DEFAULT_REPLY_TIMEOUT = 0.5
 
 
 class NE1000Line:
     """Requests and replies on one serial line; safe to share between threads (one exchange at a time)."""
 
     def __init__(
-        self, transport: Transport, *, retries: int = 1, reply_timeout: float = DEFAULT_REPLY_TIMEOUT
+        self,
+        transport: Transport,
+        *,
+        retries: int = 2,
+        reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        events: FaultEvents | None = None,
     ):
         self.transport = transport
-        self.retries = retries
         self.reply_timeout = reply_timeout
+        self.retry = retry or RetryPolicy(attempts=1 + retries, deadline_s=max(5.0, 4 * reply_timeout))
+        self.events = events or FaultEvents(transport.url)
         self._safe: dict[int, bool] = {}
         self._closed = False
         #: Requests written to the wire, for logs and tests.
         self.requests_sent = 0
+
+    @property
+    def retries(self) -> int:
+        """Resends of a repeatable command after a link fault."""
+        return self.retry.attempts - 1
+
+    @retries.setter
+    def retries(self, retries: int) -> None:
+        self.retry = self.retry.with_(attempts=1 + int(retries))
 
     @classmethod
     def connect(cls, url: str, *, baudrate: int = DEFAULT_BAUDRATE, **options: Any) -> NE1000Line:
@@ -49,10 +70,21 @@ class NE1000Line:
         transport_options = {k: options.pop(k) for k in ("timeout",) if k in options}
         return cls(Transport(url, baudrate=baudrate, **transport_options).open(), **options)
 
+    def open(self) -> None:
+        """Open the port (again, after ``close()``)."""
+        self._closed = False
+        with self.transport.locked():
+            self.transport.open()
+
     def close(self) -> None:
-        """Close the port; the line stays closed until ``reconnect()``."""
+        """Close the port; the line stays closed until ``open()`` or ``reconnect()``."""
         self._closed = True
         self.transport.close()
+
+    @property
+    def closed(self) -> bool:
+        """True after ``close()`` until the line is opened again."""
+        return self._closed
 
     def reconnect(self) -> None:
         log.info("%s: reconnecting", self.transport.url)
@@ -87,27 +119,43 @@ class NE1000Line:
 
         Raises the typed alarm (``MotorStall``...) or command error (``OutOfRange``...) the reply
         carries. With ``repeatable`` (queries and settings: sending them twice does no harm) link
-        errors are retried after a reconnect; otherwise they propagate for the caller to resolve.
-        ``send_safe``/``reply_safe`` override the framing (switching modes with ``SAF``).
+        errors are retried under the line's policy; otherwise they propagate for the caller to
+        resolve. ``send_safe``/``reply_safe`` override the framing (switching modes with ``SAF``).
         """
-        attempts = 1 + (self.retries if repeatable else 0)
-        for attempt in range(1, attempts + 1):
+        return self.query(address, command, argument, lambda reply: reply, repeatable=repeatable,
+                          send_safe=send_safe, reply_safe=reply_safe)  # fmt: skip
+
+    def query(
+        self,
+        address: int,
+        command: str,
+        argument: str,
+        parse: Callable[[codec.Reply], T],
+        *,
+        repeatable: bool = True,
+        send_safe: bool | None = None,
+        reply_safe: bool | None = None,
+    ) -> T:
+        """Like ``command``, then ``parse(reply)``; a value that does not parse is garbled (retried)."""
+        label = f"pump {address:02d} {command or '(status)'}{argument}"
+
+        def once() -> T:
+            reply = self._exchange(address, command, argument, send_safe, reply_safe)
+            checked = self._check(reply, address, command + argument)
             try:
-                reply = self._exchange(address, command, argument, send_safe, reply_safe)
-                return self._check(reply, address, command + argument)
-            except (ConnectionLost, InstrumentTimeout, ProtocolError) as exc:
-                if attempt == attempts:
-                    raise
-                log.warning(
-                    "pump %02d %s%s: %s; %s and sending again",
-                    address,
-                    command or "(status)",
-                    argument,
-                    exc,
-                    "reconnecting" if isinstance(exc, ConnectionLost) else "resynchronising",
-                )
-                self._resynchronise(exc)
-        raise AssertionError("unreachable")
+                return parse(checked)
+            except (codec.CodecError, ValueError) as exc:
+                raise GarbledReply(
+                    f"{label}: unusable reply {reply.body()!r}: {exc}", address=address
+                ) from None
+
+        if not repeatable:
+            return once()
+        return self.retry.run(once, transport=self._link(), events=self.events, what=label)
+
+    def _link(self) -> Transport | None:
+        # A closed line is not reopened behind its owner's back.
+        return None if self._closed else self.transport
 
     def _exchange(
         self, address: int, command: str, argument: str, send_safe: bool | None, reply_safe: bool | None
@@ -127,9 +175,9 @@ class NE1000Line:
             try:
                 if safe_in:
                     head = transport.read_exactly(2, timeout=self.reply_timeout)
-                    if head[0] != codec.STX:
+                    if head[0] != codec.STX or head[1] < 5:
                         raise GarbledReply(
-                            f"{label}: reply does not start with STX: {head!r}", address=address
+                            f"{label}: reply does not start with STX and a length: {head!r}", address=address
                         )
                     frame = head + transport.read_exactly(head[1] - 1, timeout=self.reply_timeout)
                     reply = codec.decode_safe_reply(frame)
@@ -154,19 +202,14 @@ class NE1000Line:
         log.debug("%s <- %s", label, reply.body())
         return reply
 
-    def _resynchronise(self, exc: Exception) -> None:
-        if isinstance(exc, ConnectionLost) or not self.transport.is_open:
-            self.transport.reconnect()
-        else:
-            # A late or half reply may still be on its way; exchange() drops stale bytes before the
-            # next request, so waiting is not needed.
-            self.transport.discard_input()
-
     def _check(self, reply: codec.Reply, address: int, sent: str) -> codec.Reply:
         label = f"pump {address:02d} {sent or '(status)'}"
         if reply.alarm is not None:
-            cls = ALARMS[reply.alarm]
-            log.warning(
+            cls = ALARMS.get(reply.alarm)
+            if cls is None:
+                raise GarbledReply(f"{label}: unknown alarm A?{reply.alarm}", address=address)
+            # Whoever handles the alarm decides how loud it is: a power-up reset at connect is expected.
+            log.info(
                 "%s: alarm %s (%s), now acknowledged", label, reply.alarm, codec.ALARM_NAMES[reply.alarm]
             )
             raise cls(

@@ -30,11 +30,13 @@ from drivers.errors import (
     InstrumentTimeout,
     ProtocolError,
     SafetyLimitError,
+    Unrecoverable,
 )
 from drivers.newera import codec
 from drivers.newera.codec import Dispensed, Firmware
 from drivers.newera.errors import IncompleteDispense, PumpAlarm, PumpReset
 from drivers.newera.line import NE1000Line
+from drivers.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,9 @@ class NE1000Pump:
             )
         self.last_move: Move | None = None
         self._needs_configure = True
+        #: Set by stop(); a move checks it (and the caller's halt event) before it sends RUN.
+        self.halt = threading.Event()
+        self._caller_halt: threading.Event | None = None
 
     @classmethod
     def connect(
@@ -145,9 +150,13 @@ class NE1000Pump:
         Returns the alarm that was acknowledged, if any. Safe to call at any time the pump is stopped.
         """
         alarm = self.acknowledge_alarm()
-        self._send("DIA", self._number(self.diameter_mm, "diameter (mm)"))
+        wanted = self._number(self.diameter_mm, "diameter (mm)")
+        # Already configured (another process connected before us): leave the pump as it is.
+        held = self._query("DIA", "", lambda reply: codec.parse_number(reply.data) if reply.data else None)
+        if held is None or abs(held - float(wanted)) > 1e-9:
+            self._send("DIA", wanted)
+            log.info("pump %02d: configured for a %.4g mm syringe", self.address, self.diameter_mm)
         self._needs_configure = False
-        log.info("pump %02d: configured for a %.4g mm syringe", self.address, self.diameter_mm)
         return alarm
 
     def acknowledge_alarm(self) -> PumpAlarm | None:
@@ -160,13 +169,44 @@ class NE1000Pump:
         return None
 
     def recover(self) -> PumpAlarm | None:
-        """After an alarm or a lost link: reopen the link if needed, acknowledge, configure again."""
+        """After an alarm or a lost link: find the pump's framing, acknowledge, stop, configure again.
+
+        A lost reply to ``SAF`` leaves the pump in the other framing than the driver thinks, and a
+        pump in safe mode ignores basic packets: so the status is asked in both framings before
+        giving up. Raises ``Unrecoverable`` when the pump answers in neither.
+        """
         if not self.line.transport.is_open:
             self.line.reconnect()
-        return self.configure()
+        self.find_framing()
+        alarm = self.configure()
+        if self.status().moving:
+            self.stop()
+        return alarm
+
+    def find_framing(self) -> bool:
+        """Ask the status in the framing the driver believes, then the other; True for safe mode."""
+        believed = self.line.is_safe(self.address)
+        failures: list[str] = []
+        for safe in (believed, not believed):
+            try:
+                self.line.query(self.address, "", "", lambda reply: reply, send_safe=safe, reply_safe=safe)
+            except PumpAlarm:
+                pass  # it answered (and the alarm is acknowledged now)
+            except (ConnectionLost, InstrumentTimeout, ProtocolError) as exc:
+                failures.append(f"{'safe' if safe else 'basic'} mode: {exc}")
+                continue
+            if safe != believed:
+                log.warning("pump %02d answers in %s mode; following it", self.address,
+                            "safe" if safe else "basic")  # fmt: skip
+                self.line.events.emit(
+                    "recovered", "garbled", f"pump {self.address:02d}: framing resynchronised"
+                )
+            self.line.set_safe(self.address, safe)
+            return safe
+        raise Unrecoverable(f"pump {self.address:02d} answers in neither framing: {'; '.join(failures)}")
 
     def firmware(self) -> Firmware:
-        return codec.parse_version(self._send("VER").data)
+        return self.line.query(self.address, "VER", "", lambda reply: codec.parse_version(reply.data))
 
     def enter_safe_mode(self, timeout_s: int) -> None:
         """Switch to CRC-checked safe mode; the pump stops with ``A?T`` if ``timeout_s`` passes silently.
@@ -178,39 +218,58 @@ class NE1000Pump:
                 f"pump {self.address:02d}: safe-mode timeout must be 1–255 s, not {timeout_s!r}"
             )
         was_safe = self.line.is_safe(self.address)
-        self._send("SAF", str(timeout_s), send_safe=was_safe, reply_safe=True)
+        try:
+            self._send("SAF", str(timeout_s), send_safe=was_safe, reply_safe=True)
+        except (ConnectionLost, InstrumentTimeout, ProtocolError):
+            # The pump may have switched without our hearing it: follow whatever framing it answers.
+            if not self.find_framing():
+                raise
         self.line.set_safe(self.address, True)
         log.info("pump %02d: safe mode, %d s timeout", self.address, timeout_s)
 
     def leave_safe_mode(self) -> None:
         """Back to basic mode (``SAF0`` sent as a safe packet, which every pump accepts)."""
-        self._send("SAF", "0", send_safe=True, reply_safe=False)
+        try:
+            self._send("SAF", "0", send_safe=True, reply_safe=False)
+        except (ConnectionLost, InstrumentTimeout, ProtocolError):
+            if self.find_framing():
+                raise
         self.line.set_safe(self.address, False)
         log.info("pump %02d: basic mode", self.address)
 
     # -- state ----------------------------------------------------------------------------------------
     def status(self) -> PumpStatus:
         """The pump's state; raises the alarm (``MotorStall``, ``PumpReset``...) if one is pending."""
-        return PumpStatus(self._send().status)
+        return self._query("", "", lambda reply: PumpStatus(reply.status))
+
+    def _query(self, command: str, argument: str, parse: Any) -> Any:
+        try:
+            return self.line.query(self.address, command, argument, parse)
+        except PumpReset:
+            self._needs_configure = True
+            raise
 
     def is_running(self) -> bool:
         return self.status().moving
 
     def dispensed(self) -> Dispensed:
         """Volumes infused and withdrawn since the start of the last move (µL)."""
-        return codec.parse_dispensed(self._send("DIS").data)
+        return self._query("DIS", "", lambda reply: codec.parse_dispensed(reply.data))
 
     def rate_limits_ul_min(self) -> tuple[float, float]:
         return self.min_rate_ul_min, self.max_rate_ul_min
 
     # -- motion ---------------------------------------------------------------------------------------
-    def infuse(self, volume_ul: float, rate_ul_min: float) -> Move:
-        """Start pushing ``volume_ul`` out of the syringe at ``rate_ul_min``; returns at once."""
-        return self._move("INF", volume_ul, rate_ul_min)
+    def infuse(self, volume_ul: float, rate_ul_min: float, *, halt: threading.Event | None = None) -> Move:
+        """Start pushing ``volume_ul`` out of the syringe at ``rate_ul_min``; returns at once.
 
-    def withdraw(self, volume_ul: float, rate_ul_min: float) -> Move:
+        A set ``halt`` (someone stopped the caller's action) keeps RUN from going out.
+        """
+        return self._move("INF", volume_ul, rate_ul_min, halt)
+
+    def withdraw(self, volume_ul: float, rate_ul_min: float, *, halt: threading.Event | None = None) -> Move:
         """Start pulling ``volume_ul`` into the syringe at ``rate_ul_min``; returns at once."""
-        return self._move("WDR", volume_ul, rate_ul_min)
+        return self._move("WDR", volume_ul, rate_ul_min, halt)
 
     def check_move(self, volume_ul: float, rate_ul_min: float) -> tuple[str, str, float, str, str, float]:
         """Validate a move against the limits without sending anything; returns the wire values.
@@ -242,7 +301,11 @@ class NE1000Pump:
             )
         return vol_units, vol_text, vol_held, rate_units, rate_text, rate_held
 
-    def _move(self, direction: str, volume_ul: float, rate_ul_min: float) -> Move:
+    def _move(
+        self, direction: str, volume_ul: float, rate_ul_min: float, halt: threading.Event | None = None
+    ) -> Move:
+        self.halt.clear()  # a stop applies to the move it interrupted, not to the next one
+        self._caller_halt = halt
         vol_units, vol_text, vol_held, rate_units, rate_text, rate_held = self.check_move(
             volume_ul, rate_ul_min
         )
@@ -275,21 +338,35 @@ class NE1000Pump:
 
     def _run(self) -> None:
         try:
-            self._send("RUN", repeatable=False)
+            self._run_unless_halted()
         except (ConnectionLost, InstrumentTimeout, ProtocolError) as exc:
             # RUN may or may not have reached the pump. Look before sending it again: a second RUN
             # after a completed short move would dispense the volume twice.
-            log.warning("pump %02d RUN: %s; checking whether the pump started", self.address, exc)
+            log.info("pump %02d RUN: %s; checking whether the pump started", self.address, exc)
+            self.line.events.emit("retry", exc.fault, f"pump {self.address:02d} RUN: {exc}; checking", 1)
             if not self.line.transport.is_open:
                 self.line.reconnect()
             if self.status().moving or self.dispensed() != Dispensed(0.0, 0.0):
                 return
+            self._run_unless_halted()
+
+    def _run_unless_halted(self) -> None:
+        # Checked under the line's lock, which stop() needs for STP: either RUN goes out first and
+        # STP stops it, or the stop is seen here and RUN never goes out.
+        with self.line.transport.locked():
+            if self.halted():
+                raise InstrumentError(f"pump {self.address:02d}: stopped before RUN")
             self._send("RUN", repeatable=False)
 
+    def halted(self) -> bool:
+        caller = self._caller_halt
+        return self.halt.is_set() or (caller is not None and caller.is_set())
+
     def stop(self) -> None:
-        """Stop pumping. The first STP pauses a running program, a second one ends it."""
+        """Stop pumping, from any thread. The first STP pauses a running program, a second one ends it."""
+        self.halt.set()
         for _ in range(2):
-            if PumpStatus(self._send("STP").status) is PumpStatus.STOPPED:
+            if self._query("STP", "", lambda reply: PumpStatus(reply.status)) is PumpStatus.STOPPED:
                 break
         log.info("pump %02d: stopped", self.address)
 
@@ -303,8 +380,11 @@ class NE1000Pump:
         (with ``InstrumentError``), for a caller that has given up on the move.
         """
         deadline = time.monotonic() + timeout
+        # Poll quickly at first (a short move ends soon), then back off to a tenth of the move time.
+        intervals = Backoff(poll_s, max_s=max(poll_s, min(1.0, timeout / 20)))
+        halt = halt if halt is not None else self.halt
         while True:
-            if halt is not None and halt.is_set():
+            if halt.is_set():
                 raise InstrumentError(f"pump {self.address:02d}: stopped waiting for the move")
             state = self.status()
             if not state.moving:
@@ -313,10 +393,7 @@ class NE1000Pump:
                 raise InstrumentTimeout(
                     f"pump {self.address:02d} still {state.name.lower()} after {timeout} s"
                 )
-            if halt is not None:
-                halt.wait(poll_s)
-            else:
-                time.sleep(poll_s)
+            halt.wait(intervals.next())
 
     def check_finished(self, state: PumpStatus) -> Dispensed:
         """The volumes moved by the last move, which must have delivered all it was asked for."""

@@ -8,21 +8,24 @@
 
 ``mode`` goes back to "sample" after a dark or reference has been taken, so a plan cannot
 overwrite its reference by forgetting to switch back. Wavelengths and integration time are
-configuration (in the descriptor), not repeated in every event.
+configuration (in the descriptor), not repeated in every event. ``stop()`` during an acquisition
+sends OBP "abort acquisition" and starts no further scan; ``make_safe()`` turns the lamp off.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import numpy as np
 from ophyd import Component as Cpt
-from ophyd import Device, Signal
+from ophyd import Signal
 from ophyd.status import DeviceStatus
 
+from drivers.ocean.errors import Saturated
 from drivers.ocean.hdx import OceanSpectrometer
-from drivers.ophyd_support import BackgroundAction
+from drivers.ophyd_support import BackgroundAction, InstrumentDevice
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ class ModeSignal(Signal):
         super().put(value, **kwargs)
 
 
-class OceanSpectrometerDevice(Device):
+class OceanSpectrometerDevice(InstrumentDevice):
     absorbance = Cpt(ArraySignal, value=np.zeros(0), kind="hinted")
     counts = Cpt(ArraySignal, value=np.zeros(0), kind="normal")
     mode = Cpt(ModeSignal, value="sample", kind="config")
@@ -70,42 +73,92 @@ class OceanSpectrometerDevice(Device):
     averages = Cpt(AveragesSignal, value=1, kind="config")
     wavelengths = Cpt(ArraySignal, value=np.zeros(0), kind="config")
 
-    def __init__(self, spectrometer: OceanSpectrometer, *, name: str, **kwargs: Any):
+    def __init__(
+        self, spectrometer: OceanSpectrometer, *, name: str, integration_time_us: int, **kwargs: Any
+    ):
         self.spectrometer = spectrometer
         super().__init__(name=name, **kwargs)
+        spectrometer.events = self.fault_events
         pixels = spectrometer.model.pixels
         self.absorbance.put(np.full(pixels, np.nan))
         self.counts.put(np.zeros(pixels))
-        self.wavelengths.put(spectrometer.wavelengths())
+        self.wavelengths.put(np.full(pixels, np.nan))  # read from the instrument on connect()
         Signal.put(self.averages, spectrometer.averages)
-        if spectrometer.integration_time_us is not None:
-            Signal.put(self.integration_time, spectrometer.integration_time_us)
-        self._action = BackgroundAction()
+        Signal.put(self.integration_time, integration_time_us)
+        self._action = BackgroundAction(name)
+        self._saturated = False
 
     def trigger(self) -> DeviceStatus:
         mode = self.mode.get()
 
-        def acquire() -> None:
-            if mode == "dark":
-                counts = self.spectrometer.acquire_dark()
-                absorbance = np.full(counts.shape, np.nan)
-            elif mode == "reference":
-                counts = self.spectrometer.acquire_reference()
-                absorbance = np.full(counts.shape, np.nan)
-            else:
-                counts = self.spectrometer.spectrum()
-                absorbance = self.spectrometer.absorbance(counts)
-            self.counts.put(counts)
-            self.absorbance.put(absorbance)
-            if mode != "sample":
-                self.mode.put("sample")
+        def acquire(halt: threading.Event) -> None:
+            self._ensure_connected()
+            self.spectrometer.halt = halt
+            if self.spectrometer.lamp is False and mode != "dark":
+                self.spectrometer.set_lamp(True)  # make_safe() turned it off
+            try:
+                self._acquire(mode)
+            except Saturated:
+                self._saturated = True
+                raise
 
         return self._action.run(self, acquire, f"acquire ({mode})")
 
-    def stop(self, *, success: bool = False) -> None:
-        # An acquisition cannot be aborted over OBP; it ends by itself within the integration time.
-        pass
+    def _acquire(self, mode: str) -> None:
+        if mode == "dark":
+            counts = self.spectrometer.acquire_dark()
+            absorbance = np.full(counts.shape, np.nan)
+        elif mode == "reference":
+            counts = self.spectrometer.acquire_reference()
+            absorbance = np.full(counts.shape, np.nan)
+        else:
+            counts = self.spectrometer.spectrum()
+            absorbance = self.spectrometer.absorbance(counts)
+        self.counts.put(counts)
+        self.absorbance.put(absorbance)
+        if mode != "sample":
+            self.mode.put("sample")
 
-    def destroy(self) -> None:
+    def stop(self, *, success: bool = False) -> None:
+        if not self._action.busy:
+            return  # nothing moves and nothing is being acquired
+        self._action.stop("the acquisition")
+        self.spectrometer.abort()
+
+    # -- the device contract -----------------------------------------------------------------
+    def _actions(self) -> list[BackgroundAction]:
+        return [self._action]
+
+    def _open(self) -> None:
+        if not self.spectrometer.transport.is_open:
+            self.spectrometer.retry.run(
+                self.spectrometer.transport.open, events=self.fault_events, what="opening the link"
+            )
+
+    def _connect(self) -> None:
+        self._open()
+        wanted = int(self.integration_time.get())
+        # The HDX cannot report its integration time: set it, so the configuration is true.
+        self.spectrometer.set_integration_time_us(wanted)
+        self.wavelengths.put(self.spectrometer.wavelengths())  # read once, then cached
+
+    def _disconnect(self) -> None:
         self.spectrometer.close()
-        super().destroy()
+
+    def _make_safe(self) -> None:
+        self._open()
+        self.spectrometer.abort()
+        self.spectrometer.set_lamp(False)
+
+    def _recover(self) -> None:
+        self._open()
+        self.spectrometer.recover()  # a fresh link, the settings applied again
+        if self._saturated:
+            shorter = self.spectrometer.shorten_integration()
+            Signal.put(self.integration_time, shorter)
+            self._saturated = False
+        self.spectrometer.set_lamp(True)
+
+    def _check_health(self) -> None:
+        self.spectrometer.product_id()
+        self.spectrometer.raw_spectrum()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from drivers.errors import (
     CommandRejected,
+    FaultKind,
     InstrumentAlarm,
-    InstrumentBusy,
-    InstrumentError,
+    InstrumentNotReady,
     ProtocolError,
 )
 from drivers.ocean.codec import ChecksumError, ErrorCode, FrameError, error_text, type_name
@@ -34,8 +34,10 @@ class Nack(CommandRejected):
         self.code = code
 
 
-class NotReady(Nack, InstrumentBusy):
+class NotReady(Nack, InstrumentNotReady):
     """OBP error 7: the device cannot take this request now (an acquisition is running)."""
+
+    fault = FaultKind.NOT_READY
 
     def __init__(self, message_type: int, text: str | None = None):
         super().__init__(message_type, ErrorCode.NOT_READY, text)
@@ -43,6 +45,8 @@ class NotReady(Nack, InstrumentBusy):
 
 class CorruptedRequest(Nack, ProtocolError):
     """OBP error 3: our request reached the device with a bad checksum (damaged on the way); resend it."""
+
+    fault = FaultKind.GARBLED
 
     def __init__(self, message_type: int):
         super().__init__(message_type, ErrorCode.BAD_CHECKSUM)
@@ -60,10 +64,10 @@ class UnexpectedReply(ProtocolError):
     """A well-formed frame that does not answer the request just sent."""
 
 
-class Saturated(InstrumentError):
+class Saturated(InstrumentAlarm):
     """Pixels reached the detector's full scale, so the spectrum cannot be used quantitatively.
 
-    Shorten the integration time or dim the source, then measure again.
+    Shorten the integration time (``recover()`` halves it) or dim the source, then measure again.
     """
 
     def __init__(self, text: str, pixels: int):
@@ -71,5 +75,5 @@ class Saturated(InstrumentError):
         self.pixels = pixels
 
 
-class MissingCalibration(InstrumentError):
+class MissingCalibration(CommandRejected):
     """Absorbance needs a dark and a reference taken at the current integration time."""

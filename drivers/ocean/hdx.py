@@ -6,8 +6,10 @@ RS-232 adapter for OBP models with a serial port). Calibration (wavelengths, lin
 reference subtraction and absorbance are computed here on the host, as in Ocean's software.
 
 Every request is idempotent (queries, settings, "acquire now"), so after a corrupted, truncated or
-missing reply, a "not ready" answer or a dropped connection the driver simply asks again, up to
-``retries`` times; after a reconnect it re-applies the settings it made (integration time, lamp).
+missing reply or a dropped connection the driver simply asks again under the shared
+:class:`drivers.retry.RetryPolicy` (``retries`` resends, an overall deadline per call); after a
+reconnect it re-applies the settings it made (integration time, lamp). "Not ready" is waited out
+for up to ``not_ready_wait_s``; a saturated scan (a lamp flare) is taken once more.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError, SafetyLimitError
+from drivers.errors import InstrumentError, InstrumentTimeout, SafetyLimitError
 from drivers.ocean import codec, spectra
 from drivers.ocean.codec import ErrorCode, Message, MessageType
 from drivers.ocean.errors import (
@@ -35,7 +37,8 @@ from drivers.ocean.errors import (
     TruncatedReply,
     UnexpectedReply,
 )
-from drivers.transport import DEFAULT_TIMEOUT, Transport, tcp_url
+from drivers.retry import Backoff, FaultEvents, RetryPolicy
+from drivers.transport import Transport, tcp_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,6 +78,8 @@ class OceanSpectrometer:
         md5: bool = True,
         retries: int = 2,
         not_ready_wait_s: float = 5.0,
+        saturation_retries: int = 1,
+        events: FaultEvents | None = None,
     ):
         self.transport = transport
         self.model = model
@@ -97,8 +102,12 @@ class OceanSpectrometer:
         self.correct_nonlinearity = correct_nonlinearity
         self.dark_with_lamp = dark_with_lamp
         self.md5 = md5
-        self.retries = int(retries)
+        self.retry = RetryPolicy(attempts=1 + int(retries), deadline_s=None)
+        self.events = events or FaultEvents(transport.url)
         self.not_ready_wait_s = float(not_ready_wait_s)
+        self.saturation_retries = int(saturation_retries)
+        #: The caller's halt (the ophyd face's action): no acquisition starts once it is set.
+        self.halt: threading.Event | None = None
         self._regarding = itertools.count(1)
         self._lock = threading.RLock()
         self._integration_time_us: int | None = None
@@ -108,8 +117,16 @@ class OceanSpectrometer:
         self.dark: np.ndarray | None = None
         self.reference: np.ndarray | None = None
 
+    @property
+    def retries(self) -> int:
+        return self.retry.attempts - 1
+
+    @retries.setter
+    def retries(self, retries: int) -> None:
+        self.retry = self.retry.with_(attempts=1 + int(retries))
+
     @classmethod
-    def connect(cls, url: str, *, timeout: float = DEFAULT_TIMEOUT, **options: Any) -> OceanSpectrometer:
+    def connect(cls, url: str, *, timeout: float = 1.0, **options: Any) -> OceanSpectrometer:
         """Open ``url`` (``socket://host:57357``, ``/dev/pts/N``, …) and wrap it."""
         serial_options = {k: options.pop(k) for k in ("baudrate",) if k in options}
         transport = Transport(url, timeout=timeout, **serial_options).open()
@@ -167,7 +184,8 @@ class OceanSpectrometer:
         """The integration time this driver last set (None until it sets one)."""
         return self._integration_time_us
 
-    def set_integration_time_us(self, microseconds: int) -> None:
+    def check_integration_time_us(self, microseconds: int) -> int:
+        """The integration time as a whole number of µs; SafetyLimitError outside the limits."""
         value = int(microseconds)
         if value != microseconds or not self.min_integration_time_us <= value <= self.max_integration_time_us:
             raise SafetyLimitError(
@@ -175,6 +193,10 @@ class OceanSpectrometer:
                 f"{self.min_integration_time_us}–{self.max_integration_time_us} µs (whole microseconds); "
                 "nothing was sent"
             )
+        return value
+
+    def set_integration_time_us(self, microseconds: int) -> None:
+        value = self.check_integration_time_us(microseconds)
         with self._lock:
             log.info("%s: integration time %d µs", self.transport.url, value)
             self._command(MessageType.SET_INTEGRATION_TIME_US, codec.pack_u32(value))
@@ -185,6 +207,11 @@ class OceanSpectrometer:
 
     def set_averages(self, averages: int) -> None:
         self.averages = self._check_averages(averages)
+
+    @property
+    def lamp(self) -> bool | None:
+        """The lamp-enable line as this driver last set it (None until it sets it)."""
+        return self._lamp
 
     def set_lamp(self, enabled: bool) -> None:
         """Drive the lamp-enable line (the light source's TTL shutter/enable input)."""
@@ -203,20 +230,42 @@ class OceanSpectrometer:
     def raw_spectrum(self) -> np.ndarray:
         """One acquisition, counts exactly as the detector sent them (no averaging, no correction)."""
         seconds = (self._integration_time_us or self.model.max_integration_time_us) / 1e6
+        if self.halt is not None and self.halt.is_set():
+            raise InstrumentError(f"{self.model.name}: stopped before the acquisition")
         data = self._query(self.model.spectrum_message, timeout=self.transport.timeout + seconds)
         return codec.unpack_spectrum(data, self.model.pixels)
 
+    def abort(self) -> None:
+        """Stop acquiring, from any thread: no new acquisition starts, and the device is told to abort.
+
+        The abort waits for the link: over one connection it goes out when the scan in flight ends.
+        """
+        if self.halt is not None:
+            self.halt.set()
+        self._command(MessageType.ABORT_ACQUISITION, b"")
+
     def spectrum(self) -> np.ndarray:
-        """``averages`` acquisitions averaged and linearised; Saturated if any pixel hit full scale."""
+        """``averages`` acquisitions averaged and linearised; Saturated if any pixel hit full scale.
+
+        A saturated set of scans is taken once more (``saturation_retries``): a lamp flare passes.
+        """
         with self._lock:
-            scans = [self.raw_spectrum() for _ in range(self.averages)]
-            clipped = max(len(spectra.saturated_pixels(scan, self.model.max_count)) for scan in scans)
-            if clipped:
-                raise Saturated(
+            for attempt in range(1, self.saturation_retries + 2):
+                scans = [self.raw_spectrum() for _ in range(self.averages)]
+                clipped = max(len(spectra.saturated_pixels(scan, self.model.max_count)) for scan in scans)
+                if not clipped:
+                    if attempt > 1:
+                        self.events.emit("recovered", "alarm", "a retaken scan is below full scale")
+                    break
+                saturated = Saturated(
                     f"{self.model.name}: {clipped} pixel(s) at full scale ({self.model.max_count} counts) at "
                     f"{self._integration_time_us} µs; shorten the integration time and measure again",
                     clipped,
                 )
+                if attempt > self.saturation_retries:
+                    self.events.emit("gave_up", "alarm", str(saturated), attempt)
+                    raise saturated
+                self.events.emit("retry", "alarm", f"{saturated}; taking the scan again", attempt)
             counts = np.mean(scans, axis=0)
             if self.correct_nonlinearity:
                 if self._nonlinearity is None:
@@ -259,44 +308,65 @@ class OceanSpectrometer:
     def recover(self) -> None:
         """Reconnect and re-apply the settings this driver made (after a dropped link or a power cycle)."""
         with self._lock:
-            log.warning("%s: reconnecting", self.transport.url)
+            log.info("%s: reconnecting", self.transport.url)
             self.transport.reconnect()
-            if self._integration_time_us is not None:
-                self._send_once(
-                    MessageType.SET_INTEGRATION_TIME_US, codec.pack_u32(self._integration_time_us), ack=True
-                )
-            if self._lamp is not None:
-                self._send_once(MessageType.SET_LAMP_ENABLE, codec.pack_u8(int(self._lamp)), ack=True)
+            self._reapply_settings()
+
+    def shorten_integration(self) -> int:
+        """The documented remedy for saturation: halve the integration time (not below the minimum).
+
+        Dark and reference are discarded with the old integration time; returns the new one (µs).
+        """
+        current = self._integration_time_us or self.max_integration_time_us
+        shorter = max(self.min_integration_time_us, current // 2)
+        if shorter == current:
+            raise Saturated(f"{self.model.name}: already at the shortest integration time ({current} µs)", 0)
+        self.set_integration_time_us(shorter)
+        return shorter
+
+    def _reapply_settings(self) -> None:
+        if self._integration_time_us is not None:
+            self._send_once(
+                MessageType.SET_INTEGRATION_TIME_US, codec.pack_u32(self._integration_time_us), ack=True
+            )
+        if self._lamp is not None:
+            self._send_once(MessageType.SET_LAMP_ENABLE, codec.pack_u8(int(self._lamp)), ack=True)
 
     # -- exchanges ----------------------------------------------------------------------------------
     def _query(self, message_type: int, data: bytes = b"", *, timeout: float | None = None) -> bytes:
-        return self._with_retries(lambda: self._send_once(message_type, data, timeout=timeout).data)
+        return self._with_retries(lambda: self._send_once(message_type, data, timeout=timeout).data,
+                                  codec.type_name(message_type))  # fmt: skip
 
     def _command(self, message_type: int, data: bytes) -> None:
-        self._with_retries(lambda: self._send_once(message_type, data, ack=True))
+        self._with_retries(
+            lambda: self._send_once(message_type, data, ack=True), codec.type_name(message_type)
+        )
 
-    def _with_retries(self, attempt: Callable[[], T]) -> T:
-        failures = 0
-        not_ready_deadline: float | None = None
+    def _with_retries(self, attempt: Callable[[], T], what: str) -> T:
+        def once() -> T:
+            if not self.transport.is_open:
+                self.transport.open()
+                self._reapply_settings()
+            return self._waiting_out_not_ready(attempt, what)
+
+        return self.retry.run(once, transport=self.transport, events=self.events, what=what,
+                              on_reconnect=self._reapply_settings)  # fmt: skip
+
+    def _waiting_out_not_ready(self, attempt: Callable[[], T], what: str) -> T:
+        # "Not ready": an acquisition (ours on another connection, or the device's own) is finishing.
+        deadline = time.monotonic() + self.not_ready_wait_s
+        intervals = Backoff(0.005, max_s=0.1)
+        tries = 0
         while True:
+            tries += 1
             try:
-                if not self.transport.is_open:
-                    self.recover()
                 return attempt()
-            except NotReady:
-                now = time.monotonic()
-                not_ready_deadline = not_ready_deadline or now + self.not_ready_wait_s
-                if self.retries == 0 or now >= not_ready_deadline:
+            except NotReady as exc:
+                if self.retry.attempts == 1 or time.monotonic() >= deadline:
+                    self.events.emit("gave_up", exc.fault, f"{what}: {exc}", tries)
                     raise
-                log.info("%s: not ready; asking again", self.transport.url)
-                time.sleep(0.01)  # an acquisition on another connection is finishing
-            except (ProtocolError, InstrumentTimeout, ConnectionLost) as exc:
-                failures += 1
-                if failures > self.retries:
-                    raise
-                log.warning("%s: %s: %s; retrying", self.transport.url, type(exc).__name__, exc)
-                if isinstance(exc, ConnectionLost):
-                    self.transport.close()
+                self.events.emit("retry", exc.fault, f"{what}: not ready; asking again", tries)
+                time.sleep(intervals.next())
 
     def _send_once(
         self, message_type: int, data: bytes = b"", *, ack: bool = False, timeout: float | None = None
@@ -328,14 +398,23 @@ class OceanSpectrometer:
     def _read_reply(
         self, transport: Transport, message_type: int, regarding: int, timeout: float | None
     ) -> Message:
+        # Late replies to earlier requests are skipped, but only until this reply's own deadline:
+        # a peer that keeps sending them must not hold the call forever.
+        deadline = time.monotonic() + (transport.timeout if timeout is None else timeout)
         while True:
-            start = transport.read_exactly(2, timeout=timeout)  # silence here: InstrumentTimeout
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UnexpectedReply(
+                    f"{transport.url}: no reply regarding request {regarding} "
+                    f"({codec.type_name(message_type)}) before the deadline, only late replies"
+                )
+            start = transport.read_exactly(2, timeout=remaining)  # silence here: InstrumentTimeout
             if start != codec.START:
                 raise codec.FrameError(f"reply starts with {start.hex(' ')}, not an OBP frame")
             try:
-                rest = transport.read_exactly(codec.HEADER_SIZE - 2)
+                rest = transport.read_exactly(codec.HEADER_SIZE - 2, timeout=max(remaining, 0.001))
                 header = codec.decode_header(start + rest)
-                body = transport.read_exactly(header.bytes_remaining)
+                body = transport.read_exactly(header.bytes_remaining, timeout=max(remaining, 0.001))
             except InstrumentTimeout as exc:
                 raise TruncatedReply(
                     f"{transport.url}: {codec.type_name(message_type)} reply stopped part-way"

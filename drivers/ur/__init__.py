@@ -5,15 +5,23 @@
     arm.prepare()                        # remote control? power on, release brakes, activate gripper
     arm.transfer("feeder", "dispense")   # via feeder_above / dispense_above when taught
 
-The campaign runner calls ``make_device``; a plan then uses the ophyd face (``drivers.ur.device``).
+The campaign runner calls ``make_device`` (``driver: ur``); a plan then uses the ophyd face
+(``drivers.ur.device``), which loads ophyd on demand: ``import drivers.ur.codec`` does not.
 """
 
-from typing import Any
+from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BaseModel, Field, model_validator
+
+from drivers.options import STRICT, validate_options
+from drivers.transport import Transport
 from drivers.ur.arm import ArmStatus, URArm
 from drivers.ur.codec import GripperStatus, ObjectStatus, ProgramState, RobotMode, SafetyStatus
 from drivers.ur.dashboard import URDashboard
-from drivers.ur.device import URArmDevice
 from drivers.ur.errors import (
     GripperFault,
     GripperMissedObject,
@@ -34,6 +42,17 @@ from drivers.ur.gripper import RobotiqGripper
 from drivers.ur.positions import load_positions_file, validate_joint_limits, validate_positions
 from drivers.ur.script import URScriptClient
 
+if TYPE_CHECKING:
+    from drivers.ur.device import URArmDevice
+
+
+def __getattr__(name: str) -> Any:
+    # The ophyd face on demand (PEP 562), so `import drivers.ur.codec` stays free of ophyd.
+    if name == "URArmDevice":
+        return importlib.import_module("drivers.ur.device").URArmDevice
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "ArmStatus",
     "GripperFault",
@@ -43,6 +62,7 @@ __all__ = [
     "MotionStopped",
     "MotionTimeout",
     "ObjectStatus",
+    "Options",
     "PositionConfigError",
     "ProgramNotStarted",
     "ProgramState",
@@ -66,62 +86,87 @@ __all__ = [
 
 
 _DEFAULT_PORTS = {"dashboard": 29999, "script": 30002, "gripper": 63352}
-_OPTIONS = {
-    "positions": "mapping of position name -> 6 joint angles (rad)",
-    "positions_file": "YAML file of positions (see drivers.ur.positions)",
-    "joint_limits": "6 [low, high] pairs in rad",
-    "speed": "joint speed of moves, rad/s",
-    "max_speed": "cap on any joint speed, rad/s (default 1.05)",
-    "acceleration": "joint acceleration, rad/s²",
-    "max_acceleration": "cap on any joint acceleration, rad/s² (default 1.4)",
-    "unlock_delay": "s to wait after observing a protective stop before unlocking (default 5)",
-    "unlock_retry_interval": "s between unlock attempts the controller refuses (default 0.5)",
-    "auto_unlock": "unlock protective stops and repeat the move by itself (default false)",
-    "power_on": "power on, release brakes and activate the gripper before the first action (default true)",
-    "pick_retries": "grips to retry when the gripper closes on nothing (default 0)",
-    "approach_suffix": "suffix of approach positions (default _above)",
-    "gripper_speed": "0-255",
-    "gripper_force": "0-255",
-    "gripper_max_force": "0-255",
-    "motion_timeout": "s a single move may take (default 60)",
-    "start_timeout": "s for a program to start (default 2)",
-    "reply_timeout": "s to wait for a dashboard or gripper reply (default 2)",
-}
+Positive = Annotated[float, Field(gt=0)]
+Byte = Annotated[int, Field(ge=0, le=255)]
 
 
-def make_device(name: str, address: str | dict[str, str], **options: Any) -> URArmDevice:
-    """The campaign runner's factory: an ophyd URArmDevice connected to the three endpoints.
+class Options(BaseModel):
+    """``make_device`` options of a UR arm with a Robotiq gripper."""
+
+    model_config = STRICT
+
+    positions: dict[str, Sequence[float]] | None = Field(None, description="name -> 6 joint angles (rad)")
+    positions_file: str | None = Field(None, description="YAML file of positions (see drivers.ur.positions)")
+    joint_limits: Sequence[Sequence[float]] | None = Field(None, description="6 [low, high] pairs in rad")
+    speed: Positive = Field(0.5, description="joint speed of moves, rad/s")
+    max_speed: Positive = Field(1.05, description="cap on any joint speed, rad/s")
+    acceleration: Positive = Field(1.0, description="joint acceleration, rad/s²")
+    max_acceleration: Positive = Field(1.4, description="cap on any joint acceleration, rad/s²")
+    unlock_delay: float = Field(5.0, ge=0, description="s after a protective stop before unlocking")
+    unlock_retry_interval: Positive = Field(0.5, description="s between refused unlock attempts")
+    auto_unlock: bool = Field(False, description="unlock protective stops and repeat the move by itself")
+    power_on: bool = Field(True, description="power on and release brakes before the first action")
+    pick_retries: int = Field(1, ge=0, description="grips to retry when the gripper closes on nothing")
+    approach_suffix: str = Field("_above", description="suffix of approach positions")
+    gripper_speed: Byte = 255
+    gripper_force: Byte = 100
+    gripper_max_force: Byte = 255
+    motion_timeout: Positive = Field(60.0, description="s a single move may take")
+    start_timeout: Positive = Field(2.0, description="s for a program to start")
+    reply_timeout: Positive = Field(0.5, description="s to wait for a dashboard or gripper reply")
+
+    @model_validator(mode="after")
+    def _one_source_of_positions(self) -> Options:
+        if (self.positions is None) == (self.positions_file is None):
+            raise ValueError("give exactly one of 'positions' or 'positions_file'")
+        return self
+
+
+def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> URArmDevice:
+    """The campaign runner's factory: an ophyd URArmDevice for the three endpoints; no I/O.
 
     ``address`` maps dashboard/script/gripper to URLs, or is the controller's host name (the
-    standard ports 29999, 30002 and 63352 are used).
+    standard ports 29999, 30002 and 63352 are used). ``connect()`` opens the three links and
+    activates the gripper unless it is active; power and brakes are handled before the first move.
     """
-    unknown = set(options) - set(_OPTIONS)
-    if unknown:
-        allowed = "; ".join(f"{key} ({meaning})" for key, meaning in _OPTIONS.items())
-        raise ValueError(f"UR arm {name}: unknown option(s) {', '.join(sorted(unknown))}; allowed: {allowed}")
+    from drivers.ur.device import URArmDevice
+
+    checked = validate_options(Options, options, instrument=name)
     if isinstance(address, str):
         host = address.removeprefix("socket://").split(":")[0]
         address = {endpoint: f"socket://{host}:{port}" for endpoint, port in _DEFAULT_PORTS.items()}
-    limits = validate_joint_limits(options.get("joint_limits"))
-    if ("positions" in options) == ("positions_file" in options):
-        raise ValueError(f"UR arm {name}: give exactly one of 'positions' or 'positions_file'")
-    if "positions_file" in options:
-        positions = load_positions_file(options["positions_file"], joint_limits=limits)
-    else:
-        positions = validate_positions(options["positions"], source=f"{name}: positions", joint_limits=limits)
-    arm_options: dict[str, Any] = {"positions": positions, "joint_limits": limits}
-    renamed = {"max_speed": "max_joint_speed", "max_acceleration": "max_joint_accel"}
-    for key in _OPTIONS.keys() - {"positions", "positions_file", "joint_limits", "power_on", "pick_retries"}:
-        if key in options:
-            arm_options[renamed.get(key, key)] = options[key]
-    arm = URArm.connect(address, **arm_options)
-    try:
-        return URArmDevice(
-            arm,
-            name=name,
-            power_on=bool(options.get("power_on", True)),
-            pick_retries=int(options.get("pick_retries", 0)),
+    missing = {"dashboard", "script", "gripper"} - set(address)
+    if missing:
+        raise ValueError(
+            f"UR arm {name}: address needs dashboard, script and gripper URLs; missing {sorted(missing)}"
         )
-    except Exception:
-        arm.close()
-        raise
+    limits = validate_joint_limits(checked.joint_limits)
+    if checked.positions_file is not None:
+        positions = load_positions_file(checked.positions_file, joint_limits=limits)
+    else:
+        positions = validate_positions(checked.positions, source=f"{name}: positions", joint_limits=limits)
+    timeouts = {"reply_timeout": checked.reply_timeout}
+    arm = URArm(
+        URDashboard(Transport(address["dashboard"]), **timeouts),
+        URScriptClient(Transport(address["script"])),
+        RobotiqGripper(
+            Transport(address["gripper"]),
+            speed=checked.gripper_speed,
+            force=checked.gripper_force,
+            max_force=checked.gripper_max_force,
+            **timeouts,
+        ),
+        positions=positions,
+        joint_limits=limits,
+        speed=checked.speed,
+        acceleration=checked.acceleration,
+        max_joint_speed=checked.max_speed,
+        max_joint_accel=checked.max_acceleration,
+        approach_suffix=checked.approach_suffix,
+        unlock_delay=checked.unlock_delay,
+        unlock_retry_interval=checked.unlock_retry_interval,
+        start_timeout=checked.start_timeout,
+        motion_timeout=checked.motion_timeout,
+        auto_unlock=checked.auto_unlock,
+    )
+    return URArmDevice(arm, name=name, power_on=checked.power_on, pick_retries=checked.pick_retries)

@@ -16,11 +16,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError, SafetyLimitError
+from drivers.errors import InstrumentTimeout, SafetyLimitError
+from drivers.retry import Backoff, FaultEvents, RetryPolicy
+from drivers.transport import Transport
 from drivers.ur.codec import ProgramState, RobotMode, SafetyStatus
 from drivers.ur.dashboard import URDashboard
 from drivers.ur.errors import (
@@ -82,6 +85,7 @@ class URArm:
         poll_interval: float = 0.005,
         query_retries: int = 2,
         auto_unlock: bool = False,
+        events: FaultEvents | None = None,
     ):
         self.dashboard = dashboard
         self.script = script
@@ -105,14 +109,22 @@ class URArm:
         self.motion_timeout = motion_timeout
         self.ready_timeout = ready_timeout
         self.poll_interval = poll_interval
-        self.query_retries = query_retries
+        self.retry = RetryPolicy(attempts=1 + int(query_retries), deadline_s=10.0, final=(MotionTimeout,))
+        self.events = events or FaultEvents("arm")
         #: Unattended recovery: after a protective stop, wait out the rule, unlock and repeat the move
         #: once. Off by default: UR asks that the cause be inspected before unlocking.
         self.auto_unlock = auto_unlock
         #: The named position the arm last reached; None after an interrupted move.
         self.position: str | None = None
         self._stop_observed_at: float | None = None
+        #: Set by stop(); lasts until the outermost operation (a transfer, a move) ends.
         self._stop_requested = threading.Event()
+        #: The caller's halt (the ophyd face's action): checked with _stop_requested.
+        self.halt: threading.Event | None = None
+        self._depth = 0
+        self._operations = threading.RLock()
+        # Sending a program and stop() take turns, so a program never starts after a stop.
+        self._gate = threading.Lock()
         self._programs = 0
 
     @classmethod
@@ -134,15 +146,33 @@ class URArm:
             raise ValueError(
                 f"UR arm address needs dashboard, script and gripper URLs; missing {sorted(missing)}"
             )
-        dashboard = URDashboard.connect(addresses["dashboard"], reply_timeout=reply_timeout)
-        script = URScriptClient.connect(addresses["script"])
-        gripper = RobotiqGripper.connect(addresses["gripper"], reply_timeout=reply_timeout, **gripper_options)
-        return cls(dashboard, script, gripper, **options)
+        timeouts = {} if reply_timeout is None else {"reply_timeout": reply_timeout}
+        dashboard = URDashboard(Transport(addresses["dashboard"]), **timeouts)
+        script = URScriptClient(Transport(addresses["script"]))
+        gripper = RobotiqGripper(Transport(addresses["gripper"]), **timeouts, **gripper_options)
+        arm = cls(dashboard, script, gripper, **options)
+        try:
+            arm.open()
+        except BaseException:
+            arm.close()
+            raise
+        return arm
+
+    def open(self) -> None:
+        """Open the three links (each retried under the policy); cheap for the ones already open."""
+        for link, what in ((self.dashboard.transport, "dashboard"), (self.script.transport, "script"),
+                           (self.gripper.transport, "gripper")):  # fmt: skip
+            if not link.is_open:
+                self.retry.run(link.open, events=self.events, what=f"opening the {what} link")
 
     def close(self) -> None:
         self.dashboard.close()
         self.script.close()
         self.gripper.close_link()
+
+    @property
+    def links(self) -> list[Transport]:
+        return [self.dashboard.transport, self.script.transport, self.gripper.transport]
 
     # -- state -----------------------------------------------------------------------------
     def status(self) -> ArmStatus:
@@ -162,14 +192,14 @@ class URArm:
         mode = self._query(self.dashboard.robot_mode)
         if mode in (RobotMode.IDLE, RobotMode.RUNNING):
             return
-        self._retrying(self.dashboard.power_on, self.dashboard.reconnect)
+        self._retrying(self.dashboard.power_on, self.dashboard.transport)
         self._wait_for_mode({RobotMode.IDLE, RobotMode.RUNNING}, "power on")
 
     def release_brakes(self) -> None:
         """Release the brakes (robot mode RUNNING); idempotent."""
         if self._query(self.dashboard.robot_mode) == RobotMode.RUNNING:
             return
-        self._retrying(self.dashboard.brake_release, self.dashboard.reconnect)
+        self._retrying(self.dashboard.brake_release, self.dashboard.transport)
         self._wait_for_mode({RobotMode.RUNNING}, "brake release")
 
     def ensure_ready(self, *, power: bool = True) -> None:
@@ -189,7 +219,11 @@ class URArm:
     def prepare(self) -> None:
         """Everything a plan needs before the first move: arm ready, gripper active."""
         self.ensure_ready(power=True)
-        self._retrying(self.gripper.activate, self.gripper.reconnect)
+        self.activate_gripper()
+
+    def activate_gripper(self) -> None:
+        """Activate the gripper unless it is active already (activation cycles the fingers)."""
+        self._retrying(self.gripper.activate, self.gripper.transport)
 
     # -- motion ----------------------------------------------------------------------------
     def move_to(self, name: str, speed: float | None = None, acceleration: float | None = None) -> None:
@@ -198,6 +232,10 @@ class URArm:
         speed = self.speed if speed is None else speed
         acceleration = self.acceleration if acceleration is None else acceleration
         speed, acceleration = self._limits(speed, acceleration)
+        with self._operation():
+            self._move_to(name, target, speed, acceleration)
+
+    def _move_to(self, name: str, target: Any, speed: float, acceleration: float) -> None:
         self.ensure_ready(power=False)
         if self._query(self.dashboard.is_running):
             raise RobotBusy("another program is running on the controller")
@@ -215,9 +253,32 @@ class URArm:
         self.position = name
 
     def stop(self) -> None:
-        """Halt the running motion; the move in progress raises MotionStopped."""
+        """Halt the running motion, from any thread; the operation in progress raises MotionStopped
+        and sends no further motion command."""
         self._stop_requested.set()
-        self._retrying(self.dashboard.stop, self.dashboard.reconnect)
+        with self._gate:
+            self._retrying(self.dashboard.stop, self.dashboard.transport)
+
+    def stopped(self) -> bool:
+        halt = self.halt
+        return self._stop_requested.is_set() or (halt is not None and halt.is_set())
+
+    def _check_stop(self, what: str) -> None:
+        if self.stopped():
+            self.position = None
+            raise MotionStopped(f"{what}: stopped on request")
+
+    @contextmanager
+    def _operation(self) -> Iterator[None]:
+        """One public operation at a time; a stop lasts until the outermost one ends."""
+        with self._operations:
+            if self._depth == 0:
+                self._stop_requested.clear()
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
 
     def recover_from_protective_stop(self) -> None:
         """Wait out the 5 s rule, unlock (retrying while the controller refuses), wait for NORMAL."""
@@ -235,7 +296,7 @@ class URArm:
         deadline = time.monotonic() + self.unlock_timeout
         while True:
             try:
-                self._retrying(self.dashboard.unlock_protective_stop, self.dashboard.reconnect)
+                self._retrying(self.dashboard.unlock_protective_stop, self.dashboard.transport)
                 break
             except UnlockRefused:
                 if time.monotonic() > deadline:
@@ -253,46 +314,58 @@ class URArm:
     # -- gripper ---------------------------------------------------------------------------
     def grip(self) -> bool:
         """Close the gripper; True if it caught an object."""
-        return self._retrying(self.gripper.grip, self.gripper.reconnect)
+        with self._operation():
+            self._check_stop("grip")
+            return self._retrying(self.gripper.grip, self.gripper.transport)
 
     def release(self) -> bool:
-        return self._retrying(self.gripper.release, self.gripper.reconnect)
+        with self._operation():
+            self._check_stop("release")
+            return self._retrying(self.gripper.release, self.gripper.transport)
 
     def pick(self, station: str, *, retries: int = 0) -> None:
         """Take the vessel at ``station`` (via ``<station>_above`` if taught); GripperMissedObject if none."""
         approach = self._approach(station)
         self._target(station)
-        self.release()
-        if approach:
-            self.move_to(approach)
-        self.move_to(station)
-        caught = False
-        for attempt in range(retries + 1):
-            caught = self.grip()
-            if caught:
-                break
-            log.warning("arm: gripper missed the object at %s (attempt %d)", station, attempt + 1)
+        with self._operation():
             self.release()
-        if approach:
-            self.move_to(approach)
-        if not caught:
-            raise GripperMissedObject(f"the gripper found nothing to hold at {station!r}", station)
+            if approach:
+                self.move_to(approach)
+            self.move_to(station)
+            caught = False
+            for attempt in range(retries + 1):
+                caught = self.grip()
+                if caught:
+                    break
+                # The documented recovery from a missed grip: open again and close once more.
+                log.warning("arm: gripper missed the object at %s (attempt %d)", station, attempt + 1)
+                self.events.emit("retry", "alarm", f"gripper missed the object at {station}", attempt + 1)
+                self.release()
+            if approach:
+                self.move_to(approach)
+            if not caught:
+                self.events.emit("gave_up", "alarm", f"gripper missed the object at {station}", retries + 1)
+                raise GripperMissedObject(f"the gripper found nothing to hold at {station!r}", station)
+            if retries and attempt:
+                self.events.emit("recovered", "alarm", f"gripped at {station} on attempt {attempt + 1}")
 
     def place(self, station: str) -> None:
         approach = self._approach(station)
         self._target(station)
-        if approach:
-            self.move_to(approach)
-        self.move_to(station)
-        self.release()
-        if approach:
-            self.move_to(approach)
+        with self._operation():
+            if approach:
+                self.move_to(approach)
+            self.move_to(station)
+            self.release()
+            if approach:
+                self.move_to(approach)
 
     def transfer(self, source: str, destination: str, *, retries: int = 0) -> None:
         self._target(source)
         self._target(destination)
-        self.pick(source, retries=retries)
-        self.place(destination)
+        with self._operation():
+            self.pick(source, retries=retries)
+            self.place(destination)
 
     # -- internals -------------------------------------------------------------------------
     def _target(self, name: str) -> Joints:
@@ -325,8 +398,9 @@ class URArm:
         # A unique name per program lets programState tell this program from the previous one.
         self._programs += 1
         program_name = f"sdl_move_{self._programs}"
-        self._stop_requested.clear()
-        self.script.send_program(build_program(program_name, [move], f"sdl: {what}"))
+        with self._gate:
+            self._check_stop(what)
+            self.script.send_program(build_program(program_name, [move], f"sdl: {what}"))
         # No pause between polls while waiting for the start: a short move in a sped-up simulation
         # may run for only a few milliseconds, and each poll is a network round trip anyway. A
         # program that already finished shows by its (unique) name in programState.
@@ -334,20 +408,22 @@ class URArm:
         while not self._query(self.dashboard.is_running):
             if self._query(self.dashboard.program_state).program == program_name:
                 break
-            if self._stop_requested.is_set():
+            if self.stopped():
                 raise MotionStopped(f"{what}: stopped on request")
             if time.monotonic() > deadline:
                 self._raise_if_safety_stopped()
                 raise ProgramNotStarted(f"{what}: the controller did not run the program")
         deadline = time.monotonic() + self.motion_timeout
+        # A move takes seconds: poll fast at first (a short move in a sped-up simulation ends in
+        # ms), then back off, so a slow link is not flooded with status requests.
+        intervals = Backoff(self.poll_interval, max_s=max(self.poll_interval, 0.05))
         while self._query(self.dashboard.is_running):
             if time.monotonic() > deadline:
-                self._retrying(self.dashboard.stop, self.dashboard.reconnect)
+                self._retrying(self.dashboard.stop, self.dashboard.transport)
                 raise MotionTimeout(f"{what}: still running after {self.motion_timeout} s; stopped it")
-            time.sleep(self.poll_interval)
+            time.sleep(intervals.next())
         self._raise_if_safety_stopped()
-        if self._stop_requested.is_set():
-            raise MotionStopped(f"{what}: stopped on request")
+        self._check_stop(what)
 
     def _raise_if_safety_stopped(self) -> None:
         status = self._query(self.dashboard.safety_status)
@@ -370,17 +446,9 @@ class URArm:
             time.sleep(self.poll_interval)
 
     def _query(self, query: Callable[[], T]) -> T:
-        return self._retrying(query, self.dashboard.reconnect)
+        return self._retrying(query, self.dashboard.transport)
 
-    def _retrying(self, action: Callable[[], T], reconnect: Callable[[], None]) -> T:
-        """Repeat an idempotent exchange after a link fault: reconnect when the link dropped."""
-        for attempt in range(self.query_retries + 1):
-            try:
-                return action()
-            except (ConnectionLost, ProtocolError, InstrumentTimeout) as exc:
-                if attempt == self.query_retries or isinstance(exc, MotionTimeout):
-                    raise
-                log.warning("arm: %s; retrying", exc)
-                if isinstance(exc, ConnectionLost):
-                    reconnect()
-        raise AssertionError("unreachable")
+    def _retrying(self, action: Callable[[], T], link: Transport) -> T:
+        """Repeat an idempotent exchange after a link fault, under the shared policy."""
+        what = getattr(action, "__name__", "exchange")
+        return self.retry.run(action, transport=link, events=self.events, what=f"arm {what}")

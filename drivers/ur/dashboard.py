@@ -23,7 +23,7 @@ DEFAULT_PORT = 29999
 
 
 class URDashboard:
-    def __init__(self, transport: Transport, *, reply_timeout: float | None = None):
+    def __init__(self, transport: Transport, *, reply_timeout: float | None = 0.5):
         self.transport = transport
         self.reply_timeout = reply_timeout
         self._has_safetystatus = True

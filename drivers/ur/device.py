@@ -6,12 +6,14 @@
 
 Every action runs on a background thread and completes its Status when the arm has finished;
 driver errors (UnknownPosition, ProtectiveStop, GripperMissedObject...) fail the Status, and so
-the plan, with the driver's own exception.
+the plan, with the driver's own exception. ``stop()`` on the arm or on either child stops the
+arm (dashboard ``stop``) and ends the action's thread without another motion command.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from ophyd import Component as Cpt
@@ -19,8 +21,9 @@ from ophyd import Device, Signal
 from ophyd.status import DeviceStatus
 
 from drivers.errors import SafetyLimitError
-from drivers.ophyd_support import BackgroundAction
+from drivers.ophyd_support import BackgroundAction, InstrumentDevice
 from drivers.ur.arm import URArm
+from drivers.ur.errors import GripperFault, MotionStopped, RemoteControlRequired, SafetyStop
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +52,17 @@ class URGripperDevice(Device):
             status.set_exception(SafetyLimitError(f"{self.name}: set 'open' or 'closed', not {value!r}"))
             return status
 
-        def work() -> None:
-            root._prepare()
+        def work(halt: threading.Event) -> None:
+            root._prepare(halt)
             caught = root.arm.grip() if value == "closed" else root.arm.release()
             self.state.put(value)
             self.object_detected.put(bool(caught))
             self.finger_position.put(root.arm.gripper.position())
 
         return root._action.run(self, work, f"{value} the gripper")
+
+    def stop(self, *, success: bool = False) -> None:
+        self.root.stop(success=success)  # the fingers belong to the arm's one action
 
 
 class URTransferDevice(Device):
@@ -78,8 +84,8 @@ class URTransferDevice(Device):
             )
             return status
 
-        def work() -> None:
-            root._prepare()
+        def work(halt: threading.Event) -> None:
+            root._prepare(halt)
             root.arm.transfer(source, destination, retries=root.pick_retries)
             root.location.put(root.arm.position or "")
             root.gripper.state.put("open")
@@ -88,8 +94,11 @@ class URTransferDevice(Device):
 
         return root._action.run(self, work, f"transfer {source} to {destination}")
 
+    def stop(self, *, success: bool = False) -> None:
+        self.root.stop(success=success)  # a transfer is the arm moving
 
-class URArmDevice(Device):
+
+class URArmDevice(InstrumentDevice):
     #: The named position the arm last reached ("" while moving or after an interrupted move).
     location = Cpt(Signal, value="", kind="hinted")
     robot_mode = Cpt(Signal, value="", kind="normal")
@@ -98,20 +107,23 @@ class URArmDevice(Device):
     gripper = Cpt(URGripperDevice, "")
     transfer = Cpt(URTransferDevice, "")
 
-    def __init__(self, arm: URArm, *, name: str, power_on: bool = True, pick_retries: int = 0, **kwargs: Any):
+    def __init__(self, arm: URArm, *, name: str, power_on: bool = True, pick_retries: int = 1, **kwargs: Any):
         self.arm = arm
         self.power_on = power_on
         self.pick_retries = pick_retries
-        self._action = BackgroundAction()
+        self._action = BackgroundAction(name)
         self._prepared = False
         super().__init__(name=name, **kwargs)
+        arm.events = self.fault_events
         Signal.put(self.speed, arm.speed)
 
     @property
     def position(self) -> str | None:
         return self.arm.position
 
-    def _prepare(self) -> None:
+    def _prepare(self, halt: threading.Event) -> None:
+        self._ensure_connected()
+        self.arm.halt = halt
         if self._prepared:
             return
         if self.power_on:
@@ -129,8 +141,8 @@ class URArmDevice(Device):
             status.set_exception(exc)
             return status
 
-        def work() -> None:
-            self._prepare()
+        def work(halt: threading.Event) -> None:
+            self._prepare(halt)
             try:
                 self.arm.move_to(str(value), speed=float(self.speed.get()))
             finally:
@@ -151,9 +163,44 @@ class URArmDevice(Device):
         return status
 
     def stop(self, *, success: bool = False) -> None:
-        if self._action.busy.locked():
+        busy = self._action.busy
+        if success and not busy:
+            return  # the RunEngine's end-of-plan courtesy stop: nothing moves, keep the dashboard quiet
+        self._action.stop("the motion", MotionStopped("stopped before the motion finished"))
+        if busy or self.arm.dashboard.transport.is_open:
             self.arm.stop()
 
-    def destroy(self) -> None:
+    # -- the device contract -----------------------------------------------------------------
+    def _actions(self) -> list[BackgroundAction]:
+        return [self._action]
+
+    def _connect(self) -> None:
+        self.arm.open()
+        # Another worker may have activated it already: activating again would cycle the fingers.
+        self.arm.activate_gripper()
+
+    def _disconnect(self) -> None:
         self.arm.close()
-        super().destroy()
+        self._prepared = False
+
+    def _make_safe(self) -> None:
+        self.arm.open()
+        self.arm.stop()
+
+    def _recover(self) -> None:
+        self.arm.open()
+        self.arm.recover_from_protective_stop()
+        self.arm.activate_gripper()
+        self._prepared = False  # power and brakes are checked again before the next move
+
+    def _check_health(self) -> None:
+        state = self.arm.status()
+        self.robot_mode.put(state.robot_mode.value)
+        self.safety_status.put(state.safety.value)
+        if not state.remote_control:
+            raise RemoteControlRequired("the robot is in local control; switch to Remote Control")
+        if not state.safety.allows_motion:
+            raise SafetyStop(f"the arm is stopped by its safety system ({state.safety.value})", state.safety)
+        code = self.arm._retrying(self.arm.gripper.fault, self.arm.gripper.transport)
+        if code:
+            raise GripperFault(f"the gripper reports fault {code}", code)

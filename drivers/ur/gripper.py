@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-from drivers.errors import SafetyLimitError
+from drivers.errors import ProtocolError, SafetyLimitError
 from drivers.transport import Transport
 from drivers.ur import codec
 from drivers.ur.codec import GripperStatus, ObjectStatus
@@ -35,7 +35,7 @@ class RobotiqGripper:
         speed: int = 255,
         force: int = 100,
         max_force: int = 255,
-        reply_timeout: float | None = None,
+        reply_timeout: float | None = 0.5,
         motion_timeout: float = 10.0,
         poll_interval: float = 0.002,
     ):
@@ -86,7 +86,7 @@ class RobotiqGripper:
 
     # -- state -----------------------------------------------------------------------------
     def status(self) -> GripperStatus:
-        return GripperStatus(self.get("STA"))
+        return _enum(GripperStatus, self.get("STA"), "STA")
 
     def is_active(self) -> bool:
         return self.status() == GripperStatus.ACTIVE
@@ -95,7 +95,7 @@ class RobotiqGripper:
         return self.get("POS")
 
     def object_status(self) -> ObjectStatus:
-        return ObjectStatus(self.get("OBJ"))
+        return _enum(ObjectStatus, self.get("OBJ"), "OBJ")
 
     def object_detected(self) -> bool:
         """True while the fingers were stopped by something between them."""
@@ -158,3 +158,11 @@ class RobotiqGripper:
                     raise GripperFault(f"gripper fault {code} while waiting for {what}", code)
                 raise MotionTimeout(f"gripper: timed out waiting for {what}")
             time.sleep(self.poll_interval)
+
+
+def _enum(kind: Any, value: int, name: str) -> Any:
+    """``kind(value)``; a value the gripper does not define is a garbled reply."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise ProtocolError(f"gripper: {name} {value} is not a {kind.__name__}") from None

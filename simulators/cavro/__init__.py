@@ -119,6 +119,7 @@ class CavroSimulator(Simulator):
     async def serve(self, endpoint: str, stream: Stream) -> None:
         while True:
             line = await stream.read_until(codec.REQUEST_END)
+            self.record(endpoint, line)
             try:
                 request = codec.decode_request(line)
             except codec.FrameError:

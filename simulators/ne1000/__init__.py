@@ -170,6 +170,7 @@ class NE1000Simulator(Simulator):
             buffer += await stream.read_some()
 
     def _answer(self, kind: str, packet: bytes) -> list[bytes]:
+        self.record("pump", packet)
         now = self.world.now()
         self.settle(now)
         safe = kind == "safe"

@@ -190,6 +190,7 @@ class URSimulator(Simulator):
             if not line:
                 continue
             self.requests["dashboard"] += 1
+            self.record("dashboard", line.encode("ascii", "replace"))
             reply = self.dashboard(line)
             await stream.send((reply + "\n").encode("ascii", "replace"))
             if reply == codec.DISCONNECTED:
@@ -202,12 +203,14 @@ class URSimulator(Simulator):
             while (program := _take_program(buffer)) is not None:
                 text, buffer = program
                 self.requests["script"] += 1
+                self.record("script", text.encode("ascii", "replace"))
                 self.run_script(text)
 
     async def _serve_gripper(self, stream: Stream) -> None:
         while True:
             line = await stream.read_until(b"\n")
             self.requests["gripper"] += 1
+            self.record("gripper", line)
             request = codec.parse_gripper_request(line)
             if request is None:
                 self.log.warning("gripper: ignoring %r", line)
