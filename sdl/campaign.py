@@ -28,6 +28,7 @@ from sdl.space import Parameter, SearchSpace
 
 IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_.]*$"
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+DRIVER_PATTERN = IMPORT_PATH_PATTERN[:-1] + r"|^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w-]*)\.([A-Za-z_][\w-]*)\}")
 _DURATION = re.compile(
     r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$"
@@ -191,9 +192,10 @@ class Instrument(_Model):
     """One instrument: an ophyd device built by a driver factory at an address."""
 
     driver: str = Field(
-        pattern=IMPORT_PATH_PATTERN,
-        description="Factory 'package.module:function' called as "
-        "factory(name, address, **options) -> ophyd Device.",
+        pattern=DRIVER_PATTERN,
+        description="An installed driver's name (ne1000, cavro, ur, ocean-hdx, or an instrument package's: "
+        "the 'sdl.drivers' entry points), or a factory 'package.module:make_device' called as "
+        "factory(name, address, **options) -> ophyd Device, built offline and connected by sdl.",
     )
     address: str | dict[str, str] | None = Field(
         None,

@@ -290,7 +290,8 @@ def run_campaign(
     store.claim_campaign(campaign_id, owner)
     campaign, base_dir = campaign_of(store, campaign_id)
     try:
-        with LabSession(campaign.lab, base_dir, command=simulator_command) as lab:
+        seed = campaign.optimizer.seed  # the simulated lab's faults too: a rerun meets the same ones
+        with LabSession(campaign.lab, base_dir, command=simulator_command, faults_seed=seed) as lab:
             loop = ForegroundRun(
                 store,
                 campaign_id,

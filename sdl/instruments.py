@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 from bluesky.protocols import HasName, Stoppable
 
 from sdl.campaign import Instrument
-from sdl.imports import UnresolvedImport, resolve
+from sdl.imports import UnresolvedImport, resolve_driver
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Instruments:
                 return self.devices[name]
             spec = self.specs[name]
             try:
-                factory = resolve(spec.driver, self.base_dir)
+                factory = resolve_driver(spec.driver, self.base_dir)
             except UnresolvedImport as exc:
                 raise InstrumentUnavailable(name, f"driver {spec.driver!r} does not resolve: {exc}") from exc
             address = self.addresses.get(name, spec.address)

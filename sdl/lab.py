@@ -31,11 +31,27 @@ class LabError(RuntimeError):
     """The lab could not be brought up (simulator did not start, a driver could not connect...)."""
 
 
-def simulator_command(lab_file: Path, speed: float | None) -> list[str]:
+def simulator_command(lab_file: Path, speed: float | None, faults_seed: int | None = None) -> list[str]:
+    """``python -m simulators lab FILE``; ``faults_seed`` seeds its fault injection unless the lab file
+    sets its own (so a rerun with another seed meets other faults, and the same seed the same ones)."""
     # --exit-with-parent: the simulator runs in its own session, so if sdl is killed outright
     # (kill -9, OOM) nothing else would stop it, and it would hold its ports.
     command = [sys.executable, "-m", "simulators", "lab", str(lab_file), "--exit-with-parent"]
-    return command if speed is None else [*command, "--speed", f"{speed:g}"]
+    if speed is not None:
+        command += ["--speed", f"{speed:g}"]
+    if faults_seed is not None and not _sets_faults_seed(lab_file):
+        command += ["--faults-seed", str(abs(faults_seed))]
+    return command
+
+
+def _sets_faults_seed(lab_file: Path) -> bool:
+    import yaml
+
+    try:
+        data = yaml.safe_load(lab_file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and data.get("faults_seed") is not None
 
 
 class SimulatedLab:
@@ -139,11 +155,17 @@ class LabSession:
     instrument built and connected; ``devices`` by instrument name, and their ``assignments``."""
 
     def __init__(
-        self, lab: Lab, base_dir: Path | None = None, *, command: Sequence[str] | None = None
+        self,
+        lab: Lab,
+        base_dir: Path | None = None,
+        *,
+        command: Sequence[str] | None = None,
+        faults_seed: int | None = None,
     ) -> None:
         self.lab = lab
         self.base_dir = base_dir
         self.command = command
+        self.faults_seed = faults_seed
         self.devices: dict[str, HasName] = {}
         self.assignments: dict[str, dict[str, Any]] = {}
         self.simulator: SimulatedLab | None = None
@@ -181,7 +203,7 @@ class LabSession:
         if self.lab.simulated is None:
             return {}
         needed = {f"{i}.{e}" for inst in self.lab.instruments.values() for i, e in inst.placeholders()}
-        command = self.command or simulator_command(self.lab.simulated, self.lab.speed)
+        command = self.command or simulator_command(self.lab.simulated, self.lab.speed, self.faults_seed)
         self.simulator = SimulatedLab(command)
         return self.simulator.start(needed, self.lab.startup_timeout)
 

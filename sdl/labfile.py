@@ -194,4 +194,9 @@ def load_lab(path: Path | str) -> LabSpec:
         if not simulated.is_file():
             raise LabFileError(path, [f"{path}: simulated: lab file not found: {simulated}"])
         lab = lab.model_copy(update={"simulated": simulated.resolve()})
+    from sdl.loading import _locate, check_lab
+
+    problems = check_lab(lab.instruments, lab.simulated, path.parent, ("instruments",))
+    if problems:
+        raise LabFileError(path, [_locate(path, root, loc, msg) for loc, msg in problems])
     return lab

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from sdl.campaign import IDENTIFIER, IMPORT_PATH_PATTERN, Campaign
+from sdl.campaign import DRIVER_PATTERN, IDENTIFIER, IMPORT_PATH_PATTERN, Campaign, Instrument
 from sdl.imports import UnresolvedImport, resolve
 
 _PATTERN_MEANING = {
     IMPORT_PATH_PATTERN: "an import path 'package.module:function'",
+    DRIVER_PATTERN: "a driver's name (like ne1000) or an import path 'package.module:make_device'",
     IDENTIFIER: "an identifier (letters, digits and _, not starting with a digit)",
 }
 
@@ -76,9 +78,26 @@ def load_campaign_text(source: str, path: Path | str, *, check_imports: bool = T
         problems = check_import_paths(campaign, path.parent)
         if not problems:
             problems = check_procedure_options(campaign, path.parent)
+        problems += check_lab(
+            campaign.lab.instruments, campaign.lab.simulated, path.parent, ("lab", "instruments")
+        )
         if problems:
             raise CampaignError(path, [_locate(path, root, loc, msg) for loc, msg in problems])
     return LoadedCampaign(campaign=campaign, path=path.resolve(), source=source)
+
+
+def check_lab(
+    instruments: Mapping[str, Instrument], simulated: Path | None, base_dir: Path | None, at: tuple[Any, ...]
+) -> list[tuple[tuple[Any, ...], str]]:
+    """The instruments' drivers and options (built offline) and, for a simulated lab, their placeholders;
+    each problem located under ``at``."""
+    from sdl.labcheck import check_drivers, check_placeholders
+
+    problems = check_drivers(instruments, base_dir)
+    if simulated is not None:
+        problems += check_placeholders(instruments, simulated)
+    return [((*at, *loc) if loc else ("lab", "simulated") if at[0] == "lab" else ("simulated",), msg)
+            for loc, msg in problems]  # fmt: skip
 
 
 def check_procedure_options(campaign: Campaign, base_dir: Path | None) -> list[tuple[tuple[Any, ...], str]]:
@@ -118,8 +137,6 @@ def check_import_paths(campaign: Campaign, base_dir: Path | None) -> list[tuple[
         value = getattr(campaign.procedure, key)
         if value is not None:
             paths.append((("procedure", key), value))
-    for name, instrument in campaign.lab.instruments.items():
-        paths.append((("lab", "instruments", name, "driver"), instrument.driver))
     problems = []
     for loc, value in paths:
         try:
@@ -137,38 +154,8 @@ def _resolve_paths(path: Path, root: yaml.Node | None, campaign: Campaign) -> Ca
     if not full.is_file():
         msg = f"simulated lab file not found: {full}"
         raise CampaignError(path, [_locate(path, root, ("lab", "simulated"), msg)])
-    problems = _instruments_missing_from_lab_file(full, campaign)
-    if problems:
-        raise CampaignError(path, [_locate(path, root, loc, msg) for loc, msg in problems])
     lab = campaign.lab.model_copy(update={"simulated": full.resolve()})
     return campaign.model_copy(update={"lab": lab})
-
-
-def _instruments_missing_from_lab_file(
-    lab_file: Path, campaign: Campaign
-) -> list[tuple[tuple[Any, ...], str]]:
-    """Placeholders naming an instrument the simulated lab does not have (when its file says which it has).
-
-    Only the lab file's top-level ``instruments:`` keys are read; the simulator checks the rest itself.
-    """
-    try:
-        declared = (yaml.safe_load(lab_file.read_text(encoding="utf-8")) or {}).get("instruments")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return []
-    if not isinstance(declared, dict):
-        return []
-    problems = []
-    for name, instrument in campaign.lab.instruments.items():
-        for other, endpoint in instrument.placeholders():
-            if other not in declared:
-                problems.append(
-                    (
-                        ("lab", "instruments", name, "address"),
-                        f"unknown instrument {other!r} in '{{{other}.{endpoint}}}': the simulated lab "
-                        f"{lab_file.name} has {', '.join(sorted(map(str, declared))) or 'no instruments'}",
-                    )
-                )
-    return problems
 
 
 def describe_error(path: Path, root: yaml.Node | None, error: Any, model: type[BaseModel] = Campaign) -> str:

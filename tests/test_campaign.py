@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -190,16 +191,32 @@ lab:
   simulated: lab.yaml
   instruments:
     pump:
-      driver: experiments.branin.procedure:measure
-      address: "{pump.port}"
+      driver: test_campaign:make_nothing
+      address: "{pump.pump}"
     arm:
-      driver: experiments.branin.procedure:measure
+      driver: test_campaign:make_nothing
       address: {dashboard: "{arm.dashboard}", gripper: "{gripper.socket}"}
+"""
+#: A simulated lab with a pump and an arm, as `python -m simulators endpoints` accepts it.
+SIMULATED_LAB = """\
+world:
+  stocks: {dye: {}}
+  stations: {out: {}}
+instruments:
+  pump:
+    kind: ne1000
+    pumps: [{address: 0, diameter_mm: 14.57, syringe_volume_ul: 10000, reagent: dye, outlet: out}]
+  arm: {kind: ur}
 """
 
 
+def make_nothing(name: str, address: object, **options: object) -> object:
+    """A driver that builds a device and nothing more (validation builds every device offline)."""
+    return SimpleNamespace(name=name, address=address)
+
+
 def test_unknown_instrument_in_an_address(tmp_path: Path) -> None:
-    (tmp_path / "lab.yaml").write_text("{}\n")
+    (tmp_path / "lab.yaml").write_text(SIMULATED_LAB)
     message = only(tmp_path, GOOD.replace("function:", "plan:") + LAB)
     assert (
         "campaign.yaml:15: lab: instrument 'arm' refers to unknown instrument 'gripper' in its address"
@@ -209,29 +226,52 @@ def test_unknown_instrument_in_an_address(tmp_path: Path) -> None:
 
 
 def test_instrument_the_simulated_lab_does_not_have(tmp_path: Path) -> None:
-    (tmp_path / "lab.yaml").write_text("instruments:\n  pump: {kind: ne1000}\n  arm: {kind: ur}\n")
-    text = GOOD.replace("function:", "plan:") + LAB.replace("{gripper.", "{arm.")
+    (tmp_path / "lab.yaml").write_text(SIMULATED_LAB)
+    text = GOOD.replace("function:", "plan:") + LAB.replace('"{gripper.socket}"', '"{arm.gripper}"')
     message = only(
-        tmp_path, text.replace("    pump:\n", "    pumps:\n").replace("{pump.port}", "{pumps.port}")
+        tmp_path, text.replace("    pump:\n", "    pumps:\n").replace("{pump.pump}", "{pumps.pump}")
     )
     assert message.endswith(
-        "campaign.yaml:20: lab.instruments.pumps.address: unknown instrument 'pumps' in '{pumps.port}': "
-        "the simulated lab lab.yaml has arm, pump"
+        "campaign.yaml:20: lab.instruments.pumps.address: '{pumps.pump}' is not served by lab.yaml: "
+        "it has arm, pump"
+    )
+
+
+def test_an_endpoint_the_simulated_instrument_does_not_serve(tmp_path: Path) -> None:
+    (tmp_path / "lab.yaml").write_text(SIMULATED_LAB)
+    text = GOOD.replace("function:", "plan:") + LAB.replace('"{gripper.socket}"', '"{arm.nosuchendpoint}"')
+    message = only(tmp_path, text)
+    assert message.endswith(
+        "campaign.yaml:23: lab.instruments.arm.address: '{arm.nosuchendpoint}' is not served by lab.yaml: "
+        "arm serves arm.dashboard, arm.gripper, arm.script"
     )
 
 
 def test_driver_that_does_not_resolve(tmp_path: Path) -> None:
-    (tmp_path / "lab.yaml").write_text("{}\n")
+    (tmp_path / "lab.yaml").write_text(SIMULATED_LAB)
     text = GOOD.replace("function:", "plan:") + LAB.replace('"{gripper.socket}"', '"{arm.gripper}"')
     text = text.replace(
-        'driver: experiments.branin.procedure:measure\n      address: "{pump',
+        'driver: test_campaign:make_nothing\n      address: "{pump',
         'driver: drivers.nope:make\n      address: "{pump',
     )
     message = only(tmp_path, text)
     assert (
-        "campaign.yaml:19: lab.instruments.pump.driver: import path 'drivers.nope:make' does not resolve"
+        "campaign.yaml:19: lab.instruments.pump.driver: driver 'drivers.nope:make' does not resolve"
         in message
     )
+
+
+def test_driver_options_are_checked_by_building_the_device_offline(tmp_path: Path) -> None:
+    (tmp_path / "lab.yaml").write_text(SIMULATED_LAB)
+    text = GOOD.replace("function:", "plan:") + LAB.replace('"{gripper.socket}"', '"{arm.gripper}"')
+    text = text.replace(
+        'driver: test_campaign:make_nothing\n      address: "{pump.pump}"',
+        'driver: ne1000\n      address: "{pump.pump}"\n      options:\n        pumps:\n'
+        "          dye: {address: 0, diameter_mm: 14.57, syringe_volume_ul: 10000, max_rate_ul_min: 5000,"
+        " rate_ul_min: 9000}",
+    )
+    message = only(tmp_path, text)
+    assert "campaign.yaml:21: lab.instruments.pump.options" in message and "9000" in message, message
 
 
 def test_missing_simulated_lab_file(tmp_path: Path) -> None:

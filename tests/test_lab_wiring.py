@@ -72,6 +72,14 @@ class FakePump(Device):
         if self._pending is not None and not self._pending.done:
             self._pending.set_exception(RuntimeError("pump stopped"))
 
+    def connect(self) -> None:
+        """Built offline, connected by sdl (decision 0003): this is where a real driver opens its port."""
+        CREATED[self.name] = self
+        PUMP_MADE.set()
+
+    def disconnect(self) -> None:
+        pass
+
     def destroy(self) -> None:
         self.destroyed = True
         super().destroy()
@@ -87,14 +95,16 @@ PUMP_MADE = threading.Event()
 
 
 def make_pump(name: str, address: Any, **options: Any) -> FakePump:
-    pump = FakePump(name=name, address=address, **options)
-    CREATED[name] = pump
-    PUMP_MADE.set()
-    return pump
+    return FakePump(name=name, address=address, **options)
+
+
+class UnreachablePump(FakePump):
+    def connect(self) -> None:
+        raise ConnectionRefusedError(f"nothing listens at {self.address}")
 
 
 def make_broken(name: str, address: Any, **options: Any) -> Any:
-    raise ConnectionRefusedError(f"nothing listens at {address}")
+    return UnreachablePump(name=name, address=address, **options)
 
 
 def dispense(recipe: dict[str, Any], devices: dict[str, Any], **options: Any) -> Any:
@@ -143,6 +153,16 @@ def fake_simulator(tmp_path: Path, *endpoints: str) -> list[str]:
     return [sys.executable, str(script), *endpoints]
 
 
+#: What the campaigns' simulated lab file says (checked by `sdl validate`); the tests run a fake simulator
+#: that announces the same endpoint.
+SIMULATED_LAB = """\
+world: {stocks: {dye: {}}, stations: {out: {}}}
+instruments:
+  pump:
+    kind: ne1000
+    pumps: [{address: 0, diameter_mm: 14.57, syringe_volume_ul: 10000, reagent: dye, outlet: out}]
+"""
+
 PLAN_CAMPAIGN = """
 name: dispense-test
 parameters:
@@ -161,7 +181,7 @@ lab:
   instruments:
     pump:
       driver: test_lab_wiring:make_pump
-      address: "{{pump.port}}"
+      address: "{{pump.pump}}"
       options: {options}
 """
 
@@ -169,7 +189,7 @@ lab:
 def write_plan_campaign(
     tmp_path: Path, *, budget: int = 3, plan: str = "dispense", options: str = "{}"
 ) -> Path:
-    (tmp_path / "lab.yaml").write_text("instruments: {pump: {kind: fake}}\n")
+    (tmp_path / "lab.yaml").write_text(SIMULATED_LAB)
     path = tmp_path / "campaign.yaml"
     path.write_text(PLAN_CAMPAIGN.format(budget=budget, plan=plan, options=options))
     return path
@@ -186,9 +206,9 @@ def _importable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_simulated_lab_announces_endpoints_and_stops_on_sigterm(tmp_path: Path) -> None:
-    lab = SimulatedLab(fake_simulator(tmp_path, "pump.port=socket://127.0.0.1:4001", "arm.dash=socket://h:2"))
-    endpoints = lab.start({"pump.port", "arm.dash"}, timeout=20)
-    assert endpoints == {"pump.port": "socket://127.0.0.1:4001", "arm.dash": "socket://h:2"}
+    lab = SimulatedLab(fake_simulator(tmp_path, "pump.pump=socket://127.0.0.1:4001", "arm.dash=socket://h:2"))
+    endpoints = lab.start({"pump.pump", "arm.dash"}, timeout=20)
+    assert endpoints == {"pump.pump": "socket://127.0.0.1:4001", "arm.dash": "socket://h:2"}
     process = lab._process
     assert process is not None and process.poll() is None
     lab.stop()
@@ -200,22 +220,22 @@ def test_simulator_that_exits_early_reports_its_stderr(tmp_path: Path) -> None:
     script.write_text("import sys\nsys.stderr.write('no such lab file: lab.yaml\\n')\nsys.exit(3)\n")
     lab = SimulatedLab([sys.executable, str(script)])
     with pytest.raises(
-        LabError, match=r"exited \(code 3\) before announcing endpoint\(s\) pump.port"
+        LabError, match=r"exited \(code 3\) before announcing endpoint\(s\) pump.pump"
     ) as info:
-        lab.start({"pump.port"}, timeout=20)
+        lab.start({"pump.pump"}, timeout=20)
     assert "no such lab file: lab.yaml" in str(info.value)
 
 
 def test_simulator_missing_an_endpoint_times_out_with_a_clear_error(tmp_path: Path) -> None:
-    lab = SimulatedLab(fake_simulator(tmp_path, "pump.port=socket://127.0.0.1:4001"))
+    lab = SimulatedLab(fake_simulator(tmp_path, "pump.pump=socket://127.0.0.1:4001"))
     with pytest.raises(LabError, match=r"did not announce them within 0.5 s") as info:
-        lab.start({"pump.port", "arm.dashboard"}, timeout=0.5)
+        lab.start({"pump.pump", "arm.dashboard"}, timeout=0.5)
     assert "arm.dashboard" in str(info.value) and "fake lab starting" in str(info.value)
 
 
 def test_lab_session_fills_addresses_builds_devices_and_closes_them(tmp_path: Path) -> None:
     loaded = load_campaign(write_plan_campaign(tmp_path))
-    command = fake_simulator(tmp_path, "pump.port=socket://127.0.0.1:4123")
+    command = fake_simulator(tmp_path, "pump.pump=socket://127.0.0.1:4123")
     with LabSession(loaded.campaign.lab, loaded.base_dir, command=command) as session:
         pump = session.devices["pump"]
         assert pump.address == "socket://127.0.0.1:4123"
@@ -231,7 +251,7 @@ def test_a_driver_that_cannot_connect_stops_the_lab_cleanly(tmp_path: Path) -> N
     path = write_plan_campaign(tmp_path)
     path.write_text(path.read_text().replace("test_lab_wiring:make_pump", "test_lab_wiring:make_broken"))
     loaded = load_campaign(path)
-    command = fake_simulator(tmp_path, "pump.port=socket://127.0.0.1:4123")
+    command = fake_simulator(tmp_path, "pump.pump=socket://127.0.0.1:4123")
     session = LabSession(loaded.campaign.lab, loaded.base_dir, command=command)
     with pytest.raises(LabError, match=r"instrument 'pump' .* nothing listens at socket://127.0.0.1:4123"):
         session.__enter__()
@@ -245,7 +265,7 @@ def test_plan_campaign_runs_over_ophyd_devices_and_keeps_documents(tmp_path: Pat
     loaded = load_campaign(write_plan_campaign(tmp_path, budget=3))
     with Store(tmp_path / "data") as store:
         campaign_id = start_campaign(store, loaded)
-        command = fake_simulator(tmp_path, "pump.port=socket://127.0.0.1:4999")
+        command = fake_simulator(tmp_path, "pump.pump=socket://127.0.0.1:4999")
         result = run_campaign(store, campaign_id, simulator_command=command)
         assert result.status is CampaignStatus.COMPLETED
         history = store.experiments(campaign_id)
@@ -277,7 +297,7 @@ def test_extractor_function_computes_measurements_from_documents(tmp_path: Path)
     loaded = load_campaign(path)
     with Store(tmp_path / "data") as store:
         campaign_id = start_campaign(store, loaded)
-        run_campaign(store, campaign_id, simulator_command=fake_simulator(tmp_path, "pump.port=socket://x:1"))
+        run_campaign(store, campaign_id, simulator_command=fake_simulator(tmp_path, "pump.pump=socket://x:1"))
         for e in store.experiments(campaign_id):
             assert e.measurements == {"error": pytest.approx((e.recipe["volume"] - 3.0) ** 2)}
 
@@ -286,7 +306,7 @@ def test_a_failing_plan_marks_the_experiment_failed_and_goes_on(tmp_path: Path) 
     loaded = load_campaign(write_plan_campaign(tmp_path, budget=2, plan="failing_plan"))
     with Store(tmp_path / "data") as store:
         campaign_id = start_campaign(store, loaded)
-        run_campaign(store, campaign_id, simulator_command=fake_simulator(tmp_path, "pump.port=socket://x:1"))
+        run_campaign(store, campaign_id, simulator_command=fake_simulator(tmp_path, "pump.pump=socket://x:1"))
         history = store.experiments(campaign_id)
         assert [e.status for e in history] == [ExperimentStatus.FAILED] * 2
         assert history[0].failure == "RuntimeError: the arm dropped the vial"
@@ -298,7 +318,7 @@ def test_a_device_error_is_reported_from_its_root_cause(tmp_path: Path) -> None:
     loaded = load_campaign(write_plan_campaign(tmp_path, budget=2, options="{capacity: -1}"))
     with Store(tmp_path / "data") as store:
         campaign_id = start_campaign(store, loaded)
-        run_campaign(store, campaign_id, simulator_command=fake_simulator(tmp_path, "pump.port=socket://x:1"))
+        run_campaign(store, campaign_id, simulator_command=fake_simulator(tmp_path, "pump.pump=socket://x:1"))
         first = store.experiments(campaign_id)[0]
         assert first.status is ExperimentStatus.FAILED
         # bluesky wraps it as FailedStatus(DeviceStatus(...)); the record names the device and the cause
@@ -326,7 +346,7 @@ def test_interrupt_aborts_the_plan_stops_the_pump_and_marks_interrupted(tmp_path
             store,
             campaign_id,
             guard=capture,
-            simulator_command=fake_simulator(tmp_path, "pump.port=socket://x:1"),
+            simulator_command=fake_simulator(tmp_path, "pump.pump=socket://x:1"),
         )
         thread.join()
         assert result.status is CampaignStatus.INTERRUPTED
