@@ -154,6 +154,12 @@ class Procedure(_Model):
         description="Plans only: 'package.module:function' called as f(documents) with documents a list of "
         "(name, doc) pairs, returning a dict of measurements (merged over `measurements`).",
     )
+    lease_on_demand: list[str] = Field(
+        default_factory=list,
+        description="Devices the plan leases itself for the steps that use them (sdl.plans.leased), "
+        "instead of holding them for the whole experiment: two workcells sharing an arm then overlap. Using "
+        "such a device without leasing it fails the experiment.",
+    )
     safe_to_repeat: bool = Field(
         False,
         description="Whether a recipe whose experiment was cut short by a crash, an instrument fault or a "

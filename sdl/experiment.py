@@ -57,6 +57,38 @@ class Recorder(Protocol):
     ) -> int: ...
 
 
+class Leasing(Protocol):
+    """How a plan's on-demand leases are granted (the lab service's worker asks the service)."""
+
+    async def acquire(self, experiment_id: int, instruments: list[str]) -> None: ...
+
+    async def release(self, experiment_id: int, instruments: list[str]) -> None: ...
+
+
+class AlwaysLeased:
+    """`sdl run`: the lab is the campaign's alone, every instrument is there all along."""
+
+    async def acquire(self, experiment_id: int, instruments: list[str]) -> None:
+        return None
+
+    async def release(self, experiment_id: int, instruments: list[str]) -> None:
+        return None
+
+
+class LeaseRefused(RuntimeError):
+    """A plan's lease cannot be granted: the instrument is out of service (quarantined or suspect)."""
+
+    fault = "not_ready"  # the instrument's trouble, not the recipe's (decision 0005)
+
+    def __init__(self, message: str, instrument: str | None = None) -> None:
+        super().__init__(message)
+        self.instrument = instrument
+
+
+class LeaseMisuse(RuntimeError):
+    """The plan used an on-demand device without leasing it, or asked for a lease while holding one."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How one experiment ended."""
@@ -94,11 +126,20 @@ class ExperimentRunner:
         devices: Mapping[str, HasName] | None = None,
         publish: Callable[[str, dict[str, Any]], None] | None = None,
         run_engine: Any = None,
+        leasing: Leasing | None = None,
     ) -> None:
         self.campaign = campaign
         self.recorder = recorder
         self.devices = dict(devices or {})
         self.publish = publish
+        self.leasing = leasing or AlwaysLeased()
+        #: Instruments the plan must lease itself before using (the devices in procedure.lease_on_demand).
+        self.on_demand = {
+            getattr(instrument_of(self.devices[d]), "name", d)
+            for d in campaign.procedure.lease_on_demand
+            if d in self.devices
+        }
+        self.held: set[str] = set()
         self._own_run_engine = run_engine is None
         procedure = campaign.procedure
         self._procedure = resolve(procedure.plan or procedure.function or "", base_dir)
@@ -154,6 +195,7 @@ class ExperimentRunner:
             with self._lock:
                 self._experiment_id = None
                 self._phase = "idle"
+                self.held.clear()  # the experiment's end gives back whatever it still held
 
     def _abort_reason(self) -> str:
         return self._abort[0] if self._abort else INTERRUPTED_BY_OPERATOR
@@ -268,6 +310,12 @@ class ExperimentRunner:
         if experiment_id is None or msg.obj is None or msg.command in _NOT_JOURNALLED:
             return
         root = instrument_of(msg.obj)
+        name = getattr(root, "name", None)
+        if name in self.on_demand and name not in self.held:
+            raise LeaseMisuse(
+                f"the plan used {getattr(msg.obj, 'name', name)} ({msg.command}) without leasing {name}: "
+                "wrap the steps that use it in sdl.plans.leased (procedure.lease_on_demand lists it)"
+            )
         detail = ", ".join(_short(a) for a in msg.args) if msg.args else None
         entry = self.recorder.journal_entry(
             experiment_id,
@@ -317,10 +365,38 @@ class ExperimentRunner:
         except Exception:  # a status callback must never raise into the device's thread
             log.exception("could not journal the acknowledgement of %s", msg.command)
 
+    # -- on-demand leases ------------------------------------------------------------------------------------
+
+    async def _lease_command(self, msg: Any) -> None:
+        names = list(dict.fromkeys(getattr(instrument_of(d), "name", str(d)) for d in msg.args))
+        experiment_id = self._experiment_id
+        assert experiment_id is not None
+        if self.held:  # asking while holding could deadlock two experiments: ask for everything at once
+            raise LeaseMisuse(f"lease {', '.join(names)} while holding {', '.join(sorted(self.held))}: "
+                             "release first, or lease them all in one call")  # fmt: skip
+        self.recorder.journal_entry(experiment_id, "lease", "lease", detail=", ".join(names))
+        await self.leasing.acquire(experiment_id, names)
+        self.held.update(names)
+        self.recorder.journal_entry(experiment_id, "granted", "lease", detail=", ".join(names))
+
+    async def _release_command(self, msg: Any) -> None:
+        names = list(dict.fromkeys(getattr(instrument_of(d), "name", str(d)) for d in msg.args))
+        experiment_id = self._experiment_id
+        assert experiment_id is not None
+        held = [n for n in names if n in self.held]
+        self.held.difference_update(held)
+        await self.leasing.release(experiment_id, held)
+        self.recorder.journal_entry(experiment_id, "released", "release", detail=", ".join(held))
+
     def _get_run_engine(self) -> Any:
+        from sdl.plans import LEASE, RELEASE
+
         if self._run_engine is None:
             self._run_engine = new_run_engine()
-        self._run_engine.msg_hook = self._journal_message  # a RunEngine may be shared by several runners
+        # A RunEngine may be shared by several runners: this one's hooks for this run.
+        self._run_engine.msg_hook = self._journal_message
+        self._run_engine.register_command(LEASE, self._lease_command)
+        self._run_engine.register_command(RELEASE, self._release_command)
         return self._run_engine
 
 

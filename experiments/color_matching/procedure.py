@@ -15,6 +15,8 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 
+from sdl.plans import leased
+
 DYES = ("yellow", "red", "blue")
 
 
@@ -42,13 +44,10 @@ def color_match(
 
     @bpp.run_decorator(md=metadata)
     def experiment() -> Generator[Any, Any, Any]:
-        # Blank first, while the holder is empty: lamp off for the dark, lamp on for the reference.
-        yield from bps.mv(spectrometer.mode, "dark")
-        yield from bps.trigger(spectrometer, wait=True)
-        yield from bps.mv(spectrometer.mode, "reference")
-        yield from bps.trigger(spectrometer, wait=True)
-
-        yield from bps.mv(arm.transfer, ("feeder", dispense_station))
+        # The arm and the spectrometer may serve other stations too: each is leased only for the steps
+        # that use it (procedure.lease_on_demand), and never one while waiting for another.
+        yield from leased([spectrometer], blank(spectrometer))
+        yield from leased([arm], bps.mv(arm.transfer, ("feeder", dispense_station)))
         moves: list[Any] = []
         for dye, volume in dye_volumes.items():
             if volume > 0.05:  # below the pumps' resolution there is nothing to dispense
@@ -57,8 +56,21 @@ def color_match(
             moves += [water, water_ul]
         if moves:
             yield from bps.mv(*moves)  # all pumps run at once
-        yield from bps.mv(arm.transfer, (dispense_station, "spectrometer"))
-        yield from bps.trigger_and_read([spectrometer, pumps, water])
-        yield from bps.mv(arm.transfer, ("spectrometer", "waste"))
+        yield from leased([arm, spectrometer], measure(arm, spectrometer, [pumps, water], dispense_station))
 
     return (yield from experiment())
+
+
+def blank(spectrometer: Any) -> Generator[Any, Any, Any]:
+    """Dark and reference with the holder empty: lamp off for the dark, lamp on for the reference."""
+    yield from bps.mv(spectrometer.mode, "dark")
+    yield from bps.trigger(spectrometer, wait=True)
+    yield from bps.mv(spectrometer.mode, "reference")
+    yield from bps.trigger(spectrometer, wait=True)
+
+
+def measure(arm: Any, spectrometer: Any, pumps: list[Any], station: str) -> Generator[Any, Any, Any]:
+    """The vial to the spectrometer, its spectrum (with what the pumps dispensed), then to waste."""
+    yield from bps.mv(arm.transfer, (station, "spectrometer"))
+    yield from bps.trigger_and_read([spectrometer, *pumps])
+    yield from bps.mv(arm.transfer, ("spectrometer", "waste"))

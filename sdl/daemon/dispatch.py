@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from sdl.daemon import protocol as p
 from sdl.daemon.active import Tracked
-from sdl.daemon.scheduler import Candidate, plan_round
+from sdl.daemon.scheduler import Assignment, Candidate, plan_round
 from sdl.history import pending, spent, stop_reason
 from sdl.optimizer import OptimizerExhausted, make_optimizer
 from sdl.proposing import NextExperiment, decide_next
@@ -50,14 +50,47 @@ class Dispatching:
     def in_flight(self: LabService, campaign_id: str) -> list[Cell]:
         return [c for c in self.cells.values() if c.campaign_id == campaign_id]
 
-    def unavailable(self: LabService) -> set[str]:
-        """Instruments no experiment may lease now: leased, quarantined, suspect, or being serviced."""
+    def unhealthy(self: LabService) -> dict[str, str]:
+        """Instruments out of service, with why: quarantined, suspect, or being serviced."""
         assert self.store is not None
-        out = set(self.store.leases())
-        out |= {name for name, r in self.store.instruments().items() if r.state != "ok"}
+        out = {
+            name: f"{r.state}: {r.reason}" for name, r in self.store.instruments().items() if r.state != "ok"
+        }
         for cell in self.cells.values():
-            out |= cell.servicing
+            out.update({name: "being made safe or checked" for name in cell.servicing})
         return out
+
+    def unavailable(self: LabService) -> set[str]:
+        """Instruments no experiment may lease now: leased, or out of service."""
+        assert self.store is not None
+        return set(self.store.leases()) | set(self.unhealthy())
+
+    def grant_leases(self: LabService) -> None:
+        """Grant plans' on-demand leases in the order they were asked: all of a request's instruments at once,
+        never one that an earlier request still waits for; refuse those for instruments out of service."""
+        assert self.store is not None
+        leased, unhealthy = set(self.store.leases()), self.unhealthy()
+        blocked: set[str] = set()
+        for waiting in list(self.lease_waiting):
+            cell, request = self.cells[waiting.workcell], waiting.request
+            out = [n for n in request.instruments if n in unhealthy and "being made safe" not in unhealthy[n]]
+            if out:
+                self.lease_waiting.remove(waiting)
+                reason = "; ".join(f"{n} is out of service ({unhealthy[n]})" for n in out)
+                self.in_background(self.send(cell, p.LeaseRefused(request=request.request, reason=reason)))
+                continue
+            wanted = set(request.instruments)
+            if wanted & (blocked | leased | set(unhealthy)):
+                blocked |= wanted
+                continue
+            try:
+                self.store.lease(request.experiment_id, request.instruments, waiting.workcell)
+            except LeaseConflict:
+                blocked |= wanted
+                continue
+            self.lease_waiting.remove(waiting)
+            leased |= wanted
+            self.in_background(self.send(cell, p.LeaseGranted(request=request.request)))
 
     async def _dispatch_round(self: LabService) -> None:
         assert self.health is not None
@@ -71,10 +104,10 @@ class Dispatching:
         candidates = self._candidates() if idle else []
         if not candidates:
             return
-        for assignment in plan_round(self.lab, idle, candidates, self.unavailable()):
+        for assignment in plan_round(self.lab, idle, candidates, self.unavailable(), set(self.unhealthy())):
             if self.stopping or self.estop_active():
                 return
-            await self._start(assignment.workcell, assignment.campaign_id, assignment.instruments)
+            await self._start(assignment)
 
     def _candidates(self: LabService) -> list[Candidate]:
         assert self.active is not None
@@ -95,7 +128,8 @@ class Dispatching:
                 out.append(Candidate(record.id, campaign, record.priority, record.weight, used, slots))
         return out
 
-    async def _start(self: LabService, workcell: str, campaign_id: str, instruments: dict[str, str]) -> None:
+    async def _start(self: LabService, assignment: Assignment) -> None:
+        workcell, campaign_id = assignment.workcell, assignment.campaign_id
         tracked = self.tracked(campaign_id)
         leftover = next((e for e in pending(tracked.history) if e.status is ExperimentStatus.PROPOSED), None)
         proposal: NextExperiment | None = None
@@ -114,18 +148,16 @@ class Dispatching:
         # Things may have changed while the optimizer thought; then the proposal waits for the next round.
         ready = self.cells[workcell].ready and not self.stopping and not self.estop_active()
         try:
-            experiment = self._record_start(campaign_id, workcell, instruments, leftover, proposal, ready)
+            experiment = self._record_start(assignment, leftover, proposal, ready)
         except LeaseConflict as exc:
             log.info("an experiment of %s waits: %s", campaign_id, exc)
             return
         if ready:
-            await self._run_on(workcell, experiment, instruments, tracked)
+            await self._run_on(assignment, experiment, tracked)
 
     def _record_start(
         self: LabService,
-        campaign_id: str,
-        workcell: str,
-        instruments: dict[str, str],
+        assignment: Assignment,
         leftover: ExperimentRecord | None,
         proposal: NextExperiment | None,
         start: bool,
@@ -133,6 +165,11 @@ class Dispatching:
         """The proposal (if new), then the lease and 'running' (if starting), with their events, in one
         transaction."""
         assert self.store is not None and self.active is not None
+        workcell, campaign_id, instruments = (
+            assignment.workcell,
+            assignment.campaign_id,
+            assignment.instruments,
+        )
         with self.recording():
             if proposal is not None:
                 experiment = self.store.add_proposal(
@@ -156,23 +193,16 @@ class Dispatching:
                     for role, n in instruments.items()
                 }
                 self.store.start_experiment(
-                    experiment.id,
-                    assignments=assignments,
-                    workcell=workcell,
-                    instruments=list(dict.fromkeys(instruments.values())),
+                    experiment.id, assignments=assignments, workcell=workcell, instruments=assignment.up_front
                 )
                 experiment = self.store.experiment(experiment.id)
                 self.publish("experiment.started", self.experiment_body(experiment), campaign_id)
         return self.active.refresh_experiment(campaign_id, experiment.id)
 
     async def _run_on(
-        self: LabService,
-        workcell: str,
-        experiment: ExperimentRecord,
-        instruments: dict[str, str],
-        tracked: Tracked,
+        self: LabService, assignment: Assignment, experiment: ExperimentRecord, tracked: Tracked
     ) -> None:
-        cell = self.cells[workcell]
+        cell, instruments = self.cells[assignment.workcell], assignment.instruments
         cell.state = "busy"
         cell.experiment, cell.campaign_id = experiment.id, tracked.id
         cell.started_at = time.monotonic()
@@ -184,7 +214,8 @@ class Dispatching:
                 campaign_id=tracked.id,
                 devices=instruments,
                 options=cell.spec.options,
-                release_after=[n for n in instruments.values() if self.lab.shared(n)],
+                release_after=[n for n in dict.fromkeys(instruments.values()) if self.lab.shared(n)],
+                on_demand=sorted(assignment.on_demand),
             ),
         )
 

@@ -38,6 +38,7 @@ class HealthKeeper:
         return self.service.store
 
     def _changed(self, name: str) -> None:
+        self.service.grant_leases()  # a plan waiting for an instrument that went out of service is told so
         record = self.store.instrument(name)
         if record is not None:
             self.service.publish(

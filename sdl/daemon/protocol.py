@@ -48,6 +48,21 @@ class RunExperiment(_Message):
     release_after: list[str] = Field(
         default_factory=list, description="Shared instruments to disconnect when the experiment ends."
     )
+    on_demand: list[str] = Field(
+        default_factory=list,
+        description="Instruments the plan leases itself, step by step (not connected at the start).",
+    )
+
+
+class LeaseGranted(_Message):
+    type: Literal["granted"] = "granted"
+    request: int
+
+
+class LeaseRefused(_Message):
+    type: Literal["refused"] = "refused"
+    request: int
+    reason: str
 
 
 class Abort(_Message):
@@ -84,7 +99,8 @@ class Shutdown(_Message):
 
 
 ToWorker = Annotated[
-    RunExperiment | Abort | EStop | MakeSafe | CheckHealth | Shutdown, Field(discriminator="type")
+    RunExperiment | LeaseGranted | LeaseRefused | Abort | EStop | MakeSafe | CheckHealth | Shutdown,
+    Field(discriminator="type"),
 ]
 
 # -- worker -> manager ------------------------------------------------------------------------------------
@@ -121,6 +137,24 @@ class Finished(_Message):
     instruments: list[str] = Field(default_factory=list, description="Instruments the experiment held.")
 
 
+class LeaseRequest(_Message):
+    """A plan asks for instruments for the next steps (granted when all are free, in order of asking)."""
+
+    type: Literal["lease"] = "lease"
+    request: int
+    experiment_id: int
+    instruments: list[str]
+
+
+class LeaseRelease(_Message):
+    """A plan gives instruments back (or withdraws a request still waiting)."""
+
+    type: Literal["release"] = "release"
+    request: int
+    experiment_id: int
+    instruments: list[str]
+
+
 class InstrumentReport(_Message):
     """A health-relevant happening on one instrument (a retry, a reconnect, a recovery...)."""
 
@@ -151,7 +185,16 @@ class Goodbye(_Message):
 
 
 FromWorker = Annotated[
-    Hello | Heartbeat | Started | Finished | InstrumentReport | ServiceResult | EStopped | Goodbye,
+    Hello
+    | Heartbeat
+    | Started
+    | Finished
+    | LeaseRequest
+    | LeaseRelease
+    | InstrumentReport
+    | ServiceResult
+    | EStopped
+    | Goodbye,
     Field(discriminator="type"),
 ]
 

@@ -33,7 +33,7 @@ from sdl.daemon.cells import Cell
 from sdl.daemon.dispatch import Dispatching
 from sdl.daemon.documents import DocumentProxy
 from sdl.daemon.health import HealthKeeper
-from sdl.daemon.supervision import ABORT_GRACE_S, Supervision
+from sdl.daemon.supervision import ABORT_GRACE_S, Supervision, Waiting
 from sdl.lab import SimulatedLab, fill, simulator_command
 from sdl.labfile import LabSpec
 from sdl.optimizer import CampaignOptimizer
@@ -91,6 +91,7 @@ class LabService(Dispatching, Supervision):
         self._proxy: DocumentProxy | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._deferred: list[list[EventRecord]] = []
+        self.lease_waiting: list[Waiting] = []
 
     # -- starting ------------------------------------------------------------------------------------------
 
@@ -240,6 +241,8 @@ class LabService(Dispatching, Supervision):
         for cell in self.cells.values():
             if cell.identity is not None and cell.alive:
                 await self.send(cell, p.Shutdown())
+            elif cell.alive:  # still starting: it has touched no hardware, nothing to finish
+                cell.kill()
         deadline = time.monotonic() + 20
         while any(c.alive for c in self.cells.values()) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -22,6 +23,15 @@ if TYPE_CHECKING:
     from sdl.daemon.service import LabService
 
 log = logging.getLogger("sdl.daemon")
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A plan's lease request not yet granted."""
+
+    workcell: str
+    request: p.LeaseRequest
+
 
 WORKER_DIED = "the worker for workcell {cell} stopped ({why}); the experiment's physical outcome is unknown"
 ABORT_GRACE_S = 15.0
@@ -86,6 +96,12 @@ class Supervision:
             cell.connected = message.connected
         elif isinstance(message, p.Finished):
             self._on_finished(cell, message)
+            self.grant_leases()  # the experiment's leases ended with it
+        elif isinstance(message, p.LeaseRequest):
+            self.lease_waiting.append(Waiting(cell.name, message))
+            self.grant_leases()
+        elif isinstance(message, p.LeaseRelease):
+            self._on_release(cell, message)
         elif isinstance(message, p.InstrumentReport):
             self.health.report(message)
         elif isinstance(message, p.ServiceResult):
@@ -120,6 +136,23 @@ class Supervision:
                     f"experiment.{experiment.status.value}", self.experiment_body(experiment), campaign_id
                 )
                 self.publish_progress(campaign_id)
+        self.wake.set()
+
+    def _on_release(self: LabService, cell: Cell, message: p.LeaseRelease) -> None:
+        assert self.store is not None
+        waiting = next(
+            (
+                w
+                for w in self.lease_waiting
+                if w.workcell == cell.name and w.request.request == message.request
+            ),
+            None,
+        )
+        if waiting is not None:  # withdrawn before it was granted (the plan was aborted)
+            self.lease_waiting.remove(waiting)
+        else:
+            self.store.release(message.experiment_id, message.instruments)
+        self.grant_leases()
         self.wake.set()
 
     async def _supervise(self: LabService) -> None:
@@ -160,6 +193,7 @@ class Supervision:
         """Replace a dead or silent worker; mark its experiment and the instruments it was moving."""
         assert self.store is not None and self.health is not None and self.active is not None
         log.error("workcell %s: worker lost: %s", cell.name, why)
+        self.lease_waiting[:] = [w for w in self.lease_waiting if w.workcell != cell.name]
         experiment_id, campaign_id = cell.experiment, cell.campaign_id
         servicing = set(cell.servicing)
         cell.servicing.clear()
@@ -182,6 +216,7 @@ class Supervision:
                 )
         for name in servicing:
             self.health.suspect(name, f"its worker died ({why}) while making it safe")
+        self.grant_leases()  # the dead worker's experiment gave its leases back
 
     def abort_all(self: LabService, cause: Cause, reason: str, campaign_id: str | None = None) -> None:
         for cell in self.cells.values():

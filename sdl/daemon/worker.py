@@ -10,6 +10,8 @@ moved), records that, closes its instruments and exits: hardware is never left r
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import os
 import signal
@@ -25,7 +27,7 @@ import zmq
 
 from sdl.campaign import Campaign
 from sdl.daemon import protocol as p
-from sdl.experiment import ExperimentRunner, Outcome, close_run_engine, new_run_engine
+from sdl.experiment import ExperimentRunner, LeaseRefused, Outcome, close_run_engine, new_run_engine
 from sdl.faults import Fault
 from sdl.instruments import Instruments, InstrumentUnavailable
 from sdl.status import Cause, ExperimentStatus, IllegalTransition
@@ -34,6 +36,60 @@ from sdl.store import Store
 log = logging.getLogger("sdl.worker")
 
 MANAGER_GONE = "the lab service stopped while this experiment was in flight; it was aborted"
+
+
+class ServiceLeasing:
+    """A plan's on-demand leases, from the lab service: ask, wait for the grant, connect the instruments;
+    give them back, disconnect the shared ones (another workcell's worker opens them next)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = {}
+        self.shared: set[str] = set()
+
+    async def acquire(self, experiment_id: int, instruments: list[str]) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        request = next(self._ids)
+        self._waiting[request] = (loop, future)
+        self.worker.send(
+            p.LeaseRequest(request=request, experiment_id=experiment_id, instruments=instruments)
+        )
+        try:
+            await future
+        except asyncio.CancelledError:  # aborted while waiting: withdraw the request
+            self.worker.send(
+                p.LeaseRelease(request=request, experiment_id=experiment_id, instruments=instruments)
+            )
+            raise
+        finally:
+            self._waiting.pop(request, None)
+        await loop.run_in_executor(None, self.worker.instruments.connect, instruments)
+
+    async def release(self, experiment_id: int, instruments: list[str]) -> None:
+        shared = [n for n in instruments if n in self.shared]
+        await asyncio.get_running_loop().run_in_executor(None, self.worker.instruments.disconnect, shared)
+        self.worker.send(p.LeaseRelease(request=0, experiment_id=experiment_id, instruments=instruments))
+
+    def answered(self, message: p.LeaseGranted | p.LeaseRefused) -> None:
+        """From the main thread: wake the plan waiting for this request."""
+        waiting = self._waiting.get(message.request)
+        if waiting is None:
+            return
+        loop, future = waiting
+        if isinstance(message, p.LeaseGranted):
+            loop.call_soon_threadsafe(_settle, future, None)
+        else:
+            loop.call_soon_threadsafe(_settle, future, LeaseRefused(message.reason))
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if not future.done():
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 class Worker:
@@ -59,6 +115,7 @@ class Worker:
         self.run_engine: Any = None
         self.publisher: Any = None
         self.runner: ExperimentRunner | None = None
+        self.leasing = ServiceLeasing(self)
         self.current: int | None = None
         self._pending: list[Future[Any]] = []
         # From the config, not getppid(): the service may already be gone by the time this runs.
@@ -132,6 +189,8 @@ class Worker:
                 runner.abort(message.reason, message.cause)
             else:  # not started here yet: it ends interrupted as soon as it would start
                 self._aborted[message.experiment_id] = (message.reason, message.cause)
+        elif isinstance(message, (p.LeaseGranted, p.LeaseRefused)):
+            self.leasing.answered(message)
         elif isinstance(message, p.EStop):
             self._estop(message.reason)
         elif isinstance(message, p.MakeSafe):
@@ -189,7 +248,10 @@ class Worker:
                 update={"procedure": campaign.procedure.model_copy(update={"options": options})}
             )
         try:
-            held = self.instruments.connect(instruments)
+            # Instruments the plan leases on demand are built now and connected when it leases them.
+            held = self.instruments.connect([n for n in instruments if n not in message.on_demand])
+            held.update({n: self.instruments.build(n) for n in message.on_demand})
+            self.leasing.shared = set(message.release_after)
             outcome = self._run(experiment, campaign, record.base_dir, message, held)
         except InstrumentUnavailable as exc:
             fault = Fault(kind=exc.fault or "link_lost", instrument=exc.instrument, detail=str(exc))
@@ -232,6 +294,7 @@ class Worker:
             devices=devices,
             publish=self.publisher,
             run_engine=self.run_engine,
+            leasing=self.leasing,
         )
         self.runner = runner
         aborted = self._aborted.pop(experiment.id, None)

@@ -175,6 +175,33 @@ class ExperimentsMixin(Connection):
 
     # -- leases ------------------------------------------------------------------------------------------
 
+    def lease(self, experiment_id: int, instruments: Collection[str], workcell: str | None = None) -> None:
+        """Lease more instruments to a running experiment (a plan's on-demand lease), all or none."""
+        now = now_iso()
+        with self._tx() as conn:
+            if _status(conn, experiment_id) is not ExperimentStatus.RUNNING:
+                raise LeaseConflict(f"experiment id {experiment_id} is not running")
+            marks = ",".join("?" * len(instruments))
+            held = conn.execute(
+                f"SELECT instrument, experiment_id FROM leases WHERE instrument IN ({marks})",
+                tuple(instruments),
+            ).fetchall()
+            if held:
+                taken = ", ".join(f"{r['instrument']} (experiment id {r['experiment_id']})" for r in held)
+                raise LeaseConflict(f"already leased: {taken}")
+            conn.executemany(
+                "INSERT INTO leases (instrument, experiment_id, workcell, since) VALUES (?, ?, ?, ?)",
+                [(name, experiment_id, workcell, now) for name in instruments],
+            )
+
+    def release(self, experiment_id: int, instruments: Collection[str]) -> None:
+        """Give back instruments an experiment leased on demand (its other leases end with it)."""
+        with self._tx() as conn:
+            conn.executemany(
+                "DELETE FROM leases WHERE experiment_id = ? AND instrument = ?",
+                [(experiment_id, name) for name in instruments],
+            )
+
     def leases(self) -> dict[str, tuple[int, str | None]]:
         """Instrument -> (experiment id, workcell) for every instrument leased now."""
         rows = self._read("SELECT instrument, experiment_id, workcell FROM leases")

@@ -1,0 +1,41 @@
+"""Plan stubs for campaigns: lease a shared instrument for the steps that use it.
+
+    from sdl.plans import leased
+
+    yield from leased([arm], bps.mv(arm.transfer, ("feeder", station)))
+    ...
+    yield from leased([arm, spectrometer], measure())     # ask for everything the steps need, at once
+
+A campaign lists such devices in ``procedure.lease_on_demand``; the lab service then leases them to the
+experiment only between ``lease`` and ``release`` (other workcells use them the rest of the time), and
+connects them in the worker that holds the lease. Under `sdl run` the messages do nothing: the lab is the
+campaign's alone. A plan holds one on-demand lease at a time — it releases before it asks again — so no two
+experiments can each wait for what the other holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable
+from typing import Any
+
+import bluesky.preprocessors as bpp
+from bluesky.utils import Msg
+
+LEASE, RELEASE = "sdl_lease", "sdl_release"
+
+
+def lease(*devices: Any) -> Generator[Msg, Any, Any]:
+    """Wait until every one of ``devices`` is leased to this experiment (and connected here)."""
+    return (yield Msg(LEASE, None, *devices))
+
+
+def release(*devices: Any) -> Generator[Msg, Any, Any]:
+    """Give ``devices`` back for other workcells to use."""
+    return (yield Msg(RELEASE, None, *devices))
+
+
+def leased(devices: Iterable[Any], plan: Iterable[Msg]) -> Generator[Msg, Any, Any]:
+    """Run ``plan`` with ``devices`` leased, releasing them however it ends."""
+    devices = list(devices)
+    yield from lease(*devices)
+    return (yield from bpp.finalize_wrapper(plan, lambda: release(*devices)))
