@@ -25,13 +25,14 @@ from sdl.faults import Fault, classify, describe, instrument_of
 from sdl.imports import resolve
 from sdl.status import Cause, ExperimentStatus
 from sdl.store import ExperimentRecord, Finish
+from sdl.store.records import ACKNOWLEDGED_COMMANDS
 from sdl.store.schema import to_jsonable
 
 log = logging.getLogger(__name__)
 
 INTERRUPTED_BY_OPERATOR = "interrupted by the operator (Ctrl-C)"
 #: RunEngine commands that act on a device and whose completion is worth recording.
-ACKNOWLEDGED = frozenset({"set", "trigger", "kickoff", "complete"})
+ACKNOWLEDGED = ACKNOWLEDGED_COMMANDS
 #: Commands whose journal line says a device was asked to move or dispense (a crash then leaves it suspect).
 MOTION = frozenset({"set", "kickoff"})
 _NOT_JOURNALLED = frozenset({"describe", "describe_collect", "subscribe", "unsubscribe", "wait_for"})

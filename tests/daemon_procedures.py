@@ -47,3 +47,22 @@ def slow_bowl(recipe: dict[str, Any], seconds: float = 0.25) -> dict[str, float]
     """An experiment that takes a while (a stand-in for real lab time)."""
     time.sleep(seconds)
     return bowl(recipe)
+
+
+def make_motor(name: str, address: Any = None, **options: Any) -> Any:
+    """A simulated motor (ophyd.sim), as a lab's instrument for tests that need journalled commands."""
+    from ophyd.sim import SynAxis
+
+    return SynAxis(name=name, delay=float(options.get("delay", 0.0)))
+
+
+def move_and_read(recipe: dict[str, Any], devices: dict[str, Any]) -> Generator[Any, Any, Any]:
+    """Move the motor to x, read it: a plan with journalled commands and event documents."""
+    motor = devices["motor"]
+
+    @bpp.run_decorator(md={"plan_name": "move_and_read"})
+    def inner() -> Generator[Any, Any, Any]:
+        yield from bps.mv(motor, recipe["x"])
+        yield from bps.trigger_and_read([motor])
+
+    return (yield from inner())

@@ -11,6 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
 from sdl.daemon.active import Tracked
 from sdl.daemon.scheduler import Assignment, Candidate, plan_round
@@ -153,6 +154,7 @@ class Dispatching:
             log.info("an experiment of %s waits: %s", campaign_id, exc)
             return
         if ready:
+            crash_point("service.after-start")  # running and leased on disk, the worker not told yet
             await self._run_on(assignment, experiment, tracked)
 
     def _record_start(
@@ -244,6 +246,7 @@ class Dispatching:
 
     def close_campaign(self: LabService, campaign_id: str, status: CampaignStatus, reason: str) -> None:
         assert self.store is not None and self.active is not None
+        crash_point("service.before-close")
         with self.recording():
             dropped = self.store.drop_proposals(campaign_id, f"never started: {reason}")
             self.store.set_campaign_status(campaign_id, status, reason)

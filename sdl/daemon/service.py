@@ -24,9 +24,11 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from sdl import crashpoints
 from sdl.api.models import EventRecord
 from sdl.api.server import ApiServer, Caller
 from sdl.client import INFO_FILE
+from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
 from sdl.daemon.active import ActiveCampaigns
 from sdl.daemon.cells import Cell
@@ -172,6 +174,7 @@ class LabService(Dispatching, Supervision):
     # -- running and stopping ------------------------------------------------------------------------------
 
     def run(self) -> int:
+        crashpoints.role = "service"
         return asyncio.run(self._main())
 
     async def _main(self) -> int:
@@ -321,6 +324,7 @@ class LabService(Dispatching, Supervision):
         try:
             with self.store.transaction():
                 yield
+                crash_point("service.mid-transaction")  # written, not committed: all of it must vanish
         except BaseException:
             self._deferred.pop()
             raise

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
+from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
 from sdl.experiment import MOTION
 from sdl.status import Cause, ExperimentStatus
@@ -136,6 +137,7 @@ class Supervision:
                     f"experiment.{experiment.status.value}", self.experiment_body(experiment), campaign_id
                 )
                 self.publish_progress(campaign_id)
+            crash_point("service.after-finished")
         self.wake.set()
 
     def _on_release(self: LabService, cell: Cell, message: p.LeaseRelease) -> None:

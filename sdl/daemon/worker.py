@@ -25,7 +25,9 @@ from typing import Any
 
 import zmq
 
+from sdl import crashpoints
 from sdl.campaign import Campaign
+from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
 from sdl.experiment import ExperimentRunner, LeaseRefused, Outcome, close_run_engine, new_run_engine
 from sdl.faults import Fault
@@ -307,6 +309,7 @@ class Worker:
         return outcome
 
     def _record(self, experiment_id: int, outcome: Outcome) -> bool:
+        crash_point("worker.before-outcome")
         failed = outcome.status in (ExperimentStatus.FAILED, ExperimentStatus.FAULTED)
         if failed and os.getppid() != self._parent:
             # The service died during the experiment, and a simulated lab with it: a failure now says
@@ -416,6 +419,7 @@ class Worker:
 
 
 def main() -> int:
+    crashpoints.role = "worker"
     config = p.WorkerConfig.model_validate_json(os.environ["SDL_WORKER_CONFIG"])
     logging.basicConfig(
         level=os.environ.get("SDL_LOG_LEVEL", "INFO"),

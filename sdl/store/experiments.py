@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sdl.crashpoints import crash_point
 from sdl.status import Cause, ExperimentStatus, check_transition
 from sdl.store.connection import Connection, StoreError
 from sdl.store.schema import (
@@ -142,6 +143,7 @@ class ExperimentsMixin(Connection):
             )
             conn.execute("DELETE FROM leases WHERE experiment_id = ?", (experiment_id,))
             _log(conn, experiment_id, current, finish.status, now, finish.failure)
+        crash_point("store.outcome")
 
     def mark_done(self, experiment_id: int, measurements: Mapping[str, Any], objective: float) -> None:
         self.finish_experiment(experiment_id, Finish(ExperimentStatus.DONE, measurements, objective))

@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sdl.crashpoints import crash_point
 from sdl.store.connection import Connection
 from sdl.store.experiments import _insert_documents
 from sdl.store.schema import (
@@ -32,6 +33,7 @@ class RecordsMixin(Connection):
         """Commit ``(seq, name, doc)`` documents of a run now."""
         with self._tx() as conn:
             _insert_documents(conn, experiment_id, documents)
+        crash_point("store.document")
 
     def save_documents(self, experiment_id: int, documents: list[tuple[str, Mapping[str, Any]]]) -> None:
         """Store a whole run's documents at once (numbered from 1)."""
@@ -79,6 +81,7 @@ class RecordsMixin(Connection):
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (experiment_id, time.time(), entry, command, instrument, device, detail, ref),
             )
+        crash_point("store.journal")
         return int(cur.lastrowid or 0)
 
     def journal(self, experiment_id: int) -> list[JournalEntry]:
@@ -92,10 +95,15 @@ class RecordsMixin(Connection):
         return [_entry(r) for r in reversed(rows)]
 
 
+#: Commands whose completion the device reports (a status), and the journal records as done or failed.
+ACKNOWLEDGED_COMMANDS = frozenset({"set", "trigger", "kickoff", "complete"})
+
+
 def unacknowledged(entries: Sequence[JournalEntry]) -> list[JournalEntry]:
     """The commands that were sent and never acknowledged (done or failed), in order."""
     answered = {e.ref for e in entries if e.entry in ("done", "failed")}
-    return [e for e in entries if e.entry == "sent" and e.id not in answered]
+    sent = [e for e in entries if e.entry == "sent" and e.command in ACKNOWLEDGED_COMMANDS]
+    return [e for e in sent if e.id not in answered]
 
 
 def _entry(r: Any) -> JournalEntry:
