@@ -451,4 +451,10 @@ class URArm:
     def _retrying(self, action: Callable[[], T], link: Transport) -> T:
         """Repeat an idempotent exchange after a link fault, under the shared policy."""
         what = getattr(action, "__name__", "exchange")
-        return self.retry.run(action, transport=link, events=self.events, what=f"arm {what}")
+
+        def once() -> T:
+            if not link.is_open:
+                link.open()  # dropped by an earlier call that gave up: the next call reconnects
+            return action()
+
+        return self.retry.run(once, transport=link, events=self.events, what=f"arm {what}")
