@@ -50,7 +50,10 @@ CONDITIONS: dict[str, dict[str, str]] = {
         "spectrometer": "not-ready%0.05,saturate%0.05",
     },
 }
-EVENT = re.compile(r"drivers\.retry INFO|drivers\.retry WARNING")
+LOCAL_REPLY_TIMEOUT_S = 0.1
+TIMEOUT_OPTIONS = {"dye_pumps": "reply_timeout", "water_pump": "timeout", "arm": "reply_timeout",
+                   "spectrometer": "timeout"}  # fmt: skip
+EVENT = re.compile(r"\bdrivers\.retry\b")
 EVENT_KIND = re.compile(r": (retry|reconnect|recovered|gave_up) \(")
 
 
@@ -79,6 +82,11 @@ def prepare(workdir: Path, condition: str, seed: int, budget: int) -> Path:
     # The arm's documented recovery from a protective stop (wait out the 5 s rule, unlock, repeat
     # the move) is opt-in: the demo opts in, as an unattended lab would.
     campaign["lab"]["instruments"]["arm"]["options"]["auto_unlock"] = True
+    # Reply timeouts scale with the instrument's latency: a simulator on this machine answers in
+    # milliseconds, so a tenth of a second tells a lost reply from a slow one (the drivers' 0.5 s
+    # defaults suit a serial line or a terminal server).
+    for name, option in TIMEOUT_OPTIONS.items():
+        campaign["lab"]["instruments"][name]["options"][option] = LOCAL_REPLY_TIMEOUT_S
     path = workdir / "campaign.yaml"
     path.write_text(yaml.safe_dump(campaign, sort_keys=False, allow_unicode=True))
     return path
@@ -108,7 +116,7 @@ def run_once(condition: str, seed: int, budget: int) -> Run:
             text=True,
             cwd=ROOT,
         )
-        ids = [line.split()[0] for line in listed.stdout.splitlines()[1:] if line.strip()]
+        ids = re.findall(r"^\W*(color-matching-[0-9a-f]+)", listed.stdout, re.MULTILINE)
         results = 0
         if ids:
             exported = subprocess.run(

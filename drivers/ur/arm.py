@@ -111,6 +111,7 @@ class URArm:
         self.poll_interval = poll_interval
         self.retry = RetryPolicy(attempts=1 + int(query_retries), deadline_s=10.0, final=(MotionTimeout,))
         self.events = events or FaultEvents("arm")
+        gripper.events = self.events  # one stream of fault events for the arm and its gripper
         #: Unattended recovery: after a protective stop, wait out the rule, unlock and repeat the move
         #: once. Off by default: UR asks that the cause be inspected before unlocking.
         self.auto_unlock = auto_unlock
@@ -223,7 +224,7 @@ class URArm:
 
     def activate_gripper(self) -> None:
         """Activate the gripper unless it is active already (activation cycles the fingers)."""
-        self._retrying(self.gripper.activate, self.gripper.transport)
+        self.gripper.activate()  # each of its exchanges is retried by the gripper itself
 
     # -- motion ----------------------------------------------------------------------------
     def move_to(self, name: str, speed: float | None = None, acceleration: float | None = None) -> None:
@@ -316,12 +317,12 @@ class URArm:
         """Close the gripper; True if it caught an object."""
         with self._operation():
             self._check_stop("grip")
-            return self._retrying(self.gripper.grip, self.gripper.transport)
+            return self.gripper.grip()
 
     def release(self) -> bool:
         with self._operation():
             self._check_stop("release")
-            return self._retrying(self.gripper.release, self.gripper.transport)
+            return self.gripper.release()
 
     def pick(self, station: str, *, retries: int = 0) -> None:
         """Take the vessel at ``station`` (via ``<station>_above`` if taught); GripperMissedObject if none."""
