@@ -53,6 +53,8 @@ CONDITIONS: dict[str, dict[str, str]] = {
 LOCAL_REPLY_TIMEOUT_S = 0.1
 TIMEOUT_OPTIONS = {"dye_pumps": "reply_timeout", "water_pump": "timeout", "arm": "reply_timeout",
                    "spectrometer": "timeout"}  # fmt: skip
+#: The error type in a recorded failure: "dye_pumps_blue: PumpReset: dye_pumps: pump 02 ..." -> PumpReset.
+FAILURE_TYPE = re.compile(r"^[^:]*:\s*([A-Z][A-Za-z]+):")
 EVENT = re.compile(r"\bdrivers\.retry\b")
 EVENT_KIND = re.compile(r": (retry|reconnect|recovered|gave_up) \(")
 
@@ -66,6 +68,8 @@ class Run:
     wall_s: float
     events: Counter[str]
     status: str
+    #: Failed experiments by the error type their failure names (e.g. PumpReset).
+    failures: Counter[str]
 
 
 def prepare(workdir: Path, condition: str, seed: int, budget: int) -> Path:
@@ -118,6 +122,7 @@ def run_once(condition: str, seed: int, budget: int) -> Run:
         )
         ids = re.findall(r"^\W*(color-matching-[0-9a-f]+)", listed.stdout, re.MULTILINE)
         results = 0
+        failures: Counter[str] = Counter()
         if ids:
             exported = subprocess.run(
                 [SDL, "export", ids[-1], "--data-dir", str(data)],
@@ -127,11 +132,16 @@ def run_once(condition: str, seed: int, budget: int) -> Run:
             )
             rows = list(csv.DictReader(io.StringIO(exported.stdout)))
             results = sum(1 for row in rows if row.get("status") in ("done", "completed", "succeeded"))
+            for row in rows:
+                if row.get("failure"):
+                    # "dye_pumps_blue: PumpReset: dye_pumps: pump 02 (status): ..." -> PumpReset
+                    named = FAILURE_TYPE.search(row["failure"])
+                    failures[named.group(1) if named else row["failure"][:40]] += 1
         status = "exit 0" if done.returncode == 0 else f"exit {done.returncode}"
-        if done.returncode != 0 and results == 0:
-            tail = done.stderr.strip().splitlines()[-3:]
-            status += ": " + " | ".join(tail)[:200]
-        return Run(condition, seed, results, budget, wall, events, status)
+        if done.returncode != 0:
+            stopped = re.search(r"stopped: (.*)", done.stderr)
+            status += f" ({stopped.group(1)[:60]})" if stopped else ""
+        return Run(condition, seed, results, budget, wall, events, status, failures)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,16 +166,20 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run)
             print(f"{condition} seed {seed}: {run.results}/{run.budget} in {run.wall_s:.1f} s", flush=True)
     print()
-    print("| condition (faults per reply or opportunity, every instrument) | fault seed | real results | "
-          "wall time | vs clean | retries | reconnects | recovered | gave up | sdl run |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| condition (faults per reply or opportunity, every instrument) | fault seed | real results "
+        "| wall time "
+        "| vs clean | retries | reconnects | recovered | gave up | failed experiments | sdl run |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         ratio = run.wall_s / clean.wall_s
         seed = run.seed if run.condition != "clean" else "–"
         print(
             f"| {run.condition} | {seed} | {run.results}/{run.budget} | "
             f"{run.wall_s:.1f} s | {ratio:.2f}× | {run.events['retry']} | {run.events['reconnect']} | "
-            f"{run.events['recovered']} | {run.events['gave_up']} | {run.status} |"
+            f"{run.events['recovered']} | {run.events['gave_up']} | "
+            f"{', '.join(f'{n} {k}' for k, n in run.failures.most_common()) or '–'} | {run.status} |"
         )
     return 0
 

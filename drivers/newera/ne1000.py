@@ -153,11 +153,21 @@ class NE1000Pump:
         """
         alarm = self.acknowledge_alarm()
         wanted = self._number(self.diameter_mm, "diameter (mm)")
-        # Already configured (another process connected before us): leave the pump as it is.
-        held = self._query("DIA", "", lambda reply: codec.parse_number(reply.data) if reply.data else None)
-        if held is None or abs(held - float(wanted)) > 1e-9:
-            self._send("DIA", wanted)
-            log.info("pump %02d: configured for a %.4g mm syringe", self.address, self.diameter_mm)
+        for attempt in range(1, RESET_RETRIES + 2):
+            try:
+                # Already configured (another process connected before us): leave the pump as it is.
+                held = self._query(
+                    "DIA", "", lambda reply: codec.parse_number(reply.data) if reply.data else None
+                )
+                if held is None or abs(held - float(wanted)) > 1e-9:
+                    self._send("DIA", wanted)
+                    log.info("pump %02d: configured for a %.4g mm syringe", self.address, self.diameter_mm)
+                break
+            except PumpReset as reset:
+                # A power cycle now is acknowledged by the reply that reported it: configure again.
+                alarm = reset
+                if attempt > RESET_RETRIES:
+                    raise
         self._needs_configure = False
         return alarm
 
