@@ -53,6 +53,9 @@ from drivers.ur.urscript import MoveJ, build_program
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: Protective stops one move recovers from by itself when ``auto_unlock`` is on.
+PROTECTIVE_STOP_RETRIES = 3
+
 
 @dataclass(frozen=True)
 class ArmStatus:
@@ -237,20 +240,26 @@ class URArm:
             self._move_to(name, target, speed, acceleration)
 
     def _move_to(self, name: str, target: Any, speed: float, acceleration: float) -> None:
-        self.ensure_ready(power=False)
-        if self._query(self.dashboard.is_running):
-            raise RobotBusy("another program is running on the controller")
-        log.info("arm: moving to %s at %.2f rad/s", name, speed)
         move = MoveJ(target, acceleration, speed)
-        self.position = None
-        try:
-            self._run(move, f"move to {name}")
-        except ProtectiveStop:
-            if not self.auto_unlock:
-                raise
-            log.warning("arm: protective stop during the move to %s; unlocking and moving again", name)
-            self.recover_from_protective_stop()
-            self._run(move, f"move to {name}")
+        for attempt in range(1, PROTECTIVE_STOP_RETRIES + 2):
+            try:
+                self.ensure_ready(power=False)  # a stop left over from an earlier move shows here
+                if self._query(self.dashboard.is_running):
+                    raise RobotBusy("another program is running on the controller")
+                log.info("arm: moving to %s at %.2f rad/s", name, speed)
+                self.position = None
+                self._run(move, f"move to {name}")
+                break
+            except ProtectiveStop as stop:
+                if not self.auto_unlock or attempt > PROTECTIVE_STOP_RETRIES or self.stopped():
+                    if self.auto_unlock:
+                        self.events.emit("gave_up", stop.fault, f"move to {name}: {stop}", attempt)
+                    raise
+                # UR's recovery: wait out the 5 s rule, unlock, and make the move again.
+                log.warning("arm: protective stop during the move to %s; unlocking and moving again", name)
+                self.events.emit("retry", stop.fault, f"move to {name}: protective stop; unlocking", attempt)
+                self.recover_from_protective_stop()
+                self.events.emit("recovered", stop.fault, f"move to {name}: protective stop released")
         self.position = name
 
     def stop(self) -> None:
