@@ -49,6 +49,13 @@ CONDITIONS: dict[str, dict[str, str]] = {
         "arm": "protective-stop%0.05,miss%0.05",
         "spectrometer": "not-ready%0.05,saturate%0.05",
     },
+    # The same without pump power cycles, the one fault above that no driver can absorb mid-dispense.
+    "instrument-5pct-no-reset": {
+        "dye_pumps": "stall%0.05",
+        "water_pump": "plunger-overload%0.05,valve-overload%0.05",
+        "arm": "protective-stop%0.05,miss%0.05",
+        "spectrometer": "not-ready%0.05,saturate%0.05",
+    },
 }
 LOCAL_REPLY_TIMEOUT_S = 0.1
 TIMEOUT_OPTIONS = {"dye_pumps": "reply_timeout", "water_pump": "timeout", "arm": "reply_timeout",
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--conditions",
         nargs="+",
-        default=[c for c in CONDITIONS if c != "clean"],
+        default=["link-1pct", "link-5pct", "instrument-5pct"],
         choices=[c for c in CONDITIONS if c != "clean"],
     )
     args = parser.parse_args(argv)
