@@ -199,7 +199,9 @@ def test_ophyd_face_in_a_plan(link, engine):
 
 def test_a_failed_transfer_fails_the_plan_with_the_driver_error(engine):
     with run_simulator("cavro", clock=ScaledClock(FAST), faults="plunger-overload@1") as sim:
-        water = make_device("water_pump", sim.url("pump"), timeout=0.3, poll_interval_s=0.002)
+        water = make_device(
+            "water_pump", sim.url("pump"), timeout=0.3, poll_interval_s=0.002, overload_retries=0
+        )
         try:
             with pytest.raises(FailedStatus) as failure:
                 engine(bps.mv(water, 500.0))
@@ -300,7 +302,7 @@ def test_plunger_overload_then_the_next_transfer_reinitialises():
 
 def test_valve_overload_then_recover():
     # After Z the valve is already at "water": the first valve move is the turn to "outlet".
-    with bench(faults="valve-overload@1") as (sim, pump):
+    with bench(faults="valve-overload@1", overload_retries=0) as (sim, pump):
         with pytest.raises(ValveOverload, match="error 10"):
             pump.transfer(500, "water", "outlet")
         pump.recover()  # explicit: terminate, initialise (the drawn water goes to waste)
@@ -358,3 +360,15 @@ def test_real_pump_answers_a_status_query():
         assert pump.firmware()
     finally:
         pump.close()
+
+
+@pytest.mark.parametrize("fault", ["valve-overload@1", "plunger-overload@1"])
+def test_an_overload_before_delivery_is_recovered_by_initialising_again(fault):
+    # Turning to the outlet or drawing the stroke stalls: nothing reached the outlet yet, so the pump is
+    # initialised again (what it held goes to waste) and the stroke drawn anew; the vial gets exactly 500 µL.
+    with bench(faults=fault) as (sim, pump):
+        events: list[dict] = []
+        pump.events.subscribe(events.append)
+        assert pump.transfer(500, "water", "outlet") == pytest.approx(500)
+        assert vial(sim) == pytest.approx(500)
+        assert [e["event"] for e in events] == ["retry", "recovered"] and events[0]["fault"] == "alarm"

@@ -93,7 +93,9 @@ def test_stall_surfaces_as_motor_stall_and_the_next_move_works():
 def test_stall_and_reset_fail_the_bluesky_plan_with_the_typed_error(faults, error, engine):
     # reset@11: connecting takes 2 commands (status, DIA), infuse 8; the 11th is the first poll.
     with run_simulator("ne1000", clock=ScaledClock(400), faults=faults) as sim:
-        pumps = make_device("pumps", sim.url("pump"), pumps={"yellow": DYES["yellow"]}, poll_s=0.01)
+        pumps = make_device(
+            "pumps", sim.url("pump"), pumps={"yellow": DYES["yellow"]}, poll_s=0.01, stall_retries=0
+        )
         try:
             with pytest.raises(FailedStatus) as failed:
                 engine(bps.mv(pumps.yellow, 100.0))
@@ -110,3 +112,30 @@ def test_generic_handlers_catch_the_typed_errors():
     # Code that knows only drivers.errors still does the right thing.
     assert issubclass(GarbledReply, ProtocolError) and issubclass(PartialReply, ProtocolError)
     assert issubclass(NoReply, InstrumentTimeout)
+
+
+def test_a_stall_is_recovered_by_dispensing_the_remainder(engine):
+    # The documented recovery: the reply that carried A?S acknowledged it, the counters hold what was
+    # delivered, so the rest is dispensed once more and the vial gets exactly what was asked.
+    with run_simulator("ne1000", clock=ScaledClock(400), faults="stall@1") as sim:
+        pumps = make_device("pumps", sim.url("pump"), pumps={"yellow": DYES["yellow"]}, poll_s=0.01)
+        events: list[dict] = []
+        pumps.subscribe_faults(events.append)
+        try:
+            engine(bps.mv(pumps.yellow, 100.0))
+            assert pumps.yellow.dispensed.get() == pytest.approx(100.0)
+            assert vial(sim).volume_ul == pytest.approx(100.0)
+            assert [e["event"] for e in events if e["fault"] == "alarm"] == ["retry", "recovered"]
+        finally:
+            pumps.destroy()
+
+
+def test_a_reset_before_run_is_absorbed_and_nothing_moves_twice():
+    # reset@5: after configure (status, DIA?) and the move's status and CLD INF, the pump power-cycles on
+    # CLD WDR: nothing has moved, so the move is set up again and runs once.
+    with bench(faults="reset@5", reply_timeout=0.3) as (sim, line):
+        pump = NE1000Pump(line, 0, **SYRINGE)
+        pump.configure()
+        pump.infuse(100, 1000)
+        assert simulator(sim).faults.fired["reset"] == 1
+        assert pump.status() is PumpStatus.INFUSING

@@ -236,6 +236,9 @@ def test_safe_mode_frames_timeout_and_return_to_basic(bench):
     assert codec.parse_dispensed(dispensed).infused_ul == pytest.approx(16.5, abs=0.5)  # 4.9 s + 5 s
     # The manual's SAF0 packet returns the pump to basic mode; its reply is basic already.
     assert bench.raw(bytes.fromhex("02 08 53 41 46 30 55 43 03")) == b"\x0200S\x03"
+    # A packet without an address reaches every pump: pump 05 answers too, with its pending power-up
+    # alarm. Read that reply here, or a loaded machine may deliver it as the answer to the next request.
+    assert bench.transport.read_until(b"\x03", timeout=5) == b"\x0205A?R\x03"
     assert bench.ask("0") == b"\x0200S\x03"
 
 

@@ -71,8 +71,11 @@ class Options(BaseModel):
     max_transfer_ul: Positive | None = None
     resolution: Literal["standard", "fine", "microstep"] | int = "standard"
     waste: Port | None = None
-    retries: int = Field(2, ge=0)
+    retries: int = Field(4, ge=0, description="resends of a repeatable command after a link fault")
     poll_interval_s: Positive = 0.02
+    overload_retries: int = Field(
+        1, ge=0, description="re-initialisations to absorb an overload before delivery"
+    )
     init_timeout_s: Positive = 30.0
     aspirate_flow_ul_s: Positive | None = None
     baudrate: Literal[9600, 38400] = 9600
@@ -106,6 +109,7 @@ def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> 
         retries=checked.retries,
         poll_interval_s=checked.poll_interval_s,
         init_timeout_s=checked.init_timeout_s,
+        overload_retries=checked.overload_retries,
     )
     return CavroDevice(
         name=name,

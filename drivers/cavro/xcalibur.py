@@ -33,8 +33,10 @@ from drivers.cavro.errors import (
     GarbledReply,
     InitFailure,
     NoReply,
+    PlungerOverload,
     Terminated,
     TruncatedReply,
+    ValveOverload,
     error_for,
 )
 from drivers.errors import ConnectionLost, InstrumentError, InstrumentTimeout, SafetyLimitError
@@ -80,6 +82,7 @@ class CavroPump:
         retries: int = 2,
         poll_interval_s: float = 0.02,
         init_timeout_s: float = 30.0,
+        overload_retries: int = 1,
         events: FaultEvents | None = None,
     ):
         self.transport = transport
@@ -113,6 +116,7 @@ class CavroPump:
         self.events = events or FaultEvents(transport.url)
         #: Set by the caller's stop (the ophyd face shares its action's event): no command after it.
         self.halt: threading.Event | None = None
+        self.overload_retries = int(overload_retries)
         self.poll_interval_s = float(poll_interval_s)
         self.init_timeout_s = float(init_timeout_s)
         self.profile = SpeedProfile()
@@ -446,12 +450,36 @@ class CavroPump:
             log.info("pump %s: transfer %.1f µL from %s to %s", self.address, moved, source, destination)
             while remaining:
                 stroke = min(remaining, self.increments_per_stroke)
-                self.valve(source)
-                self._move_to(stroke, aspirate_flow_ul_s if aspirate_flow_ul_s is not None else flow_ul_s)
-                self.valve(destination)
+                self._fill_stroke(stroke, source, destination, aspirate_flow_ul_s if aspirate_flow_ul_s
+                                  is not None else flow_ul_s)  # fmt: skip
+                # An overload from here on leaves the delivered volume unknown: it is raised as it is.
                 self._move_to(0, flow_ul_s)
                 remaining -= stroke
         return moved
+
+    def _fill_stroke(
+        self, stroke: int, source: str | int, destination: str | int, flow: float | None
+    ) -> None:
+        """Draw one stroke and turn the valve to the destination; nothing reaches it yet.
+
+        So an overload here is recovered as the manual says — initialise again (what the syringe
+        held goes to waste) — and the stroke is drawn anew, up to ``overload_retries`` times.
+        """
+        for attempt in range(1, self.overload_retries + 2):
+            try:
+                self.valve(source)
+                self._move_to(stroke, flow)
+                self.valve(destination)
+                return
+            except (PlungerOverload, ValveOverload) as overload:
+                if attempt > self.overload_retries or self.stopped():
+                    self.events.emit("gave_up", overload.fault, str(overload), attempt)
+                    raise
+                self.events.emit("retry", overload.fault, f"{overload}; initialising again", attempt)
+                self.initialize()
+                self.events.emit(
+                    "recovered", overload.fault, f"pump {self.address}: initialised after {overload}"
+                )
 
     def terminate(self) -> None:
         """Stop the plunger now (``T``), from any thread; a transfer in progress raises ``Terminated``."""

@@ -80,8 +80,9 @@ class Options(BaseModel):
     baudrate: int = Field(DEFAULT_BAUDRATE, gt=0)
     timeout: Positive | None = Field(None, description="transport timeout, s (opening the port)")
     reply_timeout: Positive = Field(DEFAULT_REPLY_TIMEOUT, description="s to wait for one reply")
-    retries: int = Field(2, ge=0, description="resends of a repeatable command after a link fault")
+    retries: int = Field(4, ge=0, description="resends of a repeatable command after a link fault")
     poll_s: Positive = Field(0.05, description="first status poll interval while a move runs")
+    stall_retries: int = Field(1, ge=0, description="times the remainder of a stalled move is run again")
     move_timeout_s: Positive | None = Field(
         None, description="cap on one move (default: from volume and rate)"
     )
@@ -112,7 +113,14 @@ def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> 
     )
     line = NE1000Line(transport, retries=checked.retries, reply_timeout=checked.reply_timeout)
     pumps = {label: pump.model_dump(exclude_none=True) for label, pump in checked.pumps.items()}
-    return make_pumps(name, line, pumps, poll_s=checked.poll_s, move_timeout_s=checked.move_timeout_s)
+    return make_pumps(
+        name,
+        line,
+        pumps,
+        poll_s=checked.poll_s,
+        move_timeout_s=checked.move_timeout_s,
+        stall_retries=checked.stall_retries,
+    )
 
 
 __all__ = [

@@ -23,6 +23,7 @@ from ophyd import Component, Device, Signal
 from ophyd.status import DeviceStatus
 
 from drivers.errors import InstrumentError
+from drivers.newera.errors import MotorStall
 from drivers.newera.line import NE1000Line
 from drivers.newera.ne1000 import NE1000Pump
 from drivers.ophyd_support import BackgroundAction, InstrumentDevice
@@ -55,15 +56,43 @@ class NE1000Channel(Device):
 
         def dispense(halt: threading.Event) -> None:
             self.parent._ensure_connected()
-            move = self.pump.infuse(volume, rate, halt=halt)
-            # Simulated pumps run faster than the clock on the wall; a real one needs the full time
-            # plus margin. The parent's move_timeout_s caps it if set.
-            expected_s = move.volume_ul / move.rate_ul_min * 60.0
-            timeout = self.parent.move_timeout_s or (expected_s * 1.5 + 10.0)
-            done = self.pump.wait_until_stopped(timeout, poll_s=self.poll_s, halt=halt)
-            self.dispensed.put(done.infused_ul)
+            delivered = 0.0
+            for attempt in range(1, self.parent.stall_retries + 2):
+                move = self.pump.infuse(volume - delivered, rate, halt=halt)
+                # Simulated pumps run faster than the clock on the wall; a real one needs the full time
+                # plus margin. The parent's move_timeout_s caps it if set.
+                expected_s = move.volume_ul / move.rate_ul_min * 60.0
+                timeout = self.parent.move_timeout_s or (expected_s * 1.5 + 10.0)
+                try:
+                    done = self.pump.wait_until_stopped(timeout, poll_s=self.poll_s, halt=halt)
+                except MotorStall as stall:
+                    # The stall is acknowledged and the counters hold what was delivered: the
+                    # documented recovery is to run the remainder (once; a blocked line stalls again).
+                    delivered += self.pump.dispensed().infused_ul
+                    remaining = volume - delivered
+                    if attempt > self.parent.stall_retries or not self._dispensable(remaining, rate):
+                        self.parent.fault_events.emit("gave_up", stall.fault, str(stall), attempt)
+                        raise
+                    self.parent.fault_events.emit(
+                        "retry", stall.fault, f"{stall}; dispensing the remaining {remaining:.4g} uL", attempt
+                    )
+                    continue
+                delivered += done.infused_ul
+                if attempt > 1:
+                    self.parent.fault_events.emit(
+                        "recovered", "alarm", f"{self.name}: dispensed after a stall"
+                    )
+                break
+            self.dispensed.put(delivered)
 
         return self.action.run(self, dispense, f"dispense {volume:g} uL")
+
+    def _dispensable(self, volume: float, rate: float) -> bool:
+        try:
+            self.pump.check_move(volume, rate)
+        except InstrumentError:
+            return False
+        return True
 
     def stop(self, *, success: bool = False) -> None:
         if success and not self.action.busy:
@@ -82,9 +111,11 @@ class NE1000Pumps(InstrumentDevice):
         line: NE1000Line,
         poll_s: float = 0.05,
         move_timeout_s: float | None = None,
+        stall_retries: int = 1,
         **kwargs: Any,
     ):
         self.line = line
+        self.stall_retries = stall_retries
         self.poll_s = poll_s
         self.move_timeout_s = move_timeout_s
         super().__init__(*args, **kwargs)

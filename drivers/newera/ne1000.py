@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: A relative change by rounding above this is worth telling the operator about.
 MATERIAL_ROUNDING = 1e-3
+#: Power-up resets absorbed while a move is set up (before RUN nothing has moved, so it is safe).
+RESET_RETRIES = 2
 
 
 class PumpStatus(enum.Enum):
@@ -151,11 +153,21 @@ class NE1000Pump:
         """
         alarm = self.acknowledge_alarm()
         wanted = self._number(self.diameter_mm, "diameter (mm)")
-        # Already configured (another process connected before us): leave the pump as it is.
-        held = self._query("DIA", "", lambda reply: codec.parse_number(reply.data) if reply.data else None)
-        if held is None or abs(held - float(wanted)) > 1e-9:
-            self._send("DIA", wanted)
-            log.info("pump %02d: configured for a %.4g mm syringe", self.address, self.diameter_mm)
+        for attempt in range(1, RESET_RETRIES + 2):
+            try:
+                # Already configured (another process connected before us): leave the pump as it is.
+                held = self._query(
+                    "DIA", "", lambda reply: codec.parse_number(reply.data) if reply.data else None
+                )
+                if held is None or abs(held - float(wanted)) > 1e-9:
+                    self._send("DIA", wanted)
+                    log.info("pump %02d: configured for a %.4g mm syringe", self.address, self.diameter_mm)
+                break
+            except PumpReset as reset:
+                # A power cycle now is acknowledged by the reply that reported it: configure again.
+                alarm = reset
+                if attempt > RESET_RETRIES:
+                    raise
         self._needs_configure = False
         return alarm
 
@@ -311,6 +323,33 @@ class NE1000Pump:
         )
         self._tell_rounding(volume_ul, vol_held, "volume (µL)")
         self._tell_rounding(rate_ul_min, rate_held, "rate (µL/min)")
+        for attempt in range(1, RESET_RETRIES + 2):
+            try:
+                self._set_up_move(direction, vol_units, vol_text, rate_units, rate_text)
+                move = Move(direction, vol_held, rate_held)
+                self._run()
+                break
+            except PumpReset as reset:
+                # The pump power-cycled before it ran: the command that carried A?R was not executed
+                # (an alarm must be acknowledged first), so nothing moved. Configure and set up again.
+                if attempt > RESET_RETRIES:
+                    self.line.events.emit("gave_up", reset.fault, str(reset), attempt)
+                    raise
+                self.line.events.emit("retry", reset.fault, f"{reset}; configuring again", attempt)
+                self.configure()
+        self.last_move = move
+        log.info(
+            "pump %02d: %s %.4g µL at %.4g µL/min",
+            self.address,
+            "infusing" if direction == "INF" else "withdrawing",
+            vol_held,
+            rate_held,
+        )
+        return move
+
+    def _set_up_move(
+        self, direction: str, vol_units: str, vol_text: str, rate_units: str, rate_text: str
+    ) -> None:
         if self._needs_configure:
             self.configure()
         state = self.status()
@@ -324,31 +363,30 @@ class NE1000Pump:
         self._send("VOL", vol_units)
         self._send("VOL", vol_text)
         self._send("RAT", rate_text + rate_units)
-        move = Move(direction, vol_held, rate_held)
-        self._run()
-        self.last_move = move
-        log.info(
-            "pump %02d: %s %.4g µL at %.4g µL/min",
-            self.address,
-            "infusing" if direction == "INF" else "withdrawing",
-            vol_held,
-            rate_held,
-        )
-        return move
 
     def _run(self) -> None:
-        try:
-            self._run_unless_halted()
-        except (ConnectionLost, InstrumentTimeout, ProtocolError) as exc:
-            # RUN may or may not have reached the pump. Look before sending it again: a second RUN
-            # after a completed short move would dispense the volume twice.
-            log.info("pump %02d RUN: %s; checking whether the pump started", self.address, exc)
-            self.line.events.emit("retry", exc.fault, f"pump {self.address:02d} RUN: {exc}; checking", 1)
-            if not self.line.transport.is_open:
-                self.line.reconnect()
-            if self.status().moving or self.dispensed() != Dispensed(0.0, 0.0):
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self._run_unless_halted()
                 return
-            self._run_unless_halted()
+            except (ConnectionLost, InstrumentTimeout, ProtocolError) as exc:
+                if attempt > self.line.retries:
+                    self.line.events.emit(
+                        "gave_up", exc.fault, f"pump {self.address:02d} RUN: {exc}", attempt
+                    )
+                    raise
+                # RUN may or may not have reached the pump. Look before sending it again: a second RUN
+                # after a completed short move would dispense the volume twice.
+                log.info("pump %02d RUN: %s; checking whether the pump started", self.address, exc)
+                self.line.events.emit(
+                    "retry", exc.fault, f"pump {self.address:02d} RUN: {exc}; checking", attempt
+                )
+                if not self.line.transport.is_open and not self.line.closed:
+                    self.line.reconnect()
+                if self.status().moving or self.dispensed() != Dispensed(0.0, 0.0):
+                    return
 
     def _run_unless_halted(self) -> None:
         # Checked under the line's lock, which stop() needs for STP: either RUN goes out first and

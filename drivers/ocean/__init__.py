@@ -78,10 +78,10 @@ class Options(BaseModel):
     correct_nonlinearity: bool = True
     dark_with_lamp: bool = Field(True, description="take darks by switching the lamp-enable line off")
     md5: bool = Field(True, description="MD5 checksums on requests (off for firmware without them)")
-    retries: int = Field(2, ge=0, description="resends of a request after a link fault")
+    retries: int = Field(4, ge=0, description="resends of a request after a link fault")
     not_ready_wait_s: float = Field(5.0, ge=0, description="how long 'not ready' is waited out")
     saturation_retries: int = Field(1, ge=0, description="retakes of a saturated scan (a lamp flare passes)")
-    baudrate: int = Field(115200, gt=0, description="for OBP over a serial port")
+    baudrate: int = Field(9600, gt=0, description="for OBP over a serial port")
 
 
 def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> OceanSpectrometerDevice:

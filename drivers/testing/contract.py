@@ -229,7 +229,9 @@ class DriverContract:
                      what="the stop command on the wire")  # fmt: skip
             stop = _stop_after(case, sim, aborted_at[0])
             assert stop is not None
-            type(self).abort_latencies[case.name] = stop.time - aborted_at[0]
+            latency = stop.time - aborted_at[0]
+            type(self).abort_latencies[case.name] = latency
+            print(f"{case.name}: the stop reached the instrument {latency * 1e3:.1f} ms after the abort")
             for action in device._actions():
                 action.join()  # the action's thread ends...
                 assert not action.busy

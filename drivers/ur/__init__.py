@@ -114,6 +114,7 @@ class Options(BaseModel):
     motion_timeout: Positive = Field(60.0, description="s a single move may take")
     start_timeout: Positive = Field(2.0, description="s for a program to start")
     reply_timeout: Positive = Field(0.5, description="s to wait for a dashboard or gripper reply")
+    retries: int = Field(4, ge=0, description="resends of a dashboard or gripper query after a link fault")
 
     @model_validator(mode="after")
     def _one_source_of_positions(self) -> Options:
@@ -168,5 +169,6 @@ def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> 
         start_timeout=checked.start_timeout,
         motion_timeout=checked.motion_timeout,
         auto_unlock=checked.auto_unlock,
+        query_retries=checked.retries,
     )
     return URArmDevice(arm, name=name, power_on=checked.power_on, pick_retries=checked.pick_retries)

@@ -53,6 +53,9 @@ from drivers.ur.urscript import MoveJ, build_program
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: Protective stops one move recovers from by itself when ``auto_unlock`` is on.
+PROTECTIVE_STOP_RETRIES = 3
+
 
 @dataclass(frozen=True)
 class ArmStatus:
@@ -111,6 +114,7 @@ class URArm:
         self.poll_interval = poll_interval
         self.retry = RetryPolicy(attempts=1 + int(query_retries), deadline_s=10.0, final=(MotionTimeout,))
         self.events = events or FaultEvents("arm")
+        gripper.events = self.events  # one stream of fault events for the arm and its gripper
         #: Unattended recovery: after a protective stop, wait out the rule, unlock and repeat the move
         #: once. Off by default: UR asks that the cause be inspected before unlocking.
         self.auto_unlock = auto_unlock
@@ -223,7 +227,7 @@ class URArm:
 
     def activate_gripper(self) -> None:
         """Activate the gripper unless it is active already (activation cycles the fingers)."""
-        self._retrying(self.gripper.activate, self.gripper.transport)
+        self.gripper.activate()  # each of its exchanges is retried by the gripper itself
 
     # -- motion ----------------------------------------------------------------------------
     def move_to(self, name: str, speed: float | None = None, acceleration: float | None = None) -> None:
@@ -236,20 +240,26 @@ class URArm:
             self._move_to(name, target, speed, acceleration)
 
     def _move_to(self, name: str, target: Any, speed: float, acceleration: float) -> None:
-        self.ensure_ready(power=False)
-        if self._query(self.dashboard.is_running):
-            raise RobotBusy("another program is running on the controller")
-        log.info("arm: moving to %s at %.2f rad/s", name, speed)
         move = MoveJ(target, acceleration, speed)
-        self.position = None
-        try:
-            self._run(move, f"move to {name}")
-        except ProtectiveStop:
-            if not self.auto_unlock:
-                raise
-            log.warning("arm: protective stop during the move to %s; unlocking and moving again", name)
-            self.recover_from_protective_stop()
-            self._run(move, f"move to {name}")
+        for attempt in range(1, PROTECTIVE_STOP_RETRIES + 2):
+            try:
+                self.ensure_ready(power=False)  # a stop left over from an earlier move shows here
+                if self._query(self.dashboard.is_running):
+                    raise RobotBusy("another program is running on the controller")
+                log.info("arm: moving to %s at %.2f rad/s", name, speed)
+                self.position = None
+                self._run(move, f"move to {name}")
+                break
+            except ProtectiveStop as stop:
+                if not self.auto_unlock or attempt > PROTECTIVE_STOP_RETRIES or self.stopped():
+                    if self.auto_unlock:
+                        self.events.emit("gave_up", stop.fault, f"move to {name}: {stop}", attempt)
+                    raise
+                # UR's recovery: wait out the 5 s rule, unlock, and make the move again.
+                log.warning("arm: protective stop during the move to %s; unlocking and moving again", name)
+                self.events.emit("retry", stop.fault, f"move to {name}: protective stop; unlocking", attempt)
+                self.recover_from_protective_stop()
+                self.events.emit("recovered", stop.fault, f"move to {name}: protective stop released")
         self.position = name
 
     def stop(self) -> None:
@@ -316,12 +326,12 @@ class URArm:
         """Close the gripper; True if it caught an object."""
         with self._operation():
             self._check_stop("grip")
-            return self._retrying(self.gripper.grip, self.gripper.transport)
+            return self.gripper.grip()
 
     def release(self) -> bool:
         with self._operation():
             self._check_stop("release")
-            return self._retrying(self.gripper.release, self.gripper.transport)
+            return self.gripper.release()
 
     def pick(self, station: str, *, retries: int = 0) -> None:
         """Take the vessel at ``station`` (via ``<station>_above`` if taught); GripperMissedObject if none."""
@@ -451,4 +461,10 @@ class URArm:
     def _retrying(self, action: Callable[[], T], link: Transport) -> T:
         """Repeat an idempotent exchange after a link fault, under the shared policy."""
         what = getattr(action, "__name__", "exchange")
-        return self.retry.run(action, transport=link, events=self.events, what=f"arm {what}")
+
+        def once() -> T:
+            if not link.is_open:
+                link.open()  # dropped by an earlier call that gave up: the next call reconnects
+            return action()
+
+        return self.retry.run(once, transport=link, events=self.events, what=f"arm {what}")

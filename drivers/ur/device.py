@@ -114,7 +114,7 @@ class URArmDevice(InstrumentDevice):
         self._action = BackgroundAction(name)
         self._prepared = False
         super().__init__(name=name, **kwargs)
-        arm.events = self.fault_events
+        arm.events = arm.gripper.events = self.fault_events
         Signal.put(self.speed, arm.speed)
 
     @property
@@ -201,6 +201,6 @@ class URArmDevice(InstrumentDevice):
             raise RemoteControlRequired("the robot is in local control; switch to Remote Control")
         if not state.safety.allows_motion:
             raise SafetyStop(f"the arm is stopped by its safety system ({state.safety.value})", state.safety)
-        code = self.arm._retrying(self.arm.gripper.fault, self.arm.gripper.transport)
+        code = self.arm.gripper.fault()
         if code:
             raise GripperFault(f"the gripper reports fault {code}", code)

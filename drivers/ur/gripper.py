@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from drivers.errors import ProtocolError, SafetyLimitError
+from drivers.retry import FaultEvents, RetryPolicy
 from drivers.transport import Transport
 from drivers.ur import codec
 from drivers.ur.codec import GripperStatus, ObjectStatus
@@ -38,6 +39,8 @@ class RobotiqGripper:
         reply_timeout: float | None = 0.5,
         motion_timeout: float = 10.0,
         poll_interval: float = 0.002,
+        retries: int = 4,
+        events: FaultEvents | None = None,
     ):
         for name, value in (("speed", speed), ("force", force), ("max_force", max_force)):
             if not 0 <= value <= 255:
@@ -51,6 +54,10 @@ class RobotiqGripper:
         self.reply_timeout = reply_timeout
         self.motion_timeout = motion_timeout
         self.poll_interval = poll_interval
+        #: Every GET and SET is safe to repeat, so each one is retried on its own: a long sequence
+        #: (activation, a grip) is never repeated from the start because one reply was lost.
+        self.retry = RetryPolicy(attempts=1 + retries, deadline_s=10.0)
+        self.events = events or FaultEvents("gripper")
 
     @classmethod
     def connect(cls, url: str, **options: Any) -> RobotiqGripper:
@@ -72,17 +79,32 @@ class RobotiqGripper:
 
     # -- variables -------------------------------------------------------------------------
     def get(self, name: str) -> int:
-        raw = self.transport.exchange(
-            codec.encode_get(name), lambda t: t.read_until(b"\n", timeout=self.reply_timeout)
-        )
-        return codec.parse_get_reply(raw, name)
+        def once() -> int:
+            self._reopen()
+            raw = self.transport.exchange(
+                codec.encode_get(name), lambda t: t.read_until(b"\n", timeout=self.reply_timeout)
+            )
+            return codec.parse_get_reply(raw, name)
+
+        return self.retry.run(once, transport=self.transport, events=self.events, what=f"gripper GET {name}")
 
     def set(self, **values: int) -> None:
         request = codec.encode_set(**values)
-        raw = self.transport.exchange(
-            request, lambda t: t.read_exactly(len(codec.ACK), timeout=self.reply_timeout)
+
+        def once() -> None:
+            self._reopen()
+            raw = self.transport.exchange(
+                request, lambda t: t.read_exactly(len(codec.ACK), timeout=self.reply_timeout)
+            )
+            codec.check_ack(raw)
+
+        self.retry.run(
+            once, transport=self.transport, events=self.events, what=f"gripper SET {sorted(values)}"
         )
-        codec.check_ack(raw)
+
+    def _reopen(self) -> None:
+        if not self.transport.is_open:
+            self.transport.open()
 
     # -- state -----------------------------------------------------------------------------
     def status(self) -> GripperStatus:
