@@ -240,3 +240,34 @@ def test_quarantining_a_shared_instrument_blocks_both_stations_until_released(
         assert client.call(m.ShowCampaign(campaign_id=campaign_id)).campaign.spent == 0
         client.call(m.ReleaseInstrument(name=instrument, check=True))
         assert finished(service, campaign_id).status == "completed"
+
+
+FAULTS_5 = {
+    "pumps_a": "drop%0.05,garble%0.05,stall%0.05",
+    "pumps_b": "drop%0.05,garble%0.05,stall%0.05",
+    "water_a": "drop%0.05,garble%0.05",
+    "water_b": "drop%0.05,garble%0.05",
+    "arm": "drop%0.05,garble%0.05,protective-stop%0.05",
+    "spectrometer": "drop%0.05,garble%0.05",
+}
+
+
+def test_with_five_percent_faults_everywhere_the_budget_completes_as_real_results(tmp_path: Path) -> None:
+    """Link drops, garbled replies, pump stalls and protective stops at 5 % each, over two workcells."""
+    budget = 20
+    path = lab_file(tmp_path, faults=FAULTS_5)
+    service = LabServiceProcess(path, tmp_path / "data", pythonpath=[TESTS, ROOT])
+    with service.start(), service.client() as client:
+        campaign_id = client.submit(colour_campaign(tmp_path, "faulty", budget)).campaign_id
+        summary = finished(service, campaign_id, timeout=900)
+        history = client.call(m.ListExperiments(campaign_id=campaign_id)).experiments
+        instruments = client.call(m.ListInstruments()).instruments
+    done = [e for e in history if e.status == "done"]
+    failed = [e for e in history if e.status == "failed"]
+    assert summary.status == "completed" and summary.spent == budget
+    assert len(done) >= 0.99 * budget, [e.failure for e in failed]
+    # Whatever the instruments could not absorb is on record as theirs, never as the recipe's.
+    for e in history:
+        if e.status == "faulted":
+            assert e.fault_instrument in FAULTS_5 and e.fault_kind, e
+    assert sum(i.retries for i in instruments) > 0, "the faults were injected and absorbed"

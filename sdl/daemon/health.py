@@ -71,13 +71,18 @@ class HealthKeeper:
         self.service.wake.set()
 
     def fault(self, name: str, detail: str) -> None:
+        """An experiment was lost to ``name``: quarantine it after too many in a row, else have it recovered
+        (its driver's recovery and health check, by a worker) before anything uses it again — a fault
+        such as a protective stop outlives the experiment it happened in."""
         record = self.store.record_fault(name)
-        if record.state != "quarantined" and record.consecutive_faults >= self.policy.quarantine_after:
+        if record.state == "quarantined":
+            return
+        if record.consecutive_faults >= self.policy.quarantine_after:
             self.quarantine(
                 name, f"{record.consecutive_faults} experiments in a row lost to it (last: {detail})"
             )
         else:
-            self._changed(name)
+            self.suspect(name, f"recovering after a fault: {detail}")
 
     def served(self, names: list[str]) -> None:
         self.store.record_success(names)
