@@ -63,9 +63,9 @@ class HealthKeeper:
         self.quarantined_at[name] = time.monotonic()
         self._changed(name)
 
-    def release(self, name: str, *, automatic: bool = False) -> None:
+    def release(self, name: str, *, automatic: bool = False, fresh_start: bool = True) -> None:
         log.warning("%s released%s", name, " after a passing health check" if automatic else "")
-        self.store.set_instrument_state(name, "ok", None, auto_release=automatic)
+        self.store.set_instrument_state(name, "ok", None, auto_release=automatic, fresh_start=fresh_start)
         self.quarantined_at.pop(name, None)
         self._changed(name)
         self.service.wake.set()
@@ -111,7 +111,7 @@ class HealthKeeper:
                 self.release(name, automatic=message.action == "check")
             elif record is not None and record.state == "suspect":
                 log.warning("%s made safe and checked; back in service", name)
-                self.release(name)
+                self.release(name, fresh_start=False)  # a recovered fault still counts toward quarantine
         else:
             what = "making it safe" if message.action == "make_safe" else "its health check"
             self.quarantine(name, f"{what} failed: {message.detail}")

@@ -34,8 +34,16 @@ class LabMixin(Connection):
         return _instrument(rows[0]) if rows else None
 
     def set_instrument_state(
-        self, name: str, state: str, reason: str | None = None, *, auto_release: bool = False
+        self,
+        name: str,
+        state: str,
+        reason: str | None = None,
+        *,
+        auto_release: bool = False,
+        fresh_start: bool = True,
     ) -> InstrumentRecord:
+        """Set an instrument's state. Back to 'ok' with ``fresh_start`` (a release from quarantine) its run of
+        faults starts over; without (recovered after one fault) it does not, so faults still add up."""
         if state not in INSTRUMENT_STATES:
             raise ValueError(f"unknown instrument state {state!r} (allowed: {', '.join(INSTRUMENT_STATES)})")
         with self._tx() as conn:
@@ -44,9 +52,9 @@ class LabMixin(Connection):
             )
             conn.execute(
                 "UPDATE instruments SET state = ?, reason = ?, updated_at = ?, "
-                "consecutive_faults = CASE WHEN ? = 'ok' THEN 0 ELSE consecutive_faults END, "
+                "consecutive_faults = CASE WHEN ? = 'ok' AND ? THEN 0 ELSE consecutive_faults END, "
                 "auto_releases = auto_releases + ? WHERE name = ?",
-                (state, reason, now_iso(), state, int(auto_release), name),
+                (state, reason, now_iso(), state, int(fresh_start), int(auto_release), name),
             )
         record = self.instrument(name)
         assert record is not None
