@@ -8,9 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtr
+from scipy.special import erfcx, ndtr
 
 _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
+_LOG_INV_SQRT_2PI = -0.5 * np.log(2.0 * np.pi)
+_SQRT_HALF_PI = np.sqrt(0.5 * np.pi)
+_SQRT_HALF = np.sqrt(0.5)
 
 
 def acquisition(
@@ -27,7 +30,31 @@ def acquisition(
         return cdf, -pdf / sd, -pdf * z / (2.0 * var)
     if kind == "ei":
         return sd * (z * cdf + pdf), -cdf, pdf / (2.0 * sd)
+    if kind == "logei":
+        log_h, dlogh_dz = _log_h(z)
+        return log_h + np.log(sd), -dlogh_dz / sd, (1.0 - dlogh_dz * z) / (2.0 * var)
     raise ValueError(f"unknown acquisition {kind!r}")
+
+
+def _log_h(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``log(z Φ(z) + φ(z))`` and its derivative ``Φ(z) / (z Φ(z) + φ(z))``, accurate far into the tail.
+
+    Plain EI underflows to exactly 0 a few standard deviations below the incumbent, which leaves the
+    acquisition search blind there (Ament et al. 2023, "Unexpected improvements to expected improvement").
+    In the tail ``Φ(z)/φ(z) = sqrt(π/2) erfcx(-z/√2)`` avoids both underflow and cancellation.
+    """
+    z = np.maximum(np.asarray(z, dtype=float), -1e6)
+    tail = z < -1.0
+    zt = np.where(tail, z, -1.0)
+    ratio = _SQRT_HALF_PI * erfcx(-zt * _SQRT_HALF)  # Φ(z)/φ(z)
+    factor = 1.0 + zt * ratio  # h(z)/φ(z) > 0
+    log_tail = _LOG_INV_SQRT_2PI - 0.5 * zt * zt + np.log(factor)
+    zb = np.where(tail, 0.0, z)
+    cdf, pdf = ndtr(zb), _INV_SQRT_2PI * np.exp(-0.5 * zb * zb)
+    h = zb * cdf + pdf
+    log_h = np.where(tail, log_tail, np.log(h))
+    dlogh = np.where(tail, ratio / factor, cdf / h)
+    return log_h, dlogh
 
 
 @dataclass

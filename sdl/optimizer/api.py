@@ -46,6 +46,14 @@ class OptimizerSettings(BaseModel):
         "(0.01 cost Branin a factor of 6 in final regret).",
     )
     kappa: float = Field(1.96, ge=0.0, description="Exploration weight of lcb (mean - kappa * sd).")
+    duplicate_radius: float = Field(
+        0.02,
+        ge=0.0,
+        le=0.5,
+        description="No proposal comes closer than this to a running experiment or to another proposal of "
+        "the same batch (Euclidean distance with every parameter range scaled to 1; categories count as "
+        "far apart). Observed recipes are only never repeated exactly, so refinement is not limited.",
+    )
     grid_points: int = Field(
         5,
         ge=2,

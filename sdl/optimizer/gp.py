@@ -24,6 +24,12 @@ _SIG_BOUNDS = (np.log(0.05), np.log(20.0))
 _NOISE_BOUNDS = (np.log(1e-6), np.log(1.0))
 #: Gamma(shape, rate) prior on every length scale (unit-cube inputs)
 LS_PRIOR = (3.0, 6.0)
+#: "gamma": LS_PRIOR on each length scale; "optuna": log p = -0.1 (l^2 + l^-2), centred on l = 1
+LS_PRIOR_KIND = "gamma"
+#: Gamma(shape, rate) on the signal variance (standardised units)
+SIGNAL_PRIOR = (2.0, 0.15)
+#: Gamma(shape, rate) on the noise variance, or None for a flat prior in log space
+NOISE_PRIOR: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,12 +72,31 @@ def _neg_log_posterior(theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> tuple
     g_ls = 0.5 * (2.0 * rs @ (Xs * Xs) - 2.0 * np.einsum("aj,aj->j", Xs, G @ Xs))
     g_s2 = 0.5 * np.sum(W * K) - 0.5 * (n2 + _JITTER) * np.trace(W)
     g_n2 = 0.5 * n2 * np.trace(W)
-    # Gamma(3, 6) on each length scale: log p = 2 log l - 6 l; weak Gamma(2, 0.15) on the signal variance.
-    a, b = LS_PRIOR
-    lp = np.sum((a - 1.0) * theta[:d] - b * ls) + (theta[d] - 0.15 * s2)
-    g_lp = np.concatenate([(a - 1.0) - b * ls, [1.0 - 0.15 * s2, 0.0]])
+    lp, g_lp = _log_prior(theta, d)
     grad = np.concatenate([g_ls, [g_s2, g_n2]]) + g_lp
     return -(lml + lp), -grad
+
+
+def _log_prior(theta: np.ndarray, d: int) -> tuple[float, np.ndarray]:
+    """Log prior density of the log-parameters (up to a constant) and its gradient."""
+    ls = np.exp(theta[:d])
+    s2, n2 = np.exp(theta[d]), np.exp(theta[d + 1])
+    if LS_PRIOR_KIND == "optuna":
+        lp = -0.1 * np.sum(ls**2 + ls**-2)
+        g_ls = -0.2 * (ls**2 - ls**-2)
+    else:  # Gamma(a, b) on each length scale: log p = (a - 1) log l - b l
+        a, b = LS_PRIOR
+        lp = np.sum((a - 1.0) * theta[:d] - b * ls)
+        g_ls = (a - 1.0) - b * ls
+    sa, sb = SIGNAL_PRIOR
+    lp += (sa - 1.0) * theta[d] - sb * s2
+    g_s2 = (sa - 1.0) - sb * s2
+    g_n2 = 0.0
+    if NOISE_PRIOR is not None:
+        na, nb = NOISE_PRIOR
+        lp += (na - 1.0) * theta[d + 1] - nb * n2
+        g_n2 = (na - 1.0) - nb * n2
+    return float(lp), np.concatenate([g_ls, [g_s2, g_n2]])
 
 
 def fit_hyper(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, restarts: int = 1) -> Hyper:
