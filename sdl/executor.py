@@ -68,7 +68,7 @@ def observations(history: list[ExperimentRecord]) -> list[Observation]:
     out = []
     for e in history:
         if e.status is ExperimentStatus.DONE:
-            out.append(Observation(recipe=e.recipe, value=e.objective))
+            out.append(Observation(recipe=e.recipe, value=e.objective, measurements=e.measurements))
         elif e.status is ExperimentStatus.FAILED:
             out.append(Observation(recipe=e.recipe, value=None, failure=e.failure))
     return out
@@ -102,7 +102,9 @@ class Executor:
         self.devices = dict(devices or {})
         self.assignments = dict(assignments or {})
         self.optimizer = (
-            optimizer if optimizer is not None else make_optimizer(campaign.space, campaign.optimizer)
+            optimizer
+            if optimizer is not None
+            else make_optimizer(campaign.space, campaign.optimizer, campaign.objective_set())
         )
         self.observer = observer
         self.clock = clock

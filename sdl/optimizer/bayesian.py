@@ -28,6 +28,7 @@ from sdl.optimizer.api import Observation, OptimizerExhausted, OptimizerSettings
 from sdl.optimizer.baselines import DesignStream
 from sdl.optimizer.encoding import Encoder
 from sdl.optimizer.gp import Hyper, Posterior, fit_hyper, sqdist
+from sdl.optimizer.objectives import Scalariser
 
 #: refit hyperparameters after every success up to this many, then at geometric checkpoints
 REFIT_EVERY_UNTIL = 64
@@ -79,9 +80,12 @@ def _standardise(y: np.ndarray, centre: float | None = None) -> tuple[np.ndarray
 
 
 class BayesianOptimizer:
-    def __init__(self, encoder: Encoder, settings: OptimizerSettings) -> None:
+    def __init__(
+        self, encoder: Encoder, settings: OptimizerSettings, scalariser: Scalariser | None = None
+    ) -> None:
         self.enc = encoder
         self.s = settings
+        self.scalariser = scalariser or Scalariser(None, settings.seed)
         d = encoder.n_params
         self.n_init = settings.initial_design or min(20, max(5, 2 * d + 2))
         self.design = DesignStream(encoder, settings, self.n_init)
@@ -114,6 +118,12 @@ class BayesianOptimizer:
         self, observations: Sequence[Observation], pending: Sequence[Mapping[str, Any]], n: int = 1
     ) -> list[Proposal]:
         with _BLAS.limit(limits=1, user_api="blas"):
+            if n > 1 and self.scalariser.varies_per_proposal:
+                # A new random scalarisation per point: the batch spreads along the Pareto front.
+                out: list[Proposal] = []
+                for _ in range(n):
+                    out += self._propose(observations, [*pending, *(p.recipe for p in out)], 1)
+                return out
             return self._propose(observations, pending, n)
 
     def _propose(
@@ -126,9 +136,10 @@ class BayesianOptimizer:
         taken = {enc.key(o.recipe) for o in observations} | {enc.key(r) for r in pending}
         if len(taken) + n > enc.n_points():
             raise OptimizerExhausted(f"only {enc.n_points() - len(taken):.0f} unseen recipes are left")
-        ok = [o for o in observations if o.value is not None and math.isfinite(o.value)]
-        bad = [o for o in observations if o.value is None or not math.isfinite(o.value)]
         issued = len(observations) + len(pending)
+        values = self.scalariser.values(observations, issued)
+        ok = [Observation(o.recipe, v) for o, v in zip(observations, values, strict=True) if v is not None]
+        bad = [o for o, v in zip(observations, values, strict=True) if v is None]
         step = _Step(self, ok, bad, pending) if issued + n > self.n_init and len(ok) >= 2 else None
         fantasies = [enc.encode(list(pending))] if pending else []
         seen = enc.encode([o.recipe for o in observations]) if enc.polytope is not None else None
