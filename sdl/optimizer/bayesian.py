@@ -29,6 +29,7 @@ from sdl.optimizer.baselines import DesignStream
 from sdl.optimizer.encoding import Encoder
 from sdl.optimizer.gp import Hyper, Posterior, fit_hyper, sqdist
 from sdl.optimizer.objectives import Scalariser
+from sdl.optimizer.pareto import ParetoStep
 
 #: refit hyperparameters after every success up to this many, then at geometric checkpoints
 REFIT_EVERY_UNTIL = 64
@@ -51,6 +52,9 @@ FAR_WARMUP = 6
 FAR_RADIUS = 0.2
 #: maximise log EI instead of EI (same optimum, but no underflow far below the incumbent)
 EI_IN_LOG = False
+#: every EXPLORE_PERIOD-th model step maximises LCB with EXPLORE_KAPPA instead (0: off)
+EXPLORE_PERIOD = 0
+EXPLORE_KAPPA = 3.0
 #: length-scale multipliers of an ensemble of posteriors whose acquisition values are averaged (() = MAP only)
 LS_ENSEMBLE: tuple[float, ...] = ()
 
@@ -86,6 +90,9 @@ class BayesianOptimizer:
         self.enc = encoder
         self.s = settings
         self.scalariser = scalariser or Scalariser(None, settings.seed)
+        obj = self.scalariser.objectives
+        #: two-objective Pareto search: a GP per objective and expected hypervolume improvement
+        self._hypervolume_search = obj is not None and obj.method == "pareto" and len(obj.specs) == 2
         d = encoder.n_params
         self.n_init = settings.initial_design or min(20, max(5, 2 * d + 2))
         self.design = DesignStream(encoder, settings, self.n_init)
@@ -118,7 +125,7 @@ class BayesianOptimizer:
         self, observations: Sequence[Observation], pending: Sequence[Mapping[str, Any]], n: int = 1
     ) -> list[Proposal]:
         with _BLAS.limit(limits=1, user_api="blas"):
-            if n > 1 and self.scalariser.varies_per_proposal:
+            if n > 1 and self.scalariser.varies_per_proposal and not self._hypervolume_search:
                 # A new random scalarisation per point: the batch spreads along the Pareto front.
                 out: list[Proposal] = []
                 for _ in range(n):
@@ -137,10 +144,22 @@ class BayesianOptimizer:
         if len(taken) + n > enc.n_points():
             raise OptimizerExhausted(f"only {enc.n_points() - len(taken):.0f} unseen recipes are left")
         issued = len(observations) + len(pending)
-        values = self.scalariser.values(observations, issued)
-        ok = [Observation(o.recipe, v) for o, v in zip(observations, values, strict=True) if v is not None]
-        bad = [o for o, v in zip(observations, values, strict=True) if v is None]
-        step = _Step(self, ok, bad, pending) if issued + n > self.n_init and len(ok) >= 2 else None
+        step: _Step | ParetoStep | None = None
+        if self._hypervolume_search:
+            assert self.scalariser.objectives is not None
+            objectives = self.scalariser.objectives
+            self.scalariser.require_measurements(observations)
+            n_ok = int(np.all(np.isfinite(objectives.loss_matrix(observations)), axis=1).sum())
+            if issued + n > self.n_init and n_ok >= 2:
+                step = ParetoStep(self, objectives, observations, pending)
+        else:
+            values = self.scalariser.values(observations, issued)
+            ok = [
+                Observation(o.recipe, v) for o, v in zip(observations, values, strict=True) if v is not None
+            ]
+            bad = [o for o, v in zip(observations, values, strict=True) if v is None]
+            if issued + n > self.n_init and len(ok) >= 2:
+                step = _Step(self, ok, bad, pending)
         fantasies = [enc.encode(list(pending))] if pending else []
         seen = enc.encode([o.recipe for o in observations]) if enc.polytope is not None else None
         out: list[Proposal] = []
@@ -151,7 +170,11 @@ class BayesianOptimizer:
                 rng = np.random.default_rng([self.s.seed, len(observations), len(pending), i, 7])
                 k = issued + i - self.n_init
                 far = FAR_PERIOD > 0 and k >= FAR_WARMUP and k % FAR_PERIOD == FAR_PERIOD - 1
-                prop = step.propose(F, taken, rng, far)
+                explore = EXPLORE_PERIOD > 0 and k % EXPLORE_PERIOD == EXPLORE_PERIOD - 1
+                if isinstance(step, ParetoStep):
+                    prop = step.propose(F, taken, rng)
+                else:
+                    prop = step.propose(F, taken, rng, far, explore)
             if prop is None:
                 seen_now = np.vstack([seen, F]) if seen is not None else None
                 recipe, kind = self.design.take(issued + i, taken, F, seen_now)
@@ -205,6 +228,7 @@ class _Step:
                 base=(len(self.X) + 1) / (len(self.X) + len(self.Xbad) + 2),
             )
         self._far_from = None
+        self._kappa = self.s.kappa
         self.Xall = np.vstack(
             [self.X, self.Xbad, self.enc.encode(list(pending))] if pending else [self.X, self.Xbad]
         )
@@ -245,7 +269,7 @@ class _Step:
         vals = []
         for post in self.posts:
             mean, var = post.predict(Z)
-            vals.append(acquisition(kind, mean, var, best, self.s.xi, self.s.kappa)[0])
+            vals.append(acquisition(kind, mean, var, best, self.s.xi, self._kappa)[0])
         if kind == "logei":
             a = logsumexp(np.vstack(vals), axis=0) - math.log(len(vals))
         else:
@@ -265,7 +289,7 @@ class _Step:
         for post in self.posts:
             mean, var, dmean, dvar = post.predict_grad(z)
             a, da_dm, da_dv = acquisition(
-                kind, np.array([mean]), np.array([var]), best, self.s.xi, self.s.kappa
+                kind, np.array([mean]), np.array([var]), best, self.s.xi, self._kappa
             )
             vals.append(float(a[0]))
             grads.append(da_dm[0] * dmean + da_dv[0] * dvar)
@@ -358,7 +382,12 @@ class _Step:
         return cands[0]
 
     def propose(
-        self, F: np.ndarray, taken: set[tuple[Any, ...]], rng: np.random.Generator, far: bool = False
+        self,
+        F: np.ndarray,
+        taken: set[tuple[Any, ...]],
+        rng: np.random.Generator,
+        far: bool = False,
+        explore: bool = False,
     ) -> Proposal | None:
         for post in self.posts:
             post.set_fantasies(F)
@@ -378,6 +407,9 @@ class _Step:
             else:
                 self._far_from = None
         kinds = ["ei", "pi", "lcb"] if self.s.acquisition == "gp_hedge" else [self.s.acquisition]
+        self._kappa = EXPLORE_KAPPA if explore else self.s.kappa
+        if explore:
+            kinds = ["lcb"]
         if EI_IN_LOG:
             kinds = ["logei" if k == "ei" else k for k in kinds]
         nominees = []

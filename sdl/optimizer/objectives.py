@@ -125,10 +125,7 @@ class Scalariser:
         if any(o.value is not None and o.measurements is None for o in observations):
             if obj.method == "weighted_sum":
                 return plain  # values stored by Campaign.scalarise are already the weighted sum
-            raise ValueError(
-                f"multi_objective {obj.method!r} needs each observation's measurements "
-                f"({', '.join(obj.names)}), not only its scalar value"
-            )
+            self.require_measurements(observations)
         L = obj.loss_matrix(observations)
         ok = np.all(np.isfinite(L), axis=1)
         s = np.full(len(observations), np.nan)
@@ -141,6 +138,17 @@ class Scalariser:
                 weights = simplex_weights(len(obj.specs), np.random.default_rng([self.seed, issued, 13]))
                 s[ok] = chebyshev(scale_losses(L[ok], obj.references(L)), weights)
         return [float(v) if math.isfinite(v) else None for v in s]
+
+
+    def require_measurements(self, observations: Sequence[Observation]) -> None:
+        obj = self.objectives
+        if obj is None or obj.method == "weighted_sum":
+            return
+        if any(o.value is not None and o.measurements is None for o in observations):
+            raise ValueError(
+                f"multi_objective {obj.method!r} needs each observation's measurements "
+                f"({', '.join(obj.names)}), not only its scalar value"
+            )
 
 
 def simplex_weights(m: int, rng: np.random.Generator) -> np.ndarray:
