@@ -14,6 +14,8 @@ Prints the tables, writes benchmarks/optimizer.png and the results section of be
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -67,6 +69,22 @@ def _run_task(task: tuple[str, str, int]) -> Run:
     return run_sdl(prob, seed, "random" if method == "random" else "bayesian")
 
 
+def _cache_file(folder: Path, task: tuple[str, str, int]) -> Path:
+    return folder / f"{task[0]}-{task[1]}-{task[2]}.json"
+
+
+def _load(folder: Path | None, task: tuple[str, str, int]) -> Run | None:
+    path = _cache_file(folder, task) if folder else None
+    if path is None or not path.exists():
+        return None
+    return Run(**json.loads(path.read_text()))
+
+
+def _save(folder: Path, task: tuple[str, str, int], run: Run) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    _cache_file(folder, task).write_text(json.dumps(dataclasses.asdict(run)))
+
+
 def _csv(text: str) -> list[str]:
     return [t for t in text.split(",") if t]
 
@@ -106,6 +124,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--plot", type=Path, default=HERE / "optimizer.png")
     ap.add_argument("--readme", type=Path, default=HERE / "README.md")
     ap.add_argument("--no-readme", action="store_true")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        help="folder of finished runs: peers' runs found there are reused (ours are always rerun, since "
+        "they change with the code), and every run is saved there",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds = min(args.seeds, 3)
@@ -140,14 +164,20 @@ def main(argv: list[str] | None = None) -> int:
         for method in args.methods
         for seed in range(args.seed_offset, args.seed_offset + args.seeds)
     ]
+    cached = {t: _load(args.cache, t) for t in tasks if args.cache and t[1] in ("random", "skopt", "optuna")}
+    cached = {t: r for t, r in cached.items() if r is not None}
+    todo = [t for t in tasks if t not in cached]
+    done: dict[tuple[str, str, int], Run] = {}
     with ProcessPoolExecutor(args.jobs, initializer=_one_thread) as pool:
-        for (name, method, seed), run in zip(tasks, pool.map(_run_task, tasks), strict=True):
-            runs.setdefault((name, method), []).append(run)
+        for (name, method, seed), run in zip(todo, pool.map(_run_task, todo), strict=True):
+            done[(name, method, seed)] = run
+            if args.cache:  # saved as it arrives, so an interrupted run keeps what it finished
+                _save(args.cache, (name, method, seed), run)
             if seed == args.seed_offset + args.seeds - 1:
-                print(
-                    f"  {name:16s} {method:11s} done at {time.perf_counter() - started:6.0f} s",
-                    file=sys.stderr,
-                )
+                elapsed = time.perf_counter() - started
+                print(f"  {name:16s} {method:11s} done at {elapsed:6.0f} s", file=sys.stderr, flush=True)
+    for task in tasks:
+        runs.setdefault(task[:2], []).append(cached.get(task) or done[task])
 
     lat: list[Latency] = []
     if not args.no_latency:
