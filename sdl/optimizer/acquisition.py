@@ -72,6 +72,31 @@ class Feasibility:
     base: float
     prior_weight: float = 1.0
 
+    @classmethod
+    def fitted(
+        cls,
+        points: np.ndarray,
+        success: np.ndarray,
+        scale: np.ndarray,
+        factors: tuple[float, ...],
+        prior_weight: float = 1.0,
+    ) -> Feasibility:
+        """The estimate whose kernel width (``scale`` times one of ``factors``) best predicts each
+        experiment's outcome from the others (leave-one-out log likelihood)."""
+        base = (success.sum() + 1) / (len(success) + 2)
+        best: tuple[float, Feasibility] | None = None
+        for f in factors:
+            cand = cls(points, success, scale * f, base, prior_weight)
+            w = cand._weights(points)
+            np.fill_diagonal(w, 0.0)
+            p = (cand.prior_weight * base + w @ success) / (cand.prior_weight + w.sum(1))
+            p = np.clip(p, 1e-6, 1 - 1e-6)
+            loglik = float(np.sum(success * np.log(p) + (1 - success) * np.log(1 - p)))
+            if best is None or loglik > best[0]:
+                best = (loglik, cand)
+        assert best is not None
+        return best[1]
+
     def __call__(self, Z: np.ndarray) -> np.ndarray:
         w = self._weights(Z)
         return (self.prior_weight * self.base + w @ self.success) / (self.prior_weight + w.sum(1))

@@ -55,6 +55,11 @@ EI_IN_LOG = False
 #: every EXPLORE_PERIOD-th model step maximises LCB with EXPLORE_KAPPA instead (0: off)
 EXPLORE_PERIOD = 0
 EXPLORE_KAPPA = 3.0
+#: kernel widths (in GP length scales) the failure model chooses among by leave-one-out likelihood
+FEASIBILITY_WIDTHS: tuple[float, ...] = (0.25, 0.5, 1.0)
+#: pseudo-observations at the overall success rate that the failure model starts from; small, so that one
+#: failure next to a candidate counts for much more than the campaign-wide rate (see docs/optimizer.md)
+FEASIBILITY_PRIOR_WEIGHT = 0.05
 #: length-scale multipliers of an ensemble of posteriors whose acquisition values are averaged (() = MAP only)
 LS_ENSEMBLE: tuple[float, ...] = ()
 
@@ -221,11 +226,12 @@ class _Step:
         self.Xbad = self.enc.encode([o.recipe for o in bad]) if bad else np.zeros((0, self.enc.n_columns))
         self.feas: Feasibility | None = None
         if len(bad):
-            self.feas = Feasibility(
-                points=np.vstack([self.X, self.Xbad]),
-                success=np.concatenate([np.ones(len(self.X)), np.zeros(len(self.Xbad))]),
-                scale=self.hyper.lengthscales,
-                base=(len(self.X) + 1) / (len(self.X) + len(self.Xbad) + 2),
+            self.feas = Feasibility.fitted(
+                np.vstack([self.X, self.Xbad]),
+                np.concatenate([np.ones(len(self.X)), np.zeros(len(self.Xbad))]),
+                self.hyper.lengthscales,
+                FEASIBILITY_WIDTHS,
+                FEASIBILITY_PRIOR_WEIGHT,
             )
         self._far_from = None
         self._kappa = self.s.kappa

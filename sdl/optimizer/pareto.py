@@ -86,11 +86,14 @@ class ParetoStep:
             self.centre[j], self.sd[j] = centre, sd
         self.feas: Feasibility | None = None
         if len(self.Xbad):
-            self.feas = Feasibility(
-                points=np.vstack([self.X, self.Xbad]),
-                success=np.concatenate([np.ones(len(self.X)), np.zeros(len(self.Xbad))]),
-                scale=self.posts[0].h.lengthscales,
-                base=(len(self.X) + 1) / (len(self.X) + len(self.Xbad) + 2),
+            from sdl.optimizer.bayesian import FEASIBILITY_PRIOR_WEIGHT, FEASIBILITY_WIDTHS
+
+            self.feas = Feasibility.fitted(
+                np.vstack([self.X, self.Xbad]),
+                np.concatenate([np.ones(len(self.X)), np.zeros(len(self.Xbad))]),
+                self.posts[0].h.lengthscales,
+                FEASIBILITY_WIDTHS,
+                FEASIBILITY_PRIOR_WEIGHT,
             )
         self.Xall = np.vstack(
             [self.X, self.Xbad, self.enc.encode(list(pending))] if pending else [self.X, self.Xbad]
