@@ -119,12 +119,19 @@ def loo_log_density(X: np.ndarray, y: np.ndarray, hyper: Hyper) -> float:
     return float(np.mean(-0.5 * np.log(2 * np.pi * var) - 0.5 * resid**2 / var))
 
 
-def fit_hyper(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, restarts: int = 1) -> Hyper:
+def fit_hyper(
+    X: np.ndarray,
+    y: np.ndarray,
+    rng: np.random.Generator,
+    restarts: int = 1,
+    kinds: tuple[str, ...] | None = None,
+) -> Hyper:
     """MAP hyperparameters for standardised ``y``; starts from a fixed point plus ``restarts`` random ones.
 
-    With several length-scale hypotheses (``LS_HYPOTHESES``), each prior's MAP is fitted and the one whose
-    model predicts held-out points best (leave-one-out log density) is used."""
-    kinds = LS_HYPOTHESES or (LS_PRIOR_KIND,)
+    With several length-scale priors (``kinds``: "gamma" and/or "optuna", see ``_log_prior``), each
+    prior's MAP is fitted and the one whose model predicts held-out points best (leave-one-out log
+    density) is used."""
+    kinds = kinds or LS_HYPOTHESES or (LS_PRIOR_KIND,)
     if len(kinds) == 1:
         return _fit_one(X, y, rng, restarts, kinds[0])
     fits = [_fit_one(X, y, rng, restarts, k) for k in kinds]
