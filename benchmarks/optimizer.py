@@ -127,8 +127,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--cache",
         type=Path,
-        help="folder of finished runs: peers' runs found there are reused (ours are always rerun, since "
-        "they change with the code), and every run is saved there",
+        help="folder of finished runs: every run is saved there, and the runs of the --reuse methods found "
+        "there are not run again",
+    )
+    ap.add_argument(
+        "--reuse",
+        type=_csv,
+        default=["random", "skopt", "optuna"],
+        help="methods whose cached runs are reused (default: the peers; ours change with the code, so "
+        "reuse them only for runs made with this very commit)",
     )
     args = ap.parse_args(argv)
     if args.quick:
@@ -164,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         for method in args.methods
         for seed in range(args.seed_offset, args.seed_offset + args.seeds)
     ]
-    cached = {t: _load(args.cache, t) for t in tasks if args.cache and t[1] in ("random", "skopt", "optuna")}
+    cached = {t: _load(args.cache, t) for t in tasks if args.cache and t[1] in args.reuse}
     cached = {t: r for t, r in cached.items() if r is not None}
     todo = [t for t in tasks if t not in cached]
     done: dict[tuple[str, str, int], Run] = {}
