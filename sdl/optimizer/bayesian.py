@@ -51,9 +51,9 @@ FAR_PERIOD = 0  # off: no measured gain on Hartmann-6 (see docs/optimizer.md)
 FAR_WARMUP = 6
 FAR_RADIUS = 0.2
 #: maximise log EI instead of EI (same optimum, but no underflow far below the incumbent)
-EI_IN_LOG = False
+EI_IN_LOG = False  # off: no measured gain (docs/optimizer.md, second round)
 #: every EXPLORE_PERIOD-th model step maximises LCB with EXPLORE_KAPPA instead (0: off)
-EXPLORE_PERIOD = 0
+EXPLORE_PERIOD = 0  # off: cost Hartmann-6 and Branin (docs/optimizer.md, second round)
 EXPLORE_KAPPA = 3.0
 #: in up to LOW_DIM_PARAMS parameters the fit also tries a weak length-scale prior centred on 1 (Optuna's) and
 #: keeps whichever predicts left-out points best: it halved Branin's and mixed's final regret on development
@@ -66,7 +66,7 @@ FEASIBILITY_WIDTHS: tuple[float, ...] = (0.25, 0.5, 1.0)
 #: failure next to a candidate counts for more than the campaign-wide rate (see docs/optimizer.md)
 FEASIBILITY_PRIOR_WEIGHT = 0.25
 #: length-scale multipliers of an ensemble of posteriors whose acquisition values are averaged (() = MAP only)
-LS_ENSEMBLE: tuple[float, ...] = ()
+LS_ENSEMBLE: tuple[float, ...] = ()  # off: cost Branin most of its successes (docs/optimizer.md)
 
 
 #: BLAS threads only oversubscribe a shared 2-core machine on matrices this small
