@@ -131,6 +131,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "there are not run again",
     )
     ap.add_argument(
+        "--only-cached",
+        action="store_true",
+        help="run nothing: tabulate cached runs, leaving out any (problem, method) not cached for every seed",
+    )
+    ap.add_argument(
         "--reuse",
         type=_csv,
         default=["random", "skopt", "optuna"],
@@ -173,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     cached = {t: _load(args.cache, t) for t in tasks if args.cache and t[1] in args.reuse}
     cached = {t: r for t, r in cached.items() if r is not None}
+    if args.only_cached:
+        complete = {
+            t[:2]
+            for t in tasks
+            if all((t[0], t[1], s) in cached for s in range(args.seed_offset, args.seed_offset + args.seeds))
+        }
+        tasks = [t for t in tasks if t[:2] in complete]
     todo = [t for t in tasks if t not in cached]
     done: dict[tuple[str, str, int], Run] = {}
     with ProcessPoolExecutor(args.jobs, initializer=_one_thread) as pool:
