@@ -1,9 +1,20 @@
-"""Proposal latency and peak memory against history size, 6-D (Hartmann-6 data)."""
+"""Proposal latency against history size, 6-D (Hartmann-6 data): wall and CPU time, warm and cold.
+
+* **warm**: a long-lived optimizer that has proposed before (ours reuses hyperparameters between its refit
+  checkpoints; Optuna warm-starts its fit from the previous one; skopt refits on every ``tell`` whatever);
+* **cold**: a fresh optimizer built from the stored history, so the hyperparameter fit is included;
+* **fit**: our hyperparameter fit alone, on the points of the checkpoint a cold start fits.
+
+CPU time is the process's (``time.process_time``) with one BLAS thread (the benchmark process sets it; our
+optimizer also limits BLAS to one thread itself, and Optuna's torch gets one intra-op thread), so it does
+not depend on what else the shared machine is doing; wall time does.
+"""
 
 from __future__ import annotations
 
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +33,16 @@ class Latency:
     method: str
     n: int
     batch: int
-    p50: float
-    p95: float
-    peak_mb: float
-    reps: int
+    mode: str  # warm | cold | fit | refit
+    wall: list[float]
+    cpu: list[float]
+    pending: int = 0
+    peak_mb: float | None = None
+    min_gap: float | None = None  # smallest unit-cube distance between points of one batch
+
+    @property
+    def reps(self) -> int:
+        return len(self.wall)
 
 
 def _history(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -39,7 +56,13 @@ def _obs(X: np.ndarray, y: np.ndarray) -> list[Observation]:
     ]
 
 
-def _peak_mb(fn: Any) -> float:
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w0, time.process_time() - c0
+
+
+def _peak_mb(fn: Callable[[], Any]) -> float:
     tracemalloc.start()
     try:
         fn()
@@ -48,29 +71,65 @@ def _peak_mb(fn: Any) -> float:
         tracemalloc.stop()
 
 
-def sdl_latency(n: int, batch: int, reps: int) -> Latency:
-    """A long-lived optimizer: one warm-up call at n, then ``reps`` timed calls as results keep arriving."""
+def _min_gap(recipes: list[dict[str, float]]) -> float | None:
+    if len(recipes) < 2:
+        return None
+    Z = np.array([[r[n] for n in NAMES] for r in recipes])
+    d = np.linalg.norm(Z[:, None, :] - Z[None, :, :], axis=-1)
+    return float(d[np.triu_indices(len(Z), 1)].min())
+
+
+def sdl_latency(n: int, batch: int, reps: int, pending: int = 0) -> Latency:
+    """A long-lived optimizer: one warm-up call at n, then ``reps`` timed calls as results keep arriving.
+
+    With ``pending``, that many experiments are still running at every call (the lab service's pattern:
+    one proposal per free workcell while the others run)."""
     space = make_problems()["hartmann6"].space
-    X, y = _history(n + reps + 1)
+    X, y = _history(n + reps + pending + 1)
     obs = _obs(X, y)
     opt = make_optimizer(space, OptimizerSettings(seed=0))
-    opt.propose(obs[:n], [], batch)
-    times = []
+    running = [o.recipe for o in obs[n + reps + 1 : n + reps + 1 + pending]]
+    opt.propose(obs[:n], running, batch)
+    wall, cpu, gaps = [], [], []
     for k in range(1, reps + 1):
-        t0 = time.perf_counter()
-        opt.propose(obs[: n + k], [], batch)
-        times.append(time.perf_counter() - t0)
-    peak = _peak_mb(lambda: opt.propose(obs[: n + reps], [], batch))
-    return Latency("sdl", n, batch, float(np.median(times)), float(np.percentile(times, 95)), peak, reps)
+        props, w, c = _timed(lambda k=k: opt.propose(obs[: n + k], running, batch))
+        wall.append(w)
+        cpu.append(c)
+        gap = _min_gap([p.recipe for p in props])
+        if gap is not None:
+            gaps.append(gap)
+    peak = _peak_mb(lambda: opt.propose(obs[: n + reps], running, batch))
+    return Latency("sdl", n, batch, "warm", wall, cpu, pending, peak, min(gaps) if gaps else None)
 
 
-def sdl_cold_latency(n: int) -> float:
-    """A fresh process rebuilding from the store (includes the hyperparameter fit of its checkpoint)."""
+def sdl_cold_latency(n: int, reps: int, batch: int = 1) -> Latency:
+    """A fresh optimizer per call, rebuilding from the store (includes the hyperparameter fit)."""
     space = make_problems()["hartmann6"].space
-    obs = _obs(*_history(n))
-    t0 = time.perf_counter()
-    make_optimizer(space, OptimizerSettings(seed=0)).propose(obs, [], 1)
-    return time.perf_counter() - t0
+    obs = _obs(*_history(n + reps))
+    wall, cpu = [], []
+    for k in range(reps):
+        _, w, c = _timed(
+            lambda k=k: make_optimizer(space, OptimizerSettings(seed=k)).propose(obs[: n + k], [], batch)
+        )
+        wall.append(w)
+        cpu.append(c)
+    return Latency("sdl", n, batch, "cold", wall, cpu)
+
+
+def sdl_fit_cost(n: int, reps: int) -> Latency:
+    """Our hyperparameter fit alone: what a cold start (or a refit checkpoint) adds to a proposal."""
+    from sdl.optimizer.bayesian import BayesianOptimizer
+    from sdl.optimizer.encoding import Encoder
+
+    space = make_problems()["hartmann6"].space
+    X, y = _history(n + reps)
+    wall, cpu = [], []
+    for k in range(reps):
+        opt = BayesianOptimizer(Encoder(space), OptimizerSettings(seed=k))
+        _, w, c = _timed(lambda k=k, opt=opt: opt.hyper_for(X[: n + k], y[: n + k]))
+        wall.append(w)
+        cpu.append(c)
+    return Latency("sdl", n, 1, "fit", wall, cpu)
 
 
 def _stock_optimizer() -> Optimizer:
@@ -92,19 +151,52 @@ def _stock_optimizer() -> Optimizer:
 
 
 def stock_latency(n: int, batch: int, reps: int) -> Latency:
-    """Stock skopt: ``tell()`` of one more result (refit + acquisition), or a constant-liar batch ask."""
+    """Stock skopt: ``tell()`` of one more result (it refits and searches the acquisition on every tell),
+    or, for a batch, that tell plus a constant-liar ``ask(n_points=batch)`` (refits once per lie)."""
     X, y = _history(n + reps)
-    times, peak = [], 0.0
+    wall, cpu = [], []
     for k in range(reps):
         opt = _stock_optimizer()
         opt.tell([list(x) for x in X[: n - 1 + k]], list(y[: n - 1 + k]), fit=False)
         x_last, y_last = list(X[n - 1 + k]), float(y[n - 1 + k])
-        t0 = time.perf_counter()
-        if batch == 1:
+
+        def step(opt: Optimizer = opt, x_last: list[float] = x_last, y_last: float = y_last) -> None:
             opt.tell(x_last, y_last)
-        else:
-            opt.tell(x_last, y_last)
-            t0 = time.perf_counter()
-            opt.ask(n_points=batch, strategy="cl_min")
-        times.append(time.perf_counter() - t0)
-    return Latency("skopt", n, batch, float(np.median(times)), float(np.percentile(times, 95)), peak, reps)
+            if batch > 1:
+                opt.ask(n_points=batch, strategy="cl_min")
+
+        _, w, c = _timed(step)
+        wall.append(w)
+        cpu.append(c)
+    return Latency("skopt", n, batch, "refit", wall, cpu)
+
+
+def optuna_latency(n: int, reps: int) -> list[Latency]:
+    """Optuna's GP sampler asked for one trial after ``n`` completed ones: cold (a fresh sampler) and warm
+    (the same sampler again after one more result, its fit warm-started from the previous one)."""
+    import optuna
+    import torch
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    problem = make_problems()["hartmann6"]
+    X, y = _history(n + 2 * reps + 1)
+    dist = {name: optuna.distributions.FloatDistribution(0.0, 1.0) for name in NAMES}
+
+    def trial(i: int) -> Any:
+        return optuna.trial.create_trial(
+            params=dict(zip(NAMES, map(float, X[i]), strict=True)), distributions=dist, value=float(y[i])
+        )
+
+    from _runners import suggest
+
+    cold, warm = Latency("optuna", n, 1, "cold", [], []), Latency("optuna", n, 1, "warm", [], [])
+    for k in range(reps):
+        study = optuna.create_study(sampler=optuna.samplers.GPSampler(seed=k), direction="minimize")
+        study.add_trials([trial(i) for i in range(n + k)])
+        for lat in (cold, warm):
+            t, w, c = _timed(lambda study=study: (tr := study.ask(), suggest(tr, problem))[0])
+            study.tell(t, float(hartmann6(np.array([t.params[p] for p in NAMES]))))
+            lat.wall.append(w)
+            lat.cpu.append(c)
+    return [cold, warm]

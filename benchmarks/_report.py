@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 from _latency import Latency
 from _runners import Run
-from scipy.stats import mannwhitneyu
+from scipy.stats import fisher_exact, mannwhitneyu
 
 from sdl.optimizer.problems import Problem
 
 CHECKPOINTS = (10, 20, 30)
-METHODS = ("random", "skopt", "sdl", "sdl-async4")
+METHODS = ("random", "skopt", "optuna", "sdl", "sdl-async4")
+PEERS = ("skopt", "optuna")
 
 
 def _miqr(a: np.ndarray, fmt: str = "{:.3g}") -> str:
@@ -34,15 +35,25 @@ def evals_to(curve: np.ndarray, threshold: float) -> int:
     return int(hit[0]) + 1 if len(hit) else len(curve) + 1
 
 
+def _versus(final: np.ndarray, base: np.ndarray, threshold: float) -> str:
+    """Median ratio, one-sided Mann–Whitney p-values on final regret, two-sided Fisher p on success counts."""
+    worse = mannwhitneyu(final, base, alternative="greater").pvalue
+    better = mannwhitneyu(final, base, alternative="less").pvalue
+    ratio = np.median(final) / max(np.median(base), 1e-12)
+    wins, base_wins = int(np.sum(final < threshold)), int(np.sum(base < threshold))
+    fisher = fisher_exact([[wins, len(final) - wins], [base_wins, len(base) - base_wins]]).pvalue
+    return f"×{ratio:.2g}; MW p(worse)={worse:.2f}, p(better)={better:.2f}; Fisher p={fisher:.2f}"
+
+
 def sample_table(problems: dict[str, Problem], runs: dict[tuple[str, str], list[Run]]) -> str:
+    peers = [p for p in PEERS if any((n, p) in runs for n in problems)]
     head = (
         "| problem | method | regret@10 | regret@20 | regret@30 | final regret | success | evals to target "
-        "| opt. s/run | vs skopt (final) |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| opt. s/run |" + "".join(f" vs {p} (final) |" for p in peers)
     )
-    rows = [head]
+    rows = [head, "|---" * (9 + len(peers)) + "|"]
     for name, prob in problems.items():
-        base = runs.get((name, "skopt"))
-        base_final = curves(base, prob)[:, -1] if base else None
+        bases = {p: curves(runs[(name, p)], prob)[:, -1] for p in peers if (name, p) in runs}
         for method in METHODS:
             rs = runs.get((name, method))
             if not rs:
@@ -53,16 +64,13 @@ def sample_table(problems: dict[str, Problem], runs: dict[tuple[str, str], list[
             success = np.mean(final < prob.threshold)
             to_target = np.median([evals_to(row, prob.threshold) for row in c])
             secs = np.median([r.seconds for r in rs])
-            versus = "–"
-            if base_final is not None and method != "skopt":
-                worse = mannwhitneyu(final, base_final, alternative="greater").pvalue
-                better = mannwhitneyu(final, base_final, alternative="less").pvalue
-                ratio = np.median(final) / max(np.median(base_final), 1e-12)
-                versus = f"×{ratio:.2g}; p(worse)={worse:.2f}, p(better)={better:.2f}"
+            versus = [
+                _versus(final, bases[p], prob.threshold) if p in bases and p != method else "–" for p in peers
+            ]
             rows.append(
                 f"| {name} ({prob.budget} ev., {len(rs)} seeds) | {method} | {at[0]} | {at[1]} | {at[2]} "
-                f"| {_miqr(final)} | {success:.0%} (<{prob.threshold:g}) | {to_target:.0f} | {secs:.2f} "
-                f"| {versus} |"
+                f"| {_miqr(final)} | {success:.0%} (<{prob.threshold:g}) | {to_target:.0f} | {secs:.2f} |"
+                + "".join(f" {v} |" for v in versus)
             )
     return "\n".join(rows)
 
@@ -99,18 +107,45 @@ def async_table(problems: dict[str, Problem], runs: dict[tuple[str, str], list[R
     return "\n".join(rows)
 
 
-def latency_table(lat: Sequence[Latency], cold: dict[int, float]) -> str:
+_MODE_ORDER = {"warm": 0, "cold": 1, "fit": 2, "refit": 3}
+
+
+def latency_table(lat: Sequence[Latency]) -> str:
     rows = [
-        "| observations | method | batch | p50 s | p95 s | peak MiB | cold start s | reps |\n"
-        "|---|---|---|---|---|---|---|---|"
+        "| observations | method | batch | pending | mode | CPU p50 s | CPU p95 s | wall p50 s | wall p95 s "
+        "| peak MiB | min gap in batch | reps |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     ]
-    for x in sorted(lat, key=lambda x: (x.n, x.batch, x.method)):
-        peak = f"{x.peak_mb:.0f}" if x.method == "sdl" else "–"
-        c = f"{cold[x.n]:.2f}" if x.method == "sdl" and x.batch == 1 and x.n in cold else "–"
+    key = lambda x: (x.n, x.method != "sdl", x.method, _MODE_ORDER[x.mode], x.batch, x.pending)  # noqa: E731
+    for x in sorted(lat, key=key):
+        cpu50, cpu95 = np.percentile(x.cpu, [50, 95])
+        wall50, wall95 = np.percentile(x.wall, [50, 95])
+        peak = f"{x.peak_mb:.0f}" if x.peak_mb is not None else "–"
+        gap = f"{x.min_gap:.3f}" if x.min_gap is not None else "–"
         rows.append(
-            f"| {x.n} | {x.method} | {x.batch} | {x.p50:.3f} | {x.p95:.3f} | {peak} | {c} | {x.reps} |"
+            f"| {x.n} | {x.method} | {x.batch} | {x.pending} | {x.mode} | {cpu50:.3f} | {cpu95:.3f} "
+            f"| {wall50:.3f} | {wall95:.3f} | {peak} | {gap} | {x.reps} |"
         )
     return "\n".join(rows)
+
+
+def latency_ratios(lat: Sequence[Latency]) -> str:
+    """How many times longer each peer takes than ours for one proposal, CPU time, same mode."""
+    out = []
+    mine = {
+        (x.n, x.mode): float(np.median(x.cpu))
+        for x in lat
+        if x.method == "sdl" and x.batch == 1 and not x.pending
+    }
+    for x in lat:
+        if x.method == "sdl" or x.batch != 1:
+            continue
+        ours = mine.get((x.n, x.mode if x.mode != "refit" else "cold"))
+        if ours:
+            out.append(
+                f"{x.method} {x.mode} at {x.n}: {float(np.median(x.cpu)):.3g} s CPU, "
+                f"×{float(np.median(x.cpu)) / ours:.0f} ours ({ours:.3g} s)"
+            )
+    return "; ".join(out)
 
 
 def machine() -> str:
@@ -122,9 +157,14 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    pkgs = ", ".join(
-        f"{p} {version(p)}" for p in ("numpy", "scipy", "scikit-learn", "scikit-optimize", "matplotlib")
-    )
+    names = ("numpy", "scipy", "scikit-learn", "scikit-optimize", "matplotlib", "optuna", "torch")
+    found = []
+    for p in names:
+        try:
+            found.append(f"{p} {version(p)}")
+        except Exception:  # an optional peer that is not installed
+            continue
+    pkgs = ", ".join(found)
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; {pkgs}"
 
 
@@ -161,15 +201,20 @@ def plot(
         ax.legend(fontsize=7)
     if lat:
         ax = axes[len(names)]
-        for method, batch in sorted({(x.method, x.batch) for x in lat}):
-            pts = sorted((x.n, x.p95) for x in lat if x.method == method and x.batch == batch)
-            ax.plot(*zip(*pts, strict=True), marker="o", label=f"{method}, batch {batch}")
+        series = sorted({(x.method, x.batch, x.mode) for x in lat if not x.pending and x.mode != "fit"})
+        for method, batch, mode in series:
+            pts = sorted(
+                (x.n, float(np.median(x.cpu)))
+                for x in lat
+                if (x.method, x.batch, x.mode) == (method, batch, mode) and not x.pending
+            )
+            ax.plot(*zip(*pts, strict=True), marker="o", label=f"{method}, batch {batch}, {mode}")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title("proposal latency p95 (6-D)")
+        ax.set_title("proposal latency, CPU median (6-D)")
         ax.set_xlabel("observations")
-        ax.set_ylabel("seconds")
-        ax.legend(fontsize=7)
+        ax.set_ylabel("CPU seconds")
+        ax.legend(fontsize=6)
     for ax in axes[panels:]:
         ax.axis("off")
     fig.tight_layout()
@@ -177,8 +222,12 @@ def plot(
     plt.close(fig)
 
 
-def update_readme(path: Path, body: str) -> None:
-    start, end = "<!-- optimizer-results:start -->", "<!-- optimizer-results:end -->"
+def update_readme(
+    path: Path,
+    body: str,
+    marks: tuple[str, str] = ("<!-- optimizer-results:start -->", "<!-- optimizer-results:end -->"),
+) -> None:
+    start, end = marks
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     block = f"{start}\n{body}\n{end}"
     if start in text and end in text:

@@ -9,13 +9,12 @@ from typing import Any
 
 import numpy as np
 from skopt import gp_minimize
-from skopt.space import Categorical, Integer, Real
 
 from sdl.optimizer import Observation, OptimizerSettings, make_optimizer
 from sdl.optimizer.baselines import DesignStream
 from sdl.optimizer.encoding import Encoder
 from sdl.optimizer.problems import Problem
-from sdl.space import CategoricalParameter, IntegerParameter, SearchSpace
+from sdl.optimizer.skopt_backend import skopt_dimensions
 
 WORKERS = 4
 DURATION_SIGMA = 0.5  # lognormal experiment durations, median 1 time unit
@@ -108,18 +107,6 @@ def run_sdl_async(problem: Problem, seed: int, evaluations: int) -> Run:
     return run
 
 
-def skopt_dimensions(space: SearchSpace) -> list[Any]:
-    dims: list[Any] = []
-    for p in space.parameters:
-        if isinstance(p, CategoricalParameter):
-            dims.append(Categorical(list(p.choices), name=p.name))
-        elif isinstance(p, IntegerParameter):
-            dims.append(Integer(p.low, p.high, name=p.name))
-        else:
-            dims.append(Real(p.low, p.high, prior="log-uniform" if p.log else "uniform", name=p.name))
-    return dims
-
-
 def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
@@ -162,4 +149,43 @@ def run_skopt(problem: Problem, seed: int) -> Run:
         random_state=seed,
     )
     run.seconds = time.perf_counter() - t0
+    return run
+
+
+def suggest(trial: Any, problem: Problem) -> dict[str, Any]:
+    """The recipe an Optuna trial suggests, parameter by parameter."""
+    recipe: dict[str, Any] = {}
+    for p in problem.space.parameters:
+        if p.type == "real":
+            recipe[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log)
+        elif p.type == "integer":
+            recipe[p.name] = trial.suggest_int(p.name, p.low, p.high)
+        else:
+            recipe[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+    return recipe
+
+
+def run_optuna(problem: Problem, seed: int) -> Run:
+    """Optuna's GP sampler with its defaults (its own 10 random start-up trials, seeded by ``seed``).
+
+    A failed experiment is told as a failed trial, which the sampler leaves out, as ours does.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    run = Run("optuna", problem.name, seed)
+    dur = durations(seed, problem.budget)
+    study = optuna.create_study(sampler=optuna.samplers.GPSampler(seed=seed), direction="minimize")
+    for i in range(problem.budget):
+        t0 = time.perf_counter()
+        trial = study.ask()
+        recipe = suggest(trial, problem)
+        run.seconds += time.perf_counter() - t0
+        value = problem.observe(recipe, _noise_rng(seed, i))
+        run.truths.append(problem.truth(recipe) if value is not None else None)
+        run.finish.append(float(dur[: i + 1].sum()))
+        if value is None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, value)
     return run

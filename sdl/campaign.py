@@ -10,7 +10,10 @@ Objectives are scalarised into one number for the optimizer, to be *minimised*::
     loss(target)   = |value - target|
     scalar         = sum(weight_i * loss_i)
 
-Weights therefore also carry the units of each objective; every raw measurement stays in the store.
+Weights therefore also carry the units of each objective; every raw measurement stays in the store, and the
+stored scalar is always this weighted sum. With ``multi_objective: chimera`` (hierarchy with tolerances) or
+``pareto`` (a front, searched by random scalarisations) the optimizer recombines the measurements itself on
+every proposal (see :mod:`sdl.optimizer.objectives` and docs/optimizer.md).
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sdl.optimizer import OptimizerSettings
-from sdl.space import Parameter, SearchSpace
+from sdl.optimizer import Objectives, ObjectiveSpec, OptimizerSettings
+from sdl.space import LinearConstraint, Parameter, SearchSpace
 
 IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_.]*$"
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -53,6 +56,23 @@ class Objective(_Model):
     target: float | None = Field(None, description="The value to hit; required when goal is 'target'.")
     weight: float = Field(1.0, gt=0, description="Weight in the scalarised objective (carries units).")
     units: str = ""
+    tolerance: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="multi_objective chimera: how much worse than the best seen this objective may get while "
+        "the objectives below it are optimised, as a fraction of its observed range (0.1 = 10 %).",
+    )
+    threshold: float | None = Field(
+        None,
+        description="multi_objective chimera: the value that is good enough (instead of a relative "
+        "`tolerance`), in the measurement's units; for goal 'target', the allowed distance from the target.",
+    )
+    reference: float | None = Field(
+        None,
+        description="The worst value worth anything: the reference point of the hypervolume (and the clip of "
+        "the Pareto search's scaling). Default: the worst value seen.",
+    )
 
     @model_validator(mode="after")
     def _target_given(self) -> Objective:
@@ -60,7 +80,20 @@ class Objective(_Model):
             raise ValueError("goal 'target' needs a `target` value")
         if self.goal != "target" and self.target is not None:
             raise ValueError(f"`target` only applies to goal 'target', not {self.goal!r}")
+        if self.tolerance is not None and self.threshold is not None:
+            raise ValueError("give a relative `tolerance` or an absolute `threshold`, not both")
         return self
+
+    def spec(self) -> ObjectiveSpec:
+        return ObjectiveSpec(
+            measurement=self.measurement,
+            goal=self.goal,
+            target=self.target,
+            weight=self.weight,
+            tolerance=self.tolerance,
+            threshold=self.threshold,
+            reference=self.reference,
+        )
 
     def loss(self, value: float) -> float:
         """This objective's contribution to the scalar, before weighting (lower is better)."""
@@ -287,6 +320,17 @@ class Campaign(_Model):
         min_length=1, description="The search space: real, integer, categorical."
     )
     objectives: list[Objective] = Field(min_length=1)
+    multi_objective: Literal["weighted_sum", "chimera", "pareto"] = Field(
+        "weighted_sum",
+        description="How several objectives combine: weighted_sum (the weights' sum of losses); chimera "
+        "(objectives in order of importance, each but the last with a `tolerance` or `threshold`); "
+        "pareto (search the trade-off front; `sdl show` and `sdl plot` show it).",
+    )
+    constraints: list[LinearConstraint] = Field(
+        default_factory=list,
+        description="Linear constraints between real parameters (mixture fractions summing to 1, a total "
+        "volume); every proposal honours them.",
+    )
     budget: Budget
     optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
     procedure: Procedure
@@ -296,7 +340,7 @@ class Campaign(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Campaign:
-        SearchSpace(parameters=self.parameters)  # repeated names
+        SearchSpace(parameters=self.parameters, constraints=self.constraints)  # names, constraints
         names = [o.measurement for o in self.objectives]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -317,11 +361,38 @@ class Campaign(_Model):
                 )
         if self.procedure.plan is None and self.lab.instruments:
             raise ValueError("lab.instruments are for plans; a plain `function` procedure gets no devices")
+        self._check_multi_objective()
+        if self.optimizer.kind == "skopt" and any(c.equals is not None for c in self.constraints):
+            raise ValueError(
+                "optimizer kind 'skopt' cannot honour equality constraints (it samples by rejection); "
+                "use kind 'bayesian'"
+            )
         return self
+
+    def _check_multi_objective(self) -> None:
+        method = self.multi_objective
+        if method != "weighted_sum" and len(self.objectives) < 2:
+            raise ValueError(f"multi_objective {method!r} needs at least two objectives")
+        for i, o in enumerate(self.objectives):
+            given = "tolerance" if o.tolerance is not None else "threshold" if o.threshold is not None else ""
+            if given and method != "chimera":
+                raise ValueError(
+                    f"objective {o.measurement!r} has a `{given}`, which applies to multi_objective "
+                    f"'chimera' only (this campaign uses {method!r})"
+                )
+            if given and i == len(self.objectives) - 1:
+                raise ValueError(
+                    f"objective {o.measurement!r} is the last of the chimera hierarchy: nothing below it "
+                    f"needs its `{given}`; give tolerances to the objectives above it"
+                )
 
     @property
     def space(self) -> SearchSpace:
-        return SearchSpace(parameters=self.parameters)
+        return SearchSpace(parameters=self.parameters, constraints=self.constraints)
+
+    def objective_set(self) -> Objectives:
+        """What the optimizer needs to know about the objectives (``make_optimizer``'s third argument)."""
+        return Objectives(tuple(o.spec() for o in self.objectives), self.multi_objective)
 
     @property
     def device_roles(self) -> list[str]:

@@ -23,8 +23,8 @@ from sdl.experiment import INTERRUPTED_BY_OPERATOR, ExperimentRunner, Outcome
 from sdl.history import best_experiment, counts, pending, stop_reason
 from sdl.lab import LabSession
 from sdl.loading import LoadedCampaign
-from sdl.optimizer import CampaignOptimizer, OptimizerExhausted, make_optimizer
-from sdl.proposing import decide_next
+from sdl.optimizer import CampaignOptimizer, OptimizerExhausted
+from sdl.proposing import decide_next, optimizer_for
 from sdl.status import CampaignStatus, Cause, ExperimentStatus
 from sdl.store import HEARTBEAT_S, ExperimentRecord, Store, StoreVanished, new_owner
 
@@ -148,7 +148,7 @@ class ForegroundRun:
         self.campaign_id = campaign_id
         self.campaign = campaign
         self.assignments = dict(assignments or {})
-        self.optimizer = optimizer or make_optimizer(campaign.space, campaign.optimizer)
+        self.optimizer = optimizer or optimizer_for(campaign)
         self.observer = observer
         self.clock = clock
         self.runner = ExperimentRunner(campaign, store, base_dir=base_dir, devices=devices)

@@ -40,7 +40,7 @@ def observations(history: History) -> list[Observation]:
     out = []
     for e in finished:
         if e.status is ExperimentStatus.DONE:
-            out.append(Observation(recipe=e.recipe, value=e.objective))
+            out.append(Observation(recipe=e.recipe, value=e.objective, measurements=e.measurements))
         else:
             out.append(Observation(recipe=e.recipe, value=None, failure=e.failure))
     return out

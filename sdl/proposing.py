@@ -11,7 +11,7 @@ from typing import Any
 
 from sdl.campaign import Campaign
 from sdl.history import History, observations, pending, retry_candidate
-from sdl.optimizer import CampaignOptimizer
+from sdl.optimizer import CampaignOptimizer, make_optimizer
 from sdl.store import Decision
 from sdl.store.schema import to_jsonable
 
@@ -23,6 +23,11 @@ class NextExperiment:
     recipe: dict[str, Any]
     decision: Decision
     retry_of: int | None = None
+
+
+def optimizer_for(campaign: Campaign) -> CampaignOptimizer:
+    """The campaign's optimizer, over its space and constraints, combining its objectives as it says."""
+    return make_optimizer(campaign.space, campaign.optimizer, campaign.objective_set())
 
 
 def decide_next(campaign: Campaign, optimizer: CampaignOptimizer, history: History) -> NextExperiment:

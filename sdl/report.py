@@ -1,4 +1,5 @@
-"""Export a campaign's history (CSV, JSON lines) and plot its progress (best so far, parameter coverage)."""
+"""Export a campaign's history (CSV, JSON lines) and plot its progress (best so far, parameter coverage, and
+with several objectives the Pareto front)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import csv
 import io
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sdl.campaign import Campaign, MissingMeasurement
+from sdl.optimizer import hypervolume, pareto_mask
 from sdl.status import ExperimentStatus
 from sdl.store import ExperimentRecord
 
@@ -27,20 +32,63 @@ TRAILING_COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class Front:
+    """The non-dominated experiments of a campaign with several objectives, and the hypervolume they span."""
+
+    experiments: list[ExperimentRecord]
+    hypervolume: float
+    #: per objective, the worst value counted (declared `reference`, else the worst seen), in its own units
+    reference: dict[str, float]
+
+
+def loss_rows(campaign: Campaign, history: list[ExperimentRecord]) -> np.ndarray:
+    """Each experiment's objective losses (minimised); NaN rows for experiments not done or lacking one."""
+    objectives = campaign.objective_set()
+    L = np.full((len(history), len(campaign.objectives)), np.nan)
+    for i, e in enumerate(history):
+        if e.status is ExperimentStatus.DONE:
+            row = objectives.losses(e.measurements or {})
+            if row is not None:
+                L[i] = row
+    return L
+
+
+def front(campaign: Campaign, history: list[ExperimentRecord]) -> Front | None:
+    """The Pareto front of a campaign with two or more objectives (None with one objective)."""
+    if len(campaign.objectives) < 2:
+        return None
+    objectives = campaign.objective_set()
+    L = loss_rows(campaign, history)
+    mask = pareto_mask(L)
+    ref = objectives.references(L)
+    reference = {}
+    for spec, r in zip(objectives.specs, ref, strict=True):
+        value = spec.reference if spec.reference is not None else (-r if spec.goal == "maximize" else r)
+        reference[spec.measurement] = float(value)
+    hv = hypervolume(L, ref) if np.isfinite(ref).all() else 0.0
+    return Front([e for e, m in zip(history, mask, strict=True) if m], hv, reference)
+
+
 def columns(campaign: Campaign, history: list[ExperimentRecord]) -> list[str]:
-    """Recipe columns in search-space order, then measurements (objectives first), then bookkeeping."""
+    """Recipe columns in search-space order, then measurements (objectives first), then bookkeeping; with
+    several objectives a ``pareto`` column marks the non-dominated experiments."""
     objectives = [o.measurement for o in campaign.objectives]
     measured = sorted({k for e in history for k in (e.measurements or {})} - set(objectives))
-    return [*FIXED_COLUMNS, *campaign.space.names, *objectives, *measured, *TRAILING_COLUMNS]
+    marks = ["pareto"] if len(objectives) > 1 else []
+    return [*FIXED_COLUMNS, *campaign.space.names, *objectives, *measured, *marks, *TRAILING_COLUMNS]
 
 
 def rows(campaign: Campaign, history: list[ExperimentRecord]) -> list[dict[str, Any]]:
     """One row per experiment: recipe, measurements, status and the optimizer's decision."""
     out = []
-    for e in history:
+    mask = pareto_mask(loss_rows(campaign, history)) if len(campaign.objectives) > 1 else None
+    for i, e in enumerate(history):
         row: dict[str, Any] = {"experiment": e.seq, "status": e.status.value}
         row.update(e.recipe)
         row.update(e.measurements or {})
+        if mask is not None:
+            row["pareto"] = bool(mask[i])
         row.update(
             loss=e.objective,  # the scalar the optimizer minimises; the objectives' own values are above
             failure=e.failure,
@@ -102,7 +150,8 @@ def plot(campaign: Campaign, history: list[ExperimentRecord], path: Path | str, 
 
     objectives = campaign.objectives
     parameters = campaign.parameters
-    ncols = max(len(objectives), len(parameters), 1)
+    pareto = front(campaign, history)
+    ncols = max(len(objectives) + (pareto is not None), len(parameters), 1)
     fig: Figure = plt.figure(figsize=(max(4.0 * ncols, 8.0), 7.0), layout="constrained")
     grid = fig.add_gridspec(2, ncols)
     index = [e.seq for e in history]
@@ -125,6 +174,8 @@ def plot(campaign: Campaign, history: list[ExperimentRecord], path: Path | str, 
         ax.set_xlabel("experiment")
         ax.set_ylabel(objective.measurement + units)
         ax.legend(fontsize="small")
+    if pareto is not None:
+        _plot_front(fig.add_subplot(grid[0, len(objectives)]), campaign, history, pareto)
     colour_by = objectives[0].measurement
     colours = [(e.measurements or {}).get(colour_by) for e in history]
     for i, parameter in enumerate(parameters):
@@ -155,6 +206,34 @@ def plot(campaign: Campaign, history: list[ExperimentRecord], path: Path | str, 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _plot_front(ax: Any, campaign: Campaign, history: list[ExperimentRecord], pareto: Front) -> None:
+    """The first two objectives of every done experiment, the non-dominated ones joined as a staircase."""
+    a, b = campaign.objectives[0], campaign.objectives[1]
+    done = [e for e in history if e.status is ExperimentStatus.DONE]
+    points = []
+    for e in done:
+        m = e.measurements or {}
+        if all(isinstance(m.get(o.measurement), int | float) for o in (a, b)):
+            points.append((float(m[a.measurement]), float(m[b.measurement])))
+    if points:
+        ax.scatter(*zip(*points, strict=True), s=14, color="C7", alpha=0.5, label="experiments")
+    best = sorted(
+        (float((e.measurements or {})[a.measurement]), float((e.measurements or {})[b.measurement]), e.seq)
+        for e in pareto.experiments
+    )
+    if best:
+        xs, ys, _ = zip(*best, strict=True)
+        ax.plot(xs, ys, color="C3", lw=1.0)
+        ax.scatter(xs, ys, s=28, color="C3", zorder=3, label=f"non-dominated ({len(best)})")
+        for x, y, seq in best:
+            ax.annotate(str(seq), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    more = " (projection)" if len(campaign.objectives) > 2 else ""
+    ax.set_title(f"Pareto front{more}: hypervolume {pareto.hypervolume:.4g}")
+    ax.set_xlabel(f"{a.measurement} ({a.goal})" + (f" [{a.units}]" if a.units else ""))
+    ax.set_ylabel(f"{b.measurement} ({b.goal})" + (f" [{b.units}]" if b.units else ""))
+    ax.legend(fontsize="small")
 
 
 def _plottable(value: Any) -> Any:

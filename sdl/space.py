@@ -2,13 +2,21 @@
 
 These models are shared by the campaign file (validation, JSON Schema) and the optimizer adapter
 (conversion to scikit-optimize dimensions), so both read the same definition.
+
+Linear constraints tie real parameters together (mixture fractions summing to one, a total volume); a
+recipe satisfies one when ``sum(coefficient * value)`` is within :data:`CONSTRAINT_TOLERANCE` (relative) of
+its bound.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: relative slack allowed when checking a linear constraint: floating point cannot hit ``== 1`` exactly
+CONSTRAINT_TOLERANCE = 1e-9
 
 
 class _Parameter(BaseModel):
@@ -60,15 +68,40 @@ class IntegerParameter(_Parameter):
 
 
 class CategoricalParameter(_Parameter):
-    """A choice among named options (a solvent, a catalyst, a dye)."""
+    """A choice among named options (a solvent, a catalyst, a dye), optionally described by numbers."""
 
     type: Literal["categorical"] = "categorical"
     choices: list[str | int | float] = Field(min_length=2)
+    descriptors: dict[str, list[float]] | None = Field(
+        None,
+        description="Optional numeric descriptors of the choices: descriptor name -> one value per choice, "
+        "in the order of `choices` (e.g. a solvent's dielectric constant). The optimizer then models the "
+        "choices by these numbers, so what it learns about one solvent carries over to similar ones.",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> CategoricalParameter:
         if len(set(self.choices)) != len(self.choices):
             raise ValueError(f"choices must be unique, got {self.choices}")
+        if self.descriptors is not None:
+            if not self.descriptors:
+                raise ValueError("descriptors, when given, need at least one descriptor")
+            for name, values in self.descriptors.items():
+                if len(values) != len(self.choices):
+                    raise ValueError(
+                        f"descriptor {name!r} has {len(values)} value(s); it needs one per choice "
+                        f"({len(self.choices)})"
+                    )
+                if not all(math.isfinite(v) for v in values):
+                    raise ValueError(f"descriptor {name!r} has a value that is not a finite number")
+            rows = [tuple(v[i] for v in self.descriptors.values()) for i in range(len(self.choices))]
+            for i in range(len(rows)):
+                for j in range(i):
+                    if rows[i] == rows[j]:
+                        raise ValueError(
+                            f"choices {self.choices[j]!r} and {self.choices[i]!r} have identical "
+                            "descriptors, so the optimizer could not tell them apart"
+                        )
         return self
 
     def contains(self, value: Any) -> bool:
@@ -78,12 +111,74 @@ class CategoricalParameter(_Parameter):
 Parameter = Annotated[RealParameter | IntegerParameter | CategoricalParameter, Field(discriminator="type")]
 
 
+class LinearConstraint(BaseModel):
+    """``at_least <= sum(coefficient * value) <= at_most`` over real parameters, or ``== equals``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    coefficients: dict[str, float] = Field(
+        min_length=1,
+        description="Real parameter name -> coefficient, e.g. {water: 1, ethanol: 1, dmso: 1} for a sum.",
+    )
+    at_most: float | None = Field(None, description="Upper bound of the weighted sum.")
+    at_least: float | None = Field(None, description="Lower bound of the weighted sum.")
+    equals: float | None = Field(None, description="The value the weighted sum must equal.")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> LinearConstraint:
+        if self.equals is not None and (self.at_most is not None or self.at_least is not None):
+            raise ValueError("give either `equals`, or `at_least` and/or `at_most`, not both")
+        if self.equals is None and self.at_most is None and self.at_least is None:
+            raise ValueError("a constraint needs `equals`, `at_most` or `at_least`")
+        if self.at_most is not None and self.at_least is not None and self.at_least > self.at_most:
+            raise ValueError(f"at_least ({self.at_least}) is above at_most ({self.at_most})")
+        bad = [n for n, c in self.coefficients.items() if not math.isfinite(c) or c == 0]
+        if bad:
+            raise ValueError(f"coefficients must be finite and non-zero: {', '.join(bad)}")
+        return self
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(lower, upper) of the weighted sum; infinite when open."""
+        if self.equals is not None:
+            return self.equals, self.equals
+        return (
+            -math.inf if self.at_least is None else self.at_least,
+            math.inf if self.at_most is None else self.at_most,
+        )
+
+    def text(self) -> str:
+        terms = " + ".join((f"{c:g}*{n}" if c != 1 else n) for n, c in self.coefficients.items()).replace(
+            "+ -", "- "
+        )
+        if self.equals is not None:
+            return f"{terms} == {self.equals:g}"
+        parts = []
+        if self.at_least is not None:
+            parts.append(f"{terms} >= {self.at_least:g}")
+        if self.at_most is not None:
+            parts.append(f"{terms} <= {self.at_most:g}")
+        return " and ".join(parts)
+
+    def violation(self, recipe: dict[str, Any]) -> float:
+        """How far the recipe's weighted sum lies outside the bounds (0 when satisfied within tolerance)."""
+        terms = [c * float(recipe[n]) for n, c in self.coefficients.items()]
+        total = math.fsum(terms)
+        lo, hi = self.bounds
+        scale = max(1.0, *(abs(t) for t in terms), *(abs(b) for b in (lo, hi) if math.isfinite(b)))
+        slack = CONSTRAINT_TOLERANCE * scale
+        return max(0.0, lo - slack - total, total - hi - slack)
+
+
 class SearchSpace(BaseModel):
-    """An ordered list of parameters; a recipe is a dict with one value per parameter name."""
+    """An ordered list of parameters, and linear constraints between real ones; a recipe is a dict with one
+    value per parameter name."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     parameters: list[Parameter] = Field(min_length=1)
+    constraints: list[LinearConstraint] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> SearchSpace:
@@ -91,6 +186,34 @@ class SearchSpace(BaseModel):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"parameter names must be unique; repeated: {', '.join(duplicates)}")
+        by_name = {p.name: p for p in self.parameters}
+        for i, c in enumerate(self.constraints):
+            for name in c.coefficients:
+                p = by_name.get(name)
+                if p is None:
+                    raise ValueError(
+                        f"constraint {i + 1} ({c.text()}) names unknown parameter {name!r} "
+                        f"(parameters: {', '.join(names)})"
+                    )
+                if not isinstance(p, RealParameter):
+                    raise ValueError(
+                        f"constraint {i + 1} ({c.text()}) names {name!r}, a {p.type} parameter; "
+                        "linear constraints apply to real parameters only"
+                    )
+                if p.log:
+                    raise ValueError(
+                        f"constraint {i + 1} ({c.text()}) names {name!r}, which is searched on a log scale; "
+                        "linear constraints apply to linear-scale real parameters only"
+                    )
+        if self.constraints:
+            # The optimizer's own geometry decides whether the constraints leave room to search.
+            from sdl.optimizer.polytope import NoRoom, space_polytope
+
+            try:
+                space_polytope(self)
+            except NoRoom as exc:
+                listed = "; ".join(c.text() for c in self.constraints)
+                raise ValueError(f"{exc} (constraints: {listed})") from None
         return self
 
     @property
@@ -109,3 +232,9 @@ class SearchSpace(BaseModel):
         extra = set(recipe) - set(self.names)
         if extra:
             raise ValueError(f"recipe has unknown parameters: {', '.join(sorted(extra))}")
+        for c in self.constraints:
+            if c.violation(recipe) > 0:
+                raise ValueError(f"recipe violates the constraint {c.text()}")
+
+    def satisfies_constraints(self, recipe: dict[str, Any]) -> bool:
+        return all(c.violation(recipe) == 0 for c in self.constraints)

@@ -89,7 +89,8 @@ def test_repeated_parameter_names(tmp_path: Path) -> None:
 def test_unknown_optimizer_kind_lists_the_allowed_ones(tmp_path: Path) -> None:
     message = only(tmp_path, GOOD.replace("kind: bayesian", "kind: bayes"))
     assert message.endswith(
-        "campaign.yaml:10: optimizer.kind: Input should be 'bayesian', 'random' or 'grid' (got 'bayes')"
+        "campaign.yaml:10: optimizer.kind: "
+        "Input should be 'bayesian', 'random', 'grid' or 'skopt' (got 'bayes')"
     )
 
 
@@ -356,7 +357,8 @@ def test_sdl_validate_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["validate", str(write(tmp_path, GOOD))]) == 0
     assert "ok" in capsys.readouterr().out
     assert main(["validate", str(write(tmp_path, GOOD.replace("kind: bayesian", "kind: bayes")))]) == 2
-    assert "optimizer.kind: Input should be 'bayesian', 'random' or 'grid'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "optimizer.kind: Input should be 'bayesian', 'random', 'grid' or 'skopt'" in err
 
 
 def test_sdl_run_with_a_bad_file_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

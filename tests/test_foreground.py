@@ -12,8 +12,7 @@ import pytest
 from sdl.campaign import Campaign
 from sdl.foreground import CRASH_REASON, ForegroundRun, new_run_owner, run_campaign, start_campaign, take_over
 from sdl.loading import LoadedCampaign
-from sdl.optimizer import make_optimizer
-from sdl.proposing import decide_next
+from sdl.proposing import decide_next, optimizer_for
 from sdl.status import CampaignStatus, Cause, ExperimentStatus
 from sdl.store import CampaignBusy, Store
 
@@ -249,7 +248,7 @@ def test_after_a_crash_the_experiment_in_flight_is_interrupted_never_rerun(tmp_p
     with Store(tmp_path / "data") as store:
         loaded = campaign(tmp_path, budget__max_experiments=3)
         campaign_id = start_campaign(store, loaded, owner=crashed_owner())
-        optimizer = make_optimizer(loaded.campaign.space, loaded.campaign.optimizer)
+        optimizer = optimizer_for(loaded.campaign)
         nxt = decide_next(loaded.campaign, optimizer, store.experiments(campaign_id))
         in_flight = store.add_proposal(campaign_id, nxt.recipe, nxt.decision)
         store.start_experiment(in_flight.id)
@@ -276,7 +275,7 @@ def test_a_proposal_left_by_a_crash_runs_first_on_resume(tmp_path: Path) -> None
     with Store(tmp_path / "data") as store:
         loaded = campaign(tmp_path, budget__max_experiments=2)
         campaign_id = start_campaign(store, loaded, owner=crashed_owner())
-        optimizer = make_optimizer(loaded.campaign.space, loaded.campaign.optimizer)
+        optimizer = optimizer_for(loaded.campaign)
         nxt = decide_next(loaded.campaign, optimizer, store.experiments(campaign_id))
         proposed = store.add_proposal(campaign_id, nxt.recipe, nxt.decision)  # ...and the process dies
         run_campaign(store, campaign_id)

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sdl.cli import EXIT_OK, BadInput, open_store
-from sdl.cli.progress import fmt_best, fmt_objectives, fmt_recipe, summary_table
+from sdl.cli.progress import fmt_best, fmt_objectives, fmt_recipe, fmt_value, summary_table
 from sdl.foreground import campaign_of
 from sdl.history import campaign_state, counts, spent
 from sdl.status import ExperimentStatus
@@ -59,7 +59,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "show",
         parents=[common],
         help="show one campaign and its experiments",
-        description="Show a campaign's settings, summary and every experiment with its status and result.",
+        description="Show a campaign's settings, summary and every experiment with its status and result; "
+        "with several objectives, the Pareto front and its hypervolume.",
     )
     p.add_argument("campaign_id", metavar="CAMPAIGN_ID")
     p.set_defaults(handler=cmd_show)
@@ -81,8 +82,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "plot",
         parents=[common],
         help="plot a campaign's progress to a PNG",
-        description="Plot best-so-far vs experiment for each objective, and parameter coverage "
-        "(each parameter vs experiment, coloured by the first objective).",
+        description="Plot best-so-far vs experiment for each objective, parameter coverage "
+        "(each parameter vs experiment, coloured by the first objective) and, with several objectives, "
+        "the Pareto front.",
     )
     p.add_argument("campaign_id", metavar="CAMPAIGN_ID")
     p.add_argument(
@@ -197,7 +199,31 @@ def cmd_show(args: argparse.Namespace) -> int:
                 e.decision.model if e.decision else "",
             )
         out.print(table)
+        _print_front(out, campaign, history)
     return EXIT_OK
+
+
+def _print_front(out: Console, campaign: Any, history: list[Any]) -> None:
+    """With several objectives: the non-dominated experiments and the hypervolume they span."""
+    from sdl import report
+
+    pareto = report.front(campaign, history)
+    if pareto is None:
+        return
+    names = [o.measurement for o in campaign.objectives]
+    reference = ", ".join(f"{k} {fmt_value(v)}" for k, v in pareto.reference.items())
+    table = Table(
+        title=f"Pareto front: {len(pareto.experiments)} non-dominated experiment(s), "
+        f"hypervolume {pareto.hypervolume:.6g} (reference: {reference})",
+        title_justify="left",
+    )
+    headers = [f"{o.measurement} ({o.goal})" for o in campaign.objectives]
+    for column in ("#", *headers, "recipe"):
+        table.add_column(column)
+    for e in pareto.experiments:
+        m = e.measurements or {}
+        table.add_row(str(e.seq), *(fmt_value(m.get(n)) for n in names), fmt_recipe(e.recipe))
+    out.print(table)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

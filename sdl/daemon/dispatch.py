@@ -16,8 +16,8 @@ from sdl.daemon import protocol as p
 from sdl.daemon.active import Tracked
 from sdl.daemon.scheduler import Assignment, Candidate, plan_round
 from sdl.history import pending, spent, stop_reason
-from sdl.optimizer import OptimizerExhausted, make_optimizer
-from sdl.proposing import NextExperiment, decide_next
+from sdl.optimizer import OptimizerExhausted
+from sdl.proposing import NextExperiment, decide_next, optimizer_for
 from sdl.status import CampaignStatus, Cause, ExperimentStatus
 from sdl.store import ExperimentRecord, LeaseConflict
 
@@ -137,7 +137,7 @@ class Dispatching:
         if leftover is None:
             optimizer = self.optimizers.get(campaign_id)
             if optimizer is None:
-                optimizer = make_optimizer(tracked.campaign.space, tracked.campaign.optimizer)
+                optimizer = optimizer_for(tracked.campaign)
                 self.optimizers[campaign_id] = optimizer
             try:
                 proposal = await asyncio.to_thread(

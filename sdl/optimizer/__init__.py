@@ -12,28 +12,47 @@ from sdl.optimizer.api import (
     OptimizerExhausted,
     OptimizerSettings,
     Proposal,
+    SkoptSettings,
 )
+from sdl.optimizer.objectives import Objectives, ObjectiveSpec, hypervolume, pareto_mask
 from sdl.space import SearchSpace
 
 __all__ = [
     "CampaignOptimizer",
+    "ObjectiveSpec",
+    "Objectives",
     "Observation",
     "OptimizerExhausted",
     "OptimizerSettings",
     "Proposal",
+    "SkoptSettings",
+    "hypervolume",
     "make_optimizer",
+    "pareto_mask",
 ]
 
 
-def make_optimizer(space: SearchSpace, settings: OptimizerSettings) -> CampaignOptimizer:
-    """Build the optimizer named by ``settings.kind`` over ``space``."""
+def make_optimizer(
+    space: SearchSpace, settings: OptimizerSettings, objectives: Objectives | None = None
+) -> CampaignOptimizer:
+    """Build the optimizer named by ``settings.kind`` over ``space`` (linear constraints included).
+
+    ``objectives`` says how several objectives combine (the campaign's ``Campaign.objective_set()``); without
+    it each observation's scalar ``value`` is minimised.
+    """
     from sdl.optimizer.baselines import GridOptimizer, RandomOptimizer
     from sdl.optimizer.bayesian import BayesianOptimizer
     from sdl.optimizer.encoding import Encoder
+    from sdl.optimizer.objectives import Scalariser
 
     encoder = Encoder(space)
+    scalariser = Scalariser(objectives, settings.seed)
     if settings.kind == "random":
         return RandomOptimizer(encoder, settings)
     if settings.kind == "grid":
         return GridOptimizer(encoder, settings)
-    return BayesianOptimizer(encoder, settings)
+    if settings.kind == "skopt":
+        from sdl.optimizer.skopt_backend import SkoptOptimizer
+
+        return SkoptOptimizer(encoder, settings, scalariser)
+    return BayesianOptimizer(encoder, settings, scalariser)

@@ -8,9 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtr
+from scipy.special import erfcx, ndtr
 
 _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
+_LOG_INV_SQRT_2PI = -0.5 * np.log(2.0 * np.pi)
+_SQRT_HALF_PI = np.sqrt(0.5 * np.pi)
+_SQRT_HALF = np.sqrt(0.5)
 
 
 def acquisition(
@@ -27,7 +30,31 @@ def acquisition(
         return cdf, -pdf / sd, -pdf * z / (2.0 * var)
     if kind == "ei":
         return sd * (z * cdf + pdf), -cdf, pdf / (2.0 * sd)
+    if kind == "logei":
+        log_h, dlogh_dz = _log_h(z)
+        return log_h + np.log(sd), -dlogh_dz / sd, (1.0 - dlogh_dz * z) / (2.0 * var)
     raise ValueError(f"unknown acquisition {kind!r}")
+
+
+def _log_h(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``log(z Φ(z) + φ(z))`` and its derivative ``Φ(z) / (z Φ(z) + φ(z))``, accurate far into the tail.
+
+    Plain EI underflows to exactly 0 a few standard deviations below the incumbent, which leaves the
+    acquisition search blind there (Ament et al. 2023, "Unexpected improvements to expected improvement").
+    In the tail ``Φ(z)/φ(z) = sqrt(π/2) erfcx(-z/√2)`` avoids both underflow and cancellation.
+    """
+    z = np.maximum(np.asarray(z, dtype=float), -1e6)
+    tail = z < -1.0
+    zt = np.where(tail, z, -1.0)
+    ratio = _SQRT_HALF_PI * erfcx(-zt * _SQRT_HALF)  # Φ(z)/φ(z)
+    factor = 1.0 + zt * ratio  # h(z)/φ(z) > 0
+    log_tail = _LOG_INV_SQRT_2PI - 0.5 * zt * zt + np.log(factor)
+    zb = np.where(tail, 0.0, z)
+    cdf, pdf = ndtr(zb), _INV_SQRT_2PI * np.exp(-0.5 * zb * zb)
+    h = zb * cdf + pdf
+    log_h = np.where(tail, log_tail, np.log(h))
+    dlogh = np.where(tail, ratio / factor, cdf / h)
+    return log_h, dlogh
 
 
 @dataclass
@@ -44,6 +71,31 @@ class Feasibility:
     scale: np.ndarray
     base: float
     prior_weight: float = 1.0
+
+    @classmethod
+    def fitted(
+        cls,
+        points: np.ndarray,
+        success: np.ndarray,
+        scale: np.ndarray,
+        factors: tuple[float, ...],
+        prior_weight: float = 1.0,
+    ) -> Feasibility:
+        """The estimate whose kernel width (``scale`` times one of ``factors``) best predicts each
+        experiment's outcome from the others (leave-one-out log likelihood)."""
+        base = (success.sum() + 1) / (len(success) + 2)
+        best: tuple[float, Feasibility] | None = None
+        for f in factors:
+            cand = cls(points, success, scale * f, base, prior_weight)
+            w = cand._weights(points)
+            np.fill_diagonal(w, 0.0)
+            p = (cand.prior_weight * base + w @ success) / (cand.prior_weight + w.sum(1))
+            p = np.clip(p, 1e-6, 1 - 1e-6)
+            loglik = float(np.sum(success * np.log(p) + (1 - success) * np.log(1 - p)))
+            if best is None or loglik > best[0]:
+                best = (loglik, cand)
+        assert best is not None
+        return best[1]
 
     def __call__(self, Z: np.ndarray) -> np.ndarray:
         w = self._weights(Z)

@@ -11,7 +11,35 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class SkoptSettings(BaseModel):
+    """``optimizer: {kind: skopt, skopt: {...}}``: scikit-optimize's own options, with its own defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_estimator: Literal["GP", "RF", "ET", "GBRT"] = Field(
+        "GP",
+        description="skopt's surrogate: Gaussian process, random forest, extra trees, boosted trees.",
+    )
+    acq_func: Literal["gp_hedge", "EI", "PI", "LCB"] = Field("gp_hedge", description="skopt's acquisition.")
+    acq_optimizer: Literal["auto", "sampling", "lbfgs"] = Field(
+        "auto", description="How skopt maximises the acquisition (sampling under constraints)."
+    )
+    n_initial_points: int = Field(10, ge=0, description="Points of the initial design before the model.")
+    initial_point_generator: Literal["random", "sobol", "halton", "hammersly", "lhs", "grid"] = Field(
+        "random", description="skopt's generator of the initial design."
+    )
+    strategy: Literal["cl_min", "cl_mean", "cl_max"] = Field(
+        "cl_min",
+        description="Constant liar for running experiments and batch points: they are told the minimum, "
+        "mean or maximum value seen.",
+    )
+    xi: float = Field(0.01, ge=0.0, description="skopt's EI/PI margin (in objective units).")
+    kappa: float = Field(1.96, ge=0.0, description="skopt's LCB weight.")
+    n_points: int = Field(10000, ge=10, description="Random points scored per acquisition search.")
+    n_restarts_optimizer: int = Field(5, ge=1, description="L-BFGS restarts of the acquisition search.")
 
 
 class OptimizerSettings(BaseModel):
@@ -19,10 +47,11 @@ class OptimizerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["bayesian", "random", "grid"] = Field(
+    kind: Literal["bayesian", "random", "grid", "skopt"] = Field(
         "bayesian",
-        description="bayesian: Gaussian-process model with an acquisition function; "
-        "random: scrambled-Sobol baseline; grid: exhaustive grid baseline.",
+        description="bayesian: our Gaussian-process model with an acquisition function; "
+        "random: scrambled-Sobol baseline; grid: exhaustive grid baseline; "
+        "skopt: scikit-optimize's Optimizer (options under `skopt`).",
     )
     initial_design: int | None = Field(
         None,
@@ -46,6 +75,14 @@ class OptimizerSettings(BaseModel):
         "(0.01 cost Branin a factor of 6 in final regret).",
     )
     kappa: float = Field(1.96, ge=0.0, description="Exploration weight of lcb (mean - kappa * sd).")
+    duplicate_radius: float = Field(
+        0.02,
+        ge=0.0,
+        le=0.5,
+        description="No proposal comes closer than this to a running experiment or to another proposal of "
+        "the same batch (Euclidean distance with every parameter range scaled to 1; categories count as "
+        "far apart). Observed recipes are only never repeated exactly, so refinement is not limited.",
+    )
     grid_points: int = Field(
         5,
         ge=2,
@@ -53,15 +90,31 @@ class OptimizerSettings(BaseModel):
         description="grid kind: points per real parameter (integers use every value up to this many; "
         "categoricals always use every choice).",
     )
+    skopt: SkoptSettings = Field(
+        default_factory=SkoptSettings,
+        description="skopt kind: scikit-optimize's options (its own names and defaults).",
+    )
+
+    @model_validator(mode="after")
+    def _skopt_only_for_skopt(self) -> OptimizerSettings:
+        # Compared with the defaults, not by presence: a dumped and reloaded campaign spells them all out.
+        if self.kind != "skopt" and self.skopt != SkoptSettings():
+            raise ValueError(f"the `skopt` options apply to kind 'skopt', not {self.kind!r}")
+        return self
 
 
 @dataclass(frozen=True)
 class Observation:
-    """A finished experiment: its recipe and the scalar objective (to minimise), or why it failed."""
+    """A finished experiment: its recipe and the scalar objective (to minimise), or why it failed.
+
+    ``measurements`` (name -> value) is what several objectives are computed from; with a single objective
+    or a weighted sum the scalar ``value`` is enough.
+    """
 
     recipe: dict[str, Any]
     value: float | None
     failure: str | None = None
+    measurements: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,11 @@ Two coordinate systems are used:
 
 * *unit* coordinates: one column per parameter in [0, 1) — what space-filling designs produce;
 * *encoded* coordinates: what the Gaussian process sees — a real is its (log-)scaled position, an integer the
-  centre of its cell, a categorical a one-hot block (so no false order is imposed on the choices).
+  centre of its cell, a categorical a one-hot block (so no false order is imposed on the choices), or, when
+  the choices have descriptors, the choice's descriptor values scaled to [0, 1],
+  so similar choices sit close.
+
+Linear constraints on reals become a polytope in the reals' encoded columns (``Encoder.polytope``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,25 @@ class _Block:
     param: RealParameter | IntegerParameter | CategoricalParameter
     start: int
     stop: int
+    #: a categorical's encoded row per choice: the identity (one-hot) or its scaled descriptors
+    rows: np.ndarray | None = None
+
+    def choice_index(self, Z: np.ndarray) -> np.ndarray:
+        """The choice whose row is nearest to each encoded row (argmax for one-hot blocks)."""
+        assert self.rows is not None
+        block = Z[:, self.start : self.stop]
+        if isinstance(self.param, CategoricalParameter) and self.param.descriptors is None:
+            return np.argmax(block, axis=1)
+        d2 = ((block[:, None, :] - self.rows[None, :, :]) ** 2).sum(-1)
+        return np.argmin(d2, axis=1)
+
+
+def _descriptor_rows(p: CategoricalParameter) -> np.ndarray:
+    assert p.descriptors is not None
+    M = np.array(list(p.descriptors.values()), dtype=float).T  # choices x descriptors
+    lo, hi = M.min(0), M.max(0)
+    keep = hi > lo  # a descriptor equal for every choice tells the model nothing
+    return (M[:, keep] - lo[keep]) / (hi[keep] - lo[keep])
 
 
 class Encoder:
@@ -31,8 +54,11 @@ class Encoder:
         blocks: list[_Block] = []
         col = 0
         for p in space.parameters:
-            width = len(p.choices) if isinstance(p, CategoricalParameter) else 1
-            blocks.append(_Block(p, col, col + width))
+            rows = None
+            if isinstance(p, CategoricalParameter):
+                rows = np.eye(len(p.choices)) if p.descriptors is None else _descriptor_rows(p)
+            width = 1 if rows is None else rows.shape[1]
+            blocks.append(_Block(p, col, col + width, rows))
             col += width
         self.blocks = blocks
         self.n_params = len(blocks)
@@ -41,6 +67,19 @@ class Encoder:
         self.real_columns = np.array(
             [b.start for b in blocks if isinstance(b.param, RealParameter)], dtype=int
         )
+        #: the linear constraints as a polytope over ``real_columns`` (None when there are none)
+        self.polytope = None
+        if space.constraints:
+            from sdl.optimizer.polytope import space_polytope
+
+            self.polytope = space_polytope(space)[0]
+
+    def feasible(self, Z: np.ndarray) -> np.ndarray:
+        """Which encoded rows satisfy the linear constraints (all of them when there are none)."""
+        Z = np.atleast_2d(Z)
+        if self.polytope is None:
+            return np.ones(len(Z), dtype=bool)
+        return self.polytope.contains(Z[:, self.real_columns])
 
     # -- sizes ---------------------------------------------------------------------------------------------
     def n_points(self) -> float:
@@ -83,8 +122,17 @@ class Encoder:
                 count = p.high - p.low + 1
                 Z[:, b.start] = (np.floor(u * count) + 0.5) / count
             else:
+                assert b.rows is not None
                 idx = np.floor(u * len(p.choices)).astype(int)
-                Z[np.arange(len(u)), b.start + idx] = 1.0
+                Z[:, b.start : b.stop] = b.rows[idx]
+        return Z
+
+    def sample_encoded(self, U: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Encoded points from unit-cube points ``U``, with the real columns redrawn inside the constraint
+        polytope when there is one (a unit-cube design would violate an equality almost surely)."""
+        Z = self.unit_to_encoded(U)
+        if self.polytope is not None:
+            Z[:, self.real_columns] = self.polytope.sample(len(Z), rng)
         return Z
 
     # -- recipes <-> encoded -------------------------------------------------------------------------------
@@ -101,7 +149,8 @@ class Encoder:
                 elif isinstance(p, IntegerParameter):
                     Z[i, b.start] = (int(v) - p.low + 0.5) / (p.high - p.low + 1)
                 else:
-                    Z[i, b.start + p.choices.index(v)] = 1.0
+                    assert b.rows is not None
+                    Z[i, b.start : b.stop] = b.rows[p.choices.index(v)]
         return np.clip(Z, 0.0, 1.0)
 
     def decode(self, Z: np.ndarray) -> list[dict[str, Any]]:
@@ -121,39 +170,40 @@ class Encoder:
                 idx = np.clip(np.floor(Z[:, b.start] * count), 0, count - 1).astype(int)
                 columns.append([int(p.low + i) for i in idx])
             else:
-                idx = np.argmax(Z[:, b.start : b.stop], axis=1)
-                columns.append([p.choices[i] for i in idx])
+                columns.append([p.choices[i] for i in b.choice_index(Z)])
         names = self.space.names
         return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
     def snap(self, Z: np.ndarray) -> np.ndarray:
         """Move encoded points onto the lattice of real recipes (integer cell centres, exact one-hots)."""
         Z = np.clip(np.atleast_2d(Z), 0.0, 1.0).copy()
-        rows = np.arange(len(Z))
         for b in self.blocks:
             p = b.param
             if isinstance(p, IntegerParameter):
                 count = p.high - p.low + 1
                 Z[:, b.start] = (np.minimum(np.floor(Z[:, b.start] * count), count - 1) + 0.5) / count
             elif isinstance(p, CategoricalParameter):
-                idx = np.argmax(Z[:, b.start : b.stop], axis=1)
-                Z[:, b.start : b.stop] = 0.0
-                Z[rows, b.start + idx] = 1.0
+                assert b.rows is not None
+                Z[:, b.start : b.stop] = b.rows[b.choice_index(Z)]
         return Z
 
     # -- local moves ---------------------------------------------------------------------------------------
     def perturb(self, parents: np.ndarray, scale: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Gaussian steps of per-row ``scale`` around encoded ``parents``; categoricals switch w.p. 0.2."""
+        """Gaussian steps of per-row ``scale`` around encoded ``parents``; categoricals switch w.p. 0.2.
+
+        Under linear constraints the reals move along a random feasible line instead, so the step never
+        leaves the polytope."""
         Z = parents.copy()
         m = len(Z)
         for b in self.blocks:
             p = b.param
             if isinstance(p, CategoricalParameter):
+                assert b.rows is not None
                 switch = rng.random(m) < 0.2
                 new = rng.integers(0, len(p.choices), size=m)
-                block = Z[:, b.start : b.stop]
-                block[switch] = 0.0
-                block[switch, new[switch]] = 1.0
-            else:
+                Z[switch, b.start : b.stop] = b.rows[new[switch]]
+            elif isinstance(p, IntegerParameter) or self.polytope is None:
                 Z[:, b.start] = np.clip(Z[:, b.start] + scale * rng.standard_normal(m), 0.0, 1.0)
+        if self.polytope is not None and len(self.real_columns):
+            Z[:, self.real_columns] = self.polytope.perturb(Z[:, self.real_columns], scale, rng)
         return self.snap(Z) if len(self.real_columns) < self.n_params else Z

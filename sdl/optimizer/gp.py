@@ -24,6 +24,14 @@ _SIG_BOUNDS = (np.log(0.05), np.log(20.0))
 _NOISE_BOUNDS = (np.log(1e-6), np.log(1.0))
 #: Gamma(shape, rate) prior on every length scale (unit-cube inputs)
 LS_PRIOR = (3.0, 6.0)
+#: "gamma": LS_PRIOR on each length scale; "optuna": log p = -0.1 (l^2 + l^-2), centred on l = 1
+LS_PRIOR_KIND = "gamma"
+#: length-scale priors fitted side by side, the best by leave-one-out density used (() = LS_PRIOR_KIND only)
+LS_HYPOTHESES: tuple[str, ...] = ()
+#: Gamma(shape, rate) on the signal variance (standardised units)
+SIGNAL_PRIOR = (2.0, 0.15)
+#: Gamma(shape, rate) on the noise variance, or None for a flat prior in log space
+NOISE_PRIOR: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,9 @@ def _matern(r: np.ndarray) -> np.ndarray:
     return (1.0 + _S5 * r + (5.0 / 3.0) * r * r) * np.exp(-_S5 * r)
 
 
-def _neg_log_posterior(theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+def _neg_log_posterior(
+    theta: np.ndarray, X: np.ndarray, y: np.ndarray, kind: str = "gamma"
+) -> tuple[float, np.ndarray]:
     d = X.shape[1]
     ls = np.exp(theta[:d])
     s2, n2 = np.exp(theta[d]), np.exp(theta[d + 1])
@@ -66,16 +76,70 @@ def _neg_log_posterior(theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> tuple
     g_ls = 0.5 * (2.0 * rs @ (Xs * Xs) - 2.0 * np.einsum("aj,aj->j", Xs, G @ Xs))
     g_s2 = 0.5 * np.sum(W * K) - 0.5 * (n2 + _JITTER) * np.trace(W)
     g_n2 = 0.5 * n2 * np.trace(W)
-    # Gamma(3, 6) on each length scale: log p = 2 log l - 6 l; weak Gamma(2, 0.15) on the signal variance.
-    a, b = LS_PRIOR
-    lp = np.sum((a - 1.0) * theta[:d] - b * ls) + (theta[d] - 0.15 * s2)
-    g_lp = np.concatenate([(a - 1.0) - b * ls, [1.0 - 0.15 * s2, 0.0]])
+    lp, g_lp = _log_prior(theta, d, kind)
     grad = np.concatenate([g_ls, [g_s2, g_n2]]) + g_lp
     return -(lml + lp), -grad
 
 
-def fit_hyper(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, restarts: int = 1) -> Hyper:
-    """MAP hyperparameters for standardised ``y``; starts from a fixed point plus ``restarts`` random ones."""
+def _log_prior(theta: np.ndarray, d: int, kind: str = "gamma") -> tuple[float, np.ndarray]:
+    """Log prior density of the log-parameters (up to a constant) and its gradient."""
+    ls = np.exp(theta[:d])
+    s2, n2 = np.exp(theta[d]), np.exp(theta[d + 1])
+    if kind == "optuna":
+        lp = -0.1 * np.sum(ls**2 + ls**-2)
+        g_ls = -0.2 * (ls**2 - ls**-2)
+    else:  # Gamma(a, b) on each length scale: log p = (a - 1) log l - b l
+        a, b = LS_PRIOR
+        lp = np.sum((a - 1.0) * theta[:d] - b * ls)
+        g_ls = (a - 1.0) - b * ls
+    sa, sb = SIGNAL_PRIOR
+    lp += (sa - 1.0) * theta[d] - sb * s2
+    g_s2 = (sa - 1.0) - sb * s2
+    g_n2 = 0.0
+    if NOISE_PRIOR is not None:
+        na, nb = NOISE_PRIOR
+        lp += (na - 1.0) * theta[d + 1] - nb * n2
+        g_n2 = (na - 1.0) - nb * n2
+    return float(lp), np.concatenate([g_ls, [g_s2, g_n2]])
+
+
+def loo_log_density(X: np.ndarray, y: np.ndarray, hyper: Hyper) -> float:
+    """Mean leave-one-out log predictive density of ``y`` (closed form, Rasmussen & Williams eq. 5.10)."""
+    ls = hyper.lengthscales
+    K = hyper.signal * _matern(np.sqrt(sqdist(X / ls, X / ls)))
+    K[np.diag_indices_from(K)] += hyper.noise + _JITTER
+    try:
+        L = cholesky(K, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return -np.inf
+    Kinv = cho_solve((L, True), np.eye(len(y)), check_finite=False)
+    alpha = Kinv @ y
+    var = 1.0 / np.maximum(np.diag(Kinv), 1e-300)
+    resid = alpha * var
+    return float(np.mean(-0.5 * np.log(2 * np.pi * var) - 0.5 * resid**2 / var))
+
+
+def fit_hyper(
+    X: np.ndarray,
+    y: np.ndarray,
+    rng: np.random.Generator,
+    restarts: int = 1,
+    kinds: tuple[str, ...] | None = None,
+) -> Hyper:
+    """MAP hyperparameters for standardised ``y``; starts from a fixed point plus ``restarts`` random ones.
+
+    With several length-scale priors (``kinds``: "gamma" and/or "optuna", see ``_log_prior``), each
+    prior's MAP is fitted and the one whose model predicts held-out points best (leave-one-out log
+    density) is used."""
+    kinds = kinds or LS_HYPOTHESES or (LS_PRIOR_KIND,)
+    if len(kinds) == 1:
+        return _fit_one(X, y, rng, restarts, kinds[0])
+    fits = [_fit_one(X, y, rng, restarts, k) for k in kinds]
+    scores = [loo_log_density(X, y, h) for h in fits]
+    return fits[int(np.argmax(scores))]
+
+
+def _fit_one(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, restarts: int, kind: str) -> Hyper:
     d = X.shape[1]
     bounds = [_LS_BOUNDS] * d + [_SIG_BOUNDS, _NOISE_BOUNDS]
     starts = [np.concatenate([np.full(d, np.log(0.5)), [0.0, np.log(1e-3)]])]
@@ -90,7 +154,7 @@ def fit_hyper(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, restarts: 
         res = minimize(
             _neg_log_posterior,
             theta0,
-            args=(X, y),
+            args=(X, y, kind),
             jac=True,
             method="L-BFGS-B",
             bounds=bounds,
