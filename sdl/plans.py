@@ -34,6 +34,17 @@ def release(*devices: Any) -> Generator[Msg, Any, Any]:
     return (yield Msg(RELEASE, None, *devices))
 
 
+def allow_leases(run_engine: Any) -> None:
+    """Let a plain RunEngine — one that has the lab to itself, in a notebook or a test — run plans that lease:
+    leasing then does nothing. sdl's own RunEngines (`sdl run`, the lab service's workers) need not."""
+
+    async def granted(msg: Msg) -> None:
+        return None
+
+    run_engine.register_command(LEASE, granted)
+    run_engine.register_command(RELEASE, granted)
+
+
 def leased(devices: Iterable[Any], plan: Iterable[Msg]) -> Generator[Msg, Any, Any]:
     """Run ``plan`` with ``devices`` leased, releasing them however it ends."""
     devices = list(devices)

@@ -22,6 +22,7 @@ import yaml
 
 from experiments.color_matching.make_target import mixture_absorbance
 from experiments.color_matching.procedure import color_match
+from sdl.plans import allow_leases
 
 HERE = Path(__file__).resolve().parents[1] / "experiments" / "color_matching"
 RECIPE = {"yellow": 220.0, "red": 150.0, "blue": 60.0}
@@ -73,6 +74,7 @@ def within_noise(measured: np.ndarray, predicted: np.ndarray) -> tuple[bool, str
 
 
 def test_spectrum_matches_the_world_model_within_noise(bench, engine):
+    allow_leases(engine)  # the plan leases the arm and the spectrometer; here the bench is its alone
     documents: list[tuple[str, dict]] = []
     engine(
         color_match(RECIPE, bench, total_volume_ul=TOTAL_UL), lambda name, doc: documents.append((name, doc))
