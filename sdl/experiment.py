@@ -86,6 +86,10 @@ class LeaseRefused(RuntimeError):
         self.instrument = instrument
 
 
+class AbortedBeforeStart(RuntimeError):
+    """The experiment was aborted before its RunEngine had started running the plan."""
+
+
 class LeaseMisuse(RuntimeError):
     """The plan used an on-demand device without leasing it, or asked for a lease while holding one."""
 
@@ -148,6 +152,7 @@ class ExperimentRunner:
         self._run_engine: Any = run_engine
         self._phase = "idle"  # idle | function | plan
         self._abort: tuple[str, Cause] | None = None
+        self._abort_delivered = False  # whether the RunEngine (or the plan) has been told
         self._lock = threading.Lock()
         self._experiment_id: int | None = None
         self._sent: dict[int, int] = {}
@@ -168,6 +173,7 @@ class ExperimentRunner:
         if phase == "plan" and run_engine is not None and not run_engine.state.is_idle:
             from bluesky.utils import TransitionError
 
+            self._abort_delivered = True
             if experiment_id is not None:
                 self.recorder.journal_entry(experiment_id, "abort", "abort", detail=reason)
             with suppress(TransitionError):  # the run ended meanwhile; the outcome says what happened
@@ -307,6 +313,12 @@ class ExperimentRunner:
 
     def _journal_message(self, msg: Any) -> None:
         """RunEngine message hook: write each command to a device before the RunEngine acts on it."""
+        if self._abort is not None and not self._abort_delivered:
+            # An abort that came while the RunEngine was still starting (too early for RunEngine.abort):
+            # the plan stops at its next message instead of running on. Once only: the plan's own cleanup
+            # (closing the run, releasing leases) must still go through.
+            self._abort_delivered = True
+            raise AbortedBeforeStart(self._abort[0])
         experiment_id = self._experiment_id
         if experiment_id is None or msg.obj is None or msg.command in _NOT_JOURNALLED:
             return

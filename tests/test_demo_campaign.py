@@ -73,10 +73,12 @@ def test_demo_campaign_runs_through_the_drivers_and_improves(tmp_path):
     assert absorbance.shape == (2068,)
     # The pumps' own counters agree with the recipe: what was asked is what was delivered.
     recipe = experiments[-1].recipe
-    # A dye at 0 µL is skipped by the plan (below the pumps' resolution), so its pump's counter still reports
-    # its previous move: only the dyes this experiment dispensed can be compared.
+    # A dye at 0 µL is skipped by the plan (below the pumps' resolution), and only the pumps that moved are
+    # read with the spectrum: a pump's counter would still show its previous move.
     dispensed = [dye for dye in ("yellow", "red", "blue") if recipe[dye] > 0.05]
     assert dispensed
+    read = {dye for dye in ("yellow", "red", "blue") if f"dye_pumps_{dye}_dispensed" in event["data"]}
+    assert read == set(dispensed)
     for dye in dispensed:
         # The pumps take 4 significant digits: 305.406 µL goes out as 305.4.
         assert abs(event["data"][f"dye_pumps_{dye}_dispensed"] - recipe[dye]) <= 0.001 * recipe[dye] + 0.01

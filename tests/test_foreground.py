@@ -430,3 +430,58 @@ def test_a_recipe_cut_short_by_a_fault_runs_again_when_safe_to_repeat(store: Sto
     retry = history[2]
     assert retry.retry_of == history[1].id and retry.recipe == history[1].recipe
     assert retry.decision is not None and retry.decision.model == "retry"
+
+
+def test_an_abort_before_the_run_engine_starts_stops_the_plan_at_its_first_message(tmp_path: Path) -> None:
+    """A Ctrl-C that lands after the plan is built but before the RunEngine leaves idle (too early for
+    RunEngine.abort) must not let the plan run on: it stops at its first message."""
+    from bluesky import RunEngine
+
+    from sdl.experiment import ExperimentRunner, close_run_engine
+
+    class SignalAsItStarts(RunEngine):
+        """Delivers the operator's abort at the worst moment: entering the RunEngine, still idle."""
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            assert self.state.is_idle
+            runner.abort("interrupted by the operator (SIGTERM)")
+            return super().__call__(*args, **kwargs)
+
+    loaded = campaign(
+        tmp_path,
+        procedure={"plan": "test_foreground:one_message_plan", "extractor": "test_foreground:no_measurement"},
+    )
+    engine = SignalAsItStarts({}, context_managers=[], call_returns_result=True)
+    with Store(tmp_path / "data") as store:
+        campaign_id = start_campaign(store, loaded)
+        runner = ExperimentRunner(loaded.campaign, store, run_engine=engine)
+        nxt = decide_next(loaded.campaign, optimizer_for(loaded.campaign), [])
+        experiment = store.add_proposal(campaign_id, nxt.recipe, nxt.decision)
+        store.start_experiment(experiment.id)
+        try:
+            outcome = runner.run(store.experiment(experiment.id))
+        finally:
+            close_run_engine(engine)
+    assert outcome.status is ExperimentStatus.INTERRUPTED
+    assert outcome.failure == "interrupted by the operator (SIGTERM)"
+    assert MOVED == [], "the plan ran on after the abort"
+    assert outcome.trailing_documents == []  # it stopped before its run was even opened
+
+
+MOVED: list[int] = []
+
+
+def one_message_plan(recipe: dict[str, Any], devices: dict[str, Any]) -> Any:
+    import bluesky.plan_stubs as bps
+    import bluesky.preprocessors as bpp
+
+    @bpp.run_decorator()
+    def inner() -> Any:
+        yield from bps.null()
+        MOVED.append(1)
+
+    return (yield from inner())
+
+
+def no_measurement(documents: list[Any]) -> dict:
+    return {"loss": 0.0}

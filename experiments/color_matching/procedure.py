@@ -56,7 +56,10 @@ def color_match(
             moves += [water, water_ul]
         if moves:
             yield from bps.mv(*moves)  # all pumps run at once
-        yield from leased([arm, spectrometer], measure(arm, spectrometer, [pumps, water], dispense_station))
+        # Only what this experiment dispensed is read with the spectrum: a pump that did not move still
+        # shows its previous move's volume.
+        dispensed = moves[::2]
+        yield from leased([arm, spectrometer], measure(arm, spectrometer, dispensed, dispense_station))
 
     return (yield from experiment())
 
@@ -69,8 +72,8 @@ def blank(spectrometer: Any) -> Generator[Any, Any, Any]:
     yield from bps.trigger(spectrometer, wait=True)
 
 
-def measure(arm: Any, spectrometer: Any, pumps: list[Any], station: str) -> Generator[Any, Any, Any]:
-    """The vial to the spectrometer, its spectrum (with what the pumps dispensed), then to waste."""
+def measure(arm: Any, spectrometer: Any, dispensed: list[Any], station: str) -> Generator[Any, Any, Any]:
+    """The vial to the spectrometer, its spectrum (with what the pumps that moved dispensed), to waste."""
     yield from bps.mv(arm.transfer, (station, "spectrometer"))
-    yield from bps.trigger_and_read([spectrometer, *pumps])
+    yield from bps.trigger_and_read([spectrometer, *dispensed])
     yield from bps.mv(arm.transfer, ("spectrometer", "waste"))
