@@ -130,11 +130,10 @@ def execute(store: Store, campaign_id: str, owner: str, out: Console) -> int:
     campaign, _ = campaign_of(store, campaign_id)
     out.print(f"campaign [bold]{campaign_id}[/] ({campaign.name}), record in {store.path}", highlight=False)
     progress = CampaignProgress(out, campaign, store.experiments(campaign_id))
-    forced = False
+    forced, result = False, None
     try:
         with progress:
             result = run_campaign(store, campaign_id, owner, observer=progress, guard=signal_guard)
-        out.print(result_line(result), highlight=False)
     except KeyboardInterrupt:
         forced = True
     record = store.campaign(campaign_id)
@@ -146,8 +145,11 @@ def execute(store: Store, campaign_id: str, owner: str, out: Console) -> int:
         )
         return EXIT_INTERRUPTED
     if record.status is CampaignStatus.FAILED:
-        out.print(f"campaign failed: {record.stop_reason}", highlight=False)
+        took = f" after {result.elapsed:.1f} s" if result is not None else ""
+        out.print(f"campaign failed{took}: {record.stop_reason}", highlight=False)
         return EXIT_FAILURE
+    if result is not None:
+        out.print(result_line(result), highlight=False)
     out.print(
         f"export with: sdl export {campaign_id} --format csv --data-dir {store.data_dir}", highlight=False
     )
