@@ -66,6 +66,13 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     d.add_argument("--seed", type=int, help="override optimizer.seed")
     d.add_argument("--budget", type=int, metavar="N", help="override budget.max_experiments")
+    d.add_argument(
+        "--lab-service",
+        action="store_true",
+        help="run it through the lab service instead, on the two-station lab (experiments/two_stations: two "
+        "dispense stations sharing one arm and one spectrometer): start `sdl daemon`, submit the campaign, "
+        "follow it, show the lab, stop the service",
+    )
     d.set_defaults(handler=cmd_demo)
 
 
@@ -174,6 +181,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sdl import report
 
     _check_budget(args.budget)
+    if args.lab_service:
+        return demo_lab_service(args)
     path = demo_campaign_path()
     loaded = load_campaign(path)
     owner = new_run_owner()
@@ -190,4 +199,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
         png_path = report.plot(campaign, history, exports / f"{campaign_id}.png", title=f"{campaign_id}")
         out.print(f"plot:   {png_path}", highlight=False)
         out.print(f"export: {csv_path}", highlight=False)
+    return code
+
+
+def demo_lab_service(args: argparse.Namespace) -> int:
+    """The demo through `sdl daemon` on the two-station lab: the stations overlap, sharing the arm and the
+    spectrometer one experiment at a time."""
+    from sdl import report
+    from sdl.api.models import ListInstruments, ListWorkcells
+    from sdl.cli.control import instruments_table, watch_campaign
+    from sdl.daemon.launch import LabServiceProcess
+    from sdl.history import spent
+
+    lab = demo_campaign_path().parents[1] / "two_stations" / "lab.yaml"
+    data_dir = data_dir_of(args)
+    out = Console(soft_wrap=True)
+    out.print(f"starting the lab service on {lab} (log: {data_dir}-daemon.log)", highlight=False)
+    service = LabServiceProcess(lab, data_dir)
+    with service.start(timeout=120), service.client() as client:
+        reply = client.submit(demo_campaign_path(), seed=args.seed, budget=args.budget)
+        out.print(f"submitted campaign {reply.campaign_id} to the lab at {service.address}", highlight=False)
+        code = watch_campaign(client, reply.campaign_id)
+        workcells = client.call(ListWorkcells()).workcells
+        out.print(instruments_table(client.call(ListInstruments()).instruments))
+    with Store(data_dir, read_only=True) as store:
+        campaign, _ = campaign_of(store, reply.campaign_id)
+        history = store.experiments(reply.campaign_id)
+    by_station = {w.name: sum(e.workcell == w.name for e in history) for w in workcells}
+    stations = ", ".join(f"{n} on {name}" for name, n in by_station.items())
+    out.print(f"{spent(history)} experiments: {stations}; the service is stopped", highlight=False)
+    exports = data_dir / "exports"
+    exports.mkdir(parents=True, exist_ok=True)
+    png = report.plot(campaign, history, exports / f"{reply.campaign_id}.png", title=reply.campaign_id)
+    out.print(f"plot:   {png}", highlight=False)
+    out.print(f"record: {data_dir} (sdl show {reply.campaign_id} --data-dir {data_dir})", highlight=False)
     return code
