@@ -86,10 +86,10 @@ def retry_candidate(campaign: Campaign, history: History) -> ExperimentRecord | 
 def consecutive_failures(history: History) -> int:
     """Failed experiments at the end of the record, counting only those that spent budget."""
     run = 0
-    for e in reversed([e for e in history if counts_toward_budget(e)]):
-        if e.status is not ExperimentStatus.FAILED:
+    for e in reversed(history):  # from the end: stops at the first result, however long the record
+        if e.status is ExperimentStatus.DONE:
             break
-        run += 1
+        run += e.status is ExperimentStatus.FAILED
     return run
 
 
@@ -101,18 +101,67 @@ class Stop:
     status: CampaignStatus
 
 
-def stop_reason(campaign: Campaign, history: History, elapsed: float) -> Stop | None:
-    """Whether the campaign must start nothing new (None: go on). ``elapsed``: wall time spent running.
+class Tally:
+    """What the stopping rules and summaries need from a history — counts by status, the best result, the
+    first experiment to reach the target — kept up to date one experiment at a time, so a lab service with
+    thousands of experiments does not re-scan them all after each one."""
+
+    def __init__(self, campaign: Campaign, history: History = ()) -> None:
+        self.campaign = campaign
+        self.counts: dict[ExperimentStatus, int] = dict.fromkeys(ExperimentStatus, 0)
+        self.dropped = 0
+        self.best: ExperimentRecord | None = None
+        self.target_hit: ExperimentRecord | None = None
+        self.last_failure: str | None = None
+        for experiment in history:
+            self.add(experiment)
+
+    @property
+    def spent(self) -> int:
+        return self.counts[ExperimentStatus.DONE] + self.counts[ExperimentStatus.FAILED]
+
+    @property
+    def used(self) -> int:
+        """Experiments started or waiting to start (all but the proposals dropped unstarted)."""
+        return sum(self.counts.values()) - self.dropped
+
+    def add(self, experiment: ExperimentRecord) -> None:
+        self.counts[experiment.status] += 1
+        self.dropped += experiment.cause is Cause.DROPPED
+        if experiment.status is ExperimentStatus.FAILED:
+            self.last_failure = experiment.failure
+        if experiment.status is not ExperimentStatus.DONE or experiment.objective is None:
+            return
+        if self.best is None or (experiment.objective, experiment.seq) < (self.best.objective, self.best.seq):
+            self.best = experiment
+        hit = self.target_hit
+        if (hit is None or experiment.seq < hit.seq) and self.campaign.target_reached(
+            experiment.measurements or {}
+        ):
+            self.target_hit = experiment
+
+    def replace(self, old: ExperimentRecord, new: ExperimentRecord) -> None:
+        """``old`` changed into ``new`` (a status moves only forward: nothing done is ever undone)."""
+        self.counts[old.status] -= 1
+        self.dropped -= old.cause is Cause.DROPPED
+        self.add(new)
+
+
+def stop_reason(
+    campaign: Campaign, history: History, elapsed: float, tally: Tally | None = None
+) -> Stop | None:
+    """Whether the campaign must start nothing new (None: go on). ``elapsed``: wall time spent running;
+    ``tally``: the history's, when the caller keeps one (it is counted from the history otherwise).
 
     A campaign that stops without a single result has failed, whatever stopped it.
     """
-    stop = _stop(campaign, history, elapsed)
+    tally = tally if tally is not None else Tally(campaign, history)
+    stop = _stop(campaign, history, elapsed, tally)
     if stop is None or stop.status is not CampaignStatus.COMPLETED:
         return stop
-    if not any(e.status is ExperimentStatus.DONE for e in history):
-        failed = sum(e.status is ExperimentStatus.FAILED for e in history)
-        last = next((e.failure for e in reversed(history) if e.status is ExperimentStatus.FAILED), None)
-        detail = f"; last failure: {last}" if last else ""
+    if tally.counts[ExperimentStatus.DONE] == 0:
+        failed = tally.counts[ExperimentStatus.FAILED]
+        detail = f"; last failure: {tally.last_failure}" if tally.last_failure else ""
         return Stop(
             f"{stop.reason}, without a single successful experiment ({failed} failed{detail})",
             CampaignStatus.FAILED,
@@ -120,12 +169,11 @@ def stop_reason(campaign: Campaign, history: History, elapsed: float) -> Stop | 
     return stop
 
 
-def _stop(campaign: Campaign, history: History, elapsed: float) -> Stop | None:
+def _stop(campaign: Campaign, history: History, elapsed: float, tally: Tally) -> Stop | None:
     budget = campaign.budget
-    for e in history:
-        if e.status is ExperimentStatus.DONE and campaign.target_reached(e.measurements or {}):
-            return Stop(f"target reached by experiment {e.seq}", CampaignStatus.COMPLETED)
-    used = spent(history)
+    if tally.target_hit is not None:
+        return Stop(f"target reached by experiment {tally.target_hit.seq}", CampaignStatus.COMPLETED)
+    used = tally.spent
     if used >= budget.max_experiments:
         return Stop(f"budget spent: {used} of {budget.max_experiments} experiments", CampaignStatus.COMPLETED)
     if budget.max_wall_time is not None and elapsed >= budget.max_wall_time:
@@ -133,7 +181,11 @@ def _stop(campaign: Campaign, history: History, elapsed: float) -> Stop | None:
             f"wall time spent: {elapsed:.0f} s of {budget.max_wall_time:g} s", CampaignStatus.COMPLETED
         )
     limit = budget.max_consecutive_failures
-    if limit is not None and consecutive_failures(history) >= limit:
+    if (
+        limit is not None
+        and tally.counts[ExperimentStatus.FAILED] >= limit
+        and consecutive_failures(history) >= limit
+    ):
         last = next(e for e in reversed(history) if e.status is ExperimentStatus.FAILED)
         return Stop(f"{limit} experiments failed in a row (last: {last.failure})", CampaignStatus.FAILED)
     return None

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from sdl.campaign import Campaign
+from sdl.history import Tally
 from sdl.store import CampaignRecord, ExperimentRecord, Store
 
 
@@ -21,9 +22,11 @@ class Tracked:
     campaign: Campaign
     history: list[ExperimentRecord]
     positions: dict[int, int] = field(default_factory=dict)
+    tally: Tally = field(init=False)
 
     def __post_init__(self) -> None:
         self.positions = {e.id: i for i, e in enumerate(self.history)}
+        self.tally = Tally(self.campaign, self.history)
 
     @property
     def id(self) -> str:
@@ -57,8 +60,9 @@ class ActiveCampaigns:
         tracked = self._by_id.get(campaign_id)
         if tracked is not None:
             tracked.record = self.store.campaign(campaign_id)
-            if tracked.record.spec != tracked.campaign.model_dump(mode="json"):
+            if tracked.record.spec != tracked.campaign.model_dump(mode="json"):  # the budget changed
                 tracked.campaign = Campaign.model_validate(tracked.record.spec)
+                tracked.tally = Tally(tracked.campaign, tracked.history)
 
     def refresh_experiment(self, campaign_id: str, experiment_id: int) -> ExperimentRecord:
         """Read one experiment back from the store into its campaign's history."""
@@ -69,6 +73,8 @@ class ActiveCampaigns:
             if at is None:
                 tracked.positions[experiment_id] = len(tracked.history)
                 tracked.history.append(experiment)
+                tracked.tally.add(experiment)
             else:
+                tracked.tally.replace(tracked.history[at], experiment)
                 tracked.history[at] = experiment
         return experiment

@@ -15,10 +15,10 @@ from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
 from sdl.daemon.active import Tracked
 from sdl.daemon.scheduler import Assignment, Candidate, plan_round
-from sdl.history import pending, spent, stop_reason
+from sdl.history import pending, stop_reason
 from sdl.optimizer import OptimizerExhausted
 from sdl.proposing import NextExperiment, decide_next, optimizer_for
-from sdl.status import CampaignStatus, Cause, ExperimentStatus
+from sdl.status import CampaignStatus, ExperimentStatus
 from sdl.store import ExperimentRecord, LeaseConflict
 
 if TYPE_CHECKING:
@@ -114,19 +114,18 @@ class Dispatching:
         assert self.active is not None
         out = []
         for tracked in self.active:
-            record, campaign, history = tracked.record, tracked.campaign, tracked.history
-            if record.status is not CampaignStatus.RUNNING or record.control != "run":
-                continue
+            record, campaign, tally = tracked.record, tracked.campaign, tracked.tally
             if (
-                record.id in self.exhausted
-                or stop_reason(campaign, history, record.active_seconds) is not None
+                record.status is not CampaignStatus.RUNNING
+                or record.control != "run"
+                or record.id in self.exhausted
             ):
                 continue
-            running = sum(e.status is ExperimentStatus.RUNNING for e in history)
-            slots = campaign.budget.max_experiments - spent(history) - running
-            used = sum(e.cause is not Cause.DROPPED for e in history)
+            if stop_reason(campaign, tracked.history, record.active_seconds, tally) is not None:
+                continue
+            slots = campaign.budget.max_experiments - tally.spent - tally.counts[ExperimentStatus.RUNNING]
             if slots > 0:
-                out.append(Candidate(record.id, campaign, record.priority, record.weight, used, slots))
+                out.append(Candidate(record.id, campaign, record.priority, record.weight, tally.used, slots))
         return out
 
     async def _start(self: LabService, assignment: Assignment) -> None:
@@ -227,18 +226,18 @@ class Dispatching:
             record, history = tracked.record, tracked.history
             if record.status is not CampaignStatus.RUNNING or self.in_flight(record.id):
                 continue
-            if any(e.status is ExperimentStatus.RUNNING for e in history):
+            if tracked.tally.counts[ExperimentStatus.RUNNING]:
                 continue  # a worker is about to report it
             if record.id in self.aborted:
                 status, reason = CampaignStatus.INTERRUPTED, self.aborted.pop(record.id)
             elif record.control == "stop":
                 status, reason = CampaignStatus.INTERRUPTED, "stopped by the operator"
             elif record.id in self.exhausted:
-                done = any(e.status is ExperimentStatus.DONE for e in history)
+                done = tracked.tally.counts[ExperimentStatus.DONE] > 0
                 status = CampaignStatus.COMPLETED if done else CampaignStatus.FAILED
                 reason = "search space exhausted" + ("" if done else " without a successful experiment")
             else:
-                stop = stop_reason(tracked.campaign, history, record.active_seconds)
+                stop = stop_reason(tracked.campaign, history, record.active_seconds, tracked.tally)
                 if stop is None:
                     continue
                 status, reason = stop.status, stop.reason

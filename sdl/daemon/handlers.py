@@ -14,7 +14,7 @@ from sdl.api.models import ApiError
 from sdl.api.server import Caller
 from sdl.daemon import protocol as p
 from sdl.foreground import start_campaign, with_overrides
-from sdl.history import best_experiment, campaign_state, counts, spent
+from sdl.history import Tally, best_experiment, campaign_state, counts, spent
 from sdl.loading import CampaignError, load_campaign_text
 from sdl.status import CampaignStatus, Cause
 from sdl.store import CampaignRecord, ExperimentRecord, Store, StoreError, UnknownCampaign
@@ -24,16 +24,23 @@ if TYPE_CHECKING:
     from sdl.daemon.service import LabService
 
 
-def summary(record: CampaignRecord, history: list[ExperimentRecord]) -> m.CampaignSummary:
+def summary(
+    record: CampaignRecord, history: list[ExperimentRecord], tally: Tally | None = None
+) -> m.CampaignSummary:
     from sdl.campaign import Campaign
 
-    best = best_experiment(history)
-    try:
-        campaign = Campaign.model_validate(record.spec)
-        objectives = [o.measurement for o in campaign.objectives]
-        max_wall_time = campaign.budget.max_wall_time
-    except ValueError:
-        objectives, max_wall_time = [], None
+    campaign: Campaign | None = tally.campaign if tally is not None else None
+    if campaign is None:
+        try:
+            campaign = Campaign.model_validate(record.spec)
+        except ValueError:  # a record from an older sdl whose file no longer validates: no objectives shown
+            campaign = None
+    objectives = [o.measurement for o in campaign.objectives] if campaign is not None else []
+    max_wall_time = campaign.budget.max_wall_time if campaign is not None else None
+    if tally is None:
+        tally = Tally(campaign, history) if campaign is not None else None
+    best = tally.best if tally is not None else best_experiment(history)
+    counted = tally.counts if tally is not None else counts(history)
     return m.CampaignSummary(
         id=record.id,
         name=record.name,
@@ -41,8 +48,8 @@ def summary(record: CampaignRecord, history: list[ExperimentRecord]) -> m.Campai
         state=campaign_state(record),
         stop_reason=record.stop_reason,
         budget=record.max_experiments,
-        spent=spent(history),
-        counts={s.value: n for s, n in counts(history).items() if n},
+        spent=tally.spent if tally is not None else spent(history),
+        counts={s.value: n for s, n in counted.items() if n},
         best=None
         if best is None
         else m.Best(
@@ -122,7 +129,7 @@ class Handlers:
         assert self.service.active is not None
         tracked = self.service.active.get(record.id)
         if tracked is not None:
-            return summary(tracked.record, tracked.history)
+            return summary(tracked.record, tracked.history, tracked.tally)
         return summary(record, self.store.experiments(record.id))
 
     def _record(self, campaign_id: str) -> CampaignRecord:

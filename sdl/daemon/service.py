@@ -338,7 +338,8 @@ class LabService(Dispatching, Supervision):
         tracked = self.active.get(campaign_id)
         record = tracked.record if tracked else self.store.campaign(campaign_id)
         history = tracked.history if tracked else self.store.experiments(campaign_id)
-        self.publish("campaign.progress", summary(record, history).model_dump(mode="json"), campaign_id)
+        progress = summary(record, history, tracked.tally if tracked else None)
+        self.publish("campaign.progress", progress.model_dump(mode="json"), campaign_id)
 
     def experiment_body(self, e: ExperimentRecord) -> dict[str, Any]:
         return {

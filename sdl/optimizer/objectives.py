@@ -139,7 +139,6 @@ class Scalariser:
                 s[ok] = chebyshev(scale_losses(L[ok], obj.references(L)), weights)
         return [float(v) if math.isfinite(v) else None for v in s]
 
-
     def require_measurements(self, observations: Sequence[Observation]) -> None:
         obj = self.objectives
         if obj is None or obj.method == "weighted_sum":
