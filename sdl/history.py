@@ -7,6 +7,7 @@ campaign rebuilt from the store after a crash continues exactly where the record
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,14 +37,18 @@ def observations(history: History) -> list[Observation]:
     Interrupted and faulted experiments are left out: they say nothing about their recipe.
     """
     finished = [e for e in history if counts_toward_budget(e)]
-    finished.sort(key=lambda e: (e.finished_at or "", e.seq))
-    out = []
-    for e in finished:
-        if e.status is ExperimentStatus.DONE:
-            out.append(Observation(recipe=e.recipe, value=e.objective, measurements=e.measurements))
-        else:
-            out.append(Observation(recipe=e.recipe, value=None, failure=e.failure))
-    return out
+    finished.sort(key=_completion)
+    return [observation(e) for e in finished]
+
+
+def _completion(e: ExperimentRecord) -> tuple[str, int]:
+    return (e.finished_at or "", e.seq)
+
+
+def observation(e: ExperimentRecord) -> Observation:
+    if e.status is ExperimentStatus.DONE:
+        return Observation(recipe=e.recipe, value=e.objective, measurements=e.measurements)
+    return Observation(recipe=e.recipe, value=None, failure=e.failure)
 
 
 def pending(history: History) -> list[ExperimentRecord]:
@@ -113,8 +118,16 @@ class Tally:
         self.best: ExperimentRecord | None = None
         self.target_hit: ExperimentRecord | None = None
         self.last_failure: str | None = None
+        #: The optimizer's inputs, as observations() and pending() give them.
+        self.observations: list[Observation] = []
+        self._completions: list[tuple[str, int]] = []
+        self.in_flight: dict[int, ExperimentRecord] = {}
         for experiment in history:
             self.add(experiment)
+
+    @property
+    def pending(self) -> list[ExperimentRecord]:
+        return sorted(self.in_flight.values(), key=lambda e: e.seq)
 
     @property
     def spent(self) -> int:
@@ -128,6 +141,12 @@ class Tally:
     def add(self, experiment: ExperimentRecord) -> None:
         self.counts[experiment.status] += 1
         self.dropped += experiment.cause is Cause.DROPPED
+        if experiment.status in (ExperimentStatus.PROPOSED, ExperimentStatus.RUNNING):
+            self.in_flight[experiment.id] = experiment
+        elif counts_toward_budget(experiment):
+            at = bisect.bisect(self._completions, _completion(experiment))
+            self._completions.insert(at, _completion(experiment))
+            self.observations.insert(at, observation(experiment))
         if experiment.status is ExperimentStatus.FAILED:
             self.last_failure = experiment.failure
         if experiment.status is not ExperimentStatus.DONE or experiment.objective is None:
@@ -144,6 +163,7 @@ class Tally:
         """``old`` changed into ``new`` (a status moves only forward: nothing done is ever undone)."""
         self.counts[old.status] -= 1
         self.dropped -= old.cause is Cause.DROPPED
+        self.in_flight.pop(old.id, None)
         self.add(new)
 
 

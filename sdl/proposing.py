@@ -11,8 +11,8 @@ from typing import Any
 
 from sdl.campaign import Campaign
 from sdl.history import History, observations, pending, retry_candidate
-from sdl.optimizer import CampaignOptimizer, make_optimizer
-from sdl.store import Decision
+from sdl.optimizer import CampaignOptimizer, Observation, make_optimizer
+from sdl.store import Decision, ExperimentRecord
 from sdl.store.schema import to_jsonable
 
 RETRY_MODEL = "retry"
@@ -30,10 +30,19 @@ def optimizer_for(campaign: Campaign) -> CampaignOptimizer:
     return make_optimizer(campaign.space, campaign.optimizer, campaign.objective_set())
 
 
-def decide_next(campaign: Campaign, optimizer: CampaignOptimizer, history: History) -> NextExperiment:
-    """The next recipe to run; raises ``OptimizerExhausted`` when nothing new is left to propose."""
-    observed = observations(history)
-    in_flight = pending(history)
+def decide_next(
+    campaign: Campaign,
+    optimizer: CampaignOptimizer,
+    history: History,
+    observed: list[Observation] | None = None,
+    in_flight: list[ExperimentRecord] | None = None,
+) -> NextExperiment:
+    """The next recipe to run; raises ``OptimizerExhausted`` when nothing new is left to propose.
+
+    ``observed`` and ``in_flight``: ``observations(history)`` and ``pending(history)``, when the caller keeps
+    them (a `Tally` does) — the same inputs, without rebuilding them from thousands of experiments."""
+    observed = observed if observed is not None else observations(history)
+    in_flight = in_flight if in_flight is not None else pending(history)
     retry = retry_candidate(campaign, history)
     if retry is not None:
         decision = Decision(

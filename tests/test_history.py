@@ -9,7 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdl.campaign import Campaign
-from sdl.history import Tally, best_experiment, consecutive_failures, counts, spent, stop_reason
+from sdl.history import (
+    Tally,
+    best_experiment,
+    consecutive_failures,
+    counts,
+    observations,
+    pending,
+    spent,
+    stop_reason,
+)
 from sdl.status import Cause, ExperimentStatus
 from sdl.store import ExperimentRecord
 
@@ -60,6 +69,7 @@ def test_the_tally_kept_one_experiment_at_a_time_equals_a_recount(
             objective=value if done else None,
             measurements={"y": value} if done else None,
             failure=None if done else "why",
+            finished_at=f"2026-01-01T00:00:{(seq * 7919) % 60:02d}",  # completes out of seq order
         )
         tally.replace(proposed, finished)
         history[-1] = finished
@@ -68,6 +78,7 @@ def test_the_tally_kept_one_experiment_at_a_time_equals_a_recount(
         assert tally.spent == spent(history) and tally.used == fresh.used
         assert tally.best == best_experiment(history) and tally.target_hit == fresh.target_hit
         assert stop_reason(CAMPAIGN, history, 0.0, tally) == stop_reason(CAMPAIGN, history, 0.0)
+        assert tally.observations == observations(history) and tally.pending == pending(history)
 
 
 def test_consecutive_failures_count_only_experiments_that_spent_budget() -> None:

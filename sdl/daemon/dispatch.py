@@ -139,9 +139,9 @@ class Dispatching:
                 optimizer = optimizer_for(tracked.campaign)
                 self.optimizers[campaign_id] = optimizer
             try:
-                proposal = await asyncio.to_thread(
-                    decide_next, tracked.campaign, optimizer, list(tracked.history)
-                )
+                # Snapshots: the loop goes on updating the history while the optimizer thinks in a thread.
+                inputs = (list(tracked.history), list(tracked.tally.observations), tracked.tally.pending)
+                proposal = await asyncio.to_thread(decide_next, tracked.campaign, optimizer, *inputs)
             except OptimizerExhausted:
                 self.exhausted.add(campaign_id)
                 return
