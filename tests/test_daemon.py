@@ -393,3 +393,58 @@ def test_events_are_gap_free_for_a_subscriber(daemon: LabServiceProcess, tmp_pat
                 break
     assert [e.seq for e in seen] == list(range(since + 1, since + 1 + len(seen)))
     assert {e.topic for e in seen} >= {"campaign.submitted", "experiment.started", "experiment.done"}
+
+
+def test_a_stock_bluesky_consumer_receives_the_runs_documents(
+    daemon: LabServiceProcess, tmp_path: Path
+) -> None:
+    """Documents go out the bluesky way (bluesky's Publisher, a 0MQ proxy): RemoteDispatcher subscribes."""
+    import asyncio
+    import contextlib
+    import threading
+
+    from bluesky.callbacks.zmq import RemoteDispatcher
+
+    address = daemon.call(m.Status()).documents_address.removeprefix("tcp://")
+    received: list[tuple[str, dict]] = []
+    dispatcher = RemoteDispatcher(address)
+    dispatcher.subscribe(lambda name, doc: received.append((name, doc)))
+
+    def listen() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # stopped by the test
+            dispatcher.start()
+
+    thread = threading.Thread(target=listen, name="remote-dispatcher")
+    thread.start()
+    path = tmp_path / "plan.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            name: published
+            parameters:
+              - {name: x, type: real, low: 0.0, high: 1.0}
+              - {name: y, type: real, low: 0.0, high: 1.0}
+            objectives: [{measurement: loss}]
+            budget: {max_experiments: 6}
+            procedure:
+              plan: daemon_procedures:waiting_plan
+              options: {seconds: 0.05}
+              extractor: daemon_procedures:plan_loss
+            """
+        )
+    )
+    try:
+        wait_for(lambda: dispatcher._task is not None, 30, "the dispatcher to subscribe")
+        with daemon.client() as client:
+            campaign_id = client.submit(path).campaign_id
+        wait_for(lambda: sum(name == "stop" for name, _ in received) >= 2, 120, "two runs' documents")
+    finally:
+        dispatcher.loop.call_soon_threadsafe(dispatcher._task.cancel)
+        thread.join(timeout=30)
+    starts = {doc["uid"]: doc for name, doc in received if name == "start"}
+    stops = [doc for name, doc in received if name == "stop" and doc["run_start"] in starts]
+    assert stops, "no whole run came through"
+    for stop in stops:
+        start = starts[stop["run_start"]]
+        assert start["sdl_campaign"] == campaign_id and start["plan_name"] == "waiting_plan"
+        assert stop["exit_status"] == "success"
