@@ -183,3 +183,17 @@ def test_an_unknown_endpoint_is_reported_by_validate(tmp_path: Path, capsys, add
     assert "'{arm.nosuch}' is not served by lab.yaml: arm serves arm.dashboard, arm.gripper, arm.script" in (
         capsys.readouterr().err
     )
+
+
+def test_validate_checks_a_lab_file_and_whether_a_campaign_fits_it(tmp_path: Path, capsys) -> None:
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    assert run("validate", str(root / "two_stations" / "lab.yaml")) == 0
+    assert "lab 'two-stations', 6 instrument(s), workcells station_a" in capsys.readouterr().out
+    path = write(tmp_path)
+    path.write_text(path.read_text() + "requires: {capabilities: [furnace]}\n")
+    assert run("validate", str(path), "--lab", str(root / "two_stations" / "lab.yaml")) == 2
+    assert "no workcell of lab 'two-stations'" in capsys.readouterr().err
+    broken = tmp_path / "lab.yaml"
+    broken.write_text("workcells:\n  a: {devices: {pump: nowhere}}\n")
+    assert run("validate", str(broken)) == 2
+    assert "workcell 'a' names unknown instrument(s) nowhere" in capsys.readouterr().err

@@ -24,23 +24,27 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     p = commands.add_parser(
         "schema",
         parents=[common],
-        help="print the campaign file's JSON Schema",
-        description="Print the JSON Schema of campaign files, with a description of every field "
-        "(for editors, review and documentation).",
+        help="print the campaign file's (or the lab file's) JSON Schema",
+        description="Print the JSON Schema of campaign files (or, with --lab, of lab files for "
+        "`sdl daemon`), with a description of every field (for editors, review and documentation).",
     )
+    p.add_argument("--lab", action="store_true", help="the lab file's schema instead")
     p.set_defaults(handler=cmd_schema)
 
     p = commands.add_parser(
         "validate",
         parents=[common],
-        help="check a campaign file",
+        help="check a campaign file or a lab file",
         description="Validate a campaign file: every field, that its import paths resolve, that the "
-        "procedure accepts its options, and that address placeholders name endpoints the simulated lab "
-        "has. Prints every mistake with its file, line and field path; exit code 2 if any. With --dry-run, "
-        "a plain-function procedure is also called once at the centre of the search space, and every "
-        "objective and stop_when measurement must come back as a number.",
+        "procedure accepts its options, that every device builds offline with its driver options, and that "
+        "address placeholders name endpoints the simulated lab serves. A lab file (one with workcells:) is "
+        "checked the same way. Prints every mistake with its file, line and field path; exit code 2 if "
+        "any. With --dry-run, a plain-function procedure is also called once at the centre of the search "
+        "space, and every objective and stop_when measurement must come back as a number; with --lab, the "
+        "campaign must fit a workcell of that lab.",
     )
-    p.add_argument("file", type=Path, help="campaign file (YAML)")
+    p.add_argument("file", type=Path, help="campaign file or lab file (YAML)")
+    p.add_argument("--lab", type=Path, metavar="LAB", help="check that a workcell of this lab can run it")
     p.add_argument(
         "--dry-run", action="store_true", help="call a function procedure once at the centre of the space"
     )
@@ -118,15 +122,42 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from sdl.campaign import Campaign
+    from sdl.labfile import LabSpec
 
-    print(json.dumps(Campaign.model_json_schema(), indent=2))
+    print(json.dumps((LabSpec if args.lab else Campaign).model_json_schema(), indent=2))
     return EXIT_OK
 
 
+def _is_lab_file(path: Path) -> bool:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False  # the campaign loader reports it with its line
+    return isinstance(data, dict) and "workcells" in data and "parameters" not in data
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    from sdl.labfile import load_lab
     from sdl.loading import dry_run, load_campaign
 
+    if _is_lab_file(args.file):
+        lab = load_lab(args.file)
+        cells = ", ".join(
+            f"{name} ({', '.join(w.devices) or 'no devices'})" for name, w in lab.workcells.items()
+        )
+        print(f"{args.file}: ok: lab {lab.name!r}, {len(lab.instruments)} instrument(s), workcells {cells}")
+        return EXIT_OK
     loaded = load_campaign(args.file)
+    if args.lab is not None:
+        lab = load_lab(args.lab)
+        reasons = {w: lab.fits(w, loaded.campaign) for w in lab.workcells}
+        if all(reasons.values()):
+            details = "; ".join(f"{w}: {', '.join(r)}" for w, r in reasons.items())
+            raise BadInput(
+                f"{args.file}: no workcell of lab {lab.name!r} ({args.lab}) can run it ({details})"
+            )
     c = loaded.campaign
     kind = f"plan {c.procedure.plan}" if c.procedure.plan else f"function {c.procedure.function}"
     print(
