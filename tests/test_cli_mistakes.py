@@ -197,3 +197,18 @@ def test_validate_checks_a_lab_file_and_whether_a_campaign_fits_it(tmp_path: Pat
     broken.write_text("workcells:\n  a: {devices: {pump: nowhere}}\n")
     assert run("validate", str(broken)) == 2
     assert "workcell 'a' names unknown instrument(s) nowhere" in capsys.readouterr().err
+
+
+def test_show_experiment_tells_its_whole_story(tmp_path: Path, capsys) -> None:
+    data = str(tmp_path / "d")
+    assert run("run", str(write(tmp_path, budget=2)), "--data-dir", data) == 0
+    with Store(data, read_only=True) as store:
+        campaign_id = store.campaigns()[0].id
+    capsys.readouterr()
+    assert run("show", campaign_id, "--experiment", "2", "--data-dir", data) == 0
+    out = capsys.readouterr().out
+    assert f"experiment 2 of {campaign_id}: done" in out
+    assert "proposed -> running" in out and "running -> done" in out
+    assert "decision: sobol" in out and "1 observations, 0 pending" in out
+    assert run("show", campaign_id, "--experiment", "9", "--data-dir", data) == 2
+    assert f"campaign {campaign_id} has no experiment 9" in capsys.readouterr().err

@@ -67,6 +67,13 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "with several objectives, the Pareto front and its hypervolume.",
     )
     p.add_argument("campaign_id", metavar="CAMPAIGN_ID")
+    p.add_argument(
+        "--experiment",
+        type=int,
+        metavar="N",
+        help="show experiment N in full: its status changes, its command journal (what was sent to which "
+        "instrument, what was acknowledged: after a crash, what was in flight), its documents and decision",
+    )
     p.set_defaults(handler=cmd_show)
 
     p = commands.add_parser(
@@ -202,6 +209,8 @@ def cmd_campaigns(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    if args.experiment is not None:
+        return show_experiment(args)
     with open_store(args, read_only=True) as store:
         record = store.campaign(args.campaign_id)
         campaign, _ = campaign_of(store, args.campaign_id)
@@ -231,6 +240,59 @@ def cmd_show(args: argparse.Namespace) -> int:
             )
         out.print(table)
         _print_front(out, campaign, history)
+    return EXIT_OK
+
+
+def show_experiment(args: argparse.Namespace) -> int:
+    """One experiment in full: how it went, what it sent, what came back."""
+    import datetime as dt
+
+    from sdl.store import unacknowledged
+
+    with open_store(args, read_only=True) as store:
+        store.campaign(args.campaign_id)
+        found = [e for e in store.experiments(args.campaign_id) if e.seq == args.experiment]
+        if not found:
+            raise BadInput(f"campaign {args.campaign_id} has no experiment {args.experiment}")
+        e = found[0]
+        transitions = store.transitions(e.id)
+        journal = store.journal(e.id)
+        documents = store.documents(e.id)
+    out = Console(width=max(Console().width, 120))
+    head = f"experiment {e.seq} of {e.campaign_id}: {e.status.value}"
+    if e.cause is not None:
+        head += f" (cause: {e.cause.value})"
+    out.print(head, highlight=False)
+    out.print(f"recipe: {fmt_recipe(e.recipe)}", highlight=False)
+    if e.measurements:
+        out.print(f"measurements: {fmt_recipe(e.measurements)}", highlight=False)
+    if e.failure:
+        out.print(f"why: {e.failure}", highlight=False)
+    if e.fault_instrument:
+        out.print(f"instrument fault: {e.fault_instrument} ({e.fault_kind})", highlight=False)
+    if e.workcell:
+        out.print(f"workcell: {e.workcell}; retry of experiment id {e.retry_of}" if e.retry_of else
+                  f"workcell: {e.workcell}", highlight=False)  # fmt: skip
+    if e.decision is not None:
+        d = e.decision
+        out.print(f"decision: {d.model} {d.acquisition or ''} in {d.seconds:.3f} s, "
+                  f"{d.n_observations} observations, {d.n_pending} pending", highlight=False)  # fmt: skip
+    for t in transitions:
+        out.print(f"  {t.at[:23]}  {t.from_status.value if t.from_status else '':>9} -> {t.to_status.value}"
+                  + (f"  ({t.note})" if t.note else ""), highlight=False)  # fmt: skip
+    table = Table(title=f"command journal ({len(journal)} lines)", title_justify="left")
+    for column in ("time", "entry", "command", "instrument", "device", "detail"):
+        table.add_column(column)
+    for j in journal:
+        at = dt.datetime.fromtimestamp(j.at, dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+        table.add_row(at, j.entry, j.command, j.instrument or "", j.device or "", j.detail or "")
+    out.print(table)
+    open_commands = unacknowledged(journal)
+    if open_commands:
+        listed = ", ".join(f"{j.command} {j.device or j.instrument}" for j in open_commands)
+        out.print(f"[yellow]sent and never acknowledged:[/] {listed}", highlight=False)
+    names = [name for name, _ in documents]
+    out.print(f"documents: {len(documents)} ({', '.join(dict.fromkeys(names))})", highlight=False)
     return EXIT_OK
 
 
