@@ -187,7 +187,9 @@ lab:
 """
 
 
-def test_ctrl_c_during_a_plan_stops_the_pump_through_the_run_engine(tmp_path: Path) -> None:
+def test_ctrl_c_during_a_plan_stops_the_pump_through_the_run_engine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     marker = tmp_path / "pump"
     path = tmp_path / "plan.yaml"
     path.write_text(PLAN_CAMPAIGN.format(marker=marker))
@@ -207,6 +209,13 @@ def test_ctrl_c_during_a_plan_stops_the_pump_through_the_run_engine(tmp_path: Pa
             "pump": {"driver": "test_lab_wiring:make_pump", "address": "socket://127.0.0.1:9"}
         }
         assert [name for name, _ in store.documents(experiment.id)] == ["start", "stop"]
+    assert main(["show", campaign_id, "--experiment", "1", "--data-dir", str(data_dir)]) == 0
+    story = capsys.readouterr().out
+    assert "experiment 1 of" in story and "interrupted (cause: operator)" in story
+    assert "command journal (3 lines)" in story  # sent set, the abort, then the set failing as it stopped
+    assert "interrupted by the operator (Ctrl-C)" in story and "RuntimeError: pump stopped" in story
+    assert "never acknowledged" not in story  # the failed set closed the journal: nothing left in doubt
+    assert "documents: 2 (start, stop)" in story
 
 
 # -- exit codes and messages ---------------------------------------------------------------------------

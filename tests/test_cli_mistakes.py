@@ -209,6 +209,6 @@ def test_show_experiment_tells_its_whole_story(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert f"experiment 2 of {campaign_id}: done" in out
     assert "proposed -> running" in out and "running -> done" in out
-    assert "decision: sobol" in out and "1 observations, 0 pending" in out
+    assert "decision: random in" in out and "1 observations, 0 pending" in out
     assert run("show", campaign_id, "--experiment", "9", "--data-dir", data) == 2
     assert f"campaign {campaign_id} has no experiment 9" in capsys.readouterr().err

@@ -275,7 +275,8 @@ def show_experiment(args: argparse.Namespace) -> int:
                   f"workcell: {e.workcell}", highlight=False)  # fmt: skip
     if e.decision is not None:
         d = e.decision
-        out.print(f"decision: {d.model} {d.acquisition or ''} in {d.seconds:.3f} s, "
+        how = f"{d.model} ({d.acquisition})" if d.acquisition else d.model
+        out.print(f"decision: {how} in {d.seconds:.3f} s, "
                   f"{d.n_observations} observations, {d.n_pending} pending", highlight=False)  # fmt: skip
     for t in transitions:
         out.print(f"  {t.at[:23]}  {t.from_status.value if t.from_status else '':>9} -> {t.to_status.value}"
@@ -292,7 +293,8 @@ def show_experiment(args: argparse.Namespace) -> int:
         listed = ", ".join(f"{j.command} {j.device or j.instrument}" for j in open_commands)
         out.print(f"[yellow]sent and never acknowledged:[/] {listed}", highlight=False)
     names = [name for name, _ in documents]
-    out.print(f"documents: {len(documents)} ({', '.join(dict.fromkeys(names))})", highlight=False)
+    kinds = f" ({', '.join(dict.fromkeys(names))})" if names else ""
+    out.print(f"documents: {len(documents)}{kinds}", highlight=False)
     return EXIT_OK
 
 
