@@ -149,6 +149,9 @@ class Worker:
 
     def run(self) -> int:
         self.send(p.Hello(workcell=self.config.workcell, pid=os.getpid(), token=self.config.token))
+        # Importing bluesky and starting its event loop takes a second or more: do it now, on the work
+        # thread (ahead of any experiment), rather than inside the first experiment's time.
+        self.work.submit(self._warm_up)
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         poller.register(self._outbox, zmq.POLLIN)
@@ -271,6 +274,10 @@ class Worker:
             )
         )
 
+    def _warm_up(self) -> None:
+        if self.run_engine is None:
+            self.run_engine = new_run_engine()
+
     def _run(
         self,
         experiment: Any,
@@ -279,8 +286,7 @@ class Worker:
         message: p.RunExperiment,
         held: dict[str, Any],
     ) -> Outcome:
-        if self.run_engine is None:
-            self.run_engine = new_run_engine()
+        self._warm_up()
         if self.publisher is None and self.config.documents and campaign.procedure.plan is not None:
             from bluesky.callbacks.zmq import Publisher
 

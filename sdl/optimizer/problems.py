@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.integrate import solve_ivp
 
 from sdl.space import SearchSpace
 
@@ -103,6 +102,8 @@ def snar(tau_min: float, equiv: float, conc_m: float, temp_c: float) -> tuple[fl
         return np.array([-(r1 + r2), -(r1 + r2 + r3 + r4), r1 - r3, r2 - r4, r3 + r4])
 
     c0 = np.array([conc_m, equiv * conc_m, 0.0, 0.0, 0.0])
+    from scipy.integrate import solve_ivp  # half a second to import; only this problem needs it
+
     sol = solve_ivp(rates, (0.0, tau_min), c0, method="LSODA", rtol=1e-8, atol=1e-10)
     c = np.maximum(sol.y[:, -1], 0.0)
     q_tot = _REACTOR_ML / tau_min  # mL/min
