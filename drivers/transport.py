@@ -52,14 +52,21 @@ class TcpPort:
     def fileno(self) -> int:
         return self._socket.fileno()
 
+    def _open_socket(self) -> socket.socket:
+        # Another thread may close the link (stop(), disconnect()) while this one is reading:
+        # say so as a lost connection, not as select's ValueError on descriptor -1.
+        if self._socket.fileno() < 0:
+            raise ConnectionError("connection closed")
+        return self._socket
+
     def write(self, data: bytes) -> None:
-        self._socket.sendall(data)
+        self._open_socket().sendall(data)
 
     def read(self, size: int) -> bytes:
         """What has arrived, without waiting; b"" when the peer has closed (the caller saw it readable)."""
         # The socket keeps its connect timeout (for sendall), and Python then waits that long in a
         # MSG_DONTWAIT recv with nothing pending before raising: ask select first instead.
-        if not select.select([self._socket], [], [], 0)[0]:
+        if not select.select([self._open_socket()], [], [], 0)[0]:
             return b""
         try:
             return self._socket.recv(size, socket.MSG_DONTWAIT)
@@ -67,7 +74,7 @@ class TcpPort:
             return b""
 
     def reset_input_buffer(self) -> None:
-        while select.select([self._socket], [], [], 0)[0]:
+        while select.select([self._open_socket()], [], [], 0)[0]:
             if not self._socket.recv(_CHUNK, socket.MSG_DONTWAIT):
                 raise ConnectionError("connection closed by the instrument")
 
@@ -230,13 +237,17 @@ class Transport:
 
     def _fill(self, deadline: float, waiting_for: str) -> None:
         port = self._require_open()
+        fd = self._fd
         while True:
+            if self._port is not port:
+                # Closed by another thread (stop(), disconnect()) while this one waited.
+                raise ConnectionLost(f"{self.url}: connection closed while {waiting_for}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise InstrumentTimeout(f"{self.url}: no reply ({waiting_for}) within the timeout")
             try:
-                if self._fd is not None:
-                    ready, _, _ = select.select([self._fd], [], [], remaining)
+                if fd is not None:
+                    ready, _, _ = select.select([fd], [], [], remaining)
                     if not ready:
                         continue
                 else:
@@ -248,7 +259,7 @@ class Transport:
             if chunk:
                 self._buffer += chunk
                 return
-            if self._fd is not None:
+            if fd is not None:
                 # Readable but empty: the peer closed the connection.
                 self.close()
                 raise ConnectionLost(f"{self.url}: connection closed by the instrument")

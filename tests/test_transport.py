@@ -155,3 +155,34 @@ def test_reconnecting_over_tcp_does_not_pause(peer, monkeypatch):
     monkeypatch.setattr("time.sleep", no_sleeping)
     transport.close()
     assert not transport.is_open
+
+
+def test_a_closed_tcp_port_reports_a_lost_connection_not_a_bad_descriptor(peer):
+    transport, _ = peer
+    port = transport._require_open()
+    port.close()
+    with pytest.raises(ConnectionError):
+        port.read(16)
+    with pytest.raises(ConnectionError):
+        port.reset_input_buffer()
+    with pytest.raises(ConnectionError):
+        port.write(b"x")
+
+
+def test_closing_the_link_from_another_thread_ends_a_waiting_read_as_connection_lost(peer):
+    """stop() and disconnect() close a link that a plan's thread may be reading from."""
+    transport, _ = peer
+    raised: list[BaseException] = []
+
+    def wait_for_a_reply() -> None:
+        try:
+            transport.read_until(b"\r", timeout=30)
+        except BaseException as exc:  # the test inspects whatever escaped
+            raised.append(exc)
+
+    reader = threading.Thread(target=wait_for_a_reply)
+    reader.start()
+    transport.close()
+    reader.join(timeout=30)
+    assert not reader.is_alive()
+    assert len(raised) == 1 and isinstance(raised[0], ConnectionLost), raised
