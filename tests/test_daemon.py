@@ -325,6 +325,10 @@ def test_sigterm_lets_work_in_flight_finish_and_the_next_start_carries_on(tmp_pa
     (gate / "open").write_text("")
     assert service.process.wait(timeout=120) == 0, service.log_text()
     service.assert_nothing_left()
+    log = service.log_text()
+    assert "worker stopped" in log and "worker lost" not in log, (
+        log
+    )  # a clean stop is not reported as a crash
     with Store(service.data_dir, read_only=True) as store:
         history = store.experiments(campaign_id)
         assert [e.status for e in history] == [ExperimentStatus.DONE] * 2  # finished, not aborted

@@ -164,6 +164,12 @@ class Supervision:
             now = time.monotonic()
             for cell in self.cells.values():
                 if cell.process is not None and not cell.alive:
+                    if self.stopping and cell.process.returncode == 0 and cell.experiment is None:
+                        log.info("workcell %s: worker stopped", cell.name)
+                        cell.process = None
+                        cell.identity = None
+                        cell.state = "down"
+                        continue
                     self._worker_lost(cell, f"it exited with code {cell.process.returncode}")
                 elif cell.process is not None and now - cell.last_seen > timeout:
                     self._worker_lost(cell, f"no heartbeat for {now - cell.last_seen:.0f} s")
