@@ -75,8 +75,12 @@ class Run:
     wall_s: float
     events: Counter[str]
     status: str
-    #: Failed experiments by the error type their failure names (e.g. PumpReset).
+    #: Failed experiments (the recipe was tried and the optimizer learns it) by the error type their
+    #: failure names (e.g. PlungerOverload).
     failures: Counter[str]
+    #: Experiments lost to an instrument fault (status "faulted": the recipe was not tried, no budget
+    #: spent, the optimizer learns nothing), by error type.
+    faulted: Counter[str]
 
 
 def prepare(workdir: Path, condition: str, seed: int, budget: int) -> Path:
@@ -130,6 +134,7 @@ def run_once(condition: str, seed: int, budget: int) -> Run:
         ids = re.findall(r"^\W*(color-matching-[0-9a-f]+)", listed.stdout, re.MULTILINE)
         results = 0
         failures: Counter[str] = Counter()
+        faulted: Counter[str] = Counter()
         if ids:
             exported = subprocess.run(
                 [SDL, "export", ids[-1], "--data-dir", str(data)],
@@ -143,12 +148,13 @@ def run_once(condition: str, seed: int, budget: int) -> Run:
                 if row.get("failure"):
                     # "dye_pumps_blue: PumpReset: dye_pumps: pump 02 (status): ..." -> PumpReset
                     named = FAILURE_TYPE.search(row["failure"])
-                    failures[named.group(1) if named else row["failure"][:40]] += 1
+                    kind = named.group(1) if named else row["failure"][:40]
+                    (faulted if row.get("status") == "faulted" else failures)[kind] += 1
         status = "exit 0" if done.returncode == 0 else f"exit {done.returncode}"
         if done.returncode != 0:
             stopped = re.search(r"stopped: (.*)", done.stderr)
             status += f" ({stopped.group(1)[:60]})" if stopped else ""
-        return Run(condition, seed, results, budget, wall, events, status, failures)
+        return Run(condition, seed, results, budget, wall, events, status, failures, faulted)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,9 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "| condition (faults per reply or opportunity, every instrument) | fault seed | real results "
         "| wall time "
-        "| vs clean | retries | reconnects | recovered | gave up | failed experiments | sdl run |"
+        "| vs clean | retries | reconnects | recovered | gave up | failed experiments "
+        "| instrument-faulted experiments (not spent) | sdl run |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         ratio = run.wall_s / clean.wall_s
         seed = run.seed if run.condition != "clean" else "–"
@@ -186,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {run.condition} | {seed} | {run.results}/{run.budget} | "
             f"{run.wall_s:.1f} s | {ratio:.2f}× | {run.events['retry']} | {run.events['reconnect']} | "
             f"{run.events['recovered']} | {run.events['gave_up']} | "
-            f"{', '.join(f'{n} {k}' for k, n in run.failures.most_common()) or '–'} | {run.status} |"
+            f"{', '.join(f'{n} {k}' for k, n in run.failures.most_common()) or '–'} | "
+            f"{', '.join(f'{n} {k}' for k, n in run.faulted.most_common()) or '–'} | {run.status} |"
         )
     return 0
 

@@ -20,8 +20,9 @@ from bluesky.protocols import HasName
 
 from sdl.campaign import Campaign
 from sdl.experiment import INTERRUPTED_BY_OPERATOR, ExperimentRunner, Outcome
-from sdl.history import best_experiment, counts, pending, stop_reason
+from sdl.history import best_experiment, counts, instrument_fault_run, pending, stop_reason
 from sdl.lab import LabSession
+from sdl.labfile import Health
 from sdl.loading import LoadedCampaign
 from sdl.optimizer import CampaignOptimizer, OptimizerExhausted
 from sdl.proposing import decide_next, optimizer_for
@@ -51,6 +52,8 @@ class RunResult:
     counts: dict[ExperimentStatus, int]
     best: ExperimentRecord | None
     elapsed: float
+    #: The instrument the run stopped for (taken out of service after faults in a row), if any.
+    out_of_service: str | None = None
 
 
 # -- the campaign's record --------------------------------------------------------------------------------
@@ -143,8 +146,11 @@ class ForegroundRun:
         optimizer: CampaignOptimizer | None = None,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
+        quarantine_after: int = Health().quarantine_after,
     ) -> None:
         self.store = store
+        self.quarantine_after = quarantine_after
+        self.out_of_service: str | None = None
         self.campaign_id = campaign_id
         self.campaign = campaign
         self.assignments = dict(assignments or {})
@@ -174,13 +180,19 @@ class ForegroundRun:
         def elapsed() -> float:
             return already + self.clock() - started
 
+        history = self.store.experiments(self.campaign_id)
+        # Faults before this run do not count: resuming is how an operator says the instrument is fixed.
+        self._first_seq = max((e.seq for e in history), default=0)
         try:
             status, reason = self._loop(elapsed)
         finally:
             self.runner.close()
         history = self.store.experiments(self.campaign_id)
         log.info("campaign %s stopped: %s", self.campaign_id, reason)
-        return RunResult(reason, status, counts(history), best_experiment(history), self.clock() - started)
+        return RunResult(
+            reason, status, counts(history), best_experiment(history), self.clock() - started,
+            self.out_of_service,
+        )  # fmt: skip
 
     def _loop(self, elapsed: Callable[[], float]) -> tuple[CampaignStatus, str]:
         while True:
@@ -190,6 +202,16 @@ class ForegroundRun:
             stop = stop_reason(self.campaign, history, elapsed())
             if stop is not None:
                 return stop.status, stop.reason
+            lost = instrument_fault_run(history, after_seq=self._first_seq)
+            if lost is not None and lost.count >= self.quarantine_after:
+                # The lab service would quarantine it and let other workcells carry on; here there is
+                # only this one, and retrying on a broken instrument would loop without end.
+                self.out_of_service = lost.instrument
+                log.error("instrument %s taken out of service: %s", lost.instrument, lost.last.failure)
+                return CampaignStatus.INTERRUPTED, (
+                    f"instrument {lost.instrument} taken out of service: {lost.count} experiments in a row "
+                    f"lost to it (last: {lost.last.failure})"
+                )
             leftover = [e for e in pending(history) if e.status is ExperimentStatus.PROPOSED]
             if leftover:
                 experiment = leftover[0]  # proposed before a crash, never started: run it now

@@ -99,6 +99,34 @@ def consecutive_failures(history: History) -> int:
 
 
 @dataclass(frozen=True)
+class FaultRun:
+    """Experiments lost in a row to one instrument at the end of a record."""
+
+    instrument: str
+    count: int
+    last: ExperimentRecord
+
+
+def instrument_fault_run(history: History, after_seq: int = 0) -> FaultRun | None:
+    """The instrument the latest experiments (those after ``after_seq``) were lost to, and how many in a
+    row. An experiment that tried its recipe (done or failed) used the instruments, so it ends the run;
+    interrupted ones neither add to it nor end it."""
+    run: FaultRun | None = None
+    for e in reversed(history):
+        if e.seq <= after_seq or e.status in (ExperimentStatus.DONE, ExperimentStatus.FAILED):
+            break
+        if e.status is not ExperimentStatus.FAULTED or e.fault_instrument is None:
+            continue
+        if run is None:
+            run = FaultRun(e.fault_instrument, 1, e)
+        elif e.fault_instrument == run.instrument:
+            run = FaultRun(run.instrument, run.count + 1, run.last)
+        else:
+            break
+    return run
+
+
+@dataclass(frozen=True)
 class Stop:
     """Why a campaign must stop now, and the status it ends with."""
 

@@ -37,6 +37,17 @@ def measure_slowly(recipe: dict, gate: str) -> dict:
     return {"yield_": recipe["x"]}
 
 
+class SyringeEmpty(Exception):
+    """Stands in for a driver error tagged with its fault kind and instrument (decision 0003)."""
+
+    fault = "alarm"
+    instrument = "dye_pumps"
+
+
+def stall(recipe: dict) -> dict:
+    raise SyringeEmpty("dye_pumps: motor stalled at once (syringe empty)")
+
+
 def write(tmp_path: Path, measurement: str = "yield_", budget: int = 4, function: str = "measure",
           options: str = "{}") -> Path:  # fmt: skip
     path = tmp_path / "tries.yaml"
@@ -59,6 +70,16 @@ def test_a_campaign_that_never_succeeds_ends_failed_with_exit_1(tmp_path: Path, 
     assert run("campaigns", "--data-dir", str(tmp_path / "d")) == 0
     listing = capsys.readouterr().out
     assert "failed" in listing and "4/4" in listing
+
+
+def test_an_instrument_that_keeps_faulting_ends_the_run_with_exit_1_and_how_to_go_on(
+    tmp_path: Path, capsys
+) -> None:
+    path = write(tmp_path, function="stall")
+    assert run("run", str(path), "--data-dir", str(tmp_path / "d")) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "stopped: instrument dye_pumps taken out of service: 3 experiments in a row lost to it" in out
+    assert "fix dye_pumps, then continue with: sdl run --resume tries-" in out
 
 
 def test_validate_dry_run_calls_a_function_once_and_names_what_it_did_not_measure(

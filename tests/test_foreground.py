@@ -432,6 +432,45 @@ def test_a_recipe_cut_short_by_a_fault_runs_again_when_safe_to_repeat(store: Sto
     assert retry.decision is not None and retry.decision.model == "retry"
 
 
+def stalls_from(recipe: dict[str, Any], counter: str, first: int) -> dict:
+    """Works until call ``first``, then stalls on every call (an empty syringe stalls at once)."""
+    calls = int(Path(counter).read_text()) + 1 if Path(counter).exists() else 1
+    Path(counter).write_text(str(calls))
+    if calls >= first:
+        raise PumpStalled("dye_pumps: motor stalled")
+    return bowl(recipe)
+
+
+def test_an_instrument_that_keeps_faulting_stops_the_run_instead_of_looping(
+    store: Store, tmp_path: Path
+) -> None:
+    """Faulted experiments spend no budget, so without this rule a broken pump would be retried forever."""
+    counter = tmp_path / "calls"
+    loaded = campaign(
+        tmp_path,
+        procedure__function="test_foreground:stalls_from",
+        procedure__options={"counter": str(counter), "first": 3},
+        procedure__safe_to_repeat=True,
+        budget__max_experiments=8,
+    )
+    campaign_id, result = run(store, loaded)
+    history = store.experiments(campaign_id)
+    assert [e.status.value for e in history] == ["done", "done", "faulted", "faulted", "faulted"]
+    assert result.status is CampaignStatus.INTERRUPTED and result.out_of_service == "dye_pumps"
+    record = store.campaign(campaign_id)
+    assert record.status is CampaignStatus.INTERRUPTED
+    assert record.stop_reason == (
+        "instrument dye_pumps taken out of service: 3 experiments in a row lost to it "
+        "(last: dye_pumps: PumpStalled: motor stalled)"
+    )
+    # Resuming is the operator saying it is fixed: the earlier faults do not stop the new run at once.
+    counter.write_text("-100")
+    take_over(store, campaign_id, "operator")
+    resumed = run_campaign(store, campaign_id, "operator")
+    assert resumed.status is CampaignStatus.COMPLETED and resumed.out_of_service is None
+    assert resumed.counts[ExperimentStatus.DONE] == 8
+
+
 def test_an_abort_before_the_run_engine_starts_stops_the_plan_at_its_first_message(tmp_path: Path) -> None:
     """A Ctrl-C that lands after the plan is built but before the RunEngine leaves idle (too early for
     RunEngine.abort) must not let the plan run on: it stops at its first message."""

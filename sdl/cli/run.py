@@ -145,6 +145,14 @@ def execute(store: Store, campaign_id: str, owner: str, out: Console) -> int:
         forced = True
     record = store.campaign(campaign_id)
     out.print(summary_table(record, campaign, store.experiments(campaign_id)))
+    if not forced and result is not None and result.out_of_service is not None:
+        out.print(f"stopped: {record.stop_reason}", highlight=False)
+        out.print(
+            f"fix {result.out_of_service}, then continue with: sdl run --resume {campaign_id} "
+            f"--data-dir {store.data_dir}",
+            highlight=False,
+        )
+        return EXIT_FAILURE
     if forced or record.status is CampaignStatus.INTERRUPTED:
         out.print(
             f"interrupted; continue with: sdl run --resume {campaign_id} --data-dir {store.data_dir}",
