@@ -153,7 +153,7 @@ def run_once(condition: str, seed: int, budget: int) -> Run:
         status = "exit 0" if done.returncode == 0 else f"exit {done.returncode}"
         if done.returncode != 0:
             stopped = re.search(r"stopped: (.*)", done.stderr)
-            status += f" ({stopped.group(1)[:60]})" if stopped else ""
+            status += f" ({re.sub(r' [(]last: .*', '', stopped.group(1))[:90]})" if stopped else ""
         return Run(condition, seed, results, budget, wall, events, status, failures, faulted)
 
 
