@@ -81,11 +81,17 @@ class Workers(_Model):
     heartbeat_timeout: float = Field(
         10.0, gt=0, description="A worker silent this long (seconds) is killed and replaced."
     )
+    startup_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a new worker has to say hello (it imports bluesky first, which on a busy "
+        "machine takes far longer than a heartbeat).",
+    )
     restart_backoff: float = Field(
         1.0, gt=0, description="Seconds before the first restart; doubles to 30 s."
     )
 
-    @field_validator("heartbeat_timeout", "restart_backoff", mode="before")
+    @field_validator("heartbeat_timeout", "startup_timeout", "restart_backoff", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value)

@@ -171,6 +171,9 @@ class Supervision:
                         cell.state = "down"
                         continue
                     self._worker_lost(cell, f"it exited with code {cell.process.returncode}")
+                elif cell.process is not None and cell.state == "starting":
+                    if now - cell.last_seen > self.lab.workers.startup_timeout:
+                        self._worker_lost(cell, f"no hello within {now - cell.last_seen:.0f} s of its start")
                 elif cell.process is not None and now - cell.last_seen > timeout:
                     self._worker_lost(cell, f"no heartbeat for {now - cell.last_seen:.0f} s")
                 elif cell.state == "busy":
