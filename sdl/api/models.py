@@ -484,6 +484,7 @@ class ListAudit(Request):
     action: str | None = Field(None, description="A method name, or a prefix ending in '.' (campaign.).")
     refused: bool | None = Field(None, description="Only refusals (true) or only accepted commands (false).")
     since: str | None = Field(None, description="ISO time: only entries at or after it.")
+    newest_first: bool = Field(False, description="The newest entries first (with limit: the last ones).")
 
 
 # -- errors -------------------------------------------------------------------------------------------

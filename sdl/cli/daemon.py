@@ -74,6 +74,19 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         help="the allow-list of client keys and roles (default DATA_DIR/keys.yaml; `sdl keys add`)",
     )
     p.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="also serve the web dashboard here (e.g. 127.0.0.1:8080); operators sign in with a token",
+    )
+    p.add_argument(
+        "--tokens",
+        type=Path,
+        metavar="FILE",
+        help="the dashboard's sign-in tokens (default DATA_DIR/tokens.yaml; `sdl keys token`)",
+    )
+    p.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve the dashboard over HTTPS with this")
+    p.add_argument("--tls-key", type=Path, metavar="FILE", help="... and this private key")
+    p.add_argument(
         "--on-stop",
         choices=("finish", "abort"),
         default="finish",
@@ -106,6 +119,19 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             f"{keyring.path}: no client keys on the allow-list, so nobody could reach the lab; add one with "
             "`sdl keys generate NAME` and `sdl keys add NAME NAME.key --role admin`"
         )
+    http = None
+    if args.http:
+        from sdl.dashboard.serve import HttpError, HttpOptions
+
+        try:
+            http = HttpOptions.parse(
+                args.http,
+                tokens=args.tokens or data_dir / "tokens.yaml",
+                cert=args.tls_cert,
+                key=args.tls_key,
+            )
+        except HttpError as exc:
+            raise BadInput(str(exc)) from None
     if getattr(args, "verbose", 0) == 0:
         logging.getLogger().setLevel(logging.INFO)  # a service's log says what the lab is doing
         for name in ("bluesky", "ophyd", "matplotlib", "caproto"):
@@ -120,6 +146,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         stop_timeout=args.stop_timeout,
         keys=keyring.path,
         curve=curve,
+        http=http,
     )
     try:
         return service.run()

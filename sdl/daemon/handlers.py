@@ -440,6 +440,7 @@ class Handlers:
             action=request.action,
             refused=request.refused,
             since=request.since,
+            newest_first=request.newest_first,
         )
         return m.AuditList(entries=[m.AuditEntry(**e.__dict__) for e in entries])
 

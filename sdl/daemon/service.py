@@ -184,6 +184,8 @@ class LabService(Dispatching, Supervision):
         self.worker_address = _bind(self.worker_socket, "tcp://127.0.0.1:0")
         self._proxy = DocumentProxy(self.documents_address, proxy_curve).start()
         self.documents_in, self.documents_address = self._proxy.in_address, self._proxy.out_address
+        if self.http is not None:
+            self._http_socket = self.http.bind()  # before daemon.json names its port
         info = {"pid": os.getpid(), "api": self.api_address, "events": self.events_address,
                 "documents": self.documents_address, "lab": self.lab.name, "curve": self.curve,
                 "server_key": self.server_public.decode() if self.server_public else None,
@@ -316,6 +318,11 @@ class LabService(Dispatching, Supervision):
                     asyncio.create_task(self._watch_handshakes(self.events_socket, EVENTS), name="zap-ev"),
                     asyncio.create_task(self._watch_keys(), name="keys"),
                 ]
+            if self.http is not None:
+                from sdl.dashboard.serve import serve_in_service
+
+                serving = serve_in_service(self, self.http, self._http_socket)
+                tasks.append(asyncio.create_task(serving, name="http"))
             self.publish("lab.started", {"lab": self.lab.name, "pid": os.getpid()})
             log.info(
                 "lab %r is up: %d workcell(s), %d instrument(s)",
@@ -481,6 +488,7 @@ class LabService(Dispatching, Supervision):
             "cause": e.cause.value if e.cause else None,
             "fault_kind": e.fault_kind,
             "fault_instrument": e.fault_instrument,
+            "decision": None if e.decision is None else dict(e.decision.__dict__),
         }
 
     def _audit(self, caller: Caller, request: Any, result: str) -> None:

@@ -206,6 +206,7 @@ class LabMixin(Connection):
         action: str | None = None,
         refused: bool | None = None,
         since: str | None = None,
+        newest_first: bool = False,
     ) -> list[AuditRecord]:
         """Audit entries after ``since_id``, oldest first; ``action`` ending in '.' matches a prefix, and
         ``refused`` picks refusals (result 'refused: ...') or everything else."""
@@ -225,7 +226,9 @@ class LabMixin(Connection):
             where.append("at >= ?")
             args.append(since)
         rows = self._read(
-            f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", (*args, limit)
+            f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id {'DESC' if newest_first else ''} "
+            "LIMIT ?",
+            (*args, limit),
         )
         return [
             AuditRecord(
