@@ -245,3 +245,41 @@ def test_audit_cli_filters_and_exports(tmp_path: Path, capsys: pytest.CaptureFix
     assert main([*base, "--format", "csv", "--who", "oleg", "-o", str(tmp_path / "audit.csv")]) == 0
     assert '"{""campaign_id"": ""c1""}"' in (tmp_path / "audit.csv").read_text()
     assert main([*base, "--refused", "--accepted"]) == 2
+
+
+def test_a_removed_key_stops_hearing_events(lab: LabServiceProcess, keys: Path, tmp_path: Path) -> None:
+    """Removing a key drops every event subscriber; the others reconnect and catch up, it cannot."""
+    public, secret = generate(tmp_path, "leaver")
+    context = zmq.Context()
+    with client(lab, keys, "boss") as boss, client(lab, keys, "ana") as ana:
+        boss.call(m.AddKey(name="leaver", public_key=read_public(public), key_role=m.Role.VIEWER))
+        credentials = Credentials.load(secret, lab.data_dir / "keys" / "server.key")
+        assert credentials is not None
+        leaver = context.socket(zmq.SUB)
+        leaver.setsockopt(zmq.SUBSCRIBE, b"")
+        credentials.apply(leaver)
+        leaver.connect(boss.events_address())
+        try:
+            stream = ana.events(ana.call(m.EventsSince(seq=0, limit=1)).last, idle_timeout=20)
+
+            def estop_heard_by_both(reason: str) -> bool:
+                boss.call(m.EStop(reason=reason))
+                boss.call(m.ClearEStop())
+                return leaver.poll(500) > 0  # the subscription may still be connecting: publish again
+
+            wait_for(lambda: estop_heard_by_both("before"), what="the leaver to hear events")
+            while leaver.poll(0):
+                leaver.recv_multipart()
+            boss.call(m.RemoveKey(name="leaver"))
+            boss.call(m.EStop(reason="after"))
+            boss.call(m.ClearEStop())
+            heard = wait_for(
+                lambda: next(e for e in stream if e.topic == "lab.estop" and e.body.get("reason") == "after"),
+                what="the others to hear the event after the removal",
+            )
+            assert heard.body["by"] == "boss"
+            assert not leaver.poll(500)
+            stream.close()
+        finally:
+            leaver.close(linger=0)
+            context.term()

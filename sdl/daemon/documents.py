@@ -51,10 +51,8 @@ class DocumentProxy:
         else:
             self._backend.bind(f"tcp://{host}:{out_port}")
         self.out_address = f"tcp://{host}:{out_port}"
-        self._control_address = f"inproc://documents-proxy-{id(self)}"
-        self._control = self._context.socket(zmq.PAIR)
-        self._control.bind(self._control_address)
-        self._thread = self._proxy_thread()
+        self._generation = 0
+        self._control, self._thread = self._proxy_thread()
 
     def _output_socket(self) -> zmq.Socket[Any]:
         socket = self._context.socket(zmq.PUB)
@@ -63,16 +61,24 @@ class DocumentProxy:
             make_server(socket, self._curve.public, self._curve.secret, DOCUMENTS)
         return socket
 
-    def _proxy_thread(self) -> threading.Thread:
-        return threading.Thread(target=self._run, name="sdl-documents-proxy", daemon=True)
+    def _proxy_thread(self) -> tuple[zmq.Socket[Any], threading.Thread]:
+        """A proxy thread and the control socket that stops it. Each thread gets a control pair of its own:
+        a PAIR socket takes one peer, and a thread that stopped leaves its peer's pipe behind."""
+        self._generation += 1
+        address = f"inproc://documents-proxy-{id(self)}-{self._generation}"
+        control = self._context.socket(zmq.PAIR)
+        control.setsockopt(zmq.LINGER, 0)
+        control.bind(address)
+        thread = threading.Thread(target=self._run, args=(address,), name="sdl-documents-proxy", daemon=True)
+        return control, thread
 
     def start(self) -> DocumentProxy:
         self._thread.start()
         return self
 
-    def _run(self) -> None:
+    def _run(self, control_address: str) -> None:
         control = self._context.socket(zmq.PAIR)
-        control.connect(self._control_address)
+        control.connect(control_address)
         try:
             zmq.proxy_steerable(self._frontend, self._backend, None, control)
         finally:
@@ -89,7 +95,8 @@ class DocumentProxy:
         self._backend.close(linger=0)
         self._backend = self._output_socket()
         _bind_again(self._backend, self.out_address)
-        self._thread = self._proxy_thread()
+        self._control.close(linger=0)
+        self._control, self._thread = self._proxy_thread()
         self._thread.start()
 
     def stop(self) -> None:
