@@ -62,7 +62,11 @@ function flush() {
   if (parts.has("plots")) renderPlots();
   if (parts.has("table")) renderTable();
   if (parts.has("audit")) renderAudit();
-  if (eventAt !== null) { metrics.applyMs.push(performance.now() - eventAt); eventAt = null; }
+  if (eventAt !== null) {
+    void document.body.offsetHeight; // style and layout now, as the browser would before painting
+    metrics.applyMs.push(performance.now() - eventAt); // from the frame's oldest event
+    eventAt = null;
+  }
 }
 
 // -- loading -----------------------------------------------------------------------------------------------
@@ -78,6 +82,8 @@ async function loadStatus() {
 async function loadCampaigns() {
   const reply = await call("campaign.list");
   for (const c of reply.campaigns) state.campaigns.set(c.id, c);
+  const asked = new URLSearchParams(location.search).get("campaign");
+  if (state.selected === null && asked && state.campaigns.has(asked)) await select(asked);
   if (state.selected === null && reply.campaigns.length) {
     const running = reply.campaigns.filter((c) => c.status === "running");
     await select((running.length ? running : reply.campaigns).at(-1).id);
@@ -129,7 +135,7 @@ function applyEvent(event) {
   if (event.seq <= state.lastSeq) return;
   state.lastSeq = event.seq;
   metrics.events += 1;
-  eventAt = performance.now();
+  if (eventAt === null) eventAt = performance.now();
   const topic = event.topic;
   const body = event.body || {};
   if (topic === "campaign.progress") {
@@ -177,11 +183,17 @@ function renderHeader() {
     let controls = "";
     if (can("operator") && !s.estop.active) controls += `<button class="estop control" id="estop">E-STOP</button>`;
     if (can("admin") && s.estop.active) controls += `<button class="control" id="clear-estop">Clear e-stop</button>`;
-    $("estop-area").innerHTML = controls;
-    $("estop")?.addEventListener("click", () => { const reason = prompt("E-stop: every instrument stops now. Reason?", "emergency stop from the dashboard"); if (reason !== null) call("lab.estop", { reason }).catch(showError); });
-    $("clear-estop")?.addEventListener("click", () => { if (confirm("Let the lab take work again?")) call("lab.clear_estop").catch(showError); });
+    if ($("estop-area").dataset.html !== controls) { // unchanged: keep the button under the pointer
+      $("estop-area").dataset.html = controls;
+      $("estop-area").innerHTML = controls;
+      $("estop")?.addEventListener("click", () => { const reason = prompt("E-stop: every instrument stops now. Reason?", "emergency stop from the dashboard"); if (reason !== null) call("lab.estop", { reason }).catch(showError); });
+      $("clear-estop")?.addEventListener("click", () => { if (confirm("Let the lab take work again?")) call("lab.clear_estop").catch(showError); });
+    }
   }
   const who = state.session;
+  const key = JSON.stringify(who);
+  if ($("who").dataset.session === key) return; // unchanged: keep a half-typed token as it is
+  $("who").dataset.session = key;
   $("who").innerHTML = who.signed_in
     ? `${esc(who.name)} <span class="badge">${esc(who.role)}</span> <button id="signout">sign out</button>`
     : `${who.role ? `<span class="badge">${esc(who.role)}</span> ` : ""}<input id="token" type="password" placeholder="sign-in token" size="14"> <button id="signin">sign in</button>`;
