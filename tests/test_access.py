@@ -3,8 +3,13 @@ every refusal typed and in the audit log, and `sdl keys` / `sdl audit` as a user
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -283,3 +288,114 @@ def test_a_removed_key_stops_hearing_events(lab: LabServiceProcess, keys: Path, 
         finally:
             leaver.close(linger=0)
             context.term()
+
+
+def test_an_operators_e_stop_is_taken_even_when_the_service_is_busy() -> None:
+    """Every request slot is taken: any other request gets `busy`, the e-stop still runs at once."""
+    from sdl.api.server import MAX_CONCURRENT, ApiServer, Caller
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+        audited: list[tuple[str, str, str]] = []
+
+        async def slow(request: m.Request, caller: Caller) -> m.Ok:
+            await release.wait()
+            return m.Ok()
+
+        async def estop(request: m.Request, caller: Caller) -> m.Ok:
+            return m.Ok(message=f"stopped by {caller.name}")
+
+        handlers = {name: (estop if name == "lab.estop" else slow) for name in m.METHODS}
+        server = ApiServer(
+            None,  # type: ignore[arg-type]  # execute() is the path under test, not the socket
+            handlers,
+            audit=lambda caller, request, result: audited.append((caller.name, request.method, result)),
+        )
+        oleg, ana = Caller("oleg", m.Role.OPERATOR, "10.0.0.7"), Caller("ana", m.Role.VIEWER, "10.0.0.8")
+        pending = [
+            asyncio.create_task(server.execute(m.ListCampaigns(), oleg)) for _ in range(MAX_CONCURRENT)
+        ]
+        while not server._slots.locked():
+            await asyncio.sleep(0)
+        with pytest.raises(ApiError) as busy:
+            await server.execute(m.Status(), oleg)
+        assert busy.value.error.type == "busy"
+        assert await server.execute(m.EStop(reason="smoke"), oleg) == m.Ok(message="stopped by oleg")
+        with pytest.raises(ApiError, match=re.escape("viewer 'ana' may not lab.estop; needs operator")):
+            await server.execute(m.EStop(reason="prank"), ana)
+        release.set()
+        await asyncio.gather(*pending)
+        assert audited == [
+            ("oleg", "lab.estop", "ok"),
+            ("ana", "lab.estop", "refused: viewer 'ana' may not lab.estop; needs operator"),
+        ]
+
+    asyncio.run(scenario())
+
+
+def test_sdl_dashboard_acts_on_the_service_with_the_signed_in_key(
+    lab: LabServiceProcess, keys: Path, tmp_path: Path
+) -> None:
+    """`sdl dashboard --connect` as a process of its own, reaching the CurveZMQ service with a viewer's key:
+    anonymous visitors are viewers; a token acts with its own key, so the service itself checks its role
+    and audits it by name."""
+    from sdl.access.tokens import TokenFile
+
+    tokens = TokenFile(tmp_path / "tokens.yaml")
+    token = tokens.issue("oleg-web", keys / "oleg.key_secret")
+    viewer_token = tokens.issue("ana-web", keys / "ana.key_secret")
+    log_file = tmp_path / "dashboard.log"
+    with client(lab, keys, "oleg") as oleg:
+        campaign_id = oleg.submit(campaign_file(tmp_path, "from-the-web", budget=500)).campaign_id
+    with log_file.open("wb") as log:
+        dashboard = subprocess.Popen(
+            [sys.executable, "-m", "sdl", "dashboard", "--connect", lab.address, "--http", "127.0.0.1:0",
+             "--key", str(keys / "ana.key_secret"), "--server-key", str(lab.data_dir / "keys" / "server.key"),
+             "--tokens", str(tmp_path / "tokens.yaml"), "--data-dir", str(tmp_path / "data")],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        found = wait_for(
+            lambda: re.search(r"dashboard on (http://127\.0\.0\.1:\d+)", log_file.read_text()),
+            60,
+            "the dashboard's address",
+        )
+        url = found.group(1)
+
+        def pause(token: str | None) -> tuple[int, dict[str, object]]:
+            headers = {"Content-Type": "application/json"}
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            request = urllib.request.Request(
+                f"{url}/api/call/campaign.pause",
+                data=json.dumps({"campaign_id": campaign_id}).encode(),
+                headers=headers,
+                method="POST",
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as reply:
+                    return reply.status, json.loads(reply.read())
+            except urllib.error.HTTPError as refused:
+                return refused.code, json.loads(refused.read())
+
+        status, body = pause(None)
+        assert status == 403 and body["error"]["type"] == "forbidden", body  # type: ignore[index]
+        status, body = pause(viewer_token)
+        assert (status, body["error"]["message"]) == (  # type: ignore[index]
+            403,
+            "viewer 'ana' may not campaign.pause; needs operator",
+        )
+        status, body = pause(token)
+        assert (status, body["result"]["state"]) == (200, "paused"), body  # type: ignore[index]
+        with client(lab, keys, "oleg") as oleg:
+            assert oleg.call(m.ShowCampaign(campaign_id=campaign_id)).campaign.state == "paused"
+            oleg.call(m.AbortCampaign(campaign_id=campaign_id))
+        entries = [e for e in audit(lab, keys, action="campaign.pause") if e.target == campaign_id]
+        assert [(e.who, e.result) for e in entries] == [
+            ("ana", "refused: viewer 'ana' may not campaign.pause; needs operator"),
+            ("oleg", "ok"),
+        ]
+        assert "refused an anonymous visitor from 127.0.0.1: viewer 'anonymous'" in log_file.read_text()
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=60)
