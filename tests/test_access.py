@@ -399,3 +399,29 @@ def test_sdl_dashboard_acts_on_the_service_with_the_signed_in_key(
     finally:
         dashboard.terminate()
         dashboard.wait(timeout=60)
+
+
+EXPECTED_ROLES = {
+    m.Role.OPERATOR: {
+        "campaign.submit", "campaign.pause", "campaign.resume", "campaign.stop", "campaign.abort",
+        "campaign.budget", "lab.estop",
+    },
+    m.Role.ADMIN: {
+        "instrument.quarantine", "instrument.release", "lab.clear_estop", "keys.list", "keys.add",
+        "keys.remove", "daemon.shutdown",
+    },
+}  # fmt: skip
+
+
+def test_every_method_declares_its_role_and_the_api_docs_show_it() -> None:
+    """The role lives in each request model (never inherited by accident) and docs/api.md shows it twice:
+    in the table of methods and on the method's own section."""
+    from sdl.api.docs import render
+
+    docs = render()
+    for name, request in m.METHODS.items():
+        assert "role" in vars(request), f"{request.__name__} must declare its role"
+        expected = next((r for r, names in EXPECTED_ROLES.items() if name in names), m.Role.VIEWER)
+        assert request.role is expected, name
+        assert f"| [`{name}`](#{name.replace('.', '')}) | {expected.value} |" in docs
+        assert f"### `{name}`\n\nRole: **{expected.value}**." in docs
