@@ -17,17 +17,25 @@ import getpass
 import itertools
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import zmq
 from pydantic import BaseModel
+from zmq.utils.monitor import recv_monitor_message
 
 from sdl.api.models import ApiError, Error, EventRecord, EventsSince, Request, SubmitCampaign, SubmitReply
 from sdl.api.wire import encode_request
 
 R = TypeVar("R", bound=BaseModel)
+
+HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 DEFAULT_API = "tcp://127.0.0.1:60715"
 INFO_FILE = "daemon.json"
@@ -37,22 +45,81 @@ class ServiceUnavailable(ConnectionError):
     """Nothing answered at the address (the lab service is not running there)."""
 
 
-def address_for(data_dir: Path | str | None = None) -> str:
-    """Where the local lab service listens: from the data directory's daemon.json, else the default."""
+def service_info(data_dir: Path | str | None = None) -> dict[str, Any]:
+    """What the local lab service wrote to the data directory's daemon.json (empty if it is not running)."""
     directory = Path(data_dir or os.environ.get("SDL_DATA_DIR") or "sdl-data")
     try:
-        return str(json.loads((directory / INFO_FILE).read_text())["api"])
-    except (OSError, ValueError, KeyError):
-        return DEFAULT_API
+        info = json.loads((directory / INFO_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def address_for(data_dir: Path | str | None = None) -> str:
+    """Where the local lab service listens: from the data directory's daemon.json, else the default."""
+    return str(service_info(data_dir).get("api") or DEFAULT_API)
+
+
+class Credentials:
+    """A client's CurveZMQ key pair and the lab service's public key (all Z85 bytes)."""
+
+    def __init__(self, public: bytes, secret: bytes, server: bytes, name: str = "") -> None:
+        self.public, self.secret, self.server, self.name = public, secret, server, name
+
+    @classmethod
+    def load(
+        cls,
+        key: Path | str | None = None,
+        server_key: Path | str | bytes | None = None,
+        *,
+        data_dir: Path | str | None = None,
+    ) -> Credentials | None:
+        """From ``--key`` (else $SDL_KEY) and ``--server-key`` (else $SDL_SERVER_KEY, else the local service's
+        daemon.json); None when no client key is given. Raises :class:`ApiError` for a missing half."""
+        from sdl.access.keys import KEY_ENV, SERVER_KEY_ENV, KeyFileError, read_pair, read_public
+
+        key = key or os.environ.get(KEY_ENV)
+        if not key:
+            return None
+        server_key = server_key or os.environ.get(SERVER_KEY_ENV) or service_info(data_dir).get("server_key")
+        if not server_key:
+            raise ApiError(
+                "unauthenticated",
+                "a client key needs the lab service's public key: give --server-key FILE "
+                f"(its keys/server.key) or set ${SERVER_KEY_ENV}",
+            )
+        try:
+            public, secret = read_pair(key)
+            server = server_key if isinstance(server_key, bytes) else read_public(server_key).encode()
+        except KeyFileError as exc:
+            raise ApiError("unauthenticated", str(exc)) from None
+        return cls(public, secret, server, Path(key).name.removesuffix(".key_secret"))
+
+    def apply(self, socket: zmq.Socket[Any]) -> None:
+        socket.curve_publickey = self.public
+        socket.curve_secretkey = self.secret
+        socket.curve_serverkey = self.server
 
 
 class Client:
-    def __init__(self, address: str | None = None, *, timeout: float = 10.0, user: str | None = None) -> None:
+    """``credentials``: a CurveZMQ key pair and the service's public key (:meth:`Credentials.load`); without,
+    the client speaks plain 0MQ, which only a loopback service without keys accepts."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        timeout: float = 10.0,
+        user: str | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.address = address or address_for()
         self.timeout = timeout
         self.user = user or _login()
+        self.credentials = credentials
         self._context = zmq.Context()
         self._socket: zmq.Socket[bytes] | None = None
+        self._monitor: zmq.Socket[bytes] | None = None
         self._ids = itertools.count(1)
         self._events_address: str | None = None
 
@@ -63,18 +130,51 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        self._drop()
+        self._context.term()
+
+    def _drop(self) -> None:
         if self._socket is not None:
+            self._socket.disable_monitor()
             self._socket.close(linger=0)
             self._socket = None
-        self._context.term()
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+            self._monitor = None
 
     def _connect(self) -> zmq.Socket[bytes]:
         if self._socket is None:
             socket = self._context.socket(zmq.DEALER)
             socket.setsockopt(zmq.LINGER, 0)
+            if self.credentials is not None:
+                self.credentials.apply(socket)
+            self._monitor = socket.get_monitor_socket(HANDSHAKE_FAILED)
             socket.connect(self.address)
             self._socket = socket
         return self._socket
+
+    def _handshake_failure(self) -> ApiError | None:
+        """The service refused this connection's handshake: say why, as a typed error."""
+        assert self._monitor is not None
+        if not self._monitor.poll(0):
+            return None
+        event = recv_monitor_message(self._monitor)["event"]
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            name = self.credentials.name if self.credentials else ""
+            return ApiError(
+                "unauthenticated",
+                f"the lab service at {self.address} refused key {name!r}: it is not on its allow-list",
+            )
+        if self.credentials is None:
+            return ApiError(
+                "unauthenticated",
+                f"no key: the lab service at {self.address} requires a CurveZMQ key "
+                "(give --key FILE or set $SDL_KEY, and --server-key FILE)",
+            )
+        return ApiError(
+            "unauthenticated",
+            f"the CurveZMQ handshake with {self.address} failed: is --server-key the service's public key?",
+        )
 
     def call(self, request: Request, *, timeout: float | None = None) -> Any:
         """Send one request and return its typed reply; raises :class:`ApiError` or
@@ -82,14 +182,26 @@ class Client:
         socket = self._connect()
         request_id = next(self._ids)
         socket.send_multipart([b"", encode_request(request, request_id, self.user)])
-        deadline_ms = int((self.timeout if timeout is None else timeout) * 1000)
+        seconds = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + seconds
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        assert self._monitor is not None
+        poller.register(self._monitor, zmq.POLLIN)
         while True:
-            if not socket.poll(deadline_ms):
+            left_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            ready = dict(poller.poll(left_ms))
+            if self._monitor in ready:
+                refused = self._handshake_failure()
+                if refused is not None:
+                    self._drop()  # a refused client must not keep knocking
+                    raise refused
+                continue
+            if socket not in ready:
                 # A DEALER would deliver the late reply to the next call: start afresh instead.
-                socket.close(linger=0)
-                self._socket = None
+                self._drop()
                 raise ServiceUnavailable(
-                    f"no answer from the lab service at {self.address} within {deadline_ms / 1000:g} s "
+                    f"no answer from the lab service at {self.address} within {seconds:g} s "
                     "(is `sdl daemon` running? give --connect URL)"
                 )
             reply = json.loads(socket.recv_multipart()[-1])
@@ -127,6 +239,8 @@ class Client:
         subscriber = self._context.socket(zmq.SUB)
         subscriber.setsockopt(zmq.LINGER, 0)
         subscriber.setsockopt(zmq.SUBSCRIBE, b"")
+        if self.credentials is not None:
+            self.credentials.apply(subscriber)
         subscriber.connect(self.events_address())
         try:
             last = since if since is not None else self.call(EventsSince(seq=0, limit=1)).last
@@ -164,4 +278,12 @@ def _login() -> str:
         return "unknown"
 
 
-__all__ = ["DEFAULT_API", "ApiError", "Client", "ServiceUnavailable", "address_for"]
+__all__ = [
+    "DEFAULT_API",
+    "ApiError",
+    "Client",
+    "Credentials",
+    "ServiceUnavailable",
+    "address_for",
+    "service_info",
+]

@@ -18,7 +18,7 @@ from sdl.api import models as m
 HEADER = """\
 # The lab service's API
 
-`sdl daemon` serves this API over 0MQ (a ROUTER socket; default `tcp://127.0.0.1:60715`, loopback only).
+`sdl daemon` serves this API over 0MQ (a ROUTER socket; default `tcp://127.0.0.1:60715`).
 Each request is one JSON object in one frame (a DEALER client sends an empty delimiter frame first), each
 reply one JSON object:
 
@@ -45,8 +45,10 @@ subscriber that sees a gap calls `events.since` to catch up (`Client.events()` d
 `bluesky.callbacks.zmq.RemoteDispatcher(address)`.
 
 Roles: **viewer** reads and watches; **operator** also runs campaigns and may always e-stop; **admin** also
-manages instruments, clears the e-stop and stops the service. On a loopback address every local caller is
-an admin.
+manages instruments, clears the e-stop, manages keys and stops the service. On a loopback address without
+`--curve` every local caller is an admin. With `sdl daemon --curve` (required on any other interface) every
+socket (API, events, documents) is a CurveZMQ server: a client needs a key pair and its public key on the
+allow-list, whose role applies (docs/access.md); a refusal is an `unauthenticated` or `forbidden` error.
 
 This file is generated from `sdl/api/models.py` by `python -m sdl.api.docs`; do not edit it by hand.
 """

@@ -20,7 +20,7 @@ class Role(StrEnum):
 
     VIEWER = "viewer"  # read and watch
     OPERATOR = "operator"  # run campaigns: submit, pause, resume, stop, abort, budget, e-stop
-    ADMIN = "admin"  # the lab itself: quarantine, release, clear the e-stop, shut the service down
+    ADMIN = "admin"  # the lab itself: quarantine, release, clear the e-stop, keys, shut the service down
 
     def allows(self, needed: Role) -> bool:
         order = list(Role)
@@ -398,6 +398,95 @@ class Shutdown(Request):
     abort: bool = Field(False, description="Abort experiments in flight instead of letting them finish.")
 
 
+# -- access -------------------------------------------------------------------------------------------
+
+
+class Identity(_Model):
+    name: str = Field(description="The caller's key name (or local:USER on a loopback service without keys).")
+    role: Role
+    origin: str | None = Field(None, description="Where the request came from (peer address, loopback).")
+    curve: bool = Field(description="Whether the service requires CurveZMQ keys.")
+
+
+class WhoAmI(Request):
+    """Who the service takes the caller for, and with which role."""
+
+    method = "access.whoami"
+    role = Role.VIEWER
+    reply = Identity
+
+
+class KeyInfo(_Model):
+    name: str
+    public_key: str = Field(description="Z85, 40 characters.")
+    role: Role
+    added_at: str | None = None
+    added_by: str | None = None
+
+
+class KeyList(_Model):
+    keys: list[KeyInfo]
+    path: str = Field(description="The allow-list file on the lab's machine.")
+
+
+class ListKeys(Request):
+    """The allow-list: every client key with its role."""
+
+    method = "keys.list"
+    role = Role.ADMIN
+    reply = KeyList
+
+
+class AddKey(Request):
+    """Allow a client key with a role (replaces the role of a key of that name)."""
+
+    method = "keys.add"
+    role = Role.ADMIN
+    reply = KeyInfo
+    name: str
+    public_key: str = Field(description="The client's public key, Z85 (the `public-key` line of NAME.key).")
+    key_role: Role = Field(description="viewer, operator or admin.")
+
+
+class RemoveKey(Request):
+    """Remove a client key: refused from its next request, even on a connection already open."""
+
+    method = "keys.remove"
+    role = Role.ADMIN
+    reply = KeyInfo
+    name: str
+
+
+class AuditEntry(_Model):
+    id: int
+    at: str
+    who: str
+    origin: str | None = None
+    action: str
+    target: str | None = None
+    arguments: dict[str, Any] | None = None
+    result: str = Field(description="ok, refused: WHY, or the error type and message.")
+
+
+class AuditList(_Model):
+    entries: list[AuditEntry]
+
+
+class ListAudit(Request):
+    """The audit log (every control command and every refusal), oldest first, filtered."""
+
+    method = "audit.list"
+    role = Role.VIEWER
+    reply = AuditList
+    after_id: int = Field(0, ge=0, description="Only entries with a larger id.")
+    limit: int = Field(1000, ge=1, le=10000)
+    who: str | None = None
+    action: str | None = Field(None, description="A method name, or a prefix ending in '.' (campaign.).")
+    refused: bool | None = Field(None, description="Only refusals (true) or only accepted commands (false).")
+    since: str | None = Field(None, description="ISO time: only entries at or after it.")
+    newest_first: bool = Field(False, description="The newest entries first (with limit: the last ones).")
+
+
 # -- errors -------------------------------------------------------------------------------------------
 
 ErrorType = Literal[
@@ -451,5 +540,10 @@ METHODS: dict[str, type[Request]] = {
         ClearEStop,
         EventsSince,
         Shutdown,
+        WhoAmI,
+        ListKeys,
+        AddKey,
+        RemoveKey,
+        ListAudit,
     )
 }

@@ -101,35 +101,47 @@ class ApiServer:
         try:
             caller = self.authenticate(frame, envelope)
         except ApiError as exc:
-            self._audit(Caller(name="unknown", role=Role.VIEWER), envelope.request, f"refused: {exc}")
+            who = Caller(
+                name=getattr(exc, "who", "unknown"), role=Role.VIEWER, origin=getattr(exc, "origin", None)
+            )
+            self._audit(who, envelope.request, f"refused: {exc}")
             return encode_error(envelope.id, exc.error)
-        request = envelope.request
+        try:
+            result = await self.execute(envelope.request, caller)
+        except ApiError as exc:
+            return encode_error(envelope.id, exc.error)
+        return encode_result(envelope.id, result)
+
+    async def execute(self, request: Request, caller: Caller) -> BaseModel:
+        """Run one request for a caller already authenticated: the role check, the concurrency limit (never
+        for an e-stop) and the audit log, as for a request off the socket. Raises :class:`ApiError`.
+
+        The web dashboard served by the lab service itself calls this with the signed-in user's caller."""
         if not caller.role.allows(request.role):
             message = (
                 f"{caller.role.value} {caller.name!r} may not {request.method}; needs {request.role.value}"
             )
             self._audit(caller, request, f"refused: {message}")
-            return encode_error(envelope.id, Error(type="forbidden", message=message))
+            raise ApiError("forbidden", message)
         if isinstance(request, EStop):  # never queued behind anything
-            return await self._call(envelope, caller)
+            return await self._call(request, caller)
         if self._slots.locked():
-            return encode_error(envelope.id, Error(type="busy", message="too many requests at once; retry"))
+            raise ApiError("busy", "too many requests at once; retry")
         async with self._slots:
-            return await self._call(envelope, caller)
+            return await self._call(request, caller)
 
-    async def _call(self, envelope: Envelope, caller: Caller) -> bytes:
-        request = envelope.request
+    async def _call(self, request: Request, caller: Caller) -> BaseModel:
         try:
             result = await self.handlers[request.method](request, caller)
         except ApiError as exc:
             self._audit(caller, request, f"{exc.error.type}: {exc}")
-            return encode_error(envelope.id, exc.error)
+            raise
         except Exception as exc:
             log.exception("%s failed", request.method)
             self._audit(caller, request, f"internal: {type(exc).__name__}: {exc}")
-            return encode_error(envelope.id, Error(type="internal", message=f"{type(exc).__name__}: {exc}"))
+            raise ApiError("internal", f"{type(exc).__name__}: {exc}") from None
         self._audit(caller, request, "ok")
-        return encode_result(envelope.id, result)
+        return result
 
     def _audit(self, caller: Caller, request: Request, result: str) -> None:
         if self.audit is not None and (request.role is not Role.VIEWER or result != "ok"):

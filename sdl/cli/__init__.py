@@ -46,7 +46,7 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sdl.cli import control, daemon, inspect, run
+    from sdl.cli import access, control, daemon, dashboard, inspect, run
 
     common = _common()
     parser = argparse.ArgumentParser(
@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.register(commands, common)
     daemon.register(commands, common)
     control.register(commands, common)
+    access.register(commands, common)
+    dashboard.register(commands, common)
     return parser
 
 

@@ -17,10 +17,7 @@ from sdl.cli import EXIT_FAILURE, EXIT_OK, BadInput, data_dir_of
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    client = argparse.ArgumentParser(add_help=False)
-    client.add_argument(
-        "--connect", metavar="URL", help="the lab service's API address (default: from DATA_DIR/daemon.json)"
-    )
+    client = client_options()
 
     def add(name: str, help: str, description: str, handler: Any) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, parents=[common, client], help=help, description=description)
@@ -108,11 +105,34 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-check", action="store_true", help="release without a recovery and health check")
 
 
+def client_options() -> argparse.ArgumentParser:
+    """--connect, --key and --server-key: every command that talks to the lab service takes them."""
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument(
+        "--connect", metavar="URL", help="the lab service's API address (default: from DATA_DIR/daemon.json)"
+    )
+    client.add_argument(
+        "--key",
+        metavar="FILE",
+        help="your CurveZMQ key pair, NAME.key_secret from `sdl keys generate` (default: $SDL_KEY); "
+        "needed when the service runs with --curve",
+    )
+    client.add_argument(
+        "--server-key",
+        metavar="FILE",
+        help="the service's public key, its DATA_DIR/keys/server.key (default: $SDL_SERVER_KEY, or the "
+        "local service's daemon.json)",
+    )
+    return client
+
+
 @contextmanager
 def connected(args: argparse.Namespace) -> Iterator[Any]:
-    from sdl.client import Client, address_for
+    from sdl.client import Client, Credentials, address_for
 
-    with Client(args.connect or address_for(data_dir_of(args))) as client:
+    data_dir = data_dir_of(args)
+    credentials = Credentials.load(args.key, args.server_key, data_dir=data_dir)
+    with Client(args.connect or address_for(data_dir), credentials=credentials) as client:
         yield client
 
 

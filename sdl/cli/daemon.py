@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sdl.cli import EXIT_FAILURE, data_dir_of
+from sdl.cli import EXIT_FAILURE, BadInput, data_dir_of
 from sdl.client import DEFAULT_API
 
 DEFAULT_EVENTS = "tcp://127.0.0.1:60716"
@@ -62,6 +62,31 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         help=f"where bluesky consumers subscribe to every run's documents (default {DEFAULT_DOCUMENTS})",
     )
     p.add_argument(
+        "--curve",
+        action="store_true",
+        help="require CurveZMQ keys on every socket (always needed on a non-loopback address): clients must "
+        "be on the allow-list (--keys), each with its role",
+    )
+    p.add_argument(
+        "--keys",
+        type=Path,
+        metavar="FILE",
+        help="the allow-list of client keys and roles (default DATA_DIR/keys.yaml; `sdl keys add`)",
+    )
+    p.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="also serve the web dashboard here (e.g. 127.0.0.1:8080); operators sign in with a token",
+    )
+    p.add_argument(
+        "--tokens",
+        type=Path,
+        metavar="FILE",
+        help="the dashboard's sign-in tokens (default DATA_DIR/tokens.yaml; `sdl keys token`)",
+    )
+    p.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve the dashboard over HTTPS with this")
+    p.add_argument("--tls-key", type=Path, metavar="FILE", help="... and this private key")
+    p.add_argument(
         "--on-stop",
         choices=("finish", "abort"),
         default="finish",
@@ -74,29 +99,54 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
+    from sdl.access.keys import KEYS_FILE, KeyRing
     from sdl.daemon.service import LabService
     from sdl.labfile import load_lab
     from sdl.store import CampaignBusy
 
     lab = load_lab(args.lab)
+    data_dir = data_dir_of(args)
+    curve = bool(args.curve)
     for address in (args.api, args.events, args.documents):
-        if not _loopback(address):
-            # Until CurveZMQ keys are configured, the API only listens where nobody else can reach it.
-            from sdl.cli import BadInput
+        if not loopback(address) and not curve:
+            raise BadInput(
+                f"{address}: not a loopback address; the lab service serves other interfaces only with "
+                "CurveZMQ keys: give --curve (and allow client keys with `sdl keys add`)"
+            )
+    keyring = KeyRing(args.keys or data_dir / KEYS_FILE)
+    if curve and not len(keyring):
+        raise BadInput(
+            f"{keyring.path}: no client keys on the allow-list, so nobody could reach the lab; add one with "
+            "`sdl keys generate NAME` and `sdl keys add NAME NAME.key --role admin`"
+        )
+    http = None
+    if args.http:
+        from sdl.dashboard.serve import HttpError, HttpOptions
 
-            raise BadInput(f"{address}: the lab service binds to loopback only (127.0.0.1 or localhost)")
+        try:
+            http = HttpOptions.parse(
+                args.http,
+                tokens=args.tokens or data_dir / "tokens.yaml",
+                cert=args.tls_cert,
+                key=args.tls_key,
+            )
+        except HttpError as exc:
+            raise BadInput(str(exc)) from None
     if getattr(args, "verbose", 0) == 0:
         logging.getLogger().setLevel(logging.INFO)  # a service's log says what the lab is doing
         for name in ("bluesky", "ophyd", "matplotlib", "caproto"):
             logging.getLogger(name).setLevel(logging.WARNING)
     service = LabService(
         lab,
-        data_dir_of(args),
+        data_dir,
         api=args.api,
         events=args.events,
         documents=args.documents,
         on_stop=args.on_stop,
         stop_timeout=args.stop_timeout,
+        keys=keyring.path,
+        curve=curve,
+        http=http,
     )
     try:
         return service.run()
@@ -105,6 +155,16 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
 
-def _loopback(address: str) -> bool:
-    host = address.removeprefix("tcp://").rpartition(":")[0]
-    return host in ("127.0.0.1", "localhost", "[::1]") or address.startswith(("ipc://", "inproc://"))
+def loopback(address: str) -> bool:
+    """An address only this machine reaches: 127.0.0.0/8, localhost, [::1], ipc:// or inproc://."""
+    import ipaddress
+
+    if address.startswith(("ipc://", "inproc://")):
+        return True
+    host = address.removeprefix("tcp://").rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sdl.access.keys import KeyEntry, KeyFileError
 from sdl.api import models as m
 from sdl.api.models import ApiError
 from sdl.api.server import Caller
@@ -68,6 +69,16 @@ def summary(
     )
 
 
+def key_info(entry: KeyEntry) -> m.KeyInfo:
+    return m.KeyInfo(
+        name=entry.name,
+        public_key=entry.public_key,
+        role=entry.role,
+        added_at=entry.added_at,
+        added_by=entry.added_by,
+    )
+
+
 def experiment_summary(e: ExperimentRecord) -> m.ExperimentSummary:
     d = e.decision
     return m.ExperimentSummary(
@@ -122,6 +133,11 @@ class Handlers:
             m.ClearEStop: self.clear_estop,
             m.EventsSince: self.events_since,
             m.Shutdown: self.shutdown,
+            m.WhoAmI: self.whoami,
+            m.ListKeys: self.list_keys,
+            m.AddKey: self.add_key,
+            m.RemoveKey: self.remove_key,
+            m.ListAudit: self.audit_log,
         }
         return {model.method: handler for model, handler in by_model.items()}
 
@@ -396,6 +412,44 @@ class Handlers:
         self.service.publish("lab.estop", {"active": False, "by": caller.name})
         self.service.wake.set()
         return m.Ok(message="e-stop cleared; the lab takes work again")
+
+    # -- access ----------------------------------------------------------------------------------------------
+
+    async def whoami(self, request: m.WhoAmI, caller: Caller) -> m.Identity:
+        return m.Identity(name=caller.name, role=caller.role, origin=caller.origin, curve=self.service.curve)
+
+    async def list_keys(self, request: m.ListKeys, caller: Caller) -> m.KeyList:
+        keyring = self.service.keyring
+        return m.KeyList(keys=[key_info(e) for e in keyring], path=str(keyring.path))
+
+    async def add_key(self, request: m.AddKey, caller: Caller) -> m.KeyInfo:
+        try:
+            entry = self.service.keyring.add(
+                request.name, request.public_key, request.key_role, by=caller.name
+            )
+        except KeyFileError as exc:
+            raise ApiError("invalid_params", str(exc)) from None
+        return key_info(entry)
+
+    async def remove_key(self, request: m.RemoveKey, caller: Caller) -> m.KeyInfo:
+        try:
+            entry = self.service.keyring.remove(request.name)
+        except KeyFileError as exc:
+            raise ApiError("not_found", str(exc)) from None
+        self.service.keys_changed()
+        return key_info(entry)
+
+    async def audit_log(self, request: m.ListAudit, caller: Caller) -> m.AuditList:
+        entries = self.store.audit_log(
+            since_id=request.after_id,
+            limit=request.limit,
+            who=request.who,
+            action=request.action,
+            refused=request.refused,
+            since=request.since,
+            newest_first=request.newest_first,
+        )
+        return m.AuditList(entries=[m.AuditEntry(**e.__dict__) for e in entries])
 
     async def shutdown(self, request: m.Shutdown, caller: Caller) -> m.Ok:
         self.service.request_stop(abort=request.abort)

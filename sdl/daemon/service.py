@@ -16,24 +16,36 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from sdl import crashpoints
+from sdl.access.curve import (
+    API,
+    EVENTS,
+    HANDSHAKE_FAILED,
+    CurveCallers,
+    RefusalThrottle,
+    ServiceAuthenticator,
+    handshake_refusal,
+    make_server,
+)
+from sdl.access.keys import KEYS_FILE, KeyRing, server_pair
 from sdl.api.models import EventRecord
-from sdl.api.server import ApiServer, Caller
+from sdl.api.server import ApiServer, Caller, local_caller
 from sdl.client import INFO_FILE
 from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
 from sdl.daemon.active import ActiveCampaigns
 from sdl.daemon.cells import Cell
 from sdl.daemon.dispatch import Dispatching
-from sdl.daemon.documents import DocumentProxy
+from sdl.daemon.documents import CurveServer, DocumentProxy, _bind_again
 from sdl.daemon.health import HealthKeeper
 from sdl.daemon.supervision import ABORT_GRACE_S, Supervision, Waiting
 from sdl.lab import SimulatedLab, fill, simulator_command
@@ -41,6 +53,9 @@ from sdl.labfile import LabSpec
 from sdl.optimizer import CampaignOptimizer
 from sdl.status import CampaignStatus, Cause, ExperimentStatus
 from sdl.store import HEARTBEAT_S, STALE_AFTER_S, ExperimentRecord, Store, new_owner
+
+if TYPE_CHECKING:
+    from sdl.dashboard.serve import HttpOptions
 
 log = logging.getLogger("sdl.daemon")
 
@@ -66,6 +81,9 @@ class LabService(Dispatching, Supervision):
         stop_timeout: float = 60.0,
         simulator: list[str] | None = None,
         worker_env: dict[str, str] | None = None,
+        keys: Path | None = None,
+        curve: bool = False,
+        http: HttpOptions | None = None,
     ) -> None:
         self.lab = lab
         self.data_dir = Path(data_dir)
@@ -94,6 +112,15 @@ class LabService(Dispatching, Supervision):
         self._background: set[asyncio.Task[Any]] = set()
         self._deferred: list[list[EventRecord]] = []
         self.lease_waiting: list[Waiting] = []
+        self.keyring = KeyRing(keys or self.data_dir / KEYS_FILE)
+        self.curve = curve
+        self.http = http
+        self.server_public: bytes | None = None
+        self.api: ApiServer | None = None
+        self.event_listeners: set[Callable[[EventRecord], None]] = set()
+        self._allowed_keys: set[str] = set()
+        self._refusals = RefusalThrottle()
+        self._monitors: dict[str, zmq.asyncio.Socket] = {}
 
     # -- starting ------------------------------------------------------------------------------------------
 
@@ -134,17 +161,35 @@ class LabService(Dispatching, Supervision):
 
     def bind(self) -> None:
         """Open the API, event and document sockets; write where they are to daemon.json."""
-        self.api_socket = self._socket(zmq.ROUTER)
+        proxy_curve = None
+        if self.curve:
+            public, secret, public_file = server_pair(self.data_dir)
+            self.server_public, self._server_secret = public, secret
+            self._allowed_keys = {e.public_key for e in self.keyring}
+            self._authenticator = ServiceAuthenticator(self._context, self.keyring, self._refused)
+            self._authenticator.start()
+            proxy_curve = CurveServer(public, secret, self.keyring, self._refused_threadsafe)
+            log.info("CurveZMQ on every socket; clients need the service's public key %s", public_file)
+        self.api_socket = self._socket(zmq.ROUTER, API)
         self.api_socket.setsockopt(zmq.MAXMSGSIZE, 16 << 20)
         self.api_address = _bind(self.api_socket, self.api_address)
-        self.events_socket = self._socket(zmq.PUB)
+        self.events_socket = self._socket(zmq.PUB, EVENTS)
         self.events_address = _bind(self.events_socket, self.events_address)
+        if self.curve:
+            self._monitors = {
+                API: self.api_socket.get_monitor_socket(HANDSHAKE_FAILED),
+                EVENTS: self.events_socket.get_monitor_socket(HANDSHAKE_FAILED),
+            }
         self.worker_socket = self._socket(zmq.ROUTER)
         self.worker_address = _bind(self.worker_socket, "tcp://127.0.0.1:0")
-        self._proxy = DocumentProxy(self.documents_address).start()
+        self._proxy = DocumentProxy(self.documents_address, proxy_curve).start()
         self.documents_in, self.documents_address = self._proxy.in_address, self._proxy.out_address
+        if self.http is not None:
+            self._http_socket = self.http.bind()  # before daemon.json names its port
         info = {"pid": os.getpid(), "api": self.api_address, "events": self.events_address,
-                "documents": self.documents_address, "lab": self.lab.name}  # fmt: skip
+                "documents": self.documents_address, "lab": self.lab.name, "curve": self.curve,
+                "server_key": self.server_public.decode() if self.server_public else None,
+                "http": self.http.url if self.http else None}  # fmt: skip
         (self.data_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         log.info(
             "API on %s, events on %s, documents on %s",
@@ -153,10 +198,77 @@ class LabService(Dispatching, Supervision):
             self.documents_address,
         )
 
-    def _socket(self, kind: int) -> zmq.asyncio.Socket:
+    def _socket(self, kind: int, domain: str | None = None) -> zmq.asyncio.Socket:
+        """A socket; with CurveZMQ and a ZAP ``domain`` (a socket clients reach), a CURVE server."""
         socket = self._context.socket(kind)
         socket.setsockopt(zmq.LINGER, 0)
+        if self.curve and domain is not None:
+            assert self.server_public is not None
+            make_server(socket, self.server_public, self._server_secret, domain)
         return socket
+
+    # -- access ----------------------------------------------------------------------------------------------
+
+    def _refused(self, domain: str, who: str, why: str, origin: str | None) -> None:
+        """A connection refused at the handshake: to the audit log (repeats at most once a minute)."""
+        if self.store is not None and self._refusals.due(domain, who, why, origin or ""):
+            self.store.audit(who, f"connect.{domain}", why, origin=origin)
+
+    def _refused_threadsafe(self, domain: str, who: str, why: str, origin: str | None) -> None:
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            loop.call_soon_threadsafe(self._refused, domain, who, why, origin)
+
+    async def _watch_handshakes(self, socket: zmq.asyncio.Socket, domain: str) -> None:
+        """Audit clients that could not even start a CURVE handshake (no key, or not CurveZMQ at all).
+        The monitor is opened in :meth:`bind`, before daemon.json tells clients where to connect."""
+        monitor = self._monitors[domain]
+        try:
+            while True:
+                event = parse_monitor_message(await monitor.recv_multipart())
+                why = handshake_refusal(event["event"], event["value"])
+                if why is not None:
+                    self._refused(domain, "no key", why, None)
+        except zmq.ZMQError:
+            pass  # the socket was replaced (see keys_changed); its successor has a watcher of its own
+        finally:
+            monitor.close(linger=0)
+
+    def keys_changed(self) -> None:
+        """After the allow-list changed: if a key went, drop every subscriber of the events and documents so
+        the removed key cannot keep listening (the others reconnect, pass the handshake again and catch up
+        on the events they missed through ``events.since``). Requests are checked one by one anyway."""
+        if not self.curve:
+            return
+        allowed = {e.public_key for e in self.keyring}
+        removed = self._allowed_keys - allowed
+        self._allowed_keys = allowed
+        if not removed:
+            return
+        log.info(
+            "%d key(s) removed from the allow-list: dropping event and document subscribers", len(removed)
+        )
+        old = self.events_socket
+        self.events_socket = None
+        old.disable_monitor()
+        old.close(linger=0)
+        socket = self._socket(zmq.PUB, EVENTS)
+        self._monitors[EVENTS] = socket.get_monitor_socket(HANDSHAKE_FAILED)
+        _bind_again(socket, self.events_address)
+        self.events_socket = socket
+        self.in_background(self._watch_handshakes(socket, EVENTS))
+        if self._proxy is not None:
+            self._proxy.reopen_output()
+
+    async def _watch_keys(self) -> None:
+        """The allow-list may be edited on disk (`sdl keys remove`): notice it within a second."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                if self.keyring.refresh():
+                    self.keys_changed()
+            except Exception:
+                log.exception("could not read the allow-list %s", self.keyring.path)
 
     def worker_config(self, cell: Cell) -> p.WorkerConfig:
         names = cell.spec.instruments
@@ -184,9 +296,13 @@ class LabService(Dispatching, Supervision):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
         try:
+            self._loop = loop
             self.open()
             self.bind()
-            server = ApiServer(self.api_socket, Handlers(self).table(), audit=self._audit)
+            authenticate = CurveCallers(self.keyring) if self.curve else local_caller
+            server = self.api = ApiServer(
+                self.api_socket, Handlers(self).table(), authenticate=authenticate, audit=self._audit
+            )
             for cell in self.cells.values():
                 cell.spawn(self.worker_config(cell), self.worker_env)
             tasks = [
@@ -196,6 +312,17 @@ class LabService(Dispatching, Supervision):
                 asyncio.create_task(self._schedule_loop(), name="schedule"),
                 asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             ]
+            if self.curve:
+                tasks += [
+                    asyncio.create_task(self._watch_handshakes(self.api_socket, API), name="zap-api"),
+                    asyncio.create_task(self._watch_handshakes(self.events_socket, EVENTS), name="zap-ev"),
+                    asyncio.create_task(self._watch_keys(), name="keys"),
+                ]
+            if self.http is not None:
+                from sdl.dashboard.serve import serve_in_service
+
+                serving = serve_in_service(self, self.http, self._http_socket)
+                tasks.append(asyncio.create_task(serving, name="http"))
             self.publish("lab.started", {"lab": self.lab.name, "pid": os.getpid()})
             log.info(
                 "lab %r is up: %d workcell(s), %d instrument(s)",
@@ -259,6 +386,9 @@ class LabService(Dispatching, Supervision):
             cell.kill()
         if self._proxy is not None:
             self._proxy.stop()
+        authenticator = getattr(self, "_authenticator", None)
+        if authenticator is not None:
+            authenticator.stop()
         self._context.destroy(linger=0)
         if self.simulated is not None:
             self.simulated.stop()
@@ -308,6 +438,11 @@ class LabService(Dispatching, Supervision):
             self._send_event(record)
 
     def _send_event(self, record: EventRecord) -> None:
+        for listener in list(self.event_listeners):
+            try:
+                listener(record)
+            except Exception:
+                log.exception("an event listener failed")
         socket = getattr(self, "events_socket", None)
         if socket is None:
             return
@@ -354,6 +489,7 @@ class LabService(Dispatching, Supervision):
             "cause": e.cause.value if e.cause else None,
             "fault_kind": e.fault_kind,
             "fault_instrument": e.fault_instrument,
+            "decision": None if e.decision is None else dict(e.decision.__dict__),
         }
 
     def _audit(self, caller: Caller, request: Any, result: str) -> None:

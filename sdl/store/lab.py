@@ -197,8 +197,39 @@ class LabMixin(Connection):
             )
         return int(cur.lastrowid or 0)
 
-    def audit_log(self, *, since_id: int = 0, limit: int = 1000) -> list[AuditRecord]:
-        rows = self._read("SELECT * FROM audit WHERE id > ? ORDER BY id LIMIT ?", (since_id, limit))
+    def audit_log(
+        self,
+        *,
+        since_id: int = 0,
+        limit: int = 1000,
+        who: str | None = None,
+        action: str | None = None,
+        refused: bool | None = None,
+        since: str | None = None,
+        newest_first: bool = False,
+    ) -> list[AuditRecord]:
+        """Audit entries after ``since_id``, oldest first; ``action`` ending in '.' matches a prefix, and
+        ``refused`` picks refusals (result 'refused: ...') or everything else."""
+        where, args = ["id > ?"], [since_id]
+        if who is not None:
+            where.append("who = ?")
+            args.append(who)
+        if action is not None and action.endswith("."):
+            where.append("action LIKE ? ESCAPE '\\'")
+            args.append(action.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%")
+        elif action is not None:
+            where.append("action = ?")
+            args.append(action)
+        if refused is not None:
+            where.append("result LIKE 'refused:%'" if refused else "result NOT LIKE 'refused:%'")
+        if since is not None:
+            where.append("at >= ?")
+            args.append(since)
+        rows = self._read(
+            f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id {'DESC' if newest_first else ''} "
+            "LIMIT ?",
+            (*args, limit),
+        )
         return [
             AuditRecord(
                 id=r["id"], at=r["at"], who=r["who"], origin=r["origin"], action=r["action"],

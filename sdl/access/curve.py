@@ -1,0 +1,170 @@
+"""CurveZMQ on the lab service's sockets: pyzmq's ZAP authenticators checking the allow-list, and the
+per-request check that turns a connection's key into a :class:`~sdl.api.server.Caller`.
+
+Two checks, on purpose:
+
+- at the handshake, the ZAP handler admits only keys on the allow-list (``zmq.auth``; an unknown key never
+  gets a connection, and the refusal goes to the audit log with the peer's address);
+- on every request, the key libzmq authenticated (the frame's ``User-Id``, which our ZAP handler sets to the
+  Z85 public key) is looked up again, so a key removed while its connection is open is refused from its
+  next request, and the role is always the allow-list's current one.
+
+A client without a key cannot complete a CURVE handshake at all; the server sees it on a socket monitor
+(``HANDSHAKE_FAILED_*``) and audits it, at most once a minute per socket so a client that keeps
+reconnecting cannot flood the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.auth.thread import ThreadAuthenticator
+
+from sdl.access.keys import KeyRing
+from sdl.api.models import ApiError
+from sdl.api.server import Caller
+from sdl.api.wire import Envelope
+
+log = logging.getLogger(__name__)
+
+#: ZAP domains: one per socket, so the audit log says which socket refused a connection.
+API, EVENTS, DOCUMENTS = "api", "events", "documents"
+#: Called with (domain, who, why, origin) for every refused connection.
+OnRefused = Callable[[str, str, str, str | None], None]
+REFUSAL_REPEAT_S = 60.0
+
+
+def short(public_key: str) -> str:
+    return f"{public_key[:8]}…"
+
+
+class _KeyringZap:
+    """What both authenticators share: admit allow-listed CURVE keys, report the others."""
+
+    keyring: KeyRing
+    on_refused: OnRefused | None
+    _address: str | None = None
+
+    def _setup(self: Any, keyring: KeyRing, on_refused: OnRefused | None) -> None:
+        self.keyring = keyring
+        self.on_refused = on_refused
+        for domain in (API, EVENTS, DOCUMENTS):
+            self.configure_curve_callback(domain, self)
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        self._address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else None
+        await super().handle_zap_message(msg)  # type: ignore[misc]
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """pyzmq's credentials-provider hook: ``key`` is the client's public key in Z85."""
+        public_key = key.decode("ascii")
+        if self.keyring.by_public_key(public_key) is not None:
+            return True
+        if self.on_refused is not None:
+            try:
+                self.on_refused(domain, f"key {short(public_key)}", "refused: unknown key", self._address)
+            except Exception:
+                log.exception("could not audit a refused connection")
+        return False
+
+
+class ServiceAuthenticator(_KeyringZap, AsyncioAuthenticator):
+    """ZAP on the lab service's asyncio loop (API and events sockets)."""
+
+    def __init__(self, context: zmq.Context[Any], keyring: KeyRing, on_refused: OnRefused | None) -> None:
+        AsyncioAuthenticator.__init__(self, context, log=log)
+        self._setup(keyring, on_refused)
+
+
+class ThreadedAuthenticator(_KeyringZap, ThreadAuthenticator):
+    """ZAP on a thread of its own, for a context that has no asyncio loop (the documents proxy)."""
+
+    def __init__(self, context: zmq.Context[Any], keyring: KeyRing, on_refused: OnRefused | None) -> None:
+        ThreadAuthenticator.__init__(self, context, log=log)
+        self._setup(keyring, on_refused)
+
+
+def make_server(socket: zmq.Socket[Any], public: bytes, secret: bytes, domain: str) -> None:
+    """Make ``socket`` a CURVE server in ZAP ``domain`` (before it binds)."""
+    socket.curve_publickey = public
+    socket.curve_secretkey = secret
+    socket.curve_server = True
+    socket.zap_domain = domain.encode()
+
+
+def make_client(socket: zmq.Socket[Any], public: bytes, secret: bytes, server_public: bytes) -> None:
+    """Make ``socket`` a CURVE client of the server with ``server_public`` (before it connects)."""
+    socket.curve_publickey = public
+    socket.curve_secretkey = secret
+    socket.curve_serverkey = server_public
+
+
+class CurveCallers:
+    """The API server's ``authenticate`` hook under CurveZMQ: the connection's key -> its name and role."""
+
+    def __init__(self, keyring: KeyRing) -> None:
+        self.keyring = keyring
+        self.seen: dict[
+            str, str
+        ] = {}  # public key -> the name it had, to say "removed" rather than "unknown"
+
+    def __call__(self, frame: zmq.Frame, envelope: Envelope) -> Caller:
+        try:
+            public_key = frame.get("User-Id")
+            origin = frame.get("Peer-Address")
+        except zmq.ZMQError:
+            public_key, origin = "", None
+        if not public_key:
+            raise _refusal("no key: this lab service requires a CurveZMQ client key", "no key", origin)
+        entry = self.keyring.by_public_key(public_key)
+        if entry is None:
+            name = self.seen.get(public_key)
+            if name is not None:
+                raise _refusal(
+                    f"key {name!r} was removed from the allow-list; this connection may do nothing more",
+                    name,
+                    origin,
+                )
+            raise _refusal(f"unknown key {short(public_key)}", f"key {short(public_key)}", origin)
+        self.seen[public_key] = entry.name
+        return Caller(name=entry.name, role=entry.role, origin=origin)
+
+
+def _refusal(message: str, who: str, origin: str | None) -> ApiError:
+    error = ApiError("unauthenticated", message)
+    error.who, error.origin = who, origin  # type: ignore[attr-defined]  # for the audit log
+    return error
+
+
+class RefusalThrottle:
+    """Audit repeated refusals of the same kind at most once per ``every`` seconds."""
+
+    def __init__(self, every: float = REFUSAL_REPEAT_S) -> None:
+        self.every = every
+        self._last: dict[tuple[str, ...], float] = {}
+
+    def due(self, *key: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, -self.every) < self.every:
+            return False
+        self._last[key] = now
+        return True
+
+
+HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+
+
+def handshake_refusal(event: int, value: int) -> str | None:
+    """What a handshake failure on a CURVE server socket means, or None for failures ZAP already audited."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return None  # the ZAP handler refused the key and has said so
+    return "refused: no CurveZMQ key (the client did not complete a CURVE handshake)"

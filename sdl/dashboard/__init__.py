@@ -1,0 +1,1 @@
+"""The web dashboard (see docs/dashboard.md)."""

@@ -1,0 +1,285 @@
+"""Where the dashboard gets its answers: the lab service it runs in, or a lab service it reaches as a client.
+
+Both give the same two things, typed by `sdl.api.models`: ``call(request, session)`` and a live, gap-free
+stream of events. The role check is the lab service's own (``ApiServer.execute`` in process, the service's
+check of the session's CurveZMQ key remotely) plus the dashboard's check of the session's role, so a viewer
+is refused even if the page were changed to show it a button.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sdl.access.keys import KeyFileError
+from sdl.access.tokens import TokenFile
+from sdl.api import models as m
+from sdl.api.models import ApiError, Role
+from sdl.api.server import Caller
+
+if TYPE_CHECKING:
+    from sdl.client import Credentials
+    from sdl.daemon.service import LabService
+
+log = logging.getLogger(__name__)
+
+#: Events a browser may be behind before it is told to reload (it then catches up from the record).
+QUEUE_LIMIT = 10000
+
+
+@dataclass
+class Session:
+    """One signed-in browser (or the anonymous viewer): who the lab service takes it for."""
+
+    name: str
+    role: Role
+    signed_in: bool
+    token_name: str | None = None
+    client: Any = field(default=None, repr=False)  # remote: the session's own client
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class Backend:
+    """What the web app needs from a lab service."""
+
+    tokens: TokenFile
+
+    def session_for(self, token: str | None, origin: str | None) -> Session | None:
+        """The session of a sign-in token (None: unknown token); without a token, the anonymous one (None:
+        anonymous visitors see nothing)."""
+        raise NotImplementedError
+
+    async def call(self, request: m.Request, session: Session, origin: str | None) -> Any:
+        raise NotImplementedError
+
+    def events(self, since: int) -> AsyncIterator[m.EventRecord]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the backend holds (clients, threads)."""
+
+
+def _check(session: Session, request: m.Request) -> None:
+    if not session.role.allows(request.role):
+        raise ApiError(
+            "forbidden",
+            f"{session.role.value} {session.name!r} may not {request.method}; needs {request.role.value}",
+        )
+
+
+class ServiceBackend(Backend):
+    """Inside the lab service (`sdl daemon --http`): requests go through the API server's own checks and audit
+    log, events come straight from the service as it publishes them."""
+
+    def __init__(self, service: LabService, tokens: TokenFile, anonymous: bool) -> None:
+        self.service = service
+        self.tokens = tokens
+        self.anonymous = anonymous
+
+    def session_for(self, token: str | None, origin: str | None) -> Session | None:
+        if not token:
+            return Session("anonymous", Role.VIEWER, False) if self.anonymous else None
+        try:
+            entry = self.tokens.lookup(token)
+        except KeyFileError as exc:
+            log.error("%s", exc)
+            return None
+        if entry is None:
+            return None
+        key = self.service.keyring.by_public_key(entry.public_key)
+        if key is None:  # the token's key is no longer (or never was) on the allow-list
+            return None
+        return Session(key.name, key.role, True, entry.name)
+
+    async def call(self, request: m.Request, session: Session, origin: str | None) -> Any:
+        assert self.service.api is not None
+        caller = Caller(name=session.name, role=session.role, origin=f"web {origin or '?'}")
+        return await self.service.api.execute(request, caller)
+
+    async def events(self, since: int) -> AsyncIterator[m.EventRecord]:
+        queue: asyncio.Queue[m.EventRecord] = asyncio.Queue(QUEUE_LIMIT)
+
+        def listener(record: m.EventRecord) -> None:
+            with contextlib.suppress(asyncio.QueueFull):  # a gap: the reader catches up from the record
+                queue.put_nowait(record)
+
+        self.service.event_listeners.add(listener)
+        try:
+            store = self.service.store
+            assert store is not None
+            last = since
+            while True:
+                caught = store.events_since(last, 1000)
+                for event in caught:
+                    last = event.seq
+                    yield m.EventRecord(**event.__dict__)
+                if len(caught) < 1000:
+                    break
+            while True:
+                record = await queue.get()
+                if record.seq <= last:
+                    continue
+                if record.seq > last + 1:
+                    for missed in store.events_since(last, record.seq - last - 1):
+                        last = missed.seq
+                        yield m.EventRecord(**missed.__dict__)
+                last = record.seq
+                yield record
+        finally:
+            self.service.event_listeners.discard(listener)
+
+
+class RemoteBackend(Backend):
+    """`sdl dashboard --connect URL`: a client of the lab service. Each signed-in token speaks to the service
+    with its own key (the token's ``secret_key_file``), so the service checks and audits that key; anonymous
+    visitors use the dashboard's own key, as viewers."""
+
+    def __init__(
+        self,
+        address: str,
+        credentials: Credentials | None,
+        tokens: TokenFile,
+        anonymous: bool,
+        server_key: bytes | None,
+    ) -> None:
+        from sdl.client import Client
+
+        self.address = address
+        self.tokens = tokens
+        self.server_key = server_key
+        self.anonymous = anonymous
+        self._credentials = credentials
+        self._anonymous = Session(
+            "anonymous", Role.VIEWER, False, client=Client(address, credentials=credentials)
+        )
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[m.EventRecord]]] = set()
+        self._stream: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._last_seq = 0
+
+    def session_for(self, token: str | None, origin: str | None) -> Session | None:
+        if not token:
+            return self._anonymous if self.anonymous else None
+        try:
+            entry = self.tokens.lookup(token)
+        except KeyFileError as exc:
+            log.error("%s", exc)
+            return None
+        if entry is None:
+            return None
+        with self._lock:
+            session = self._sessions.get(entry.sha256)
+            if session is not None:
+                return session
+        from sdl.client import Client, Credentials
+
+        credentials = self._credentials
+        if entry.secret_key_file:
+            try:
+                credentials = Credentials.load(entry.secret_key_file, self.server_key)
+            except ApiError as exc:
+                log.error("token %s: %s", entry.name, exc)
+                return None
+        client = Client(self.address, credentials=credentials)
+        try:
+            identity = client.call(m.WhoAmI())
+        except Exception as exc:
+            log.warning("token %s: the lab service refused its key: %s", entry.name, exc)
+            client.close()
+            return None
+        session = Session(identity.name, identity.role, True, entry.name, client=client)
+        with self._lock:
+            self._sessions[entry.sha256] = session
+        return session
+
+    async def call(self, request: m.Request, session: Session, origin: str | None) -> Any:
+        if not session.signed_in:
+            # Anonymous visitors use the dashboard's own key, capped at viewer here; the service never sees
+            # what they were refused, so the refusal is logged here. A signed-in session's request goes to
+            # the service with its own key: the service checks its role and audits a refusal by name.
+            try:
+                _check(session, request)
+            except ApiError as exc:
+                log.warning("refused an anonymous visitor from %s: %s", origin or "?", exc)
+                raise
+
+        def call() -> Any:
+            with session.lock:  # one request at a time on a session's socket
+                return session.client.call(
+                    request, timeout=60 if isinstance(request, m.SubmitCampaign) else None
+                )
+
+        return await asyncio.to_thread(call)
+
+    async def events(self, since: int) -> AsyncIterator[m.EventRecord]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[m.EventRecord] = asyncio.Queue(QUEUE_LIMIT)
+        self._ensure_stream()
+        backlog = await self.call(m.EventsSince(seq=since, limit=10000), self._anonymous, None)
+        last = since
+        for event in backlog.events:
+            last = event.seq
+            yield event
+        subscriber = (loop, queue)
+        self._subscribers.add(subscriber)
+        try:
+            while True:
+                record = await queue.get()
+                if record.seq <= last:
+                    continue
+                if record.seq > last + 1:
+                    caught = await self.call(
+                        m.EventsSince(seq=last, limit=record.seq - last - 1), self._anonymous, None
+                    )
+                    for missed in caught.events:
+                        last = missed.seq
+                        yield missed
+                last = record.seq
+                yield record
+        finally:
+            self._subscribers.discard(subscriber)
+
+    def _ensure_stream(self) -> None:
+        """One subscriber to the service's events for every browser (a thread: the client is blocking)."""
+        if self._stream is not None:
+            return
+        self._stream = threading.Thread(target=self._follow, name="sdl-dashboard-events", daemon=True)
+        self._stream.start()
+
+    def _follow(self) -> None:
+        from sdl.client import Client
+
+        with Client(self.address, credentials=self._credentials) as client:
+            while not self._stop.is_set():
+                try:
+                    for event in client.events(self._last_seq or None, idle_timeout=0.5):
+                        self._last_seq = event.seq
+                        self._fan_out(event)
+                        if self._stop.is_set():
+                            return
+                except Exception as exc:  # the service restarted or is busy: try again
+                    log.warning("event stream: %s", exc)
+                    self._stop.wait(1.0)
+
+    def _fan_out(self, event: m.EventRecord) -> None:
+        for loop, queue in list(self._subscribers):
+            loop.call_soon_threadsafe(_offer, queue, event)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._stream is not None:
+            self._stream.join(timeout=5)
+        for session in [self._anonymous, *self._sessions.values()]:
+            session.client.close()
+
+
+def _offer(queue: asyncio.Queue[m.EventRecord], event: m.EventRecord) -> None:
+    with contextlib.suppress(asyncio.QueueFull):
+        queue.put_nowait(event)

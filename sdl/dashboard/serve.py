@@ -1,0 +1,137 @@
+"""Serving the dashboard with uvicorn: inside the lab service (`sdl daemon --http`), on the service's own
+asyncio loop, or as a process of its own (`sdl dashboard --connect URL`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from sdl.access.tokens import TokenFile
+from sdl.dashboard.app import create_app
+from sdl.dashboard.backend import Backend, ServiceBackend
+
+if TYPE_CHECKING:
+    from sdl.daemon.service import LabService
+
+log = logging.getLogger(__name__)
+
+
+class HttpError(ValueError):
+    """A --http address or its TLS files cannot be used (the message says why)."""
+
+
+@dataclass
+class HttpOptions:
+    host: str
+    port: int
+    tokens: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    @classmethod
+    def parse(
+        cls, text: str, *, tokens: Path, cert: Path | None = None, key: Path | None = None
+    ) -> HttpOptions:
+        host, _, port = text.removeprefix("http://").removeprefix("https://").rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise HttpError(f"--http {text}: give HOST:PORT, e.g. 127.0.0.1:8080")
+        if (cert is None) != (key is None):
+            raise HttpError("--tls-cert and --tls-key go together")
+        for path in (cert, key):
+            if path is not None and not path.is_file():
+                raise HttpError(f"{path}: no such file")
+        options = cls(host, int(port), tokens, cert, key)
+        if not options.loopback and cert is None:
+            raise HttpError(
+                f"--http {text}: not a loopback address; sign-in tokens must not cross the network in clear: "
+                "give --tls-cert and --tls-key (or serve on 127.0.0.1 behind your own HTTPS proxy)"
+            )
+        return options
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.cert else 'http'}://{host}:{self.port}"
+
+    def bind(self) -> socket.socket:
+        """Bind the listening socket now (port 0: any free port, then known), so the URL can be published."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise HttpError(
+                f"cannot serve the dashboard on {self.host}:{self.port}: {exc.strerror}"
+            ) from None
+        sock.listen(128)
+        sock.set_inheritable(False)
+        self.port = sock.getsockname()[1]
+        return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the process that runs it decides what a signal means."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _config(backend: Backend, http: HttpOptions) -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(backend, secure_cookie=http.cert is not None),
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=str(http.cert) if http.cert else None,
+        ssl_keyfile=str(http.key) if http.key else None,
+        timeout_graceful_shutdown=2,
+    )
+
+
+async def serve_in_service(service: LabService, http: HttpOptions, sock: socket.socket) -> None:
+    """Serve the dashboard from inside the lab service until cancelled."""
+    backend = ServiceBackend(service, TokenFile(http.tokens), anonymous=http.loopback)
+    server = _Server(_config(backend, http))
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    log.info("dashboard on %s", http.url)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        await asyncio.wait({task}, timeout=5)
+        raise
+    finally:
+        sock.close()
+
+
+def run_dashboard(backend: Backend, http: HttpOptions) -> None:
+    """`sdl dashboard`: serve until SIGINT or SIGTERM."""
+    sock = http.bind()
+    log.warning("dashboard on %s", http.url)
+    try:
+        uvicorn.Server(_config(backend, http)).run(sockets=[sock])
+    finally:
+        sock.close()
+        backend.close()

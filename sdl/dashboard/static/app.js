@@ -1,0 +1,465 @@
+// The lab dashboard: plain JavaScript, no framework, nothing loaded from the internet.
+// State comes from the API (POST /api/call/METHOD) and stays live through server-sent events (/api/events).
+// Rendering is batched to one animation frame; plots are decimated to the canvas's pixels, the experiments
+// table is paged, so a campaign of thousands of experiments stays responsive.
+"use strict";
+
+const ROLES = ["viewer", "operator", "admin"];
+const PAGE = 50;
+const FAILED = new Set(["failed", "faulted", "interrupted"]);
+const state = {
+  session: { name: null, role: null, signed_in: false },
+  status: null,
+  campaigns: new Map(),
+  specs: new Map(),
+  experiments: new Map(), // campaign id -> {rows: [], byId: Map}
+  selected: null,
+  page: 0, // 0 = the newest page
+  experiment: null,
+  audit: [],
+  lastSeq: 0,
+};
+const metrics = { firstRender: null, applyMs: [], events: 0 };
+window.sdl = { state, metrics, apply: applyEvent };
+
+const $ = (id) => document.getElementById(id);
+const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+const can = (role) => state.session.role !== null && ROLES.indexOf(state.session.role) >= ROLES.indexOf(role);
+const fmt = (v) => (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toPrecision(4)) : v === null || v === undefined ? "" : String(v));
+const kv = (o) => (o ? Object.entries(o).map(([k, v]) => `${k}=${fmt(v)}`).join(", ") : "");
+const badge = (s) => `<span class="badge st-${esc(s)}">${esc(s)}</span>`;
+
+async function call(method, params = {}) {
+  const response = await fetch(`/api/call/${method}`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(params), credentials: "same-origin",
+  });
+  const reply = await response.json();
+  if (!reply.ok) { const e = new Error(reply.error.message); e.details = reply.error.details || []; e.type = reply.error.type; throw e; }
+  return reply.result;
+}
+
+function showError(e, where) {
+  const text = [e.message, ...(e.details || [])].join("\n");
+  if (where) { where.innerHTML = `<div class="errors">${esc(text)}</div>`; } else { alert(text); }
+}
+
+// -- batched rendering -------------------------------------------------------------------------------------
+const dirty = new Set();
+let frame = null;
+let eventAt = null;
+function schedule(...parts) {
+  parts.forEach((p) => dirty.add(p));
+  if (frame === null) frame = requestAnimationFrame(flush);
+}
+function flush() {
+  frame = null;
+  const parts = new Set(dirty);
+  dirty.clear();
+  if (parts.has("header")) renderHeader();
+  if (parts.has("lab")) renderLab();
+  if (parts.has("campaigns")) renderCampaigns();
+  if (parts.has("detail")) renderDetail();
+  if (parts.has("plots")) renderPlots();
+  if (parts.has("table")) renderTable();
+  if (parts.has("audit")) renderAudit();
+  if (eventAt !== null) {
+    void document.body.offsetHeight; // style and layout now, as the browser would before painting
+    metrics.applyMs.push(performance.now() - eventAt); // from the frame's oldest event
+    eventAt = null;
+  }
+}
+
+// -- loading -----------------------------------------------------------------------------------------------
+async function loadSession() {
+  state.session = await (await fetch("/api/session", { credentials: "same-origin" })).json();
+  schedule("header", "lab", "campaigns", "detail", "table");
+}
+async function loadStatus() {
+  state.status = await call("status");
+  for (const c of state.status.campaigns) state.campaigns.set(c.id, c);
+  schedule("header", "lab", "campaigns");
+}
+async function loadCampaigns() {
+  const reply = await call("campaign.list");
+  for (const c of reply.campaigns) state.campaigns.set(c.id, c);
+  const asked = new URLSearchParams(location.search).get("campaign");
+  if (state.selected === null && asked && state.campaigns.has(asked)) await select(asked);
+  if (state.selected === null && reply.campaigns.length) {
+    const running = reply.campaigns.filter((c) => c.status === "running");
+    await select((running.length ? running : reply.campaigns).at(-1).id);
+  }
+  schedule("campaigns");
+}
+async function loadExperiments(id) {
+  const rows = [];
+  let after = 0;
+  for (;;) {
+    const batch = (await call("experiments.list", { campaign_id: id, after_seq: after, limit: 5000 })).experiments;
+    rows.push(...batch);
+    if (batch.length < 5000) break;
+    after = batch.at(-1).seq;
+  }
+  const byId = new Map(rows.map((e) => [e.id, e]));
+  state.experiments.set(id, { rows, byId });
+}
+async function select(id) {
+  state.selected = id;
+  state.page = 0;
+  state.experiment = null;
+  if (!state.specs.has(id)) state.specs.set(id, (await call("campaign.show", { campaign_id: id })).spec);
+  await loadExperiments(id);
+  setupCoverageAxes();
+  schedule("campaigns", "detail", "plots", "table");
+}
+let auditTimer = null;
+function loadAuditSoon() {
+  if (auditTimer !== null) return;
+  auditTimer = setTimeout(async () => {
+    auditTimer = null;
+    try { state.audit = (await call("audit.list", { newest_first: true, limit: 200 })).entries.reverse(); schedule("audit"); } catch (e) { /* shown next time */ }
+  }, 500);
+}
+let statusTimer = null;
+function loadStatusSoon() {
+  if (statusTimer !== null) return;
+  statusTimer = setTimeout(() => { statusTimer = null; loadStatus().catch(() => {}); }, 150);
+}
+let campaignsTimer = null;
+function loadCampaignsSoon() {
+  if (campaignsTimer !== null) return;
+  campaignsTimer = setTimeout(() => { campaignsTimer = null; loadCampaigns().catch(() => {}); }, 150);
+}
+
+// -- events ------------------------------------------------------------------------------------------------
+function applyEvent(event) {
+  if (event.seq <= state.lastSeq) return;
+  state.lastSeq = event.seq;
+  metrics.events += 1;
+  if (eventAt === null) eventAt = performance.now();
+  const topic = event.topic;
+  const body = event.body || {};
+  if (topic === "campaign.progress") {
+    state.campaigns.set(body.id, body);
+    schedule("campaigns", event.campaign_id === state.selected ? "detail" : "campaigns");
+  } else if (topic.startsWith("experiment.")) {
+    const known = state.experiments.get(event.campaign_id);
+    if (known) {
+      const row = known.byId.get(body.experiment_id) || { id: body.experiment_id, campaign_id: event.campaign_id, proposed_at: event.at };
+      Object.assign(row, {
+        seq: body.seq, status: body.status, recipe: body.recipe, measurements: body.measurements, loss: body.loss,
+        failure: body.failure, cause: body.cause, fault_kind: body.fault_kind, fault_instrument: body.fault_instrument,
+        workcell: body.workcell, decision: body.decision ?? row.decision ?? null,
+      });
+      if (!known.byId.has(row.id)) { known.byId.set(row.id, row); known.rows.push(row); if (known.rows.length > 1 && known.rows.at(-2).seq > row.seq) known.rows.sort((a, b) => a.seq - b.seq); }
+      if (event.campaign_id === state.selected) schedule("plots", "table");
+    }
+    if (topic === "experiment.started" || FAILED.has(body.status) || body.status === "done") loadStatusSoon();
+  } else if (topic === "campaign.submitted" || topic === "campaign.finished") {
+    loadCampaignsSoon();
+    loadStatusSoon();
+  } else {
+    loadStatusSoon(); // the lab: workcells, instruments, e-stop
+  }
+  if (topic !== "campaign.progress" && !topic.startsWith("experiment.")) loadAuditSoon();
+  if (topic === "campaign.submitted" || topic === "lab.estop") loadAuditSoon();
+}
+
+function listen() {
+  const source = new EventSource(`/api/events?since=${state.lastSeq}`);
+  source.onopen = () => { $("live").textContent = "live"; $("live").className = "badge st-ok"; };
+  source.onerror = () => { $("live").textContent = "reconnecting…"; $("live").className = "badge st-suspect"; };
+  source.onmessage = (message) => applyEvent(JSON.parse(message.data));
+}
+
+// -- the header: who, the e-stop ---------------------------------------------------------------------------
+function renderHeader() {
+  const s = state.status;
+  if (s) {
+    $("lab-name").textContent = s.lab;
+    $("lab-since").textContent = `service ${s.pid}, up since ${s.started_at}`;
+    const banner = $("banner");
+    banner.hidden = !s.estop.active;
+    banner.textContent = s.estop.active ? `E-STOP ACTIVE: ${s.estop.reason} (by ${s.estop.by}, ${s.estop.at})` : "";
+    let controls = "";
+    if (can("operator") && !s.estop.active) controls += `<button class="estop control" id="estop">E-STOP</button>`;
+    if (can("admin") && s.estop.active) controls += `<button class="control" id="clear-estop">Clear e-stop</button>`;
+    if ($("estop-area").dataset.html !== controls) { // unchanged: keep the button under the pointer
+      $("estop-area").dataset.html = controls;
+      $("estop-area").innerHTML = controls;
+      $("estop")?.addEventListener("click", () => { const reason = prompt("E-stop: every instrument stops now. Reason?", "emergency stop from the dashboard"); if (reason !== null) call("lab.estop", { reason }).catch(showError); });
+      $("clear-estop")?.addEventListener("click", () => { if (confirm("Let the lab take work again?")) call("lab.clear_estop").catch(showError); });
+    }
+  }
+  const who = state.session;
+  const key = JSON.stringify(who);
+  if ($("who").dataset.session === key) return; // unchanged: keep a half-typed token as it is
+  $("who").dataset.session = key;
+  $("who").innerHTML = who.signed_in
+    ? `${esc(who.name)} <span class="badge">${esc(who.role)}</span> <button id="signout">sign out</button>`
+    : `${who.role ? `<span class="badge">${esc(who.role)}</span> ` : ""}<input id="token" type="password" placeholder="sign-in token" size="14"> <button id="signin">sign in</button>`;
+  $("signout")?.addEventListener("click", async () => { await fetch("/api/signout", { method: "POST", credentials: "same-origin" }); location.reload(); });
+  $("signin")?.addEventListener("click", signIn);
+  $("token")?.addEventListener("keydown", (e) => { if (e.key === "Enter") signIn(); });
+}
+async function signIn() {
+  const response = await fetch("/api/signin", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token: $("token").value }), credentials: "same-origin" });
+  const reply = await response.json();
+  if (reply.error) { alert(reply.error.message); return; }
+  location.reload();
+}
+
+// -- the lab -----------------------------------------------------------------------------------------------
+function renderLab() {
+  const s = state.status;
+  if (!s) return;
+  $("workcells").innerHTML = `<table><thead><tr><th>workcell</th><th>state</th><th>campaign</th><th>experiment</th><th>restarts</th></tr></thead><tbody>${s.workcells.map((w) => `<tr><td>${esc(w.name)}</td><td>${badge(w.state)}${w.blocked_by.length ? ` <span class="reason">${esc(w.blocked_by.join(", "))}</span>` : ""}</td><td>${esc(w.campaign_id ?? "")}</td><td class="num">${esc(w.experiment ?? "")}</td><td class="num">${w.restarts}</td></tr>`).join("")}</tbody></table>`;
+  const admin = can("admin");
+  $("instruments").innerHTML = `<table id="instrument-table"><thead><tr><th>instrument</th><th>state</th><th>leased to</th><th>faults</th>${admin ? "<th></th>" : ""}</tr></thead><tbody>${s.instruments.map((i) => `<tr data-instrument="${esc(i.name)}"><td>${esc(i.name)}<div class="muted">${esc(i.driver)}</div></td><td>${badge(i.state)}${i.reason ? `<div class="reason">${esc(i.reason)}</div>` : ""}</td><td>${i.leased_to ? `#${i.leased_to} (${esc(i.leased_by)})` : ""}</td><td class="num">${i.faults} (${i.consecutive_faults})</td>${admin ? `<td>${i.state === "ok" ? `<button class="control" data-quarantine="${esc(i.name)}">quarantine</button>` : `<button class="control" data-release="${esc(i.name)}">release</button>`}</td>` : ""}</tr>`).join("")}</tbody></table>`;
+  $("instruments").querySelectorAll("[data-quarantine]").forEach((b) => b.addEventListener("click", () => { const reason = prompt(`Quarantine ${b.dataset.quarantine}: why?`); if (reason) call("instrument.quarantine", { name: b.dataset.quarantine, reason }).catch(showError); }));
+  $("instruments").querySelectorAll("[data-release]").forEach((b) => b.addEventListener("click", () => call("instrument.release", { name: b.dataset.release }).then((r) => r.message && console.log(r.message)).catch(showError)));
+  renderHeader();
+}
+
+// -- campaigns ---------------------------------------------------------------------------------------------
+function timeLeft(c) {
+  if (c.status !== "running") return c.finished_at ? `ended ${c.finished_at}` : "";
+  if (c.max_wall_time) return `${Math.max(0, (c.max_wall_time - c.active_seconds) / 60).toFixed(1)} min left (wall-time limit)`;
+  if (c.spent > 0) return `≈ ${((c.active_seconds / c.spent) * (c.budget - c.spent) / 60).toFixed(1)} min left at this pace`;
+  return "";
+}
+function renderCampaigns() {
+  const list = [...state.campaigns.values()].sort((a, b) => (a.status === "running") - (b.status === "running") || a.created_at.localeCompare(b.created_at)).reverse();
+  $("campaigns").innerHTML = list.map((c) => {
+    const best = c.best ? `best #${c.best.experiment}: ${esc(kv(c.best.objectives))}` : "no result yet";
+    return `<div class="card${c.id === state.selected ? " selected" : ""}" data-campaign="${esc(c.id)}"><div class="title"><strong>${esc(c.name)}</strong>${badge(c.state)}</div>
+      <div class="muted">${esc(c.id)} · by ${esc(c.submitted_by ?? "?")}</div>
+      <div class="progress" title="${c.spent} of ${c.budget}"><div style="width:${Math.min(100, (100 * c.spent) / Math.max(1, c.budget))}%"></div></div>
+      <div class="campaign-progress">${c.spent}/${c.budget} · ${esc(kv(c.counts))}</div><div>${best}</div><div class="muted">${esc(timeLeft(c))}${c.stop_reason ? ` · ${esc(c.stop_reason)}` : ""}</div></div>`;
+  }).join("") || `<div class="muted">no campaigns yet</div>`;
+  $("campaigns").querySelectorAll("[data-campaign]").forEach((card) => card.addEventListener("click", () => select(card.dataset.campaign).catch(showError)));
+  renderSubmit();
+}
+function renderSubmit() {
+  const area = $("submit-area");
+  if (!can("operator")) { area.innerHTML = ""; return; }
+  if (area.dataset.ready) return;
+  area.dataset.ready = "1";
+  area.innerHTML = `<h3>Submit a campaign</h3><div class="controls control"><input type="file" id="submit-file" accept=".yaml,.yml">
+    <input type="text" id="submit-folder" placeholder="its folder on the lab's machine" size="24"><button class="control" id="submit">submit</button></div><div id="submit-result"></div>`;
+  $("submit").addEventListener("click", async () => {
+    const file = $("submit-file").files[0];
+    if (!file) return;
+    const folder = $("submit-folder").value.replace(/\/+$/, "");
+    try {
+      const reply = await call("campaign.submit", { text: await file.text(), path: folder ? `${folder}/${file.name}` : file.name });
+      $("submit-result").innerHTML = `submitted <strong>${esc(reply.campaign_id)}</strong>`;
+      await loadCampaigns();
+      await select(reply.campaign_id);
+    } catch (e) { showError(e, $("submit-result")); }
+  });
+}
+
+// -- one campaign ------------------------------------------------------------------------------------------
+function renderDetail() {
+  const c = state.campaigns.get(state.selected);
+  if (!c) { $("detail-title").textContent = "Campaign"; return; }
+  $("detail-title").innerHTML = `${esc(c.name)} ${badge(c.state)} <span class="muted">${esc(c.id)}</span>`;
+  let html = "";
+  if (can("operator") && c.status === "running") {
+    html += c.state === "paused" ? `<button class="control" data-do="campaign.resume">resume</button>` : `<button class="control" data-do="campaign.pause">pause</button>`;
+    html += `<button class="control" data-do="campaign.stop">stop</button><button class="control danger" data-do="campaign.abort">abort</button>`;
+  } else if (can("operator") && c.status !== "completed") {
+    html += `<button class="control" data-do="campaign.resume">resume</button>`;
+  }
+  html += ` <a href="/api/export/${encodeURIComponent(c.id)}.csv" download><button>CSV</button></a> <a href="/api/export/${encodeURIComponent(c.id)}.jsonl" download><button>JSONL</button></a>`;
+  const controls = $("detail-controls");
+  if (controls.dataset.html === html) return; // unchanged: keep the buttons under the pointer as they are
+  controls.dataset.html = html;
+  controls.innerHTML = `<div class="controls">${html}</div><div id="control-result"></div>`;
+  controls.querySelectorAll("[data-do]").forEach((b) => b.addEventListener("click", async () => {
+    const method = b.dataset.do;
+    if (method === "campaign.abort" && !confirm("Abort now: every moving device is stopped and the experiments in flight are lost.")) return;
+    try { const r = await call(method, { campaign_id: c.id }); $("control-result").innerHTML = `<span class="muted">${esc(method)}: ${esc(r.state)}</span>`; } catch (e) { showError(e, $("control-result")); }
+  }));
+}
+
+function loss(e) { return typeof e.loss === "number" && Number.isFinite(e.loss) ? e.loss : null; }
+
+function setupCanvas(canvas) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = Math.max(200, Math.round(canvas.clientWidth * ratio));
+  const height = Math.max(120, Math.round(canvas.clientHeight * ratio));
+  if (canvas.width !== width || canvas.height !== height) { canvas.width = width; canvas.height = height; }
+  const g = canvas.getContext("2d");
+  g.clearRect(0, 0, width, height);
+  g.font = `${Math.round(11 * ratio)}px system-ui, sans-serif`;
+  return { g, width, height, ratio };
+}
+
+function renderPlots() { renderConvergence(); renderCoverage(); }
+
+function renderConvergence() {
+  const canvas = $("convergence");
+  const known = state.experiments.get(state.selected);
+  const rows = known ? known.rows : [];
+  const { g, width, height, ratio } = setupCanvas(canvas);
+  const pad = { l: 48 * ratio, r: 10 * ratio, t: 10 * ratio, b: 22 * ratio };
+  const finished = rows.filter((e) => loss(e) !== null || FAILED.has(e.status));
+  canvas.dataset.experiments = String(finished.length);
+  if (!rows.length) { canvas.dataset.drawn = "0"; return; }
+  const values = finished.map(loss).filter((v) => v !== null);
+  const maxSeq = Math.max(rows.at(-1).seq, 2);
+  let lo = values.length ? Math.min(...values) : 0, hi = values.length ? Math.max(...values) : 1;
+  if (hi - lo < 1e-12) { hi += 0.5; lo -= 0.5; }
+  const x = (seq) => pad.l + ((seq - 1) / (maxSeq - 1)) * (width - pad.l - pad.r);
+  const y = (v) => pad.t + (1 - (v - lo) / (hi - lo)) * (height - pad.t - pad.b);
+  g.strokeStyle = "#2a3540"; g.fillStyle = "#8b98a5"; g.lineWidth = 1;
+  for (let i = 0; i <= 4; i++) { const v = lo + ((hi - lo) * i) / 4; g.beginPath(); g.moveTo(pad.l, y(v)); g.lineTo(width - pad.r, y(v)); g.stroke(); g.fillText(fmt(v), 2, y(v) + 4 * ratio); }
+  g.fillText(`experiment (1–${rows.at(-1).seq})`, pad.l, height - 5 * ratio);
+  // Decimation: per pixel column, only the lowest and highest loss (and one failure mark) are drawn.
+  const columns = new Map();
+  for (const e of finished) {
+    const px = Math.round(x(e.seq));
+    let col = columns.get(px);
+    if (!col) { col = { min: null, max: null, fail: null }; columns.set(px, col); }
+    const v = loss(e);
+    if (v === null) { col.fail = e; continue; }
+    if (col.min === null || v < loss(col.min)) col.min = e;
+    if (col.max === null || v > loss(col.max)) col.max = e;
+  }
+  let drawn = 0;
+  g.fillStyle = "#58a6ff";
+  const r = 2.5 * ratio;
+  for (const [px, col] of columns) {
+    for (const e of new Set([col.min, col.max])) { if (e) { g.beginPath(); g.arc(px, y(loss(e)), r, 0, 2 * Math.PI); g.fill(); drawn++; } }
+  }
+  g.strokeStyle = "#f85149"; g.lineWidth = 1.5 * ratio;
+  for (const [px, col] of columns) {
+    if (!col.fail) continue;
+    const py = height - pad.b - 6 * ratio;
+    g.beginPath(); g.moveTo(px - r, py - r); g.lineTo(px + r, py + r); g.moveTo(px + r, py - r); g.lineTo(px - r, py + r); g.stroke(); drawn++;
+  }
+  // best so far: a step line over every done experiment (one vertex per improvement)
+  g.strokeStyle = "#3fb950"; g.lineWidth = 2 * ratio; g.beginPath();
+  let best = null;
+  for (const e of rows) {
+    const v = loss(e);
+    if (v === null || e.status !== "done") continue;
+    if (best === null) { best = v; g.moveTo(x(e.seq), y(v)); } else if (v < best) { g.lineTo(x(e.seq), y(best)); best = v; g.lineTo(x(e.seq), y(v)); }
+  }
+  if (best !== null) { g.lineTo(x(rows.at(-1).seq), y(best)); g.stroke(); }
+  canvas.dataset.drawn = String(drawn);
+}
+
+function parameters() {
+  const spec = state.specs.get(state.selected);
+  return spec && Array.isArray(spec.parameters) ? spec.parameters : [];
+}
+function setupCoverageAxes() {
+  const names = parameters().map((p) => p.name);
+  for (const [id, index] of [["cov-x", 0], ["cov-y", 1]]) {
+    const select = $(id);
+    select.innerHTML = names.map((n) => `<option>${esc(n)}</option>`).join("");
+    select.value = names[Math.min(index, names.length - 1)] ?? "";
+    select.onchange = () => schedule("plots");
+  }
+}
+function axis(parameter, rows) {
+  if (parameter && typeof parameter.low === "number" && typeof parameter.high === "number") {
+    const log = parameter.log && parameter.low > 0;
+    const f = (v) => (log ? Math.log(v) : v);
+    const lo = f(parameter.low), hi = f(parameter.high);
+    return (v) => (typeof v === "number" ? (f(v) - lo) / (hi - lo || 1) : null);
+  }
+  const choices = parameter && Array.isArray(parameter.choices) ? parameter.choices.map(String) : [...new Set(rows.map((e) => String(e.recipe?.[parameter?.name])))];
+  return (v) => { const i = choices.indexOf(String(v)); return i < 0 ? null : (i + 0.5) / choices.length; };
+}
+function renderCoverage() {
+  const canvas = $("coverage");
+  const known = state.experiments.get(state.selected);
+  const rows = known ? known.rows : [];
+  const { g, width, height, ratio } = setupCanvas(canvas);
+  const params = parameters();
+  const px = params.find((p) => p.name === $("cov-x").value), py = params.find((p) => p.name === $("cov-y").value);
+  if (!px || !py || !rows.length) { canvas.dataset.drawn = "0"; return; }
+  const fx = axis(px, rows), fy = axis(py, rows);
+  const pad = 24 * ratio;
+  const values = rows.map(loss).filter((v) => v !== null);
+  const lo = values.length ? Math.min(...values) : 0, hi = values.length ? Math.max(...values) : 1;
+  g.strokeStyle = "#2a3540"; g.strokeRect(pad, pad / 2, width - 1.5 * pad, height - 1.5 * pad);
+  g.fillStyle = "#8b98a5"; g.fillText(px.name, pad, height - 4 * ratio);
+  g.save(); g.translate(12 * ratio, height / 2); g.rotate(-Math.PI / 2); g.fillText(py.name, 0, 0); g.restore();
+  // Decimation: one mark per 3x3-pixel cell, the best experiment in it.
+  const cells = new Map();
+  const cell = 3 * ratio;
+  for (const e of rows) {
+    const u = fx(e.recipe?.[px.name]), v = fy(e.recipe?.[py.name]);
+    if (u === null || v === null) continue;
+    const cx = pad + u * (width - 1.5 * pad), cy = pad / 2 + (1 - v) * (height - 1.5 * pad);
+    const key = `${Math.floor(cx / cell)},${Math.floor(cy / cell)}`;
+    const had = cells.get(key);
+    if (!had || (loss(e) !== null && (loss(had.e) === null || loss(e) < loss(had.e)))) cells.set(key, { e, cx, cy });
+  }
+  for (const { e, cx, cy } of cells.values()) {
+    const v = loss(e);
+    if (v === null) { g.fillStyle = FAILED.has(e.status) ? "#f85149" : "#8b98a5"; } else {
+      const t = hi > lo ? (v - lo) / (hi - lo) : 0; // good (low loss) is bright yellow, bad is dark blue
+      g.fillStyle = `hsl(${Math.round(60 + 170 * t)}, 85%, ${Math.round(60 - 25 * t)}%)`;
+    }
+    g.beginPath(); g.arc(cx, cy, 3 * ratio, 0, 2 * Math.PI); g.fill();
+  }
+  canvas.dataset.drawn = String(cells.size);
+}
+
+function renderTable() {
+  const known = state.experiments.get(state.selected);
+  const rows = known ? known.rows : [];
+  const pages = Math.max(1, Math.ceil(rows.length / PAGE));
+  state.page = Math.min(state.page, pages - 1);
+  const end = rows.length - state.page * PAGE, start = Math.max(0, end - PAGE);
+  const shown = rows.slice(start, end).reverse();
+  const pager = `<div class="pager"><button id="newer" ${state.page === 0 ? "disabled" : ""}>newer</button> page ${state.page + 1} of ${pages} (${rows.length} experiments) <button id="older" ${state.page >= pages - 1 ? "disabled" : ""}>older</button></div>`;
+  $("experiments").innerHTML = `${pager}<table id="experiment-table"><thead><tr><th>#</th><th>status</th><th>workcell</th><th>recipe</th><th>measurements</th><th>loss</th><th>failure</th><th>decision</th></tr></thead><tbody>${shown.map((e) => {
+    const d = e.decision;
+    const decision = d ? `${esc(d.model)}${d.acquisition ? ` / ${esc(d.acquisition)}` : ""} · ${fmt(d.seconds)} s` : "";
+    const failure = e.failure ? `${esc(e.cause ?? "")}${e.fault_kind ? ` (${esc(e.fault_kind)}${e.fault_instrument ? ` on ${esc(e.fault_instrument)}` : ""})` : ""}: ${esc(e.failure)}` : "";
+    return `<tr class="clickable${state.experiment?.experiment.id === e.id ? " selected" : ""}" data-experiment="${e.id}"><td class="num">${e.seq}</td><td>${badge(e.status)}</td><td>${esc(e.workcell ?? "")}</td><td class="wrap" title="${esc(kv(e.recipe))}">${esc(kv(e.recipe))}</td><td class="wrap" title="${esc(kv(e.measurements))}">${esc(kv(e.measurements))}</td><td class="num">${fmt(e.loss)}</td><td class="wrap" title="${esc(e.failure ?? "")}">${failure}</td><td>${decision}</td></tr>`;
+  }).join("")}</tbody></table>`;
+  $("newer")?.addEventListener("click", () => { state.page = Math.max(0, state.page - 1); schedule("table"); });
+  $("older")?.addEventListener("click", () => { state.page += 1; schedule("table"); });
+  $("experiments").querySelectorAll("[data-experiment]").forEach((tr) => tr.addEventListener("click", () => showExperiment(Number(tr.dataset.experiment))));
+}
+
+async function showExperiment(id) {
+  try { state.experiment = await call("experiment.show", { experiment_id: id, documents: true }); } catch (e) { showError(e, $("experiment-detail")); return; }
+  const { experiment: e, journal, documents } = state.experiment;
+  const docs = (documents || []).map(([name, doc]) => `<details><summary>${esc(name)} ${esc(doc.uid ?? "")}</summary><pre>${esc(JSON.stringify(doc, null, 1).slice(0, 20000))}</pre></details>`).join("");
+  $("experiment-detail").innerHTML = `<h3>Experiment #${e.seq} ${badge(e.status)}</h3>
+    <div class="muted">proposed ${esc(e.proposed_at)} · started ${esc(e.started_at ?? "")} · finished ${esc(e.finished_at ?? "")}</div>
+    <h4>Command journal (${journal.length})</h4><table><thead><tr><th>at</th><th>entry</th><th>command</th><th>instrument</th><th>detail</th></tr></thead><tbody>${journal.map((j) => `<tr><td class="num">${new Date(j.at * 1000).toISOString().slice(11, 23)}</td><td>${esc(j.entry)}</td><td>${esc(j.command)}</td><td>${esc(j.instrument ?? j.device ?? "")}</td><td class="wrap" title="${esc(j.detail ?? "")}">${esc(j.detail ?? "")}</td></tr>`).join("")}</tbody></table>
+    <h4>Documents (${(documents || []).length})</h4>${docs}`;
+  schedule("table");
+}
+
+// -- the audit log -----------------------------------------------------------------------------------------
+function renderAudit() {
+  $("audit").innerHTML = `<table id="audit-table"><thead><tr><th>at</th><th>who</th><th>action</th><th>target</th><th>result</th></tr></thead><tbody>${state.audit.slice().reverse().slice(0, 100).map((a) => `<tr><td>${esc(a.at.slice(11, 19))}</td><td>${esc(a.who)}<div class="muted">${esc(a.origin ?? "")}</div></td><td>${esc(a.action)}</td><td>${esc(a.target ?? "")}</td><td class="${a.result === "ok" ? "" : "reason"}">${esc(a.result)}</td></tr>`).join("")}</tbody></table>`;
+}
+
+// -- start -------------------------------------------------------------------------------------------------
+async function start() {
+  if (new URLSearchParams(location.search).has("wall")) document.body.classList.add("wall");
+  await loadSession();
+  if (state.session.role === null) { renderHeader(); $("grid").innerHTML = `<section class="panel"><h2>Sign in</h2><p>This dashboard needs a sign-in token (ask the lab's admin: <code>sdl keys token NAME --key FILE</code>).</p></section>`; return; }
+  const since = (await call("events.since", { seq: 0, limit: 1 })).last;
+  state.lastSeq = since;
+  listen(); // from `since`: nothing that happens while the page loads is lost
+  await Promise.all([loadStatus(), loadCampaigns()]);
+  state.audit = (await call("audit.list", { newest_first: true, limit: 200 })).entries.reverse();
+  schedule("header", "lab", "campaigns", "detail", "plots", "table", "audit");
+  await new Promise((resolve) => requestAnimationFrame(() => { flush(); resolve(); }));
+  metrics.firstRender = performance.now();
+  document.body.dataset.ready = "1";
+}
+window.addEventListener("resize", () => schedule("plots"));
+start().catch((e) => { document.body.dataset.error = e.message; console.error(e); });
