@@ -39,6 +39,8 @@ HANDSHAKE_FAILED = (
 
 DEFAULT_API = "tcp://127.0.0.1:60715"
 INFO_FILE = "daemon.json"
+#: How long an event stream waits on the publisher before it asks the record what it may have missed.
+CATCH_UP_S = 1.0
 
 
 class ServiceUnavailable(ConnectionError):
@@ -234,7 +236,8 @@ class Client:
         self, since: int | None = None, *, campaign_id: str | None = None, idle_timeout: float | None = None
     ) -> Iterator[EventRecord]:
         """Every event after ``since`` (default: from now), in order and without gaps: live from the
-        publisher, and from the record whenever a sequence number is skipped (or after a reconnect).
+        publisher, and from the record whenever a sequence number is skipped or the publisher is quiet for
+        a second (an event sent while the subscription was reconnecting is caught up either way).
         Stops after ``idle_timeout`` seconds without an event, if given."""
         subscriber = self._context.socket(zmq.SUB)
         subscriber.setsockopt(zmq.LINGER, 0)
@@ -251,9 +254,21 @@ class Client:
                     yield event
                 if len(caught.events) < 1000:
                     break
+            slice_s = min(CATCH_UP_S, idle_timeout) if idle_timeout is not None else CATCH_UP_S
+            heard_at = time.monotonic()
             while True:
-                if not subscriber.poll(int(idle_timeout * 1000) if idle_timeout is not None else -1):
-                    return
+                if not subscriber.poll(int(slice_s * 1000)):
+                    # Quiet: an event published while the subscription was (re)connecting exists only in
+                    # the record, and no later event may come to reveal the gap. Ask the record.
+                    caught = self.call(EventsSince(seq=last, limit=10000, campaign_id=campaign_id))
+                    for missed in caught.events:
+                        last = missed.seq
+                        heard_at = time.monotonic()
+                        yield missed
+                    if idle_timeout is not None and time.monotonic() - heard_at >= idle_timeout:
+                        return
+                    continue
+                heard_at = time.monotonic()
                 _topic, body = subscriber.recv_multipart()
                 event = EventRecord.model_validate_json(body)
                 if event.seq <= last:

@@ -399,6 +399,24 @@ def test_events_are_gap_free_for_a_subscriber(daemon: LabServiceProcess, tmp_pat
     assert {e.topic for e in seen} >= {"campaign.submitted", "experiment.started", "experiment.done"}
 
 
+def test_an_event_the_subscription_never_heard_still_reaches_the_stream(daemon: LabServiceProcess) -> None:
+    """The last event of a story (sent while the subscription was reconnecting) is read from the record."""
+    with daemon.client() as client:
+        since = client.call(m.EventsSince(seq=0, limit=1)).last
+        client._events_address = "tcp://127.0.0.1:9"  # a publisher that never answers: only the record
+        client.call(m.EStop(reason="drill"))
+        heard = []
+        for event in client.events(since, idle_timeout=20):
+            heard.append(event)
+            if event.topic == "lab.estop" and event.body.get("active"):
+                client.call(m.ClearEStop())  # published after the stream read the record: live only
+            if event.topic == "lab.estop" and event.body.get("active") is False:
+                break
+    estops = [e.body for e in heard if e.topic == "lab.estop"]
+    assert [(b["active"], b.get("reason")) for b in estops] == [(True, "drill"), (False, None)], heard
+    assert [e.seq for e in heard] == list(range(since + 1, since + 1 + len(heard)))
+
+
 def test_a_stock_bluesky_consumer_receives_the_runs_documents(
     daemon: LabServiceProcess, tmp_path: Path
 ) -> None:
