@@ -137,7 +137,7 @@ class Dispatching:
         if leftover is None:
             optimizer = self.optimizers.get(campaign_id)
             if optimizer is None:
-                optimizer = optimizer_for(tracked.campaign)
+                optimizer = optimizer_for(tracked.campaign, self.store.prior_observations(campaign_id))
                 self.optimizers[campaign_id] = optimizer
             try:
                 proposal = await asyncio.to_thread(
