@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,10 +71,34 @@ def publish_campaign(store: Store, campaign_id: str, client: Any) -> Published:
             result.skipped.append((experiment.seq, f"already published as {start['uid']}"))
             continue
         writer = writer_for(client)
-        for name, doc in documents:
+        for name, doc in as_emitted(documents):
             writer(name, doc)
         result.runs.append(start["uid"])
     return result
+
+
+def as_emitted(documents: list[tuple[str, dict[str, Any]]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Stored documents as the RunEngine emitted them: the store keeps JSON, where a NaN in a spectrum is
+    null; numeric data keys get their NaNs back (as numpy arrays), so Tiled stores numbers, not text."""
+    import numpy as np
+
+    numeric: dict[str, set[str]] = {}
+    for name, doc in documents:
+        if name == "descriptor":
+            numeric[doc["uid"]] = {
+                key
+                for key, spec in doc.get("data_keys", {}).items()
+                if spec.get("dtype") in ("number", "array")
+            }
+        elif name == "event" and numeric.get(doc.get("descriptor", "")):
+            data = dict(doc["data"])
+            for key in numeric[doc["descriptor"]] & set(data):
+                if isinstance(data[key], list):
+                    data[key] = np.array([np.nan if v is None else v for v in data[key]], dtype=float)
+                elif data[key] is None:
+                    data[key] = np.nan
+            doc = {**doc, "data": data}
+        yield name, doc
 
 
 class LivePublisher:

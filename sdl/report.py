@@ -76,21 +76,31 @@ def columns(campaign: Campaign, history: list[ExperimentRecord]) -> list[str]:
     objectives = [o.measurement for o in campaign.objectives]
     measured = sorted({k for e in history for k in (e.measurements or {})} - set(objectives))
     marks = ["pareto"] if len(objectives) > 1 else []
-    return [*FIXED_COLUMNS, *campaign.space.names, *objectives, *measured, *marks, *TRAILING_COLUMNS]
+    trailing = [loss_column(campaign, history) if c == "loss" else c for c in TRAILING_COLUMNS]
+    return [*FIXED_COLUMNS, *campaign.space.names, *objectives, *measured, *marks, *trailing]
+
+
+def loss_column(campaign: Campaign, history: list[ExperimentRecord]) -> str:
+    """The scalar's column: ``loss``, or ``scalar_loss`` when a measurement is itself called loss."""
+    measured = {o.measurement for o in campaign.objectives} | {
+        k for e in history for k in (e.measurements or {})
+    }
+    return "scalar_loss" if "loss" in measured else "loss"
 
 
 def rows(campaign: Campaign, history: list[ExperimentRecord]) -> list[dict[str, Any]]:
     """One row per experiment: recipe, measurements, status and the optimizer's decision."""
     out = []
     mask = pareto_mask(loss_rows(campaign, history)) if len(campaign.objectives) > 1 else None
+    scalar = loss_column(campaign, history)
     for i, e in enumerate(history):
         row: dict[str, Any] = {"experiment": e.seq, "status": e.status.value}
         row.update(e.recipe)
         row.update(e.measurements or {})
         if mask is not None:
             row["pareto"] = bool(mask[i])
+        row[scalar] = e.objective  # the scalar the optimizer minimises; the objectives' own values are above
         row.update(
-            loss=e.objective,  # the scalar the optimizer minimises; the objectives' own values are above
             failure=e.failure,
             cause=e.cause.value if e.cause else None,
             fault_instrument=e.fault_instrument,

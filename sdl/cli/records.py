@@ -62,7 +62,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
         except TiledUnavailable as exc:
             print(f"error: {exc}")
             return EXIT_FAILURE
-        result = publish_campaign(store, args.campaign_id, client)
+        try:
+            result = publish_campaign(store, args.campaign_id, client)
+        finally:
+            client.context.close()
     for seq, why in result.skipped:
         print(f"experiment {seq}: skipped: {why}")
     print(f"published {len(result.runs)} run(s) of {args.campaign_id} to {args.tiled}")

@@ -20,6 +20,7 @@ RECORD_COLUMNS: dict[str, tuple[str, str]] = {
     "status": ("string", "done, failed (the recipe's doing), faulted (an instrument's) or interrupted."),
     "pareto": ("boolean", "Whether no other done experiment is at least as good on every objective."),
     "loss": ("number", "The scalar the optimizer minimises (the objectives' weighted losses)."),
+    "scalar_loss": ("number", "The scalar the optimizer minimises (the objectives' weighted losses)."),
     "failure": ("string", "Why the experiment failed or was interrupted."),
     "cause": ("string", "What interrupted it: operator, crash, fault, timeout, estop, dropped."),
     "fault_instrument": ("string", "The instrument whose fault ended the experiment."),
@@ -39,6 +40,9 @@ def described_columns(campaign: Campaign, history: list[ExperimentRecord]) -> li
     # Conditions go right after the parameters: together they are the whole recipe.
     after = names.index(campaign.space.names[-1]) + 1
     names = [*names[:after], *campaign.conditions, *names[after:]]
+    measured = {o.measurement for o in campaign.objectives} | {
+        k for e in history for k in (e.measurements or {})
+    }
     for name in names:
         if name in parameters:
             p = parameters[name]
@@ -74,7 +78,7 @@ def described_columns(campaign: Campaign, history: list[ExperimentRecord]) -> li
                     description=c.description,
                 )
             )
-        elif name in RECORD_COLUMNS:
+        elif name in RECORD_COLUMNS and name not in measured:
             kind, description = RECORD_COLUMNS[name]
             out.append(Column(name=name, kind="record", type=kind, description=description))  # type: ignore[arg-type]
         else:
