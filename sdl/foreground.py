@@ -155,6 +155,7 @@ class ForegroundRun:
         observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
         provenance: ProvenanceSource | None = None,
+        publish: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.store = store
         self.campaign_id = campaign_id
@@ -164,7 +165,7 @@ class ForegroundRun:
         self.provenance = provenance or provenance_for(store, campaign_id, campaign, base_dir)
         self.observer = observer
         self.clock = clock
-        self.runner = ExperimentRunner(campaign, store, base_dir=base_dir, devices=devices)
+        self.runner = ExperimentRunner(campaign, store, base_dir=base_dir, devices=devices, publish=publish)
         self._interrupt: str | None = None
 
     @property
@@ -316,11 +317,13 @@ def run_campaign(
     simulator_command: Sequence[str] | None = None,
     guard: Callable[[ForegroundRun], AbstractContextManager[Any]] | None = None,
     optimizer: CampaignOptimizer | None = None,
+    publish: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Run (or continue) a running campaign, claimed for ``owner`` (a new one if not given), and close
     its record. Raises ``CampaignBusy`` if another live process holds it.
 
-    ``guard(run)`` wraps the loop, e.g. to route Ctrl-C to :meth:`ForegroundRun.interrupt`.
+    ``guard(run)`` wraps the loop, e.g. to route Ctrl-C to :meth:`ForegroundRun.interrupt`; ``publish``
+    receives every document as the RunEngine emits it (a live Tiled publisher).
     """
     owner = owner or new_run_owner()
     store.claim_campaign(campaign_id, owner)
@@ -338,6 +341,7 @@ def run_campaign(
                 observer=observer,
                 optimizer=optimizer,
                 provenance=provenance_for(store, campaign_id, campaign, base_dir, lab.instruments),
+                publish=publish,
             )
             with heartbeat(store, owner, loop), guard(loop) if guard is not None else nullcontext():
                 result = loop.run()

@@ -1,15 +1,17 @@
 """Publishing to a real Tiled server (started once per session on loopback) and reading the runs back
-through the Tiled client. Needs the optional extra: pip install -e '.[dev,tiled]' (.ci/run installs it)."""
+through the Tiled client. The dev extra installs Tiled with its server, so these tests always run."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-
-pytest.importorskip("tiled.server", reason="the Tiled server is an optional extra: pip install -e '.[tiled]'")
+import stamina
+import yaml
 
 from sdl.cli import main
 from sdl.publishing import LivePublisher, publish_campaign
@@ -92,3 +94,44 @@ def test_a_live_publisher_never_fails_the_run(demo_record, client, caplog):
 
 def test_the_session_server_is_on_loopback(tiled_server):
     assert base_uri(tiled_server).startswith("http://127.0.0.1:")
+
+
+def demo_campaign(tmp_path: Path, experiments: int) -> Path:
+    """The colour-matching demo on its simulated bench, cut to a few experiments, as a campaign file."""
+    root = Path(__file__).resolve().parents[1]
+    campaign = root / "experiments" / "color_matching" / "campaign.yaml"
+    spec = yaml.safe_load(campaign.read_text())
+    spec["budget"].update(max_experiments=experiments, stop_when={})
+    spec["lab"]["simulated"] = str(campaign.parent / "lab.yaml")
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_sdl_run_publishes_live(tiled_server, client, tmp_path, monkeypatch):
+    path = demo_campaign(tmp_path, experiments=2)
+    monkeypatch.setenv("TILED_API_KEY", "secret")
+    data = tmp_path / "data"
+    assert main(["run", str(path), "--tiled", base_uri(tiled_server), "--data-dir", str(data)]) == 0
+    with Store(data, read_only=True) as store:
+        (record,) = store.campaigns()
+        for e in store.experiments(record.id):
+            start = store.documents(e.id)[0][1]
+            run = client[start["uid"]]
+            assert run.metadata["start"]["sdl_experiment"] == e.seq
+            assert run.metadata["stop"]["exit_status"] == "success"
+            assert run["primary"]["spectrometer_absorbance"].read().shape == (1, 2068)
+
+
+def test_sdl_run_refuses_a_tiled_server_it_cannot_reach_before_writing_anything(tmp_path, capsys):
+    with socket.socket() as probe:  # a loopback port nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = tmp_path / "data"
+    # The Tiled client retries a refused connection for about half a minute; once is enough here.
+    with stamina.set_testing(True, attempts=1):
+        code = main(["run", str(demo_campaign(tmp_path, 2)), "--tiled", f"http://127.0.0.1:{port}",
+                     "--data-dir", str(data)])  # fmt: skip
+    assert code == 2
+    assert f"--tiled: cannot reach the Tiled server at http://127.0.0.1:{port}" in capsys.readouterr().err
+    assert not data.exists()
