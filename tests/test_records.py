@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -382,3 +383,67 @@ def test_a_warm_start_from_an_exported_package(store: Store, tmp_path: Path):
         warm = start_campaign(fresh, loaded(tmp_path, spec(warm_start=[{"package": "earlier"}])))
         assert len(fresh.prior_observations(warm)) == 5
         assert fresh.prior_observations(warm)[0]["source"].startswith(f"package {tmp_path / 'earlier'}")
+
+
+# -- reading the record with its declared meaning ----------------------------------------------------------
+
+
+def test_sdl_show_gives_every_value_its_declared_units_and_every_column_its_stage(
+    demo_record, capsys, monkeypatch
+):
+    monkeypatch.setenv("COLUMNS", "250")  # one table row per line
+    data, campaign_id = demo_record
+    assert main(["show", campaign_id, "--data-dir", str(data)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    columns = lines[lines.index(next(x for x in lines if x.strip() == "columns")) :]
+
+    def row(name: str) -> list[str]:
+        line = next(x for x in columns if x.startswith(f"│ {name} "))
+        return [cell.strip() for cell in line.strip("│").split("│")]
+
+    assert row("yellow") == [
+        "yellow",
+        "parameter",
+        "µL",
+        "composition",
+        "volume of yellow stock dispensed into the vial (yellow_stock: 200 µM, simulated bench, "
+        "lot sim-world-7)",
+    ]
+    assert row("path_length")[1:4] == ["condition = 1", "cm", "process"]
+    assert row("distance")[1:4] == ["measurement", "absorbance", "property"]
+    text = "\n".join(lines)
+    assert re.search(r"best recipe +│ yellow=[0-9.]+ µL, red=[0-9.]+ µL, blue=[0-9.]+ µL", text)
+    assert re.search(r"│ 1 +│ done +│ yellow=[0-9.]+ µL.*│ distance=[0-9.]+ absorbance", text)
+
+
+def test_the_plot_labels_its_axes_with_the_declared_units(demo_record, tmp_path: Path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    labels: list[str] = []
+
+    def record_labels(figure: Figure, *args: Any, **kwargs: Any) -> None:
+        labels.extend(ax.get_ylabel() for ax in figure.axes)
+
+    monkeypatch.setattr(Figure, "savefig", record_labels)
+    data, campaign_id = demo_record
+    assert main(["plot", campaign_id, "-o", str(tmp_path / "p.png"), "--data-dir", str(data)]) == 0
+    assert {"distance [absorbance]", "yellow [µL]", "red [µL]", "blue [µL]"} <= set(labels)
+
+
+def test_the_demo_documents_export_is_event_model_any_bluesky_tool_reads(demo_record, tmp_path: Path):
+    from event_model import DocumentNames, schema_validators
+
+    data, campaign_id = demo_record
+    out = tmp_path / "documents"
+    command = ["export", campaign_id, "--format", "documents", "-o", str(out), "--data-dir", str(data)]
+    assert main(command) == 0
+    with Store(data, read_only=True) as store:
+        experiments = store.experiments(campaign_id)
+        files = sorted(out.glob("*.jsonl"))
+        assert [f.name for f in files] == [f"experiment-{e.seq:04d}.jsonl" for e in experiments]
+        for path, e in zip(files, experiments, strict=True):
+            documents = read_documents(path)
+            assert documents == store.documents(e.id)
+            assert documents[0][0] == "start" and documents[-1][0] == "stop"
+            for name, doc in documents:
+                schema_validators[DocumentNames[name]].validate(doc)

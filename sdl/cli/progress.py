@@ -141,8 +141,9 @@ def summary_table(record: CampaignRecord, campaign: Campaign, history: list[Expe
     if best is not None:
         table.add_row("best experiment", f"#{best.seq}")
         table.add_row("best value", fmt_objectives(campaign, best))
-        table.add_row("best recipe", fmt_recipe(best.recipe))
-        table.add_row("its measurements", fmt_recipe(best.measurements or {}))
+        units = declared_units(campaign)
+        table.add_row("best recipe", fmt_recipe(best.recipe, units))
+        table.add_row("its measurements", fmt_recipe(best.measurements or {}, units))
     return table
 
 
