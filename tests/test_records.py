@@ -169,8 +169,16 @@ def validate(package: Path) -> None:
 def test_a_campaign_with_failures_round_trips_through_a_data_package(store: Store, tmp_path: Path):
     campaign_id = start_campaign(store, loaded(tmp_path, spec()), submitted_by="ada")
     run_campaign(store, campaign_id)
+    # and one cut short: an interrupted experiment keeps its cause through the round trip too
+    decision = store.experiments(campaign_id)[0].decision
+    cut_short = store.add_proposal(campaign_id, {"x": 0.2, "y": 0.2}, decision)
+    store.mark_interrupted(cut_short.id, "dropped", Cause.DROPPED)
     history = store.experiments(campaign_id)
-    assert {e.status for e in history} == {ExperimentStatus.DONE, ExperimentStatus.FAILED}
+    assert {e.status for e in history} == {
+        ExperimentStatus.DONE,
+        ExperimentStatus.FAILED,
+        ExperimentStatus.INTERRUPTED,
+    }
     package = tmp_path / "package"
     write_package(store, campaign_id, package)
     validate(package)
@@ -198,7 +206,10 @@ def test_a_campaign_with_failures_round_trips_through_a_data_package(store: Stor
         assert import_package(other, package) == campaign_id
         assert_same_record(store, campaign_id, other, campaign_id)
         assert other.campaign(campaign_id).imported_from["campaign"] == campaign_id
-        for experiment in other.experiments(campaign_id):
+        *ran, interrupted = other.experiments(campaign_id)
+        assert interrupted.status is ExperimentStatus.INTERRUPTED
+        assert interrupted.cause is Cause.DROPPED and interrupted.failure == "dropped"
+        for experiment in ran:  # (the interrupted one was made by hand here, without provenance)
             provenance = other.provenance(experiment.id)
             assert provenance is not None and provenance["campaign"]["submitted_by"] == "ada"
 
