@@ -123,10 +123,15 @@ def test_sdl_run_publishes_live(tiled_server, client, tmp_path, monkeypatch):
             assert run["primary"]["spectrometer_absorbance"].read().shape == (1, 2068)
 
 
-def test_sdl_run_refuses_a_tiled_server_it_cannot_reach_before_writing_anything(tmp_path, capsys):
-    with socket.socket() as probe:  # a loopback port nobody listens on once closed
+def unused_port() -> int:
+    """A loopback port nobody listens on (bound, then closed)."""
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+def test_sdl_run_refuses_a_tiled_server_it_cannot_reach_before_writing_anything(tmp_path, capsys):
+    port = unused_port()
     data = tmp_path / "data"
     # The Tiled client retries a refused connection for about half a minute; once is enough here.
     with stamina.set_testing(True, attempts=1):
@@ -135,3 +140,12 @@ def test_sdl_run_refuses_a_tiled_server_it_cannot_reach_before_writing_anything(
     assert code == 2
     assert f"--tiled: cannot reach the Tiled server at http://127.0.0.1:{port}" in capsys.readouterr().err
     assert not data.exists()
+
+
+def test_sdl_publish_to_a_server_it_cannot_reach_fails_with_the_reason(demo_record, capsys):
+    data, campaign_id = demo_record
+    port = unused_port()
+    with stamina.set_testing(True, attempts=1):
+        code = main(["publish", campaign_id, "--tiled", f"http://127.0.0.1:{port}", "--data-dir", str(data)])
+    assert code == 1
+    assert f"cannot reach the Tiled server at http://127.0.0.1:{port}" in capsys.readouterr().err

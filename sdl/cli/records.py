@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         try:
             client = tiled_client(args.tiled, args.api_key)
         except TiledUnavailable as exc:
-            print(f"error: {exc}")
+            print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILURE
         try:
             result = publish_campaign(store, args.campaign_id, client)
