@@ -293,6 +293,42 @@ def test_every_demo_experiment_has_provenance_with_the_instruments_identity(demo
             assert [t.to_status.value for t in store.transitions(e.id)] == ["proposed", "running", "done"]
 
 
+def test_provenance_names_the_git_commit_of_the_campaign_folder_and_whether_it_was_changed(
+    store: Store, tmp_path: Path
+):
+    import subprocess
+
+    folder = tmp_path / "lab-notebook"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("first\n")
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(folder), "-c", "user.name=Ada", "-c", "user.email=ada@example.org", *args],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    git("add", "notes.txt")
+    git("commit", "-q", "-m", "notes")
+    commit = git("rev-parse", "HEAD")
+    one = Campaign.model_validate(spec(budget__max_experiments=1))
+    in_git = LoadedCampaign(campaign=one, path=folder / "bowl.yaml", source="")
+    clean = start_campaign(store, in_git)
+    run_campaign(store, clean)
+    (folder / "notes.txt").write_text("changed\n")
+    dirty = start_campaign(store, in_git)
+    run_campaign(store, dirty)
+    outside = start_campaign(store, loaded(tmp_path, spec(budget__max_experiments=1)))
+    run_campaign(store, outside)
+    first = [store.experiments(c)[0] for c in (clean, dirty, outside)]
+    assert [store.provenance(e.id)["campaign"]["git"] for e in first] == [
+        {"commit": commit, "dirty": False, "folder": str(folder)},
+        {"commit": commit, "dirty": True, "folder": str(folder)},
+        None,
+    ]
+
+
 def test_the_demo_data_package_validates_and_round_trips_with_nothing_lost(demo_record, tmp_path: Path):
     data, campaign_id = demo_record
     package = tmp_path / "demo"
