@@ -124,6 +124,8 @@ class Worker:
         # From the config, not getppid(): the service may already be gone by the time this runs.
         self._parent = config.parent_pid
         self._aborted: dict[int, tuple[str, Cause]] = {}
+        # Set once the lab service is gone: an experiment still being prepared then must not start.
+        self._orphan = False
         self._provenance: dict[str, ProvenanceSource] = {}  # by campaign id
 
     # -- messaging -------------------------------------------------------------------------------------------
@@ -312,6 +314,8 @@ class Worker:
         )
         self.runner = runner
         aborted = self._aborted.pop(experiment.id, None)
+        if self._orphan:  # the service went while this was being prepared: `_orphaned` saw no runner
+            aborted = (MANAGER_GONE, Cause.CRASH)
         if aborted is not None:
             runner.abort(*aborted)
         self.send(p.Started(experiment_id=experiment.id))
@@ -381,6 +385,7 @@ class Worker:
     def _orphaned(self) -> None:
         """The lab service is gone: abort, record, close everything, exit."""
         log.error("the lab service (process %d) is gone; stopping", self._parent)
+        self._orphan = True  # before reading the runner: `_run` sets the runner, then reads this
         runner, current = self.runner, self.current
         if runner is not None:
             runner.abort(MANAGER_GONE, Cause.CRASH)
