@@ -117,10 +117,10 @@ def lab_provenance(spec: Any, simulated: Path | None = None, name: str | None = 
 @cache
 def driver_version(driver: str) -> str | None:
     """The version of the distribution that provides a driver (an entry-point name or 'module:factory')."""
+    for entry in metadata.entry_points(group="sdl.drivers"):
+        if driver in (entry.name, entry.value):
+            return entry.dist.version if entry.dist is not None else None
     if ":" not in driver:
-        for entry in metadata.entry_points(group="sdl.drivers"):
-            if entry.name == driver:
-                return entry.dist.version if entry.dist is not None else None
         return None
     module = driver.split(":", 1)[0]
     module_object = sys.modules.get(module)
@@ -128,11 +128,17 @@ def driver_version(driver: str) -> str | None:
     if isinstance(declared, str):
         return declared
     top = module.split(".", 1)[0]
-    for distribution in metadata.packages_distributions().get(top, []):
+    for distribution in _packages_distributions().get(top, []):
         found = _version(distribution)
         if found is not None:
             return found
     return None
+
+
+@cache
+def _packages_distributions() -> Mapping[str, list[str]]:
+    # Scans every installed distribution's file list (about a second on a loaded machine): once per process.
+    return metadata.packages_distributions()
 
 
 def experiment_provenance(
