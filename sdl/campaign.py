@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sdl.meaning import Condition, Material, MeasurementMeaning, check_units, same_units
 from sdl.optimizer import Objectives, ObjectiveSpec, OptimizerSettings
 from sdl.space import LinearConstraint, Parameter, SearchSpace
 
@@ -55,7 +56,9 @@ class Objective(_Model):
     )
     target: float | None = Field(None, description="The value to hit; required when goal is 'target'.")
     weight: float = Field(1.0, gt=0, description="Weight in the scalarised objective (carries units).")
-    units: str = ""
+    units: str = Field(
+        "", description="Units of the measurement (checked with pint); or declare them under `measurements`."
+    )
     tolerance: float | None = Field(
         None,
         ge=0.0,
@@ -73,6 +76,11 @@ class Objective(_Model):
         description="The worst value worth anything: the reference point of the hypervolume (and the clip of "
         "the Pareto search's scaling). Default: the worst value seen.",
     )
+
+    @field_validator("units")
+    @classmethod
+    def _units(cls, value: str) -> str:
+        return check_units(value)
 
     @model_validator(mode="after")
     def _target_given(self) -> Objective:
@@ -309,6 +317,28 @@ class Scheduling(_Model):
     )
 
 
+class WarmStart(_Model):
+    """Earlier experiments that seed the optimizer: a campaign of this store, or an exported data package."""
+
+    campaign: str | None = Field(None, description="A campaign id in this store (see `sdl campaigns`).")
+    package: Path | None = Field(
+        None,
+        description="A data package written by `sdl export --format datapackage` (its directory), "
+        "relative to the campaign file.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WarmStart:
+        if (self.campaign is None) == (self.package is None):
+            raise ValueError(
+                "give exactly one of `campaign` (an id in this store) or `package` (a directory)"
+            )
+        return self
+
+    def text(self) -> str:
+        return f"campaign {self.campaign}" if self.campaign is not None else f"package {self.package}"
+
+
 class Campaign(_Model):
     """A closed-loop campaign: the search space, objectives, budget, optimizer, procedure and lab."""
 
@@ -337,10 +367,30 @@ class Campaign(_Model):
     lab: Lab = Field(default_factory=Lab)
     requires: Requirements = Field(default_factory=Requirements)
     scheduling: Scheduling = Field(default_factory=Scheduling)
+    materials: dict[str, Material] = Field(
+        default_factory=dict,
+        description="Stocks and reagents by name (supplier, lot, concentration), declared once; a parameter "
+        "says which one it is an amount of with `material:`.",
+    )
+    conditions: dict[str, Condition] = Field(
+        default_factory=dict,
+        description="Fixed conditions of every experiment by name (value or procedure option, units, stage); "
+        "the exports carry them as columns.",
+    )
+    measurements: dict[str, MeasurementMeaning] = Field(
+        default_factory=dict,
+        description="What each measurement means: units, stage (default property) and description.",
+    )
+    warm_start: list[WarmStart] = Field(
+        default_factory=list,
+        description="Earlier campaigns whose compatible experiments seed the optimizer (same parameter names "
+        "and units, values inside this campaign's ranges; failures count as failures).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Campaign:
         SearchSpace(parameters=self.parameters, constraints=self.constraints)  # names, constraints
+        self._check_meaning()
         names = [o.measurement for o in self.objectives]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -368,6 +418,56 @@ class Campaign(_Model):
                 "use kind 'bayesian'"
             )
         return self
+
+    def _check_meaning(self) -> None:
+        for p in self.parameters:
+            material = getattr(p, "material", None)
+            if material is not None and material not in self.materials:
+                known = ", ".join(sorted(self.materials)) or "none declared"
+                raise ValueError(
+                    f"parameter {p.name!r} names material {material!r}, which `materials` does not declare "
+                    f"(materials: {known})"
+                )
+        taken = {p.name for p in self.parameters}
+        for name, condition in self.conditions.items():
+            if name in taken:
+                raise ValueError(f"condition {name!r} has the name of a parameter; columns need unique names")
+            if condition.option is not None and condition.option not in self.procedure.options:
+                known = ", ".join(sorted(self.procedure.options)) or "none"
+                raise ValueError(
+                    f"condition {name!r} reads procedure option {condition.option!r}, which is not set "
+                    f"(options: {known})"
+                )
+        for o in self.objectives:
+            declared = self.measurements.get(o.measurement)
+            if (
+                declared is not None
+                and o.units
+                and declared.units
+                and not same_units(o.units, declared.units)
+            ):
+                raise ValueError(
+                    f"objective {o.measurement!r} says units {o.units!r} but measurements.{o.measurement} "
+                    f"says {declared.units!r}"
+                )
+        clash = sorted((taken | set(self.conditions)) & set(self.measurements))
+        if clash:
+            raise ValueError(f"measurements {', '.join(clash)} have the name of a parameter or condition")
+
+    def measurement_meaning(self, name: str) -> MeasurementMeaning:
+        """A measurement's declared meaning; an objective's own `units` fill in what is not declared."""
+        declared = self.measurements.get(name, MeasurementMeaning())
+        objective = next((o for o in self.objectives if o.measurement == name), None)
+        if objective is not None and objective.units and not declared.units:
+            return declared.model_copy(update={"units": objective.units})
+        return declared
+
+    def condition_values(self) -> dict[str, Any]:
+        """Each fixed condition's value (read from procedure.options where it says so)."""
+        return {
+            name: c.value if c.option is None else self.procedure.options[c.option]
+            for name, c in self.conditions.items()
+        }
 
     def _check_multi_objective(self) -> None:
         method = self.multi_objective

@@ -26,6 +26,7 @@ from sdl.labfile import Health
 from sdl.loading import LoadedCampaign
 from sdl.optimizer import CampaignOptimizer, OptimizerExhausted
 from sdl.proposing import decide_next, optimizer_for
+from sdl.provenance import ProvenanceSource, campaign_provenance, lab_provenance
 from sdl.status import CampaignStatus, Cause, ExperimentStatus
 from sdl.store import HEARTBEAT_S, ExperimentRecord, Store, StoreVanished, new_owner
 
@@ -68,21 +69,31 @@ def start_campaign(
     max_experiments: int | None = None,
     submitted_by: str | None = None,
 ) -> str:
-    """Record a new campaign (with command-line overrides applied to its spec), claimed by ``owner``."""
+    """Record a new campaign (with command-line overrides applied to its spec), claimed by ``owner``, and the
+    warm-start observations it names (raises ``WarmStartError`` before writing anything if it cannot)."""
+    from sdl.warmstart import resolve
+
     campaign = with_overrides(loaded.campaign, seed=seed, max_experiments=max_experiments)
-    return store.create_campaign(
-        name=campaign.name,
-        spec=campaign.model_dump(mode="json"),
-        seed=campaign.optimizer.seed,
-        max_experiments=campaign.budget.max_experiments,
-        source_path=str(loaded.path),
-        source_text=loaded.source,
-        base_dir=str(loaded.base_dir),
-        owner=owner,
-        submitted_by=submitted_by,
-        priority=campaign.scheduling.priority,
-        weight=campaign.scheduling.weight,
-    )
+    warm = resolve(campaign, store, loaded.base_dir)
+    for note in warm.notes:
+        log.info("%s", note)
+    with store.transaction():
+        campaign_id = store.create_campaign(
+            name=campaign.name,
+            spec=campaign.model_dump(mode="json"),
+            seed=campaign.optimizer.seed,
+            max_experiments=campaign.budget.max_experiments,
+            source_path=str(loaded.path),
+            source_text=loaded.source,
+            base_dir=str(loaded.base_dir),
+            owner=owner,
+            submitted_by=submitted_by,
+            priority=campaign.scheduling.priority,
+            weight=campaign.scheduling.weight,
+        )
+        if warm.rows:
+            store.add_prior_observations(campaign_id, warm.rows)
+    return campaign_id
 
 
 def with_overrides(
@@ -147,6 +158,8 @@ class ForegroundRun:
         observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
         quarantine_after: int = Health().quarantine_after,
+        provenance: ProvenanceSource | None = None,
+        publish: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.store = store
         self.quarantine_after = quarantine_after
@@ -154,10 +167,11 @@ class ForegroundRun:
         self.campaign_id = campaign_id
         self.campaign = campaign
         self.assignments = dict(assignments or {})
-        self.optimizer = optimizer or optimizer_for(campaign)
+        self.optimizer = optimizer or optimizer_for(campaign, store.prior_observations(campaign_id))
+        self.provenance = provenance or provenance_for(store, campaign_id, campaign, base_dir)
         self.observer = observer
         self.clock = clock
-        self.runner = ExperimentRunner(campaign, store, base_dir=base_dir, devices=devices)
+        self.runner = ExperimentRunner(campaign, store, base_dir=base_dir, devices=devices, publish=publish)
         self._interrupt: str | None = None
 
     @property
@@ -236,7 +250,9 @@ class ForegroundRun:
 
     def _run_one(self, experiment: ExperimentRecord) -> None:
         # Written before acting: the record says running before the first command leaves.
-        self.store.start_experiment(experiment.id, assignments=self.assignments)
+        self.store.start_experiment(
+            experiment.id, assignments=self.assignments, provenance=self.provenance.of()
+        )
         experiment = self.store.experiment(experiment.id)
         log.info("experiment %d started", experiment.seq)
         if self.observer is not None:
@@ -247,7 +263,9 @@ class ForegroundRun:
         self._record(experiment, outcome)
 
     def _record(self, experiment: ExperimentRecord, outcome: Outcome) -> None:
-        self.store.finish_experiment(experiment.id, outcome.finish(), outcome.trailing_documents)
+        self.store.finish_experiment(
+            experiment.id, outcome.finish(), outcome.trailing_documents, provenance=self.provenance.of()
+        )
         self.store.checkpoint()
         # INFO, failures included: the operator's display shows each outcome once; -v adds this line.
         log.info(
@@ -260,6 +278,25 @@ class ForegroundRun:
             self.observer.experiment_finished(
                 self.store.experiment(experiment.id), self.store.experiments(self.campaign_id)
             )
+
+
+def provenance_for(
+    store: Store,
+    campaign_id: str,
+    campaign: Campaign,
+    base_dir: Path | None,
+    instruments: Any = None,
+) -> ProvenanceSource:
+    """What `sdl run` records about where its experiments' results come from (see sdl.provenance)."""
+    record = store.campaign(campaign_id)
+    simulated = campaign.lab.simulated
+    if simulated is not None and not simulated.is_absolute() and base_dir is not None:
+        simulated = base_dir / simulated
+    return ProvenanceSource(
+        campaign_provenance(record.source_text, record.base_dir, record.submitted_by),
+        lab_provenance(campaign.lab, simulated, name="campaign lab"),
+        instruments,
+    )
 
 
 @contextmanager
@@ -302,11 +339,13 @@ def run_campaign(
     simulator_command: Sequence[str] | None = None,
     guard: Callable[[ForegroundRun], AbstractContextManager[Any]] | None = None,
     optimizer: CampaignOptimizer | None = None,
+    publish: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Run (or continue) a running campaign, claimed for ``owner`` (a new one if not given), and close
     its record. Raises ``CampaignBusy`` if another live process holds it.
 
-    ``guard(run)`` wraps the loop, e.g. to route Ctrl-C to :meth:`ForegroundRun.interrupt`.
+    ``guard(run)`` wraps the loop, e.g. to route Ctrl-C to :meth:`ForegroundRun.interrupt`; ``publish``
+    receives every document as the RunEngine emits it (a live Tiled publisher).
     """
     owner = owner or new_run_owner()
     store.claim_campaign(campaign_id, owner)
@@ -323,6 +362,8 @@ def run_campaign(
                 assignments=lab.assignments,
                 observer=observer,
                 optimizer=optimizer,
+                provenance=provenance_for(store, campaign_id, campaign, base_dir, lab.instruments),
+                publish=publish,
             )
             with heartbeat(store, owner, loop), guard(loop) if guard is not None else nullcontext():
                 result = loop.run()

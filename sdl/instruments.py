@@ -70,6 +70,8 @@ class Instruments:
         self.on_fault = on_fault
         self.devices: dict[str, HasName] = {}
         self.connected: set[str] = set()
+        #: What each instrument said it is (its driver's ``identity()``), read once per device built.
+        self.identities: dict[str, dict[str, Any]] = {}
         self._lock = threading.RLock()
 
     def build(self, name: str) -> HasName:
@@ -91,8 +93,10 @@ class Instruments:
                     name, f"{spec.driver} at {address}: {exc}", fault=_fault_kind(exc)
                 ) from exc
             self.devices[name] = device
+            self.identities.pop(name, None)
             if not isinstance(device, Connectable):
                 self.connected.add(name)  # an older driver connects while it is built
+                self._identify(name, device)
             subscribe = getattr(device, "subscribe_faults", None)
             if callable(subscribe) and self.on_fault is not None:
                 subscribe(self.on_fault)
@@ -114,7 +118,43 @@ class Instruments:
                             name, f"cannot connect: {exc}", fault=_fault_kind(exc) or "link_lost"
                         ) from exc
                     self.connected.add(name)
+                    if name not in self.identities:
+                        self._identify(name, device)
             out[name] = device
+        return out
+
+    def _identify(self, name: str, device: Any) -> None:
+        """Ask a freshly connected instrument what it is; a driver without ``identity()`` says nothing,
+        and a failed query is recorded, never raised (it must not cost an experiment)."""
+        identity = getattr(device, "identity", None)
+        if not callable(identity):
+            self.identities[name] = {}
+            return
+        try:
+            reported = identity()
+            self.identities[name] = (
+                dict(reported) if isinstance(reported, Mapping) else {"reported": reported}
+            )
+        except Exception as exc:
+            log.warning("%s: reading its identity failed: %s", name, exc)
+            self.identities[name] = {"error": f"{type(exc).__name__}: {exc}"}
+
+    def describe(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Provenance of ``names``: driver, driver version, address, and the identity each reported
+        (absent for one never connected)."""
+        from sdl.provenance import driver_version
+
+        out = {}
+        for name in names:
+            spec = self.specs.get(name)
+            if spec is None:
+                continue
+            out[name] = {
+                "driver": spec.driver,
+                "driver_version": driver_version(spec.driver),
+                "address": self.addresses.get(name, spec.address),
+                "identity": self.identities.get(name),
+            }
         return out
 
     def disconnect(self, names: Iterable[str]) -> None:

@@ -1,17 +1,20 @@
 """Deciding a campaign's next experiment from its record: a recipe to repeat, or the optimizer's proposal.
 
 The optimizer sees every result and recipe failure as observations and every experiment still proposed
-or running as pending, so several workcells never get the same recipe.
+or running as pending, so several workcells never get the same recipe. A warm-started campaign's optimizer
+sees the earlier campaigns' compatible experiments first (see :mod:`sdl.warmstart`): they are observations
+like its own, copied into its record when it was created, so its decisions stay a function of its record.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sdl.campaign import Campaign
+from sdl.campaign import Campaign, MissingMeasurement
 from sdl.history import History, observations, pending, retry_candidate
-from sdl.optimizer import CampaignOptimizer, Observation, make_optimizer
+from sdl.optimizer import CampaignOptimizer, Observation, Proposal, make_optimizer
 from sdl.store import Decision, ExperimentRecord
 from sdl.store.schema import to_jsonable
 
@@ -25,9 +28,43 @@ class NextExperiment:
     retry_of: int | None = None
 
 
-def optimizer_for(campaign: Campaign) -> CampaignOptimizer:
-    """The campaign's optimizer, over its space and constraints, combining its objectives as it says."""
-    return make_optimizer(campaign.space, campaign.optimizer, campaign.objective_set())
+def optimizer_for(campaign: Campaign, prior: Sequence[Mapping[str, Any]] = ()) -> CampaignOptimizer:
+    """The campaign's optimizer, over its space and constraints, combining its objectives as it says;
+    ``prior``: the warm-start rows of its record (``Store.prior_observations``)."""
+    optimizer = make_optimizer(campaign.space, campaign.optimizer, campaign.objective_set())
+    seeded = prior_observations(campaign, prior)
+    return WarmStarted(optimizer, seeded) if seeded else optimizer
+
+
+def prior_observations(campaign: Campaign, prior: Sequence[Mapping[str, Any]]) -> list[Observation]:
+    """Warm-start rows as observations, scored by this campaign's own objectives (an earlier campaign may
+    have weighted or targeted them differently); a row lacking an objective's measurement is left out."""
+    out = []
+    for row in prior:
+        recipe = dict(row["recipe"])
+        if row["status"] != "done":
+            out.append(Observation(recipe=recipe, value=None, failure=row.get("failure")))
+            continue
+        measurements = dict(row.get("measurements") or {})
+        try:
+            value = campaign.scalarise(measurements)
+        except MissingMeasurement:
+            continue
+        out.append(Observation(recipe=recipe, value=value, measurements=measurements))
+    return out
+
+
+class WarmStarted:
+    """An optimizer that sees the warm-start observations before the campaign's own history."""
+
+    def __init__(self, optimizer: CampaignOptimizer, prior: Sequence[Observation]) -> None:
+        self.optimizer = optimizer
+        self.prior = list(prior)
+
+    def propose(
+        self, observations: Sequence[Observation], pending: Sequence[Mapping[str, Any]], n: int = 1
+    ) -> list[Proposal]:
+        return self.optimizer.propose([*self.prior, *observations], pending, n)
 
 
 def decide_next(

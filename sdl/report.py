@@ -76,21 +76,31 @@ def columns(campaign: Campaign, history: list[ExperimentRecord]) -> list[str]:
     objectives = [o.measurement for o in campaign.objectives]
     measured = sorted({k for e in history for k in (e.measurements or {})} - set(objectives))
     marks = ["pareto"] if len(objectives) > 1 else []
-    return [*FIXED_COLUMNS, *campaign.space.names, *objectives, *measured, *marks, *TRAILING_COLUMNS]
+    trailing = [loss_column(campaign, history) if c == "loss" else c for c in TRAILING_COLUMNS]
+    return [*FIXED_COLUMNS, *campaign.space.names, *objectives, *measured, *marks, *trailing]
+
+
+def loss_column(campaign: Campaign, history: list[ExperimentRecord]) -> str:
+    """The scalar's column: ``loss``, or ``scalar_loss`` when a measurement is itself called loss."""
+    measured = {o.measurement for o in campaign.objectives} | {
+        k for e in history for k in (e.measurements or {})
+    }
+    return "scalar_loss" if "loss" in measured else "loss"
 
 
 def rows(campaign: Campaign, history: list[ExperimentRecord]) -> list[dict[str, Any]]:
     """One row per experiment: recipe, measurements, status and the optimizer's decision."""
     out = []
     mask = pareto_mask(loss_rows(campaign, history)) if len(campaign.objectives) > 1 else None
+    scalar = loss_column(campaign, history)
     for i, e in enumerate(history):
         row: dict[str, Any] = {"experiment": e.seq, "status": e.status.value}
         row.update(e.recipe)
         row.update(e.measurements or {})
         if mask is not None:
             row["pareto"] = bool(mask[i])
+        row[scalar] = e.objective  # the scalar the optimizer minimises; the objectives' own values are above
         row.update(
-            loss=e.objective,  # the scalar the optimizer minimises; the objectives' own values are above
             failure=e.failure,
             cause=e.cause.value if e.cause else None,
             fault_instrument=e.fault_instrument,
@@ -169,7 +179,8 @@ def plot(campaign: Campaign, history: list[ExperimentRecord], path: Path | str, 
         numbers = [v for _, v in points]
         if numbers and min(numbers) > 0 and max(numbers) / min(numbers) > 100:
             ax.set_yscale("log")  # otherwise the first poor experiments flatten the convergence
-        units = f" [{objective.units}]" if objective.units else ""
+        declared = campaign.measurement_meaning(objective.measurement).units
+        units = f" [{declared}]" if declared else ""
         ax.set_title(f"{objective.measurement} ({objective.goal})")
         ax.set_xlabel("experiment")
         ax.set_ylabel(objective.measurement + units)
@@ -189,7 +200,8 @@ def plot(campaign: Campaign, history: list[ExperimentRecord], path: Path | str, 
             xs, ys, cs = zip(*ok, strict=True)
             norm = LogNorm() if min(cs) > 0 and max(cs) / min(cs) > 100 else None
             artist = ax.scatter(xs, [_plottable(y) for y in ys], c=cs, cmap="viridis", norm=norm, s=16)
-            fig.colorbar(artist, ax=ax, label=colour_by)
+            colour_units = campaign.measurement_meaning(colour_by).units
+            fig.colorbar(artist, ax=ax, label=colour_by + (f" [{colour_units}]" if colour_units else ""))
         if bad:
             xs2, ys2 = zip(*bad, strict=True)
             ax.scatter(xs2, [_plottable(y) for y in ys2], marker="x", color="grey", s=16, label="not done")
@@ -231,8 +243,9 @@ def _plot_front(ax: Any, campaign: Campaign, history: list[ExperimentRecord], pa
             ax.annotate(str(seq), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     more = " (projection)" if len(campaign.objectives) > 2 else ""
     ax.set_title(f"Pareto front{more}: hypervolume {pareto.hypervolume:.4g}")
-    ax.set_xlabel(f"{a.measurement} ({a.goal})" + (f" [{a.units}]" if a.units else ""))
-    ax.set_ylabel(f"{b.measurement} ({b.goal})" + (f" [{b.units}]" if b.units else ""))
+    ua, ub = (campaign.measurement_meaning(o.measurement).units for o in (a, b))
+    ax.set_xlabel(f"{a.measurement} ({a.goal})" + (f" [{ua}]" if ua else ""))
+    ax.set_ylabel(f"{b.measurement} ({b.goal})" + (f" [{ub}]" if ub else ""))
     ax.legend(fontsize="small")
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sdl.meaning import Stage, check_units
 
 #: relative slack allowed when checking a linear constraint: floating point cannot hit ``== 1`` exactly
 CONSTRAINT_TOLERANCE = 1e-9
@@ -26,16 +28,32 @@ class _Parameter(BaseModel):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Identifier used in recipes and exports."
     )
     description: str = ""
+    stage: Stage | None = Field(
+        None,
+        description="What the parameter sets: raw_material, composition, process or property "
+        "(default: undeclared).",
+    )
 
 
-class RealParameter(_Parameter):
+class _Quantity(_Parameter):
+    units: str = Field("", description="Units of the value, checked with pint ('uL' and 'µL' are one).")
+    material: str | None = Field(
+        None, description="The material (a key of `materials`) this parameter is an amount of."
+    )
+
+    @field_validator("units")
+    @classmethod
+    def _units(cls, value: str) -> str:
+        return check_units(value)
+
+
+class RealParameter(_Quantity):
     """A continuous parameter between two bounds, optionally searched on a log scale."""
 
     type: Literal["real"] = "real"
     low: float
     high: float
     log: bool = Field(False, description="Search on a log scale (both bounds must be > 0).")
-    units: str = ""
 
     @model_validator(mode="after")
     def _bounds(self) -> RealParameter:
@@ -49,13 +67,12 @@ class RealParameter(_Parameter):
         return isinstance(value, int | float) and self.low <= float(value) <= self.high
 
 
-class IntegerParameter(_Parameter):
+class IntegerParameter(_Quantity):
     """A whole-number parameter between two inclusive bounds."""
 
     type: Literal["integer"] = "integer"
     low: int
     high: int
-    units: str = ""
 
     @model_validator(mode="after")
     def _bounds(self) -> IntegerParameter:

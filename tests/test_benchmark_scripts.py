@@ -40,3 +40,13 @@ def test_demo_convergence_runs_a_miniature_comparison(tmp_path):
     )  # fmt: skip
     assert "Traceback" not in result.stderr, result.stderr
     assert "random/bayes" in result.stdout and plot.stat().st_size > 0
+
+
+def test_warm_start_runs_a_miniature_comparison():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "warm_start.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--seeds", "1", "--source-budget", "2", "--budget", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "median experiments to the target: cold" in result.stdout

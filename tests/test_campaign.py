@@ -103,8 +103,8 @@ def test_misspelt_field_lists_the_allowed_ones(tmp_path: Path) -> None:
 def test_misspelt_field_inside_a_parameter(tmp_path: Path) -> None:
     message = only(tmp_path, GOOD.replace("high: 10.0}", "high: 10.0, unit: mm}"))
     assert (
-        "parameters[0].unit: unknown field 'unit' (allowed: name, description, type, low, high, log, units)"
-        in (message)
+        "parameters[0].unit: unknown field 'unit' "
+        "(allowed: name, description, stage, units, material, type, low, high, log)" in (message)
     )
 
 

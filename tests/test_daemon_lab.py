@@ -78,6 +78,17 @@ def test_two_campaigns_sharing_the_spectrometer_never_use_it_at_once(tmp_path: P
         with Store(service.data_dir, read_only=True) as store:
             experiments = [e for i in ids for e in store.experiments(i)]
             journals = {e.id: store.journal(e.id) for e in experiments}
+            provenance = {e.id: store.provenance(e.id) for e in experiments}
+    # Every experiment's provenance names its workcell and the instruments it used, as they identified
+    # themselves over their own protocols to that workcell's worker.
+    for e in experiments:
+        p = provenance[e.id]
+        assert p is not None and p["workcell"] == e.workcell, e.seq
+        assert len(p["lab"]["sha256"]) == 64 and p["software"]["sdl"]
+        assert p["instruments"]["arm"]["identity"]["model"] == "UR5"
+        assert p["instruments"]["spectrometer"]["identity"]["serial"]
+        pumps = "pumps_a" if e.workcell == "station_a" else "pumps_b"
+        assert p["instruments"][pumps]["identity"]["model"] == "NE1000"
     use: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
     for experiment_id, journal in journals.items():
         for instrument, periods in periods_of_use(journal).items():

@@ -109,6 +109,17 @@ class CavroDevice(InstrumentDevice):
         except Exception as exc:
             raise Unrecoverable(f"re-initialising the pump failed: {exc}") from exc
 
+    def identity(self) -> dict[str, Any]:
+        """The firmware version the pump reports (``&``); the DT protocol has no model or serial query."""
+        with self._named():
+            self._ensure_connected()
+            return {
+                "model": None,
+                "serial": None,
+                "firmware": self.pump.firmware(),
+                "address": self.pump.address,
+            }
+
     def _check_health(self) -> None:
         status = self.pump.status()
         if status.error and status.error not in (7,):  # 7: not initialised yet, which the next set() does

@@ -164,6 +164,22 @@ class NE1000Pumps(InstrumentDevice):
         for channel in self.channels():
             channel.pump.status()
 
+    def identity(self) -> dict[str, Any]:
+        """What each pump on the line reports (``VER``: model and firmware); the protocol has no serial."""
+        with self._named():
+            self._ensure_connected()
+            pumps = {}
+            for channel in self.channels():
+                firmware = channel.pump.firmware()
+                pumps[channel.attr_name] = {
+                    "address": channel.pump.address,
+                    "model": firmware.model,
+                    "firmware": firmware.version + (f" {firmware.upgrade}" if firmware.upgrade else ""),
+                }
+        models = sorted({p["model"] for p in pumps.values()})
+        versions = sorted({p["firmware"] for p in pumps.values()})
+        return {"model": ", ".join(models), "serial": None, "firmware": ", ".join(versions), "pumps": pumps}
+
 
 def make_pumps(name: str, line: NE1000Line, pumps: dict[str, dict[str, Any]], **options: Any) -> NE1000Pumps:
     components = {label: Component(NE1000Channel, pump_options=dict(spec)) for label, spec in pumps.items()}

@@ -159,6 +159,17 @@ class OceanSpectrometerDevice(InstrumentDevice):
             self._saturated = False
         self.spectrometer.set_lamp(True)
 
+    def identity(self) -> dict[str, Any]:
+        """Serial number and USB product id over OBP; the model is the one the driver was built for."""
+        with self._named():
+            self._ensure_connected()
+            return {
+                "model": self.spectrometer.model.name,
+                "serial": self.spectrometer.serial_number(),
+                "product_id": f"0x{self.spectrometer.product_id():04X}",
+                "firmware": None,  # OBP's firmware query (0x00000090) is not among the HDX's served messages
+            }
+
     def _check_health(self) -> None:
         self.spectrometer.product_id()
         self.spectrometer.raw_spectrum()

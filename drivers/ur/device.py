@@ -193,6 +193,17 @@ class URArmDevice(InstrumentDevice):
         self.arm.activate_gripper()
         self._prepared = False  # power and brakes are checked again before the next move
 
+    def identity(self) -> dict[str, Any]:
+        """Model, serial number and PolyScope version, from the dashboard server."""
+        with self._named():
+            self._ensure_connected()
+            ask = self.arm.dashboard.request
+            return {
+                "model": self.arm._query(lambda: ask("get robot model")),
+                "serial": self.arm._query(lambda: ask("get serial number")),
+                "firmware": self.arm._query(self.arm.dashboard.polyscope_version),
+            }
+
     def _check_health(self) -> None:
         state = self.arm.status()
         self.robot_mode.put(state.robot_mode.value)

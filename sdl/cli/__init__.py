@@ -46,7 +46,7 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sdl.cli import access, control, daemon, dashboard, inspect, run
+    from sdl.cli import access, control, daemon, dashboard, inspect, records, run
 
     common = _common()
     parser = argparse.ArgumentParser(
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     control.register(commands, common)
     access.register(commands, common)
     dashboard.register(commands, common)
+    records.register(commands, common)
     return parser
 
 
@@ -113,9 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sdl` console script; returns the exit code."""
     from sdl.api.models import ApiError
     from sdl.client import ServiceUnavailable
+    from sdl.exports import PackageError
     from sdl.labfile import LabFileError
     from sdl.loading import CampaignError
-    from sdl.store import SchemaTooNew, StoreUnavailable, UnknownCampaign
+    from sdl.store import ImportConflict, SchemaTooNew, StoreUnavailable, UnknownCampaign
+    from sdl.warmstart import WarmStartError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -136,7 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ServiceUnavailable as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return EXIT_FAILURE
-    except (BadInput, UnknownCampaign, SchemaTooNew, StoreUnavailable) as exc:
+    except (
+        BadInput,
+        UnknownCampaign,
+        SchemaTooNew,
+        StoreUnavailable,
+        WarmStartError,
+        PackageError,
+        ImportConflict,
+    ) as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

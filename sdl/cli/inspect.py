@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sdl.cli import EXIT_OK, BadInput, open_store
-from sdl.cli.progress import fmt_best, fmt_objectives, fmt_recipe, fmt_value, summary_table
+from sdl.cli.progress import declared_units, fmt_best, fmt_objectives, fmt_recipe, fmt_value, summary_table
 from sdl.foreground import campaign_of
 from sdl.history import campaign_state, counts, spent
 from sdl.status import ExperimentStatus
@@ -79,14 +79,29 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     p = commands.add_parser(
         "export",
         parents=[common],
-        help="export a campaign's history as CSV or JSON lines",
-        description="One row per experiment: recipe columns, measurement columns (the objectives' own "
-        "values, in their own direction), status, the minimised scalar `loss`, failure and its cause, and "
-        "the optimizer's decision. Writes to stdout unless -o is given.",
+        help="export a campaign: CSV, JSON lines, a data package, Parquet, or its bluesky documents",
+        description="csv, jsonl: one row per experiment: recipe columns, fixed conditions, measurement "
+        "columns (the objectives' own values, in their own direction), status, the minimised scalar `loss`, "
+        "failure and its cause, and the optimizer's decision; to stdout unless -o is given. "
+        "datapackage: a Frictionless data package in the new directory -o DIR: the same table with each "
+        "column's type, units, stage and description, the transitions, the instruments' identities, every "
+        "run's documents and the whole record (`sdl import DIR` loads it into another store). "
+        "parquet: the table as -o FILE.parquet, its schema in the file's metadata. "
+        "documents: each experiment's bluesky documents as JSON lines in -o DIR.",
     )
     p.add_argument("campaign_id", metavar="CAMPAIGN_ID")
-    p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="output format (default: csv)")
-    p.add_argument("-o", "--output", type=Path, help="file to write (its directory must exist)")
+    p.add_argument(
+        "--format",
+        choices=("csv", "jsonl", "datapackage", "parquet", "documents"),
+        default="csv",
+        help="output format (default: csv)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="file (csv, jsonl, parquet) or new directory (datapackage, documents)",
+    )
     p.set_defaults(handler=cmd_export)
 
     p = commands.add_parser(
@@ -223,17 +238,19 @@ def cmd_show(args: argparse.Namespace) -> int:
             f"started {record.started_at}; finished {record.finished_at or '-'}",
             highlight=False,
         )
+        _print_columns(out, campaign, history)
+        units = declared_units(campaign)
         table = Table(title="experiments", title_justify="left")
         for column in ("#", "status", "recipe", "objectives", "measurements / failure", "model"):
             table.add_column(column)
         for e in history:
-            detail = fmt_recipe(e.measurements or {}) if e.measurements else ""
+            detail = fmt_recipe(e.measurements or {}, units) if e.measurements else ""
             if e.failure:
                 detail = f"{detail} {e.failure}".strip()
             table.add_row(
                 str(e.seq),
                 e.status.value,
-                fmt_recipe(e.recipe),
+                fmt_recipe(e.recipe, units),
                 fmt_objectives(campaign, e) if e.status is ExperimentStatus.DONE else "",
                 detail,
                 e.decision.model if e.decision else "",
@@ -298,6 +315,30 @@ def show_experiment(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_columns(out: Console, campaign: Any, history: list[Any]) -> None:
+    """What each recipe, condition and measurement column means, when the campaign declares anything."""
+    from sdl.exports.table import described_columns
+
+    columns = [c for c in described_columns(campaign, history) if c.kind != "record"]
+    if not any(c.units or c.stage or c.description or c.material for c in columns):
+        return
+    values = campaign.condition_values()
+    table = Table(title="columns", title_justify="left")
+    for header in ("column", "kind", "units", "stage", "description"):
+        table.add_column(header)
+    for c in columns:
+        kind = f"{c.kind} = {fmt_value(values[c.name])}" if c.kind == "condition" else c.kind
+        description = c.description
+        if c.material:
+            m = campaign.materials[c.material]
+            facts = ", ".join(x for x in (m.concentration, m.supplier, f"lot {m.lot}" if m.lot else "") if x)
+            description = (
+                f"{description} ({c.material}: {facts})" if facts else f"{description} ({c.material})"
+            )
+        table.add_row(c.name, kind, c.units, c.stage or "", description.strip())
+    out.print(table)
+
+
 def _print_front(out: Console, campaign: Any, history: list[Any]) -> None:
     """With several objectives: the non-dominated experiments and the hypervolume they span."""
     from sdl import report
@@ -324,6 +365,8 @@ def _print_front(out: Console, campaign: Any, history: list[Any]) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from sdl import report
 
+    if args.format in ("datapackage", "parquet", "documents"):
+        return _export_open_format(args)
     output = _output_path(args.output) if args.output is not None else None
     with open_store(args, read_only=True) as store:
         store.campaign(args.campaign_id)
@@ -334,6 +377,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         output.write_text(text, encoding="utf-8")
         print(f"wrote {output}")
+    return EXIT_OK
+
+
+def _export_open_format(args: argparse.Namespace) -> int:
+    from sdl import exports
+
+    if args.output is None:
+        what = "FILE.parquet" if args.format == "parquet" else "DIR (a new directory)"
+        raise BadInput(f"--format {args.format} writes files: give -o {what}")
+    output = _output_path(args.output)
+    if args.format != "parquet" and output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise BadInput(f"{output} exists and is not an empty directory; choose a new directory")
+    with open_store(args, read_only=True) as store:
+        store.campaign(args.campaign_id)
+        campaign, _ = campaign_of(store, args.campaign_id)
+        history = store.experiments(args.campaign_id)
+        if args.format == "datapackage":
+            written = exports.write_package(store, args.campaign_id, output)
+        elif args.format == "parquet":
+            written = exports.write_parquet(campaign, history, output, args.campaign_id)
+        else:
+            files = exports.write_documents(store, history, output)
+            written = output
+            print(f"{len(files)} experiment(s) with documents")
+    print(f"wrote {written}")
     return EXIT_OK
 
 

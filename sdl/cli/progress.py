@@ -22,13 +22,27 @@ def fmt_value(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def fmt_recipe(recipe: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={fmt_value(v)}" for k, v in recipe.items())
+def fmt_recipe(recipe: dict[str, Any], units: dict[str, str] | None = None) -> str:
+    """'yellow=120 µL, red=80 µL' with ``units`` (name -> units) as the campaign declares them."""
+    units = units or {}
+    return ", ".join(
+        f"{k}={fmt_value(v)}" + (f" {units[k]}" if units.get(k) and v is not None else "")
+        for k, v in recipe.items()
+    )
+
+
+def declared_units(campaign: Campaign) -> dict[str, str]:
+    """Name -> units of every parameter and measurement the campaign declares units for."""
+    units = {p.name: getattr(p, "units", "") for p in campaign.parameters}
+    units.update({name: c.units for name, c in campaign.conditions.items()})
+    for name in {*campaign.measurements, *(o.measurement for o in campaign.objectives)}:
+        units[name] = campaign.measurement_meaning(name).units
+    return {k: v for k, v in units.items() if v}
 
 
 def fmt_objectives(campaign: Campaign, experiment: ExperimentRecord) -> str:
     """The objectives as measured, in the user's direction: 'distance=0.0062' (never a negated value)."""
-    return fmt_recipe(user_value(campaign, experiment))
+    return fmt_recipe(user_value(campaign, experiment), declared_units(campaign))
 
 
 def fmt_best(campaign: Campaign, history: list[ExperimentRecord]) -> str:
@@ -127,8 +141,9 @@ def summary_table(record: CampaignRecord, campaign: Campaign, history: list[Expe
     if best is not None:
         table.add_row("best experiment", f"#{best.seq}")
         table.add_row("best value", fmt_objectives(campaign, best))
-        table.add_row("best recipe", fmt_recipe(best.recipe))
-        table.add_row("its measurements", fmt_recipe(best.measurements or {}))
+        units = declared_units(campaign)
+        table.add_row("best recipe", fmt_recipe(best.recipe, units))
+        table.add_row("its measurements", fmt_recipe(best.measurements or {}, units))
     return table
 
 

@@ -54,6 +54,12 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         help="set budget.max_experiments to N; with --resume, N is the new total (e.g. 40 to run 10 "
         "more experiments of a finished 30-experiment campaign)",
     )
+    p.add_argument(
+        "--tiled",
+        metavar="URL",
+        help="also publish every run's documents live to this Tiled server (API key: $TILED_API_KEY); "
+        "if it fails mid-campaign the store still has everything (`sdl publish` sends it later)",
+    )
     p.set_defaults(handler=cmd_run)
 
     d = commands.add_parser(
@@ -109,6 +115,29 @@ def _check_budget(budget: int | None) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _check_budget(args.budget)
+    with _tiled(getattr(args, "tiled", None)) as publish:
+        return _run(args, publish)
+
+
+@contextmanager
+def _tiled(uri: str | None) -> Iterator[Any]:
+    """A live Tiled publisher when --tiled is given (the server is reached before anything is written)."""
+    if uri is None:
+        yield None
+        return
+    from sdl.publishing import LivePublisher, TiledUnavailable, tiled_client
+
+    try:
+        client = tiled_client(uri)
+    except TiledUnavailable as exc:
+        raise BadInput(f"--tiled: {exc}") from None
+    try:
+        yield LivePublisher(client)
+    finally:
+        client.context.close()
+
+
+def _run(args: argparse.Namespace, publish: Any) -> int:
     owner = new_run_owner()
     if args.resume:
         if args.file is not None or args.seed is not None:
@@ -130,17 +159,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         store = open_store(args, create=True)
         campaign_id = start_campaign(store, loaded, owner=owner, seed=args.seed, max_experiments=args.budget)
     with store:
-        return execute(store, campaign_id, owner, Console(soft_wrap=True))
+        return execute(store, campaign_id, owner, Console(soft_wrap=True), publish=publish)
 
 
-def execute(store: Store, campaign_id: str, owner: str, out: Console) -> int:
+def execute(store: Store, campaign_id: str, owner: str, out: Console, publish: Any = None) -> int:
     campaign, _ = campaign_of(store, campaign_id)
     out.print(f"campaign [bold]{campaign_id}[/] ({campaign.name}), record in {store.path}", highlight=False)
     progress = CampaignProgress(out, campaign, store.experiments(campaign_id))
     forced, result = False, None
     try:
         with progress:
-            result = run_campaign(store, campaign_id, owner, observer=progress, guard=signal_guard)
+            result = run_campaign(
+                store, campaign_id, owner, observer=progress, guard=signal_guard, publish=publish
+            )
     except KeyboardInterrupt:
         forced = True
     record = store.campaign(campaign_id)

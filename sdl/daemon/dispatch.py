@@ -136,7 +136,7 @@ class Dispatching:
         if leftover is None:
             optimizer = self.optimizers.get(campaign_id)
             if optimizer is None:
-                optimizer = optimizer_for(tracked.campaign)
+                optimizer = optimizer_for(tracked.campaign, self.store.prior_observations(campaign_id))
                 self.optimizers[campaign_id] = optimizer
             try:
                 # Snapshots: the loop goes on updating the history while the optimizer thinks in a thread.

@@ -20,6 +20,7 @@ from sdl.loading import CampaignError, load_campaign_text
 from sdl.status import CampaignStatus, Cause
 from sdl.store import CampaignRecord, ExperimentRecord, Store, StoreError, UnknownCampaign
 from sdl.store.schema import now_iso
+from sdl.warmstart import WarmStartError
 
 if TYPE_CHECKING:
     from sdl.daemon.service import LabService
@@ -274,14 +275,17 @@ class Handlers:
             raise ApiError(
                 "invalid_campaign", f"no workcell of lab {self.service.lab.name!r} can run it", details
             )
-        campaign_id = start_campaign(
-            self.store,
-            loaded,
-            owner=self.service.owner,
-            seed=request.seed,
-            max_experiments=request.budget,
-            submitted_by=caller.name,
-        )
+        try:
+            campaign_id = start_campaign(
+                self.store,
+                loaded,
+                owner=self.service.owner,
+                seed=request.seed,
+                max_experiments=request.budget,
+                submitted_by=caller.name,
+            )
+        except WarmStartError as exc:
+            raise ApiError("invalid_campaign", f"{path}: {exc}") from None
         assert self.service.active is not None
         self.service.active.track(campaign_id)
         with self.service.recording():

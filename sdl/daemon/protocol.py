@@ -34,6 +34,9 @@ class WorkerConfig(_Message):
     documents: str | None = Field(None, description="0MQ address the RunEngine publishes documents to.")
     heartbeat_s: float = 0.5
     parent_pid: int = Field(description="The service's pid: once it is not the parent, the service is gone.")
+    lab_provenance: dict[str, Any] = Field(
+        default_factory=dict, description="The lab file's part of each experiment's provenance (its hashes)."
+    )
 
 
 # -- manager -> worker ------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ from sdl.daemon.supervision import ABORT_GRACE_S, Supervision, Waiting
 from sdl.lab import SimulatedLab, fill, simulator_command
 from sdl.labfile import LabSpec
 from sdl.optimizer import CampaignOptimizer
+from sdl.provenance import lab_provenance
 from sdl.status import CampaignStatus, Cause, ExperimentStatus
 from sdl.store import HEARTBEAT_S, STALE_AFTER_S, ExperimentRecord, Store, new_owner
 
@@ -281,6 +282,7 @@ class LabService(Dispatching, Supervision):
             addresses={n: self.addresses.get(n) for n in names},
             documents=self.documents_in,
             parent_pid=os.getpid(),
+            lab_provenance=lab_provenance(self.lab, self.lab.simulated, name=self.lab.name),
         )
 
     # -- running and stopping ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from sdl.daemon import protocol as p
 from sdl.experiment import ExperimentRunner, LeaseRefused, Outcome, close_run_engine, new_run_engine
 from sdl.faults import Fault
 from sdl.instruments import Instruments, InstrumentUnavailable
+from sdl.provenance import ProvenanceSource, campaign_provenance
 from sdl.status import Cause, ExperimentStatus, IllegalTransition
 from sdl.store import Store
 
@@ -123,6 +124,9 @@ class Worker:
         # From the config, not getppid(): the service may already be gone by the time this runs.
         self._parent = config.parent_pid
         self._aborted: dict[int, tuple[str, Cause]] = {}
+        # Set once the lab service is gone: an experiment still being prepared then must not start.
+        self._orphan = False
+        self._provenance: dict[str, ProvenanceSource] = {}  # by campaign id
 
     # -- messaging -------------------------------------------------------------------------------------------
 
@@ -252,16 +256,26 @@ class Worker:
             campaign = campaign.model_copy(
                 update={"procedure": campaign.procedure.model_copy(update={"options": options})}
             )
+        provenance = self._provenance.get(record.id)
+        if provenance is None:
+            provenance = ProvenanceSource(
+                campaign_provenance(record.source_text, record.base_dir, record.submitted_by),
+                self.config.lab_provenance,
+                self.instruments,
+                self.config.workcell,
+            )
+            self._provenance[record.id] = provenance
         try:
             # Instruments the plan leases on demand are built now and connected when it leases them.
             held = self.instruments.connect([n for n in instruments if n not in message.on_demand])
             held.update({n: self.instruments.build(n) for n in message.on_demand})
             self.leasing.shared = set(message.release_after)
+            self.store.save_provenance(experiment.id, provenance.of(instruments))
             outcome = self._run(experiment, campaign, record.base_dir, message, held)
         except InstrumentUnavailable as exc:
             fault = Fault(kind=exc.fault or "link_lost", instrument=exc.instrument, detail=str(exc))
             outcome = Outcome(ExperimentStatus.FAULTED, failure=str(exc), cause=Cause.FAULT, fault=fault)
-        recorded = self._record(message.experiment_id, outcome)
+        recorded = self._record(message.experiment_id, outcome, provenance.of(instruments))
         self.send(
             p.Finished(
                 experiment_id=message.experiment_id,
@@ -306,6 +320,8 @@ class Worker:
         )
         self.runner = runner
         aborted = self._aborted.pop(experiment.id, None)
+        if self._orphan:  # the service went while this was being prepared: `_orphaned` saw no runner
+            aborted = (MANAGER_GONE, Cause.CRASH)
         if aborted is not None:
             runner.abort(*aborted)
         self.send(p.Started(experiment_id=experiment.id))
@@ -314,7 +330,7 @@ class Worker:
         log.info("experiment %s #%d %s", campaign.name, experiment.seq, outcome.status.value)
         return outcome
 
-    def _record(self, experiment_id: int, outcome: Outcome) -> bool:
+    def _record(self, experiment_id: int, outcome: Outcome, provenance: dict[str, Any] | None = None) -> bool:
         crash_point("worker.before-outcome")
         failed = outcome.status in (ExperimentStatus.FAILED, ExperimentStatus.FAULTED)
         if failed and os.getppid() != self._parent:
@@ -323,7 +339,9 @@ class Worker:
             failure = f"{MANAGER_GONE} ({outcome.failure})"
             outcome = Outcome(ExperimentStatus.INTERRUPTED, failure=failure, cause=Cause.CRASH)
         try:
-            self.store.finish_experiment(experiment_id, outcome.finish(), outcome.trailing_documents)
+            self.store.finish_experiment(
+                experiment_id, outcome.finish(), outcome.trailing_documents, provenance=provenance
+            )
         except IllegalTransition:
             # The lab service closed it first (it gave this worker up for dead); its record stands.
             log.warning(
@@ -373,6 +391,7 @@ class Worker:
     def _orphaned(self) -> None:
         """The lab service is gone: abort, record, close everything, exit."""
         log.error("the lab service (process %d) is gone; stopping", self._parent)
+        self._orphan = True  # before reading the runner: `_run` sets the runner, then reads this
         runner, current = self.runner, self.current
         if runner is not None:
             runner.abort(MANAGER_GONE, Cause.CRASH)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sdl.store.archive import ArchiveMixin, CampaignRows, ImportConflict
 from sdl.store.campaigns import (
     HEARTBEAT_S,
     STALE_AFTER_S,
@@ -45,10 +46,12 @@ __all__ = [
     "AuditRecord",
     "CampaignBusy",
     "CampaignRecord",
+    "CampaignRows",
     "Decision",
     "EventRecord",
     "ExperimentRecord",
     "Finish",
+    "ImportConflict",
     "InstrumentRecord",
     "JournalEntry",
     "LeaseConflict",
@@ -68,7 +71,7 @@ __all__ = [
 ]
 
 
-class Store(CampaignsMixin, ExperimentsMixin, RecordsMixin, LabMixin):
+class Store(CampaignsMixin, ExperimentsMixin, RecordsMixin, LabMixin, ArchiveMixin):
     """One SQLite database in a data directory. Thread-safe: one connection behind a lock per process.
 
     ``Store(dir)`` opens for writing (creating the directory and the database if needed);

@@ -219,11 +219,21 @@ class CampaignsMixin(Connection):
                     f"campaign {campaign_id} is being run by {describe_owner(row['owner'])}; stop it first"
                 )
             ids = "SELECT id FROM experiments WHERE campaign_id = ?"
-            for table in ("decisions", "transitions", "documents", "run_documents", "journal", "leases"):
+            tables = (
+                "decisions",
+                "transitions",
+                "documents",
+                "run_documents",
+                "journal",
+                "leases",
+                "provenance",
+            )
+            for table in tables:
                 conn.execute(f"DELETE FROM {table} WHERE experiment_id IN ({ids})", (campaign_id,))
             conn.execute("UPDATE experiments SET retry_of = NULL WHERE campaign_id = ?", (campaign_id,))
             conn.execute("DELETE FROM experiments WHERE campaign_id = ?", (campaign_id,))
             conn.execute("DELETE FROM events WHERE campaign_id = ?", (campaign_id,))
+            conn.execute("DELETE FROM prior_observations WHERE campaign_id = ?", (campaign_id,))
             conn.execute("DELETE FROM campaigns WHERE id = ?", (campaign_id,))
 
 
@@ -262,4 +272,5 @@ def campaign_record(row: Any) -> CampaignRecord:
         priority=row["priority"],
         weight=row["weight"],
         submitted_by=row["submitted_by"],
+        imported_from=json.loads(row["imported_from"]) if row["imported_from"] else None,
     )

@@ -82,8 +82,10 @@ class ExperimentsMixin(Connection):
         assignments: Mapping[str, Any] | None = None,
         workcell: str | None = None,
         instruments: Collection[str] = (),
+        provenance: Mapping[str, Any] | None = None,
     ) -> None:
-        """Mark the experiment running and lease it ``instruments``, in one transaction.
+        """Mark the experiment running and lease it ``instruments``, in one transaction (with its
+        provenance, when given).
 
         Raises :class:`LeaseConflict` (and changes nothing) if another experiment holds one of them.
         """
@@ -110,6 +112,10 @@ class ExperimentsMixin(Connection):
                 (ExperimentStatus.RUNNING.value, now, dumps(assignments or {}), workcell, experiment_id),
             )
             _log(conn, experiment_id, current, ExperimentStatus.RUNNING, now, None)
+            if provenance is not None:
+                from sdl.store.archive import _put_provenance
+
+                _put_provenance(conn, experiment_id, provenance)
 
     def mark_running(self, experiment_id: int, assignments: Mapping[str, Any] | None = None) -> None:
         self.start_experiment(experiment_id, assignments=assignments)
@@ -119,14 +125,20 @@ class ExperimentsMixin(Connection):
         experiment_id: int,
         finish: Finish,
         documents: Sequence[tuple[int, str, Mapping[str, Any]]] = (),
+        *,
+        provenance: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record the outcome with the run's last ``(seq, name, doc)`` documents and release the leases,
-        in one transaction."""
+        """Record the outcome with the run's last ``(seq, name, doc)`` documents (and its completed
+        provenance) and release the leases, in one transaction."""
+        from sdl.store.archive import _put_provenance
+
         now = now_iso()
         with self._tx() as conn:
             current = _status(conn, experiment_id)
             check_transition(current, finish.status)
             _insert_documents(conn, experiment_id, documents)
+            if provenance is not None:
+                _put_provenance(conn, experiment_id, provenance)
             sets: dict[str, Any] = {"status": finish.status.value, "finished_at": now}
             if finish.measurements is not None:
                 sets["measurements_json"] = dumps(finish.measurements)

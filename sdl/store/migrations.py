@@ -194,12 +194,38 @@ _V3 = _statements(
 )
 
 
+_V4 = _statements(
+    # Where each experiment's result came from: software, instruments as they identified themselves, the
+    # lab file. Written when the experiment starts and completed with its outcome (JSON).
+    """CREATE TABLE provenance (
+        experiment_id INTEGER PRIMARY KEY REFERENCES experiments(id),
+        body TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    # Observations a campaign was warm-started with, copied from their source when it was created, so the
+    # campaign's decisions stay a function of its own record (the source may be deleted or elsewhere).
+    """CREATE TABLE prior_observations (
+        campaign_id TEXT NOT NULL REFERENCES campaigns(id),
+        seq INTEGER NOT NULL,
+        source TEXT NOT NULL,             -- e.g. 'campaign colour-1a2b3c experiment 4'
+        status TEXT NOT NULL,             -- done | failed
+        recipe_json TEXT NOT NULL,        -- in this campaign's units
+        measurements_json TEXT,
+        failure TEXT,
+        PRIMARY KEY (campaign_id, seq)
+    )""",
+    # A campaign loaded by `sdl import`: the package it came from (JSON), NULL for one run here.
+    "ALTER TABLE campaigns ADD COLUMN imported_from TEXT",
+)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "campaigns, experiments, optimizer decisions, raw documents", _V1),
     Migration(2, "experiment status transition log", _v2),
     Migration(
         3, "claims, streamed documents, command journal, leases, instrument health, events, audit", _V3
     ),
+    Migration(4, "experiment provenance, warm-start observations, imported campaigns", _V4),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -95,6 +95,8 @@ class CampaignRecord:
     priority: int = 0
     weight: float = 1.0
     submitted_by: str | None = None
+    #: for a campaign loaded by `sdl import`: the package it came from
+    imported_from: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,176 @@
+"""Warm starts: earlier campaigns' experiments that seed a new campaign's optimizer.
+
+A campaign file may name earlier campaigns (``warm_start: [{campaign: ID}, {package: DIR}]``), in this
+store or in a data package `sdl export` wrote. Their *compatible* experiments are copied into the new
+campaign's record when it is created, and its optimizer sees them before its own (so it skips the initial
+design it no longer needs). Compatible means:
+
+* the same parameter names, each of the same type, with units that convert (``mL`` values arrive as
+  ``µL``), and every value inside this campaign's range (or among its choices) and constraints;
+* done experiments that measured every objective (their scalar is recomputed by this campaign's own
+  objectives), and failed ones, which arrive as failures: a recipe that failed before will fail again.
+
+Faulted and interrupted experiments say nothing about their recipe and are left out, as in a campaign's
+own history. What was taken and what was left, and why, is reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdl.campaign import Campaign, WarmStart
+from sdl.meaning import UnitsError, conversion
+from sdl.space import IntegerParameter, RealParameter
+
+
+class WarmStartError(ValueError):
+    """A warm-start source that cannot be used at all (unknown, unreadable, or incompatible)."""
+
+
+@dataclass
+class WarmStartReport:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    #: per source, how many experiments were taken and why the others were left out
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Source:
+    label: str
+    campaign: Campaign
+    experiments: list[dict[str, Any]]  # raw experiment rows (status, recipe_json, measurements_json...)
+
+
+def resolve(campaign: Campaign, store: Any, base_dir: Path | None) -> WarmStartReport:
+    """The warm-start rows for ``campaign`` from its sources; raises :class:`WarmStartError` when a source
+    cannot be read or has nothing compatible."""
+    report = WarmStartReport()
+    for source_spec in campaign.warm_start:
+        source = _load(source_spec, store, base_dir)
+        taken, skipped = compatible_rows(campaign, source)
+        if not taken:
+            reasons = (
+                "; ".join(f"{n} x {why}" for why, n in skipped.items()) or "it has no finished experiment"
+            )
+            raise WarmStartError(f"warm_start {source_spec.text()}: no compatible experiment ({reasons})")
+        report.rows += taken
+        left = ", ".join(f"{n} {why}" for why, n in skipped.items())
+        report.notes.append(
+            f"warm start from {source.label}: {len(taken)} experiment(s)"
+            + (f"; left out: {left}" if left else "")
+        )
+    return report
+
+
+def _load(spec: WarmStart, store: Any, base_dir: Path | None) -> _Source:
+    from sdl.store import UnknownCampaign
+
+    if spec.campaign is not None:
+        try:
+            rows = store.campaign_rows(spec.campaign)
+        except UnknownCampaign as exc:
+            raise WarmStartError(f"warm_start: {exc}") from None
+        label = f"campaign {spec.campaign}"
+    else:
+        from sdl.exports import PackageError, read_package
+
+        assert spec.package is not None
+        path = spec.package if spec.package.is_absolute() or base_dir is None else base_dir / spec.package
+        try:
+            rows, _ = read_package(path)
+        except PackageError as exc:
+            raise WarmStartError(f"warm_start: {exc}") from None
+        label = f"package {path} (campaign {rows.campaign['id']})"
+    import json
+
+    earlier = Campaign.model_validate(json.loads(rows.campaign["spec_json"]))
+    return _Source(label, earlier, rows.experiments)
+
+
+def compatible_rows(campaign: Campaign, source: _Source) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The source's experiments this campaign can learn from, in its units; and why others were left out."""
+    import json
+
+    skipped: dict[str, int] = {}
+
+    def skip(why: str) -> None:
+        skipped[why] = skipped.get(why, 0) + 1
+
+    mine = {p.name: p for p in campaign.parameters}
+    theirs = {p.name: p for p in source.campaign.parameters}
+    if set(mine) != set(theirs):
+        raise WarmStartError(
+            f"warm_start {source.label}: its parameters ({', '.join(sorted(theirs))}) "
+            "are not this campaign's "
+            f"({', '.join(sorted(mine))})"
+        )
+    converters = {}
+    for name, p in mine.items():
+        q = theirs[name]
+        if p.type != q.type:
+            raise WarmStartError(
+                f"warm_start {source.label}: parameter {name!r} is {q.type} there, {p.type} here"
+            )
+        try:
+            converters[name] = conversion(getattr(q, "units", ""), getattr(p, "units", ""))
+        except UnitsError as exc:
+            raise WarmStartError(f"warm_start {source.label}: parameter {name!r}: {exc}") from None
+    measured = {o.measurement for o in campaign.objectives}
+    measurement_converters = {}
+    for name in measured:
+        here = campaign.measurement_meaning(name).units
+        there = source.campaign.measurement_meaning(name).units
+        try:
+            measurement_converters[name] = conversion(there, here)
+        except UnitsError as exc:
+            raise WarmStartError(f"warm_start {source.label}: measurement {name!r}: {exc}") from None
+
+    taken = []
+    for e in source.experiments:
+        if e["status"] not in ("done", "failed"):
+            skip(f"{e['status']} (says nothing about its recipe)")
+            continue
+        recipe = {k: converters[k](v) for k, v in json.loads(e["recipe_json"]).items() if k in converters}
+        recipe = {k: _as_type(mine[k], v) for k, v in recipe.items()}
+        if not all(mine[k].contains(v) for k, v in recipe.items()) or len(recipe) != len(mine):
+            skip("outside this campaign's ranges")
+            continue
+        if not campaign.space.satisfies_constraints(recipe):
+            skip("outside this campaign's constraints")
+            continue
+        row = {
+            "source": f"{source.label} experiment {e['seq']}",
+            "status": e["status"],
+            "recipe": recipe,
+            "measurements": None,
+            "failure": e.get("failure"),
+        }
+        if e["status"] == "done":
+            measurements = json.loads(e["measurements_json"] or "{}")
+            if not all(isinstance(measurements.get(m), int | float) for m in measured):
+                skip("without every objective's measurement")
+                continue
+            for m in measured:
+                measurements[m] = measurement_converters[m](measurements[m])
+            row["measurements"] = measurements
+        taken.append(row)
+    return taken, skipped
+
+
+def _as_type(parameter: Any, value: Any) -> Any:
+    if isinstance(parameter, IntegerParameter) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if (
+        isinstance(parameter, RealParameter)
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    ):
+        # A unit conversion may land a bound's value a rounding error outside it
+        # (0.5 mL -> 500.00000000000006 µL).
+        value = float(value)
+        for bound in (parameter.low, parameter.high):
+            if abs(value - bound) <= 1e-9 * max(1.0, abs(bound)):
+                return bound
+    return value
