@@ -145,9 +145,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         public, secret = generate(args.dir, args.name)
     except KeyFileError as exc:
         raise _key_error(exc) from None
-    print(
-        f"public key: {public}  (for the lab's admin: sdl keys add {args.name} {public.name} --role ...)"
-    )
+    print(f"public key: {public}  (for the lab's admin: sdl keys add {args.name} {public.name} --role ...)")
     print(f"secret key: {secret}  (keep it: sdl ... --key {secret})")
     return EXIT_OK
 
