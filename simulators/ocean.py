@@ -10,6 +10,8 @@ linear counts back) and clipped at full scale. An acquisition takes its integrat
 time; a second connection that asks for one meanwhile is told "not ready" (OBP error 7).
 
 The lamp-enable line (OBP 0x00110410) gates the light source, which is how a host takes a dark.
+A chemistry model with ``photoluminescence(vessel, wavelengths, lamp_counts)`` adds the sample's
+emission, excited by the lamp, to the light that reaches the detector.
 """
 
 from __future__ import annotations
@@ -223,8 +225,15 @@ class OceanHDX(Simulator):
         return float(lamp["peak_counts"]) * scale * (floor + (1.0 - floor) * shape)
 
     def counts(self, seconds: float, *, flare: bool = False) -> np.ndarray:
-        absorbance = self.world.chemistry.absorbance(self.world.vessel_at(self.holder), self.wavelengths)
-        light = self.lamp_counts(seconds) * np.power(10.0, -np.asarray(absorbance, dtype=np.float64))
+        chemistry = self.world.chemistry
+        vessel = self.world.vessel_at(self.holder)
+        absorbance = chemistry.absorbance(vessel, self.wavelengths)
+        lamp = self.lamp_counts(seconds)
+        light = lamp * np.power(10.0, -np.asarray(absorbance, dtype=np.float64))
+        # A sample that fluoresces adds its emission, excited by the lamp's own light, to what passes.
+        emission = getattr(chemistry, "photoluminescence", None)
+        if emission is not None and vessel is not None:
+            light = light + np.asarray(emission(vessel, self.wavelengths, lamp), dtype=np.float64)
         if flare:
             self.log.info("fault saturate: lamp flare")
             light = light * self.flare_factor
