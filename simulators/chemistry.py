@@ -25,8 +25,9 @@ class ChemistryModel(Protocol):
       ``simulators.world.Conditions`` (temperature, light, stirring, a module's catalyst). Amounts are
       extensive, so mixing two contents adds them; a model keeps any state (particle moments, a film's
       light dose) as such "species".
-    - ``photoluminescence(vessel, wavelengths_nm, lamp_counts)``: counts the sample emits per pixel
-      when the lamp delivers ``lamp_counts`` per pixel (the spectrometer adds them to what passes).
+    - ``photoluminescence(vessel, wavelengths_nm, excitation_counts)``: counts the sample emits per pixel
+      when the lamp and the holder's excitation LED deliver ``excitation_counts`` per pixel band (the
+      spectrometer adds them to what passes).
     """
 
     def absorbance(self, vessel: Vessel | None, wavelengths_nm: np.ndarray) -> np.ndarray: ...

@@ -20,6 +20,8 @@ class Reading:
     dark: np.ndarray
     reference: np.ndarray
     sample: np.ndarray
+    #: The sample with the lamp off (what its excitation LED makes it emit, if its holder is lit).
+    emission: np.ndarray
 
     @property
     def absorbance(self) -> np.ndarray:
@@ -27,11 +29,12 @@ class Reading:
             return -np.log10((self.sample - self.dark) / (self.reference - self.dark))
 
 
-def read(chemistry: Any, contents: Portion | None, *, seed: int = 0, integration_s: float = 0.1) -> Reading:
+def read(chemistry: Any, contents: Portion | None, *, seed: int = 0, integration_s: float = 0.1,
+         lit: bool = False) -> Reading:  # fmt: skip
     """Dark, blank reference and sample counts of ``contents`` in the holder (host-side linearisation of
     the detector skipped: the simulated nonlinearity is within a per cent at these counts)."""
     world = World(VirtualClock(), chemistry, seed=seed)
-    world.add_station("spectrometer")
+    world.add_station("spectrometer").light = 1.0 if lit else 0.0
     spectrometer = OceanHDX(world, {"holder": "spectrometer"})
     spectrometer.lamp_enabled = False
     dark = spectrometer.counts(integration_s).astype(float)
@@ -42,4 +45,6 @@ def read(chemistry: Any, contents: Portion | None, *, seed: int = 0, integration
         vessel.put(Portion(contents.volume_ul, dict(contents.amounts)))
         world.stations["spectrometer"].vessel = vessel
     sample = spectrometer.counts(integration_s).astype(float)
-    return Reading(spectrometer.wavelengths, dark, reference, sample)
+    spectrometer.lamp_enabled = False
+    emission = spectrometer.counts(integration_s).astype(float)
+    return Reading(spectrometer.wavelengths, dark, reference, sample, emission)

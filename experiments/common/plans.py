@@ -62,10 +62,12 @@ def flow_experiment(
     flush_volumes: float = 1.3,
     flush_ul_min: float = 1000.0,
     temperature_c: float | None = None,
+    emission: bool = False,
 ) -> Generator[Any, Any, Any]:
     """One steady-state flow experiment (inside a run): flush the reactor with the carrier and take a blank
     of the flow cell, optionally bring the reactor to ``temperature_c``, pump the reagents through for
-    ``residence_volumes`` reactor volumes, read the flow cell with what the pumps delivered."""
+    ``residence_volumes`` reactor volumes, read the flow cell with what the pumps delivered; with
+    ``emission``, read it again with the lamp off (stream "emission": what the cell's LED excites)."""
     pumps, spectrometer = devices["pumps"], devices["spectrometer"]
     plate = devices.get("hotplate")
     if plate is not None and temperature_c is not None:
@@ -75,3 +77,7 @@ def flow_experiment(
     ran = yield from flow_through(pumps, rates_ul_min, residence_volumes * reactor_volume_ul)
     read = [spectrometer, *ran] + ([plate] if plate is not None else [])
     yield from bps.trigger_and_read(read)
+    if emission:
+        # Last, because the driver keeps a "dark" as its dark: nothing is read against this one.
+        yield from bps.mv(spectrometer.mode, "dark")
+        yield from bps.trigger_and_read([spectrometer], name="emission")
