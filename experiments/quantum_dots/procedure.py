@@ -27,6 +27,8 @@ REACTOR_UL = 200.0
 EMISSION_NM = (470.0, 780.0)
 #: Calibration of the flow cell's excitation LED (the simulated bench's: simulators/ocean.py).
 EXCITATION_PEAK_COUNTS = 30000.0
+#: An emission peak counts only this many standard deviations of the detector's noise above the dark.
+NOISE_FLOOR_SIGMAS = 8.0
 
 
 def rates(recipe: Mapping[str, float]) -> dict[str, float]:
@@ -54,10 +56,15 @@ def excitation_counts(wavelengths: np.ndarray) -> np.ndarray:
 def emission_figures(wavelengths: np.ndarray, dark: np.ndarray, lit_dark: np.ndarray,
                      absorbance: np.ndarray) -> dict[str, float]:  # fmt: skip
     """Peak energy (eV), linewidth (meV) and quantum yield from the lamp-off reading against the dark."""
-    emitted = np.where(spectra.window(wavelengths, *EMISSION_NM), lit_dark - dark, 0.0)
+    inside = spectra.window(wavelengths, *EMISSION_NM)
+    emitted = np.where(inside, lit_dark - dark, 0.0)
     smooth = np.convolve(emitted, np.ones(9) / 9, mode="same")
     peak = int(np.argmax(smooth))
-    if smooth[peak] <= 0:
+    # A dark crystal's "peak" is a noise spike, and its width a pixel's: that must not read as a narrow
+    # line. The detector's noise, from the median absolute deviation of the window, sets the floor.
+    spread = emitted[inside] - np.median(emitted[inside])
+    noise = 1.4826 * float(np.median(np.abs(spread))) / 3.0  # of a 9-pixel mean
+    if smooth[peak] <= max(NOISE_FLOOR_SIGMAS * noise, 0.0):
         return {"peak_ev": 0.0, "fwhm_mev": 1000.0, "plqy": 0.0}
     half = smooth >= smooth[peak] / 2
     low, high = peak, peak
