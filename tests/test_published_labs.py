@@ -29,6 +29,7 @@ LABS = {
     "mobile_chemist": ("activity", 0.1, 0.02),
     "opv_stability": ("degradation", 0.1, 0.02),
     "quantum_dots": ("peak_ev", 0.01, 0.01),
+    "reactivity_search": ("reactivity", 0.1, 0.005),
     "robotic_flow": ("yield", 0.1, 0.02),
     "thin_film_ada": ("pseudo_mobility", 0.1, 0.02),
 }
