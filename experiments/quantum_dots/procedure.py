@@ -29,6 +29,11 @@ EMISSION_NM = (470.0, 780.0)
 EXCITATION_PEAK_COUNTS = 30000.0
 #: An emission peak counts only this many standard deviations of the detector's noise above the dark.
 NOISE_FLOOR_SIGMAS = 8.0
+#: How far the emission peak lies above the point where the absorption edge reaches half its height
+#: (that point sits below the gap, the emission 30 meV below it): the median over the composition range.
+EMISSION_ABOVE_EDGE_EV = 0.02
+#: The linewidth a sample that does not emit is given: wider than any emitting one.
+DARK_FWHM_MEV = 500.0
 
 
 def rates(recipe: Mapping[str, float]) -> dict[str, float]:
@@ -53,6 +58,17 @@ def excitation_counts(wavelengths: np.ndarray) -> np.ndarray:
     return EXCITATION_PEAK_COUNTS * np.exp(-0.5 * ((wavelengths - 365.0) / 8.0) ** 2)
 
 
+def edge_ev(wavelengths: np.ndarray, absorbance: np.ndarray) -> float:
+    """The emission energy a dark sample would have, from where its absorption edge reaches half its
+    height: its composition still tells the optimizer how far it is from the target energy."""
+    inside = spectra.window(wavelengths, *EMISSION_NM) & np.isfinite(absorbance)
+    wl, a = wavelengths[inside], np.convolve(absorbance[inside], np.ones(9) / 9, mode="same")
+    above = np.nonzero(a >= a.max() / 2)[0]
+    if a.max() <= 0.05 or not len(above):
+        return 0.0
+    return float(HC_EV_NM / wl[above[-1]]) + EMISSION_ABOVE_EDGE_EV
+
+
 def emission_figures(wavelengths: np.ndarray, dark: np.ndarray, lit_dark: np.ndarray,
                      absorbance: np.ndarray) -> dict[str, float]:  # fmt: skip
     """Peak energy (eV), linewidth (meV) and quantum yield from the lamp-off reading against the dark."""
@@ -65,7 +81,7 @@ def emission_figures(wavelengths: np.ndarray, dark: np.ndarray, lit_dark: np.nda
     spread = emitted[inside] - np.median(emitted[inside])
     noise = 1.4826 * float(np.median(np.abs(spread))) / 3.0  # of a 9-pixel mean
     if smooth[peak] <= max(NOISE_FLOOR_SIGMAS * noise, 0.0):
-        return {"peak_ev": 0.0, "fwhm_mev": 1000.0, "plqy": 0.0}
+        return {"peak_ev": edge_ev(wavelengths, absorbance), "fwhm_mev": DARK_FWHM_MEV, "plqy": 0.0}
     half = smooth >= smooth[peak] / 2
     low, high = peak, peak
     while low > 0 and half[low - 1]:
