@@ -18,6 +18,18 @@ if TYPE_CHECKING:
 
 
 class ChemistryModel(Protocol):
+    """What the spectrometer asks of a chemistry. A model may also offer:
+
+    - ``evolve(contents, seconds, conditions)``: react ``contents`` (anything with ``volume_ul`` and a
+      mutable ``amounts`` dict: a vessel, a plug in a flow reactor) for ``seconds`` under
+      ``simulators.world.Conditions`` (temperature, light, stirring, a module's catalyst). Amounts are
+      extensive, so mixing two contents adds them; a model keeps any state (particle moments, a film's
+      light dose) as such "species".
+    - ``photoluminescence(vessel, wavelengths_nm, excitation_counts)``: counts the sample emits per pixel
+      when the lamp and the holder's excitation LED deliver ``excitation_counts`` per pixel band (the
+      spectrometer adds them to what passes).
+    """
+
     def absorbance(self, vessel: Vessel | None, wavelengths_nm: np.ndarray) -> np.ndarray: ...
 
 

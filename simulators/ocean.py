@@ -10,6 +10,10 @@ linear counts back) and clipped at full scale. An acquisition takes its integrat
 time; a second connection that asks for one meanwhile is told "not ready" (OBP error 7).
 
 The lamp-enable line (OBP 0x00110410) gates the light source, which is how a host takes a dark.
+A chemistry model with ``photoluminescence(vessel, wavelengths, excitation_counts)`` adds the sample's
+emission to the light that reaches the detector, excited by the lamp and, when the holder's station is
+lit (``light`` > 0), by an excitation LED (365 nm, behind a long-pass filter): with the lamp off, a
+"dark" then reads the photoluminescence alone, as an in-line PL measurement does.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ _DEFAULTS: dict[str, Any] = {
     "electrons_per_count": 4.0,
     "integration_time_us": {"min": 6000, "max": 10_000_000, "initial": 100000},
     "flare_factor": 20.0,  # how much brighter the lamp flashes during a "saturate" fault
+    # An excitation LED at the holder (on while the holder's station is lit, ``light`` > 0), behind a
+    # long-pass filter: it reaches the detector only as the photoluminescence it excites.
+    "excitation": {"centre_nm": 365.0, "width_nm": 8.0, "peak_counts": 30000.0},
     "md5_checksums": True,  # False: NACK checksummed requests with error 8, like firmware without MD5
     "vendor_id": 0x2457,
     "product_id": 0x2003,
@@ -81,6 +88,7 @@ class OceanHDX(Simulator):
         self.nonlinearity_coefficients = [float(np.float32(c)) for c in merged["nonlinearity_coefficients"]]
         self.max_count = _positive_int(merged["max_count"], "max_count")
         self.lamp = dict(merged["lamp"])
+        self.excitation = {k: float(v) for k, v in merged["excitation"].items()}
         self.dark_level = float(merged["dark_level"])
         self.dark_current = float(merged["dark_current_counts_per_s"])
         self.read_noise = float(merged["read_noise"])
@@ -222,9 +230,27 @@ class OceanHDX(Simulator):
         scale = seconds * 1e6 / float(lamp["reference_integration_time_us"])
         return float(lamp["peak_counts"]) * scale * (floor + (1.0 - floor) * shape)
 
+    def excitation_counts(self, seconds: float) -> np.ndarray:
+        """Photons per pixel band the holder's LED sends into the sample in ``seconds`` (0 when unlit)."""
+        lit = self.world.stations[self.holder].light
+        if lit <= 0:
+            return np.zeros(self.pixels)
+        led = self.excitation
+        scale = seconds * 1e6 / float(self.lamp["reference_integration_time_us"])
+        shape = np.exp(-0.5 * ((self.wavelengths - led["centre_nm"]) / led["width_nm"]) ** 2)
+        return lit * led["peak_counts"] * scale * shape
+
     def counts(self, seconds: float, *, flare: bool = False) -> np.ndarray:
-        absorbance = self.world.chemistry.absorbance(self.world.vessel_at(self.holder), self.wavelengths)
-        light = self.lamp_counts(seconds) * np.power(10.0, -np.asarray(absorbance, dtype=np.float64))
+        chemistry = self.world.chemistry
+        vessel = self.world.vessel_at(self.holder)
+        absorbance = chemistry.absorbance(vessel, self.wavelengths)
+        lamp = self.lamp_counts(seconds)
+        light = lamp * np.power(10.0, -np.asarray(absorbance, dtype=np.float64))
+        # A fluorescing sample adds its emission, excited by the lamp and the holder's LED, to what passes.
+        emission = getattr(chemistry, "photoluminescence", None)
+        if emission is not None and vessel is not None:
+            excitation = lamp + self.excitation_counts(seconds)
+            light = light + np.asarray(emission(vessel, self.wavelengths, excitation), dtype=np.float64)
         if flare:
             self.log.info("fault saturate: lamp flare")
             light = light * self.flare_factor

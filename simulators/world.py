@@ -8,6 +8,12 @@ between stations, the spectrometer looks at whatever sits in its holder.
 Amounts are in µmol and volumes in µL, so a concentration is µmol/µL = mol/L with no factors.
 Instruments advance lazily: each registers a ``settle`` callback that brings its effect on the
 world up to ``clock.now()``, and anyone who observes the world calls ``settle()`` first.
+
+Stations have conditions (a temperature a hotplate holds, light from a lamp box); a chemistry model
+that has ``evolve(contents, seconds, conditions)`` reacts what sits there as time passes. A flow
+reactor (``simulators.flow``) is a vessel the pumps infuse into while it sits at a station plumbed
+``downstream`` to a flow cell: its contents move through as plugs, each reacting for exactly its
+residence time, and what leaves it fills the flow cell the spectrometer reads.
 """
 
 from __future__ import annotations
@@ -27,12 +33,33 @@ from simulators.clock import Clock, ScaledClock
 log = logging.getLogger(__name__)
 
 
+#: The room's temperature, °C: what a station without a hotplate holds.
+AMBIENT_C = 22.0
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """What a chemistry model's ``evolve`` is told about where the contents are."""
+
+    temperature_c: float = AMBIENT_C
+    #: Irradiance in suns (1 sun = 100 mW/cm²), from a lamp box or a photoreactor module.
+    light: float = 0.0
+    stir_rpm: float = 0.0
+    #: What a packed-bed module holds, if anything (a campaign's chemistry decides what it does).
+    catalyst: str | None = None
+
+
 @dataclass
 class Portion:
-    """Some liquid in flight: a volume and the amounts of each species it carries."""
+    """Some liquid in flight: a volume and the amounts of each species it carries.
+
+    ``span`` is the simulated time over which it was delivered (a pump sets it), so a flow reactor
+    can spread it over the right stretch of its tube.
+    """
 
     volume_ul: float
     amounts: dict[str, float] = field(default_factory=dict)
+    span: tuple[float, float] | None = None
 
 
 class LiquidHolder:
@@ -108,10 +135,22 @@ class Station(LiquidHolder):
     """A named place on the deck; liquid delivered to it goes into the vessel sitting there."""
 
     name: str
-    kind: str = "place"  # place | feeder | waste
+    kind: str = "place"  # place | feeder | waste | flow-cell
     vessel: Vessel | None = None
     vessel_capacity_ul: float = 4000.0
     spilled_ul: float = 0.0
+    #: Held by a hotplate standing here (None: the room's temperature).
+    temperature_c: float | None = None
+    light: float = 0.0
+    stir_rpm: float = 0.0
+    #: Where a flow reactor placed here sends what leaves it (a flow-cell station).
+    downstream: str | None = None
+
+    def conditions(self) -> Conditions:
+        catalyst = getattr(self.vessel, "catalyst", None)
+        light = max(self.light, float(getattr(self.vessel, "light", 0.0) or 0.0))
+        temperature = AMBIENT_C if self.temperature_c is None else self.temperature_c
+        return Conditions(temperature, light, self.stir_rpm, catalyst)
 
     def take(self, volume_ul: float) -> Portion:
         if self.vessel is None:
@@ -126,6 +165,9 @@ class Station(LiquidHolder):
         self.vessel.put(portion)
 
 
+_STATION_KEYS = {"kind", "vessel_capacity_ul", "vessel", "light", "downstream", "temperature_c"}
+
+
 class World:
     """Stocks, stations, vessels, a chemistry model, a clock and a seeded random generator."""
 
@@ -138,6 +180,9 @@ class World:
         self._settlers: list[Callable[[float], None]] = []
         self._vessel_numbers = itertools.count(1)
         self.discarded: list[Vessel] = []
+        #: Flow reactor modules by name, wherever they are (a station, a rack, the gripper).
+        self.reactors: dict[str, Vessel] = {}
+        self._advanced_to = self.clock.now()
 
     # -- building -------------------------------------------------------------------------------
     @classmethod
@@ -153,21 +198,54 @@ class World:
             )
         for name, station in (config.get("stations") or {}).items():
             station = dict(station or {})
-            world.add_station(
+            unknown = set(station) - _STATION_KEYS
+            if unknown:
+                raise ValueError(
+                    f"stations.{name}: unknown key(s) {', '.join(sorted(unknown))}; "
+                    f"allowed: {', '.join(sorted(_STATION_KEYS))}"
+                )
+            added = world.add_station(
                 name,
                 kind=station.get("kind", "place"),
                 vessel_capacity_ul=float(station.get("vessel_capacity_ul", 4000.0)),
                 with_vessel=bool(station.get("vessel", False)),
             )
+            added.light = float(station.get("light", 0.0))
+            added.downstream = station.get("downstream")
+            if "temperature_c" in station:
+                added.temperature_c = float(station["temperature_c"])
+        for name, station in world.stations.items():
+            if station.downstream is not None and station.downstream not in world.stations:
+                raise ValueError(f"stations.{name}.downstream: no station {station.downstream!r}")
+        from simulators.flow import FlowReactor
+
+        for name, spec in (config.get("reactors") or {}).items():
+            spec = dict(spec or {})
+            where = spec.pop("station", None)
+            try:
+                reactor = FlowReactor(name, **spec)
+            except TypeError as exc:
+                raise ValueError(f"reactors.{name}: {exc}") from None
+            world.reactors[name] = reactor
+            if where is not None:
+                if where not in world.stations or world.stations[where].vessel is not None:
+                    raise ValueError(f"reactors.{name}.station: {where!r} is not a free station")
+                world.stations[where].vessel = reactor
         return world
 
     def add_station(
         self, name: str, *, kind: str = "place", vessel_capacity_ul: float = 4000.0, with_vessel: bool = False
     ) -> Station:
-        if kind not in ("place", "feeder", "waste"):
-            raise ValueError(f"station {name!r}: kind must be place, feeder or waste, not {kind!r}")
+        if kind not in ("place", "feeder", "waste", "flow-cell"):
+            raise ValueError(
+                f"station {name!r}: kind must be place, feeder, waste or flow-cell, not {kind!r}"
+            )
         station = Station(name, kind, vessel_capacity_ul=vessel_capacity_ul)
-        if kind == "feeder" or with_vessel:
+        if kind == "flow-cell":
+            from simulators.flow import FlowCell
+
+            station.vessel = FlowCell(f"{name}-cell", vessel_capacity_ul)
+        elif kind == "feeder" or with_vessel:
             station.vessel = self.new_vessel(vessel_capacity_ul)
         self.stations[name] = station
         return station
@@ -201,6 +279,23 @@ class World:
         now = self.clock.now()
         for settle in self._settlers:
             settle(now)
+        self._advance(now)
+
+    def _advance(self, now: float) -> None:
+        """Flow through the reactors, then let the chemistry react what sits at each station."""
+        since, self._advanced_to = self._advanced_to, max(now, self._advanced_to)
+        for station in self.stations.values():
+            vessel = station.vessel
+            if hasattr(vessel, "advance"):
+                downstream = self.stations.get(station.downstream) if station.downstream else None
+                vessel.advance(now, station.conditions(), downstream, self.chemistry)
+        evolve = getattr(self.chemistry, "evolve", None)
+        if evolve is None or now <= since:
+            return
+        for station in self.stations.values():
+            vessel = station.vessel
+            if vessel is not None and vessel.volume_ul > 0 and getattr(vessel, "reacts", True):
+                evolve(vessel, now - since, station.conditions())
 
     # -- moving things -----------------------------------------------------------------------------
     def transfer(self, source: LiquidHolder, destination: LiquidHolder, volume_ul: float) -> Portion:

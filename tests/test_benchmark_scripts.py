@@ -50,3 +50,15 @@ def test_warm_start_runs_a_miniature_comparison():
     )  # fmt: skip
     assert "Traceback" not in result.stderr, result.stderr
     assert "median experiments to the target: cold" in result.stdout
+
+
+def test_published_labs_runs_a_miniature_comparison():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "published_labs.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--labs", "reactivity_search", "mobile_chemist", "--seeds", "1",
+         "--budget", "3", "--no-plots"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("| reactivity", "| mobile"))]
+    assert len(rows) == 4 and "reactive combinations found" in rows[0], result.stdout

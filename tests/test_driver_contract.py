@@ -1,4 +1,4 @@
-"""The driver contract suite (drivers.testing.contract) run on the four built-in drivers.
+"""The driver contract suite (drivers.testing.contract) run on the built-in drivers.
 
 Each case names the driver, the simulator it is tested against, a long action to abort, and how
 to tell its stop command and its motion commands apart in the simulator's wire log.
@@ -12,10 +12,12 @@ import pytest
 from bluesky.protocols import Movable, Readable, Stoppable, Triggerable
 
 import drivers.cavro
+import drivers.ika
 import drivers.newera
 import drivers.ocean
 import drivers.ur
 from drivers.cavro import codec as cavro_codec
+from drivers.ika import codec as ika_codec
 from drivers.newera import codec as newera_codec
 from drivers.ocean import codec as ocean_codec
 from drivers.ocean.codec import MessageType
@@ -60,6 +62,13 @@ def ocean_type(record) -> int:
         return ocean_codec.decode_header(record.data).message_type
     except ocean_codec.FrameError:
         return -1
+
+
+def ika_command(record) -> str:
+    try:
+        return ika_codec.parse_request(record.data).command
+    except ika_codec.CodecError:
+        return ""
 
 
 CASES = [
@@ -116,6 +125,19 @@ CASES = [
         is_stop=lambda r: ocean_type(r) == MessageType.ABORT_ACQUISITION,
         is_motion=lambda r: ocean_type(r) == MessageType.GET_SPECTRUM_NOW_HDX,
         faces=[("", (Triggerable, Readable, Stoppable))],
+    ),
+    DriverCase(
+        name="ika-rct",
+        make_device=drivers.ika.make_device,
+        package="drivers.ika",
+        options={"max_temperature_c": 200},
+        simulator=functools.partial(run_simulator, "ika-rct"),
+        address=single("serial"),
+        long_action=lambda device: (device.temperature, 150.0),  # minutes of heating at real speed
+        is_stop=lambda r: ika_command(r) in ("STOP_1", "STOP_4"),
+        is_motion=lambda r: ika_command(r) in ("START_1", "START_4"),
+        faces=[("", (Triggerable, Readable, Stoppable)), ("temperature", (Movable, Readable, Stoppable)),
+               ("stirrer", (Movable, Readable, Stoppable))],
     ),
 ]  # fmt: skip
 

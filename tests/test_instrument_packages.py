@@ -78,7 +78,7 @@ def test_a_driver_is_found_by_its_entry_point_name_or_its_import_path(installed)
     assert resolve_driver("acme-balance").__module__ == "acme_balance"
     assert resolve_driver("acme_balance:make_device") is resolve_driver("acme-balance")
     assert resolve_driver("ne1000") is resolve_driver("drivers.newera:make_device")
-    with pytest.raises(UnresolvedImport, match="installed drivers: acme-balance, cavro, ne1000"):
+    with pytest.raises(UnresolvedImport, match="installed drivers: acme-balance, cavro, ika-rct, ne1000"):
         resolve_driver("acme-scale")
 
 

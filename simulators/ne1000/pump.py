@@ -114,7 +114,7 @@ class SimulatedPump:
             events.append((self.settled_at + motion.stall_in_ul / per_s, "S"))
         end, why = min(events, key=lambda event: event[0])
         until = min(now, end)
-        self._flow(max(0.0, (until - self.settled_at) * per_s))
+        self._flow(max(0.0, (until - self.settled_at) * per_s), (self.settled_at, until))
         self.settled_at = until
         if end <= now:
             self.motion = None
@@ -131,7 +131,7 @@ class SimulatedPump:
         self.alarm = "T"
         self.timer_armed = False  # restarts only with the next valid packet
 
-    def _flow(self, volume: float) -> None:
+    def _flow(self, volume: float, span: tuple[float, float] | None = None) -> None:
         motion = self.motion
         if motion is None or volume <= 0:
             return
@@ -141,6 +141,7 @@ class SimulatedPump:
             motion.stall_in_ul = max(0.0, motion.stall_in_ul - volume)
         if motion.direction == "INF":
             portion = self.syringe.take(volume)
+            portion.span = span  # a flow reactor spreads it over the time it took
             self.plunger_ul = max(0.0, self.plunger_ul - volume)
             if portion.volume_ul > 0:
                 self.outlet.put(portion)
