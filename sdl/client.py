@@ -133,7 +133,9 @@ class Client:
 
     def close(self) -> None:
         self._drop()
-        self._context.term()
+        # destroy, not term: an event stream the caller never finished still holds a socket, and term()
+        # would wait for it forever.
+        self._context.destroy(linger=0)
 
     def _drop(self) -> None:
         if self._socket is not None:

@@ -433,6 +433,7 @@ class Handlers:
             )
         except KeyFileError as exc:
             raise ApiError("invalid_params", str(exc)) from None
+        self.service.keys_changed()  # its subscriptions must be dropped if it is removed later
         return key_info(entry)
 
     async def remove_key(self, request: m.RemoveKey, caller: Caller) -> m.KeyInfo:
