@@ -94,18 +94,7 @@ class ExperimentsMixin(Connection):
             current = _status(conn, experiment_id)
             check_transition(current, ExperimentStatus.RUNNING)
             if instruments:
-                marks = ",".join("?" * len(instruments))
-                held = conn.execute(
-                    f"SELECT instrument, experiment_id FROM leases WHERE instrument IN ({marks})",
-                    tuple(instruments),
-                ).fetchall()
-                if held:
-                    taken = ", ".join(f"{r['instrument']} (experiment id {r['experiment_id']})" for r in held)
-                    raise LeaseConflict(f"already leased: {taken}")
-                conn.executemany(
-                    "INSERT INTO leases (instrument, experiment_id, workcell, since) VALUES (?, ?, ?, ?)",
-                    [(name, experiment_id, workcell, now) for name in instruments],
-                )
+                _take_leases(conn, experiment_id, instruments, workcell, now)
             conn.execute(
                 "UPDATE experiments SET status = ?, started_at = ?, assignments_json = ?, "
                 "workcell = COALESCE(?, workcell) WHERE id = ?",
@@ -195,18 +184,7 @@ class ExperimentsMixin(Connection):
         with self._tx() as conn:
             if _status(conn, experiment_id) is not ExperimentStatus.RUNNING:
                 raise LeaseConflict(f"experiment id {experiment_id} is not running")
-            marks = ",".join("?" * len(instruments))
-            held = conn.execute(
-                f"SELECT instrument, experiment_id FROM leases WHERE instrument IN ({marks})",
-                tuple(instruments),
-            ).fetchall()
-            if held:
-                taken = ", ".join(f"{r['instrument']} (experiment id {r['experiment_id']})" for r in held)
-                raise LeaseConflict(f"already leased: {taken}")
-            conn.executemany(
-                "INSERT INTO leases (instrument, experiment_id, workcell, since) VALUES (?, ?, ?, ?)",
-                [(name, experiment_id, workcell, now) for name in instruments],
-            )
+            _take_leases(conn, experiment_id, instruments, workcell, now)
 
     def release(self, experiment_id: int, instruments: Collection[str]) -> None:
         """Give back instruments an experiment leased on demand (its other leases end with it)."""
@@ -258,6 +236,23 @@ class ExperimentsMixin(Connection):
             )
             for r in rows
         ]
+
+
+def _take_leases(
+    conn: sqlite3.Connection, experiment_id: int, instruments: Collection[str], workcell: str | None, now: str
+) -> None:
+    """Lease ``instruments`` to the experiment, all or none: LeaseConflict names any already held."""
+    marks = ",".join("?" * len(instruments))
+    held = conn.execute(
+        f"SELECT instrument, experiment_id FROM leases WHERE instrument IN ({marks})", tuple(instruments)
+    ).fetchall()
+    if held:
+        taken = ", ".join(f"{r['instrument']} (experiment id {r['experiment_id']})" for r in held)
+        raise LeaseConflict(f"already leased: {taken}")
+    conn.executemany(
+        "INSERT INTO leases (instrument, experiment_id, workcell, since) VALUES (?, ?, ?, ?)",
+        [(name, experiment_id, workcell, now) for name in instruments],
+    )
 
 
 def _status(conn: sqlite3.Connection, experiment_id: int) -> ExperimentStatus:
