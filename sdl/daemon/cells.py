@@ -87,13 +87,17 @@ class Cell:
             except subprocess.TimeoutExpired:
                 log.error("workcell %s: worker %d did not die", self.name, process.pid)
 
-    def lost(self, now: float, backoff_floor: float) -> None:
-        """The worker is gone: forget it and schedule its replacement with a growing delay."""
-        self.kill()
+    def stopped(self) -> None:
+        """The worker process has ended: forget it."""
         self.process = None
         self.identity = None
         self.state = "down"
         self.connected = []
+
+    def lost(self, now: float, backoff_floor: float) -> None:
+        """The worker is gone: forget it and schedule its replacement with a growing delay."""
+        self.kill()
+        self.stopped()
         if self.up_since is not None and now - self.up_since > 60:
             self.backoff = backoff_floor  # it had been fine for a while: start the delays afresh
         self.restart_at = now + self.backoff

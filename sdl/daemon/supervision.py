@@ -166,9 +166,7 @@ class Supervision:
                 if cell.process is not None and not cell.alive:
                     if self.stopping and cell.process.returncode == 0 and cell.experiment is None:
                         log.info("workcell %s: worker stopped", cell.name)
-                        cell.process = None
-                        cell.identity = None
-                        cell.state = "down"
+                        cell.stopped()
                         continue
                     self._worker_lost(cell, f"it exited with code {cell.process.returncode}")
                 elif cell.process is not None and cell.state == "starting":
