@@ -97,9 +97,22 @@ def open_page(browser: Any, url: str) -> None:
     wait_for(lambda: browser.execute_script("return document.body.dataset.ready === '1'"), 60, "the page")
 
 
+def replaced_under_us(error: Exception) -> bool:
+    """Whether selenium failed because the page re-rendered the element between finding and using it.
+
+    Chrome reports that either as a stale reference or, when the node went away inside the same call, as an
+    inspector error saying the node no longer belongs to the document.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    return isinstance(error, StaleElementReferenceException) or (
+        isinstance(error, WebDriverException) and "does not belong to the document" in str(error.msg)
+    )
+
+
 def click(browser: Any, css: str, what: str) -> None:
     """Click the element when it is there (the page re-renders parts of itself as events arrive)."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
 
     def clicked() -> bool:
@@ -108,21 +121,27 @@ def click(browser: Any, css: str, what: str) -> None:
             if found:
                 found[0].click()
             return bool(found)
-        except StaleElementReferenceException:
-            return False
+        except WebDriverException as error:
+            if replaced_under_us(error):
+                return False
+            raise
 
     wait_for(clicked, 30, what)
 
 
 def text(browser: Any, css: str) -> str:
     """The text of an element, or "" while it is not there (the page reloads, or re-renders that part)."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, WebDriverException
     from selenium.webdriver.common.by import By
 
     try:
         return str(browser.find_element(By.CSS_SELECTOR, css).text)
-    except (NoSuchElementException, StaleElementReferenceException):
+    except NoSuchElementException:
         return ""
+    except WebDriverException as error:
+        if replaced_under_us(error):
+            return ""
+        raise
 
 
 def sign_in(browser: Any, service: LabServiceProcess, token: str, name: str) -> None:
