@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,11 @@ def counts_toward_budget(experiment: ExperimentRecord) -> bool:
 
 def spent(history: History) -> int:
     return sum(counts_toward_budget(e) for e in history)
+
+
+def spent_of(counted: Mapping[ExperimentStatus, int]) -> int:
+    """The budget spent, from counts by status."""
+    return counted[ExperimentStatus.DONE] + counted[ExperimentStatus.FAILED]
 
 
 def observations(history: History) -> list[Observation]:
@@ -159,7 +164,7 @@ class Tally:
 
     @property
     def spent(self) -> int:
-        return self.counts[ExperimentStatus.DONE] + self.counts[ExperimentStatus.FAILED]
+        return spent_of(self.counts)
 
     @property
     def used(self) -> int:

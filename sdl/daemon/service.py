@@ -469,13 +469,12 @@ class LabService(Dispatching, Supervision):
             self._send_event(record)
 
     def publish_progress(self, campaign_id: str) -> None:
-        from sdl.daemon.handlers import summary
+        from sdl.daemon.handlers import summarize
 
         assert self.store is not None and self.active is not None
         tracked = self.active.get(campaign_id)
         record = tracked.record if tracked else self.store.campaign(campaign_id)
-        history = tracked.history if tracked else self.store.experiments(campaign_id)
-        progress = summary(record, history, tracked.tally if tracked else None)
+        progress = summarize(self.store, self.active, record)
         self.publish("campaign.progress", progress.model_dump(mode="json"), campaign_id)
 
     def experiment_body(self, e: ExperimentRecord) -> dict[str, Any]:

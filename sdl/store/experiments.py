@@ -164,14 +164,14 @@ class ExperimentsMixin(Connection):
 
         Proposals that never started are left as they are: the next run starts them first.
         """
-        running = [e for e in self.experiments(campaign_id) if e.status is ExperimentStatus.RUNNING]
+        running = self.campaign_experiments_with_status(campaign_id, ExperimentStatus.RUNNING)
         for experiment in running:
             self.mark_interrupted(experiment.id, reason, cause)
         return running
 
     def drop_proposals(self, campaign_id: str, reason: str) -> list[ExperimentRecord]:
         """Close proposals that will never start (their campaign stopped) as interrupted, cause dropped."""
-        proposed = [e for e in self.experiments(campaign_id) if e.status is ExperimentStatus.PROPOSED]
+        proposed = self.campaign_experiments_with_status(campaign_id, ExperimentStatus.PROPOSED)
         for experiment in proposed:
             self.mark_interrupted(experiment.id, reason, Cause.DROPPED)
         return proposed
@@ -211,16 +211,50 @@ class ExperimentsMixin(Connection):
         """Every experiment of a campaign in proposal order, with its optimizer decision."""
         return self._experiments("e.campaign_id = ?", (campaign_id,))
 
+    def experiments_after(self, campaign_id: str, after_seq: int, limit: int) -> list[ExperimentRecord]:
+        """One page of a campaign's experiments: those after ``after_seq``, at most ``limit`` of them."""
+        return self._experiments("e.campaign_id = ? AND e.seq > ?", (campaign_id, after_seq), limit)
+
     def experiments_with_status(self, *statuses: ExperimentStatus) -> list[ExperimentRecord]:
         marks = ",".join("?" * len(statuses))
         return self._experiments(f"e.status IN ({marks})", tuple(s.value for s in statuses))
 
-    def _experiments(self, where: str, args: tuple[Any, ...]) -> list[ExperimentRecord]:
+    def campaign_experiments_with_status(
+        self, campaign_id: str, status: ExperimentStatus
+    ) -> list[ExperimentRecord]:
+        return self._experiments("e.campaign_id = ? AND e.status = ?", (campaign_id, status.value))
+
+    def status_counts(self, campaign_id: str) -> dict[ExperimentStatus, int]:
+        """How many of a campaign's experiments are in each status (every status present, zeros too)."""
+        rows = self._read(
+            "SELECT status, COUNT(*) FROM experiments WHERE campaign_id = ? GROUP BY status", (campaign_id,)
+        )
+        counted = dict.fromkeys(ExperimentStatus, 0)
+        counted.update({ExperimentStatus(status): n for status, n in rows})
+        return counted
+
+    def best_experiment(self, campaign_id: str) -> ExperimentRecord | None:
+        """The done experiment with the lowest objective (the earliest of equals), as the history's best."""
+        found = self._experiments(
+            "e.campaign_id = ? AND e.status = ? AND e.objective IS NOT NULL",
+            (campaign_id, ExperimentStatus.DONE.value),
+            1,
+            order="e.objective, e.seq",
+        )
+        return found[0] if found else None
+
+    def _experiments(
+        self,
+        where: str,
+        args: tuple[Any, ...],
+        limit: int | None = None,
+        order: str = "e.campaign_id, e.seq",
+    ) -> list[ExperimentRecord]:
         rows = self._read(
             "SELECT e.*, d.model, d.acquisition, d.acquisition_value, d.seconds, d.n_observations, "
             "d.n_pending FROM experiments e LEFT JOIN decisions d ON d.experiment_id = e.id "
-            f"WHERE {where} ORDER BY e.campaign_id, e.seq",
-            args,
+            f"WHERE {where} ORDER BY {order}" + ("" if limit is None else " LIMIT ?"),
+            args if limit is None else (*args, limit),
         )
         return [_experiment(r) for r in rows]
 
