@@ -5,7 +5,9 @@ what was in flight, starts the simulated lab if the lab file names one, keeps on
 alive (`sdl.daemon.supervision`), and keeps every free workcell busy (`sdl.daemon.dispatch`).
 
 Everything happens on one asyncio loop (the store is written from here, or by a worker for the experiment
-it runs), so the service itself has no locks. Its decision records: docs/decisions/0004 to 0006.
+it runs), so the service itself has no locks; only the store's checkpoint runs in a thread, on a connection
+of its own, so that API requests never wait for the log to be copied and synced. Its decision records:
+docs/decisions/0004 to 0006.
 """
 
 from __future__ import annotations
@@ -417,7 +419,7 @@ class LabService(Dispatching, Supervision):
                             "campaign %s was taken over by another process; no longer run here", tracked.id
                         )
                         self.active.forget(tracked.id)
-                self.store.checkpoint()
+                await asyncio.to_thread(self.store.checkpoint)  # off the loop: requests do not wait on it
             except Exception:
                 log.exception("heartbeat failed")
             await asyncio.sleep(HEARTBEAT_S)

@@ -62,6 +62,8 @@ class Connection:
         self.read_only = read_only
         self._lock = threading.RLock()
         self._depth = 0
+        self._checkpoint_lock = threading.Lock()
+        self._checkpointer: sqlite3.Connection | None = None
         self._size_before = self.path.stat().st_size if self.path.is_file() else None
         self._conn = self._connect()
         self._conn.row_factory = sqlite3.Row
@@ -174,6 +176,10 @@ class Connection:
             )
 
     def close(self) -> None:
+        with self._checkpoint_lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
         with self._lock:
             if not self.read_only:
                 # Another process may hold a read transaction; then a later checkpoint does it.
@@ -221,11 +227,19 @@ class Connection:
             return self._conn.execute(sql, args).fetchall()
 
     def checkpoint(self) -> None:
-        """Copy the write-ahead log into the main file, so the main file alone is a whole store."""
+        """Copy the write-ahead log into the main file, so the main file alone is a whole store.
+
+        On a connection of its own, so that another thread can do it (copying and syncing the file takes
+        milliseconds) while this process goes on reading and writing through the main one."""
         if self.read_only:
             return
-        with self._lock:
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        with self._checkpoint_lock:
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=30
+                )
+                self._checkpointer.execute("PRAGMA synchronous=FULL")
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def backup(self, destination: Path | str) -> Path:
         """A consistent copy of the whole store at ``destination`` (a file, or a directory to put it in),
