@@ -93,6 +93,21 @@ def retry_candidate(campaign: Campaign, history: History) -> ExperimentRecord | 
     return None
 
 
+def still_needed(experiment: ExperimentRecord, latest_done_seq: int) -> bool:
+    """Whether the functions of this module can still need ``experiment`` once a :class:`Tally` has counted
+    it, ``latest_done_seq`` being the highest sequence number of a done experiment so far.
+
+    A long-running service keeps only these (see ``sdl.daemon.active``): experiments not yet final, the
+    interrupted and faulted ones (retries and their chains), retries themselves, and the record from the
+    latest done experiment on (failure and fault streaks end there). The rest is in the store and the tally.
+    """
+    return (
+        experiment.status not in (ExperimentStatus.DONE, ExperimentStatus.FAILED)
+        or experiment.retry_of is not None
+        or experiment.seq >= latest_done_seq
+    )
+
+
 def consecutive_failures(history: History) -> int:
     """Failed experiments at the end of the record, counting only those that spent budget."""
     run = 0
@@ -193,7 +208,10 @@ class Tally:
             self.target_hit = experiment
 
     def replace(self, old: ExperimentRecord, new: ExperimentRecord) -> None:
-        """``old`` changed into ``new`` (a status moves only forward: nothing done is ever undone)."""
+        """``old`` changed into ``new`` (a status moves only forward: nothing done is ever undone, so a final
+        ``old`` is the same state told again, already counted)."""
+        if old.status not in (ExperimentStatus.PROPOSED, ExperimentStatus.RUNNING):
+            return
         self.counts[old.status] -= 1
         self.dropped -= old.cause is Cause.DROPPED
         self.in_flight.pop(old.id, None)
