@@ -7,13 +7,13 @@ campaign rebuilt from the store after a crash continues exactly where the record
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sdl.campaign import Campaign
+from sdl.observation_log import ObservationLog, completion_key
 from sdl.optimizer import Observation
 from sdl.status import CampaignStatus, Cause, ExperimentStatus
 from sdl.store import CampaignRecord, ExperimentRecord, claim_is_stale, describe_owner
@@ -42,12 +42,8 @@ def observations(history: History) -> list[Observation]:
     Interrupted and faulted experiments are left out: they say nothing about their recipe.
     """
     finished = [e for e in history if counts_toward_budget(e)]
-    finished.sort(key=_completion)
+    finished.sort(key=lambda e: completion_key(e.finished_at, e.seq))
     return [observation(e) for e in finished]
-
-
-def _completion(e: ExperimentRecord) -> tuple[str, int]:
-    return (e.finished_at or "", e.seq)
 
 
 def observation(e: ExperimentRecord) -> Observation:
@@ -167,8 +163,7 @@ class Tally:
         self.target_hit: ExperimentRecord | None = None
         self.last_failure: str | None = None
         #: The optimizer's inputs, as observations() and pending() give them.
-        self.observations: list[Observation] = []
-        self._completions: list[tuple[str, int]] = []
+        self.observations = ObservationLog()
         self.in_flight: dict[int, ExperimentRecord] = {}
         for experiment in history:
             self.add(experiment)
@@ -192,9 +187,9 @@ class Tally:
         if experiment.status in (ExperimentStatus.PROPOSED, ExperimentStatus.RUNNING):
             self.in_flight[experiment.id] = experiment
         elif counts_toward_budget(experiment):
-            at = bisect.bisect(self._completions, _completion(experiment))
-            self._completions.insert(at, _completion(experiment))
-            self.observations.insert(at, observation(experiment))
+            self.observations.insert(
+                completion_key(experiment.finished_at, experiment.seq), observation(experiment)
+            )
         if experiment.status is ExperimentStatus.FAILED:
             self.last_failure = experiment.failure
         if experiment.status is not ExperimentStatus.DONE or experiment.objective is None:

@@ -71,7 +71,7 @@ def decide_next(
     campaign: Campaign,
     optimizer: CampaignOptimizer,
     history: History,
-    observed: list[Observation] | None = None,
+    observed: Sequence[Observation] | None = None,
     in_flight: list[ExperimentRecord] | None = None,
 ) -> NextExperiment:
     """The next recipe to run; raises ``OptimizerExhausted`` when nothing new is left to propose.

@@ -140,7 +140,7 @@ class Dispatching:
                 self.optimizers[campaign_id] = optimizer
             try:
                 # Snapshots: the loop goes on updating the history while the optimizer thinks in a thread.
-                inputs = (list(tracked.history), list(tracked.tally.observations), tracked.tally.pending)
+                inputs = (tracked.history, tracked.tally.observations.snapshot(), tracked.tally.pending)
                 proposal = await asyncio.to_thread(decide_next, tracked.campaign, optimizer, *inputs)
             except OptimizerExhausted:
                 self.exhausted.add(campaign_id)
