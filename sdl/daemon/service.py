@@ -377,8 +377,10 @@ class LabService(Dispatching, Supervision):
                 await self.send(cell, p.Shutdown())
             elif cell.alive:  # still starting: it has touched no hardware, nothing to finish
                 cell.kill()
+        # Until supervision has accounted for every worker (a clean exit is logged as stopped, anything
+        # else as lost), not merely until the processes are gone.
         deadline = time.monotonic() + 20
-        while any(c.alive for c in self.cells.values()) and time.monotonic() < deadline:
+        while any(c.process is not None for c in self.cells.values()) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for cell in self.cells.values():
             if cell.alive:
