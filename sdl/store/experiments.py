@@ -164,14 +164,14 @@ class ExperimentsMixin(Connection):
 
         Proposals that never started are left as they are: the next run starts them first.
         """
-        running = self.campaign_experiments_with_status(campaign_id, ExperimentStatus.RUNNING)
+        running = self.experiments_with_status(campaign_id, ExperimentStatus.RUNNING)
         for experiment in running:
             self.mark_interrupted(experiment.id, reason, cause)
         return running
 
     def drop_proposals(self, campaign_id: str, reason: str) -> list[ExperimentRecord]:
         """Close proposals that will never start (their campaign stopped) as interrupted, cause dropped."""
-        proposed = self.campaign_experiments_with_status(campaign_id, ExperimentStatus.PROPOSED)
+        proposed = self.experiments_with_status(campaign_id, ExperimentStatus.PROPOSED)
         for experiment in proposed:
             self.mark_interrupted(experiment.id, reason, Cause.DROPPED)
         return proposed
@@ -215,14 +215,14 @@ class ExperimentsMixin(Connection):
         """One page of a campaign's experiments: those after ``after_seq``, at most ``limit`` of them."""
         return self._experiments("e.campaign_id = ? AND e.seq > ?", (campaign_id, after_seq), limit)
 
-    def experiments_with_status(self, *statuses: ExperimentStatus) -> list[ExperimentRecord]:
-        marks = ",".join("?" * len(statuses))
-        return self._experiments(f"e.status IN ({marks})", tuple(s.value for s in statuses))
-
-    def campaign_experiments_with_status(
-        self, campaign_id: str, status: ExperimentStatus
+    def experiments_with_status(
+        self, campaign_id: str, *statuses: ExperimentStatus
     ) -> list[ExperimentRecord]:
-        return self._experiments("e.campaign_id = ? AND e.status = ?", (campaign_id, status.value))
+        """A campaign's experiments in any of ``statuses``, in proposal order."""
+        marks = ",".join("?" * len(statuses))
+        return self._experiments(
+            f"e.campaign_id = ? AND e.status IN ({marks})", (campaign_id, *(s.value for s in statuses))
+        )
 
     def status_counts(self, campaign_id: str) -> dict[ExperimentStatus, int]:
         """How many of a campaign's experiments are in each status (every status present, zeros too)."""
