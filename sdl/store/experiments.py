@@ -6,7 +6,6 @@ leaves; its outcome, its last documents and the release of its leases are one tr
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from sdl.store.schema import (
     Transition,
     dumps,
     encode_document,
+    loads,
     now_iso,
 )
 
@@ -325,37 +325,42 @@ def _finite(value: float | None) -> float | None:
 
 
 def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+    return None if text is None else loads(text)
+
+
+_STATUSES = {s.value: s for s in ExperimentStatus}
+_CAUSES = {c.value: c for c in Cause}
 
 
 def _experiment(row: sqlite3.Row) -> ExperimentRecord:
+    r = dict(zip(row.keys(), row, strict=True))  # a Row looks a name up by scanning its columns, per access
     decision = None
-    if row["model"] is not None:
+    if r["model"] is not None:
         decision = Decision(
-            model=row["model"],
-            acquisition=row["acquisition"],
-            acquisition_value=row["acquisition_value"],
-            seconds=row["seconds"],
-            n_observations=row["n_observations"],
-            n_pending=row["n_pending"],
+            model=r["model"],
+            acquisition=r["acquisition"],
+            acquisition_value=r["acquisition_value"],
+            seconds=r["seconds"],
+            n_observations=r["n_observations"],
+            n_pending=r["n_pending"],
         )
     return ExperimentRecord(
-        id=row["id"],
-        campaign_id=row["campaign_id"],
-        seq=row["seq"],
-        status=ExperimentStatus(row["status"]),
-        recipe=json.loads(row["recipe_json"]),
-        assignments=_loads(row["assignments_json"]),
-        measurements=_loads(row["measurements_json"]),
-        objective=row["objective"],
-        failure=row["failure"],
-        proposed_at=row["proposed_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
+        id=r["id"],
+        campaign_id=r["campaign_id"],
+        seq=r["seq"],
+        status=_STATUSES[r["status"]],
+        recipe=loads(r["recipe_json"]),
+        assignments=_loads(r["assignments_json"]),
+        measurements=_loads(r["measurements_json"]),
+        objective=r["objective"],
+        failure=r["failure"],
+        proposed_at=r["proposed_at"],
+        started_at=r["started_at"],
+        finished_at=r["finished_at"],
         decision=decision,
-        workcell=row["workcell"],
-        retry_of=row["retry_of"],
-        cause=Cause(row["cause"]) if row["cause"] else None,
-        fault_kind=row["fault_kind"],
-        fault_instrument=row["fault_instrument"],
+        workcell=r["workcell"],
+        retry_of=r["retry_of"],
+        cause=_CAUSES[r["cause"]] if r["cause"] else None,
+        fault_kind=r["fault_kind"],
+        fault_instrument=r["fault_instrument"],
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 from sdl.store.campaigns import CampaignBusy, claim_is_stale, describe_owner
 from sdl.store.connection import Connection
-from sdl.store.schema import AuditRecord, EventRecord, InstrumentRecord, dumps, now_iso
+from sdl.store.schema import AuditRecord, EventRecord, InstrumentRecord, dumps, loads, now_iso
 
 INSTRUMENT_STATES = ("ok", "suspect", "quarantined")
 
@@ -169,7 +169,7 @@ class LabMixin(Connection):
                 at=r["at"],
                 topic=r["topic"],
                 campaign_id=r["campaign_id"],
-                body=json.loads(r["body"]),
+                body=loads(r["body"]),
             )
             for r in rows
         ]
