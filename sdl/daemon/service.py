@@ -49,6 +49,7 @@ from sdl.daemon.cells import Cell
 from sdl.daemon.dispatch import Dispatching
 from sdl.daemon.documents import CurveServer, DocumentProxy, _bind_again
 from sdl.daemon.health import HealthKeeper
+from sdl.daemon.heap import freeze_startup_heap
 from sdl.daemon.supervision import ABORT_GRACE_S, Supervision, Waiting
 from sdl.lab import SimulatedLab, fill, simulator_command
 from sdl.labfile import LabSpec
@@ -327,6 +328,7 @@ class LabService(Dispatching, Supervision):
 
                 serving = serve_in_service(self, self.http, self._http_socket)
                 tasks.append(asyncio.create_task(serving, name="http"))
+            freeze_startup_heap()
             self.publish("lab.started", {"lab": self.lab.name, "pid": os.getpid()})
             log.info(
                 "lab %r is up: %d workcell(s), %d instrument(s)",

@@ -29,6 +29,7 @@ from sdl import crashpoints
 from sdl.campaign import Campaign
 from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
+from sdl.daemon.heap import freeze_startup_heap
 from sdl.experiment import ExperimentRunner, LeaseRefused, Outcome, close_run_engine, new_run_engine
 from sdl.faults import Fault
 from sdl.instruments import Instruments, InstrumentUnavailable
@@ -291,6 +292,7 @@ class Worker:
     def _warm_up(self) -> None:
         if self.run_engine is None:
             self.run_engine = new_run_engine()
+            freeze_startup_heap()
 
     def _run(
         self,
