@@ -104,6 +104,16 @@ def seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
 
 
+def proposer_pid(daemon: LabServiceProcess) -> int:
+    for pid in daemon.family():
+        try:
+            if b"sdl.daemon.proposer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        except OSError:
+            continue
+    return 0
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -196,7 +206,7 @@ def utilization(directory: Path, n: int, median: float) -> dict[str, Any]:
 
 def memory(directory: Path, n: int) -> dict[str, Any]:
     daemon = service(directory, 4, "memory")
-    samples: list[tuple[int, int, int]] = []
+    samples: list[tuple[int, int, int, int]] = []
     try:
         path = campaign(directory, "many", n, "instant", {})
         with daemon.client() as client:
@@ -206,8 +216,9 @@ def memory(directory: Path, n: int) -> dict[str, Any]:
             while True:
                 summary = client.call(m.ShowCampaign(campaign_id=campaign_id)).campaign
                 if summary.spent >= target or summary.status != "running":
-                    workers = sum(rss_kib(p) for p in daemon.family() - {daemon.pid})
-                    samples.append((summary.spent, rss_kib(daemon.pid), workers))
+                    proposer = proposer_pid(daemon)
+                    workers = sum(rss_kib(p) for p in daemon.family() - {daemon.pid, proposer})
+                    samples.append((summary.spent, rss_kib(daemon.pid), rss_kib(proposer), workers))
                     target += step
                 if summary.status != "running":
                     break
@@ -217,8 +228,14 @@ def memory(directory: Path, n: int) -> dict[str, Any]:
         daemon.stop()
         daemon.assert_nothing_left()
     first, last = samples[1] if len(samples) > 2 else samples[0], samples[-1]
-    slope = (last[1] - first[1]) / max(last[0] - first[0], 1)
-    return {"n": n, "samples": samples, "slope_kib": slope, "store_bytes": store_bytes}
+    spent = max(last[0] - first[0], 1)
+    return {
+        "n": n,
+        "samples": samples,
+        "slope_kib": (last[1] - first[1]) / spent,
+        "proposer_slope_kib": (last[2] - first[2]) / spent,
+        "store_bytes": store_bytes,
+    }
 
 
 def latency(directory: Path, rate: float, duration: float, median: float) -> dict[str, Any]:
@@ -362,14 +379,15 @@ def report(results: dict[str, Any], command: str) -> str:
         lines += [
             f"### Memory over {mem['n']} instant experiments (4 workcells)",
             "",
-            "| experiments | service RSS MiB | workers RSS MiB (sum) |",
-            "|---|---|---|",
+            "| experiments | service RSS MiB | proposer RSS MiB | workers RSS MiB (sum) |",
+            "|---|---|---|---|",
         ]
-        for spent, service_kib, workers_kib in mem["samples"]:
-            lines.append(f"| {spent} | {service_kib / 1024:.1f} | {workers_kib / 1024:.1f} |")
+        for spent, *kib in mem["samples"]:
+            lines.append(f"| {spent} | " + " | ".join(f"{k / 1024:.1f}" for k in kib) + " |")
         lines += [
             "",
-            f"Service growth: {mem['slope_kib']:.3f} KiB per experiment; store "
+            f"Service growth: {mem['slope_kib']:.3f} KiB per experiment; proposer (the optimizer's process) "
+            f"{mem['proposer_slope_kib']:.3f} KiB per experiment; store "
             f"{mem['store_bytes'] / mem['n']:.0f} bytes per experiment on disk.",
             "",
         ]

@@ -17,7 +17,7 @@ from sdl.daemon.active import Tracked
 from sdl.daemon.scheduler import Assignment, Candidate, plan_round
 from sdl.history import pending, stop_reason
 from sdl.optimizer import OptimizerExhausted
-from sdl.proposing import NextExperiment, decide_next, optimizer_for
+from sdl.proposing import NextExperiment
 from sdl.status import CampaignStatus, ExperimentStatus
 from sdl.store import ExperimentRecord, LeaseConflict
 
@@ -134,14 +134,15 @@ class Dispatching:
         leftover = next((e for e in pending(tracked.history) if e.status is ExperimentStatus.PROPOSED), None)
         proposal: NextExperiment | None = None
         if leftover is None:
-            optimizer = self.optimizers.get(campaign_id)
-            if optimizer is None:
-                optimizer = optimizer_for(tracked.campaign, self.store.prior_observations(campaign_id))
-                self.optimizers[campaign_id] = optimizer
             try:
-                # Snapshots: the loop goes on updating the history while the optimizer thinks in a thread.
-                inputs = (tracked.history, tracked.tally.observations.snapshot(), tracked.tally.pending)
-                proposal = await asyncio.to_thread(decide_next, tracked.campaign, optimizer, *inputs)
+                proposal = await self.proposer.decide(
+                    campaign_id,
+                    tracked.campaign,
+                    lambda: self.store.prior_observations(campaign_id),
+                    tracked.history,
+                    tracked.tally.observations,
+                    tracked.tally.pending,
+                )
             except OptimizerExhausted:
                 self.exhausted.add(campaign_id)
                 return
@@ -256,6 +257,6 @@ class Dispatching:
             self.publish("campaign.finished", {"status": status.value, "reason": reason}, campaign_id)
             self.publish_progress(campaign_id)
         self.active.forget(campaign_id)
-        self.optimizers.pop(campaign_id, None)
+        self.in_background(self.proposer.forget(campaign_id))
         self.exhausted.discard(campaign_id)
         log.info("campaign %s %s: %s", campaign_id, status.value, reason)

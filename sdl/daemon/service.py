@@ -50,10 +50,10 @@ from sdl.daemon.dispatch import Dispatching
 from sdl.daemon.documents import CurveServer, DocumentProxy, _bind_again
 from sdl.daemon.health import HealthKeeper
 from sdl.daemon.heap import freeze_startup_heap
+from sdl.daemon.proposer import Proposer
 from sdl.daemon.supervision import ABORT_GRACE_S, Supervision, Waiting
 from sdl.lab import SimulatedLab, fill, simulator_command
 from sdl.labfile import LabSpec
-from sdl.optimizer import CampaignOptimizer
 from sdl.provenance import lab_provenance
 from sdl.status import CampaignStatus, Cause, ExperimentStatus
 from sdl.store import HEARTBEAT_S, STALE_AFTER_S, ExperimentRecord, Store, new_owner
@@ -103,7 +103,7 @@ class LabService(Dispatching, Supervision):
         self.health: HealthKeeper | None = None
         self.cells = {name: Cell(name, spec) for name, spec in lab.workcells.items()}
         self.addresses: dict[str, Any] = {}
-        self.optimizers: dict[str, CampaignOptimizer] = {}
+        self.proposer = Proposer()
         self.exhausted: set[str] = set()
         self.aborted: dict[str, str] = {}
         self.wake = asyncio.Event()
@@ -310,6 +310,7 @@ class LabService(Dispatching, Supervision):
             )
             for cell in self.cells.values():
                 cell.spawn(self.worker_config(cell), self.worker_env)
+            await self.proposer.start()
             tasks = [
                 asyncio.create_task(server.serve(), name="api"),
                 asyncio.create_task(self._serve_workers(), name="workers"),
@@ -388,10 +389,12 @@ class LabService(Dispatching, Supervision):
             if cell.alive:
                 log.error("workcell %s: worker did not exit; killing it", cell.name)
             cell.kill()
+        await self.proposer.close()
 
     def _close(self) -> None:
         for cell in self.cells.values():
             cell.kill()
+        self.proposer.kill()
         if self._proxy is not None:
             self._proxy.stop()
         authenticator = getattr(self, "_authenticator", None)
