@@ -8,7 +8,6 @@ second one re-reads the row inside its own write transaction and finds the first
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -19,7 +18,7 @@ from typing import Any
 
 from sdl.status import CampaignStatus, check_campaign_transition
 from sdl.store.connection import Connection, StoreError
-from sdl.store.schema import CampaignRecord, dumps, now_iso
+from sdl.store.schema import CampaignRecord, dumps, loads, now_iso
 
 #: How often a claim's owner refreshes its heartbeat, and how old a heartbeat must be to be taken over.
 HEARTBEAT_S = 1.0
@@ -248,12 +247,13 @@ def describe_owner(owner: str | None) -> str:
 
 
 def campaign_record(row: Any) -> CampaignRecord:
+    row = dict(zip(row.keys(), row, strict=True))  # a Row looks a name up by scanning its columns, per access
     return CampaignRecord(
         id=row["id"],
         name=row["name"],
         status=CampaignStatus(row["status"]),
         stop_reason=row["stop_reason"],
-        spec=json.loads(row["spec_json"]),
+        spec=loads(row["spec_json"]),
         source_path=row["source_path"],
         source_text=row["source_text"],
         base_dir=row["base_dir"],
@@ -272,5 +272,5 @@ def campaign_record(row: Any) -> CampaignRecord:
         priority=row["priority"],
         weight=row["weight"],
         submitted_by=row["submitted_by"],
-        imported_from=json.loads(row["imported_from"]) if row["imported_from"] else None,
+        imported_from=loads(row["imported_from"]) if row["imported_from"] else None,
     )
