@@ -127,6 +127,12 @@ def test_a_campaign_runs_on_every_free_workcell_with_pending_aware_proposals(
     assert [(a.action, a.result) for a in audit] == [("campaign.submit", "ok")]
     assert audit[0].who.startswith("local:") and audit[0].target is None
 
+    # The optimizers live in the proposer process, which forgot the finished campaign's and serves the next.
+    with daemon.client() as client:
+        second = client.submit(campaign_file(tmp_path, "second", budget=2)).campaign_id
+    assert finished(daemon, second).status == "completed"
+    assert daemon.log_text().count("proposer started") == 1, daemon.log_text()
+
 
 def test_pause_resume_and_stop_after_the_current_experiments(
     daemon: LabServiceProcess, tmp_path: Path

@@ -108,6 +108,12 @@ def test_the_service_side_gets_the_same_decision_and_a_new_child_when_the_last_o
             first = await proposer.decide("c", c, lambda: (), HISTORY, decide_inputs(), [])
             old = proposer.pid
             assert old is not None
+            await proposer.forget("c")  # understood by the child itself, which goes on serving
+            setups = []
+            forgotten = await proposer.decide(
+                "c", c, lambda: setups.append(1) or (), HISTORY, decide_inputs(), []
+            )
+            assert forgotten.recipe == first.recipe and setups == [1] and proposer.pid == old
             os.kill(old, signal.SIGKILL)
             assert proposer._process is not None
             await proposer._process.wait()

@@ -102,11 +102,14 @@ class Proposer:
         raise ProposerLost("the proposer asked twice for a campaign's setup")
 
     async def forget(self, campaign_id: str) -> None:
-        """Drop a finished campaign's optimizer from the child."""
+        """Drop a finished campaign's optimizer from the child (a child that died has forgotten it)."""
         async with self._lock:
             if campaign_id in self._known and self._alive():
                 self._known.discard(campaign_id)
-                await self._exchange(Forget(campaign_id))
+                try:
+                    await self._exchange(Forget(campaign_id))
+                except ProposerLost as exc:
+                    log.warning("%s", exc)
 
     async def close(self, timeout: float = 10.0) -> None:
         """End the child: end of input, then SIGKILL if it has not exited within ``timeout``."""
@@ -228,4 +231,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as -m, this file is __main__; what the service pickles names sdl.daemon.proposer's classes.
+    from sdl.daemon.proposer import main as module_main
+
+    sys.exit(module_main())
