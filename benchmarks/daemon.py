@@ -460,10 +460,12 @@ def update_readme(text: str) -> None:
             in-process, the rest is dispatch (messages to and from the worker, events, scheduling). Of a
             running campaign the service keeps only a tally, the experiments still in flight or retryable,
             and the optimizer's input packed as numbers (8 bytes a number; tracemalloc: about 60 bytes per
-            experiment here). The RSS slope below is larger than that because a proposal's working set
-            (the history read back as observations) grows with the record and the allocator keeps the
-            pages it had. API latency is measured at two paces: 0.05 s experiments keep the service as busy
-            as 25-40 experiments a second make it, a stress far beyond any lab; 0.5 s is still a fast lab.
+            experiment here). Proposals are computed in the service's proposer process (decision 0004), which
+            keeps each campaign's optimizer; a proposal's working set (the history read back as observations)
+            grows with the record there, and the allocator keeps the pages it had. API latency is measured at
+            two paces: 0.05 s experiments keep the service as busy as 25-40 experiments a second make it, a
+            stress far beyond any lab; 0.5 s is still a fast lab, measured with the random proposer and with
+            the default Bayesian optimizer (its proposals computed beside the requests).
             The block below is rewritten by every run.
 
             """
