@@ -274,3 +274,29 @@ def test_hartmann6_proposals_probe_the_corners_of_the_cube_less(monkeypatch: pyt
     at_mean, _ = corner_probes()
     assert at_worst * 2 < at_mean
     assert best_at_worst < -3.0
+
+
+def test_thompson_steps_draw_from_the_joint_posterior_and_stay_pending_aware(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sdl.optimizer import bayesian
+    from sdl.optimizer.gp import Hyper, Posterior
+
+    rng = np.random.default_rng(0)
+    X, Z, F = rng.random((12, 2)), rng.random((30, 2)), rng.random((3, 2))
+    post = Posterior(X, np.sin(6 * X[:, 0]) + X[:, 1], Hyper(np.array([0.3, 0.5]), 1.2, 1e-4))
+    post.set_fantasies(F)
+    cov = post.covariance(Z)
+    assert np.allclose(cov, cov.T)
+    assert np.allclose(np.diag(cov), post.predict(Z)[1], rtol=1e-6, atol=1e-9)  # with the fantasies too
+
+    monkeypatch.setattr(bayesian, "TS_PERIOD", 1)  # every model step a Thompson draw (off by default)
+    settings = OptimizerSettings(seed=2, initial_design=5)
+    history = run(REAL2, settings, branin, 8)
+    assert [p.acquisition for p in make_optimizer(REAL2, settings).propose(history, [], 1)] == ["ts"]
+    pending: list[dict[str, Any]] = []
+    for _ in range(3):
+        (p,) = make_optimizer(REAL2, settings).propose(history, pending, 1)
+        REAL2.validate_recipe(p.recipe)
+        assert p.recipe not in pending and p.recipe not in [o.recipe for o in history]
+        pending.append(p.recipe)

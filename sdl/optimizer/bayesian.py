@@ -55,6 +55,10 @@ EI_IN_LOG = False  # off: no measured gain (docs/optimizer.md, second round)
 #: every EXPLORE_PERIOD-th model step maximises LCB with EXPLORE_KAPPA instead (0: off)
 EXPLORE_PERIOD = 0  # off: cost Hartmann-6 and Branin (docs/optimizer.md, second round)
 EXPLORE_KAPPA = 3.0
+#: Every TS_PERIOD-th model step draws one joint posterior sample over TS_POINTS open candidates and takes its
+#: minimum (Thompson sampling) instead of maximising the acquisition; 0 turns it off.
+TS_PERIOD = 0
+TS_POINTS = 600
 #: in up to LOW_DIM_PARAMS parameters the fit also tries a weak length-scale prior centred on 1 (Optuna's) and
 #: keeps whichever predicts left-out points best: it halved Branin's and mixed's final regret on development
 #: seeds, but in 6-D (Ackley, noisy Hartmann) the smoother models it picked cost half the successes
@@ -183,8 +187,11 @@ class BayesianOptimizer:
                 k = issued + i - self.n_init
                 far = FAR_PERIOD > 0 and k >= FAR_WARMUP and k % FAR_PERIOD == FAR_PERIOD - 1
                 explore = EXPLORE_PERIOD > 0 and k % EXPLORE_PERIOD == EXPLORE_PERIOD - 1
+                thompson = TS_PERIOD > 0 and k % TS_PERIOD == TS_PERIOD - 1
                 if isinstance(step, ParetoStep):
                     prop = step.propose(F, taken, rng)
+                elif thompson:
+                    prop = step.thompson(F, taken, rng)
                 else:
                     prop = step.propose(F, taken, rng, far, explore)
             if prop is None:
@@ -393,6 +400,30 @@ class _Step:
                         cands.append((z, v))
         cands.sort(key=lambda c: -c[1])
         return cands[0]
+
+    def thompson(
+        self, F: np.ndarray, taken: set[tuple[Any, ...]], rng: np.random.Generator
+    ) -> Proposal | None:
+        """The minimum of one joint posterior draw over the open candidates (Thompson sampling)."""
+        self.post.set_fantasies(F)
+        self._far_from = None
+        Z = self._candidates(F, rng)
+        Z = Z[~self._blocked(Z, F)]
+        if self.feas is not None:
+            Z = Z[self.feas(Z) > 0.5]
+        if not len(Z):
+            return None
+        if len(Z) > TS_POINTS:
+            Z = Z[rng.choice(len(Z), TS_POINTS, replace=False)]
+        mean = self.post.predict(Z)[0]
+        cov = self.post.covariance(Z)
+        w, V = np.linalg.eigh(cov)
+        draw = mean + V @ (np.sqrt(np.maximum(w, 0.0)) * rng.standard_normal(len(Z)))
+        for j in np.argsort(draw, kind="stable")[:8]:
+            recipe = self.enc.decode(Z[j][None, :])[0]
+            if self.enc.key(recipe) not in taken and self.enc.space.satisfies_constraints(recipe):
+                return Proposal(recipe, "gp", "ts", float(self.y_mean + draw[j] * self.y_sd), 0.0)
+        return None
 
     def propose(
         self,

@@ -214,6 +214,16 @@ class Posterior:
             var -= np.einsum("ij,ij->j", C, self._Sinv @ C)
         return mean, np.maximum(var, 1e-12 * self.h.signal)
 
+    def covariance(self, Z: np.ndarray) -> np.ndarray:
+        """Joint posterior covariance of the latent objective at the rows of ``Z`` (fantasies included)."""
+        Kxz = self.k(self.X, Z)
+        V = solve_triangular(self.L, Kxz, lower=True, check_finite=False)
+        cov = self.k(Z, Z) - V.T @ V
+        if len(self.F):
+            C = self.k(self.F, Z) - self._VF.T @ V
+            cov -= C.T @ self._Sinv @ C
+        return cov
+
     def predict_grad(self, z: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
         """Mean, variance and their gradients at one point ``z``."""
         diff = z[None, :] - self.X
