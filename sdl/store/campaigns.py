@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sdl.status import CampaignStatus, check_campaign_transition
-from sdl.store.connection import Connection, StoreError
+from sdl.store.connection import Connection, StoreError, row_dict
 from sdl.store.schema import CampaignRecord, dumps, loads, now_iso
 
 #: How often a claim's owner refreshes its heartbeat, and how old a heartbeat must be to be taken over.
@@ -247,7 +247,7 @@ def describe_owner(owner: str | None) -> str:
 
 
 def campaign_record(row: Any) -> CampaignRecord:
-    row = dict(zip(row.keys(), row, strict=True))  # a Row looks a name up by scanning its columns, per access
+    row = row_dict(row)
     return CampaignRecord(
         id=row["id"],
         name=row["name"],

@@ -53,6 +53,12 @@ def _open_error(path: Path, exc: BaseException, writable: bool) -> StoreUnavaila
     return StoreUnavailable(f"cannot open the store {path}: {why}")
 
 
+def row_dict(row: sqlite3.Row) -> dict[str, Any]:
+    """A row as a dict, for code that reads many of its columns by name: a Row looks each name up by scanning
+    its columns, on every access."""
+    return dict(zip(row.keys(), row, strict=True))
+
+
 class Connection:
     """One connection to the store's database, used under a lock by every thread of a process."""
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sdl.crashpoints import crash_point
 from sdl.status import Cause, ExperimentStatus, check_transition
-from sdl.store.connection import Connection, StoreError
+from sdl.store.connection import Connection, StoreError, row_dict
 from sdl.store.schema import (
     Decision,
     ExperimentRecord,
@@ -333,7 +333,7 @@ _CAUSES = {c.value: c for c in Cause}
 
 
 def _experiment(row: sqlite3.Row) -> ExperimentRecord:
-    r = dict(zip(row.keys(), row, strict=True))  # a Row looks a name up by scanning its columns, per access
+    r = row_dict(row)
     decision = None
     if r["model"] is not None:
         decision = Decision(
