@@ -5,7 +5,7 @@ boxed floats); a campaign of 10,000 experiments held that way grew the service b
 already has. Here a plain observation — a result whose recipe and measurements are floats under the same
 names as the first one's — is packed into one row of a float array (8 bytes a number), and anything else (a
 failure, a categorical recipe, a spectrum) is kept as it came. An :class:`Observation` is made again when it
-is read, which the optimizer does once per proposal in its own thread.
+is read, which the optimizer does once per proposal, in the proposer process the log is sent to as a pickle.
 """
 
 from __future__ import annotations
@@ -52,18 +52,6 @@ class ObservationLog(Sequence[Observation]):
         self._times.insert(at, key[0])
         self._seqs.insert(at, key[1])
         self._where.insert(at, self._store(observation))
-
-    def snapshot(self) -> ObservationLog:
-        """A copy that later inserts do not change (the optimizer reads it in a thread)."""
-        copy = ObservationLog()
-        copy._times, copy._seqs, copy._where = (
-            array("q", self._times),
-            array("q", self._seqs),
-            array("q", self._where),
-        )
-        copy._packed, copy._loose = array("d", self._packed), list(self._loose)
-        copy._recipe_names, copy._measurement_names = self._recipe_names, self._measurement_names
-        return copy
 
     def _store(self, observation: Observation) -> int:
         packed = self._pack(observation)
