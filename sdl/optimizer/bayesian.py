@@ -15,6 +15,7 @@ import hashlib
 import math
 import time
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from sdl.optimizer.encoding import Encoder
 from sdl.optimizer.gp import Hyper, Posterior, fit_hyper, sqdist
 from sdl.optimizer.objectives import Scalariser
 from sdl.optimizer.pareto import ParetoStep
+from sdl.optimizer.restart import NOISE_FREE, SIDE, WINDOW, Restart, restart_in_force
 
 #: refit hyperparameters after every success up to this many, then at geometric checkpoints
 REFIT_EVERY_UNTIL = 64
@@ -59,6 +61,9 @@ EXPLORE_KAPPA = 3.0
 #: minimum (Thompson sampling) instead of maximising the acquisition; 0 turns it off.
 TS_PERIOD = 0
 TS_POINTS = 600
+#: one restart elsewhere once a smooth, noise-free campaign stalls (sdl/optimizer/restart.py); real,
+#: unconstrained spaces only, since the restart's trust region is a box over the columns
+RESTARTS = True
 #: in up to LOW_DIM_PARAMS parameters the fit also tries a weak length-scale prior centred on 1 (Optuna's) and
 #: keeps whichever predicts left-out points best: it halved Branin's and mixed's final regret on development
 #: seeds, but in 6-D (Ackley, noisy Hartmann) the smoother models it picked cost half the successes
@@ -193,7 +198,10 @@ class BayesianOptimizer:
                 elif thompson:
                     prop = step.thompson(F, taken, rng)
                 else:
-                    prop = step.propose(F, taken, rng, far, explore)
+                    restart = step.restart
+                    prop = step.restart_step(F, taken, rng, restart) if restart is not None else None
+                    if prop is None:
+                        prop = step.propose(F, taken, rng, far, explore)
             if prop is None:
                 seen_now = np.vstack([seen, F]) if seen is not None else None
                 recipe, kind = self.design.take(issued + i, taken, F, seen_now)
@@ -225,6 +233,7 @@ class _Step:
         # EI kept probing the corners of the cube once the incumbent's basin was refined (about one
         # evaluation in six on Hartmann-6). Hyperparameters are still fitted on mean-centred values.
         self.y, self.y_mean, self.y_sd = _standardise(y_raw, float(y_raw.max()) if PRIOR_AT_WORST else None)
+        self.y_raw = y_raw
         self.hyper = opt.hyper_for(self.X, y_raw)
         self.post = Posterior(self.X, self.y, self.hyper)
         self.posts = [self.post] + [
@@ -248,6 +257,8 @@ class _Step:
                 FEASIBILITY_PRIOR_WEIGHT,
             )
         self._far_from = None
+        #: bounds of the trust region the polish stays in, (low, high) per column; None: the unit cube
+        self._box: tuple[np.ndarray, np.ndarray] | None = None
         self._kappa = self.s.kappa
         self.Xall = np.vstack(
             [self.X, self.Xbad, self.enc.encode(list(pending))] if pending else [self.X, self.Xbad]
@@ -337,6 +348,10 @@ class _Step:
             return self._polish_constrained(kind, z0, best)
         cols = self.enc.real_columns
         base = z0.copy()
+        low, high = (
+            (np.zeros(self.enc.n_columns), np.ones(self.enc.n_columns)) if self._box is None else self._box
+        )
+        box = list(zip(low[cols], high[cols], strict=True))
 
         def negacq(v: np.ndarray) -> tuple[float, np.ndarray]:
             z = base.copy()
@@ -349,7 +364,7 @@ class _Step:
             base[cols],
             jac=True,
             method="L-BFGS-B",
-            bounds=[(0.0, 1.0)] * len(cols),
+            bounds=box,
             options={"maxiter": 40},
         )
         z = base.copy()
@@ -400,6 +415,55 @@ class _Step:
                         cands.append((z, v))
         cands.sort(key=lambda c: -c[1])
         return cands[0]
+
+    # -- the restart (sdl/optimizer/restart.py) ------------------------------------------------------------
+    def _noise_free(self, hyper: Hyper) -> bool:
+        return hyper.noise / hyper.signal < NOISE_FREE
+
+    @cached_property
+    def restart(self) -> Restart | None:
+        """The restart this step belongs to, if any: only while the model is noise-free, now and WINDOW
+        successes ago (rugged objectives such as Ackley's fit at the noise floor only briefly)."""
+        enc = self.enc
+        if not RESTARTS or enc.polytope is not None or len(enc.real_columns) != enc.n_columns:
+            return None
+        restart = restart_in_force(self.X, self.y, self.opt.n_init)
+        if restart is None or not self._noise_free(self.hyper):
+            return None
+        earlier = len(self.y) - WINDOW
+        if not self._noise_free(self.opt.hyper_for(self.X[:earlier], self.y_raw[:earlier])):
+            return None
+        return restart
+
+    def restart_step(
+        self, F: np.ndarray, taken: set[tuple[Any, ...]], rng: np.random.Generator, restart: Restart
+    ) -> Proposal | None:
+        """Expected improvement on the restart region's best point, inside a box around it, under a GP of the
+        points in reach of that box only."""
+        region = restart.region(self.X)
+        if not len(region):
+            return None
+        centre = self.X[region[np.argmin(self.y[region])]]
+        low, high = np.clip(centre - SIDE / 2, 0.0, 1.0), np.clip(centre + SIDE / 2, 0.0, 1.0)
+        near = np.max(np.abs(self.X - centre), axis=1) <= SIDE
+        local_y = self.y[near]
+        local = Posterior(self.X[near], local_y - local_y.max(), self.hyper)
+        local.set_fantasies(F)
+        best = float(local.predict(centre[None, :])[0][0])
+        U = qmc.Sobol(self.enc.n_params, scramble=True, seed=rng).random_base2(int(math.log2(N_GLOBAL)))
+        Z = low + U * (high - low)
+        open_ = ~self._blocked(Z, F)
+        global_posts, self.posts, self._box, self._far_from = self.posts, [local], (low, high), None
+        try:
+            nominee = self._nominee("ei", Z, open_, best, F)
+        finally:
+            self.posts, self._box = global_posts, None
+        if nominee is None or self._blocked(nominee[0][None, :], F)[0]:
+            return None
+        recipe = self.enc.decode(nominee[0][None, :])[0]
+        if self.enc.key(recipe) in taken:
+            return None
+        return Proposal(recipe, "gp", "ei", float(nominee[1]) * self.y_sd, 0.0)
 
     def thompson(
         self, F: np.ndarray, taken: set[tuple[Any, ...]], rng: np.random.Generator
