@@ -51,6 +51,7 @@ def test_the_restart_starts_at_the_best_far_point_and_lasts_four_steps_per_param
     X, y = stalled_history()
     t = restarts.first_stall(y, N_INIT)
     assert t == len(y)
+    assert restarts.restart_in_force(X, y, N_INIT, noise_free=lambda t: False) is None
     r = restarts.restart_in_force(X, y, N_INIT)
     assert r is not None
     assert np.allclose(r.centre, ELSEWHERE)  # the best point at least 0.3·√d from the incumbent

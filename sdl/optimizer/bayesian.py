@@ -422,18 +422,19 @@ class _Step:
 
     @cached_property
     def restart(self) -> Restart | None:
-        """The restart this step belongs to, if any: only while the model is noise-free, now and WINDOW
-        successes ago (rugged objectives such as Ackley's fit at the noise floor only briefly)."""
+        """The restart this step belongs to, if any. The stall must come with noise-free fits both at the
+        stall and WINDOW successes before it: rugged objectives such as Ackley's reach the noise floor only
+        briefly. Both fits are on the hyperparameter schedule, so a long-lived optimizer has them cached."""
         enc = self.enc
         if not RESTARTS or enc.polytope is not None or len(enc.real_columns) != enc.n_columns:
             return None
-        restart = restart_in_force(self.X, self.y, self.opt.n_init)
-        if restart is None or not self._noise_free(self.hyper):
-            return None
-        earlier = len(self.y) - WINDOW
-        if not self._noise_free(self.opt.hyper_for(self.X[:earlier], self.y_raw[:earlier])):
-            return None
-        return restart
+
+        def noise_free(t: int) -> bool:
+            return all(
+                self._noise_free(self.opt.hyper_for(self.X[:u], self.y_raw[:u])) for u in (t, t - WINDOW)
+            )
+
+        return restart_in_force(self.X, self.y, self.opt.n_init, noise_free)
 
     def restart_step(
         self, F: np.ndarray, taken: set[tuple[Any, ...]], rng: np.random.Generator, restart: Restart

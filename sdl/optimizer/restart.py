@@ -16,6 +16,7 @@ optimiser. Measured in docs/optimizer.md ("the third round").
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,17 +55,21 @@ class Restart:
 def first_stall(y: np.ndarray, n_init: int) -> int | None:
     """The number of successes at which the best value first stalled (None: not yet)."""
     best = np.minimum.accumulate(y)
-    for t in range(n_init + WINDOW, len(y) + 1):
-        span = float(y[:t].max() - best[t - 1])
-        if best[t - 1 - WINDOW] - best[t - 1] < STALL * span:
-            return t
-    return None
+    worst = np.maximum.accumulate(y)
+    t = np.arange(n_init + WINDOW, len(y) + 1)
+    stalled = best[t - 1 - WINDOW] - best[t - 1] < STALL * (worst[t - 1] - best[t - 1])
+    return int(t[np.argmax(stalled)]) if stalled.any() else None
 
 
-def restart_in_force(X: np.ndarray, y: np.ndarray, n_init: int) -> Restart | None:
-    """The restart the next proposal belongs to, given successes X (encoded) and y (lower is better)."""
+def restart_in_force(
+    X: np.ndarray, y: np.ndarray, n_init: int, noise_free: Callable[[int], bool] = lambda t: True
+) -> Restart | None:
+    """The restart the next proposal belongs to, given successes X (encoded) and y (lower is better).
+
+    ``noise_free(t)`` says whether the model fitted on the first ``t`` successes is noise-free; only the first
+    stall is considered, so a campaign restarts at most once."""
     t = first_stall(y, n_init)
-    if t is None:
+    if t is None or not noise_free(t):
         return None
     scale = math.sqrt(X.shape[1])
     incumbent = int(np.argmin(y[:t]))
