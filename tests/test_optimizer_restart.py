@@ -74,6 +74,9 @@ def test_a_stalled_smooth_campaign_searches_the_other_basin_and_a_noisy_one_keep
 
     settings = OptimizerSettings(seed=0, initial_design=N_INIT)
     X, y = stalled_history()
+    # In two parameters a restart only costs refinement: none by default.
+    assert bayesian._Step(make_optimizer(SPACE, settings), observations(X, y), [], []).restart is None
+    monkeypatch.setattr(bayesian, "LOW_DIM_PARAMS", 1)
     opt = make_optimizer(SPACE, settings)
     assert bayesian._Step(opt, observations(X, y), [], []).restart is not None
     (p,) = opt.propose(observations(X, y), [], 1)

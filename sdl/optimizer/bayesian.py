@@ -61,8 +61,10 @@ EXPLORE_KAPPA = 3.0
 #: minimum (Thompson sampling) instead of maximising the acquisition; 0 turns it off.
 TS_PERIOD = 0
 TS_POINTS = 600
-#: one restart elsewhere once a smooth, noise-free campaign stalls (sdl/optimizer/restart.py); real,
-#: unconstrained spaces only, since the restart's trust region is a box over the columns
+#: one restart elsewhere once a smooth, noise-free campaign stalls (sdl/optimizer/restart.py), in real,
+#: unconstrained spaces (the restart's trust region is a box over the columns) of more than LOW_DIM_PARAMS
+#: parameters: in fewer, the design and EI leave little unexplored and a restart only cost refinement (SnAr's
+#: final regret, the colour-matching demo's target)
 RESTARTS = True
 #: in up to LOW_DIM_PARAMS parameters the fit also tries a weak length-scale prior centred on 1 (Optuna's) and
 #: keeps whichever predicts left-out points best: it halved Branin's and mixed's final regret on development
@@ -426,7 +428,9 @@ class _Step:
         stall and WINDOW successes before it: rugged objectives such as Ackley's reach the noise floor only
         briefly. Both fits are on the hyperparameter schedule, so a long-lived optimizer has them cached."""
         enc = self.enc
-        if not RESTARTS or enc.polytope is not None or len(enc.real_columns) != enc.n_columns:
+        if not RESTARTS or enc.n_params <= LOW_DIM_PARAMS:
+            return None
+        if enc.polytope is not None or len(enc.real_columns) != enc.n_columns:
             return None
 
         def noise_free(t: int) -> bool:
