@@ -418,6 +418,17 @@ class _Step:
         cands.sort(key=lambda c: -c[1])
         return cands[0]
 
+    def _open_recipe(
+        self, z: np.ndarray, F: np.ndarray, taken: set[tuple[Any, ...]]
+    ) -> dict[str, Any] | None:
+        """The recipe of encoded point ``z``, unless blocked, already taken or outside the constraints."""
+        if self._blocked(z[None, :], F)[0]:
+            return None
+        recipe = self.enc.decode(z[None, :])[0]
+        if self.enc.key(recipe) in taken or not self.enc.space.satisfies_constraints(recipe):
+            return None
+        return recipe
+
     # -- the restart (sdl/optimizer/restart.py) ------------------------------------------------------------
     def _noise_free(self, hyper: Hyper) -> bool:
         return hyper.noise / hyper.signal < NOISE_FREE
@@ -463,10 +474,8 @@ class _Step:
             nominee = self._nominee("ei", Z, open_, best, F)
         finally:
             self.posts, self._box = global_posts, None
-        if nominee is None or self._blocked(nominee[0][None, :], F)[0]:
-            return None
-        recipe = self.enc.decode(nominee[0][None, :])[0]
-        if self.enc.key(recipe) in taken:
+        recipe = self._open_recipe(nominee[0], F, taken) if nominee is not None else None
+        if recipe is None:
             return None
         return Proposal(recipe, "gp", "ei", float(nominee[1]) * self.y_sd, 0.0)
 
@@ -528,10 +537,9 @@ class _Step:
         nominees = []
         for kind in kinds:
             nom = self._nominee(kind, Z, open_, best, F)
-            if nom is not None and not self._blocked(nom[0][None, :], F)[0]:
-                recipe = self.enc.decode(nom[0][None, :])[0]
-                if self.enc.key(recipe) not in taken and self.enc.space.satisfies_constraints(recipe):
-                    nominees.append((kind, recipe, nom))
+            recipe = self._open_recipe(nom[0], F, taken) if nom is not None else None
+            if recipe is not None:
+                nominees.append((kind, recipe, nom))
         if not nominees:
             return None
         pick = 0

@@ -69,7 +69,7 @@ def restart_in_force(
     ``noise_free(t)`` says whether the model fitted on the first ``t`` successes is noise-free; only the first
     stall is considered, so a campaign restarts at most once."""
     t = first_stall(y, n_init)
-    if t is None or not noise_free(t):
+    if t is None:
         return None
     scale = math.sqrt(X.shape[1])
     incumbent = int(np.argmin(y[:t]))
@@ -81,6 +81,7 @@ def restart_in_force(
     back = np.linalg.norm(X[t:end] - X[incumbent], axis=1) < MERGE * scale
     if back.any():
         end = t + int(np.argmax(back)) + 1
-    if len(y) >= end:
+    # The gate last: it may cost two fits, and once the restart is over nothing depends on it.
+    if len(y) >= end or not noise_free(t):
         return None
     return Restart(X[centre].copy(), X[incumbent].copy())
