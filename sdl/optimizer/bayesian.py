@@ -80,6 +80,9 @@ FEASIBILITY_PRIOR_WEIGHT = 0.25
 LS_ENSEMBLE: tuple[float, ...] = ()  # off: cost Branin most of its successes (docs/optimizer.md)
 
 
+#: a trust region's bounds, (low, high) per encoded column
+_Box = tuple[np.ndarray, np.ndarray]
+
 #: BLAS threads only oversubscribe a shared 2-core machine on matrices this small
 _BLAS = ThreadpoolController()
 
@@ -259,8 +262,6 @@ class _Step:
                 FEASIBILITY_PRIOR_WEIGHT,
             )
         self._far_from = None
-        #: bounds of the trust region the polish stays in, (low, high) per column; None: the unit cube
-        self._box: tuple[np.ndarray, np.ndarray] | None = None
         self._kappa = self.s.kappa
         self.Xall = np.vstack(
             [self.X, self.Xbad, self.enc.encode(list(pending))] if pending else [self.X, self.Xbad]
@@ -298,9 +299,9 @@ class _Step:
         return blocked
 
     # -- acquisition ---------------------------------------------------------------------------------------
-    def _values(self, kind: str, Z: np.ndarray, best: float) -> np.ndarray:
+    def _values(self, kind: str, Z: np.ndarray, best: float, posts: Sequence[Posterior]) -> np.ndarray:
         vals = []
-        for post in self.posts:
+        for post in posts:
             mean, var = post.predict(Z)
             vals.append(acquisition(kind, mean, var, best, self.s.xi, self._kappa)[0])
         if kind == "logei":
@@ -317,9 +318,11 @@ class _Step:
                 a = a * p
         return a
 
-    def _value_grad(self, kind: str, z: np.ndarray, best: float) -> tuple[float, np.ndarray]:
+    def _value_grad(
+        self, kind: str, z: np.ndarray, best: float, posts: Sequence[Posterior]
+    ) -> tuple[float, np.ndarray]:
         vals, grads = [], []
-        for post in self.posts:
+        for post in posts:
             mean, var, dmean, dvar = post.predict_grad(z)
             a, da_dm, da_dv = acquisition(
                 kind, np.array([mean]), np.array([var]), best, self.s.xi, self._kappa
@@ -345,20 +348,21 @@ class _Step:
                 val, grad = val * p, grad * p + val * dp
         return val, grad
 
-    def _polish(self, kind: str, z0: np.ndarray, best: float) -> tuple[np.ndarray, float]:
+    def _polish(
+        self, kind: str, z0: np.ndarray, best: float, posts: Sequence[Posterior], box: _Box | None
+    ) -> tuple[np.ndarray, float]:
+        """L-BFGS on the acquisition from ``z0``, inside ``box`` (None: the unit cube)."""
         if self.enc.polytope is not None:
-            return self._polish_constrained(kind, z0, best)
+            return self._polish_constrained(kind, z0, best, posts)
         cols = self.enc.real_columns
         base = z0.copy()
-        low, high = (
-            (np.zeros(self.enc.n_columns), np.ones(self.enc.n_columns)) if self._box is None else self._box
-        )
-        box = list(zip(low[cols], high[cols], strict=True))
+        low, high = (np.zeros(self.enc.n_columns), np.ones(self.enc.n_columns)) if box is None else box
+        bounds = list(zip(low[cols], high[cols], strict=True))
 
         def negacq(v: np.ndarray) -> tuple[float, np.ndarray]:
             z = base.copy()
             z[cols] = v
-            val, grad = self._value_grad(kind, z, best)
+            val, grad = self._value_grad(kind, z, best, posts)
             return -val, -grad[cols]
 
         res = minimize(
@@ -366,14 +370,16 @@ class _Step:
             base[cols],
             jac=True,
             method="L-BFGS-B",
-            bounds=box,
+            bounds=bounds,
             options={"maxiter": 40},
         )
         z = base.copy()
         z[cols] = np.clip(res.x, 0.0, 1.0)
         return z, -float(res.fun)
 
-    def _polish_constrained(self, kind: str, z0: np.ndarray, best: float) -> tuple[np.ndarray, float]:
+    def _polish_constrained(
+        self, kind: str, z0: np.ndarray, best: float, posts: Sequence[Posterior]
+    ) -> tuple[np.ndarray, float]:
         """SLSQP over the polytope's own coordinates (equalities hold by construction), then the furthest
         feasible point on the segment from the start to SLSQP's answer, so rounding cannot cross a side."""
         poly = self.enc.polytope
@@ -385,7 +391,7 @@ class _Step:
         def negacq(t: np.ndarray) -> tuple[float, np.ndarray]:
             z = base.copy()
             z[cols] = poly.to_u(t)[0]
-            val, grad = self._value_grad(kind, z, best)
+            val, grad = self._value_grad(kind, z, best, posts)
             return -val, -(poly.N.T @ grad[cols])
 
         res = minimize(
@@ -399,12 +405,22 @@ class _Step:
         t = poly.clamp_step(t0, res.x) if np.all(np.isfinite(res.x)) else t0
         z = base.copy()
         z[cols] = poly.to_u(t)[0]
-        return z, self._value_grad(kind, z, best)[0]
+        return z, self._value_grad(kind, z, best, posts)[0]
 
     def _nominee(
-        self, kind: str, Z: np.ndarray, open_: np.ndarray, best: float, F: np.ndarray
+        self,
+        kind: str,
+        Z: np.ndarray,
+        open_: np.ndarray,
+        best: float,
+        F: np.ndarray,
+        posts: Sequence[Posterior] | None = None,
+        box: _Box | None = None,
     ) -> tuple[np.ndarray, float] | None:
-        vals = np.where(open_, self._values(kind, Z, best), -np.inf)
+        """The best open candidate of Z by the acquisition under ``posts`` (default: the step's), then
+        polished inside ``box`` (default: the unit cube)."""
+        posts = self.posts if posts is None else posts
+        vals = np.where(open_, self._values(kind, Z, best, posts), -np.inf)
         if not np.isfinite(vals).any():
             return None
         order = np.argsort(-vals, kind="stable")
@@ -412,7 +428,7 @@ class _Step:
         if len(self.enc.real_columns):
             for j in order[:N_POLISH]:
                 if np.isfinite(vals[j]):
-                    z, v = self._polish(kind, Z[j], best)
+                    z, v = self._polish(kind, Z[j], best, posts, box)
                     if not self._near_incumbent(z[None, :])[0] and not self._blocked(z[None, :], F)[0]:
                         cands.append((z, v))
         cands.sort(key=lambda c: -c[1])
@@ -469,11 +485,8 @@ class _Step:
         U = qmc.Sobol(self.enc.n_params, scramble=True, seed=rng).random_base2(int(math.log2(N_GLOBAL)))
         Z = low + U * (high - low)
         open_ = ~self._blocked(Z, F)
-        global_posts, self.posts, self._box, self._far_from = self.posts, [local], (low, high), None
-        try:
-            nominee = self._nominee("ei", Z, open_, best, F)
-        finally:
-            self.posts, self._box = global_posts, None
+        self._far_from = None
+        nominee = self._nominee("ei", Z, open_, best, F, [local], (low, high))
         recipe = self._open_recipe(nominee[0], F, taken) if nominee is not None else None
         if recipe is None:
             return None
