@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import logsumexp
-from scipy.stats import qmc
 from threadpoolctl import ThreadpoolController
 
 from sdl.optimizer.acquisition import Feasibility, acquisition
@@ -269,10 +268,7 @@ class _Step:
 
     # -- candidates ----------------------------------------------------------------------------------------
     def _candidates(self, F: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        U = qmc.Sobol(self.enc.n_params, scramble=True, seed=rng).random_base2(int(math.log2(N_GLOBAL)))
-        glob = (
-            self.enc.sample_encoded(U, rng) if self.enc.polytope is not None else self.enc.unit_to_encoded(U)
-        )
+        glob = self.enc.sobol_encoded(N_GLOBAL, rng)
         means = np.where(self._near_incumbent(self.X), np.inf, self.mean_at_data)
         order = np.argsort(means, kind="stable")[:N_LOCAL_PARENTS]
         parents = np.repeat(self.X[order], N_LOCAL_EACH, axis=0)
@@ -482,8 +478,7 @@ class _Step:
         local = Posterior(self.X[near], local_y - local_y.max(), self.hyper)
         local.set_fantasies(F)
         best = float(local.predict(centre[None, :])[0][0])
-        U = qmc.Sobol(self.enc.n_params, scramble=True, seed=rng).random_base2(int(math.log2(N_GLOBAL)))
-        Z = low + U * (high - low)
+        Z = low + self.enc.sobol_encoded(N_GLOBAL, rng) * (high - low)  # all columns are real here
         open_ = ~self._blocked(Z, F)
         self._far_from = None
         nominee = self._nominee("ei", Z, open_, best, F, [local], (low, high))

@@ -13,11 +13,13 @@ Linear constraints on reals become a polytope in the reals' encoded columns (``E
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.stats import qmc
 
 from sdl.space import CategoricalParameter, IntegerParameter, RealParameter, SearchSpace
 
@@ -134,6 +136,12 @@ class Encoder:
         if self.polytope is not None:
             Z[:, self.real_columns] = self.polytope.sample(len(Z), rng)
         return Z
+
+    def sobol_encoded(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` (a power of two) scrambled Sobol' points spread over the space, encoded, inside the polytope
+        when there is one: the global candidates of an acquisition search."""
+        U = qmc.Sobol(self.n_params, scramble=True, seed=rng).random_base2(int(math.log2(n)))
+        return self.sample_encoded(U, rng)
 
     # -- recipes <-> encoded -------------------------------------------------------------------------------
     def encode(self, recipes: Sequence[Mapping[str, Any]]) -> np.ndarray:

@@ -18,12 +18,10 @@ Monte-Carlo form used here).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import qmc
 
 from sdl.optimizer.acquisition import Feasibility
 from sdl.optimizer.api import Observation, Proposal
@@ -132,10 +130,7 @@ class ParetoStep:
         if len(F):
             front = np.vstack([front, self._predict(F)[0]])
         eps = rng.standard_normal((N_DRAWS, 2))
-        U = qmc.Sobol(self.enc.n_params, scramble=True, seed=rng).random_base2(int(math.log2(N_GLOBAL)))
-        glob = (
-            self.enc.sample_encoded(U, rng) if self.enc.polytope is not None else self.enc.unit_to_encoded(U)
-        )
+        glob = self.enc.sobol_encoded(N_GLOBAL, rng)
         parents = self.X[pareto_mask(self.N)][:N_PARENTS]
         Z = np.vstack([glob, self._local(parents, rng)])
         vals = np.where(self._blocked(Z, F), -np.inf, self._ehvi(Z, front, eps))
