@@ -126,7 +126,7 @@ def sdl_fit_cost(n: int, reps: int) -> Latency:
     wall, cpu = [], []
     for k in range(reps):
         opt = BayesianOptimizer(Encoder(space), OptimizerSettings(seed=k))
-        _, w, c = _timed(lambda k=k, opt=opt: opt.hyper_for(X[: n + k], y[: n + k]))
+        _, w, c = _timed(lambda k=k, opt=opt: opt.fit_for(X[: n + k], y[: n + k]))
         wall.append(w)
         cpu.append(c)
     return Latency("sdl", n, 1, "fit", wall, cpu)

@@ -27,10 +27,11 @@ from sdl.optimizer.acquisition import Feasibility, acquisition
 from sdl.optimizer.api import Observation, OptimizerExhausted, OptimizerSettings, Proposal
 from sdl.optimizer.baselines import DesignStream
 from sdl.optimizer.encoding import Encoder
-from sdl.optimizer.gp import Hyper, Posterior, fit_hyper, sqdist
+from sdl.optimizer.gp import Hyper, Posterior, fit_hyper, loo_log_densities, sqdist
 from sdl.optimizer.objectives import Scalariser
 from sdl.optimizer.pareto import ParetoStep
 from sdl.optimizer.restart import NOISE_FREE, SIDE, WINDOW, Restart, restart_in_force
+from sdl.optimizer.warping import IDENTITY, LOG_GAP, log_jacobian, unwarp, warp
 
 #: refit hyperparameters after every success up to this many, then at geometric checkpoints
 REFIT_EVERY_UNTIL = 64
@@ -70,6 +71,9 @@ RESTARTS = True
 #: seeds, but in 6-D (Ackley, noisy Hartmann) the smoother models it picked cost half the successes
 LOW_DIM_PARAMS = 4
 LOW_DIM_LS_HYPOTHESES: tuple[str, ...] | None = ("gamma", "optuna")
+#: in more than LOW_DIM_PARAMS parameters the fit also models the log of the gap below the worst value
+#: (sdl/optimizer/warping.py) and keeps it where it predicts left-out points better and fits them noise-free
+OUTPUT_WARPS: tuple[str, ...] = (IDENTITY, LOG_GAP)
 #: kernel widths (in GP length scales) the failure model chooses among by leave-one-out likelihood
 FEASIBILITY_WIDTHS: tuple[float, ...] = (0.25, 0.5, 1.0)
 #: pseudo-observations at the overall success rate that the failure model starts from; below 1, so that one
@@ -122,15 +126,47 @@ class BayesianOptimizer:
         #: length-scale priors the hyperparameter fit chooses among (leave-one-out); see docs/optimizer.md
         self.ls_hypotheses = LOW_DIM_LS_HYPOTHESES if d <= LOW_DIM_PARAMS else None
         self._hyper_cache: dict[str, Hyper] = {}
+        self._warp_cache: dict[str, tuple[Hyper, str]] = {}
 
     # -- hyperparameters -----------------------------------------------------------------------------------
-    def hyper_for(self, X: np.ndarray, y: np.ndarray) -> Hyper:
+    def hyper_for(self, X: np.ndarray, y: np.ndarray, kind: str = IDENTITY) -> Hyper:
+        """Hyperparameters for values ``y`` warped by ``kind``, fitted on the schedule's prefix."""
+        return self._prefix_fit(X, y, kind)[2]
+
+    def fit_for(self, X: np.ndarray, y: np.ndarray) -> tuple[Hyper, str]:
+        """Hyperparameters and the output warp they belong to (sdl/optimizer/warping.py): of the fits under
+        each of OUTPUT_WARPS, the one whose model predicts each prefix point from the others best, as a
+        density of the values themselves; a warp other than the identity only with a noise-free fit."""
+        if self.enc.n_params <= LOW_DIM_PARAMS or len(OUTPUT_WARPS) < 2:
+            return self.hyper_for(X, y), IDENTITY
+        key = self._prefix_key(X, y, "warp")
+        hit = self._warp_cache.get(key)
+        if hit is not None:  # the choice costs two leave-one-out solves: a warm proposal reuses it too
+            return hit
+        best: tuple[float, Hyper, str] | None = None
+        for kind in OUTPUT_WARPS:
+            Xc, yc, hyper = self._prefix_fit(X, y, kind)
+            if kind != IDENTITY and hyper.noise / hyper.signal >= NOISE_FREE:
+                continue
+            ys, _, sd = _standardise(warp(yc, kind))
+            score = float(np.mean(loo_log_densities(Xc, ys, hyper) + log_jacobian(yc, kind))) - math.log(sd)
+            if best is None or score > best[0]:
+                best = (score, hyper, kind)
+        assert best is not None
+        if len(self._warp_cache) > 64:
+            self._warp_cache.clear()
+        self._warp_cache[key] = (best[1], best[2])
+        return best[1], best[2]
+
+    def _prefix_key(self, X: np.ndarray, y: np.ndarray, kind: str) -> str:
+        c = hyper_checkpoint(len(y))
+        return hashlib.sha1(X[:c].tobytes() + y[:c].tobytes() + f"{self.s.seed} {kind}".encode()).hexdigest()
+
+    def _prefix_fit(self, X: np.ndarray, y: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, Hyper]:
+        """The points the prefix's fit is made on, their (unwarped) values, and the fit."""
         c = hyper_checkpoint(len(y))
         Xc, yc = X[:c], y[:c]
-        key = hashlib.sha1(Xc.tobytes() + yc.tobytes() + str(self.s.seed).encode()).hexdigest()
-        hit = self._hyper_cache.get(key)
-        if hit is not None:
-            return hit
+        key = self._prefix_key(X, y, kind)
         if c > HYPER_FIT_POINTS:
             order = np.argsort(yc, kind="stable")
             n_best = HYPER_FIT_POINTS // 4
@@ -138,12 +174,15 @@ class BayesianOptimizer:
             spread = rest[np.linspace(0, len(rest) - 1, HYPER_FIT_POINTS - n_best).astype(int)]
             idx = np.concatenate([order[:n_best], spread])
             Xc, yc = Xc[idx], yc[idx]
-        ys, _, _ = _standardise(yc)
+        hit = self._hyper_cache.get(key)
+        if hit is not None:
+            return Xc, yc, hit
+        ys, _, _ = _standardise(warp(yc, kind))
         hyper = fit_hyper(Xc, ys, np.random.default_rng([self.s.seed, c]), kinds=self.ls_hypotheses)
         if len(self._hyper_cache) > 64:
             self._hyper_cache.clear()
         self._hyper_cache[key] = hyper
-        return hyper
+        return Xc, yc, hyper
 
     # -- the adapter ---------------------------------------------------------------------------------------
     def propose(
@@ -231,14 +270,16 @@ class _Step:
     ) -> None:
         self.opt, self.enc, self.s = opt, opt.enc, opt.s
         self.X = self.enc.encode([o.recipe for o in ok])
-        y_raw = np.array([float(o.value) for o in ok])  # type: ignore[arg-type]
+        self.y_raw = np.array([float(o.value) for o in ok])  # type: ignore[arg-type]
+        self.hyper, self.warp = opt.fit_for(self.X, self.y_raw)
+        y_model = warp(self.y_raw, self.warp)
         # The GP's prior mean (zero in these units) sits at the worst value seen: an unexplored region is
         # expected to be no better than that until data says otherwise. Centred on the sample mean instead,
         # EI kept probing the corners of the cube once the incumbent's basin was refined (about one
         # evaluation in six on Hartmann-6). Hyperparameters are still fitted on mean-centred values.
-        self.y, self.y_mean, self.y_sd = _standardise(y_raw, float(y_raw.max()) if PRIOR_AT_WORST else None)
-        self.y_raw = y_raw
-        self.hyper = opt.hyper_for(self.X, y_raw)
+        self.y, self.y_mean, self.y_sd = _standardise(
+            y_model, float(y_model.max()) if PRIOR_AT_WORST else None
+        )
         self.post = Posterior(self.X, self.y, self.hyper)
         self.posts = [self.post] + [
             Posterior(
@@ -461,7 +502,7 @@ class _Step:
                 self._noise_free(self.opt.hyper_for(self.X[:u], self.y_raw[:u])) for u in (t, t - WINDOW)
             )
 
-        return restart_in_force(self.X, self.y, self.opt.n_init, noise_free)
+        return restart_in_force(self.X, self.y_raw, self.opt.n_init, noise_free)
 
     def restart_step(
         self, F: np.ndarray, taken: set[tuple[Any, ...]], rng: np.random.Generator, restart: Restart
@@ -558,11 +599,12 @@ class _Step:
             w = np.exp(-(means - means.min()))
             pick = int(rng.choice(len(nominees), p=w / w.sum()))
         kind, recipe, (_, value) = nominees[pick]
-        # Reported in objective units: EI as an expected improvement, LCB as the bound itself, PI as is.
+        # Reported in objective units: EI as an expected improvement (of the warped values, under a warp),
+        # LCB as the bound itself, PI as is.
         if kind == "logei":
             kind, value = "ei", math.exp(value) * self.y_sd
         elif kind == "ei":
             value *= self.y_sd
         elif kind == "lcb":
-            value = self.y_mean - value * self.y_sd
+            value = unwarp(self.y_mean - value * self.y_sd, self.y_raw, self.warp)
         return Proposal(recipe, "gp", kind, float(value), 0.0)

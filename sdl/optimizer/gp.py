@@ -105,18 +105,23 @@ def _log_prior(theta: np.ndarray, d: int, kind: str = "gamma") -> tuple[float, n
 
 def loo_log_density(X: np.ndarray, y: np.ndarray, hyper: Hyper) -> float:
     """Mean leave-one-out log predictive density of ``y`` (closed form, Rasmussen & Williams eq. 5.10)."""
+    return float(np.mean(loo_log_densities(X, y, hyper)))
+
+
+def loo_log_densities(X: np.ndarray, y: np.ndarray, hyper: Hyper) -> np.ndarray:
+    """Each point's leave-one-out log predictive density (−inf everywhere for a singular kernel matrix)."""
     ls = hyper.lengthscales
     K = hyper.signal * _matern(np.sqrt(sqdist(X / ls, X / ls)))
     K[np.diag_indices_from(K)] += hyper.noise + _JITTER
     try:
         L = cholesky(K, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
-        return -np.inf
+        return np.full(len(y), -np.inf)
     Kinv = cho_solve((L, True), np.eye(len(y)), check_finite=False)
     alpha = Kinv @ y
     var = 1.0 / np.maximum(np.diag(Kinv), 1e-300)
     resid = alpha * var
-    return float(np.mean(-0.5 * np.log(2 * np.pi * var) - 0.5 * resid**2 / var))
+    return -0.5 * np.log(2 * np.pi * var) - 0.5 * resid**2 / var
 
 
 def fit_hyper(
