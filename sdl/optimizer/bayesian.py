@@ -102,6 +102,18 @@ def hyper_checkpoint(n_ok: int) -> int:
         c = nxt
 
 
+def _fit_points(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The points a fit is made on: all, or past HYPER_FIT_POINTS the best quarter and an even spread."""
+    if len(y) <= HYPER_FIT_POINTS:
+        return X, y
+    order = np.argsort(y, kind="stable")
+    n_best = HYPER_FIT_POINTS // 4
+    rest = np.sort(order[n_best:])
+    spread = rest[np.linspace(0, len(rest) - 1, HYPER_FIT_POINTS - n_best).astype(int)]
+    idx = np.concatenate([order[:n_best], spread])
+    return X[idx], y[idx]
+
+
 def _standardise(y: np.ndarray, centre: float | None = None) -> tuple[np.ndarray, float, float]:
     """``(y - centre) / sd`` with the sample mean as the default centre; returns the centre and sd too."""
     mu = float(y.mean()) if centre is None else centre
@@ -130,8 +142,19 @@ class BayesianOptimizer:
 
     # -- hyperparameters -----------------------------------------------------------------------------------
     def hyper_for(self, X: np.ndarray, y: np.ndarray, kind: str = IDENTITY) -> Hyper:
-        """Hyperparameters for values ``y`` warped by ``kind``, fitted on the schedule's prefix."""
-        return self._prefix_fit(X, y, kind)[2]
+        """Hyperparameters for the values ``y`` warped by ``kind``, fitted on the schedule's prefix."""
+        key = self._prefix_key(X, y, kind)
+        hit = self._hyper_cache.get(key)
+        if hit is not None:
+            return hit
+        c = hyper_checkpoint(len(y))
+        Xc, yc = _fit_points(X[:c], y[:c])
+        ys, _, _ = _standardise(warp(yc, kind))
+        hyper = fit_hyper(Xc, ys, np.random.default_rng([self.s.seed, c]), kinds=self.ls_hypotheses)
+        if len(self._hyper_cache) > 64:
+            self._hyper_cache.clear()
+        self._hyper_cache[key] = hyper
+        return hyper
 
     def fit_for(self, X: np.ndarray, y: np.ndarray) -> tuple[Hyper, str]:
         """Hyperparameters and the output warp they belong to (sdl/optimizer/warping.py): of the fits under
@@ -143,9 +166,11 @@ class BayesianOptimizer:
         hit = self._warp_cache.get(key)
         if hit is not None:  # the choice costs two leave-one-out solves: a warm proposal reuses it too
             return hit
+        c = hyper_checkpoint(len(y))
+        Xc, yc = _fit_points(X[:c], y[:c])
         best: tuple[float, Hyper, str] | None = None
         for kind in OUTPUT_WARPS:
-            Xc, yc, hyper = self._prefix_fit(X, y, kind)
+            hyper = self.hyper_for(X, y, kind)
             if kind != IDENTITY and hyper.noise / hyper.signal >= NOISE_FREE:
                 continue
             ys, _, sd = _standardise(warp(yc, kind))
@@ -161,28 +186,6 @@ class BayesianOptimizer:
     def _prefix_key(self, X: np.ndarray, y: np.ndarray, kind: str) -> str:
         c = hyper_checkpoint(len(y))
         return hashlib.sha1(X[:c].tobytes() + y[:c].tobytes() + f"{self.s.seed} {kind}".encode()).hexdigest()
-
-    def _prefix_fit(self, X: np.ndarray, y: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, Hyper]:
-        """The points the prefix's fit is made on, their (unwarped) values, and the fit."""
-        c = hyper_checkpoint(len(y))
-        Xc, yc = X[:c], y[:c]
-        key = self._prefix_key(X, y, kind)
-        if c > HYPER_FIT_POINTS:
-            order = np.argsort(yc, kind="stable")
-            n_best = HYPER_FIT_POINTS // 4
-            rest = np.sort(order[n_best:])
-            spread = rest[np.linspace(0, len(rest) - 1, HYPER_FIT_POINTS - n_best).astype(int)]
-            idx = np.concatenate([order[:n_best], spread])
-            Xc, yc = Xc[idx], yc[idx]
-        hit = self._hyper_cache.get(key)
-        if hit is not None:
-            return Xc, yc, hit
-        ys, _, _ = _standardise(warp(yc, kind))
-        hyper = fit_hyper(Xc, ys, np.random.default_rng([self.s.seed, c]), kinds=self.ls_hypotheses)
-        if len(self._hyper_cache) > 64:
-            self._hyper_cache.clear()
-        self._hyper_cache[key] = hyper
-        return Xc, yc, hyper
 
     # -- the adapter ---------------------------------------------------------------------------------------
     def propose(
