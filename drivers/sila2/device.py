@@ -202,9 +202,10 @@ class SilaAction(Device):
         return self.command.run(self, value, self.progress.put)
 
     def stop(self, *, success: bool = False) -> None:
-        if self._command is None or (success and not self._command.action.busy):
-            return
-        self._command.stop()
+        # Like the arm's children: stopping one action stops what the instrument is doing.
+        root = self.root
+        if isinstance(root, SilaDevice):
+            root.stop(success=success)
 
     def read(self) -> dict[str, dict[str, Any]]:
         out = super().read()
