@@ -9,6 +9,11 @@ plus the instrument model add to the bare round trip.
 
     python benchmarks/drivers.py                 # 3,000 round trips per driver
     python benchmarks/drivers.py --count 500 --link pty
+
+SiLA 2 (with the `sila` extra): the NE-1000 simulator served by `sdl sila serve` in a process of
+its own (TLS, as deployed), read through ``driver: sila2``, against the direct NE-1000 driver's
+status query in the same alternating rounds: a SiLA property read (answered from the server's
+memory: the gRPC round trip alone) and a SiLA command that the server hands to the NE-1000 driver.
 """
 
 from __future__ import annotations
@@ -183,13 +188,78 @@ def micros(times: list[float]) -> tuple[float, float]:
     return median * 1e6, p99 * 1e6
 
 
+@contextmanager
+def sila_served(pump_url: str, directory: Path) -> Iterator[tuple[str, str]]:
+    """`sdl sila serve` over the NE-1000 at ``pump_url``: (address, certificate)."""
+    import yaml
+
+    lab = directory / "lab.yaml"
+    pump = {"address": 0, "diameter_mm": 14.57, "syringe_volume_ul": 10000, "max_rate_ul_min": 5000,
+            "rate_ul_min": 1000}  # fmt: skip
+    lab.write_text(yaml.safe_dump({
+        "name": "bench", "workcells": {"bench": {"devices": {"pumps": "pumps"}}},
+        "instruments": {"pumps": {"driver": "ne1000", "address": pump_url,
+                                  "options": {"pumps": {"a": pump}}}},
+    }))  # fmt: skip
+    command = [sys.executable, "-m", "sdl", "sila", "serve", "--lab", str(lab), "--certs", str(directory),
+               "--no-discovery"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        _, address, _, certificate = process.stdout.readline().split()
+        process.stdout.readline()  # ready
+        yield address, certificate
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+
+
+def sila(args: argparse.Namespace) -> None:
+    """The SiLA section: a SiLA round trip against the direct driver, alternating rounds."""
+    import tempfile
+
+    import drivers.sila2
+
+    with ExitStack() as stack:
+        direct = stack.enter_context(serving([sys.executable, "-m", "simulators", "ne1000"]))
+        queries = {"NE-1000 direct: status": stack.enter_context(ne1000(direct["pump"]))}
+        served = stack.enter_context(serving([sys.executable, "-m", "simulators", "ne1000"]))
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        address, certificate = stack.enter_context(sila_served(served["pump"], directory))
+        device = drivers.sila2.make_device("pumps", address, ca=certificate)
+        device.connect()
+        stack.callback(device.destroy)
+        feature = "org.sdl/instruments/SyringePumpController/v1"
+        connection = device.connection
+        queries["SiLA: property Pumps"] = lambda: connection.get(feature, "Pumps")
+        queries["SiLA: command SetRate"] = lambda: connection.call(
+            feature, "SetRate", {"Pump": "a", "Rate": 900.0}
+        )
+        results = interleaved(queries, args.count)
+    base_median, _ = micros(results["NE-1000 direct: status"][0])
+    print()
+    print(f"SiLA 2 over TLS on loopback (sdl sila serve in its own process), {args.count} each")
+    header = (
+        f"{'round trip':28} | {'median µs':>9} | {'p99 µs':>7} | {'x direct median':>15} | client CPU µs/call"
+    )
+    print(header)
+    print("-" * len(header))
+    for label, (times, cpu) in results.items():
+        median, p99 = micros(times)
+        print(f"{label:28} | {median:9.0f} | {p99:7.0f} | {median / base_median:15.2f} | {cpu * 1e6:18.0f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--count", type=int, default=3000, help="timed round trips per driver (default 3000)")
     parser.add_argument("--link", choices=("tcp", "pty"), default="tcp", help="simulator link (default tcp)")
+    parser.add_argument("--only-sila", action="store_true", help="only the SiLA 2 section")
     args = parser.parse_args(argv)
+    if args.only_sila:
+        sila(args)
+        return 0
 
     with ExitStack() as stack:
         queries = {"echo": stack.enter_context(echo(args.link))}
@@ -223,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
         figures = f"{median:9.0f} | {p99:7.0f} | {ratio:13.2f} | {p99 / echo_p99:10.2f} | {cpu_us:18.0f}"
         print(f"{label:16} | {query_name:28} | {figures}")
     print(f"worst median ratio {worst:.2f}x (goal: within 2x of the bare round trip)")
+    try:
+        import sila2  # noqa: F401
+    except ImportError:
+        print("(SiLA 2 section skipped: pip install 'sdl[sila]')")
+    else:
+        sila(args)
     return 0
 
 

@@ -46,7 +46,7 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sdl.cli import access, control, daemon, dashboard, inspect, records, run
+    from sdl.cli import access, control, daemon, dashboard, inspect, records, run, sila
 
     common = _common()
     parser = argparse.ArgumentParser(
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     access.register(commands, common)
     dashboard.register(commands, common)
     records.register(commands, common)
+    sila.register(commands, common)
     return parser
 
 
