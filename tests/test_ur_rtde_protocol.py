@@ -423,3 +423,17 @@ def test_struct_layout_matches_the_guide():
     recipe = Recipe(1, ("joint_mode", "actual_digital_input_bits"), ("VECTOR6INT32", "UINT64"))
     packed = recipe.pack([(253,) * 6, 5])
     assert packed == b"\x01" + struct.pack(">6iQ", *(253,) * 6, 5)
+
+
+def test_make_device_follows_rtde_when_the_address_offers_it():
+    from drivers.ur import make_device
+
+    by_host = make_device("arm", "192.0.2.7", positions=DEFAULT_POSITIONS)  # opens nothing
+    assert by_host.arm.state is not None and by_host.arm.state.transport.url == "socket://192.0.2.7:30004"
+    assert make_device("arm", "192.0.2.7", positions=DEFAULT_POSITIONS, rtde=False).arm.state is None
+    three = {
+        k: f"socket://192.0.2.7:{p}" for k, p in (("dashboard", 29999), ("script", 30002), ("gripper", 63352))
+    }
+    assert make_device("arm", three, positions=DEFAULT_POSITIONS).arm.state is None  # polling, as before
+    with pytest.raises(ValueError, match="rtde is on, but the address has no rtde URL"):
+        make_device("arm", three, positions=DEFAULT_POSITIONS, rtde=True)

@@ -119,7 +119,10 @@ class Options(BaseModel):
     start_timeout: Positive = Field(2.0, description="s for a program to start")
     reply_timeout: Positive = Field(0.5, description="s to wait for a dashboard or gripper reply")
     retries: int = Field(4, ge=0, description="resends of a dashboard or gripper query after a link fault")
-    rtde: bool = Field(False, description="follow the arm's state over RTDE (port 30004) instead of polling")
+    rtde: bool | None = Field(
+        None,
+        description="follow state over RTDE, not by polling the dashboard (default: if the address has it)",
+    )
     rtde_frequency: float = Field(125.0, gt=0, le=500, description="RTDE state packages per second")
 
     @model_validator(mode="after")
@@ -145,6 +148,9 @@ def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> 
         address["rtde"] = f"socket://{host}:{RTDE_PORT}"
     if checked.rtde and "rtde" not in address:
         raise ValueError(f"UR arm {name}: rtde is on, but the address has no rtde URL")
+    # RTDE pushes state; polling asks for it. Measured (benchmarks/drivers.py --ur-state): the end of a
+    # move seen 7x sooner and status() 4x faster, for about 2 % of a core while the stream is open.
+    follow = checked.rtde if checked.rtde is not None else "rtde" in address
     missing = {"dashboard", "script", "gripper"} - set(address)
     if missing:
         raise ValueError(
@@ -179,8 +185,6 @@ def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> 
         motion_timeout=checked.motion_timeout,
         auto_unlock=checked.auto_unlock,
         query_retries=checked.retries,
-        state=URStateStream(Transport(address["rtde"]), frequency=checked.rtde_frequency)
-        if checked.rtde
-        else None,
+        state=URStateStream(Transport(address["rtde"]), frequency=checked.rtde_frequency) if follow else None,
     )
     return URArmDevice(arm, name=name, power_on=checked.power_on, pick_retries=checked.pick_retries)

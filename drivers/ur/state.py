@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -53,33 +54,31 @@ class RobotState:
         return self.runtime == RuntimeState.PLAYING
 
 
-def _state(values: dict[str, rtde.Value], sequence: int) -> RobotState:
-    def number(name: str) -> int:
-        value = values[name]
-        assert isinstance(value, int | float)
-        return int(value)
+_MODES = {number: RobotMode(name) for number, name in rtde.ROBOT_MODE_NAMES.items()}
+_SAFETY = {
+    number: SafetyStatus[name]
+    for number, name in rtde.SAFETY_MODE_NAMES.items()
+    if name in SafetyStatus.__members__
+}
+_RUNTIME = {int(state): state for state in RuntimeState}
+#: The recipe above, flattened: the struct of one package's body (after its recipe id).
+_BODY = struct.Struct(">diiII6d6d6d")
 
-    def vector(name: str) -> tuple[float, ...]:
-        value = values[name]
-        assert isinstance(value, tuple)
-        return tuple(float(x) for x in value)
 
-    mode = rtde.ROBOT_MODE_NAMES.get(number("robot_mode"), "NO_CONTROLLER")
-    safety = rtde.SAFETY_MODE_NAMES.get(number("safety_mode"), "FAULT")
-    timestamp = values["timestamp"]
-    assert isinstance(timestamp, float)
+def _state(body: bytes, sequence: int) -> RobotState:
+    """A package body of the FIELDS recipe, decoded with one precompiled struct: at 125-500 packages a
+    second, the reader thread's CPU is the price of following state over RTDE."""
+    values = _BODY.unpack(body)
     return RobotState(
-        timestamp=timestamp,
+        timestamp=values[0],
         received=time.monotonic(),
-        robot_mode=RobotMode(mode),
-        safety=SafetyStatus(safety) if safety in SafetyStatus.__members__ else SafetyStatus.FAULT,
-        runtime=RuntimeState(number("runtime_state"))
-        if number("runtime_state") in range(6)
-        else RuntimeState.STOPPED,
-        powered=bool(number("robot_status_bits") & rtde.ROBOT_POWER_ON),
-        q=vector("actual_q"),
-        qd=vector("actual_qd"),
-        tcp_pose=vector("actual_TCP_pose"),
+        robot_mode=_MODES.get(values[1], RobotMode.NO_CONTROLLER),
+        safety=_SAFETY.get(values[2], SafetyStatus.FAULT),
+        runtime=_RUNTIME.get(values[3], RuntimeState.STOPPED),
+        powered=bool(values[4] & rtde.ROBOT_POWER_ON),
+        q=values[5:11],
+        qd=values[11:17],
+        tcp_pose=values[17:23],
         sequence=sequence,
     )
 
@@ -169,6 +168,8 @@ class URStateStream:
             rtde.request_output_setup(FIELDS, frequency), PackageType.CONTROL_PACKAGE_SETUP_OUTPUTS
         )
         recipe = rtde.parse_setup_reply(reply, FIELDS)
+        if recipe.valid and recipe.structure.format != _BODY.format:
+            raise ProtocolError(f"rtde: the controller's types {recipe.types} are not the guide's")
         if not recipe.valid:
             missing = [
                 n for n, t in zip(recipe.names, recipe.types, strict=True) if t not in rtde.TYPE_FORMATS
@@ -195,7 +196,9 @@ class URStateStream:
                     continue
                 if kind != PackageType.DATA_PACKAGE or not payload:
                     continue
-                state = _state(recipe.unpack(payload[1:]), sequence)
+                if len(payload) != 1 + _BODY.size:
+                    raise RTDEError(f"data package of {len(payload)} bytes, expected {1 + _BODY.size}")
+                state = _state(payload[1:], sequence)
                 sequence += 1
                 with self._changed:
                     self._latest = state
