@@ -29,9 +29,11 @@ examples:
   python -m simulators endpoints experiments/color_matching/lab.yaml   check a lab file, list its endpoints
   python -m simulators faults ne1000                list the faults an instrument can inject
 
-Each endpoint is printed first as '<endpoint> <url>' (a robot prints dashboard, script and
-gripper; in lab mode names are '<instrument>.<endpoint>'), then the simulator serves until
-SIGINT or SIGTERM. Pass the URL to a driver: socket://127.0.0.1:PORT or /dev/pts/N.
+Each endpoint is printed first as '<endpoint> <url>' (a robot prints dashboard, script,
+gripper, primary, realtime and rtde; in lab mode names are '<instrument>.<endpoint>'), then
+the simulator serves until SIGINT or SIGTERM. Pass the URL to a driver: socket://127.0.0.1:PORT
+or /dev/pts/N. --standard-ports puts each endpoint on the real instrument's port, for clients
+that take no port number (ur_rtde): one instrument per --host.
 Fault specs: NAME@N fires at the N-th opportunity, NAME%P with probability P, NAME always.
 """
 

@@ -437,3 +437,12 @@ def test_make_device_follows_rtde_when_the_address_offers_it():
     assert make_device("arm", three, positions=DEFAULT_POSITIONS).arm.state is None  # polling, as before
     with pytest.raises(ValueError, match="rtde is on, but the address has no rtde URL"):
         make_device("arm", three, positions=DEFAULT_POSITIONS, rtde=True)
+
+
+def test_standard_ports_are_for_one_instrument_that_has_them(capsys):
+    from simulators.__main__ import main
+
+    assert main(["ne1000", "--standard-ports"]) == 2
+    assert "--standard-ports: ne1000 has no standard TCP ports" in capsys.readouterr().err
+    assert main(["lab", "experiments/color_matching/lab.yaml", "--standard-ports"]) == 2
+    assert "one instrument per host; not with 'lab'" in capsys.readouterr().err
