@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
-import rtde_control  # noqa: I001  (ur_rtde: its dashboard module needs librtde, loaded by this one)
 import dashboard_client
+import pytest
+import rtde_control
 import rtde_receive
 
 from simulators.ur import DEFAULT_POSITIONS
@@ -45,7 +45,9 @@ def simulated_arm(*args: str) -> Iterator[str]:
         lines = [process.stdout.readline() for _ in range(6)]
         if all(lines):
             break
-        process.wait(timeout=10)  # the address was taken (another run of this test): try another
+        _, stderr = process.communicate(timeout=10)  # it could not bind (another run of this test has the
+        if "address already in use" not in stderr:  # address, try another) or it failed: say why
+            pytest.fail(f"the simulated arm did not start: {stderr.strip()[-500:]}")
     else:
         pytest.fail("no free loopback address for the simulated arm")
     try:
