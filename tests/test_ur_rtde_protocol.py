@@ -446,3 +446,15 @@ def test_standard_ports_are_for_one_instrument_that_has_them(capsys):
     assert "--standard-ports: ne1000 has no standard TCP ports" in capsys.readouterr().err
     assert main(["lab", "experiments/color_matching/lab.yaml", "--standard-ports"]) == 2
     assert "one instrument per host; not with 'lab'" in capsys.readouterr().err
+
+
+def test_a_defect_in_a_builtin_stops_the_program_not_the_server():
+    from simulators.ur.script.runtime import Builtin, Runtime
+
+    ends: list[str] = []
+    library = {"boom": Builtin(lambda ctx: 1 / 0)}
+    runtime = Runtime(
+        parse("def p():\n  boom()\nend\n"), library, 0.002, on_end=lambda t, reason: ends.append(reason)
+    )
+    runtime.start(0.0)
+    assert not runtime.running and "internal error of the simulator: ZeroDivisionError" in ends[0]

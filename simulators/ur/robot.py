@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from drivers.ur.codec import RobotMode, SafetyStatus
@@ -19,7 +19,7 @@ from drivers.ur.rtde import RuntimeState
 from simulators.ur import motion
 from simulators.ur.kinematics import ARMS, IDENTITY_POSE, Arm, Pose, forward
 from simulators.ur.motion import Motion
-from simulators.ur.script.runtime import Runtime
+from simulators.ur.script.runtime import Builtin, Runtime
 from simulators.ur.script.syntax import Program
 
 log = logging.getLogger(__name__)
@@ -203,12 +203,13 @@ class Controller:
             return f"safety status is {self.safety(now).value}"
         return None
 
-    def start(self, program: Program, now: float, library: dict[str, object]) -> Runtime:
+    def start(self, program: Program, now: float, library: Mapping[str, Builtin]) -> Runtime:
         """Start ``program`` now, replacing any running one (as the script ports do)."""
         self.halt(now)
         self.paused = False
-        runtime = Runtime(program, library, self.step_s, on_end=self._program_ended,  # type: ignore[arg-type]
-                          on_kill=self._thread_killed)  # fmt: skip
+        runtime = Runtime(
+            program, library, self.step_s, on_end=self._program_ended, on_kill=self._thread_killed
+        )
         self.program = runtime
         self.last_program = program.name
         runtime.start(now)

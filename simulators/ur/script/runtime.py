@@ -237,6 +237,12 @@ class Runtime:
         except ScriptRuntimeError as exc:
             self._fail(f"{thread.name}: {exc}")
             return
+        except (
+            Exception
+        ) as exc:  # a defect of the simulator's own: the program stops, visibly, the server lives
+            log.exception("internal error running %s", self.program.name)
+            self._fail(f"{thread.name}: internal error of the simulator: {exc!r}")
+            return
         finally:
             self._current = None
         if thread.id not in self.threads:  # it killed itself
