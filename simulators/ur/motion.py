@@ -13,7 +13,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from drivers.ur.urscript import leading_distance, motion_time
+from drivers.ur.urscript import MoveJ, leading_distance, motion_time, progress
 from simulators.ur.kinematics import Arm, Pose, interpolate_pose, inverse, pose_distance, rotation_angle
 
 Joints = tuple[float, ...]
@@ -90,8 +90,6 @@ def joint_move(start: float, origin: Sequence[float], target: Sequence[float], a
 
     Its length is ``drivers.ur.urscript.motion_time``, the time our driver and the simulator's
     dashboard agree a move takes. ``duration`` (``t``) overrides ``a`` and ``v``: constant speed."""
-    from drivers.ur.urscript import MoveJ
-
     origin, target = tuple(origin), tuple(target)
     total = motion_time(origin, MoveJ(target, a, v, duration))
     distance = leading_distance(origin, target)
@@ -170,8 +168,6 @@ class LinearMove:
 
     def _fraction(self, t: float) -> tuple[float, float]:
         """Path fraction and its rate of change at ``t``."""
-        from drivers.ur.urscript import MoveJ, progress
-
         total = self.end - self.begin
         if total <= 0 or t >= self.end:
             return 1.0, 0.0
@@ -209,8 +205,6 @@ def linear_move(start: float, q: Sequence[float], origin: Pose, goal: Pose, a: f
                 tcp: Sequence[float]) -> LinearMove:  # fmt: skip
     """Plan a ``movel`` from the current joints ``q`` (tool at ``origin``) to ``goal``; Unreachable if
     some point of the line has no joint solution near its neighbour's."""
-    from drivers.ur.urscript import MoveJ
-
     distance = pose_distance(origin, goal)
     turn = rotation_angle(origin, goal)
     # A pure rotation is timed in rad/s and rad/s², as the controller does.
