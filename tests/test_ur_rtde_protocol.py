@@ -458,3 +458,25 @@ def test_a_defect_in_a_builtin_stops_the_program_not_the_server():
     )
     runtime.start(0.0)
     assert not runtime.running and "internal error of the simulator: ZeroDivisionError" in ends[0]
+
+
+def test_without_rtde_the_arm_still_stops_on_the_dashboard():
+    import socket
+
+    with socket.socket() as placeholder:  # a port nobody listens on: the RTDE link cannot open
+        placeholder.bind(("127.0.0.1", 0))
+        dead = f"socket://127.0.0.1:{placeholder.getsockname()[1]}"
+        with run_simulator("ur", clock=ScaledClock(200.0), config=RUNNING) as sim:
+            links = {**{k: sim.url(k) for k in ("dashboard", "script", "gripper")}, "rtde": dead}
+            arm = URArm.connect(links, positions=DEFAULT_POSITIONS, query_retries=0, reply_timeout=0.3)
+            try:
+                arm.stop()  # what make_safe sends: it must not wait on the state stream
+                assert dashboard_lines(sim, b"stop") == 1
+                with pytest.raises(ConnectionLost):
+                    arm.status()
+                with pytest.raises(ConnectionLost):
+                    arm.move_to("feeder")  # nothing moves on a state it cannot follow
+                assert sim.call(lambda: sim.lab.simulators["ur"].requests["script"]) == 0
+            finally:
+                arm.close()
+            sim.wait_until_clients_leave()

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from drivers.errors import InstrumentTimeout, SafetyLimitError
+from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError, SafetyLimitError
 from drivers.retry import Backoff, FaultEvents, RetryPolicy
 from drivers.transport import Transport
 from drivers.ur.codec import ProgramState, RobotMode, SafetyStatus
@@ -176,7 +176,12 @@ class URArm:
             if not link.is_open:
                 self.retry.run(link.open, events=self.events, what=f"opening the {what} link")
         if self.state is not None and not self.state.is_open:
-            self.retry.run(self.state.open, events=self.events, what="opening the RTDE state stream")
+            # Not fatal here: open() also comes before a stop (make_safe), which must go out on the
+            # dashboard whatever RTDE does. Whoever needs the state next reopens it, or fails then.
+            try:
+                self.retry.run(self.state.open, events=self.events, what="opening the RTDE state stream")
+            except (ConnectionLost, InstrumentTimeout, ProtocolError) as exc:
+                log.warning("arm: no RTDE state stream (%s); it is tried again when state is needed", exc)
 
     def close(self) -> None:
         self.dashboard.close()
