@@ -124,6 +124,15 @@ def test_receive_and_control_move_the_arm_and_a_stop_stops_it() -> None:
             stopped_at = receive.getActualQ()
             assert not close_to(stopped_at, WASTE, 0.1) and not close_to(stopped_at, FEEDER, 0.01)
             assert control.isProgramRunning() and receive.getSafetyMode() == 1  # NORMAL: a stop is no fault
+
+            # Speed mode: the base turns at a constant 0.2 rad/s until speedStop.
+            assert control.speedJ([0.2, 0, 0, 0, 0, 0], 0.5, 0.008)
+            eventually(
+                lambda: close_to(receive.getActualQd(), [0.2, 0, 0, 0, 0, 0], 1e-9), "turning at 0.2 rad/s"
+            )
+            control.speedStop(2.0)
+            eventually(lambda: max(abs(v) for v in receive.getActualQd()) == 0, "the arm at rest again")
+            assert receive.getActualQ()[0] > stopped_at[0] + 0.05  # it turned
         finally:
             control.stopScript()
             control.disconnect()

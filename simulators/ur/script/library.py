@@ -177,18 +177,20 @@ def make_library(controller: Controller) -> dict[str, Builtin]:
     @blocking("servoj")
     def servoj(ctx: Context, q: Any, a: Any = 0, v: Any = 0, t: Any = 0.002, lookahead_time: Any = 0.1,
                gain: Any = 300) -> Blocking:  # fmt: skip
+        # Follows the target as a first-order lag with the lookahead time as its time constant (the
+        # controller's smoothing, roughly): a stream of targets gives a smooth motion, not a jump per step.
         origin, _ = now_state(ctx)
         target = _joints(q, "servoj")
         check_limits(target, "servoj")
         duration = max(_float(t, "servoj t"), c.step_s)
-        velocity = tuple((b - x) / duration for x, b in zip(origin, target, strict=True))
+        lag = min(max(_float(lookahead_time, "lookahead_time"), 0.03), 0.2)
+        velocity = tuple((b - x) / max(lag, duration) for x, b in zip(origin, target, strict=True))
         if max(abs(x) for x in velocity) > c.max_joint_speed:
-            raise ScriptRuntimeError(
-                "servoj: the target is too far for one step (joint speed over the limit)"
-            )
+            raise ScriptRuntimeError("servoj: the target is too far to follow (joint speed over the limit)")
         piece = motion.Piece(ctx.time, origin, velocity, motion.ZERO)
-        c.move(motion.Trajectory([piece], ctx.time + duration, target), ctx.thread.id)
-        yield Wait(until=ctx.time + duration)
+        end = ctx.time + duration
+        c.move(motion.Trajectory([piece], end, piece.at(end)[0]), ctx.thread.id)
+        yield Wait(until=end)
 
     @blocking("sleep")
     def sleep(ctx: Context, t: Any) -> Blocking:
