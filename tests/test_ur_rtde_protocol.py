@@ -480,3 +480,17 @@ def test_without_rtde_the_arm_still_stops_on_the_dashboard():
             finally:
                 arm.close()
             sim.wait_until_clients_leave()
+
+
+def test_a_protective_stop_between_two_packages_is_not_missed():
+    # At 10 packages a second and 200x speed a move ends, cut short, before any package shows it ran:
+    # the driver learns that it ran from the dashboard's programState, and of the stop all the same.
+    with arm_over_rtde(faults="protective-stop@2") as (_, arm):
+        assert arm.state is not None
+        arm.state.close()
+        arm.state.frequency = 10.0
+        arm.state.open()
+        arm.prepare()
+        arm.move_to("feeder_above")  # the first move: no fault
+        with pytest.raises(ProtectiveStop):
+            arm.move_to("dispense_above")

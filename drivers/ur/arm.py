@@ -471,11 +471,11 @@ class URArm:
                 # A program shorter than a package period may have run between two: the dashboard names it.
                 state = self._query(self.dashboard.program_state)
                 if state.program == program_name and not self._query(self.dashboard.is_running):
-                    self._raise_if_safety_stopped()
+                    self._raise_if_safety_stopped(fresh=True)  # no package saw it: ask the dashboard
                     self._check_stop(what)
                     return
                 if time.monotonic() > deadline:
-                    self._raise_if_safety_stopped()
+                    self._raise_if_safety_stopped(fresh=True)
                     raise ProgramNotStarted(f"{what}: the controller did not run the program") from None
         try:
             stream.wait_for(lambda s: not s.running or self.stopped(), timeout=self.motion_timeout,
