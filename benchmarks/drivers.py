@@ -9,6 +9,7 @@ plus the instrument model add to the bare round trip.
 
     python benchmarks/drivers.py                 # 3,000 round trips per driver
     python benchmarks/drivers.py --count 500 --link pty
+    python benchmarks/drivers.py --ur-state      # the UR arm's state: dashboard polling against RTDE
 
 SiLA 2 (with the `sila` extra): the NE-1000 simulator served by `sdl sila serve` in a process of
 its own (TLS, as deployed), read through ``driver: sila2``, against the direct NE-1000 driver's
@@ -41,7 +42,9 @@ import numpy as np  # noqa: E402
 from drivers.cavro import CavroPump  # noqa: E402
 from drivers.newera import NE1000Line, NE1000Pump  # noqa: E402
 from drivers.ocean import OceanSpectrometer  # noqa: E402
+from drivers.ur import URArm  # noqa: E402
 from drivers.ur.dashboard import URDashboard  # noqa: E402
+from drivers.ur.urscript import MoveJ, motion_time  # noqa: E402
 
 Query = Callable[[], object]
 
@@ -256,10 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=3000, help="timed round trips per driver (default 3000)")
     parser.add_argument("--link", choices=("tcp", "pty"), default="tcp", help="simulator link (default tcp)")
     parser.add_argument("--only-sila", action="store_true", help="only the SiLA 2 section")
+    parser.add_argument(
+        "--ur-state", action="store_true", help="only the UR state section: dashboard polling against RTDE"
+    )
+    parser.add_argument("--moves", type=int, default=40, help="moves per variant in --ur-state (default 40)")
     args = parser.parse_args(argv)
     if args.only_sila:
         sila(args)
         return 0
+    if args.ur_state:
+        return ur_state(args.count, args.moves)
 
     with ExitStack() as stack:
         queries = {"echo": stack.enter_context(echo(args.link))}
@@ -299,6 +308,107 @@ def main(argv: list[str] | None = None) -> int:
         print("(SiLA 2 section skipped: pip install 'sdl[sila]')")
     else:
         sila(args)
+    return 0
+
+
+# -- the UR arm's state: dashboard polling against RTDE ---------------------------------------
+
+UR_SPEED = 10.0  # simulated time runs 10x faster: a 0.6 rad move takes 0.17 s of wall time
+UR_ROUTE = ("feeder_above", "dispense_above")
+
+
+def _ur_arms(endpoints: dict[str, str]) -> dict[str, URArm]:
+    from simulators.ur import DEFAULT_POSITIONS
+
+    base = {k: endpoints[k] for k in ("dashboard", "script", "gripper")}
+    variants = {
+        "dashboard polling": base,
+        "RTDE 125 Hz": {**base, "rtde": endpoints["rtde"]},
+        "RTDE 500 Hz": {**base, "rtde": endpoints["rtde"]},
+    }
+    arms = {}
+    for label, links in variants.items():
+        arm = URArm.connect(links, positions=DEFAULT_POSITIONS, unlock_delay=0.0)
+        if arm.state is not None and "500" in label:
+            arm.state.close()
+            arm.state.frequency = 500.0
+            arm.state.open()
+        arms[label] = arm
+    return arms
+
+
+def ur_state(count: int, moves: int) -> int:
+    """Per variant: a status read (latency, client CPU), a move (time past its motion time, client CPU
+    including the RTDE reader thread), and the CPU an idle arm's stream costs per second."""
+    command = [sys.executable, "-m", "simulators", "ur", "--speed", str(UR_SPEED)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        endpoints = dict(process.stdout.readline().split() for _ in range(6))
+        arms = _ur_arms(endpoints)
+        try:
+            return _ur_state_table(arms, count, moves)
+        finally:
+            for arm in arms.values():
+                arm.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+        process.stdout.close()
+
+
+def _ur_state_table(arms: dict[str, URArm], count: int, moves: int) -> int:
+    first = next(iter(arms.values()))
+    first.prepare()
+    for arm in arms.values():
+        arm.position = first.position
+    reads = interleaved({label: arm.status for label, arm in arms.items()}, count)
+    # Process CPU below counts every thread, the RTDE readers too: only the measured variant's stream
+    # is open, so one variant's reader is not charged to another. Blocks of moves alternate variants.
+    idle: dict[str, float] = {}
+    overhead: dict[str, list[float]] = {label: [] for label in arms}
+    cpu_per_move: dict[str, float] = dict.fromkeys(arms, 0.0)
+    position = first.position or "home"
+    block = 5
+    for round_ in range(max(1, moves // block)):
+        for label, arm in arms.items():
+            for other in arms.values():
+                if other is not arm and other.state is not None:
+                    other.state.close()
+            if arm.state is not None:
+                arm.state.open()
+            if round_ == 0:  # idle: what keeping the state costs while nothing happens
+                cpu, wall = time.process_time(), time.monotonic()
+                time.sleep(2.0)
+                idle[label] = (time.process_time() - cpu) / (time.monotonic() - wall)
+            for _ in range(block):
+                target = UR_ROUTE[1] if position == UR_ROUTE[0] else UR_ROUTE[0]
+                move = MoveJ(arm.positions[target], arm.acceleration, arm.speed)
+                expected = motion_time(arm.positions[position], move) / UR_SPEED
+                cpu, start = time.process_time(), time.perf_counter()
+                arm.move_to(target)
+                overhead[label].append(time.perf_counter() - start - expected)
+                cpu_per_move[label] += time.process_time() - cpu
+                position = target
+    print(
+        f"UR arm state at simulated speed {UR_SPEED:g}x: status() {count} reads each and {moves} moves each "
+        f"({' <-> '.join(UR_ROUTE)}), variants in alternating rounds"
+    )
+    print(f"python {platform.python_version()} on {platform.machine()}, {platform.system()}")
+    header = (
+        f"{'state from':18} | {'status() median µs':>18} | {'p99 µs':>7} | {'CPU µs/read':>11} | "
+        f"{'move: past motion ms (median)':>29} | {'p90 ms':>6} | {'CPU ms/move':>11} | {'idle CPU %':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for label in arms:
+        times, cpu = reads[label]
+        median, p99 = micros(times)
+        late = np.percentile(overhead[label], [50, 90]) * 1e3
+        move_cpu = cpu_per_move[label] / len(overhead[label])
+        print(
+            f"{label:18} | {median:18.0f} | {p99:7.0f} | {cpu * 1e6:11.0f} | {late[0]:29.1f} | "
+            f"{late[1]:6.1f} | {move_cpu * 1e3:11.2f} | {idle[label] * 100:10.2f}"
+        )
     return 0
 
 

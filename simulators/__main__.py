@@ -24,13 +24,16 @@ examples:
   python -m simulators ne1000 --port 0              serve one NE-1000 pump on a free TCP port
   python -m simulators cavro --pty --speed 10       a Cavro pump on a pseudo-terminal, 10x faster
   python -m simulators ur --faults "protective-stop@2"
+  python -m simulators ur --host 127.0.0.2 --standard-ports   a UR arm on its own ports, for ur_rtde
   python -m simulators lab experiments/color_matching/lab.yaml --speed 100 --faults-seed 7
   python -m simulators endpoints experiments/color_matching/lab.yaml   check a lab file, list its endpoints
   python -m simulators faults ne1000                list the faults an instrument can inject
 
-Each endpoint is printed first as '<endpoint> <url>' (a robot prints dashboard, script and
-gripper; in lab mode names are '<instrument>.<endpoint>'), then the simulator serves until
-SIGINT or SIGTERM. Pass the URL to a driver: socket://127.0.0.1:PORT or /dev/pts/N.
+Each endpoint is printed first as '<endpoint> <url>' (a robot prints dashboard, script,
+gripper, primary, realtime and rtde; in lab mode names are '<instrument>.<endpoint>'), then
+the simulator serves until SIGINT or SIGTERM. Pass the URL to a driver: socket://127.0.0.1:PORT
+or /dev/pts/N. --standard-ports puts each endpoint on the real instrument's port, for clients
+that take no port number (ur_rtde): one instrument per --host.
 Fault specs: NAME@N fires at the N-th opportunity, NAME%P with probability P, NAME always.
 """
 
@@ -57,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     where.add_argument(
         "--pty", action="store_true", help="serve each endpoint on a pseudo-terminal instead of TCP"
+    )
+    where.add_argument(
+        "--standard-ports",
+        action="store_true",
+        help="serve each endpoint on the real instrument's TCP port (UR: 29999, 30001-30004, 63352), "
+        "for clients that take no port number; give each instrument its own --host (127.0.0.2, ...)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument(
@@ -96,7 +105,14 @@ async def _watch_parent(stop: asyncio.Event) -> None:
 
 
 async def _serve(
-    lab, link: str, host: str, port: int, *, single: bool, exit_with_parent: bool = False
+    lab,
+    link: str,
+    host: str,
+    port: int,
+    *,
+    single: bool,
+    exit_with_parent: bool = False,
+    standard_ports: bool = False,
 ) -> None:
     # Handlers go in before the endpoints are announced: a tool that reads the lines and stops
     # us at once must get a clean shutdown, not the default action of SIGTERM.
@@ -105,7 +121,7 @@ async def _serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     watcher = loop.create_task(_watch_parent(stop)) if exit_with_parent else None
-    served = await serve_lab(lab, link, host=host, port=port)
+    served = await serve_lab(lab, link, host=host, port=port, standard_ports=standard_ports)
     try:
         for instrument, endpoint, info in served:
             label = endpoint if single else f"{instrument}.{endpoint}"
@@ -144,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(name)
             return 0
         if args.kind == "lab":
+            if args.standard_ports:
+                raise ConfigError("--standard-ports serves one instrument per host; not with 'lab'")
             if not args.file:
                 raise ConfigError("lab needs a lab file: python -m simulators lab FILE.yaml")
             if args.faults:
@@ -156,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if args.file:
                 raise ConfigError(f"unexpected argument {args.file!r} after kind {args.kind!r}")
+            if args.standard_ports and not simulator_class(args.kind).standard_ports:
+                raise ConfigError(f"--standard-ports: {args.kind} has no standard TCP ports")
             clock = ScaledClock(args.speed or 1.0)
             lab = build_single(args.kind, clock, faults=args.faults, faults_seed=args.faults_seed)
     except (ConfigError, FaultSpecError, ValueError) as exc:
@@ -171,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.port,
                 single=args.kind != "lab",
                 exit_with_parent=args.exit_with_parent,
+                standard_ports=args.standard_ports,
             )
         )
     return 0

@@ -43,6 +43,8 @@ class Simulator(ABC):
     endpoints: ClassVar[tuple[str, ...]]
     #: Faults this instrument can show, besides the link faults every simulator has.
     instrument_faults: ClassVar[dict[str, str]] = {}
+    #: The TCP port of each endpoint on the real instrument, for clients that take no port number.
+    standard_ports: ClassVar[dict[str, int]] = {}
 
     def __init__(
         self,

@@ -123,13 +123,18 @@ def endpoint_names(lab: Lab) -> list[str]:
 
 
 async def serve_lab(
-    lab: Lab, link: Link = "tcp", *, host: str = "127.0.0.1", port: int = 0
+    lab: Lab, link: Link = "tcp", *, host: str = "127.0.0.1", port: int = 0, standard_ports: bool = False
 ) -> list[tuple[str, str, Endpoint]]:
-    """Serve every instrument; returns (instrument, endpoint name, endpoint) in file order."""
+    """Serve every instrument; returns (instrument, endpoint name, endpoint) in file order.
+
+    ``standard_ports`` puts each endpoint on the real instrument's port (one instrument per host)."""
     served: list[tuple[str, str, Endpoint]] = []
     try:
         for name, simulator in lab.simulators.items():
-            for endpoint in await serve(simulator, link, host=host, port=port + len(served) if port else 0):
+            ports = dict(simulator.standard_ports) if standard_ports else None
+            for endpoint in await serve(
+                simulator, link, host=host, port=port + len(served) if port else 0, ports=ports
+            ):
                 served.append((name, endpoint.name, endpoint))
     except BaseException:
         for *_, endpoint in served:

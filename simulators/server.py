@@ -155,14 +155,22 @@ async def serve_pty(simulator: Simulator, endpoint: str) -> Endpoint:
 
 
 async def serve(
-    simulator: Simulator, link: Link = "tcp", *, host: str = "127.0.0.1", port: int = 0
+    simulator: Simulator,
+    link: Link = "tcp",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ports: dict[str, int] | None = None,
 ) -> list[Endpoint]:
-    """Serve every endpoint of ``simulator``; with a fixed ``port`` the endpoints take consecutive ports."""
+    """Serve every endpoint of ``simulator``; with a fixed ``port`` the endpoints take consecutive ports,
+    with ``ports`` (endpoint -> port, e.g. the instrument's standard ports) the ports given."""
     endpoints = []
     try:
         for index, name in enumerate(simulator.endpoints):
             if link == "pty":
                 endpoints.append(await serve_pty(simulator, name))
+            elif ports is not None:
+                endpoints.append(await serve_tcp(simulator, name, host, ports[name]))
             else:
                 endpoints.append(await serve_tcp(simulator, name, host, port + index if port else 0))
     except BaseException:

@@ -244,7 +244,7 @@ def test_an_endpoint_the_simulated_instrument_does_not_serve(tmp_path: Path) -> 
     message = only(tmp_path, text)
     assert message.endswith(
         "campaign.yaml:23: lab.instruments.arm.address: '{arm.nosuchendpoint}' is not served by lab.yaml: "
-        "arm serves arm.dashboard, arm.gripper, arm.script"
+        "arm serves arm.dashboard, arm.gripper, arm.primary, arm.realtime, arm.rtde, arm.script"
     )
 
 

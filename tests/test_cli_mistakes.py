@@ -201,9 +201,10 @@ def test_an_unknown_endpoint_is_reported_by_validate(tmp_path: Path, capsys, add
     path = tmp_path / "c.yaml"
     path.write_text(textwrap.dedent(text))
     assert run("validate", str(path)) == 2
-    assert "'{arm.nosuch}' is not served by lab.yaml: arm serves arm.dashboard, arm.gripper, arm.script" in (
-        capsys.readouterr().err
-    )
+    assert (
+        "'{arm.nosuch}' is not served by lab.yaml: arm serves arm.dashboard, arm.gripper, arm.primary, "
+        "arm.realtime, arm.rtde, arm.script"
+    ) in capsys.readouterr().err
 
 
 def test_validate_checks_a_lab_file_and_whether_a_campaign_fits_it(tmp_path: Path, capsys) -> None:

@@ -114,6 +114,20 @@ CASES = [
         faces=[("", (Movable, Readable, Stoppable)), ("gripper", (Movable, Readable, Stoppable)),
                ("transfer", (Movable, Stoppable))],
     ),
+    DriverCase(  # the same arm, its state followed over RTDE instead of polled
+        name="ur-rtde",
+        make_device=drivers.ur.make_device,
+        package="drivers.ur",
+        options={"positions": DEFAULT_POSITIONS, "reply_timeout": 0.5},
+        simulator=functools.partial(run_simulator, "ur", config={
+            "initial_mode": "RUNNING", "gripper": {"active": True, "activation_s": 0.05}}),
+        address=lambda sim: {name: sim.url(name) for name in ("dashboard", "script", "gripper", "rtde")},
+        long_action=lambda device: (device.transfer, ("feeder", "waste")),
+        is_stop=lambda r: r.endpoint == "dashboard" and r.data.strip().lower() == b"stop",
+        is_motion=ur_moves,
+        faces=[("", (Movable, Readable, Stoppable)), ("gripper", (Movable, Readable, Stoppable)),
+               ("transfer", (Movable, Stoppable))],
+    ),
     DriverCase(
         name="ocean-hdx",
         make_device=drivers.ocean.make_device,

@@ -38,7 +38,8 @@ def bench() -> Iterator[dict]:
         stdout=subprocess.PIPE,
         text=True,
     )
-    endpoints = dict(process.stdout.readline().split() for _ in range(6))
+    # Two pumps, the arm's six ports, the spectrometer.
+    endpoints = dict(process.stdout.readline().split() for _ in range(9))
     instruments = yaml.safe_load((HERE / "campaign.yaml").read_text())["lab"]["instruments"]
     devices = {}
     try:

@@ -22,7 +22,8 @@ def test_endpoints_lists_each_instrument_endpoint_without_serving():
     done = endpoints("experiments/color_matching/lab.yaml")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [
-        "dye_pumps.pump", "water_pump.pump", "arm.dashboard", "arm.script", "arm.gripper", "spectrometer.obp",
+        "dye_pumps.pump", "water_pump.pump", "arm.dashboard", "arm.script", "arm.gripper", "arm.primary",
+        "arm.realtime", "arm.rtde", "spectrometer.obp",
     ]  # fmt: skip
 
 

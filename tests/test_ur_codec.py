@@ -20,17 +20,8 @@ from drivers.ur.positions import (
     validate_joint_limits,
     validate_positions,
 )
-from drivers.ur.urscript import (
-    MoveJ,
-    ScriptError,
-    SetDigitalOut,
-    Sleep,
-    TextMsg,
-    build_program,
-    motion_time,
-    parse_program,
-    progress,
-)
+from drivers.ur.urscript import MoveJ, build_program, motion_time, progress
+from simulators.ur.script.syntax import Call, Evaluate, ListDisplay, Literal, parse
 
 
 def test_dashboard_texts_match_the_manual():
@@ -105,38 +96,25 @@ def test_gripper_request_parsing_for_the_simulator():
 
 
 def test_program_round_trip():
+    # What the driver builds is what the simulator's URScript parser reads back.
     move = MoveJ((0.0, -1.5708, 1.5708, -1.5708, -1.5708, 0.25), a=1.0, v=0.5)
     text = build_program("sdl_move_1", [move], 'sdl: move to "feeder"')
     assert text.startswith("def sdl_move_1():\n  textmsg(\"sdl: move to 'feeder'\")\n  movej([0, -1.5708")
     assert text.endswith("a=1, v=0.5)\nend\n")
-    program = parse_program(text)
-    assert program.name == "sdl_move_1"
-    assert program.statements == (TextMsg("sdl: move to 'feeder'"), move)
-
-
-def test_parser_takes_the_urscript_subset():
-    program = parse_program(
-        "def p():\n  movej([0,0,0,0,0,1], 1.2, 0.3)  # positional a, v\n"
-        "  sleep(0.5)\n  set_digital_out(2, True)\n  movej([0,0,0,0,0,0], v=1, t=2)\nend\n"
+    program = parse(text)
+    assert program.name == "sdl_move_1" and program.calls == {"textmsg", "movej"}
+    message, movej = program.body
+    assert isinstance(message, Evaluate) and isinstance(movej, Evaluate)
+    assert isinstance(message.expression, Call) and message.expression.args[0] == Literal(
+        2, "sdl: move to 'feeder'"
     )
-    assert program.statements == (
-        MoveJ((0, 0, 0, 0, 0, 1.0), 1.2, 0.3),
-        Sleep(0.5),
-        SetDigitalOut(2, True),
-        MoveJ((0, 0, 0, 0, 0, 0.0), 1.4, 1.0, 2.0),
-    )
-    assert parse_program("movej([0,0,0,0,0,0])\n").name == "<unnamed>"
-    for bad in (
-        "def p():\n  movel(p[0.1,0,0,0,0,0])\nend\n",
-        "def p():\n  movej(p[0.1,0,0,0,0,0])\nend\n",
-        "def p():\n  movej([0,0,0])\nend\n",
-        "def p():\n  movej([0,0,0,0,0,0], a=-1)\nend\n",
-        "def p():\n  movej([0,0,0,0,0,0])\n",
-        'def p():\n  popup("hi")\nend\n',
-        "",
-    ):
-        with pytest.raises(ScriptError):
-            parse_program(bad)
+    call = movej.expression
+    assert isinstance(call, Call) and isinstance(call.args[0], ListDisplay)
+    joints = [item.value if isinstance(item, Literal) else -item.operand.value for item in call.args[0].items]  # type: ignore[union-attr]
+    assert joints == list(move.q)
+    assert dict(call.keywords) == {"a": Literal(3, 1), "v": Literal(3, 0.5)}
+    with pytest.raises(ValueError, match="not a URScript identifier"):
+        build_program("2fast", [move])
 
 
 def test_motion_time_follows_the_leading_axis_trapezoid():

@@ -52,8 +52,10 @@ def simulator(link: str = "tcp", **options) -> Iterator[BackgroundLab]:
 
 @contextmanager
 def bench(link: str = "tcp", *, faults: str | None = None, config=None, speed: float = SPEED, **options):
+    """The arm, its state polled over the dashboard (tests/test_ur_rtde_protocol.py follows it over RTDE)."""
     with simulator(link, clock=ScaledClock(speed), faults=faults, config=config) as sim:
-        arm = URArm.connect(sim.urls, positions=DEFAULT_POSITIONS, **{**FAST, **options})
+        links = {k: sim.urls[k] for k in ("dashboard", "script", "gripper")}
+        arm = URArm.connect(links, positions=DEFAULT_POSITIONS, **{**FAST, **options})
         try:
             yield sim, arm
         finally:

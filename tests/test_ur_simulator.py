@@ -125,8 +125,14 @@ def test_programs_are_refused_unless_running_normal_and_compilable(clock):
         clock.advance(1)
         ask(dash, "brake release")
         clock.advance(2)
-        send_program(sim, "def p():\n  movel(p[0.1,0,0,0,0,0], a=1, v=0.1)\nend\n")
+        send_program(sim, "def p():\n  dance(1)\nend\n")
+        assert "compile error: p: undefined function(s) dance" in sim.call(lambda: ur.programs_refused[-1])
+        send_program(sim, "def p():\n  movej([0, 0, 0, 0, 0, 0], a=1\nend\n")
         assert "compile error" in sim.call(lambda: ur.programs_refused[-1])
+        # It compiles, but the pose is out of reach: a runtime error ends the program, the arm stays.
+        send_program(sim, "def q():\n  movel(p[2.0, 0, 0, 0, 0, 0], a=1, v=0.1)\nend\n")
+        assert ask(dash, "running") == "Program running: false"
+        assert "no joint solution" in sim.call(lambda: ur.controller.program_ends[-1])
         assert sim.call(ur.position_name) == "home"
 
 

@@ -41,6 +41,7 @@ from drivers.ur.errors import (
 from drivers.ur.gripper import RobotiqGripper
 from drivers.ur.positions import load_positions_file, validate_joint_limits, validate_positions
 from drivers.ur.script import URScriptClient
+from drivers.ur.state import RobotState, URStateStream
 
 if TYPE_CHECKING:
     from drivers.ur.device import URArmDevice
@@ -71,6 +72,7 @@ __all__ = [
     "RobotBusy",
     "RobotMode",
     "RobotNotReady",
+    "RobotState",
     "RobotiqGripper",
     "SafetyStatus",
     "SafetyStop",
@@ -78,6 +80,7 @@ __all__ = [
     "URArmDevice",
     "URDashboard",
     "URScriptClient",
+    "URStateStream",
     "UnknownPosition",
     "UnlockRefused",
     "load_positions_file",
@@ -86,6 +89,7 @@ __all__ = [
 
 
 _DEFAULT_PORTS = {"dashboard": 29999, "script": 30002, "gripper": 63352}
+RTDE_PORT = 30004
 Positive = Annotated[float, Field(gt=0)]
 Byte = Annotated[int, Field(ge=0, le=255)]
 
@@ -115,6 +119,11 @@ class Options(BaseModel):
     start_timeout: Positive = Field(2.0, description="s for a program to start")
     reply_timeout: Positive = Field(0.5, description="s to wait for a dashboard or gripper reply")
     retries: int = Field(4, ge=0, description="resends of a dashboard or gripper query after a link fault")
+    rtde: bool | None = Field(
+        None,
+        description="follow state over RTDE, not by polling the dashboard (default: if the address has it)",
+    )
+    rtde_frequency: float = Field(125.0, gt=0, le=500, description="RTDE state packages per second")
 
     @model_validator(mode="after")
     def _one_source_of_positions(self) -> Options:
@@ -136,6 +145,12 @@ def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> 
     if isinstance(address, str):
         host = address.removeprefix("socket://").split(":")[0]
         address = {endpoint: f"socket://{host}:{port}" for endpoint, port in _DEFAULT_PORTS.items()}
+        address["rtde"] = f"socket://{host}:{RTDE_PORT}"
+    if checked.rtde and "rtde" not in address:
+        raise ValueError(f"UR arm {name}: rtde is on, but the address has no rtde URL")
+    # RTDE pushes state; polling asks for it. Measured (benchmarks/drivers.py --ur-state): the end of a
+    # move seen 7x sooner and status() 4x faster, for about 2 % of a core while the stream is open.
+    follow = checked.rtde if checked.rtde is not None else "rtde" in address
     missing = {"dashboard", "script", "gripper"} - set(address)
     if missing:
         raise ValueError(
@@ -170,5 +185,6 @@ def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> 
         motion_timeout=checked.motion_timeout,
         auto_unlock=checked.auto_unlock,
         query_retries=checked.retries,
+        state=URStateStream(Transport(address["rtde"]), frequency=checked.rtde_frequency) if follow else None,
     )
     return URArmDevice(arm, name=name, power_on=checked.power_on, pick_retries=checked.pick_retries)

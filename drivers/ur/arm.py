@@ -3,7 +3,8 @@
 Every motion goes to a position taught in the configuration, at a speed and acceleration under
 the configured caps; anything else raises before a byte is sent. A move sends a URScript program
 to the secondary interface and follows it through the Dashboard Server (``running`` true, then
-false, then the safety status), because that is all a plain client can observe.
+false, then the safety status), or, given an RTDE state stream (``drivers.ur.state``), through
+the state packages the controller pushes: no polling, and the end of a move seen within a package.
 
 The 5 s protective-stop rule is counted from the moment this driver observed the stop, which is
 never earlier than the stop itself, and the controller enforces the rule on its own anyway: a
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from drivers.errors import InstrumentTimeout, SafetyLimitError
+from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError, SafetyLimitError
 from drivers.retry import Backoff, FaultEvents, RetryPolicy
 from drivers.transport import Transport
 from drivers.ur.codec import ProgramState, RobotMode, SafetyStatus
@@ -48,6 +49,7 @@ from drivers.ur.positions import (
     validate_positions,
 )
 from drivers.ur.script import URScriptClient
+from drivers.ur.state import RobotState, URStateStream
 from drivers.ur.urscript import MoveJ, build_program
 
 log = logging.getLogger(__name__)
@@ -89,10 +91,13 @@ class URArm:
         query_retries: int = 2,
         auto_unlock: bool = False,
         events: FaultEvents | None = None,
+        state: URStateStream | None = None,
     ):
         self.dashboard = dashboard
         self.script = script
         self.gripper = gripper
+        #: The RTDE state stream, if any: status and the end of moves come from it, not from polling.
+        self.state = state
         self.joint_limits = tuple(joint_limits)
         self.positions: dict[str, Joints] = validate_positions(positions, joint_limits=self.joint_limits)
         if not 0 < max_joint_speed <= 3.2:
@@ -135,7 +140,8 @@ class URArm:
     def connect(
         cls, addresses: Mapping[str, str], *, reply_timeout: float | None = None, **options: Any
     ) -> URArm:
-        """Open all three links from ``{"dashboard": url, "script": url, "gripper": url}``.
+        """Open the links from ``{"dashboard": url, "script": url, "gripper": url}`` (and ``"rtde": url``
+        to follow state over RTDE).
 
         ``gripper_speed``, ``gripper_force`` and ``gripper_max_force`` go to the gripper; the rest to URArm,
         whose ``positions`` may instead come from a YAML ``positions_file``.
@@ -154,7 +160,8 @@ class URArm:
         dashboard = URDashboard(Transport(addresses["dashboard"]), **timeouts)
         script = URScriptClient(Transport(addresses["script"]))
         gripper = RobotiqGripper(Transport(addresses["gripper"]), **timeouts, **gripper_options)
-        arm = cls(dashboard, script, gripper, **options)
+        state = URStateStream(Transport(addresses["rtde"])) if "rtde" in addresses else None
+        arm = cls(dashboard, script, gripper, state=state, **options)
         try:
             arm.open()
         except BaseException:
@@ -168,11 +175,20 @@ class URArm:
                            (self.gripper.transport, "gripper")):  # fmt: skip
             if not link.is_open:
                 self.retry.run(link.open, events=self.events, what=f"opening the {what} link")
+        if self.state is not None and not self.state.is_open:
+            # Not fatal here: open() also comes before a stop (make_safe), which must go out on the
+            # dashboard whatever RTDE does. Whoever needs the state next reopens it, or fails then.
+            try:
+                self.retry.run(self.state.open, events=self.events, what="opening the RTDE state stream")
+            except (ConnectionLost, InstrumentTimeout, ProtocolError) as exc:
+                log.warning("arm: no RTDE state stream (%s); it is tried again when state is needed", exc)
 
     def close(self) -> None:
         self.dashboard.close()
         self.script.close()
         self.gripper.close_link()
+        if self.state is not None:
+            self.state.close()
 
     @property
     def links(self) -> list[Transport]:
@@ -180,6 +196,10 @@ class URArm:
 
     # -- state -----------------------------------------------------------------------------
     def status(self) -> ArmStatus:
+        if self.state is not None:
+            state = self._state()
+            remote = self._query(self.dashboard.is_in_remote_control)  # the dashboard alone knows
+            return ArmStatus(state.robot_mode, state.safety, state.running, remote)
         return ArmStatus(
             self._query(self.dashboard.robot_mode),
             self._query(self.dashboard.safety_status),
@@ -212,7 +232,7 @@ class URArm:
             raise RemoteControlRequired(
                 "the robot is in local control; switch to Remote Control on the pendant"
             )
-        self._raise_if_safety_stopped()
+        self._raise_if_safety_stopped(fresh=True)
         if self._query(self.dashboard.robot_mode) == RobotMode.RUNNING:
             return
         if not power:
@@ -408,9 +428,13 @@ class URArm:
         # A unique name per program lets programState tell this program from the previous one.
         self._programs += 1
         program_name = f"sdl_move_{self._programs}"
+        before = self._state().sequence if self.state is not None else -1
         with self._gate:
             self._check_stop(what)
             self.script.send_program(build_program(program_name, [move], f"sdl: {what}"))
+        if self.state is not None:
+            self._follow(self.state, before, program_name, what)
+            return
         # No pause between polls while waiting for the start: a short move in a sped-up simulation
         # may run for only a few milliseconds, and each poll is a network round trip anyway. A
         # program that already finished shows by its (unique) name in programState.
@@ -435,8 +459,56 @@ class URArm:
         self._raise_if_safety_stopped()
         self._check_stop(what)
 
-    def _raise_if_safety_stopped(self) -> None:
-        status = self._query(self.dashboard.safety_status)
+    def _follow(self, stream: URStateStream, before: int, program_name: str, what: str) -> None:
+        """Wait for the program to start and end on the RTDE state stream (no polling)."""
+        window = 3.0 / stream.frequency  # a few packages
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            try:
+                playing = stream.wait_for(lambda s: s.running or self.stopped(), timeout=window, after=before)
+                break
+            except InstrumentTimeout:
+                # A program shorter than a package period may have run between two: the dashboard names it.
+                state = self._query(self.dashboard.program_state)
+                if state.program == program_name and not self._query(self.dashboard.is_running):
+                    self._raise_if_safety_stopped(fresh=True)  # no package saw it: ask the dashboard
+                    self._check_stop(what)
+                    return
+                if time.monotonic() > deadline:
+                    self._raise_if_safety_stopped(fresh=True)
+                    raise ProgramNotStarted(f"{what}: the controller did not run the program") from None
+        try:
+            stream.wait_for(lambda s: not s.running or self.stopped(), timeout=self.motion_timeout,
+                            after=playing.sequence - 1)  # fmt: skip
+        except InstrumentTimeout:
+            self._retrying(self.dashboard.stop, self.dashboard.transport)
+            raise MotionTimeout(f"{what}: still running after {self.motion_timeout} s; stopped it") from None
+        if self.stopped():
+            self.position = None
+            raise MotionStopped(f"{what}: stopped on request")
+        self._raise_if_safety_stopped()
+
+    def _state(self) -> RobotState:
+        """The newest RTDE state; a stalled stream is reopened (under the retry policy)."""
+        stream = self.state
+        assert stream is not None
+
+        def newest() -> RobotState:
+            if not stream.is_open:
+                stream.open()
+            return stream.latest()
+
+        return self.retry.run(newest, events=self.events, what="arm rtde state")
+
+    def _safety(self, *, fresh: bool = False) -> SafetyStatus:
+        """The safety status: the newest RTDE package's, or the dashboard's when ``fresh`` matters (a
+        dashboard command, such as an unlock, may have changed it since that package was sent)."""
+        if self.state is None or fresh:
+            return self._query(self.dashboard.safety_status)
+        return self._state().safety
+
+    def _raise_if_safety_stopped(self, *, fresh: bool = False) -> None:
+        status = self._safety(fresh=fresh)
         if status == SafetyStatus.PROTECTIVE_STOP:
             if self._stop_observed_at is None:
                 self._stop_observed_at = time.monotonic()
@@ -449,6 +521,13 @@ class URArm:
             raise SafetyStop(f"the arm is stopped by its safety system ({status.value})", status)
 
     def _wait_for_mode(self, modes: set[RobotMode], what: str) -> None:
+        if self.state is not None:
+            self._state()
+            try:
+                self.state.wait_for(lambda s: s.robot_mode in modes, timeout=self.ready_timeout)
+            except InstrumentTimeout:
+                raise RobotNotReady(f"{what}: robot mode stayed {self._state().robot_mode.value}") from None
+            return
         deadline = time.monotonic() + self.ready_timeout
         while (mode := self._query(self.dashboard.robot_mode)) not in modes:
             if time.monotonic() > deadline:

@@ -1,9 +1,9 @@
-"""URScript programs for the secondary interface (TCP 30002): building, parsing a subset, timing.
+"""URScript programs for the secondary interface (TCP 30002): building them, timing their moves.
 
 The driver only ever sends programs it builds here: ``def NAME():``, a ``textmsg`` saying what
-the program is for, one or more ``movej`` and ``end``. The simulator parses the same subset
-(``movej`` with a joint list, ``sleep``, ``textmsg``, ``set_digital_out``) and refuses anything
-else, as the controller refuses a program that does not compile.
+the program is for, one or more ``movej`` and ``end``. The simulator runs them (and any other
+program) in its URScript interpreter (``simulators.ur.script``), timing each ``movej`` with
+``motion_time`` below, so the driver and the simulator agree how long a move takes.
 
 Timing follows the URScript manual's ``movej(q, a=1.4, v=1.05, t=0, r=0)``: ``a`` and ``v`` bind
 the leading axis (the joint with the largest excursion), every other joint is scaled to arrive
@@ -23,41 +23,12 @@ DEFAULT_JOINT_ACCELERATION = 1.4  # rad/s², URScript's movej default
 DEFAULT_JOINT_SPEED = 1.05  # rad/s
 
 
-class ScriptError(ValueError):
-    """A program outside the subset we build and simulate (the controller would not compile it)."""
-
-
 @dataclass(frozen=True)
 class MoveJ:
     q: tuple[float, ...]
     a: float = DEFAULT_JOINT_ACCELERATION
     v: float = DEFAULT_JOINT_SPEED
     t: float = 0.0
-
-
-@dataclass(frozen=True)
-class Sleep:
-    seconds: float
-
-
-@dataclass(frozen=True)
-class TextMsg:
-    text: str
-
-
-@dataclass(frozen=True)
-class SetDigitalOut:
-    pin: int
-    value: bool
-
-
-Statement = MoveJ | Sleep | TextMsg | SetDigitalOut
-
-
-@dataclass(frozen=True)
-class Program:
-    name: str
-    statements: tuple[Statement, ...]
 
 
 # -- building ---------------------------------------------------------------------------------
@@ -88,122 +59,6 @@ def build_program(name: str, moves: Sequence[MoveJ], message: str = "") -> str:
 
 def _quote(text: str) -> str:
     return text.replace("\\", "/").replace('"', "'").replace("\n", " ")
-
-
-# -- parsing ----------------------------------------------------------------------------------
-
-_CALL = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*\((?P<args>.*)\)\s*$")
-_DEF = re.compile(r"^def\s+(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*\(\s*\)\s*:\s*$")
-
-
-def parse_program(text: str) -> Program:
-    """Parse ``def NAME(): … end`` (or a bare statement line) into statements; ScriptError if unsupported."""
-    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
-    lines = [line for line in lines if line]
-    if not lines:
-        raise ScriptError("empty program")
-    header = _DEF.match(lines[0])
-    if header is None:
-        return Program("<unnamed>", tuple(parse_statement(line) for line in lines))
-    if lines[-1] != "end":
-        raise ScriptError(f"program {header['name']!r} does not end with 'end'")
-    return Program(header["name"], tuple(parse_statement(line) for line in lines[1:-1]))
-
-
-def parse_statement(line: str) -> Statement:
-    call = _CALL.match(line)
-    if call is None:
-        raise ScriptError(f"not a supported statement: {line!r}")
-    name = call["name"]
-    positional, keywords = _split_arguments(call["args"])
-    if name == "movej":
-        return _movej(positional, keywords, line)
-    if name == "sleep" and len(positional) == 1 and not keywords:
-        return Sleep(_float(positional[0], line))
-    if name == "textmsg" and 1 <= len(positional) <= 2 and not keywords:
-        return TextMsg(" ".join(_string(p) for p in positional))
-    if name == "set_digital_out" and len(positional) == 2 and not keywords:
-        return SetDigitalOut(int(_float(positional[0], line)), _boolean(positional[1], line))
-    supported = "movej, sleep, textmsg, set_digital_out"
-    raise ScriptError(f"unsupported call {name!r} in {line!r} (supported: {supported})")
-
-
-def _movej(positional: list[str], keywords: dict[str, str], line: str) -> MoveJ:
-    names = ("q", "a", "v", "t", "r")
-    values = dict(zip(names, positional, strict=False))
-    for key, value in keywords.items():
-        if key not in names or key in values:
-            raise ScriptError(f"movej: unexpected argument {key!r} in {line!r}")
-        values[key] = value
-    if "q" not in values:
-        raise ScriptError(f"movej without a target: {line!r}")
-    target = values["q"].strip()
-    if target.startswith("p["):
-        raise ScriptError(f"movej to a pose needs inverse kinematics, which is not simulated: {line!r}")
-    if not (target.startswith("[") and target.endswith("]")):
-        raise ScriptError(f"movej target must be a joint list [j1, …, j6]: {line!r}")
-    q = tuple(_float(x, line) for x in target[1:-1].split(","))
-    if len(q) != JOINTS:
-        raise ScriptError(f"movej needs {JOINTS} joint angles, got {len(q)}: {line!r}")
-    a = _float(values.get("a", str(DEFAULT_JOINT_ACCELERATION)), line)
-    v = _float(values.get("v", str(DEFAULT_JOINT_SPEED)), line)
-    t = _float(values.get("t", "0"), line)
-    if a <= 0 or v <= 0 or t < 0:
-        raise ScriptError(f"movej needs a > 0, v > 0 and t >= 0: {line!r}")
-    return MoveJ(q, a, v, t)
-
-
-def _split_arguments(text: str) -> tuple[list[str], dict[str, str]]:
-    parts, depth, quoted, current = [], 0, False, []
-    for char in text:
-        if char == '"':
-            quoted = not quoted
-        elif not quoted and char == "[":
-            depth += 1
-        elif not quoted and char == "]":
-            depth -= 1
-        if char == "," and depth == 0 and not quoted:
-            parts.append("".join(current).strip())
-            current = []
-        else:
-            current.append(char)
-    if "".join(current).strip():
-        parts.append("".join(current).strip())
-    positional: list[str] = []
-    keywords: dict[str, str] = {}
-    for part in parts:
-        key = re.match(r"^([A-Za-z_]\w*)\s*=(?!=)\s*(.*)$", part)
-        if key:
-            keywords[key[1]] = key[2]
-        elif keywords:
-            raise ScriptError(f"positional argument after keyword: {text!r}")
-        else:
-            positional.append(part)
-    return positional, keywords
-
-
-def _float(text: str, line: str) -> float:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise ScriptError(f"not a number: {text!r} in {line!r}") from None
-    if not math.isfinite(value):
-        raise ScriptError(f"not a finite number: {text!r} in {line!r}")
-    return value
-
-
-def _string(text: str) -> str:
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        return text[1:-1]
-    return text
-
-
-def _boolean(text: str, line: str) -> bool:
-    value = text.strip()
-    if value in ("True", "False"):
-        return value == "True"
-    raise ScriptError(f"expected True or False, got {text!r} in {line!r}")
 
 
 # -- timing -----------------------------------------------------------------------------------

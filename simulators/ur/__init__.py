@@ -1,9 +1,12 @@
 """Simulated Universal Robots arm (CB3 or e-Series) with a Robotiq gripper on the URCap socket.
 
-Endpoints: ``dashboard`` (the Dashboard Server, port 29999 on a real robot), ``script`` (the
-secondary interface, 30002: URScript programs in) and ``gripper`` (the Robotiq URCap, 63352).
-The script endpoint streams no binary state packets: our driver and every dashboard-based
-client ignore them, and a client that parses them (python-urx) is not supported.
+Endpoints (the real controller's port in brackets): ``dashboard`` (the Dashboard Server, 29999),
+``script`` (the secondary interface, 30002), ``gripper`` (the Robotiq URCap, 63352), ``primary``
+(30001) and ``realtime`` (30003), which take URScript programs as ``script`` does, and ``rtde``
+(Real-Time Data Exchange, 30004). Programs run in a URScript interpreter (``simulators.ur.script``)
+against the same controller the dashboard and RTDE report on. The script ports stream no binary
+state packets: our driver and ``ur_rtde`` ignore them, and a client that parses them (python-urx)
+is not supported.
 
 Config keys (all optional; ``default_config()`` fits the default bench)::
 
@@ -22,21 +25,25 @@ Config keys (all optional; ``default_config()`` fits the default bench)::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from drivers.ur import codec
+from drivers.ur import codec, rtde
 from drivers.ur.errors import PositionConfigError
 from drivers.ur.positions import match_position, validate_positions
-from drivers.ur.urscript import MoveJ, Program, ScriptError, parse_program
 from simulators.base import Simulator, register
 from simulators.faults import FaultPlan
 from simulators.stream import Stream
 from simulators.ur.gripper import Gripper
+from simulators.ur.kinematics import ARMS
 from simulators.ur.robot import Controller
+from simulators.ur.rtde_server import RTDESession, output_getters
+from simulators.ur.script.library import make_library, undefined_calls
+from simulators.ur.script.syntax import CompileError, parse
 from simulators.world import World
 
 _CONFIG_KEYS = {
@@ -51,7 +58,14 @@ _VERSIONS = {
     "e-series": "URSoftware 5.11.1.108318 (Nov 25 2021)",
     "cb3": "URSoftware 3.15.7.106331 (Oct 20 2021)",
 }
+_CONTROLLER_VERSIONS = {"e-series": (5, 11, 1, 108318), "cb3": (3, 15, 7, 106331)}
+_MODELS = {"e-series": "UR5e", "cb3": "UR5"}
+#: The control loop: 500 Hz on e-Series, 125 Hz on CB3 (the RTDE output rate's ceiling too).
+_CONTROL_RATES = {"e-series": 500.0, "cb3": 125.0}
 _PROGRAM_END = re.compile(r"^end[ \t]*\r?$", re.MULTILINE)
+#: A program text longer than this without its closing ``end`` is thrown away.
+MAX_PROGRAM_TEXT = 1_000_000
+SCRIPT_ENDPOINTS = ("script", "primary", "realtime")
 
 DEFAULT_POSITIONS: dict[str, list[float]] = {
     "home": [0.0, -1.5708, 1.5708, -1.5708, -1.5708, 0.0],
@@ -69,10 +83,16 @@ DEFAULT_POSITIONS: dict[str, list[float]] = {
 @register
 class URSimulator(Simulator):
     kind = "ur"
-    endpoints = ("dashboard", "script", "gripper")
+    endpoints = ("dashboard", "script", "gripper", "primary", "realtime", "rtde")
+    #: The ports a real controller listens on (``python -m simulators ur --standard-ports``).
+    standard_ports: ClassVar[dict[str, int]] = {
+        "dashboard": 29999, "script": 30002, "gripper": 63352,
+        "primary": 30001, "realtime": 30003, "rtde": 30004,
+    }  # fmt: skip
     instrument_faults: ClassVar[dict[str, str]] = {
-        "protective-stop": "the arm stops halfway through a motion program, safety status PROTECTIVE_STOP, "
-        "unlock refused for 5 simulated s (opportunity: a program with a movej)",
+        "protective-stop": "the arm stops halfway through a motion, safety status PROTECTIVE_STOP, the "
+        "program "
+        "ends, unlock refused for 5 simulated s (opportunity: each movej or movel a program makes)",
         "miss": "the gripper closes past the vessel without catching it, OBJ 3 "
         "(opportunity: a close at a station holding a vessel)",
     }
@@ -110,6 +130,8 @@ class URSimulator(Simulator):
         fraction = float(cfg.get("protective_stop_fraction", 0.5))
         if not 0 < fraction < 1:
             raise ValueError(f"protective_stop_fraction: must be between 0 and 1, not {fraction}")
+        self.control_rate = _CONTROL_RATES[self.series]
+        self.controller_version = _CONTROLLER_VERSIONS[self.series]
         self.controller = Controller(
             self.positions[start],
             powered=mode,
@@ -118,7 +140,19 @@ class URSimulator(Simulator):
             unlock_rule_s=_positive(cfg, "unlock_rule_s", 5.0, zero=True),
             stop_fraction=fraction,
             max_joint_speed=_positive(cfg, "max_joint_speed", 3.14),
+            arm=ARMS[_MODELS[self.series]],
+            step_s=1.0 / self.control_rate,
+            protective_stop_fault=lambda: self.faults.fires("protective-stop"),
         )
+        self.library = make_library(self.controller)
+        outputs = rtde.OUTPUTS
+        self.rtde_outputs = outputs if self.series == "e-series" else {
+            k: v for k, v in outputs.items() if k not in rtde.E_SERIES_OUTPUTS}  # fmt: skip
+        self.rtde_getters = output_getters(self)
+        #: The speed slider an RTDE client set (reported as target_speed_fraction; motion is not rescaled).
+        self.speed_slider = 1.0
+        self.analog_out: dict[str, float] = {}
+        self._rtde_claims: dict[str, RTDESession] = {}
         gripper_cfg = dict(cfg.get("gripper") or {})
         unknown = set(gripper_cfg) - {"active", "activation_s", "object_position"}
         if unknown:
@@ -178,8 +212,10 @@ class URSimulator(Simulator):
     async def serve(self, endpoint: str, stream: Stream) -> None:
         if endpoint == "dashboard":
             await self._serve_dashboard(stream)
-        elif endpoint == "script":
-            await self._serve_script(stream)
+        elif endpoint in SCRIPT_ENDPOINTS:
+            await self._serve_script(endpoint, stream)
+        elif endpoint == "rtde":
+            await RTDESession(self, stream).run()
         else:
             await self._serve_gripper(stream)
 
@@ -196,15 +232,18 @@ class URSimulator(Simulator):
             if reply == codec.DISCONNECTED:
                 return
 
-    async def _serve_script(self, stream: Stream) -> None:
+    async def _serve_script(self, endpoint: str, stream: Stream) -> None:
         buffer = ""
         while True:
             buffer += (await stream.read_some()).decode("ascii", "replace")
             while (program := _take_program(buffer)) is not None:
                 text, buffer = program
-                self.requests["script"] += 1
-                self.record("script", text.encode("ascii", "replace"))
+                self.requests[endpoint] += 1
+                self.record(endpoint, text.encode("ascii", "replace"))
                 self.run_script(text)
+            if len(buffer) > MAX_PROGRAM_TEXT:
+                self.log.warning("%s: %d characters without a program end; discarded", endpoint, len(buffer))
+                buffer = ""
 
     async def _serve_gripper(self, stream: Stream) -> None:
         while True:
@@ -227,9 +266,13 @@ class URSimulator(Simulator):
         now = self.now()
         self.settle(now)
         try:
-            program = parse_program(text)
-        except ScriptError as exc:
+            program = parse(text)
+        except CompileError as exc:
             self._refuse(f"compile error: {exc}")
+            return
+        undefined = undefined_calls(program.calls, [*program.functions, *program.threads], self.library)
+        if undefined:
+            self._refuse(f"compile error: {program.name}: undefined function(s) {', '.join(undefined)}")
             return
         if self.series == "e-series" and not self.remote_control:
             self._refuse(f"{program.name}: the robot is in local control")
@@ -238,11 +281,9 @@ class URSimulator(Simulator):
         if reason:
             self._refuse(f"{program.name}: {reason}")
             return
-        moves = _has_motion(program)
-        stop = moves and self.faults.fires("protective-stop")
-        run = self.controller.start(program, now, protective_stop=stop)
+        self.controller.start(program, now, self.library)
         self.programs_run.append(program.name)
-        self.log.info("program %s runs until t=%.3f", program.name, run.end)
+        self.log.info("program %s started at t=%.3f", program.name, now)
 
     def _refuse(self, reason: str) -> None:
         self.programs_refused.append(reason)
@@ -320,9 +361,51 @@ class URSimulator(Simulator):
         arm = self.controller
         if arm.loaded_program is None or arm.why_not_runnable(now):
             return "Failed to execute: play"
+        # A .urp is not simulated: it runs as a program that waits for urp_duration_s.
+        program = parse(f"def urp():\n  sleep({self.urp_duration_s!r})\nend\n")
         name = arm.loaded_program.rsplit("/", 1)[-1]
-        arm.start(Program(name, ()), now).end = now + self.urp_duration_s
+        arm.start(dataclasses.replace(program, name=name), now, self.library)
         return "Starting program"
+
+    # -- RTDE ------------------------------------------------------------------------------
+    def rtde_inputs_in_use(self, session: RTDESession, names: tuple[str, ...]) -> list[str]:
+        return [n for n in names if self._rtde_claims.get(n, session) is not session]
+
+    def claim_rtde_inputs(self, session: RTDESession, names: tuple[str, ...]) -> None:
+        for name in names:
+            self._rtde_claims[name] = session
+
+    def release_rtde_inputs(self, session: RTDESession) -> None:
+        for name in [n for n, owner in self._rtde_claims.items() if owner is session]:
+            del self._rtde_claims[name]
+
+    def apply_rtde_inputs(self, values: Mapping[str, Any]) -> None:
+        """An input package: registers, masked digital outputs, the speed slider, analog outputs."""
+        registers = self.controller.registers
+        outputs = self.controller.digital_out
+        for name, value in values.items():
+            if name.startswith("input_int_register_"):
+                registers.input_int[int(name.rsplit("_", 1)[1])] = int(value)  # type: ignore[arg-type]
+            elif name.startswith("input_double_register_"):
+                registers.input_double[int(name.rsplit("_", 1)[1])] = float(value)  # type: ignore[arg-type]
+            elif name.startswith("input_bit_register_"):
+                registers.input_bits[int(name.rsplit("_", 1)[1])] = bool(value)
+            elif name in ("input_bit_registers0_to_31", "input_bit_registers32_to_63"):
+                base = 0 if name.endswith("0_to_31") else 32
+                for i in range(32):
+                    registers.input_bits[base + i] = bool(int(value) >> i & 1)  # type: ignore[arg-type]
+            elif name.startswith("standard_analog_output_") and not name.endswith(("mask", "type")):
+                self.analog_out[name] = float(value)  # type: ignore[arg-type]
+        if values.get("speed_slider_mask", 0):
+            self.speed_slider = min(
+                1.0, max(0.0, float(values.get("speed_slider_fraction", self.speed_slider)))
+            )  # type: ignore[arg-type]
+        for prefix, offset in (("standard", 0), ("configurable", 8), ("tool", 16)):
+            mask = int(values.get(f"{prefix}_digital_output_mask", 0))  # type: ignore[arg-type]
+            bits = int(values.get(f"{prefix}_digital_output", 0))  # type: ignore[arg-type]
+            for i in range(8):
+                if mask >> i & 1:
+                    outputs[offset + i] = bool(bits >> i & 1)
 
 
 def _take_program(buffer: str) -> tuple[str, str] | None:
@@ -339,10 +422,6 @@ def _take_program(buffer: str) -> tuple[str, str] | None:
     if newline < 0:
         return None
     return stripped[: newline + 1], stripped[newline + 1 :]
-
-
-def _has_motion(program: Program) -> bool:
-    return any(isinstance(s, MoveJ) for s in program.statements)
 
 
 def _positive(cfg: Mapping[str, Any], key: str, default: float, *, zero: bool = False) -> float:

@@ -1,0 +1,1 @@
+"""A URScript interpreter for the simulated controller: syntax, runtime, the function library."""
