@@ -29,9 +29,10 @@ import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
-from sdl.campaign import Campaign  # noqa: E402
-from sdl.foreground import run_campaign, start_campaign  # noqa: E402
-from sdl.loading import LoadedCampaign, load_campaign  # noqa: E402
+from sdl.loop.foreground import run_campaign  # noqa: E402
+from sdl.loop.lifecycle import start_campaign  # noqa: E402
+from sdl.spec.campaign import Campaign  # noqa: E402
+from sdl.spec.loading import LoadedCampaign, load_campaign  # noqa: E402
 from sdl.store import Store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

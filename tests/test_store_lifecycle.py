@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sdl.status import CampaignStatus, ExperimentStatus, IllegalTransition
+from sdl.spec.status import CampaignStatus, ExperimentStatus, IllegalTransition
 from sdl.store import (
     DB_FILENAME,
     CampaignBusy,

@@ -1,5 +1,5 @@
 """CurveZMQ on the lab service's sockets: pyzmq's ZAP authenticators checking the allow-list, and the
-per-request check that turns a connection's key into a :class:`~sdl.api.server.Caller`.
+per-request check that turns a connection's key into a :class:`~sdl.access.roles.Caller`.
 
 Two checks, on purpose:
 
@@ -26,9 +26,7 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.auth.thread import ThreadAuthenticator
 
 from sdl.access.keys import KeyRing
-from sdl.api.models import ApiError
-from sdl.api.server import Caller
-from sdl.api.wire import Envelope
+from sdl.access.roles import Caller, Refused
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +95,6 @@ def make_server(socket: zmq.Socket[Any], public: bytes, secret: bytes, domain: s
     socket.zap_domain = domain.encode()
 
 
-def make_client(socket: zmq.Socket[Any], public: bytes, secret: bytes, server_public: bytes) -> None:
-    """Make ``socket`` a CURVE client of the server with ``server_public`` (before it connects)."""
-    socket.curve_publickey = public
-    socket.curve_secretkey = secret
-    socket.curve_serverkey = server_public
-
-
 class CurveCallers:
     """The API server's ``authenticate`` hook under CurveZMQ: the connection's key -> its name and role."""
 
@@ -113,32 +104,26 @@ class CurveCallers:
             str, str
         ] = {}  # public key -> the name it had, to say "removed" rather than "unknown"
 
-    def __call__(self, frame: zmq.Frame, envelope: Envelope) -> Caller:
+    def __call__(self, frame: zmq.Frame, envelope: object) -> Caller:
         try:
             public_key = frame.get("User-Id")
             origin = frame.get("Peer-Address")
         except zmq.ZMQError:
             public_key, origin = "", None
         if not public_key:
-            raise _refusal("no key: this lab service requires a CurveZMQ client key", "no key", origin)
+            raise Refused("no key: this lab service requires a CurveZMQ client key", "no key", origin)
         entry = self.keyring.by_public_key(public_key)
         if entry is None:
             name = self.seen.get(public_key)
             if name is not None:
-                raise _refusal(
+                raise Refused(
                     f"key {name!r} was removed from the allow-list; this connection may do nothing more",
                     name,
                     origin,
                 )
-            raise _refusal(f"unknown key {short(public_key)}", f"key {short(public_key)}", origin)
+            raise Refused(f"unknown key {short(public_key)}", f"key {short(public_key)}", origin)
         self.seen[public_key] = entry.name
         return Caller(name=entry.name, role=entry.role, origin=origin)
-
-
-def _refusal(message: str, who: str, origin: str | None) -> ApiError:
-    error = ApiError("unauthenticated", message)
-    error.who, error.origin = who, origin  # type: ignore[attr-defined]  # for the audit log
-    return error
 
 
 class RefusalThrottle:

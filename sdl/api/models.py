@@ -9,22 +9,11 @@ On the wire, a request is one JSON object ``{"method": NAME, "id": ANY, "params"
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class Role(StrEnum):
-    """Who may call a method: each role may do what the roles before it may."""
-
-    VIEWER = "viewer"  # read and watch
-    OPERATOR = "operator"  # run campaigns: submit, pause, resume, stop, abort, budget, e-stop
-    ADMIN = "admin"  # the lab itself: quarantine, release, clear the e-stop, keys, shut the service down
-
-    def allows(self, needed: Role) -> bool:
-        order = list(Role)
-        return order.index(self) >= order.index(needed)
+from sdl.access.roles import Role
 
 
 class _Model(BaseModel):

@@ -112,13 +112,13 @@ def open_store(args: argparse.Namespace, *, create: bool = False, read_only: boo
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sdl` console script; returns the exit code."""
+    from sdl.api.client import ServiceUnavailable
     from sdl.api.models import ApiError
-    from sdl.client import ServiceUnavailable
     from sdl.exports import PackageError
-    from sdl.labfile import LabFileError
-    from sdl.loading import CampaignError
+    from sdl.loop.warmstart import WarmStartError
+    from sdl.spec.lab import LabFileError
+    from sdl.spec.loading import CampaignError
     from sdl.store import ImportConflict, SchemaTooNew, StoreUnavailable, UnknownCampaign
-    from sdl.warmstart import WarmStartError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -243,7 +243,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def _login() -> str:
-    from sdl.client import _login as login
+    from sdl.api.client import _login as login
 
     return login()
 

@@ -128,7 +128,7 @@ def client_options() -> argparse.ArgumentParser:
 
 @contextmanager
 def connected(args: argparse.Namespace) -> Iterator[Any]:
-    from sdl.client import Client, Credentials, address_for
+    from sdl.api.client import Client, Credentials, address_for
 
     data_dir = data_dir_of(args)
     credentials = Credentials.load(args.key, args.server_key, data_dir=data_dir)
@@ -253,8 +253,8 @@ def _brief(body: dict[str, Any]) -> str:
 
 def watch_campaign(client: Any, campaign_id: str) -> int:
     """Live progress of one campaign from the service's events, until it ends; exit 1 if it failed."""
-    from sdl.campaign import Campaign
     from sdl.cli.progress import CampaignProgress
+    from sdl.spec.campaign import Campaign
 
     detail: m.CampaignDetail = client.call(m.ShowCampaign(campaign_id=campaign_id))
     campaign = Campaign.model_validate(detail.spec)
@@ -302,7 +302,7 @@ def _history(client: Any, campaign_id: str) -> list[Any]:
 
 def _record(e: m.ExperimentSummary) -> Any:
     """The API's experiment as the store's record type, for the displays `sdl run` uses."""
-    from sdl.status import Cause, ExperimentStatus
+    from sdl.spec.status import Cause, ExperimentStatus
     from sdl.store import Decision, ExperimentRecord
 
     return ExperimentRecord(

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sdl.api.client import DEFAULT_API
 from sdl.cli import EXIT_FAILURE, BadInput, data_dir_of
-from sdl.client import DEFAULT_API
 
 DEFAULT_EVENTS = "tcp://127.0.0.1:60716"
 DEFAULT_DOCUMENTS = "tcp://127.0.0.1:60717"
@@ -101,7 +101,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 def cmd_daemon(args: argparse.Namespace) -> int:
     from sdl.access.keys import KEYS_FILE, KeyRing
     from sdl.daemon.service import LabService
-    from sdl.labfile import load_lab
+    from sdl.spec.lab import load_lab
     from sdl.store import CampaignBusy
 
     lab = load_lab(args.lab)

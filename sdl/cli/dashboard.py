@@ -34,8 +34,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from sdl.access.tokens import TOKENS_FILE, TokenFile
+    from sdl.api.client import Client, Credentials, address_for, service_info
     from sdl.api.models import WhoAmI
-    from sdl.client import Client, Credentials, address_for, service_info
     from sdl.dashboard.backend import RemoteBackend
     from sdl.dashboard.serve import HttpError, HttpOptions, run_dashboard
 

@@ -15,9 +15,9 @@ from rich.table import Table
 
 from sdl.cli import EXIT_OK, BadInput, open_store
 from sdl.cli.progress import declared_units, fmt_best, fmt_objectives, fmt_recipe, fmt_value, summary_table
-from sdl.foreground import campaign_of
-from sdl.history import campaign_state, counts, spent
-from sdl.status import ExperimentStatus
+from sdl.loop.history import campaign_state, counts, spent
+from sdl.loop.lifecycle import campaign_of
+from sdl.spec.status import ExperimentStatus
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -143,8 +143,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from sdl.campaign import Campaign
-    from sdl.labfile import LabSpec
+    from sdl.spec.campaign import Campaign
+    from sdl.spec.lab import LabSpec
 
     print(json.dumps((LabSpec if args.lab else Campaign).model_json_schema(), indent=2))
     return EXIT_OK
@@ -161,8 +161,8 @@ def _is_lab_file(path: Path) -> bool:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from sdl.labfile import load_lab
-    from sdl.loading import dry_run, load_campaign
+    from sdl.spec.lab import load_lab
+    from sdl.spec.loading import dry_run, load_campaign
 
     if _is_lab_file(args.file):
         lab = load_lab(args.file)
@@ -341,7 +341,7 @@ def _print_columns(out: Console, campaign: Any, history: list[Any]) -> None:
 
 def _print_front(out: Console, campaign: Any, history: list[Any]) -> None:
     """With several objectives: the non-dominated experiments and the hypervolume they span."""
-    from sdl import report
+    from sdl.exports import report
 
     pareto = report.front(campaign, history)
     if pareto is None:
@@ -363,7 +363,7 @@ def _print_front(out: Console, campaign: Any, history: list[Any]) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from sdl import report
+    from sdl.exports import report
 
     if args.format in ("datapackage", "parquet", "documents"):
         return _export_open_format(args)
@@ -406,7 +406,7 @@ def _export_open_format(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from sdl import report
+    from sdl.exports import report
 
     if args.output.suffix.lower() != ".png":
         raise BadInput(f"the plot is a PNG: give -o FILE.png, not {args.output}")

@@ -9,10 +9,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sdl.campaign import Campaign
-from sdl.foreground import RunResult
-from sdl.history import best_experiment, campaign_state, spent, user_value
-from sdl.status import ExperimentStatus
+from sdl.loop.foreground import RunResult
+from sdl.loop.history import best_experiment, campaign_state, spent, user_value
+from sdl.spec.campaign import Campaign
+from sdl.spec.status import ExperimentStatus
 from sdl.store import CampaignRecord, ExperimentRecord
 
 

@@ -54,7 +54,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from sdl.publishing import TiledUnavailable, publish_campaign, tiled_client
+    from sdl.exports.tiled import TiledUnavailable, publish_campaign, tiled_client
 
     with open_store(args, read_only=True) as store:
         store.campaign(args.campaign_id)

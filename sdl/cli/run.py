@@ -15,17 +15,10 @@ from rich.console import Console
 
 from sdl.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, BadInput, data_dir_of, open_store
 from sdl.cli.progress import CampaignProgress, result_line, summary_table
-from sdl.foreground import (
-    ForegroundRun,
-    campaign_of,
-    new_run_owner,
-    run_campaign,
-    start_campaign,
-    take_over,
-    with_overrides,
-)
-from sdl.loading import load_campaign
-from sdl.status import CampaignStatus
+from sdl.loop.foreground import ForegroundRun, run_campaign
+from sdl.loop.lifecycle import campaign_of, new_run_owner, resume, start_campaign, with_overrides
+from sdl.spec.loading import load_campaign
+from sdl.spec.status import CampaignStatus
 from sdl.store import Store
 
 log = logging.getLogger(__name__)
@@ -125,7 +118,7 @@ def _tiled(uri: str | None) -> Iterator[Any]:
     if uri is None:
         yield None
         return
-    from sdl.publishing import LivePublisher, TiledUnavailable, tiled_client
+    from sdl.exports.tiled import LivePublisher, TiledUnavailable, tiled_client
 
     try:
         client = tiled_client(uri)
@@ -146,7 +139,7 @@ def _run(args: argparse.Namespace, publish: Any) -> int:
             )
         store = open_store(args, create=False)
         store.campaign(args.resume)
-        take_over(store, args.resume, owner)
+        resume(store, args.resume, owner)
         if args.budget is not None:
             campaign, _ = campaign_of(store, args.resume)
             changed = with_overrides(campaign, max_experiments=args.budget)
@@ -217,7 +210,7 @@ def demo_campaign_path() -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sdl import report
+    from sdl.exports import report
 
     _check_budget(args.budget)
     if args.lab_service:
@@ -244,11 +237,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def demo_lab_service(args: argparse.Namespace) -> int:
     """The demo through `sdl daemon` on the two-station lab: the stations overlap, sharing the arm and the
     spectrometer one experiment at a time."""
-    from sdl import report
     from sdl.api.models import ListInstruments, ListWorkcells
     from sdl.cli.control import instruments_table, watch_campaign
     from sdl.daemon.launch import LabServiceProcess
-    from sdl.history import spent
+    from sdl.exports import report
+    from sdl.loop.history import spent
 
     lab = demo_campaign_path().parents[1] / "two_stations" / "lab.yaml"
     data_dir = data_dir_of(args)

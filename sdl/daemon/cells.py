@@ -17,7 +17,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 
 from sdl.daemon.protocol import WorkerConfig
-from sdl.labfile import Workcell
+from sdl.spec.lab import Workcell
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
 from sdl.daemon.active import Tracked
 from sdl.daemon.scheduler import Assignment, Candidate, plan_round
-from sdl.history import pending, stop_reason
+from sdl.loop.history import pending, stop_reason
+from sdl.loop.proposing import NextExperiment
 from sdl.optimizer import OptimizerExhausted
-from sdl.proposing import NextExperiment
-from sdl.status import CampaignStatus, ExperimentStatus
+from sdl.spec.status import CampaignStatus, ExperimentStatus
 from sdl.store import ExperimentRecord, LeaseConflict
 
 if TYPE_CHECKING:

@@ -10,18 +10,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdl.access.keys import KeyEntry, KeyFileError
+from sdl.access.roles import Caller
 from sdl.api import models as m
 from sdl.api.models import ApiError
-from sdl.api.server import Caller
-from sdl.campaign import Campaign
 from sdl.daemon import protocol as p
-from sdl.foreground import start_campaign, with_overrides
-from sdl.history import campaign_state, spent_of
-from sdl.loading import CampaignError, load_campaign_text
-from sdl.status import CampaignStatus, Cause, ExperimentStatus
+from sdl.loop.history import campaign_state, spent_of
+from sdl.loop.lifecycle import start_campaign, with_overrides
+from sdl.loop.warmstart import WarmStartError
+from sdl.spec.campaign import Campaign
+from sdl.spec.loading import CampaignError, load_campaign_text
+from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus
 from sdl.store import CampaignRecord, ExperimentRecord, Store, StoreError, UnknownCampaign
 from sdl.store.schema import now_iso
-from sdl.warmstart import WarmStartError
 
 if TYPE_CHECKING:
     from sdl.daemon.active import ActiveCampaigns

@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from sdl.campaign import Campaign
+from sdl.loop.proposing import NextExperiment, decide_next, optimizer_for
 from sdl.optimizer import CampaignOptimizer, Observation
-from sdl.proposing import NextExperiment, decide_next, optimizer_for
+from sdl.spec.campaign import Campaign
 from sdl.store import ExperimentRecord
 
 log = logging.getLogger(__name__)

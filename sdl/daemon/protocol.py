@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from sdl.campaign import Instrument
-from sdl.status import Cause
+from sdl.spec.campaign import Instrument
+from sdl.spec.status import Cause
 
 
 class _Message(BaseModel):

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sdl.campaign import Campaign
-from sdl.labfile import LabSpec
+from sdl.spec.campaign import Campaign
+from sdl.spec.lab import LabSpec
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,10 @@ from sdl.access.curve import (
     make_server,
 )
 from sdl.access.keys import KEYS_FILE, KeyRing, server_pair
+from sdl.access.roles import Caller
+from sdl.api.client import INFO_FILE
 from sdl.api.models import EventRecord
-from sdl.api.server import ApiServer, Caller, local_caller
-from sdl.client import INFO_FILE
+from sdl.api.server import ApiServer, local_caller
 from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
 from sdl.daemon.active import ActiveCampaigns
@@ -52,10 +53,11 @@ from sdl.daemon.health import HealthKeeper
 from sdl.daemon.heap import freeze_startup_heap
 from sdl.daemon.proposer import Proposer
 from sdl.daemon.supervision import ABORT_GRACE_S, Supervision, Waiting
-from sdl.lab import SimulatedLab, fill, simulator_command
-from sdl.labfile import LabSpec
-from sdl.provenance import lab_provenance
-from sdl.status import CampaignStatus, Cause, ExperimentStatus
+from sdl.execution.bringup import SimulatedLab, simulator_command
+from sdl.execution.provenance import lab_provenance
+from sdl.spec.campaign import fill
+from sdl.spec.lab import LabSpec
+from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus
 from sdl.store import HEARTBEAT_S, STALE_AFTER_S, ExperimentRecord, Store, new_owner
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ import zmq
 
 from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
-from sdl.experiment import MOTION
-from sdl.status import Cause, ExperimentStatus
+from sdl.execution.experiment import MOTION
+from sdl.spec.status import Cause, ExperimentStatus
 from sdl.store import ExperimentRecord, unacknowledged
 
 if TYPE_CHECKING:

@@ -26,15 +26,15 @@ from typing import Any
 import zmq
 
 from sdl import crashpoints
-from sdl.campaign import Campaign
 from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
 from sdl.daemon.heap import freeze_startup_heap
-from sdl.experiment import ExperimentRunner, LeaseRefused, Outcome, close_run_engine, new_run_engine
-from sdl.faults import Fault
-from sdl.instruments import Instruments, InstrumentUnavailable
-from sdl.provenance import ProvenanceSource, campaign_provenance
-from sdl.status import Cause, ExperimentStatus, IllegalTransition
+from sdl.execution.experiment import ExperimentRunner, LeaseRefused, Outcome, close_run_engine, new_run_engine
+from sdl.execution.faults import Fault
+from sdl.execution.instruments import Instruments, InstrumentUnavailable
+from sdl.execution.provenance import ProvenanceSource, campaign_provenance
+from sdl.spec.campaign import Campaign
+from sdl.spec.status import Cause, ExperimentStatus, IllegalTransition
 from sdl.store import Store
 
 log = logging.getLogger("sdl.worker")

@@ -181,9 +181,9 @@ def create_app(backend: Backend, *, secure_cookie: bool = False) -> Starlette:
         )
 
     async def export(request: Request) -> Response:
-        from sdl.campaign import Campaign
         from sdl.cli.control import _record
-        from sdl.report import export_text
+        from sdl.exports.report import export_text
+        from sdl.spec.campaign import Campaign
 
         campaign_id, fmt = request.path_params["campaign_id"], request.path_params["fmt"]
         try:

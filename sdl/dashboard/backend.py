@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sdl.access.keys import KeyFileError
+from sdl.access.roles import Caller, Role
 from sdl.access.tokens import TokenFile
 from sdl.api import models as m
-from sdl.api.models import ApiError, Role
-from sdl.api.server import Caller
+from sdl.api.models import ApiError
 
 if TYPE_CHECKING:
-    from sdl.client import Credentials
+    from sdl.api.client import Credentials
     from sdl.daemon.service import LabService
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class RemoteBackend(Backend):
         anonymous: bool,
         server_key: bytes | None,
     ) -> None:
-        from sdl.client import Client
+        from sdl.api.client import Client
 
         self.address = address
         self.tokens = tokens
@@ -178,7 +178,7 @@ class RemoteBackend(Backend):
             session = self._sessions.get(entry.sha256)
             if session is not None:
                 return session
-        from sdl.client import Client, Credentials
+        from sdl.api.client import Client, Credentials
 
         credentials = self._credentials
         if entry.secret_key_file:
@@ -254,7 +254,7 @@ class RemoteBackend(Backend):
         self._stream.start()
 
     def _follow(self) -> None:
-        from sdl.client import Client
+        from sdl.api.client import Client
 
         with Client(self.address, credentials=self._credentials) as client:
             while not self._stop.is_set():

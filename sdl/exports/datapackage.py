@@ -22,10 +22,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sdl.campaign import Campaign
 from sdl.exports.documents import document_file, read_documents, write_documents
 from sdl.exports.table import described_columns, table_rows
-from sdl.meaning import Column
+from sdl.space.units import Column
+from sdl.spec.campaign import Campaign
 from sdl.store import CampaignRows, ExperimentRecord, Store
 from sdl.store.schema import now_iso
 
@@ -60,13 +60,11 @@ def experiments_schema(campaign: Campaign, history: list[ExperimentRecord]) -> d
 
 def write_package(store: Store, campaign_id: str, directory: Path) -> Path:
     """Write the campaign's data package into ``directory`` (created; it must not hold a package yet)."""
-    from sdl.foreground import campaign_of
-
     if (directory / DESCRIPTOR).exists():
         raise PackageError(f"{directory} already holds a data package; choose a new directory")
     directory.mkdir(parents=True, exist_ok=True)
     record = store.campaign(campaign_id)
-    campaign, _ = campaign_of(store, campaign_id)
+    campaign = Campaign.model_validate(record.spec)
     history = store.experiments(campaign_id)
     rows = store.campaign_rows(campaign_id)
     seq_of = {e.id: e.seq for e in history}

@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sdl.campaign import Campaign
 from sdl.exports.datapackage import experiments_schema
 from sdl.exports.table import described_columns, table_rows
+from sdl.spec.campaign import Campaign
 from sdl.store import ExperimentRecord
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sdl import report
-from sdl.campaign import Campaign
-from sdl.meaning import Column
+from sdl.exports import report
 from sdl.space import CategoricalParameter, IntegerParameter
+from sdl.space.units import Column
+from sdl.spec.campaign import Campaign
 from sdl.store import ExperimentRecord
 
 #: What the bookkeeping columns mean (they are the record's own, not the campaign's).

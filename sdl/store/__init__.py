@@ -24,7 +24,7 @@ from sdl.store.campaigns import (
 )
 from sdl.store.connection import DB_FILENAME, StoreDamaged, StoreError, StoreUnavailable, StoreVanished
 from sdl.store.experiments import ExperimentsMixin, Finish, LeaseConflict
-from sdl.store.lab import LabMixin
+from sdl.store.labwide import LabMixin
 from sdl.store.migrations import LATEST, SchemaTooNew
 from sdl.store.records import RecordsMixin, unacknowledged
 from sdl.store.schema import (

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdl.crashpoints import crash_point
-from sdl.status import Cause, ExperimentStatus, check_transition
+from sdl.spec.status import Cause, ExperimentStatus, check_transition
 from sdl.store.connection import Connection, StoreError, row_dict
 from sdl.store.schema import (
     Decision,

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic_core import from_json
 
-from sdl.status import CampaignStatus, Cause, ExperimentStatus
+from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus
 
 DOCUMENT_ENCODING = "json+zlib"
 

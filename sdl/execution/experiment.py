@@ -19,11 +19,11 @@ from typing import Any, Protocol
 
 from bluesky.protocols import HasName
 
-from sdl.campaign import Campaign, MissingMeasurement
-from sdl.extract import ExtractionError, extract
-from sdl.faults import Fault, classify, describe, instrument_of
-from sdl.imports import resolve
-from sdl.status import Cause, ExperimentStatus
+from sdl.execution.extract import ExtractionError, extract
+from sdl.execution.faults import Fault, classify, describe, instrument_of
+from sdl.spec.campaign import Campaign, MissingMeasurement
+from sdl.spec.importpaths import resolve
+from sdl.spec.status import Cause, ExperimentStatus
 from sdl.store import ExperimentRecord, Finish
 from sdl.store.records import ACKNOWLEDGED_COMMANDS
 from sdl.store.schema import to_jsonable

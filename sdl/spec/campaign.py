@@ -1,7 +1,7 @@
 """The campaign file: what to vary, what to measure, how much to spend, and how each experiment runs.
 
 A campaign file is YAML validated by :class:`Campaign`; ``sdl schema`` prints its JSON Schema and
-``sdl validate FILE`` checks one file (see :mod:`sdl.loading` for reading files and reporting mistakes).
+``sdl validate FILE`` checks one file (see :mod:`sdl.spec.loading` for reading files and reporting mistakes).
 
 Objectives are scalarised into one number for the optimizer, to be *minimised*::
 
@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sdl.meaning import Condition, Material, MeasurementMeaning, check_units, same_units
 from sdl.optimizer import Objectives, ObjectiveSpec, OptimizerSettings
 from sdl.space import LinearConstraint, Parameter, SearchSpace
+from sdl.space.units import Condition, Material, MeasurementMeaning, check_units, same_units
 
 IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_.]*$"
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -255,6 +255,15 @@ class Instrument(_Model):
     def placeholders(self) -> list[tuple[str, str]]:
         values = [self.address] if isinstance(self.address, str) else list((self.address or {}).values())
         return [m.groups() for v in values for m in PLACEHOLDER.finditer(v)]
+
+
+def fill(address: Any, endpoints: dict[str, str]) -> Any:
+    """Replace '{instrument.endpoint}' placeholders in an address (string or mapping)."""
+    if isinstance(address, dict):
+        return {key: fill(value, endpoints) for key, value in address.items()}
+    if isinstance(address, str):
+        return PLACEHOLDER.sub(lambda m: endpoints[f"{m.group(1)}.{m.group(2)}"], address)
+    return address
 
 
 class Lab(_Model):

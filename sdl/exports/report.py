@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from sdl.campaign import Campaign, MissingMeasurement
 from sdl.optimizer import hypervolume, pareto_mask
-from sdl.status import ExperimentStatus
+from sdl.spec.campaign import Campaign, MissingMeasurement
+from sdl.spec.status import ExperimentStatus
 from sdl.store import ExperimentRecord
 
 FIXED_COLUMNS = ("experiment", "status")

@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sdl.campaign import Campaign
-from sdl.observation_log import ObservationLog, completion_key
+from sdl.loop.observation_log import ObservationLog, completion_key
 from sdl.optimizer import Observation
-from sdl.status import CampaignStatus, Cause, ExperimentStatus
+from sdl.spec.campaign import Campaign
+from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus
 from sdl.store import CampaignRecord, ExperimentRecord, claim_is_stale, describe_owner
 from sdl.store.campaigns import STALE_AFTER_S
 

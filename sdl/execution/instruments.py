@@ -15,8 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from bluesky.protocols import HasName, Stoppable
 
-from sdl.campaign import Instrument
-from sdl.imports import UnresolvedImport, resolve_driver
+from sdl.spec.campaign import Instrument
+from sdl.spec.importpaths import UnresolvedImport, resolve_driver
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class Instruments:
     def describe(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Provenance of ``names``: driver, driver version, address, and the identity each reported
         (absent for one never connected)."""
-        from sdl.provenance import driver_version
+        from sdl.execution.provenance import driver_version
 
         out = {}
         for name in names:

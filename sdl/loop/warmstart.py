@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdl.campaign import Campaign, WarmStart
-from sdl.meaning import UnitsError, conversion
 from sdl.space import IntegerParameter, RealParameter
+from sdl.space.units import UnitsError, conversion
+from sdl.spec.campaign import Campaign, WarmStart
 
 
 class WarmStartError(ValueError):

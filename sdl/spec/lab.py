@@ -20,15 +20,15 @@ an inline ``lab:`` is a lab of one workcell holding all its instruments under th
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sdl.campaign import IDENTIFIER, Campaign, Instrument, Lab, parse_duration
-
-DEFAULT_WORKCELL = "default"
+from sdl.spec.campaign import IDENTIFIER, Campaign, Instrument, Lab, parse_duration
+from sdl.spec.loading import check_lab, describe_error, locate
 
 
 class _Model(BaseModel):
@@ -112,8 +112,6 @@ class LabSpec(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> LabSpec:
-        import re
-
         for name in [*self.instruments, *self.workcells]:
             if not re.match(IDENTIFIER, name):
                 raise ValueError(f"{name!r} is not a name (letters, digits and _, not starting with a digit)")
@@ -151,18 +149,6 @@ class LabSpec(_Model):
         return {role: devices[role] for role in campaign.device_roles}
 
 
-def lab_of_campaign(campaign: Campaign) -> LabSpec:
-    """The one-workcell lab a campaign with its own ``lab:`` runs on under `sdl run`."""
-    return LabSpec(
-        name=campaign.name,
-        simulated=campaign.lab.simulated,
-        speed=campaign.lab.speed,
-        startup_timeout=campaign.lab.startup_timeout,
-        instruments=campaign.lab.instruments,
-        workcells={DEFAULT_WORKCELL: Workcell(devices={n: n for n in campaign.lab.instruments})},
-    )
-
-
 class LabFileError(ValueError):
     """A lab file that cannot be used; ``problems`` holds one located message per mistake."""
 
@@ -174,8 +160,6 @@ class LabFileError(ValueError):
 
 def load_lab(path: Path | str) -> LabSpec:
     """Read and validate a lab file, with every mistake located by file, line and field."""
-    from sdl.loading import describe_error
-
     path = Path(path)
     try:
         source = path.read_text(encoding="utf-8")
@@ -200,9 +184,7 @@ def load_lab(path: Path | str) -> LabSpec:
         if not simulated.is_file():
             raise LabFileError(path, [f"{path}: simulated: lab file not found: {simulated}"])
         lab = lab.model_copy(update={"simulated": simulated.resolve()})
-    from sdl.loading import _locate, check_lab
-
     problems = check_lab(lab.instruments, lab.simulated, path.parent, ("instruments",))
     if problems:
-        raise LabFileError(path, [_locate(path, root, loc, msg) for loc, msg in problems])
+        raise LabFileError(path, [locate(path, root, loc, msg) for loc, msg in problems])
     return lab
