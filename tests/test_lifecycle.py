@@ -14,9 +14,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from sdl.status import CampaignStatus, Cause, ExperimentStatus
-
 from sdl.api import models as m
+from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus
 from sdl.store import Store
 from sdl.testing import LabServiceProcess, wait_for
 

@@ -41,50 +41,59 @@ def short(public_key: str) -> str:
     return f"{public_key[:8]}…"
 
 
-class _KeyringZap:
-    """What both authenticators share: admit allow-listed CURVE keys, report the others."""
+class KeyringCheck:
+    """pyzmq's credentials provider for CURVE: admit allow-listed keys, report the others. ``address`` is the
+    peer of the handshake being checked (its authenticator sets it from the ZAP request)."""
 
-    keyring: KeyRing
-    on_refused: OnRefused | None
-    _address: str | None = None
-
-    def _setup(self: Any, keyring: KeyRing, on_refused: OnRefused | None) -> None:
+    def __init__(self, keyring: KeyRing, on_refused: OnRefused | None) -> None:
         self.keyring = keyring
         self.on_refused = on_refused
-        for domain in (API, EVENTS, DOCUMENTS):
-            self.configure_curve_callback(domain, self)
-
-    async def handle_zap_message(self, msg: list[bytes]) -> None:
-        self._address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else None
-        await super().handle_zap_message(msg)  # type: ignore[misc]
+        self.address: str | None = None
 
     def callback(self, domain: str, key: bytes) -> bool:
-        """pyzmq's credentials-provider hook: ``key`` is the client's public key in Z85."""
+        """``key`` is the client's public key in Z85."""
         public_key = key.decode("ascii")
         if self.keyring.by_public_key(public_key) is not None:
             return True
         if self.on_refused is not None:
             try:
-                self.on_refused(domain, f"key {short(public_key)}", "refused: unknown key", self._address)
+                self.on_refused(domain, f"key {short(public_key)}", "refused: unknown key", self.address)
             except Exception:
                 log.exception("could not audit a refused connection")
         return False
 
 
-class ServiceAuthenticator(_KeyringZap, AsyncioAuthenticator):
+def _peer(msg: list[bytes]) -> str | None:
+    """The client's address in a ZAP request (its fourth frame)."""
+    return msg[3].decode("utf-8", "replace") if len(msg) > 3 else None
+
+
+class ServiceAuthenticator(AsyncioAuthenticator):
     """ZAP on the lab service's asyncio loop (API and events sockets)."""
 
     def __init__(self, context: zmq.Context[Any], keyring: KeyRing, on_refused: OnRefused | None) -> None:
-        AsyncioAuthenticator.__init__(self, context, log=log)
-        self._setup(keyring, on_refused)
+        super().__init__(context, log=log)
+        self.check = KeyringCheck(keyring, on_refused)
+        for domain in (API, EVENTS, DOCUMENTS):
+            self.configure_curve_callback(domain, self.check)
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        self.check.address = _peer(msg)
+        await super().handle_zap_message(msg)
 
 
-class ThreadedAuthenticator(_KeyringZap, ThreadAuthenticator):
+class ThreadedAuthenticator(ThreadAuthenticator):
     """ZAP on a thread of its own, for a context that has no asyncio loop (the documents proxy)."""
 
     def __init__(self, context: zmq.Context[Any], keyring: KeyRing, on_refused: OnRefused | None) -> None:
-        ThreadAuthenticator.__init__(self, context, log=log)
-        self._setup(keyring, on_refused)
+        super().__init__(context, log=log)
+        self.check = KeyringCheck(keyring, on_refused)
+        for domain in (API, EVENTS, DOCUMENTS):
+            self.configure_curve_callback(domain, self.check)
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        self.check.address = _peer(msg)
+        await super().handle_zap_message(msg)
 
 
 def make_server(socket: zmq.Socket[Any], public: bytes, secret: bytes, domain: str) -> None:

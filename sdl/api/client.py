@@ -27,7 +27,17 @@ from pydantic import BaseModel
 from pydantic_core import from_json
 from zmq.utils.monitor import recv_monitor_message
 
-from sdl.api.models import ApiError, Error, EventRecord, EventsSince, Request, SubmitCampaign, SubmitReply
+from sdl.access.keys import KEY_ENV, SERVER_KEY_ENV, KeyFileError, read_pair, read_public
+from sdl.api.models import (
+    ApiError,
+    Error,
+    EventRecord,
+    EventsSince,
+    Request,
+    Status,
+    SubmitCampaign,
+    SubmitReply,
+)
 from sdl.api.wire import encode_request
 
 R = TypeVar("R", bound=BaseModel)
@@ -79,8 +89,6 @@ class Credentials:
     ) -> Credentials | None:
         """From ``--key`` (else $SDL_KEY) and ``--server-key`` (else $SDL_SERVER_KEY, else the local service's
         daemon.json); None when no client key is given. Raises :class:`ApiError` for a missing half."""
-        from sdl.access.keys import KEY_ENV, SERVER_KEY_ENV, KeyFileError, read_pair, read_public
-
         key = key or os.environ.get(KEY_ENV)
         if not key:
             return None
@@ -118,7 +126,7 @@ class Client:
     ) -> None:
         self.address = address or address_for()
         self.timeout = timeout
-        self.user = user or _login()
+        self.user = user or login_name()
         self.credentials = credentials
         self._context = zmq.Context()
         self._socket: zmq.Socket[bytes] | None = None
@@ -230,8 +238,6 @@ class Client:
 
     def events_address(self) -> str:
         if self._events_address is None:
-            from sdl.api.models import Status
-
             self._events_address = self.call(Status()).events_address
         return self._events_address
 
@@ -289,7 +295,8 @@ class Client:
             subscriber.close(linger=0)
 
 
-def _login() -> str:
+def login_name() -> str:
+    """Who runs this process, for the audit log of a loopback service (which trusts it)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -303,5 +310,6 @@ __all__ = [
     "Credentials",
     "ServiceUnavailable",
     "address_for",
+    "login_name",
     "service_info",
 ]

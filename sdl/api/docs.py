@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import types
 import typing
+from enum import StrEnum
 from typing import Any, get_args
 
 from pydantic import BaseModel
@@ -69,6 +70,8 @@ def type_name(annotation: Any) -> str:
         return f"dict[{type_name(args[0])}, {type_name(args[1])}]"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return f"[{annotation.__name__}](#{annotation.__name__.lower()})"
+    if isinstance(annotation, type) and issubclass(annotation, StrEnum):
+        return " \\| ".join(f"`{member.value}`" for member in annotation)
     if annotation is Any:
         return "any"
     return getattr(annotation, "__name__", str(annotation))

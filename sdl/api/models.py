@@ -5,6 +5,9 @@ them (`python -m sdl.api.docs`), so the code, the reference and the clients cann
 
 On the wire, a request is one JSON object ``{"method": NAME, "id": ANY, "params": {...}}`` and its reply
 ``{"id": ANY, "ok": true, "result": {...}}`` or ``{"id": ANY, "ok": false, "error": {...}}``.
+
+Long because it is the whole API, one short model per method and per shared record, in the order of the
+reference it generates: split, a reader would chase one method's request, reply and records across files.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sdl.access.roles import Role
+from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus, InstrumentState, WorkcellState
 
 
 class _Model(BaseModel):
@@ -46,12 +50,15 @@ class Best(_Model):
 class CampaignSummary(_Model):
     id: str
     name: str
-    status: str = Field(description="running, completed, interrupted or failed (the record's status).")
-    state: str = Field(description="What it is doing: running, paused, stopping, stale, completed...")
+    status: CampaignStatus = Field(description="The record's status.")
+    state: str = Field(
+        description="What it is doing, in words: running, paused, stopping, stale (with what to do), or "
+        "the status of a campaign that ended."
+    )
     stop_reason: str | None = None
     budget: int
     spent: int = Field(description="Experiments that spent budget (done or failed).")
-    counts: dict[str, int] = Field(description="Experiments by status.")
+    counts: dict[ExperimentStatus, int] = Field(description="Experiments by status.")
     best: Best | None = None
     priority: int = 0
     weight: float = 1.0
@@ -76,12 +83,12 @@ class ExperimentSummary(_Model):
     id: int
     campaign_id: str
     seq: int
-    status: str
+    status: ExperimentStatus
     recipe: dict[str, Any]
     measurements: dict[str, Any] | None = None
-    loss: float | None = None
+    loss: float | None = Field(None, description="The scalar the optimizer minimises.")
     failure: str | None = None
-    cause: str | None = None
+    cause: Cause | None = None
     fault_kind: str | None = None
     fault_instrument: str | None = None
     workcell: str | None = None
@@ -106,7 +113,7 @@ class JournalLine(_Model):
 class InstrumentStatus(_Model):
     name: str
     driver: str
-    state: str = Field(description="ok, suspect (checked before use) or quarantined.")
+    state: InstrumentState = Field(description="suspect: made safe and checked before it is used again.")
     reason: str | None = None
     connected_in: list[str] = Field(default_factory=list, description="Workcells whose worker holds it open.")
     leased_to: int | None = Field(None, description="Experiment id holding it now.")
@@ -119,8 +126,9 @@ class InstrumentStatus(_Model):
 
 class WorkcellStatus(_Model):
     name: str
-    state: str = Field(
-        description="starting, idle, busy, recovering, down, or blocked (an instrument is out)."
+    state: WorkcellState = Field(
+        description="recovering: making an instrument safe or checking it; blocked: an instrument it has is "
+        "quarantined."
     )
     capabilities: list[str]
     devices: dict[str, str] = Field(description="Device name the plan sees -> instrument.")

@@ -27,6 +27,8 @@ MAX_CONCURRENT = 64
 
 
 Handler = Callable[[Request, Caller], Awaitable[BaseModel]]
+#: :meth:`ApiServer.execute`: one request for a caller already authenticated, with the server's checks.
+Execute = Callable[[Request, Caller], Awaitable[BaseModel]]
 Authenticate = Callable[[zmq.Frame, Envelope], Caller]
 Audit = Callable[[Caller, Request, str], None]
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sdl.api import models as m
+from sdl.api.client import login_name
 from sdl.cli import EXIT_OK, BadInput, data_dir_of, open_store
 
 
@@ -161,7 +162,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             run_request(args, m.AddKey(name=args.name, public_key=public_key, key_role=m.Role(args.role)))
             print(f"allowed {args.name!r} as {args.role} on the lab service at {args.connect}")
             return EXIT_OK
-        entry = _keyring(args).add(args.name, public_key, args.role, by=f"local:{_login()}")
+        entry = _keyring(args).add(args.name, public_key, args.role, by=f"local:{login_name()}")
     except KeyFileError as exc:
         raise _key_error(exc) from None
     print(f"allowed {entry.name!r} as {entry.role.value} in {_keyring(args).path}")
@@ -240,12 +241,6 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         raise _key_error(exc) from None
     print(f"revoked token {args.name!r} in {tokens.path}")
     return EXIT_OK
-
-
-def _login() -> str:
-    from sdl.api.client import _login as login
-
-    return login()
 
 
 # -- audit ---------------------------------------------------------------------------------------------------

@@ -119,9 +119,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             f"{keyring.path}: no client keys on the allow-list, so nobody could reach the lab; add one with "
             "`sdl keys generate NAME` and `sdl keys add NAME NAME.key --role admin`"
         )
-    http = None
-    if args.http:
-        from sdl.dashboard.serve import HttpError, HttpOptions
+    dashboard = None
+    if args.http:  # the dashboard, served by the service's own process on its loop
+        from sdl.dashboard.serve import HttpError, HttpOptions, InService
 
         try:
             http = HttpOptions.parse(
@@ -132,6 +132,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             )
         except HttpError as exc:
             raise BadInput(str(exc)) from None
+        dashboard = InService(http)
     if getattr(args, "verbose", 0) == 0:
         logging.getLogger().setLevel(logging.INFO)  # a service's log says what the lab is doing
         for name in ("bluesky", "ophyd", "matplotlib", "caproto"):
@@ -146,7 +147,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         stop_timeout=args.stop_timeout,
         keys=keyring.path,
         curve=curve,
-        http=http,
+        frontend=dashboard,
     )
     try:
         return service.run()

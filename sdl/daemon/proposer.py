@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
+from sdl.daemon.heap import freeze_startup_heap
 from sdl.loop.proposing import NextExperiment, decide_next, optimizer_for
 from sdl.optimizer import CampaignOptimizer, Observation
 from sdl.spec.campaign import Campaign
@@ -218,8 +219,6 @@ def serve(incoming: IO[bytes], outgoing: IO[bytes]) -> None:
 
 
 def main() -> int:
-    from sdl.daemon.heap import freeze_startup_heap
-
     incoming, outgoing = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # anything an optimizer prints goes to the log, not into the pipe
     freeze_startup_heap()

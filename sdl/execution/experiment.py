@@ -21,6 +21,7 @@ from bluesky.protocols import HasName
 
 from sdl.execution.extract import ExtractionError, extract
 from sdl.execution.faults import Fault, classify, describe, instrument_of
+from sdl.plans import LEASE, RELEASE
 from sdl.spec.campaign import Campaign, MissingMeasurement
 from sdl.spec.importpaths import resolve
 from sdl.spec.status import Cause, ExperimentStatus
@@ -402,8 +403,6 @@ class ExperimentRunner:
         self.recorder.journal_entry(experiment_id, "released", "release", detail=", ".join(held))
 
     def _get_run_engine(self) -> Any:
-        from sdl.plans import LEASE, RELEASE
-
         if self._run_engine is None:
             self._run_engine = new_run_engine()
         # A RunEngine may be shared by several runners: this one's hooks for this run.

@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from bluesky.protocols import HasName, Stoppable
 
+from sdl.execution.provenance import driver_version
 from sdl.spec.campaign import Instrument
 from sdl.spec.importpaths import UnresolvedImport, resolve_driver
 
@@ -142,8 +143,6 @@ class Instruments:
     def describe(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Provenance of ``names``: driver, driver version, address, and the identity each reported
         (absent for one never connected)."""
-        from sdl.execution.provenance import driver_version
-
         out = {}
         for name in names:
             spec = self.specs.get(name)

@@ -6,13 +6,14 @@ also write each column's type, units, stage and description beside it (a Frictio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from sdl.api.models import ExperimentSummary
 from sdl.exports import report
 from sdl.space import CategoricalParameter, IntegerParameter
 from sdl.space.units import Column
 from sdl.spec.campaign import Campaign
-from sdl.store import ExperimentRecord
 
 #: What the bookkeeping columns mean (they are the record's own, not the campaign's).
 RECORD_COLUMNS: dict[str, tuple[str, str]] = {
@@ -32,7 +33,7 @@ RECORD_COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 
-def described_columns(campaign: Campaign, history: list[ExperimentRecord]) -> list[Column]:
+def described_columns(campaign: Campaign, history: Sequence[ExperimentSummary]) -> list[Column]:
     """Every column of the experiments table, in order, with what the campaign declares about it."""
     parameters = {p.name: p for p in campaign.parameters}
     out: list[Column] = []
@@ -108,7 +109,7 @@ def _choices_type(p: CategoricalParameter) -> str:
     return "string"
 
 
-def table_rows(campaign: Campaign, history: list[ExperimentRecord]) -> list[dict[str, Any]]:
+def table_rows(campaign: Campaign, history: Sequence[ExperimentSummary]) -> list[dict[str, Any]]:
     """report.rows with the fixed conditions' values in every row."""
     conditions = campaign.condition_values()
     return [{**row, **conditions} for row in report.rows(campaign, history)]

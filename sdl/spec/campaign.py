@@ -14,6 +14,10 @@ Weights therefore also carry the units of each objective; every raw measurement 
 stored scalar is always this weighted sum. With ``multi_objective: chimera`` (hierarchy with tolerances) or
 ``pareto`` (a front, searched by random scalarisations) the optimizer recombines the measurements itself on
 every proposal (see :mod:`sdl.optimizer.objectives` and docs/optimizer.md).
+
+Long because it is the campaign file's schema: read top to bottom it is the file format, section by
+section, with the checks that span sections at the end (:meth:`Campaign._consistent`); `sdl schema` is
+generated from it.
 """
 
 from __future__ import annotations

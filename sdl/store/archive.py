@@ -64,7 +64,7 @@ class ArchiveMixin(Connection):
     def save_provenance(self, experiment_id: int, body: Mapping[str, Any]) -> None:
         """Record (or complete) an experiment's provenance now."""
         with self._tx() as conn:
-            _put_provenance(conn, experiment_id, body)
+            put_provenance(conn, experiment_id, body)
 
     def provenance(self, experiment_id: int) -> dict[str, Any] | None:
         rows = self._read("SELECT body FROM provenance WHERE experiment_id = ?", (experiment_id,))
@@ -205,7 +205,7 @@ def _insert(conn: sqlite3.Connection, table: str, values: Mapping[str, Any]) -> 
     return conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(values.values()))
 
 
-def _put_provenance(conn: sqlite3.Connection, experiment_id: int, body: Mapping[str, Any]) -> None:
+def put_provenance(conn: sqlite3.Connection, experiment_id: int, body: Mapping[str, Any]) -> None:
     conn.execute(
         "INSERT INTO provenance (experiment_id, body, updated_at) VALUES (?, ?, ?) "
         "ON CONFLICT(experiment_id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",

@@ -13,6 +13,7 @@ from typing import Any
 
 from sdl.crashpoints import crash_point
 from sdl.spec.status import Cause, ExperimentStatus, check_transition
+from sdl.store.archive import put_provenance
 from sdl.store.connection import Connection, StoreError, row_dict
 from sdl.store.schema import (
     Decision,
@@ -102,9 +103,7 @@ class ExperimentsMixin(Connection):
             )
             _log(conn, experiment_id, current, ExperimentStatus.RUNNING, now, None)
             if provenance is not None:
-                from sdl.store.archive import _put_provenance
-
-                _put_provenance(conn, experiment_id, provenance)
+                put_provenance(conn, experiment_id, provenance)
 
     def mark_running(self, experiment_id: int, assignments: Mapping[str, Any] | None = None) -> None:
         self.start_experiment(experiment_id, assignments=assignments)
@@ -119,15 +118,13 @@ class ExperimentsMixin(Connection):
     ) -> None:
         """Record the outcome with the run's last ``(seq, name, doc)`` documents (and its completed
         provenance) and release the leases, in one transaction."""
-        from sdl.store.archive import _put_provenance
-
         now = now_iso()
         with self._tx() as conn:
             current = _status(conn, experiment_id)
             check_transition(current, finish.status)
             _insert_documents(conn, experiment_id, documents)
             if provenance is not None:
-                _put_provenance(conn, experiment_id, provenance)
+                put_provenance(conn, experiment_id, provenance)
             sets: dict[str, Any] = {"status": finish.status.value, "finished_at": now}
             if finish.measurements is not None:
                 sets["measurements_json"] = dumps(finish.measurements)

@@ -8,11 +8,10 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sdl.spec.status import InstrumentState
 from sdl.store.campaigns import CampaignBusy, claim_is_stale, describe_owner
 from sdl.store.connection import Connection
 from sdl.store.schema import AuditRecord, EventRecord, InstrumentRecord, dumps, loads, now_iso
-
-INSTRUMENT_STATES = ("ok", "suspect", "quarantined")
 
 
 class LabMixin(Connection):
@@ -36,7 +35,7 @@ class LabMixin(Connection):
     def set_instrument_state(
         self,
         name: str,
-        state: str,
+        state: InstrumentState | str,
         reason: str | None = None,
         *,
         auto_release: bool = False,
@@ -44,8 +43,10 @@ class LabMixin(Connection):
     ) -> InstrumentRecord:
         """Set an instrument's state. Back to 'ok' with ``fresh_start`` (a release from quarantine) its run of
         faults starts over; without (recovered after one fault) it does not, so faults still add up."""
-        if state not in INSTRUMENT_STATES:
-            raise ValueError(f"unknown instrument state {state!r} (allowed: {', '.join(INSTRUMENT_STATES)})")
+        if state not in set(InstrumentState):
+            allowed = ", ".join(InstrumentState)
+            raise ValueError(f"unknown instrument state {state!r} (allowed: {allowed})")
+        state = InstrumentState(state)
         with self._tx() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO instruments (name, updated_at) VALUES (?, ?)", (name, now_iso())
@@ -54,7 +55,7 @@ class LabMixin(Connection):
                 "UPDATE instruments SET state = ?, reason = ?, updated_at = ?, "
                 "consecutive_faults = CASE WHEN ? = 'ok' AND ? THEN 0 ELSE consecutive_faults END, "
                 "auto_releases = auto_releases + ? WHERE name = ?",
-                (state, reason, now_iso(), state, int(fresh_start), int(auto_release), name),
+                (state.value, reason, now_iso(), state.value, int(fresh_start), int(auto_release), name),
             )
         record = self.instrument(name)
         assert record is not None
@@ -243,7 +244,7 @@ class LabMixin(Connection):
 def _instrument(r: Any) -> InstrumentRecord:
     return InstrumentRecord(
         name=r["name"],
-        state=r["state"],
+        state=InstrumentState(r["state"]),
         reason=r["reason"],
         consecutive_faults=r["consecutive_faults"],
         faults=r["faults"],

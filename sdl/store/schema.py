@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic_core import from_json
 
-from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus
+from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus, InstrumentState
 
 DOCUMENT_ENCODING = "json+zlib"
 
@@ -161,7 +161,7 @@ class InstrumentRecord:
     """An instrument's health as the lab service keeps it."""
 
     name: str
-    state: str  # ok | suspect | quarantined
+    state: InstrumentState
     reason: str | None
     consecutive_faults: int
     faults: int
