@@ -477,7 +477,8 @@ def test_an_abort_before_the_run_engine_starts_stops_the_plan_at_its_first_messa
     RunEngine.abort) must not let the plan run on: it stops at its first message."""
     from bluesky import RunEngine
 
-    from sdl.execution.experiment import ExperimentRunner, close_run_engine
+    from sdl.execution.engine import close_run_engine
+    from sdl.execution.experiment import ExperimentRunner
 
     class SignalAsItStarts(RunEngine):
         """Delivers the operator's abort at the worst moment: entering the RunEngine, still idle."""

@@ -114,9 +114,9 @@ class CurveCallers:
         ] = {}  # public key -> the name it had, to say "removed" rather than "unknown"
 
     def __call__(self, frame: zmq.Frame, envelope: object) -> Caller:
+        # Frame properties are strings (pyzmq types them as str | int: some frame options are numbers).
         try:
-            public_key = frame.get("User-Id")
-            origin = frame.get("Peer-Address")
+            public_key, origin = str(frame.get("User-Id")), str(frame.get("Peer-Address"))
         except zmq.ZMQError:
             public_key, origin = "", None
         if not public_key:

@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import zmq
 from pydantic import BaseModel
@@ -62,10 +62,10 @@ def service_info(data_dir: Path | str | None = None) -> dict[str, Any]:
     """What the local lab service wrote to the data directory's daemon.json (empty if it is not running)."""
     directory = Path(data_dir or os.environ.get("SDL_DATA_DIR") or "sdl-data")
     try:
-        info = json.loads((directory / INFO_FILE).read_text())
+        info: object = json.loads((directory / INFO_FILE).read_text())
     except (OSError, ValueError):
         return {}
-    return info if isinstance(info, dict) else {}
+    return cast(dict[str, Any], info) if isinstance(info, dict) else {}
 
 
 def address_for(data_dir: Path | str | None = None) -> str:
@@ -237,9 +237,10 @@ class Client:
     # -- events --------------------------------------------------------------------------------------------
 
     def events_address(self) -> str:
-        if self._events_address is None:
-            self._events_address = self.call(Status()).events_address
-        return self._events_address
+        address = self._events_address
+        if address is None:
+            address = self._events_address = self.call(Status()).events_address
+        return address
 
     def events(
         self, since: int | None = None, *, campaign_id: str | None = None, idle_timeout: float | None = None

@@ -55,7 +55,7 @@ This file is generated from `sdl/api/models.py` by `python -m sdl.api.docs`; do 
 """
 
 
-def type_name(annotation: Any) -> str:
+def type_name(annotation: object) -> str:
     origin = typing.get_origin(annotation)
     args = get_args(annotation)
     if annotation is type(None):
@@ -74,14 +74,15 @@ def type_name(annotation: Any) -> str:
         return " \\| ".join(f"`{member.value}`" for member in annotation)
     if annotation is Any:
         return "any"
-    return getattr(annotation, "__name__", str(annotation))
+    anything: object = typing.cast(object, annotation)  # narrowed above to a partly unknown type
+    return str(getattr(anything, "__name__", anything))
 
 
 def default_of(field: FieldInfo) -> str:
     if field.is_required():
         return "required"
     if field.default_factory is not None:
-        return f"`{field.default_factory()!r}`"
+        return f"`{field.get_default(call_default_factory=True, validated_data={})!r}`"
     return f"`{field.default!r}`"
 
 

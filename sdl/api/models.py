@@ -44,7 +44,7 @@ class Ok(_Model):
 class Best(_Model):
     experiment: int = Field(description="Sequence number of the best experiment.")
     objectives: dict[str, Any] = Field(description="Its objectives' measured values (the user's direction).")
-    loss: float | None = Field(None, description="The scalar the optimizer minimises.")
+    loss: float | None = Field(default=None, description="The scalar the optimizer minimises.")
 
 
 class CampaignSummary(_Model):
@@ -66,7 +66,7 @@ class CampaignSummary(_Model):
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
-    active_seconds: float = Field(0.0, description="Wall time spent running, over every restart.")
+    active_seconds: float = Field(default=0.0, description="Wall time spent running, over every restart.")
     max_wall_time: float | None = None
 
 
@@ -86,7 +86,7 @@ class ExperimentSummary(_Model):
     status: ExperimentStatus
     recipe: dict[str, Any]
     measurements: dict[str, Any] | None = None
-    loss: float | None = Field(None, description="The scalar the optimizer minimises.")
+    loss: float | None = Field(default=None, description="The scalar the optimizer minimises.")
     failure: str | None = None
     cause: Cause | None = None
     fault_kind: str | None = None
@@ -116,8 +116,8 @@ class InstrumentStatus(_Model):
     state: InstrumentState = Field(description="suspect: made safe and checked before it is used again.")
     reason: str | None = None
     connected_in: list[str] = Field(default_factory=list, description="Workcells whose worker holds it open.")
-    leased_to: int | None = Field(None, description="Experiment id holding it now.")
-    leased_by: str | None = Field(None, description="Workcell running that experiment.")
+    leased_to: int | None = Field(default=None, description="Experiment id holding it now.")
+    leased_by: str | None = Field(default=None, description="Workcell running that experiment.")
     consecutive_faults: int = 0
     faults: int = 0
     retries: int = 0
@@ -192,8 +192,8 @@ class SubmitCampaign(Request):
     path: str = Field(
         description="Where the file lives on the lab's machine: procedures import from its folder."
     )
-    seed: int | None = Field(None, description="Override optimizer.seed.")
-    budget: int | None = Field(None, ge=1, description="Override budget.max_experiments.")
+    seed: int | None = Field(default=None, description="Override optimizer.seed.")
+    budget: int | None = Field(default=None, ge=1, description="Override budget.max_experiments.")
 
 
 class CampaignList(_Model):
@@ -206,7 +206,7 @@ class ListCampaigns(Request):
     method = "campaign.list"
     role = Role.VIEWER
     reply = CampaignList
-    active_only: bool = Field(False, description="Only campaigns that are running (paused included).")
+    active_only: bool = Field(default=False, description="Only campaigns that are running (paused included).")
 
 
 class CampaignDetail(_Model):
@@ -287,8 +287,8 @@ class ListExperiments(Request):
     role = Role.VIEWER
     reply = ExperimentList
     campaign_id: str
-    after_seq: int = Field(0, ge=0, description="Only experiments with a larger sequence number.")
-    limit: int = Field(1000, ge=1, le=10000)
+    after_seq: int = Field(default=0, ge=0, description="Only experiments with a larger sequence number.")
+    limit: int = Field(default=1000, ge=1, le=10000)
 
 
 class ExperimentDetail(_Model):
@@ -349,7 +349,7 @@ class ReleaseInstrument(Request):
     role = Role.ADMIN
     reply = Ok
     name: str
-    check: bool = Field(True, description="Run the driver's recovery and health check first.")
+    check: bool = Field(default=True, description="Run the driver's recovery and health check first.")
 
 
 class EStop(Request):
@@ -381,8 +381,8 @@ class EventsSince(Request):
     method = "events.since"
     role = Role.VIEWER
     reply = EventList
-    seq: int = Field(0, ge=0)
-    limit: int = Field(1000, ge=1, le=10000)
+    seq: int = Field(default=0, ge=0)
+    limit: int = Field(default=1000, ge=1, le=10000)
     campaign_id: str | None = None
 
 
@@ -392,7 +392,9 @@ class Shutdown(Request):
     method = "daemon.shutdown"
     role = Role.ADMIN
     reply = Ok
-    abort: bool = Field(False, description="Abort experiments in flight instead of letting them finish.")
+    abort: bool = Field(
+        default=False, description="Abort experiments in flight instead of letting them finish."
+    )
 
 
 # -- access -------------------------------------------------------------------------------------------
@@ -401,7 +403,9 @@ class Shutdown(Request):
 class Identity(_Model):
     name: str = Field(description="The caller's key name (or local:USER on a loopback service without keys).")
     role: Role
-    origin: str | None = Field(None, description="Where the request came from (peer address, loopback).")
+    origin: str | None = Field(
+        default=None, description="Where the request came from (peer address, loopback)."
+    )
     curve: bool = Field(description="Whether the service requires CurveZMQ keys.")
 
 
@@ -475,13 +479,19 @@ class ListAudit(Request):
     method = "audit.list"
     role = Role.VIEWER
     reply = AuditList
-    after_id: int = Field(0, ge=0, description="Only entries with a larger id.")
-    limit: int = Field(1000, ge=1, le=10000)
+    after_id: int = Field(default=0, ge=0, description="Only entries with a larger id.")
+    limit: int = Field(default=1000, ge=1, le=10000)
     who: str | None = None
-    action: str | None = Field(None, description="A method name, or a prefix ending in '.' (campaign.).")
-    refused: bool | None = Field(None, description="Only refusals (true) or only accepted commands (false).")
-    since: str | None = Field(None, description="ISO time: only entries at or after it.")
-    newest_first: bool = Field(False, description="The newest entries first (with limit: the last ones).")
+    action: str | None = Field(
+        default=None, description="A method name, or a prefix ending in '.' (campaign.)."
+    )
+    refused: bool | None = Field(
+        default=None, description="Only refusals (true) or only accepted commands (false)."
+    )
+    since: str | None = Field(default=None, description="ISO time: only entries at or after it.")
+    newest_first: bool = Field(
+        default=False, description="The newest entries first (with limit: the last ones)."
+    )
 
 
 # -- errors -------------------------------------------------------------------------------------------

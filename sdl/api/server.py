@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from sdl.access.roles import Caller, Refused, Role
 from sdl.api.models import METHODS, ApiError, Error, EStop, Request
-from sdl.api.wire import Envelope, decode_request, encode_error, encode_result, request_id
+from sdl.api.wire import Envelope, decode_request, encode_error, encode_result, request_id, send_frames
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class ApiServer:
         identity, envelope_frames, payload = frames[0], frames[1:-1], frames[-1]
         reply = await self._reply(payload)
         try:
-            await self.socket.send_multipart([identity, *envelope_frames, reply])
+            await send_frames(self.socket, [identity, *envelope_frames, reply])
         except zmq.ZMQError as exc:
             log.debug("could not reply: %s", exc)
         self.handled += 1

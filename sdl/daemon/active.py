@@ -28,7 +28,7 @@ class Tracked:
     campaign: Campaign
     tally: Tally = field(init=False)
     #: By id, in proposal order: the experiments still needed (see the module's docstring).
-    rows: dict[int, ExperimentRecord] = field(init=False, default_factory=dict)
+    rows: dict[int, ExperimentRecord] = field(init=False, default_factory=dict[int, ExperimentRecord])
     newest_id: int = field(init=False, default=0)
     latest_done_seq: int = field(init=False, default=0)
 

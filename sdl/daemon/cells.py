@@ -41,8 +41,8 @@ class Cell:
     started_at: float | None = None
     timeout: float | None = None
     abort_sent_at: float | None = None
-    servicing: set[str] = field(default_factory=set)
-    connected: list[str] = field(default_factory=list)
+    servicing: set[str] = field(default_factory=set[str])
+    connected: list[str] = field(default_factory=list[str])
     restarts: int = 0
     backoff: float = 1.0
     restart_at: float = 0.0

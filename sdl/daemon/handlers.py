@@ -147,7 +147,7 @@ class Handlers:
         lab = self.state.lab
         health = self.store.instruments()
         leases = self.store.leases()
-        out = []
+        out: list[m.InstrumentStatus] = []
         for name, spec in lab.instruments.items():
             record = health.get(name)
             lease = leases.get(name)

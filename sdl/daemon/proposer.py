@@ -21,7 +21,7 @@ import struct
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from sdl.daemon.heap import freeze_startup_heap
 from sdl.loop.proposing import NextExperiment, decide_next, optimizer_for
@@ -99,7 +99,7 @@ class Proposer:
                 self._known.add(campaign_id)
                 if kind == "error":
                     raise value
-                return value  # type: ignore[no-any-return]
+                return cast(NextExperiment, value)
         raise ProposerLost("the proposer asked twice for a campaign's setup")
 
     async def forget(self, campaign_id: str) -> None:

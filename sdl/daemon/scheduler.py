@@ -97,7 +97,7 @@ def plan_round(
     taken = set(unavailable)
     used = {c.id: c.used for c in candidates}
     slots = {c.id: c.slots for c in candidates}
-    out = []
+    out: list[Assignment] = []
     for workcell in idle:
         current = [
             Candidate(c.id, c.campaign, c.priority, c.weight, used[c.id], slots[c.id])

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Generator
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from sdl.access.keys import KeyRing
 from sdl.api import models as m
 from sdl.api.convert import campaign_summary, experiment_event
+from sdl.api.wire import send_frames
 from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
 from sdl.daemon.active import ActiveCampaigns, Tracked
@@ -94,14 +95,12 @@ class LabState:
         if self.events is None:
             return
         try:
-            self.events.send_multipart(
-                [record.topic.encode(), record.model_dump_json().encode()], zmq.NOBLOCK
-            )
+            send_frames(self.events, [record.topic.encode(), record.model_dump_json().encode()], zmq.NOBLOCK)
         except zmq.ZMQError:
             log.debug("event %d not published", record.seq)
 
     @contextmanager
-    def recording(self) -> Iterator[None]:
+    def recording(self) -> Generator[None, None, None]:
         """Store writes and the events announcing them in one transaction; the events go out after it."""
         self._deferred.append([])
         try:
@@ -155,7 +154,7 @@ class LabState:
         if cell.identity is None or self.workers is None:
             return
         try:
-            await self.workers.send_multipart([cell.identity, p.encode(message)], zmq.NOBLOCK)
+            await send_frames(self.workers, [cell.identity, p.encode(message)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             log.warning("workcell %s: could not send %s: %s", cell.name, type(message).__name__, exc)
 

@@ -158,7 +158,7 @@ def create_app(backend: Backend, *, secure_cookie: bool = False) -> Starlette:
 
         async def stream() -> AsyncIterator[bytes]:
             yield b"retry: 1000\n\n"
-            iterator = backend.events(since).__aiter__()
+            iterator = backend.events(since)
             pending: asyncio.Task[m.EventRecord] | None = None
             try:
                 while True:
@@ -174,7 +174,7 @@ def create_app(backend: Backend, *, secure_cookie: bool = False) -> Starlette:
             finally:
                 if pending is not None:
                     pending.cancel()
-                await iterator.aclose()  # type: ignore[attr-defined]
+                await iterator.aclose()
 
         return StreamingResponse(
             stream(),

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +57,7 @@ class Backend:
     async def call(self, request: m.Request, session: Session, origin: str | None) -> Any:
         raise NotImplementedError
 
-    def events(self, since: int) -> AsyncIterator[m.EventRecord]:
+    def events(self, since: int) -> AsyncGenerator[m.EventRecord, None]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -101,7 +101,7 @@ class ServiceBackend(Backend):
         caller = Caller(name=session.name, role=session.role, origin=f"web {origin or '?'}")
         return await self.execute(request, caller)
 
-    async def events(self, since: int) -> AsyncIterator[m.EventRecord]:
+    async def events(self, since: int) -> AsyncGenerator[m.EventRecord, None]:
         queue: asyncio.Queue[m.EventRecord] = asyncio.Queue(QUEUE_LIMIT)
 
         def listener(record: m.EventRecord) -> None:
@@ -213,7 +213,7 @@ class RemoteBackend(Backend):
 
         return await asyncio.to_thread(call)
 
-    async def events(self, since: int) -> AsyncIterator[m.EventRecord]:
+    async def events(self, since: int) -> AsyncGenerator[m.EventRecord, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[m.EventRecord] = asyncio.Queue(QUEUE_LIMIT)
         self._ensure_stream()

@@ -190,7 +190,7 @@ def plot(campaign: Campaign, history: Sequence[ExperimentSummary], path: Path | 
         points = [(e.seq, v) for e, v in zip(done, values, strict=True) if isinstance(v, int | float)]
         if points:
             ax.scatter(*zip(*points, strict=True), s=12, color="C0", alpha=0.35, label="measured")
-        if objective.goal == "target":
+        if objective.goal == "target" and objective.target is not None:
             ax.axhline(objective.target, color="C2", linestyle="--", label="target")
         numbers = [v for _, v in points]
         if numbers and min(numbers) > 0 and max(numbers) / min(numbers) > 100:
@@ -222,7 +222,8 @@ def plot(campaign: Campaign, history: Sequence[ExperimentSummary], path: Path | 
             xs2, ys2 = zip(*bad, strict=True)
             ax.scatter(xs2, [_plottable(y) for y in ys2], marker="x", color="grey", s=16, label="not done")
             ax.legend(fontsize="small")
-        units = f" [{parameter.units}]" if getattr(parameter, "units", "") else ""
+        declared: str = getattr(parameter, "units", "")
+        units = f" [{declared}]" if declared else ""
         ax.set_title(f"coverage: {parameter.name}")
         ax.set_xlabel("experiment")
         ax.set_ylabel(parameter.name + units)

@@ -12,11 +12,11 @@ from typing import Any
 from sdl.api.models import ExperimentSummary
 from sdl.exports import report
 from sdl.space import CategoricalParameter, IntegerParameter
-from sdl.space.units import Column
+from sdl.space.units import Column, ColumnType
 from sdl.spec.campaign import Campaign
 
 #: What the bookkeeping columns mean (they are the record's own, not the campaign's).
-RECORD_COLUMNS: dict[str, tuple[str, str]] = {
+RECORD_COLUMNS: dict[str, tuple[ColumnType, str]] = {
     "experiment": ("integer", "Number of the experiment within the campaign (1-based, in proposal order)."),
     "status": ("string", "done, failed (the recipe's doing), faulted (an instrument's) or interrupted."),
     "pareto": ("boolean", "Whether no other done experiment is at least as good on every objective."),
@@ -47,7 +47,7 @@ def described_columns(campaign: Campaign, history: Sequence[ExperimentSummary]) 
     for name in names:
         if name in parameters:
             p = parameters[name]
-            kind = (
+            kind: ColumnType = (
                 "integer"
                 if isinstance(p, IntegerParameter)
                 else _choices_type(p)
@@ -81,7 +81,7 @@ def described_columns(campaign: Campaign, history: Sequence[ExperimentSummary]) 
             )
         elif name in RECORD_COLUMNS and name not in measured:
             kind, description = RECORD_COLUMNS[name]
-            out.append(Column(name=name, kind="record", type=kind, description=description))  # type: ignore[arg-type]
+            out.append(Column(name=name, kind="record", type=kind, description=description))
         else:
             meaning = campaign.measurement_meaning(name)
             values = [(e.measurements or {}).get(name) for e in history]
@@ -101,7 +101,7 @@ def described_columns(campaign: Campaign, history: Sequence[ExperimentSummary]) 
     return out
 
 
-def _choices_type(p: CategoricalParameter) -> str:
+def _choices_type(p: CategoricalParameter) -> ColumnType:
     if all(isinstance(c, int) and not isinstance(c, bool) for c in p.choices):
         return "integer"
     if all(isinstance(c, int | float) and not isinstance(c, bool) for c in p.choices):

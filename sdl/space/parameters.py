@@ -33,16 +33,18 @@ class _Parameter(BaseModel):
     )
     description: str = ""
     stage: Stage | None = Field(
-        None,
+        default=None,
         description="What the parameter sets: raw_material, composition, process or property "
         "(default: undeclared).",
     )
 
 
 class _Quantity(_Parameter):
-    units: str = Field("", description="Units of the value, checked with pint ('uL' and 'µL' are one).")
+    units: str = Field(
+        default="", description="Units of the value, checked with pint ('uL' and 'µL' are one)."
+    )
     material: str | None = Field(
-        None, description="The material (a key of `materials`) this parameter is an amount of."
+        default=None, description="The material (a key of `materials`) this parameter is an amount of."
     )
 
     @field_validator("units")
@@ -57,7 +59,7 @@ class RealParameter(_Quantity):
     type: Literal["real"] = "real"
     low: float
     high: float
-    log: bool = Field(False, description="Search on a log scale (both bounds must be > 0).")
+    log: bool = Field(default=False, description="Search on a log scale (both bounds must be > 0).")
 
     @model_validator(mode="after")
     def _bounds(self) -> RealParameter:
@@ -94,7 +96,7 @@ class CategoricalParameter(_Parameter):
     type: Literal["categorical"] = "categorical"
     choices: list[str | int | float] = Field(min_length=2)
     descriptors: dict[str, list[float]] | None = Field(
-        None,
+        default=None,
         description="Optional numeric descriptors of the choices: descriptor name -> one value per choice, "
         "in the order of `choices` (e.g. a solvent's dielectric constant). The optimizer then models the "
         "choices by these numbers, so what it learns about one solvent carries over to similar ones.",
@@ -141,9 +143,9 @@ class LinearConstraint(BaseModel):
         min_length=1,
         description="Real parameter name -> coefficient, e.g. {water: 1, ethanol: 1, dmso: 1} for a sum.",
     )
-    at_most: float | None = Field(None, description="Upper bound of the weighted sum.")
-    at_least: float | None = Field(None, description="Lower bound of the weighted sum.")
-    equals: float | None = Field(None, description="The value the weighted sum must equal.")
+    at_most: float | None = Field(default=None, description="Upper bound of the weighted sum.")
+    at_least: float | None = Field(default=None, description="Lower bound of the weighted sum.")
+    equals: float | None = Field(default=None, description="The value the weighted sum must equal.")
     description: str = ""
 
     @model_validator(mode="after")

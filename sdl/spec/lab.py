@@ -57,16 +57,20 @@ class Health(_Model):
     """When an instrument is taken out of service, and how it comes back."""
 
     quarantine_after: int = Field(
-        3, ge=1, description="Quarantine an instrument after this many experiments in a row lost to it."
+        default=3,
+        ge=1,
+        description="Quarantine an instrument after this many experiments in a row lost to it.",
     )
     auto_release: bool = Field(
-        True,
+        default=True,
         description="Try the driver's recovery and health check on a quarantined instrument, and release it "
         "if both pass.",
     )
-    recheck_after: float = Field(60.0, gt=0, description="Seconds before the first automatic check.")
+    recheck_after: float = Field(default=60.0, gt=0, description="Seconds before the first automatic check.")
     max_auto_releases: int = Field(
-        2, ge=0, description="Automatic releases per instrument before only an operator may release it."
+        default=2,
+        ge=0,
+        description="Automatic releases per instrument before only an operator may release it.",
     )
 
     @field_validator("recheck_after", mode="before")
@@ -79,16 +83,16 @@ class Workers(_Model):
     """How the lab service supervises the processes that touch hardware."""
 
     heartbeat_timeout: float = Field(
-        10.0, gt=0, description="A worker silent this long (seconds) is killed and replaced."
+        default=10.0, gt=0, description="A worker silent this long (seconds) is killed and replaced."
     )
     startup_timeout: float = Field(
-        60.0,
+        default=60.0,
         gt=0,
         description="Seconds a new worker has to say hello (it imports bluesky first, which on a busy "
         "machine takes far longer than a heartbeat).",
     )
     restart_backoff: float = Field(
-        1.0, gt=0, description="Seconds before the first restart; doubles to 30 s."
+        default=1.0, gt=0, description="Seconds before the first restart; doubles to 30 s."
     )
 
     @field_validator("heartbeat_timeout", "startup_timeout", "restart_backoff", mode="before")
@@ -102,9 +106,11 @@ class LabSpec(_Model):
 
     name: str = "lab"
     description: str = ""
-    simulated: Path | None = Field(None, description="Simulated lab file, relative to this file.")
-    speed: float | None = Field(None, gt=0, description="Simulated-time speed factor.")
-    startup_timeout: float = Field(30.0, gt=0, description="Seconds to wait for the simulator's endpoints.")
+    simulated: Path | None = Field(default=None, description="Simulated lab file, relative to this file.")
+    speed: float | None = Field(default=None, gt=0, description="Simulated-time speed factor.")
+    startup_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for the simulator's endpoints."
+    )
     instruments: dict[str, Instrument] = Field(default_factory=dict)
     workcells: dict[str, Workcell] = Field(min_length=1)
     health: Health = Field(default_factory=Health)

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sdl.spec.campaign import Instrument, fill
+from sdl.spec.devices import Destroyable
 from sdl.spec.importpaths import UnresolvedImport, resolve_driver
 
 Problem = tuple[tuple[Any, ...], str]
@@ -52,9 +53,8 @@ def check_drivers(instruments: Mapping[str, Instrument], base_dir: Path | None) 
                 ((name,), f"{spec.driver} failed to build the device offline: {type(exc).__name__}: {exc}")
             )
             continue
-        destroy = getattr(device, "destroy", None)
-        if callable(destroy):
-            destroy()
+        if isinstance(device, Destroyable):
+            device.destroy()
     return problems
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 from sdl.crashpoints import crash_point
 from sdl.spec.status import Cause, ExperimentStatus, check_transition
-from sdl.store.archive import put_provenance
 from sdl.store.connection import Connection, StoreError, row_dict
 from sdl.store.schema import (
     Decision,
@@ -122,7 +121,7 @@ class ExperimentsMixin(Connection):
         with self._tx() as conn:
             current = _status(conn, experiment_id)
             check_transition(current, finish.status)
-            _insert_documents(conn, experiment_id, documents)
+            insert_documents(conn, experiment_id, documents)
             if provenance is not None:
                 put_provenance(conn, experiment_id, provenance)
             sets: dict[str, Any] = {"status": finish.status.value, "finished_at": now}
@@ -293,7 +292,7 @@ def _status(conn: sqlite3.Connection, experiment_id: int) -> ExperimentStatus:
     return ExperimentStatus(row["status"])
 
 
-def _insert_documents(
+def insert_documents(
     conn: sqlite3.Connection, experiment_id: int, documents: Sequence[tuple[int, str, Mapping[str, Any]]]
 ) -> None:
     if documents:
@@ -360,4 +359,12 @@ def _experiment(row: sqlite3.Row) -> ExperimentRecord:
         cause=_CAUSES[r["cause"]] if r["cause"] else None,
         fault_kind=r["fault_kind"],
         fault_instrument=r["fault_instrument"],
+    )
+
+
+def put_provenance(conn: sqlite3.Connection, experiment_id: int, body: Mapping[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO provenance (experiment_id, body, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT(experiment_id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+        (experiment_id, dumps(body), now_iso()),
     )

@@ -14,7 +14,7 @@ from sdl.store.connection import Connection
 from sdl.store.schema import AuditRecord, EventRecord, InstrumentRecord, dumps, loads, now_iso
 
 
-class LabMixin(Connection):
+class LabwideMixin(Connection):
     # -- instrument health ---------------------------------------------------------------------------------
 
     def ensure_instruments(self, names: Iterable[str]) -> None:
@@ -112,7 +112,7 @@ class LabMixin(Connection):
         now = time.time()
         with self._tx() as conn:
             row = conn.execute("SELECT value FROM lab_state WHERE key = 'daemon'").fetchone()
-            held = json.loads(row["value"]) if row else {}
+            held: dict[str, Any] = json.loads(row["value"]) if row else {}
             holder = held.get("owner")
             if (
                 holder
@@ -134,7 +134,7 @@ class LabMixin(Connection):
     def lab_heartbeat(self, owner: str, **facts: Any) -> None:
         with self._tx() as conn:
             row = conn.execute("SELECT value FROM lab_state WHERE key = 'daemon'").fetchone()
-            held = json.loads(row["value"]) if row else {}
+            held: dict[str, Any] = json.loads(row["value"]) if row else {}
             if held.get("owner") != owner:
                 return
             value = {**held, **facts, "heartbeat_at": time.time()}
@@ -159,7 +159,8 @@ class LabMixin(Connection):
         )
 
     def events_since(self, seq: int, limit: int = 1000, campaign_id: str | None = None) -> list[EventRecord]:
-        where, args = "seq > ?", [seq]
+        where = "seq > ?"
+        args: list[object] = [seq]
         if campaign_id is not None:
             where += " AND campaign_id = ?"
             args.append(campaign_id)
@@ -211,7 +212,8 @@ class LabMixin(Connection):
     ) -> list[AuditRecord]:
         """Audit entries after ``since_id``, oldest first; ``action`` ending in '.' matches a prefix, and
         ``refused`` picks refusals (result 'refused: ...') or everything else."""
-        where, args = ["id > ?"], [since_id]
+        where = ["id > ?"]
+        args: list[object] = [since_id]
         if who is not None:
             where.append("who = ?")
             args.append(who)
