@@ -14,7 +14,7 @@ from rich.table import Table
 
 from sdl.api import models as m
 from sdl.api.client import Client, Credentials, address_for
-from sdl.cli import EXIT_FAILURE, EXIT_OK, BadInput, data_dir_of
+from sdl.cli.common import EXIT_FAILURE, EXIT_OK, BadInput, data_dir_of
 from sdl.cli.progress import CampaignProgress
 from sdl.spec.campaign import Campaign
 from sdl.spec.status import CampaignStatus

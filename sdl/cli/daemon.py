@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+from sdl.access.keys import KEYS_FILE, KeyRing
 from sdl.api.client import DEFAULT_API
-from sdl.cli import EXIT_FAILURE, BadInput, data_dir_of
+from sdl.cli.common import EXIT_FAILURE, BadInput, data_dir_of
+from sdl.spec.lab import load_lab
+from sdl.store import CampaignBusy
 
 DEFAULT_EVENTS = "tcp://127.0.0.1:60716"
 DEFAULT_DOCUMENTS = "tcp://127.0.0.1:60717"
@@ -99,10 +103,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    from sdl.access.keys import KEYS_FILE, KeyRing
-    from sdl.daemon.service import LabService
-    from sdl.spec.lab import load_lab
-    from sdl.store import CampaignBusy
+    from sdl.daemon.service import LabService  # ~0.1 s that no other command pays (sdl/cli/__init__.py)
 
     lab = load_lab(args.lab)
     data_dir = data_dir_of(args)
@@ -121,7 +122,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         )
     dashboard = None
     if args.http:  # the dashboard, served by the service's own process on its loop
-        from sdl.dashboard.serve import HttpError, HttpOptions, InService
+        from sdl.dashboard.serve import HttpError, HttpOptions, InService  # ~0.15 s, see sdl/cli/__init__.py
 
         try:
             http = HttpOptions.parse(
@@ -158,8 +159,6 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 def loopback(address: str) -> bool:
     """An address only this machine reaches: 127.0.0.0/8, localhost, [::1], ipc:// or inproc://."""
-    import ipaddress
-
     if address.startswith(("ipc://", "inproc://")):
         return True
     host = address.removeprefix("tcp://").rpartition(":")[0].strip("[]")

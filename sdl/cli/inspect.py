@@ -5,23 +5,28 @@ never change a byte of it."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from sdl.api.convert import campaign_state, experiment_summaries, experiment_summary
 from sdl.api.models import ExperimentSummary
-from sdl.cli import EXIT_OK, BadInput, open_store
+from sdl.cli.common import EXIT_OK, BadInput, open_store
 from sdl.cli.progress import declared_units, fmt_best, fmt_objectives, fmt_recipe, fmt_value, summary_table
 from sdl.exports import report, write_documents, write_package, write_parquet
 from sdl.exports.table import described_columns
 from sdl.loop.lifecycle import campaign_of
 from sdl.spec.campaign import Campaign
+from sdl.spec.lab import LabSpec, load_lab
+from sdl.spec.loading import dry_run, load_campaign
 from sdl.spec.status import ExperimentStatus
+from sdl.store import unacknowledged
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -147,16 +152,11 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from sdl.spec.campaign import Campaign
-    from sdl.spec.lab import LabSpec
-
     print(json.dumps((LabSpec if args.lab else Campaign).model_json_schema(), indent=2))
     return EXIT_OK
 
 
 def _is_lab_file(path: Path) -> bool:
-    import yaml
-
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
@@ -165,9 +165,6 @@ def _is_lab_file(path: Path) -> bool:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from sdl.spec.lab import load_lab
-    from sdl.spec.loading import dry_run, load_campaign
-
     if _is_lab_file(args.file):
         lab = load_lab(args.file)
         cells = ", ".join(
@@ -265,9 +262,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def show_experiment(args: argparse.Namespace) -> int:
     """One experiment in full: how it went, what it sent, what came back."""
-    import datetime as dt
-
-    from sdl.store import unacknowledged
 
     with open_store(args, read_only=True) as store:
         store.campaign(args.campaign_id)

@@ -14,8 +14,13 @@ from typing import Any
 from rich.console import Console
 
 from sdl.api.convert import experiment_summaries
-from sdl.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, BadInput, data_dir_of, open_store
+from sdl.api.models import ListInstruments, ListWorkcells
+from sdl.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, BadInput, data_dir_of, open_store
+from sdl.cli.control import instruments_table, watch_campaign
 from sdl.cli.progress import CampaignProgress, Shown, result_line, summary_table
+from sdl.daemon.launch import LabServiceProcess
+from sdl.exports import report
+from sdl.exports.tiled import LivePublisher, TiledUnavailable, tiled_client
 from sdl.loop.foreground import ForegroundRun, run_campaign
 from sdl.loop.lifecycle import campaign_of, new_run_owner, resume, start_campaign, with_overrides
 from sdl.spec.loading import load_campaign
@@ -119,7 +124,6 @@ def _tiled(uri: str | None) -> Iterator[Any]:
     if uri is None:
         yield None
         return
-    from sdl.exports.tiled import LivePublisher, TiledUnavailable, tiled_client
 
     try:
         client = tiled_client(uri)
@@ -211,8 +215,6 @@ def demo_campaign_path() -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sdl.exports import report
-
     _check_budget(args.budget)
     if args.lab_service:
         return demo_lab_service(args)
@@ -238,10 +240,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def demo_lab_service(args: argparse.Namespace) -> int:
     """The demo through `sdl daemon` on the two-station lab: the stations overlap, sharing the arm and the
     spectrometer one experiment at a time."""
-    from sdl.api.models import ListInstruments, ListWorkcells
-    from sdl.cli.control import instruments_table, watch_campaign
-    from sdl.daemon.launch import LabServiceProcess
-    from sdl.exports import report
 
     lab = demo_campaign_path().parents[1] / "two_stations" / "lab.yaml"
     data_dir = data_dir_of(args)
