@@ -33,10 +33,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sdl.campaign import Campaign  # noqa: E402
-from sdl.loading import load_campaign  # noqa: E402
 from sdl.optimizer import make_optimizer  # noqa: E402
 from sdl.optimizer.api import Observation  # noqa: E402
+from sdl.spec.campaign import Campaign  # noqa: E402
+from sdl.spec.loading import load_campaign  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("bayesian", "random")

@@ -10,6 +10,9 @@ the simulated bench.
 
     python benchmarks/warm_start.py                  # 5 seeds, ~6 minutes
     python benchmarks/warm_start.py --seeds 2 --source-budget 12 --budget 12
+
+Exit status: 0 when the warm start needs fewer experiments than the cold one, 3 when it does not (the
+comparison ran; its verdict is no), anything else when the script failed.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
-from sdl.campaign import Campaign  # noqa: E402
-from sdl.foreground import run_campaign, start_campaign  # noqa: E402
-from sdl.loading import LoadedCampaign, load_campaign  # noqa: E402
+from sdl.loop.foreground import run_campaign  # noqa: E402
+from sdl.loop.lifecycle import start_campaign  # noqa: E402
+from sdl.spec.campaign import Campaign  # noqa: E402
+from sdl.spec.loading import LoadedCampaign, load_campaign  # noqa: E402
 from sdl.store import Store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +74,10 @@ def run(
     run_campaign(store, campaign_id)
     distances = [(e.measurements or {}).get("distance") for e in store.experiments(campaign_id)]
     return campaign_id, Run(distances, time.perf_counter() - started)
+
+
+#: The exit status of a comparison that ran and found no gain (a failure of the script exits 1).
+NOT_BETTER = 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = statistics.median(row[index].seconds for row in rows)
         print(f"{label:6} wall time per campaign (median): {seconds:.1f} s")
     print("(a campaign that never reached the target counts as its budget + 1)")
-    return 0 if warm_median < cold_median else 1
+    return 0 if warm_median < cold_median else NOT_BETTER
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from bluesky import RunEngine
 
+from sdl.execution.engine import close_run_engine
+
 
 @pytest.fixture
 def engine() -> Iterator[RunEngine]:
@@ -18,9 +20,7 @@ def engine() -> Iterator[RunEngine]:
     """
     engine = RunEngine({}, context_managers=[])
     yield engine
-    engine.loop.call_soon_threadsafe(engine.loop.stop)
-    engine._th.join(timeout=5)
-    engine.loop.close()
+    close_run_engine(engine)
 
 
 # -- the demo campaign, run once per session for the tests of its record ------------------------------------

@@ -299,7 +299,8 @@ def test_a_removed_key_stops_hearing_events(lab: LabServiceProcess, keys: Path, 
 
 def test_an_operators_e_stop_is_taken_even_when_the_service_is_busy() -> None:
     """Every request slot is taken: any other request gets `busy`, the e-stop still runs at once."""
-    from sdl.api.server import MAX_CONCURRENT, ApiServer, Caller
+    from sdl.access.roles import Caller
+    from sdl.api.server import MAX_CONCURRENT, ApiServer
 
     async def scenario() -> None:
         release = asyncio.Event()

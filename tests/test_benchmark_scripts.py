@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+#: What a comparison script exits with when it ran and found no gain (benchmarks/demo_convergence.py).
+NOT_BETTER = 3
 BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("[!_]*.py"))
 
 
@@ -38,7 +40,7 @@ def test_demo_convergence_runs_a_miniature_comparison(tmp_path):
         [sys.executable, str(script), "--seeds", "1", "--budget", "2", "--plot", str(plot)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode in (0, NOT_BETTER), result.stderr  # a miniature run's verdict may be either
     assert "random/bayes" in result.stdout and plot.stat().st_size > 0
 
 
@@ -48,7 +50,7 @@ def test_warm_start_runs_a_miniature_comparison():
         [sys.executable, str(script), "--seeds", "1", "--source-budget", "2", "--budget", "1"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode in (0, NOT_BETTER), result.stderr  # a miniature run's verdict may be either
     assert "median experiments to the target: cold" in result.stdout
 
 

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from sdl.campaign import Campaign, Objective
 from sdl.cli import main
-from sdl.loading import CampaignError, load_campaign
+from sdl.spec.campaign import Campaign, Objective
+from sdl.spec.loading import CampaignError, load_campaign
 
 GOOD = """\
 name: branin-test
@@ -336,7 +336,7 @@ def test_objectives_scalarise_to_a_weighted_sum_to_minimise() -> None:
 
 def test_durations_accept_seconds_and_units() -> None:
     base = {"max_experiments": 1}
-    from sdl.campaign import Budget
+    from sdl.spec.campaign import Budget
 
     assert Budget.model_validate({**base, "max_wall_time": 90}).max_wall_time == 90
     assert Budget.model_validate({**base, "max_wall_time": "1h30m"}).max_wall_time == 5400

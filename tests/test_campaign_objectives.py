@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from sdl.campaign import Campaign
+from sdl.spec.campaign import Campaign
 
 
 def spec(**changes: Any) -> dict[str, Any]:

@@ -17,11 +17,11 @@ import pytest
 import zmq
 
 from sdl.api import models as m
+from sdl.api.convert import campaign_state
 from sdl.api.docs import render
 from sdl.api.models import ApiError
 from sdl.cli import main
-from sdl.history import campaign_state
-from sdl.status import ExperimentStatus
+from sdl.spec.status import ExperimentStatus
 from sdl.store import Store
 from sdl.testing import LabServiceProcess, alive, wait_for
 

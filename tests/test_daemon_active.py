@@ -10,9 +10,8 @@ from dataclasses import replace
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sdl.campaign import Campaign
 from sdl.daemon.active import Tracked
-from sdl.history import (
+from sdl.loop.history import (
     Tally,
     consecutive_failures,
     instrument_fault_run,
@@ -21,7 +20,8 @@ from sdl.history import (
     retry_candidate,
     stop_reason,
 )
-from sdl.status import CampaignStatus, Cause, ExperimentStatus
+from sdl.spec.campaign import Campaign
+from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus
 from sdl.store import CampaignRecord, ExperimentRecord
 
 CAMPAIGN = Campaign.model_validate(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sdl.api import models as m
-from sdl.status import Cause, ExperimentStatus
+from sdl.spec.status import Cause, ExperimentStatus
 from sdl.store import Store, unacknowledged
 from sdl.testing import LabServiceProcess, wait_for
 

@@ -19,8 +19,9 @@ from test_daemon import campaign_file, experiments, lab_file, service_process
 from sdl.api import models as m
 from sdl.api.models import ApiError, Role
 from sdl.api.wire import decode_request
-from sdl.foreground import run_campaign, start_campaign
-from sdl.loading import load_campaign
+from sdl.loop.foreground import run_campaign
+from sdl.loop.lifecycle import start_campaign
+from sdl.spec.loading import load_campaign
 from sdl.store import Store
 from sdl.testing import wait_for
 

@@ -16,7 +16,7 @@ import yaml
 from test_driver_contract import cavro_moves, ne1000_command, ur_moves
 
 from sdl.api import models as m
-from sdl.status import ExperimentStatus
+from sdl.spec.status import ExperimentStatus
 from sdl.store import Store
 from sdl.testing import LabServiceProcess, wait_for
 from simulators.testing import run_lab

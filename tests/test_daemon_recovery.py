@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from sdl.api import models as m
-from sdl.status import ExperimentStatus
+from sdl.spec.status import ExperimentStatus
 from sdl.store import Store
 from sdl.testing import LabServiceProcess, alive, wait_for
 

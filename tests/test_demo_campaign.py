@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from sdl.status import ExperimentStatus
+from sdl.spec.status import ExperimentStatus
 from sdl.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from sdl.campaign import Campaign
-from sdl.foreground import run_campaign, start_campaign
-from sdl.loading import LoadedCampaign, load_campaign
+from sdl.loop.foreground import run_campaign
+from sdl.loop.lifecycle import start_campaign
+from sdl.spec.campaign import Campaign
+from sdl.spec.loading import LoadedCampaign, load_campaign
 from sdl.store import Store
 
 BRANIN = Path(__file__).resolve().parents[1] / "experiments" / "branin" / "campaign.yaml"

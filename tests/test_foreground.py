@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from sdl.campaign import Campaign
-from sdl.foreground import CRASH_REASON, ForegroundRun, new_run_owner, run_campaign, start_campaign, take_over
-from sdl.loading import LoadedCampaign
-from sdl.proposing import decide_next, optimizer_for
-from sdl.status import CampaignStatus, Cause, ExperimentStatus
+from sdl.loop.foreground import ForegroundRun, run_campaign
+from sdl.loop.lifecycle import CRASH_REASON, new_run_owner, resume, start_campaign
+from sdl.loop.proposing import decide_next, optimizer_for
+from sdl.spec.campaign import Campaign
+from sdl.spec.loading import LoadedCampaign
+from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus
 from sdl.store import CampaignBusy, Store
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -226,7 +227,7 @@ def test_resume_after_ctrl_c_reproduces_the_history_and_continues(tmp_path: Path
 
     with Store(tmp_path / "interrupted") as store:  # a later `sdl run --resume`
         owner = new_run_owner()
-        assert take_over(store, campaign_id, owner) == []
+        assert resume(store, campaign_id, owner) == []
         result = run_campaign(store, campaign_id, owner)
         assert result.status is CampaignStatus.COMPLETED
         history = store.experiments(campaign_id)
@@ -256,7 +257,7 @@ def test_after_a_crash_the_experiment_in_flight_is_interrupted_never_rerun(tmp_p
 
     with Store(tmp_path / "data") as store:
         owner = new_run_owner()
-        recovered = take_over(store, campaign_id, owner)
+        recovered = resume(store, campaign_id, owner)
         assert [e.id for e in recovered] == [in_flight.id]
         after = store.experiment(in_flight.id)
         assert after.status is ExperimentStatus.INTERRUPTED and after.failure == CRASH_REASON
@@ -290,7 +291,7 @@ def test_a_campaign_run_by_a_live_process_cannot_be_taken_over(store: Store, tmp
     live = f"run:{socket.gethostname()}:{os.getppid()}:feed00"
     campaign_id = start_campaign(store, campaign(tmp_path), owner=live)
     with pytest.raises(CampaignBusy, match=f"is being run by `sdl run` \\(process {os.getppid()} on "):
-        take_over(store, campaign_id, new_run_owner())
+        resume(store, campaign_id, new_run_owner())
     with pytest.raises(CampaignBusy):
         run_campaign(store, campaign_id)
     assert store.campaign(campaign_id).owner == live
@@ -326,7 +327,7 @@ def _race_take_over(data_dir: str, campaign_id: str, barrier: Any, results: Any)
         owner = new_run_owner()
         barrier.wait()
         try:
-            take_over(store, campaign_id, owner)
+            resume(store, campaign_id, owner)
         except CampaignBusy:
             results.put("CampaignBusy")
         except Exception as exc:
@@ -465,7 +466,7 @@ def test_an_instrument_that_keeps_faulting_stops_the_run_instead_of_looping(
     )
     # Resuming is the operator saying it is fixed: the earlier faults do not stop the new run at once.
     counter.write_text("-100")
-    take_over(store, campaign_id, "operator")
+    resume(store, campaign_id, "operator")
     resumed = run_campaign(store, campaign_id, "operator")
     assert resumed.status is CampaignStatus.COMPLETED and resumed.out_of_service is None
     assert resumed.counts[ExperimentStatus.DONE] == 8
@@ -476,7 +477,8 @@ def test_an_abort_before_the_run_engine_starts_stops_the_plan_at_its_first_messa
     RunEngine.abort) must not let the plan run on: it stops at its first message."""
     from bluesky import RunEngine
 
-    from sdl.experiment import ExperimentRunner, close_run_engine
+    from sdl.execution.engine import close_run_engine
+    from sdl.execution.experiment import ExperimentRunner
 
     class SignalAsItStarts(RunEngine):
         """Delivers the operator's abort at the worst moment: entering the RunEngine, still idle."""

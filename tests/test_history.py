@@ -8,8 +8,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdl.campaign import Campaign
-from sdl.history import (
+from sdl.loop.history import (
     Tally,
     best_experiment,
     consecutive_failures,
@@ -19,7 +18,8 @@ from sdl.history import (
     spent,
     stop_reason,
 )
-from sdl.status import Cause, ExperimentStatus
+from sdl.spec.campaign import Campaign
+from sdl.spec.status import Cause, ExperimentStatus
 from sdl.store import ExperimentRecord
 
 CAMPAIGN = Campaign.model_validate(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sdl.imports import UnresolvedImport, resolve_driver
+from sdl.spec.importpaths import UnresolvedImport, resolve_driver
 from simulators.base import ConfigError, kinds, simulator_class
 
 PACKAGE = {

@@ -18,10 +18,11 @@ import pytest
 from ophyd import Component, Device, Signal
 from ophyd.status import DeviceStatus
 
-from sdl.foreground import run_campaign, start_campaign
-from sdl.lab import LabError, LabSession, SimulatedLab
-from sdl.loading import load_campaign
-from sdl.status import CampaignStatus, ExperimentStatus
+from sdl.execution.bringup import LabError, LabSession, SimulatedLab
+from sdl.loop.foreground import run_campaign
+from sdl.loop.lifecycle import start_campaign
+from sdl.spec.loading import load_campaign
+from sdl.spec.status import CampaignStatus, ExperimentStatus
 from sdl.store import Store
 
 TESTS_DIR = Path(__file__).resolve().parent

@@ -9,7 +9,7 @@ import tracemalloc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdl.observation_log import ObservationLog, completion_key
+from sdl.loop.observation_log import ObservationLog, completion_key
 from sdl.optimizer import Observation
 
 PLAIN = st.builds(

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from sdl.campaign import Campaign
 from sdl.daemon.launch import alive
 from sdl.daemon.proposer import _HEADER, Decide, Forget, Proposer, Setup, serve
+from sdl.loop.proposing import decide_next, optimizer_for
 from sdl.optimizer import OptimizerExhausted
-from sdl.proposing import decide_next, optimizer_for
-from sdl.status import ExperimentStatus
+from sdl.spec.campaign import Campaign
+from sdl.spec.status import ExperimentStatus
 from sdl.store import ExperimentRecord
 from sdl.testing import wait_for
 
@@ -74,7 +74,7 @@ def decide(c: Campaign, setup: bool) -> Decide:
 
 
 def decide_inputs() -> list[Any]:
-    from sdl.history import observations
+    from sdl.loop.history import observations
 
     return observations(HISTORY)
 
@@ -93,7 +93,7 @@ def test_an_optimizers_error_comes_back_as_itself():
         {**tiny.model_dump(), "parameters": [{"name": "n", "type": "integer", "low": 0, "high": 1}]}
     )
     history = [ExperimentRecord(**{**done(i + 1, 0, 0).__dict__, "recipe": {"n": i}}) for i in range(2)]
-    from sdl.history import observations
+    from sdl.loop.history import observations
 
     ((kind, error),) = exchange(Decide("c", Setup(tiny, ()), history, observations(history), []))
     assert kind == "error" and isinstance(error, OptimizerExhausted)

@@ -9,7 +9,7 @@ from experiments.quantum_dots import procedure as qd
 from experiments.quantum_dots.chemistry import HalideExchange
 from experiments.reactivity_search import procedure as reactivity
 from experiments.reactivity_search.chemistry import combinations, reactions_of
-from sdl.loading import load_campaign
+from sdl.spec.loading import load_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
 

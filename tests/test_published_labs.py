@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from sdl.campaign import Campaign
-from sdl.foreground import run_campaign, start_campaign
-from sdl.loading import LoadedCampaign, load_campaign
-from sdl.status import ExperimentStatus
+from sdl.loop.foreground import run_campaign
+from sdl.loop.lifecycle import start_campaign
+from sdl.spec.campaign import Campaign
+from sdl.spec.loading import LoadedCampaign, load_campaign
+from sdl.spec.status import ExperimentStatus
 from sdl.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

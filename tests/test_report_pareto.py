@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from sdl.cli import main
-from sdl.loading import load_campaign
 from sdl.optimizer import pareto_mask
+from sdl.spec.loading import load_campaign
 from sdl.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sdl.lab import SimulatedLab, fill, simulator_command
+from sdl.execution.bringup import SimulatedLab, fill, simulator_command
 from sdl.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdl.status import CampaignStatus, Cause, ExperimentStatus, IllegalTransition, check_transition
+from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus, IllegalTransition, check_transition
 from sdl.store import DB_FILENAME, LATEST, Decision, SchemaTooNew, Store, UnknownCampaign
 from sdl.store.migrations import MIGRATIONS, Migration, migrate, schema_version
 

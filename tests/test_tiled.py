@@ -14,7 +14,7 @@ import stamina
 import yaml
 
 from sdl.cli import main
-from sdl.publishing import LivePublisher, publish_campaign
+from sdl.exports.tiled import LivePublisher, publish_campaign
 from sdl.store import Store
 
 # bluesky 1.15's TiledWriter calls tiled's append_partition with its arguments in the old order, which

@@ -1,5 +1,5 @@
 """CurveZMQ on the lab service's sockets: pyzmq's ZAP authenticators checking the allow-list, and the
-per-request check that turns a connection's key into a :class:`~sdl.api.server.Caller`.
+per-request check that turns a connection's key into a :class:`~sdl.access.roles.Caller`.
 
 Two checks, on purpose:
 
@@ -26,9 +26,7 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.auth.thread import ThreadAuthenticator
 
 from sdl.access.keys import KeyRing
-from sdl.api.models import ApiError
-from sdl.api.server import Caller
-from sdl.api.wire import Envelope
+from sdl.access.roles import Caller, Refused
 
 log = logging.getLogger(__name__)
 
@@ -43,50 +41,59 @@ def short(public_key: str) -> str:
     return f"{public_key[:8]}…"
 
 
-class _KeyringZap:
-    """What both authenticators share: admit allow-listed CURVE keys, report the others."""
+class KeyringCheck:
+    """pyzmq's credentials provider for CURVE: admit allow-listed keys, report the others. ``address`` is the
+    peer of the handshake being checked (its authenticator sets it from the ZAP request)."""
 
-    keyring: KeyRing
-    on_refused: OnRefused | None
-    _address: str | None = None
-
-    def _setup(self: Any, keyring: KeyRing, on_refused: OnRefused | None) -> None:
+    def __init__(self, keyring: KeyRing, on_refused: OnRefused | None) -> None:
         self.keyring = keyring
         self.on_refused = on_refused
-        for domain in (API, EVENTS, DOCUMENTS):
-            self.configure_curve_callback(domain, self)
-
-    async def handle_zap_message(self, msg: list[bytes]) -> None:
-        self._address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else None
-        await super().handle_zap_message(msg)  # type: ignore[misc]
+        self.address: str | None = None
 
     def callback(self, domain: str, key: bytes) -> bool:
-        """pyzmq's credentials-provider hook: ``key`` is the client's public key in Z85."""
+        """``key`` is the client's public key in Z85."""
         public_key = key.decode("ascii")
         if self.keyring.by_public_key(public_key) is not None:
             return True
         if self.on_refused is not None:
             try:
-                self.on_refused(domain, f"key {short(public_key)}", "refused: unknown key", self._address)
+                self.on_refused(domain, f"key {short(public_key)}", "refused: unknown key", self.address)
             except Exception:
                 log.exception("could not audit a refused connection")
         return False
 
 
-class ServiceAuthenticator(_KeyringZap, AsyncioAuthenticator):
+def _peer(msg: list[bytes]) -> str | None:
+    """The client's address in a ZAP request (its fourth frame)."""
+    return msg[3].decode("utf-8", "replace") if len(msg) > 3 else None
+
+
+class ServiceAuthenticator(AsyncioAuthenticator):
     """ZAP on the lab service's asyncio loop (API and events sockets)."""
 
     def __init__(self, context: zmq.Context[Any], keyring: KeyRing, on_refused: OnRefused | None) -> None:
-        AsyncioAuthenticator.__init__(self, context, log=log)
-        self._setup(keyring, on_refused)
+        super().__init__(context, log=log)
+        self.check = KeyringCheck(keyring, on_refused)
+        for domain in (API, EVENTS, DOCUMENTS):
+            self.configure_curve_callback(domain, self.check)
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        self.check.address = _peer(msg)
+        await super().handle_zap_message(msg)
 
 
-class ThreadedAuthenticator(_KeyringZap, ThreadAuthenticator):
+class ThreadedAuthenticator(ThreadAuthenticator):
     """ZAP on a thread of its own, for a context that has no asyncio loop (the documents proxy)."""
 
     def __init__(self, context: zmq.Context[Any], keyring: KeyRing, on_refused: OnRefused | None) -> None:
-        ThreadAuthenticator.__init__(self, context, log=log)
-        self._setup(keyring, on_refused)
+        super().__init__(context, log=log)
+        self.check = KeyringCheck(keyring, on_refused)
+        for domain in (API, EVENTS, DOCUMENTS):
+            self.configure_curve_callback(domain, self.check)
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        self.check.address = _peer(msg)
+        await super().handle_zap_message(msg)
 
 
 def make_server(socket: zmq.Socket[Any], public: bytes, secret: bytes, domain: str) -> None:
@@ -95,13 +102,6 @@ def make_server(socket: zmq.Socket[Any], public: bytes, secret: bytes, domain: s
     socket.curve_secretkey = secret
     socket.curve_server = True
     socket.zap_domain = domain.encode()
-
-
-def make_client(socket: zmq.Socket[Any], public: bytes, secret: bytes, server_public: bytes) -> None:
-    """Make ``socket`` a CURVE client of the server with ``server_public`` (before it connects)."""
-    socket.curve_publickey = public
-    socket.curve_secretkey = secret
-    socket.curve_serverkey = server_public
 
 
 class CurveCallers:
@@ -113,32 +113,26 @@ class CurveCallers:
             str, str
         ] = {}  # public key -> the name it had, to say "removed" rather than "unknown"
 
-    def __call__(self, frame: zmq.Frame, envelope: Envelope) -> Caller:
+    def __call__(self, frame: zmq.Frame, envelope: object) -> Caller:
+        # Frame properties are strings (pyzmq types them as str | int: some frame options are numbers).
         try:
-            public_key = frame.get("User-Id")
-            origin = frame.get("Peer-Address")
+            public_key, origin = str(frame.get("User-Id")), str(frame.get("Peer-Address"))
         except zmq.ZMQError:
             public_key, origin = "", None
         if not public_key:
-            raise _refusal("no key: this lab service requires a CurveZMQ client key", "no key", origin)
+            raise Refused("no key: this lab service requires a CurveZMQ client key", "no key", origin)
         entry = self.keyring.by_public_key(public_key)
         if entry is None:
             name = self.seen.get(public_key)
             if name is not None:
-                raise _refusal(
+                raise Refused(
                     f"key {name!r} was removed from the allow-list; this connection may do nothing more",
                     name,
                     origin,
                 )
-            raise _refusal(f"unknown key {short(public_key)}", f"key {short(public_key)}", origin)
+            raise Refused(f"unknown key {short(public_key)}", f"key {short(public_key)}", origin)
         self.seen[public_key] = entry.name
         return Caller(name=entry.name, role=entry.role, origin=origin)
-
-
-def _refusal(message: str, who: str, origin: str | None) -> ApiError:
-    error = ApiError("unauthenticated", message)
-    error.who, error.origin = who, origin  # type: ignore[attr-defined]  # for the audit log
-    return error
 
 
 class RefusalThrottle:

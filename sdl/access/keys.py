@@ -23,7 +23,7 @@ import zmq
 import zmq.auth
 from zmq.utils import z85
 
-from sdl.api.models import Role
+from sdl.access.roles import Role
 from sdl.store.schema import now_iso
 
 KEYS_FILE = "keys.yaml"

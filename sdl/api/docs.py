@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import types
 import typing
+from enum import StrEnum
 from typing import Any, get_args
 
 from pydantic import BaseModel
@@ -54,7 +55,7 @@ This file is generated from `sdl/api/models.py` by `python -m sdl.api.docs`; do 
 """
 
 
-def type_name(annotation: Any) -> str:
+def type_name(annotation: object) -> str:
     origin = typing.get_origin(annotation)
     args = get_args(annotation)
     if annotation is type(None):
@@ -69,16 +70,19 @@ def type_name(annotation: Any) -> str:
         return f"dict[{type_name(args[0])}, {type_name(args[1])}]"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return f"[{annotation.__name__}](#{annotation.__name__.lower()})"
+    if isinstance(annotation, type) and issubclass(annotation, StrEnum):
+        return " \\| ".join(f"`{member.value}`" for member in annotation)
     if annotation is Any:
         return "any"
-    return getattr(annotation, "__name__", str(annotation))
+    anything: object = typing.cast(object, annotation)  # narrowed above to a partly unknown type
+    return str(getattr(anything, "__name__", anything))
 
 
 def default_of(field: FieldInfo) -> str:
     if field.is_required():
         return "required"
     if field.default_factory is not None:
-        return f"`{field.default_factory()!r}`"
+        return f"`{field.get_default(call_default_factory=True, validated_data={})!r}`"
     return f"`{field.default!r}`"
 
 

@@ -5,26 +5,19 @@ them (`python -m sdl.api.docs`), so the code, the reference and the clients cann
 
 On the wire, a request is one JSON object ``{"method": NAME, "id": ANY, "params": {...}}`` and its reply
 ``{"id": ANY, "ok": true, "result": {...}}`` or ``{"id": ANY, "ok": false, "error": {...}}``.
+
+Long because it is the whole API, one short model per method and per shared record, in the order of the
+reference it generates: split, a reader would chase one method's request, reply and records across files.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class Role(StrEnum):
-    """Who may call a method: each role may do what the roles before it may."""
-
-    VIEWER = "viewer"  # read and watch
-    OPERATOR = "operator"  # run campaigns: submit, pause, resume, stop, abort, budget, e-stop
-    ADMIN = "admin"  # the lab itself: quarantine, release, clear the e-stop, keys, shut the service down
-
-    def allows(self, needed: Role) -> bool:
-        order = list(Role)
-        return order.index(self) >= order.index(needed)
+from sdl.access.roles import Role
+from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus, InstrumentState, WorkcellState
 
 
 class _Model(BaseModel):
@@ -51,18 +44,21 @@ class Ok(_Model):
 class Best(_Model):
     experiment: int = Field(description="Sequence number of the best experiment.")
     objectives: dict[str, Any] = Field(description="Its objectives' measured values (the user's direction).")
-    loss: float | None = Field(None, description="The scalar the optimizer minimises.")
+    loss: float | None = Field(default=None, description="The scalar the optimizer minimises.")
 
 
 class CampaignSummary(_Model):
     id: str
     name: str
-    status: str = Field(description="running, completed, interrupted or failed (the record's status).")
-    state: str = Field(description="What it is doing: running, paused, stopping, stale, completed...")
+    status: CampaignStatus = Field(description="The record's status.")
+    state: str = Field(
+        description="What it is doing, in words: running, paused, stopping, stale (with what to do), or "
+        "the status of a campaign that ended."
+    )
     stop_reason: str | None = None
     budget: int
     spent: int = Field(description="Experiments that spent budget (done or failed).")
-    counts: dict[str, int] = Field(description="Experiments by status.")
+    counts: dict[ExperimentStatus, int] = Field(description="Experiments by status.")
     best: Best | None = None
     priority: int = 0
     weight: float = 1.0
@@ -70,7 +66,7 @@ class CampaignSummary(_Model):
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
-    active_seconds: float = Field(0.0, description="Wall time spent running, over every restart.")
+    active_seconds: float = Field(default=0.0, description="Wall time spent running, over every restart.")
     max_wall_time: float | None = None
 
 
@@ -87,12 +83,12 @@ class ExperimentSummary(_Model):
     id: int
     campaign_id: str
     seq: int
-    status: str
+    status: ExperimentStatus
     recipe: dict[str, Any]
     measurements: dict[str, Any] | None = None
-    loss: float | None = None
+    loss: float | None = Field(default=None, description="The scalar the optimizer minimises.")
     failure: str | None = None
-    cause: str | None = None
+    cause: Cause | None = None
     fault_kind: str | None = None
     fault_instrument: str | None = None
     workcell: str | None = None
@@ -117,11 +113,11 @@ class JournalLine(_Model):
 class InstrumentStatus(_Model):
     name: str
     driver: str
-    state: str = Field(description="ok, suspect (checked before use) or quarantined.")
+    state: InstrumentState = Field(description="suspect: made safe and checked before it is used again.")
     reason: str | None = None
     connected_in: list[str] = Field(default_factory=list, description="Workcells whose worker holds it open.")
-    leased_to: int | None = Field(None, description="Experiment id holding it now.")
-    leased_by: str | None = Field(None, description="Workcell running that experiment.")
+    leased_to: int | None = Field(default=None, description="Experiment id holding it now.")
+    leased_by: str | None = Field(default=None, description="Workcell running that experiment.")
     consecutive_faults: int = 0
     faults: int = 0
     retries: int = 0
@@ -130,8 +126,9 @@ class InstrumentStatus(_Model):
 
 class WorkcellStatus(_Model):
     name: str
-    state: str = Field(
-        description="starting, idle, busy, recovering, down, or blocked (an instrument is out)."
+    state: WorkcellState = Field(
+        description="recovering: making an instrument safe or checking it; blocked: an instrument it has is "
+        "quarantined."
     )
     capabilities: list[str]
     devices: dict[str, str] = Field(description="Device name the plan sees -> instrument.")
@@ -195,8 +192,8 @@ class SubmitCampaign(Request):
     path: str = Field(
         description="Where the file lives on the lab's machine: procedures import from its folder."
     )
-    seed: int | None = Field(None, description="Override optimizer.seed.")
-    budget: int | None = Field(None, ge=1, description="Override budget.max_experiments.")
+    seed: int | None = Field(default=None, description="Override optimizer.seed.")
+    budget: int | None = Field(default=None, ge=1, description="Override budget.max_experiments.")
 
 
 class CampaignList(_Model):
@@ -209,7 +206,7 @@ class ListCampaigns(Request):
     method = "campaign.list"
     role = Role.VIEWER
     reply = CampaignList
-    active_only: bool = Field(False, description="Only campaigns that are running (paused included).")
+    active_only: bool = Field(default=False, description="Only campaigns that are running (paused included).")
 
 
 class CampaignDetail(_Model):
@@ -290,8 +287,8 @@ class ListExperiments(Request):
     role = Role.VIEWER
     reply = ExperimentList
     campaign_id: str
-    after_seq: int = Field(0, ge=0, description="Only experiments with a larger sequence number.")
-    limit: int = Field(1000, ge=1, le=10000)
+    after_seq: int = Field(default=0, ge=0, description="Only experiments with a larger sequence number.")
+    limit: int = Field(default=1000, ge=1, le=10000)
 
 
 class ExperimentDetail(_Model):
@@ -352,7 +349,7 @@ class ReleaseInstrument(Request):
     role = Role.ADMIN
     reply = Ok
     name: str
-    check: bool = Field(True, description="Run the driver's recovery and health check first.")
+    check: bool = Field(default=True, description="Run the driver's recovery and health check first.")
 
 
 class EStop(Request):
@@ -384,8 +381,8 @@ class EventsSince(Request):
     method = "events.since"
     role = Role.VIEWER
     reply = EventList
-    seq: int = Field(0, ge=0)
-    limit: int = Field(1000, ge=1, le=10000)
+    seq: int = Field(default=0, ge=0)
+    limit: int = Field(default=1000, ge=1, le=10000)
     campaign_id: str | None = None
 
 
@@ -395,7 +392,9 @@ class Shutdown(Request):
     method = "daemon.shutdown"
     role = Role.ADMIN
     reply = Ok
-    abort: bool = Field(False, description="Abort experiments in flight instead of letting them finish.")
+    abort: bool = Field(
+        default=False, description="Abort experiments in flight instead of letting them finish."
+    )
 
 
 # -- access -------------------------------------------------------------------------------------------
@@ -404,7 +403,9 @@ class Shutdown(Request):
 class Identity(_Model):
     name: str = Field(description="The caller's key name (or local:USER on a loopback service without keys).")
     role: Role
-    origin: str | None = Field(None, description="Where the request came from (peer address, loopback).")
+    origin: str | None = Field(
+        default=None, description="Where the request came from (peer address, loopback)."
+    )
     curve: bool = Field(description="Whether the service requires CurveZMQ keys.")
 
 
@@ -478,13 +479,19 @@ class ListAudit(Request):
     method = "audit.list"
     role = Role.VIEWER
     reply = AuditList
-    after_id: int = Field(0, ge=0, description="Only entries with a larger id.")
-    limit: int = Field(1000, ge=1, le=10000)
+    after_id: int = Field(default=0, ge=0, description="Only entries with a larger id.")
+    limit: int = Field(default=1000, ge=1, le=10000)
     who: str | None = None
-    action: str | None = Field(None, description="A method name, or a prefix ending in '.' (campaign.).")
-    refused: bool | None = Field(None, description="Only refusals (true) or only accepted commands (false).")
-    since: str | None = Field(None, description="ISO time: only entries at or after it.")
-    newest_first: bool = Field(False, description="The newest entries first (with limit: the last ones).")
+    action: str | None = Field(
+        default=None, description="A method name, or a prefix ending in '.' (campaign.)."
+    )
+    refused: bool | None = Field(
+        default=None, description="Only refusals (true) or only accepted commands (false)."
+    )
+    since: str | None = Field(default=None, description="ISO time: only entries at or after it.")
+    newest_first: bool = Field(
+        default=False, description="The newest entries first (with limit: the last ones)."
+    )
 
 
 # -- errors -------------------------------------------------------------------------------------------

@@ -12,30 +12,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 
 import zmq
 import zmq.asyncio
 from pydantic import BaseModel
 
-from sdl.api.models import METHODS, ApiError, Error, EStop, Request, Role
-from sdl.api.wire import Envelope, decode_request, encode_error, encode_result, request_id
+from sdl.access.roles import Caller, Refused, Role
+from sdl.api.models import METHODS, ApiError, Error, EStop, Request
+from sdl.api.wire import Envelope, decode_request, encode_error, encode_result, request_id, send_frames
 
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT = 64
 
 
-@dataclass(frozen=True)
-class Caller:
-    """Who sent a request: a name for the audit log, a role, and where from."""
-
-    name: str
-    role: Role
-    origin: str | None = None
-
-
 Handler = Callable[[Request, Caller], Awaitable[BaseModel]]
+#: :meth:`ApiServer.execute`: one request for a caller already authenticated, with the server's checks.
+Execute = Callable[[Request, Caller], Awaitable[BaseModel]]
 Authenticate = Callable[[zmq.Frame, Envelope], Caller]
 Audit = Callable[[Caller, Request, str], None]
 
@@ -85,7 +78,7 @@ class ApiServer:
         identity, envelope_frames, payload = frames[0], frames[1:-1], frames[-1]
         reply = await self._reply(payload)
         try:
-            await self.socket.send_multipart([identity, *envelope_frames, reply])
+            await send_frames(self.socket, [identity, *envelope_frames, reply])
         except zmq.ZMQError as exc:
             log.debug("could not reply: %s", exc)
         self.handled += 1
@@ -100,12 +93,10 @@ class ApiServer:
             return encode_error(None, Error(type="bad_request", message="request nested too deeply"))
         try:
             caller = self.authenticate(frame, envelope)
-        except ApiError as exc:
-            who = Caller(
-                name=getattr(exc, "who", "unknown"), role=Role.VIEWER, origin=getattr(exc, "origin", None)
-            )
+        except Refused as exc:
+            who = Caller(name=exc.who, role=Role.VIEWER, origin=exc.origin)
             self._audit(who, envelope.request, f"refused: {exc}")
-            return encode_error(envelope.id, exc.error)
+            return encode_error(envelope.id, Error(type="unauthenticated", message=str(exc)))
         try:
             result = await self.execute(envelope.request, caller)
         except ApiError as exc:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import zmq
+import zmq.asyncio
 from pydantic import BaseModel, ValidationError
 
 from sdl.api.models import METHODS, ApiError, Error, Request
@@ -28,18 +31,19 @@ def decode_request(frame: bytes) -> Envelope:
     if len(frame) > MAX_REQUEST_BYTES:
         raise ApiError("too_large", f"request of {len(frame)} bytes; the limit is {MAX_REQUEST_BYTES}")
     try:
-        data = json.loads(frame)
+        parsed: object = json.loads(frame)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError("bad_request", f"not a JSON object: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError("bad_request", f"a request is a JSON object, not {type(data).__name__}")
+    if not isinstance(parsed, dict):
+        raise ApiError("bad_request", f"a request is a JSON object, not {type(parsed).__name__}")
+    data = cast(dict[str, Any], parsed)
     method = data.get("method")
     if not isinstance(method, str):
         raise ApiError("bad_request", "a request needs a 'method' string")
     model = METHODS.get(method)
     if model is None:
         raise ApiError("unknown_method", f"no method {method[:80]!r}", sorted(METHODS))
-    params = data.get("params", {})
+    params: object = data.get("params", {})
     if not isinstance(params, dict):
         raise ApiError("invalid_params", "'params' must be a JSON object")
     user = data.get("user")
@@ -75,7 +79,15 @@ def _json_id(id: Any) -> bytes:
 def request_id(frame: bytes) -> Any:
     """The id of a request that failed to decode, if one can be read at all (for the error reply)."""
     try:
-        data = json.loads(frame)
+        data: object = json.loads(frame)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
-    return data.get("id") if isinstance(data, dict) else None
+    return cast(dict[str, Any], data).get("id") if isinstance(data, dict) else None
+
+
+def send_frames(
+    socket: zmq.asyncio.Socket, frames: Sequence[bytes | zmq.Frame], flags: int = 0
+) -> Awaitable[object]:
+    """``socket.send_multipart(frames, flags)``, typed (pyzmq types the asyncio socket's frames as a bare
+    ``Sequence``). With ``zmq.NOBLOCK`` it is sent, or raises, before this returns."""
+    return socket.send_multipart(frames, flags)  # pyright: ignore[reportUnknownMemberType]

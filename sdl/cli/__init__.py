@@ -2,33 +2,59 @@
 
 Exit codes: 0 ok, 1 failure (one-line error; -v for the traceback), 2 bad input (nothing written),
 130 interrupted (Ctrl-C; the experiment in flight is marked interrupted).
+
+Every command module is imported to build the parser, so their imports are at their tops; two are imported
+only by the commands that need them, for what they cost every other command (measured after `sdl --help`
+on a loaded two-core machine): the lab service (`sdl.daemon.service`, about 0.1 s) for `sdl daemon`, and
+the dashboard (`sdl.dashboard`, uvicorn and Starlette, about 0.15 s) for `sdl daemon --http` and
+`sdl dashboard`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.logging import RichHandler
 
-if TYPE_CHECKING:
-    from sdl.store import Store
+from sdl.api.client import ServiceUnavailable
+from sdl.api.models import ApiError
+from sdl.cli import access, control, daemon, dashboard, inspect, records, run, sila
+from sdl.cli.common import (
+    DEFAULT_DATA_DIR,
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    BadInput,
+    data_dir_of,
+    open_store,
+)
+from sdl.exports import PackageError
+from sdl.loop.warmstart import WarmStartError
+from sdl.spec.lab import LabFileError
+from sdl.spec.loading import CampaignError
+from sdl.store import ImportConflict, SchemaTooNew, StoreUnavailable, UnknownCampaign
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "BadInput",
+    "build_parser",
+    "data_dir_of",
+    "main",
+    "open_store",
+]
+
 #: API errors that are the user's own mistake (exit 2) rather than the lab's state or a failure (exit 1).
 USER_MISTAKES = frozenset({"invalid_campaign", "invalid_params", "not_found", "forbidden", "unauthenticated"})
-DEFAULT_DATA_DIR = "sdl-data"
-
 log = logging.getLogger("sdl")
-
-
-class BadInput(Exception):
-    """The user asked for something that cannot be (exit 2, nothing written)."""
 
 
 def _common() -> argparse.ArgumentParser:
@@ -46,8 +72,6 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sdl.cli import access, control, daemon, dashboard, inspect, records, run, sila
-
     common = _common()
     parser = argparse.ArgumentParser(
         prog="sdl",
@@ -73,8 +97,6 @@ def _setup_logging(verbosity: int, console: Console) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     handler: logging.Handler
     if console.is_terminal:
-        from rich.logging import RichHandler
-
         handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
@@ -96,31 +118,8 @@ def _quiet_operator_abort(record: logging.LogRecord) -> bool:
     return not (record.name.startswith("bluesky") and type(exc).__name__ in ("RequestAbort", "RequestStop"))
 
 
-def data_dir_of(args: argparse.Namespace) -> Path:
-    given = getattr(args, "data_dir", None)
-    return Path(given or os.environ.get("SDL_DATA_DIR") or DEFAULT_DATA_DIR)
-
-
-def open_store(args: argparse.Namespace, *, create: bool = False, read_only: bool = False) -> Store:
-    """The store under --data-dir: created if ``create``; read-only commands never write to it."""
-    from sdl.store import Store
-
-    data_dir = data_dir_of(args)
-    if not create and not Store.exists(data_dir):
-        raise BadInput(f"no store in {data_dir} (give --data-dir, or run a campaign first)")
-    return Store(data_dir, read_only=read_only)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sdl` console script; returns the exit code."""
-    from sdl.api.models import ApiError
-    from sdl.client import ServiceUnavailable
-    from sdl.exports import PackageError
-    from sdl.labfile import LabFileError
-    from sdl.loading import CampaignError
-    from sdl.store import ImportConflict, SchemaTooNew, StoreUnavailable, UnknownCampaign
-    from sdl.warmstart import WarmStartError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     verbosity = getattr(args, "verbose", 0) or 0

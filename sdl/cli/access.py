@@ -14,13 +14,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from sdl.access.keys import KEYS_FILE, KeyFileError, KeyRing, generate, read_public
+from sdl.access.tokens import TOKENS_FILE, TokenFile
 from sdl.api import models as m
-from sdl.cli import EXIT_OK, BadInput, data_dir_of, open_store
+from sdl.api.client import login_name
+from sdl.cli.common import EXIT_OK, BadInput, data_dir_of, open_store
+from sdl.cli.control import client_options, connected, run_request
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    from sdl.cli.control import client_options
-
     client = client_options()
     keys = commands.add_parser(
         "keys",
@@ -129,8 +131,6 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _keyring(args: argparse.Namespace) -> Any:
-    from sdl.access.keys import KEYS_FILE, KeyRing
-
     return KeyRing(args.keys or data_dir_of(args) / KEYS_FILE)
 
 
@@ -139,8 +139,6 @@ def _key_error(exc: Exception) -> BadInput:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from sdl.access.keys import KeyFileError, generate
-
     try:
         public, secret = generate(args.dir, args.name)
     except KeyFileError as exc:
@@ -151,17 +149,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from sdl.access.keys import KeyFileError, read_public
-
     try:
         public_key = read_public(args.public_key)
         if args.connect:
-            from sdl.cli.control import run_request
-
             run_request(args, m.AddKey(name=args.name, public_key=public_key, key_role=m.Role(args.role)))
             print(f"allowed {args.name!r} as {args.role} on the lab service at {args.connect}")
             return EXIT_OK
-        entry = _keyring(args).add(args.name, public_key, args.role, by=f"local:{_login()}")
+        entry = _keyring(args).add(args.name, public_key, args.role, by=f"local:{login_name()}")
     except KeyFileError as exc:
         raise _key_error(exc) from None
     print(f"allowed {entry.name!r} as {entry.role.value} in {_keyring(args).path}")
@@ -169,11 +163,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    from sdl.access.keys import KeyFileError
-
     if args.connect:
-        from sdl.cli.control import run_request
-
         run_request(args, m.RemoveKey(name=args.name))
         print(f"removed {args.name!r} from the lab service at {args.connect}")
         return EXIT_OK
@@ -186,11 +176,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from sdl.access.keys import KeyFileError
-
     if args.connect:
-        from sdl.cli.control import run_request
-
         reply: m.KeyList = run_request(args, m.ListKeys())
         keys, where = reply.keys, f"{reply.path} (on {args.connect})"
     else:
@@ -210,14 +196,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _tokens(args: argparse.Namespace) -> Any:
-    from sdl.access.tokens import TOKENS_FILE, TokenFile
-
     return TokenFile(args.tokens or data_dir_of(args) / TOKENS_FILE)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from sdl.access.keys import KeyFileError
-
     try:
         tokens = _tokens(args)
         token = tokens.issue(args.name, args.key)
@@ -231,8 +213,6 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from sdl.access.keys import KeyFileError
-
     try:
         tokens = _tokens(args)
         tokens.revoke(args.name)
@@ -240,12 +220,6 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         raise _key_error(exc) from None
     print(f"revoked token {args.name!r} in {tokens.path}")
     return EXIT_OK
-
-
-def _login() -> str:
-    from sdl.client import _login as login
-
-    return login()
 
 
 # -- audit ---------------------------------------------------------------------------------------------------
@@ -285,8 +259,6 @@ def _audit_entries(args: argparse.Namespace, refused: bool | None) -> list[m.Aud
         "since": args.since,
     }
     if args.connect:
-        from sdl.cli.control import connected
-
         out: list[m.AuditEntry] = []
         with connected(args) as client:
             while len(out) < args.limit:

@@ -13,7 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from sdl.api import models as m
-from sdl.cli import EXIT_FAILURE, EXIT_OK, BadInput, data_dir_of
+from sdl.api.client import Client, Credentials, address_for
+from sdl.cli.common import EXIT_FAILURE, EXIT_OK, BadInput, data_dir_of
+from sdl.cli.progress import CampaignProgress
+from sdl.spec.campaign import Campaign
+from sdl.spec.status import CampaignStatus
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -127,9 +131,7 @@ def client_options() -> argparse.ArgumentParser:
 
 
 @contextmanager
-def connected(args: argparse.Namespace) -> Iterator[Any]:
-    from sdl.client import Client, Credentials, address_for
-
+def connected(args: argparse.Namespace) -> Iterator[Client]:
     data_dir = data_dir_of(args)
     credentials = Credentials.load(args.key, args.server_key, data_dir=data_dir)
     with Client(args.connect or address_for(data_dir), credentials=credentials) as client:
@@ -251,25 +253,20 @@ def _brief(body: dict[str, Any]) -> str:
     return " ".join(f"{k}={body[k]}" for k in keys if body.get(k) not in (None, "", [], {}))
 
 
-def watch_campaign(client: Any, campaign_id: str) -> int:
+def watch_campaign(client: Client, campaign_id: str) -> int:
     """Live progress of one campaign from the service's events, until it ends; exit 1 if it failed."""
-    from sdl.campaign import Campaign
-    from sdl.cli.progress import CampaignProgress
-
     detail: m.CampaignDetail = client.call(m.ShowCampaign(campaign_id=campaign_id))
     campaign = Campaign.model_validate(detail.spec)
     since = client.call(m.EventsSince(seq=0, limit=1)).last
     history = _history(client, campaign_id)
     out = Console(soft_wrap=True)
     out.print(f"campaign [bold]{campaign_id}[/] ({campaign.name}): {detail.campaign.state}", highlight=False)
-    if detail.campaign.status != "running":
-        return EXIT_OK if detail.campaign.status == "completed" else EXIT_FAILURE
+    if detail.campaign.status is not CampaignStatus.RUNNING:
+        return EXIT_OK if detail.campaign.status is CampaignStatus.COMPLETED else EXIT_FAILURE
     with CampaignProgress(out, campaign, history) as progress:
         for event in client.events(since, campaign_id=campaign_id):
             if event.topic == "experiment.started":
-                progress.experiment_started(
-                    _record(m.ExperimentSummary(**_summary_fields(event.body, campaign_id)))
-                )
+                progress.experiment_started(m.ExperimentSummary(**_summary_fields(event.body, campaign_id)))
             elif event.topic.startswith("experiment.") and event.body.get("status") not in (
                 "proposed",
                 "running",
@@ -295,33 +292,6 @@ def _summary_fields(body: dict[str, Any], campaign_id: str) -> dict[str, Any]:
     }
 
 
-def _history(client: Any, campaign_id: str) -> list[Any]:
+def _history(client: Client, campaign_id: str) -> list[m.ExperimentSummary]:
     reply: m.ExperimentList = client.call(m.ListExperiments(campaign_id=campaign_id, limit=10000))
-    return [_record(e) for e in reply.experiments]
-
-
-def _record(e: m.ExperimentSummary) -> Any:
-    """The API's experiment as the store's record type, for the displays `sdl run` uses."""
-    from sdl.status import Cause, ExperimentStatus
-    from sdl.store import Decision, ExperimentRecord
-
-    return ExperimentRecord(
-        id=e.id,
-        campaign_id=e.campaign_id,
-        seq=e.seq,
-        status=ExperimentStatus(e.status),
-        recipe=e.recipe,
-        assignments=None,
-        measurements=e.measurements,
-        objective=e.loss,
-        failure=e.failure,
-        proposed_at=e.proposed_at,
-        started_at=e.started_at,
-        finished_at=e.finished_at,
-        decision=Decision(**e.decision.model_dump()) if e.decision else None,
-        workcell=e.workcell,
-        retry_of=e.retry_of,
-        cause=Cause(e.cause) if e.cause else None,
-        fault_kind=e.fault_kind,
-        fault_instrument=e.fault_instrument,
-    )
+    return reply.experiments

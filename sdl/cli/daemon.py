@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from sdl.cli import EXIT_FAILURE, BadInput, data_dir_of
-from sdl.client import DEFAULT_API
+from sdl.access.keys import KEYS_FILE, KeyRing
+from sdl.api.client import DEFAULT_API
+from sdl.cli.common import EXIT_FAILURE, BadInput, data_dir_of
+from sdl.spec.lab import load_lab
+from sdl.store import CampaignBusy
 
 DEFAULT_EVENTS = "tcp://127.0.0.1:60716"
 DEFAULT_DOCUMENTS = "tcp://127.0.0.1:60717"
@@ -99,10 +103,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    from sdl.access.keys import KEYS_FILE, KeyRing
-    from sdl.daemon.service import LabService
-    from sdl.labfile import load_lab
-    from sdl.store import CampaignBusy
+    from sdl.daemon.service import LabService  # ~0.1 s that no other command pays (sdl/cli/__init__.py)
 
     lab = load_lab(args.lab)
     data_dir = data_dir_of(args)
@@ -119,9 +120,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             f"{keyring.path}: no client keys on the allow-list, so nobody could reach the lab; add one with "
             "`sdl keys generate NAME` and `sdl keys add NAME NAME.key --role admin`"
         )
-    http = None
-    if args.http:
-        from sdl.dashboard.serve import HttpError, HttpOptions
+    dashboard = None
+    if args.http:  # the dashboard, served by the service's own process on its loop
+        from sdl.dashboard.serve import HttpError, HttpOptions, InService  # ~0.15 s, see sdl/cli/__init__.py
 
         try:
             http = HttpOptions.parse(
@@ -132,6 +133,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             )
         except HttpError as exc:
             raise BadInput(str(exc)) from None
+        dashboard = InService(http)
     if getattr(args, "verbose", 0) == 0:
         logging.getLogger().setLevel(logging.INFO)  # a service's log says what the lab is doing
         for name in ("bluesky", "ophyd", "matplotlib", "caproto"):
@@ -146,7 +148,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         stop_timeout=args.stop_timeout,
         keys=keyring.path,
         curve=curve,
-        http=http,
+        frontend=dashboard,
     )
     try:
         return service.run()
@@ -157,8 +159,6 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 def loopback(address: str) -> bool:
     """An address only this machine reaches: 127.0.0.0/8, localhost, [::1], ipc:// or inproc://."""
-    import ipaddress
-
     if address.startswith(("ipc://", "inproc://")):
         return True
     host = address.removeprefix("tcp://").rpartition(":")[0].strip("[]")

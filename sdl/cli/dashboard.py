@@ -7,12 +7,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sdl.cli import EXIT_OK, BadInput, data_dir_of
+from sdl.access.keys import read_public
+from sdl.access.tokens import TOKENS_FILE, TokenFile
+from sdl.api.client import Client, Credentials, address_for, service_info
+from sdl.api.models import WhoAmI
+from sdl.cli.common import EXIT_OK, BadInput, data_dir_of
+from sdl.cli.control import client_options
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    from sdl.cli.control import client_options
-
     p = commands.add_parser(
         "dashboard",
         parents=[common, client_options()],
@@ -33,9 +36,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from sdl.access.tokens import TOKENS_FILE, TokenFile
-    from sdl.api.models import WhoAmI
-    from sdl.client import Client, Credentials, address_for, service_info
+    # uvicorn and Starlette, ~0.15 s that no other command pays (sdl/cli/__init__.py)
     from sdl.dashboard.backend import RemoteBackend
     from sdl.dashboard.serve import HttpError, HttpOptions, run_dashboard
 
@@ -63,8 +64,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _server_key(args: argparse.Namespace, data_dir: Path, service_info: Any) -> bytes | None:
-    from sdl.access.keys import read_public
-
     if args.server_key:
         return read_public(args.server_key).encode()
     known = service_info(data_dir).get("server_key")

@@ -5,19 +5,28 @@ never change a byte of it."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
-from sdl.cli import EXIT_OK, BadInput, open_store
+from sdl.api.convert import campaign_state, experiment_summaries, experiment_summary
+from sdl.api.models import ExperimentSummary
+from sdl.cli.common import EXIT_OK, BadInput, open_store
 from sdl.cli.progress import declared_units, fmt_best, fmt_objectives, fmt_recipe, fmt_value, summary_table
-from sdl.foreground import campaign_of
-from sdl.history import campaign_state, counts, spent
-from sdl.status import ExperimentStatus
+from sdl.exports import report, write_documents, write_package, write_parquet
+from sdl.exports.table import described_columns
+from sdl.loop.lifecycle import campaign_of
+from sdl.spec.campaign import Campaign
+from sdl.spec.lab import LabSpec, load_lab
+from sdl.spec.loading import dry_run, load_campaign
+from sdl.spec.status import ExperimentStatus
+from sdl.store import unacknowledged
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -143,16 +152,11 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from sdl.campaign import Campaign
-    from sdl.labfile import LabSpec
-
     print(json.dumps((LabSpec if args.lab else Campaign).model_json_schema(), indent=2))
     return EXIT_OK
 
 
 def _is_lab_file(path: Path) -> bool:
-    import yaml
-
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
@@ -161,9 +165,6 @@ def _is_lab_file(path: Path) -> bool:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from sdl.labfile import load_lab
-    from sdl.loading import dry_run, load_campaign
-
     if _is_lab_file(args.file):
         lab = load_lab(args.file)
         cells = ", ".join(
@@ -207,15 +208,14 @@ def cmd_campaigns(args: argparse.Namespace) -> int:
             table.add_column(column)
         for record in store.campaigns():
             campaign, _ = campaign_of(store, record.id)
-            history = store.experiments(record.id)
-            n = counts(history)
+            history = experiment_summaries(store.experiments(record.id))
             table.add_row(
                 record.id,
                 record.name,
                 campaign_state(record),
-                str(n[ExperimentStatus.DONE]),
-                str(n[ExperimentStatus.FAILED]),
-                f"{spent(history)}/{record.max_experiments}",
+                str(sum(e.status is ExperimentStatus.DONE for e in history)),
+                str(sum(e.status is ExperimentStatus.FAILED for e in history)),
+                f"{report.spent(history)}/{record.max_experiments}",
                 fmt_best(campaign, history),
                 (record.started_at or "")[:19].replace("T", " "),
             )
@@ -229,7 +229,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     with open_store(args, read_only=True) as store:
         record = store.campaign(args.campaign_id)
         campaign, _ = campaign_of(store, args.campaign_id)
-        history = store.experiments(args.campaign_id)
+        history = experiment_summaries(store.experiments(args.campaign_id))
         out = Console(width=max(Console().width, 120))
         out.print(summary_table(record, campaign, history))
         out.print(
@@ -262,16 +262,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def show_experiment(args: argparse.Namespace) -> int:
     """One experiment in full: how it went, what it sent, what came back."""
-    import datetime as dt
-
-    from sdl.store import unacknowledged
 
     with open_store(args, read_only=True) as store:
         store.campaign(args.campaign_id)
         found = [e for e in store.experiments(args.campaign_id) if e.seq == args.experiment]
         if not found:
             raise BadInput(f"campaign {args.campaign_id} has no experiment {args.experiment}")
-        e = found[0]
+        e = experiment_summary(found[0])
         transitions = store.transitions(e.id)
         journal = store.journal(e.id)
         documents = store.documents(e.id)
@@ -315,10 +312,8 @@ def show_experiment(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_columns(out: Console, campaign: Any, history: list[Any]) -> None:
+def _print_columns(out: Console, campaign: Campaign, history: list[ExperimentSummary]) -> None:
     """What each recipe, condition and measurement column means, when the campaign declares anything."""
-    from sdl.exports.table import described_columns
-
     columns = [c for c in described_columns(campaign, history) if c.kind != "record"]
     if not any(c.units or c.stage or c.description or c.material for c in columns):
         return
@@ -339,10 +334,8 @@ def _print_columns(out: Console, campaign: Any, history: list[Any]) -> None:
     out.print(table)
 
 
-def _print_front(out: Console, campaign: Any, history: list[Any]) -> None:
+def _print_front(out: Console, campaign: Campaign, history: list[ExperimentSummary]) -> None:
     """With several objectives: the non-dominated experiments and the hypervolume they span."""
-    from sdl import report
-
     pareto = report.front(campaign, history)
     if pareto is None:
         return
@@ -363,15 +356,14 @@ def _print_front(out: Console, campaign: Any, history: list[Any]) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from sdl import report
-
     if args.format in ("datapackage", "parquet", "documents"):
         return _export_open_format(args)
     output = _output_path(args.output) if args.output is not None else None
     with open_store(args, read_only=True) as store:
         store.campaign(args.campaign_id)
         campaign, _ = campaign_of(store, args.campaign_id)
-        text = report.export_text(campaign, store.experiments(args.campaign_id), args.format)
+        history = experiment_summaries(store.experiments(args.campaign_id))
+        text = report.export_text(campaign, history, args.format)
     if output is None:
         sys.stdout.write(text)
     else:
@@ -381,8 +373,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_open_format(args: argparse.Namespace) -> int:
-    from sdl import exports
-
     if args.output is None:
         what = "FILE.parquet" if args.format == "parquet" else "DIR (a new directory)"
         raise BadInput(f"--format {args.format} writes files: give -o {what}")
@@ -394,11 +384,11 @@ def _export_open_format(args: argparse.Namespace) -> int:
         campaign, _ = campaign_of(store, args.campaign_id)
         history = store.experiments(args.campaign_id)
         if args.format == "datapackage":
-            written = exports.write_package(store, args.campaign_id, output)
+            written = write_package(store, args.campaign_id, output)
         elif args.format == "parquet":
-            written = exports.write_parquet(campaign, history, output, args.campaign_id)
+            written = write_parquet(campaign, experiment_summaries(history), output, args.campaign_id)
         else:
-            files = exports.write_documents(store, history, output)
+            files = write_documents(store, history, output)
             written = output
             print(f"{len(files)} experiment(s) with documents")
     print(f"wrote {written}")
@@ -406,15 +396,14 @@ def _export_open_format(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from sdl import report
-
     if args.output.suffix.lower() != ".png":
         raise BadInput(f"the plot is a PNG: give -o FILE.png, not {args.output}")
     output = _output_path(args.output)
     with open_store(args, read_only=True) as store:
         store.campaign(args.campaign_id)
         campaign, _ = campaign_of(store, args.campaign_id)
-        path = report.plot(campaign, store.experiments(args.campaign_id), output, title=args.campaign_id)
+        history = experiment_summaries(store.experiments(args.campaign_id))
+        path = report.plot(campaign, history, output, title=args.campaign_id)
     print(f"wrote {path}")
     return EXIT_OK
 

@@ -1,18 +1,24 @@
-"""What the operator sees while a campaign runs: a rich progress bar on a terminal, plain lines otherwise."""
+"""What the operator sees while a campaign runs: a rich progress bar on a terminal, plain lines otherwise.
+
+Experiments are the API's (`sdl.api.models.ExperimentSummary`), whether they come from the store (`sdl run`,
+`sdl show`) or from the lab service (`sdl watch`)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sdl.campaign import Campaign
-from sdl.foreground import RunResult
-from sdl.history import best_experiment, campaign_state, spent, user_value
-from sdl.status import ExperimentStatus
+from sdl.api.convert import campaign_state, experiment_summaries, experiment_summary
+from sdl.api.models import ExperimentSummary
+from sdl.exports.report import best, spent
+from sdl.loop.foreground import RunResult
+from sdl.spec.campaign import Campaign
+from sdl.spec.status import ExperimentStatus
 from sdl.store import CampaignRecord, ExperimentRecord
 
 
@@ -40,20 +46,24 @@ def declared_units(campaign: Campaign) -> dict[str, str]:
     return {k: v for k, v in units.items() if v}
 
 
-def fmt_objectives(campaign: Campaign, experiment: ExperimentRecord) -> str:
-    """The objectives as measured, in the user's direction: 'distance=0.0062' (never a negated value)."""
-    return fmt_recipe(user_value(campaign, experiment), declared_units(campaign))
+def fmt_objectives(campaign: Campaign, experiment: ExperimentSummary) -> str:
+    """The objectives as measured, in the user's own units and direction: 'distance=0.0062' (never a
+    negated value)."""
+    measured = experiment.measurements or {}
+    values = {o.measurement: measured.get(o.measurement) for o in campaign.objectives}
+    return fmt_recipe(values, declared_units(campaign))
 
 
-def fmt_best(campaign: Campaign, history: list[ExperimentRecord]) -> str:
-    best = best_experiment(history)
-    return "-" if best is None else f"{fmt_objectives(campaign, best)} (#{best.seq})"
+def fmt_best(campaign: Campaign, history: Sequence[ExperimentSummary]) -> str:
+    found = best(history)
+    return "-" if found is None else f"{fmt_objectives(campaign, found)} (#{found.seq})"
 
 
 class CampaignProgress:
-    """Executor observer: experiments done / budget, best so far, and ETA from the mean experiment time."""
+    """A campaign's progress: experiments done of its budget, best so far, and an ETA from the mean
+    experiment time."""
 
-    def __init__(self, console: Console, campaign: Campaign, history: list[ExperimentRecord]) -> None:
+    def __init__(self, console: Console, campaign: Campaign, history: Sequence[ExperimentSummary]) -> None:
         self.console = console
         self.campaign = campaign
         self.total = campaign.budget.max_experiments
@@ -95,14 +105,16 @@ class CampaignProgress:
         seconds = sum(self._durations) / len(self._durations) * max(self.total - self.spent, 0)
         return time.strftime("%H:%M:%S", time.gmtime(seconds))
 
-    def experiment_started(self, experiment: ExperimentRecord) -> None:
+    def experiment_started(self, experiment: ExperimentSummary) -> None:
         self._started = time.monotonic()
         if self._progress is not None:
             self._progress.update(
                 self._task, description=f"{self.campaign.name}: experiment {experiment.seq}"
             )
 
-    def experiment_finished(self, experiment: ExperimentRecord, history: list[ExperimentRecord]) -> None:
+    def experiment_finished(
+        self, experiment: ExperimentSummary, history: Sequence[ExperimentSummary]
+    ) -> None:
         if self._started is not None:
             self._durations.append(time.monotonic() - self._started)
         self.spent = spent(history)
@@ -128,7 +140,7 @@ class CampaignProgress:
         )
 
 
-def summary_table(record: CampaignRecord, campaign: Campaign, history: list[ExperimentRecord]) -> Table:
+def summary_table(record: CampaignRecord, campaign: Campaign, history: Sequence[ExperimentSummary]) -> Table:
     table = Table(title=f"campaign {record.id} ({record.name})", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -137,14 +149,28 @@ def summary_table(record: CampaignRecord, campaign: Campaign, history: list[Expe
     counts = {s: sum(1 for e in history if e.status is s) for s in ExperimentStatus}
     table.add_row("experiments", ", ".join(f"{n} {s.value}" for s, n in counts.items() if n) or "none")
     table.add_row("budget", f"{spent(history)} of {campaign.budget.max_experiments}")
-    best = best_experiment(history)
-    if best is not None:
-        table.add_row("best experiment", f"#{best.seq}")
-        table.add_row("best value", fmt_objectives(campaign, best))
+    found = best(history)
+    if found is not None:
+        table.add_row("best experiment", f"#{found.seq}")
+        table.add_row("best value", fmt_objectives(campaign, found))
         units = declared_units(campaign)
-        table.add_row("best recipe", fmt_recipe(best.recipe, units))
-        table.add_row("its measurements", fmt_recipe(best.measurements or {}, units))
+        table.add_row("best recipe", fmt_recipe(found.recipe, units))
+        table.add_row("its measurements", fmt_recipe(found.measurements or {}, units))
     return table
+
+
+class Shown:
+    """`sdl run`'s observer (`sdl.loop.foreground.Observer`): hands the display each experiment as the
+    API's."""
+
+    def __init__(self, progress: CampaignProgress) -> None:
+        self.progress = progress
+
+    def experiment_started(self, experiment: ExperimentRecord) -> None:
+        self.progress.experiment_started(experiment_summary(experiment))
+
+    def experiment_finished(self, experiment: ExperimentRecord, history: list[ExperimentRecord]) -> None:
+        self.progress.experiment_finished(experiment_summary(experiment), experiment_summaries(history))
 
 
 def result_line(result: RunResult) -> str:

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sdl.cli import EXIT_FAILURE, EXIT_OK, BadInput, open_store
+from sdl.cli.common import EXIT_FAILURE, EXIT_OK, BadInput, open_store
+from sdl.exports import import_package
+from sdl.exports.tiled import TiledUnavailable, publish_campaign, tiled_client
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -42,8 +44,6 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from sdl.exports import import_package
-
     if not args.package.exists():
         raise BadInput(f"{args.package} does not exist")
     with open_store(args, create=True) as store:
@@ -54,8 +54,6 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from sdl.publishing import TiledUnavailable, publish_campaign, tiled_client
-
     with open_store(args, read_only=True) as store:
         store.campaign(args.campaign_id)
         try:

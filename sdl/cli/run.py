@@ -13,19 +13,18 @@ from typing import Any
 
 from rich.console import Console
 
-from sdl.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, BadInput, data_dir_of, open_store
-from sdl.cli.progress import CampaignProgress, result_line, summary_table
-from sdl.foreground import (
-    ForegroundRun,
-    campaign_of,
-    new_run_owner,
-    run_campaign,
-    start_campaign,
-    take_over,
-    with_overrides,
-)
-from sdl.loading import load_campaign
-from sdl.status import CampaignStatus
+from sdl.api.convert import experiment_summaries
+from sdl.api.models import ListInstruments, ListWorkcells
+from sdl.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, BadInput, data_dir_of, open_store
+from sdl.cli.control import instruments_table, watch_campaign
+from sdl.cli.progress import CampaignProgress, Shown, result_line, summary_table
+from sdl.daemon.launch import LabServiceProcess
+from sdl.exports import report
+from sdl.exports.tiled import LivePublisher, TiledUnavailable, tiled_client
+from sdl.loop.foreground import ForegroundRun, run_campaign
+from sdl.loop.lifecycle import campaign_of, new_run_owner, resume, start_campaign, with_overrides
+from sdl.spec.loading import load_campaign
+from sdl.spec.status import CampaignStatus
 from sdl.store import Store
 
 log = logging.getLogger(__name__)
@@ -125,7 +124,6 @@ def _tiled(uri: str | None) -> Iterator[Any]:
     if uri is None:
         yield None
         return
-    from sdl.publishing import LivePublisher, TiledUnavailable, tiled_client
 
     try:
         client = tiled_client(uri)
@@ -146,7 +144,7 @@ def _run(args: argparse.Namespace, publish: Any) -> int:
             )
         store = open_store(args, create=False)
         store.campaign(args.resume)
-        take_over(store, args.resume, owner)
+        resume(store, args.resume, owner)
         if args.budget is not None:
             campaign, _ = campaign_of(store, args.resume)
             changed = with_overrides(campaign, max_experiments=args.budget)
@@ -165,17 +163,17 @@ def _run(args: argparse.Namespace, publish: Any) -> int:
 def execute(store: Store, campaign_id: str, owner: str, out: Console, publish: Any = None) -> int:
     campaign, _ = campaign_of(store, campaign_id)
     out.print(f"campaign [bold]{campaign_id}[/] ({campaign.name}), record in {store.path}", highlight=False)
-    progress = CampaignProgress(out, campaign, store.experiments(campaign_id))
+    progress = CampaignProgress(out, campaign, experiment_summaries(store.experiments(campaign_id)))
     forced, result = False, None
     try:
         with progress:
             result = run_campaign(
-                store, campaign_id, owner, observer=progress, guard=signal_guard, publish=publish
+                store, campaign_id, owner, observer=Shown(progress), guard=signal_guard, publish=publish
             )
     except KeyboardInterrupt:
         forced = True
     record = store.campaign(campaign_id)
-    out.print(summary_table(record, campaign, store.experiments(campaign_id)))
+    out.print(summary_table(record, campaign, experiment_summaries(store.experiments(campaign_id))))
     if not forced and result is not None and result.out_of_service is not None:
         out.print(f"stopped: {record.stop_reason}", highlight=False)
         out.print(
@@ -217,8 +215,6 @@ def demo_campaign_path() -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sdl import report
-
     _check_budget(args.budget)
     if args.lab_service:
         return demo_lab_service(args)
@@ -230,7 +226,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out = Console(soft_wrap=True)
         code = execute(store, campaign_id, owner, out)
         campaign, _ = campaign_of(store, campaign_id)
-        history = store.experiments(campaign_id)
+        history = experiment_summaries(store.experiments(campaign_id))
         exports = data_dir_of(args) / "exports"
         exports.mkdir(parents=True, exist_ok=True)
         csv_path = exports / f"{campaign_id}.csv"
@@ -244,11 +240,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def demo_lab_service(args: argparse.Namespace) -> int:
     """The demo through `sdl daemon` on the two-station lab: the stations overlap, sharing the arm and the
     spectrometer one experiment at a time."""
-    from sdl import report
-    from sdl.api.models import ListInstruments, ListWorkcells
-    from sdl.cli.control import instruments_table, watch_campaign
-    from sdl.daemon.launch import LabServiceProcess
-    from sdl.history import spent
 
     lab = demo_campaign_path().parents[1] / "two_stations" / "lab.yaml"
     data_dir = data_dir_of(args)
@@ -263,10 +254,10 @@ def demo_lab_service(args: argparse.Namespace) -> int:
         out.print(instruments_table(client.call(ListInstruments()).instruments))
     with Store(data_dir, read_only=True) as store:
         campaign, _ = campaign_of(store, reply.campaign_id)
-        history = store.experiments(reply.campaign_id)
+        history = experiment_summaries(store.experiments(reply.campaign_id))
     by_station = {w.name: sum(e.workcell == w.name for e in history) for w in workcells}
     stations = ", ".join(f"{n} on {name}" for name, n in by_station.items())
-    out.print(f"{spent(history)} experiments: {stations}; the service is stopped", highlight=False)
+    out.print(f"{report.spent(history)} experiments: {stations}; the service is stopped", highlight=False)
     exports = data_dir / "exports"
     exports.mkdir(parents=True, exist_ok=True)
     png = report.plot(campaign, history, exports / f"{reply.campaign_id}.png", title=reply.campaign_id)

@@ -13,10 +13,17 @@ import argparse
 import signal
 import sys
 import threading
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from sdl.cli import EXIT_OK, BadInput
+import yaml
+
+from sdl.cli.common import EXIT_OK, BadInput
+from sdl.execution.bringup import LabError, LabSession
+from sdl.spec.campaign import Lab
+from sdl.spec.lab import load_lab
+from sdl.spec.loading import load_campaign
 
 ENTRY_POINTS = "sdl.sila"
 
@@ -57,8 +64,6 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _server() -> Any:
-    from importlib.metadata import entry_points
-
     found = [ep for ep in entry_points(group=ENTRY_POINTS) if ep.name == "serve"]
     if not found:
         raise BadInput("no SiLA 2 server installed (pip install 'sdl[sila]')")
@@ -70,21 +75,13 @@ def _server() -> Any:
 
 def _lab(path: Path) -> tuple[Any, str, Path]:
     """(campaign.Lab, name, base directory) of a lab file or a campaign file."""
-    import yaml
-
-    from sdl.campaign import Lab
-
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise BadInput(f"{path}: cannot read: {exc}") from None
     if isinstance(data, dict) and "lab" in data and "workcells" not in data:
-        from sdl.loading import load_campaign
-
         loaded = load_campaign(path, check_imports=False)
         return loaded.campaign.lab, loaded.campaign.name, loaded.base_dir
-    from sdl.labfile import load_lab
-
     spec = load_lab(path)
     lab = Lab(
         simulated=spec.simulated,
@@ -96,8 +93,6 @@ def _lab(path: Path) -> tuple[Any, str, Path]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from sdl.lab import LabError, LabSession
-
     serve = _server()
     lab, name, base_dir = _lab(args.lab)
     if not lab.instruments:

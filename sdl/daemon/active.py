@@ -5,10 +5,10 @@ campaign up (at start, on submit, on resume), and afterwards every change is rea
 service's own writes, and a worker's outcome when it says it has finished. Scheduling then costs what the
 decision needs, not a re-read of thousands of experiments every time a workcell frees up.
 
-Memory does not grow with the record: a :class:`~sdl.history.Tally` counts every experiment once, and only
-the experiments the history functions can still ask about stay (:func:`sdl.history.still_needed`) — those
-in flight, interrupted or faulted, and the tail since the latest result. What does grow is the optimizer's
-input, one observation per result, which a model of the whole history needs anyway.
+Memory does not grow with the record: a :class:`~sdl.loop.history.Tally` counts every experiment once, and
+only the experiments the history functions can still ask about stay (:func:`sdl.loop.history.still_needed`)
+— those in flight, interrupted or faulted, and the tail since the latest result. What does grow is the
+optimizer's input, one observation per result, which a model of the whole history needs anyway.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sdl.campaign import Campaign
-from sdl.history import Tally, still_needed
-from sdl.status import ExperimentStatus
+from sdl.loop.history import Tally, still_needed
+from sdl.spec.campaign import Campaign
+from sdl.spec.status import ExperimentStatus
 from sdl.store import CampaignRecord, ExperimentRecord, Store
 
 
@@ -28,7 +28,7 @@ class Tracked:
     campaign: Campaign
     tally: Tally = field(init=False)
     #: By id, in proposal order: the experiments still needed (see the module's docstring).
-    rows: dict[int, ExperimentRecord] = field(init=False, default_factory=dict)
+    rows: dict[int, ExperimentRecord] = field(init=False, default_factory=dict[int, ExperimentRecord])
     newest_id: int = field(init=False, default=0)
     latest_done_seq: int = field(init=False, default=0)
 

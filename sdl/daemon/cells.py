@@ -13,11 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 from sdl.daemon.protocol import WorkerConfig
-from sdl.labfile import Workcell
+from sdl.spec.lab import LabSpec, Workcell
+from sdl.spec.status import WorkcellState
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +31,7 @@ MAX_BACKOFF_S = 30.0
 class Cell:
     name: str
     spec: Workcell
-    state: str = "down"  # starting | idle | busy | down
+    state: WorkcellState = WorkcellState.DOWN  # starting, idle, busy or down
     process: subprocess.Popen[bytes] | None = None
     identity: bytes | None = None
     token: str = ""
@@ -38,8 +41,8 @@ class Cell:
     started_at: float | None = None
     timeout: float | None = None
     abort_sent_at: float | None = None
-    servicing: set[str] = field(default_factory=set)
-    connected: list[str] = field(default_factory=list)
+    servicing: set[str] = field(default_factory=set[str])
+    connected: list[str] = field(default_factory=list[str])
     restarts: int = 0
     backoff: float = 1.0
     restart_at: float = 0.0
@@ -56,7 +59,7 @@ class Cell:
     @property
     def ready(self) -> bool:
         """Idle, said hello, and not servicing an instrument."""
-        return self.state == "idle" and self.identity is not None and not self.servicing
+        return self.state is WorkcellState.IDLE and self.identity is not None and not self.servicing
 
     def spawn(self, config: WorkerConfig, env: dict[str, str] | None = None) -> None:
         token = secrets.token_hex(16)
@@ -70,7 +73,7 @@ class Cell:
         )
         self.token = token
         self.identity = None
-        self.state = "starting"
+        self.state = WorkcellState.STARTING
         self.last_seen = time.monotonic()
         self.up_since = None
         log.info("workcell %s: worker started (process %d)", self.name, self.process.pid)
@@ -91,7 +94,7 @@ class Cell:
         """The worker process has ended: forget it."""
         self.process = None
         self.identity = None
-        self.state = "down"
+        self.state = WorkcellState.DOWN
         self.connected = []
 
     def lost(self, now: float, backoff_floor: float) -> None:
@@ -111,3 +114,35 @@ class Cell:
         self.started_at = None
         self.timeout = None
         self.abort_sent_at = None
+
+
+@dataclass(frozen=True)
+class WorkerLaunch:
+    """What every worker of the lab is started with, known once the service has bound its sockets and
+    brought up the simulated lab; :meth:`config` adds a workcell's own part."""
+
+    manager: str  # the service's worker socket
+    data_dir: str
+    lab: LabSpec
+    addresses: Mapping[str, Any]  # instrument -> resolved address
+    documents: str | None  # where the RunEngines publish their documents
+    lab_provenance: dict[str, Any]
+    parent_pid: int
+    env: Mapping[str, str] = field(default_factory=dict[str, str])
+
+    def config(self, cell: Cell) -> WorkerConfig:
+        names = cell.spec.instruments
+        return WorkerConfig(
+            workcell=cell.name,
+            manager=self.manager,
+            token="",
+            data_dir=self.data_dir,
+            instruments={n: self.lab.instruments[n] for n in names},
+            addresses={n: self.addresses.get(n) for n in names},
+            documents=self.documents,
+            parent_pid=self.parent_pid,
+            lab_provenance=self.lab_provenance,
+        )
+
+    def spawn(self, cell: Cell) -> None:
+        cell.spawn(self.config(cell), dict(self.env))

@@ -94,7 +94,7 @@ class DocumentProxy:
         self._halt()
         self._backend.close(linger=0)
         self._backend = self._output_socket()
-        _bind_again(self._backend, self.out_address)
+        bind_again(self._backend, self.out_address)
         self._control.close(linger=0)
         self._control, self._thread = self._proxy_thread()
         self._thread.start()
@@ -108,7 +108,7 @@ class DocumentProxy:
         self._context.term()
 
 
-def _bind_again(socket: zmq.Socket[Any], address: str, attempts: int = 50) -> None:
+def bind_again(socket: zmq.Socket[Any], address: str, attempts: int = 50) -> None:
     """Bind to an address a closed socket held a moment ago (libzmq frees the port asynchronously)."""
     for attempt in range(attempts):
         try:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sdl.client import Client
+from sdl.api.client import Client
 
 T = TypeVar("T")
 

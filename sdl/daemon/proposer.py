@@ -21,11 +21,12 @@ import struct
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
-from sdl.campaign import Campaign
+from sdl.daemon.heap import freeze_startup_heap
+from sdl.loop.proposing import NextExperiment, decide_next, optimizer_for
 from sdl.optimizer import CampaignOptimizer, Observation
-from sdl.proposing import NextExperiment, decide_next, optimizer_for
+from sdl.spec.campaign import Campaign
 from sdl.store import ExperimentRecord
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ class Proposer:
                 self._known.add(campaign_id)
                 if kind == "error":
                     raise value
-                return value  # type: ignore[no-any-return]
+                return cast(NextExperiment, value)
         raise ProposerLost("the proposer asked twice for a campaign's setup")
 
     async def forget(self, campaign_id: str) -> None:
@@ -218,8 +219,6 @@ def serve(incoming: IO[bytes], outgoing: IO[bytes]) -> None:
 
 
 def main() -> int:
-    from sdl.daemon.heap import freeze_startup_heap
-
     incoming, outgoing = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # anything an optimizer prints goes to the log, not into the pipe
     freeze_startup_heap()

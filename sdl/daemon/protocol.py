@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from sdl.campaign import Instrument
-from sdl.status import Cause
+from sdl.spec.campaign import Instrument
+from sdl.spec.status import Cause
 
 
 class _Message(BaseModel):
@@ -31,7 +31,9 @@ class WorkerConfig(_Message):
     base_dir: str | None = None
     instruments: dict[str, Instrument] = Field(description="The workcell's instruments, by lab name.")
     addresses: dict[str, Any] = Field(description="Instrument -> resolved address.")
-    documents: str | None = Field(None, description="0MQ address the RunEngine publishes documents to.")
+    documents: str | None = Field(
+        default=None, description="0MQ address the RunEngine publishes documents to."
+    )
     heartbeat_s: float = 0.5
     parent_pid: int = Field(description="The service's pid: once it is not the parent, the service is gone.")
     lab_provenance: dict[str, Any] = Field(

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sdl.campaign import Campaign
-from sdl.labfile import LabSpec
+from sdl.spec.campaign import Campaign
+from sdl.spec.lab import LabSpec
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def plan_round(
     taken = set(unavailable)
     used = {c.id: c.used for c in candidates}
     slots = {c.id: c.slots for c in candidates}
-    out = []
+    out: list[Assignment] = []
     for workcell in idle:
         current = [
             Candidate(c.id, c.campaign, c.priority, c.weight, used[c.id], slots[c.id])

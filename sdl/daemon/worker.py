@@ -26,15 +26,17 @@ from typing import Any
 import zmq
 
 from sdl import crashpoints
-from sdl.campaign import Campaign
 from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
 from sdl.daemon.heap import freeze_startup_heap
-from sdl.experiment import ExperimentRunner, LeaseRefused, Outcome, close_run_engine, new_run_engine
-from sdl.faults import Fault
-from sdl.instruments import Instruments, InstrumentUnavailable
-from sdl.provenance import ProvenanceSource, campaign_provenance
-from sdl.status import Cause, ExperimentStatus, IllegalTransition
+from sdl.execution.engine import close_run_engine, document_publisher, new_run_engine
+from sdl.execution.experiment import ExperimentRunner, LeaseRefused, Outcome
+from sdl.execution.faults import Fault
+from sdl.execution.instruments import Instruments, InstrumentUnavailable
+from sdl.execution.provenance import ProvenanceSource, campaign_provenance
+from sdl.spec.campaign import Campaign
+from sdl.spec.devices import MakesSafe
+from sdl.spec.status import Cause, ExperimentStatus, IllegalTransition
 from sdl.store import Store
 
 log = logging.getLogger("sdl.worker")
@@ -304,12 +306,9 @@ class Worker:
     ) -> Outcome:
         self._warm_up()
         if self.publisher is None and self.config.documents and campaign.procedure.plan is not None:
-            from bluesky.callbacks.zmq import Publisher
-
-            self.publisher = Publisher(self.config.documents, prefix=self.config.workcell.encode())
             # Documents not yet sent when the worker closes are dropped, not waited for: if the lab
             # service (the proxy's owner) is gone, closing would otherwise wait forever. The store has them.
-            self.publisher._socket.setsockopt(zmq.LINGER, 0)
+            self.publisher = document_publisher(self.config.documents, self.config.workcell.encode())
         devices = {role: held[name] for role, name in message.devices.items()}
         runner = ExperimentRunner(
             campaign,
@@ -425,10 +424,9 @@ class Worker:
                 pass  # already logged by _guarded
         for name in sorted(self.instruments.connected):
             device = self.instruments.devices.get(name)
-            make_safe = getattr(device, "make_safe", None)
-            if callable(make_safe):
+            if isinstance(device, MakesSafe):
                 try:
-                    make_safe()
+                    device.make_safe()
                 except Exception:
                     log.exception("making %s safe on the way out failed", name)
         self.instruments.close()

@@ -26,6 +26,8 @@ from starlette.staticfiles import StaticFiles
 from sdl.api import models as m
 from sdl.api.models import ApiError
 from sdl.dashboard.backend import Backend, Session
+from sdl.exports.report import export_text
+from sdl.spec.campaign import Campaign
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +158,7 @@ def create_app(backend: Backend, *, secure_cookie: bool = False) -> Starlette:
 
         async def stream() -> AsyncIterator[bytes]:
             yield b"retry: 1000\n\n"
-            iterator = backend.events(since).__aiter__()
+            iterator = backend.events(since)
             pending: asyncio.Task[m.EventRecord] | None = None
             try:
                 while True:
@@ -172,7 +174,7 @@ def create_app(backend: Backend, *, secure_cookie: bool = False) -> Starlette:
             finally:
                 if pending is not None:
                     pending.cancel()
-                await iterator.aclose()  # type: ignore[attr-defined]
+                await iterator.aclose()
 
         return StreamingResponse(
             stream(),
@@ -181,17 +183,13 @@ def create_app(backend: Backend, *, secure_cookie: bool = False) -> Starlette:
         )
 
     async def export(request: Request) -> Response:
-        from sdl.campaign import Campaign
-        from sdl.cli.control import _record
-        from sdl.report import export_text
-
         campaign_id, fmt = request.path_params["campaign_id"], request.path_params["fmt"]
         try:
             if fmt not in ("csv", "jsonl"):
                 raise ApiError("not_found", f"no export format {fmt!r} (csv, jsonl)")
             session = session_of(request)
             detail = await backend.call(m.ShowCampaign(campaign_id=campaign_id), session, origin_of(request))
-            history: list[Any] = []
+            history: list[m.ExperimentSummary] = []
             while True:
                 after = history[-1].seq if history else 0
                 batch = await backend.call(
@@ -199,7 +197,7 @@ def create_app(backend: Backend, *, secure_cookie: bool = False) -> Starlette:
                     session,
                     origin_of(request),
                 )
-                history += [_record(e) for e in batch.experiments]
+                history += batch.experiments
                 if len(batch.experiments) < 10000:
                     break
         except ApiError as exc:

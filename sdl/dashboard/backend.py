@@ -12,19 +12,19 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sdl.access.keys import KeyFileError
+from sdl.access.roles import Caller, Role
 from sdl.access.tokens import TokenFile
 from sdl.api import models as m
-from sdl.api.models import ApiError, Role
-from sdl.api.server import Caller
-
-if TYPE_CHECKING:
-    from sdl.client import Credentials
-    from sdl.daemon.service import LabService
+from sdl.api.client import Client, Credentials
+from sdl.api.convert import event_record
+from sdl.api.models import ApiError
+from sdl.api.server import Execute
+from sdl.daemon.state import LabState
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Backend:
     async def call(self, request: m.Request, session: Session, origin: str | None) -> Any:
         raise NotImplementedError
 
-    def events(self, since: int) -> AsyncIterator[m.EventRecord]:
+    def events(self, since: int) -> AsyncGenerator[m.EventRecord, None]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -76,8 +76,9 @@ class ServiceBackend(Backend):
     """Inside the lab service (`sdl daemon --http`): requests go through the API server's own checks and audit
     log, events come straight from the service as it publishes them."""
 
-    def __init__(self, service: LabService, tokens: TokenFile, anonymous: bool) -> None:
-        self.service = service
+    def __init__(self, state: LabState, execute: Execute, tokens: TokenFile, anonymous: bool) -> None:
+        self.state = state
+        self.execute = execute
         self.tokens = tokens
         self.anonymous = anonymous
 
@@ -91,33 +92,31 @@ class ServiceBackend(Backend):
             return None
         if entry is None:
             return None
-        key = self.service.keyring.by_public_key(entry.public_key)
+        key = self.state.keyring.by_public_key(entry.public_key)
         if key is None:  # the token's key is no longer (or never was) on the allow-list
             return None
         return Session(key.name, key.role, True, entry.name)
 
     async def call(self, request: m.Request, session: Session, origin: str | None) -> Any:
-        assert self.service.api is not None
         caller = Caller(name=session.name, role=session.role, origin=f"web {origin or '?'}")
-        return await self.service.api.execute(request, caller)
+        return await self.execute(request, caller)
 
-    async def events(self, since: int) -> AsyncIterator[m.EventRecord]:
+    async def events(self, since: int) -> AsyncGenerator[m.EventRecord, None]:
         queue: asyncio.Queue[m.EventRecord] = asyncio.Queue(QUEUE_LIMIT)
 
         def listener(record: m.EventRecord) -> None:
             with contextlib.suppress(asyncio.QueueFull):  # a gap: the reader catches up from the record
                 queue.put_nowait(record)
 
-        self.service.event_listeners.add(listener)
+        self.state.event_listeners.add(listener)
         try:
-            store = self.service.store
-            assert store is not None
+            store = self.state.store
             last = since
             while True:
                 caught = store.events_since(last, 1000)
                 for event in caught:
                     last = event.seq
-                    yield m.EventRecord(**event.__dict__)
+                    yield event_record(event)
                 if len(caught) < 1000:
                     break
             while True:
@@ -127,11 +126,11 @@ class ServiceBackend(Backend):
                 if record.seq > last + 1:
                     for missed in store.events_since(last, record.seq - last - 1):
                         last = missed.seq
-                        yield m.EventRecord(**missed.__dict__)
+                        yield event_record(missed)
                 last = record.seq
                 yield record
         finally:
-            self.service.event_listeners.discard(listener)
+            self.state.event_listeners.discard(listener)
 
 
 class RemoteBackend(Backend):
@@ -147,8 +146,6 @@ class RemoteBackend(Backend):
         anonymous: bool,
         server_key: bytes | None,
     ) -> None:
-        from sdl.client import Client
-
         self.address = address
         self.tokens = tokens
         self.server_key = server_key
@@ -178,8 +175,6 @@ class RemoteBackend(Backend):
             session = self._sessions.get(entry.sha256)
             if session is not None:
                 return session
-        from sdl.client import Client, Credentials
-
         credentials = self._credentials
         if entry.secret_key_file:
             try:
@@ -218,7 +213,7 @@ class RemoteBackend(Backend):
 
         return await asyncio.to_thread(call)
 
-    async def events(self, since: int) -> AsyncIterator[m.EventRecord]:
+    async def events(self, since: int) -> AsyncGenerator[m.EventRecord, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[m.EventRecord] = asyncio.Queue(QUEUE_LIMIT)
         self._ensure_stream()
@@ -254,8 +249,6 @@ class RemoteBackend(Backend):
         self._stream.start()
 
     def _follow(self) -> None:
-        from sdl.client import Client
-
         with Client(self.address, credentials=self._credentials) as client:
             while not self._stop.is_set():
                 try:

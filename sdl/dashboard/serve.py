@@ -1,5 +1,6 @@
-"""Serving the dashboard with uvicorn: inside the lab service (`sdl daemon --http`), on the service's own
-asyncio loop, or as a process of its own (`sdl dashboard --connect URL`)."""
+"""Serving the dashboard with uvicorn: inside the lab service (`sdl daemon --http`, wired in by the CLI as
+the service's frontend), on the service's own asyncio loop; or as a process of its own (`sdl dashboard
+--connect URL`)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,14 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import uvicorn
 
 from sdl.access.tokens import TokenFile
+from sdl.api.server import Execute
+from sdl.daemon.state import LabState
 from sdl.dashboard.app import create_app
 from sdl.dashboard.backend import Backend, ServiceBackend
-
-if TYPE_CHECKING:
-    from sdl.daemon.service import LabService
 
 log = logging.getLogger(__name__)
 
@@ -110,20 +109,36 @@ def _config(backend: Backend, http: HttpOptions) -> uvicorn.Config:
     )
 
 
-async def serve_in_service(service: LabService, http: HttpOptions, sock: socket.socket) -> None:
-    """Serve the dashboard from inside the lab service until cancelled."""
-    backend = ServiceBackend(service, TokenFile(http.tokens), anonymous=http.loopback)
-    server = _Server(_config(backend, http))
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    log.info("dashboard on %s", http.url)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        server.should_exit = True
-        await asyncio.wait({task}, timeout=5)
-        raise
-    finally:
-        sock.close()
+class InService:
+    """The dashboard as the lab service's frontend (`sdl daemon --http`): its socket is bound before the
+    service writes daemon.json, then it serves on the service's loop until cancelled."""
+
+    def __init__(self, http: HttpOptions) -> None:
+        self.http = http
+        self._socket: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        return self.http.url
+
+    def bind(self) -> None:
+        self._socket = self.http.bind()
+
+    async def serve(self, state: LabState, execute: Execute) -> None:
+        sock = self._socket
+        assert sock is not None, "bind() first"
+        backend = ServiceBackend(state, execute, TokenFile(self.http.tokens), anonymous=self.http.loopback)
+        server = _Server(_config(backend, self.http))
+        task = asyncio.ensure_future(server.serve(sockets=[sock]))
+        log.info("dashboard on %s", self.http.url)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            server.should_exit = True
+            await asyncio.wait({task}, timeout=5)
+            raise
+        finally:
+            sock.close()
 
 
 def run_dashboard(backend: Backend, http: HttpOptions) -> None:

@@ -19,14 +19,17 @@ import csv
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sdl.campaign import Campaign
+from sdl.api.convert import experiment_summaries
+from sdl.api.models import ExperimentSummary
 from sdl.exports.documents import document_file, read_documents, write_documents
 from sdl.exports.table import described_columns, table_rows
-from sdl.meaning import Column
-from sdl.store import CampaignRows, ExperimentRecord, Store
+from sdl.space.units import Column
+from sdl.spec.campaign import Campaign
+from sdl.store import CampaignRows, Store
 from sdl.store.schema import now_iso
 
 RECORD_FORMAT = "sdl-campaign-record"
@@ -51,7 +54,7 @@ def field_of(column: Column) -> dict[str, Any]:
     return out
 
 
-def experiments_schema(campaign: Campaign, history: list[ExperimentRecord]) -> dict[str, Any]:
+def experiments_schema(campaign: Campaign, history: Sequence[ExperimentSummary]) -> dict[str, Any]:
     return {
         "fields": [field_of(c) for c in described_columns(campaign, history)],
         "primaryKey": ["experiment"],
@@ -60,19 +63,18 @@ def experiments_schema(campaign: Campaign, history: list[ExperimentRecord]) -> d
 
 def write_package(store: Store, campaign_id: str, directory: Path) -> Path:
     """Write the campaign's data package into ``directory`` (created; it must not hold a package yet)."""
-    from sdl.foreground import campaign_of
-
     if (directory / DESCRIPTOR).exists():
         raise PackageError(f"{directory} already holds a data package; choose a new directory")
     directory.mkdir(parents=True, exist_ok=True)
     record = store.campaign(campaign_id)
-    campaign, _ = campaign_of(store, campaign_id)
+    campaign = Campaign.model_validate(record.spec)
     history = store.experiments(campaign_id)
     rows = store.campaign_rows(campaign_id)
     seq_of = {e.id: e.seq for e in history}
 
-    columns = described_columns(campaign, history)
-    _write_csv(directory / "experiments.csv", [c.name for c in columns], table_rows(campaign, history))
+    shown = experiment_summaries(history)
+    columns = described_columns(campaign, shown)
+    _write_csv(directory / "experiments.csv", [c.name for c in columns], table_rows(campaign, shown))
     _write_csv(
         directory / "transitions.csv",
         ["experiment", "from_status", "to_status", "at", "note"],
@@ -101,7 +103,7 @@ def write_package(store: Store, campaign_id: str, directory: Path) -> Path:
             "format": "csv",
             "mediatype": "text/csv",
             "encoding": "utf-8",
-            "schema": experiments_schema(campaign, history),
+            "schema": experiments_schema(campaign, shown),
         },
         {
             "name": "transitions",

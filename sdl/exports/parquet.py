@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sdl.campaign import Campaign
+from sdl.api.models import ExperimentSummary
 from sdl.exports.datapackage import experiments_schema
 from sdl.exports.table import described_columns, table_rows
-from sdl.store import ExperimentRecord
+from sdl.spec.campaign import Campaign
 
 
-def write_parquet(campaign: Campaign, history: list[ExperimentRecord], path: Path, campaign_id: str) -> Path:
+def write_parquet(
+    campaign: Campaign, history: Sequence[ExperimentSummary], path: Path, campaign_id: str
+) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -6,16 +6,17 @@ also write each column's type, units, stage and description beside it (a Frictio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sdl import report
-from sdl.campaign import Campaign
-from sdl.meaning import Column
+from sdl.api.models import ExperimentSummary
+from sdl.exports import report
 from sdl.space import CategoricalParameter, IntegerParameter
-from sdl.store import ExperimentRecord
+from sdl.space.units import Column, ColumnType
+from sdl.spec.campaign import Campaign
 
 #: What the bookkeeping columns mean (they are the record's own, not the campaign's).
-RECORD_COLUMNS: dict[str, tuple[str, str]] = {
+RECORD_COLUMNS: dict[str, tuple[ColumnType, str]] = {
     "experiment": ("integer", "Number of the experiment within the campaign (1-based, in proposal order)."),
     "status": ("string", "done, failed (the recipe's doing), faulted (an instrument's) or interrupted."),
     "pareto": ("boolean", "Whether no other done experiment is at least as good on every objective."),
@@ -32,7 +33,7 @@ RECORD_COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 
-def described_columns(campaign: Campaign, history: list[ExperimentRecord]) -> list[Column]:
+def described_columns(campaign: Campaign, history: Sequence[ExperimentSummary]) -> list[Column]:
     """Every column of the experiments table, in order, with what the campaign declares about it."""
     parameters = {p.name: p for p in campaign.parameters}
     out: list[Column] = []
@@ -46,7 +47,7 @@ def described_columns(campaign: Campaign, history: list[ExperimentRecord]) -> li
     for name in names:
         if name in parameters:
             p = parameters[name]
-            kind = (
+            kind: ColumnType = (
                 "integer"
                 if isinstance(p, IntegerParameter)
                 else _choices_type(p)
@@ -80,7 +81,7 @@ def described_columns(campaign: Campaign, history: list[ExperimentRecord]) -> li
             )
         elif name in RECORD_COLUMNS and name not in measured:
             kind, description = RECORD_COLUMNS[name]
-            out.append(Column(name=name, kind="record", type=kind, description=description))  # type: ignore[arg-type]
+            out.append(Column(name=name, kind="record", type=kind, description=description))
         else:
             meaning = campaign.measurement_meaning(name)
             values = [(e.measurements or {}).get(name) for e in history]
@@ -100,7 +101,7 @@ def described_columns(campaign: Campaign, history: list[ExperimentRecord]) -> li
     return out
 
 
-def _choices_type(p: CategoricalParameter) -> str:
+def _choices_type(p: CategoricalParameter) -> ColumnType:
     if all(isinstance(c, int) and not isinstance(c, bool) for c in p.choices):
         return "integer"
     if all(isinstance(c, int | float) and not isinstance(c, bool) for c in p.choices):
@@ -108,7 +109,7 @@ def _choices_type(p: CategoricalParameter) -> str:
     return "string"
 
 
-def table_rows(campaign: Campaign, history: list[ExperimentRecord]) -> list[dict[str, Any]]:
+def table_rows(campaign: Campaign, history: Sequence[ExperimentSummary]) -> list[dict[str, Any]]:
     """report.rows with the fixed conditions' values in every row."""
     conditions = campaign.condition_values()
     return [{**row, **conditions} for row in report.rows(campaign, history)]

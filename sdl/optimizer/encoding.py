@@ -72,7 +72,7 @@ class Encoder:
         #: the linear constraints as a polytope over ``real_columns`` (None when there are none)
         self.polytope = None
         if space.constraints:
-            from sdl.optimizer.polytope import space_polytope
+            from sdl.space.parameters import space_polytope
 
             self.polytope = space_polytope(space)[0]
 

@@ -4,7 +4,7 @@ Every objective becomes a *loss* to minimise (``minimize``: the value, ``maximiz
 ``target``: the distance to the target). How the losses of one experiment become one number depends on the
 campaign's ``multi_objective`` method:
 
-* ``weighted_sum`` — ``sum(weight_i * loss_i)``: what :meth:`sdl.campaign.Campaign.scalarise` stores;
+* ``weighted_sum`` — ``sum(weight_i * loss_i)``: what :meth:`sdl.spec.campaign.Campaign.scalarise` stores;
 * ``chimera`` — hierarchical with tolerances (Häse, Roch, Aspuru-Guzik, Chem. Sci. 2018): objectives in order
   of importance; an experiment is judged on the first objective whose tolerance it misses, and only the ones
   within every tolerance are judged on the last objective. Because a tolerance is relative to the range

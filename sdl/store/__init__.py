@@ -24,9 +24,9 @@ from sdl.store.campaigns import (
 )
 from sdl.store.connection import DB_FILENAME, StoreDamaged, StoreError, StoreUnavailable, StoreVanished
 from sdl.store.experiments import ExperimentsMixin, Finish, LeaseConflict
-from sdl.store.lab import LabMixin
+from sdl.store.labwide import LabwideMixin
 from sdl.store.migrations import LATEST, SchemaTooNew
-from sdl.store.records import RecordsMixin, unacknowledged
+from sdl.store.records import unacknowledged
 from sdl.store.schema import (
     AuditRecord,
     CampaignRecord,
@@ -71,7 +71,7 @@ __all__ = [
 ]
 
 
-class Store(CampaignsMixin, ExperimentsMixin, RecordsMixin, LabMixin, ArchiveMixin):
+class Store(CampaignsMixin, ExperimentsMixin, LabwideMixin, ArchiveMixin):
     """One SQLite database in a data directory. Thread-safe: one connection behind a lock per process.
 
     ``Store(dir)`` opens for writing (creating the directory and the database if needed);

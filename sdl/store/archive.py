@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdl.store.campaigns import UnknownCampaign
-from sdl.store.connection import Connection, StoreError
-from sdl.store.schema import dumps, encode_document, now_iso
+from sdl.store.connection import StoreError
+from sdl.store.experiments import put_provenance
+from sdl.store.records import RecordsMixin
+from sdl.store.schema import dumps, encode_document
 
 #: Tables whose rows belong to one experiment, with the columns a record carries (``experiment_id`` first).
 EXPERIMENT_TABLES: dict[str, tuple[str, ...]] = {
@@ -55,16 +57,19 @@ class CampaignRows:
     tables: dict[str, list[dict[str, Any]]]
     #: experiment id -> its documents, in order, as (name, document) stored
     documents: dict[int, list[tuple[str, dict[str, Any]]]]
-    prior: list[dict[str, Any]] = field(default_factory=list)
+    prior: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
 
 
-class ArchiveMixin(Connection):
+class ArchiveMixin(RecordsMixin):
+    """Whole campaigns as rows: read out for an export, written in for an import (it reads the records'
+    documents, hence the base)."""
+
     # -- provenance --------------------------------------------------------------------------------------
 
     def save_provenance(self, experiment_id: int, body: Mapping[str, Any]) -> None:
         """Record (or complete) an experiment's provenance now."""
         with self._tx() as conn:
-            _put_provenance(conn, experiment_id, body)
+            put_provenance(conn, experiment_id, body)
 
     def provenance(self, experiment_id: int) -> dict[str, Any] | None:
         rows = self._read("SELECT body FROM provenance WHERE experiment_id = ?", (experiment_id,))
@@ -133,7 +138,7 @@ class ArchiveMixin(Connection):
             )
         ]
         ids = "SELECT id FROM experiments WHERE campaign_id = ?"
-        tables = {}
+        tables: dict[str, list[dict[str, Any]]] = {}
         for table, columns in EXPERIMENT_TABLES.items():
             order = "experiment_id, id" if "id" in columns else "experiment_id"
             rows = self._read(
@@ -141,7 +146,7 @@ class ArchiveMixin(Connection):
                 (campaign_id,),
             )
             tables[table] = [dict(r) for r in rows]
-        documents = {e["id"]: self.documents(e["id"]) for e in experiments}  # type: ignore[attr-defined]
+        documents = {e["id"]: self.documents(e["id"]) for e in experiments}
         prior = [
             dict(r)
             for r in self._read(
@@ -203,11 +208,3 @@ def _insert(conn: sqlite3.Connection, table: str, values: Mapping[str, Any]) -> 
     columns = ", ".join(values)
     marks = ", ".join("?" * len(values))
     return conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(values.values()))
-
-
-def _put_provenance(conn: sqlite3.Connection, experiment_id: int, body: Mapping[str, Any]) -> None:
-    conn.execute(
-        "INSERT INTO provenance (experiment_id, body, updated_at) VALUES (?, ?, ?) "
-        "ON CONFLICT(experiment_id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-        (experiment_id, dumps(body), now_iso()),
-    )

@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sdl.status import CampaignStatus, check_campaign_transition
+from sdl.spec.status import CampaignStatus, check_campaign_transition
 from sdl.store.connection import Connection, StoreError, row_dict
 from sdl.store.schema import CampaignRecord, dumps, loads, now_iso
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -85,12 +85,14 @@ class Connection:
             if not self.path.is_file():
                 raise StoreUnavailable(f"no store at {self.path} (give --data-dir, or run a campaign first)")
             uri = self.path.resolve().as_uri()
+            conn: sqlite3.Connection | None = None
             try:
                 conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, timeout=30)
                 conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
                 return conn
             except sqlite3.DatabaseError as exc:
-                conn.close()
+                if conn is not None:
+                    conn.close()
                 if "not a database" in str(exc) or "malformed" in str(exc):
                     raise self._damaged(str(exc)) from None
             # A read-only directory: SQLite cannot create the WAL index beside the file. Read it as an
@@ -199,7 +201,7 @@ class Connection:
             return schema_version(self._conn)
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Generator[sqlite3.Connection, None, None]:
         if self.read_only:
             raise StoreError(f"the store {self.path} is open read-only")
         with self._lock:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdl.crashpoints import crash_point
-from sdl.status import Cause, ExperimentStatus, check_transition
+from sdl.spec.status import Cause, ExperimentStatus, check_transition
 from sdl.store.connection import Connection, StoreError, row_dict
 from sdl.store.schema import (
     Decision,
@@ -102,9 +102,7 @@ class ExperimentsMixin(Connection):
             )
             _log(conn, experiment_id, current, ExperimentStatus.RUNNING, now, None)
             if provenance is not None:
-                from sdl.store.archive import _put_provenance
-
-                _put_provenance(conn, experiment_id, provenance)
+                put_provenance(conn, experiment_id, provenance)
 
     def mark_running(self, experiment_id: int, assignments: Mapping[str, Any] | None = None) -> None:
         self.start_experiment(experiment_id, assignments=assignments)
@@ -119,15 +117,13 @@ class ExperimentsMixin(Connection):
     ) -> None:
         """Record the outcome with the run's last ``(seq, name, doc)`` documents (and its completed
         provenance) and release the leases, in one transaction."""
-        from sdl.store.archive import _put_provenance
-
         now = now_iso()
         with self._tx() as conn:
             current = _status(conn, experiment_id)
             check_transition(current, finish.status)
-            _insert_documents(conn, experiment_id, documents)
+            insert_documents(conn, experiment_id, documents)
             if provenance is not None:
-                _put_provenance(conn, experiment_id, provenance)
+                put_provenance(conn, experiment_id, provenance)
             sets: dict[str, Any] = {"status": finish.status.value, "finished_at": now}
             if finish.measurements is not None:
                 sets["measurements_json"] = dumps(finish.measurements)
@@ -296,7 +292,7 @@ def _status(conn: sqlite3.Connection, experiment_id: int) -> ExperimentStatus:
     return ExperimentStatus(row["status"])
 
 
-def _insert_documents(
+def insert_documents(
     conn: sqlite3.Connection, experiment_id: int, documents: Sequence[tuple[int, str, Mapping[str, Any]]]
 ) -> None:
     if documents:
@@ -363,4 +359,12 @@ def _experiment(row: sqlite3.Row) -> ExperimentRecord:
         cause=_CAUSES[r["cause"]] if r["cause"] else None,
         fault_kind=r["fault_kind"],
         fault_instrument=r["fault_instrument"],
+    )
+
+
+def put_provenance(conn: sqlite3.Connection, experiment_id: int, body: Mapping[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO provenance (experiment_id, body, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT(experiment_id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+        (experiment_id, dumps(body), now_iso()),
     )

@@ -245,7 +245,7 @@ def migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRAT
         raise SchemaTooNew(
             f"the store has schema version {current}, newer than this sdl understands ({latest}); upgrade sdl"
         )
-    applied = []
+    applied: list[int] = []
     for migration in migrations:
         if migration.version <= current:
             continue

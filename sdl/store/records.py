@@ -14,7 +14,7 @@ from typing import Any
 
 from sdl.crashpoints import crash_point
 from sdl.store.connection import Connection
-from sdl.store.experiments import _insert_documents
+from sdl.store.experiments import insert_documents
 from sdl.store.schema import (
     DOCUMENT_ENCODING,
     JournalEntry,
@@ -32,7 +32,7 @@ class RecordsMixin(Connection):
     ) -> None:
         """Commit ``(seq, name, doc)`` documents of a run now."""
         with self._tx() as conn:
-            _insert_documents(conn, experiment_id, documents)
+            insert_documents(conn, experiment_id, documents)
         crash_point("store.document")
 
     def save_documents(self, experiment_id: int, documents: list[tuple[str, Mapping[str, Any]]]) -> None:

@@ -6,13 +6,13 @@ import datetime as dt
 import json
 import math
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pydantic_core import from_json
 
-from sdl.status import CampaignStatus, Cause, ExperimentStatus
+from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus, InstrumentState
 
 DOCUMENT_ENCODING = "json+zlib"
 
@@ -24,9 +24,9 @@ def now_iso() -> str:
 def to_jsonable(value: Any) -> Any:
     """Numpy scalars/arrays, tuples and non-finite floats -> plain JSON (NaN/inf become null)."""
     if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in cast(Mapping[object, object], value).items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [to_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in cast(Iterable[object], value)]
     if hasattr(value, "tolist") and callable(value.tolist):  # numpy arrays and scalars
         return to_jsonable(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
@@ -161,7 +161,7 @@ class InstrumentRecord:
     """An instrument's health as the lab service keeps it."""
 
     name: str
-    state: str  # ok | suspect | quarantined
+    state: InstrumentState
     reason: str | None
     consecutive_faults: int
     faults: int

@@ -21,8 +21,8 @@ from typing import Any
 
 from bluesky.protocols import HasName
 
-from sdl.campaign import PLACEHOLDER, Lab
-from sdl.instruments import Instruments, InstrumentUnavailable
+from sdl.execution.instruments import Instruments, InstrumentUnavailable
+from sdl.spec.campaign import Lab, fill
 
 log = logging.getLogger(__name__)
 
@@ -139,15 +139,6 @@ class SimulatedLab:
         if process is not None and process.stdout is not None:
             process.stdout.close()
         self._stderr.close()
-
-
-def fill(address: Any, endpoints: dict[str, str]) -> Any:
-    """Replace '{instrument.endpoint}' placeholders in an address (string or mapping)."""
-    if isinstance(address, dict):
-        return {key: fill(value, endpoints) for key, value in address.items()}
-    if isinstance(address, str):
-        return PLACEHOLDER.sub(lambda m: endpoints[f"{m.group(1)}.{m.group(2)}"], address)
-    return address
 
 
 class LabSession:

@@ -2,8 +2,9 @@
 
 The optimizer sees every result and recipe failure as observations and every experiment still proposed
 or running as pending, so several workcells never get the same recipe. A warm-started campaign's optimizer
-sees the earlier campaigns' compatible experiments first (see :mod:`sdl.warmstart`): they are observations
-like its own, copied into its record when it was created, so its decisions stay a function of its record.
+sees the earlier campaigns' compatible experiments first (see :mod:`sdl.loop.warmstart`): they are
+observations like its own, copied into its record when it was created, so its decisions stay a function of
+its record.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sdl.campaign import Campaign, MissingMeasurement
-from sdl.history import History, observations, pending, retry_candidate
+from sdl.loop.history import History, observations, pending, retry_candidate
 from sdl.optimizer import CampaignOptimizer, Observation, Proposal, make_optimizer
+from sdl.spec.campaign import Campaign, MissingMeasurement
 from sdl.store import Decision, ExperimentRecord
 from sdl.store.schema import to_jsonable
 

@@ -1,4 +1,5 @@
-"""Lifecycle of an experiment and of a campaign, as explicit state machines.
+"""Lifecycle of an experiment and of a campaign, as explicit state machines; and the states an instrument and
+a workcell are in, as the lab service reports them.
 
 Every status change in the store goes through :func:`check_transition`, so an illegal move (say, a
 ``done`` experiment becoming ``running`` again) raises instead of silently rewriting the record.
@@ -27,6 +28,11 @@ class ExperimentStatus(StrEnum):
     def is_final(self) -> bool:
         return self in _FINAL_EXPERIMENT
 
+    @property
+    def spends_budget(self) -> bool:
+        """Done and failed experiments spent the budget; interrupted and faulted ones produced no result."""
+        return self in (ExperimentStatus.DONE, ExperimentStatus.FAILED)
+
 
 class Cause(StrEnum):
     """Why an experiment ended without a result (interrupted or faulted)."""
@@ -51,6 +57,25 @@ class CampaignStatus(StrEnum):
     COMPLETED = "completed"
     INTERRUPTED = "interrupted"
     FAILED = "failed"
+
+
+class InstrumentState(StrEnum):
+    """Whether an instrument may be used (decision 0005)."""
+
+    OK = "ok"
+    SUSPECT = "suspect"  # a crash or a fault left it in an unknown state: made safe and checked before use
+    QUARANTINED = "quarantined"  # out of service until released (by an administrator, or a passing check)
+
+
+class WorkcellState(StrEnum):
+    """What a workcell is doing, as the lab service reports it."""
+
+    STARTING = "starting"  # its worker process is starting
+    IDLE = "idle"
+    BUSY = "busy"  # running an experiment
+    DOWN = "down"  # no worker (it died; a replacement is due)
+    RECOVERING = "recovering"  # idle, making an instrument safe or checking it
+    BLOCKED = "blocked"  # idle, but an instrument it has is quarantined
 
 
 _FINAL_EXPERIMENT = frozenset(

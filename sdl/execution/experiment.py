@@ -12,18 +12,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Generator, Mapping
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bluesky.protocols import HasName
+from bluesky.protocols import HasName, Status
 
-from sdl.campaign import Campaign, MissingMeasurement
-from sdl.extract import ExtractionError, extract
-from sdl.faults import Fault, classify, describe, instrument_of
-from sdl.imports import resolve
-from sdl.status import Cause, ExperimentStatus
+from sdl.execution.engine import abort_run, close_run_engine, new_run_engine
+from sdl.execution.extract import ExtractionError, extract
+from sdl.execution.faults import Fault, classify, describe, instrument_of
+from sdl.plans import LEASE, RELEASE
+from sdl.spec.campaign import Campaign, MissingMeasurement
+from sdl.spec.importpaths import resolve
+from sdl.spec.status import Cause, ExperimentStatus
 from sdl.store import ExperimentRecord, Finish
 from sdl.store.records import ACKNOWLEDGED_COMMANDS
 from sdl.store.schema import to_jsonable
@@ -171,13 +172,10 @@ class ExperimentRunner:
             self._abort = (reason, cause)
             run_engine, phase, experiment_id = self._run_engine, self._phase, self._experiment_id
         if phase == "plan" and run_engine is not None and not run_engine.state.is_idle:
-            from bluesky.utils import TransitionError
-
             self._abort_delivered = True
             if experiment_id is not None:
                 self.recorder.journal_entry(experiment_id, "abort", "abort", detail=reason)
-            with suppress(TransitionError):  # the run ended meanwhile; the outcome says what happened
-                run_engine.abort(reason)
+            abort_run(run_engine, reason)
 
     def close(self) -> None:
         """Stop the RunEngine's event loop thread (unless the RunEngine was handed in)."""
@@ -348,9 +346,8 @@ class ExperimentRunner:
         def watch(msg: Any) -> Generator[Any, Any, Any]:
             status = yield msg
             ref = self._sent.pop(id(msg), None)
-            add_callback = getattr(status, "add_callback", None)
-            if ref is not None and callable(add_callback):
-                add_callback(lambda st: self._acknowledge(experiment_id, msg, ref, st))
+            if ref is not None and isinstance(status, Status):
+                status.add_callback(lambda st: self._acknowledge(experiment_id, msg, ref, st))
             return status
 
         def mutate(msg: Any) -> tuple[Any, None] | tuple[None, None]:
@@ -358,11 +355,11 @@ class ExperimentRunner:
 
         return plan_mutator(plan, mutate)
 
-    def _acknowledge(self, experiment_id: int, msg: Any, ref: int, status: Any) -> None:
-        ok = bool(getattr(status, "success", False))
+    def _acknowledge(self, experiment_id: int, msg: Any, ref: int, status: Status) -> None:
+        ok = bool(status.success)
         detail = None
         if not ok:
-            exc = status.exception() if callable(getattr(status, "exception", None)) else None
+            exc = status.exception()
             detail = describe(exc) if exc is not None else "failed"
         root = instrument_of(msg.obj)
         try:
@@ -402,8 +399,6 @@ class ExperimentRunner:
         self.recorder.journal_entry(experiment_id, "released", "release", detail=", ".join(held))
 
     def _get_run_engine(self) -> Any:
-        from sdl.plans import LEASE, RELEASE
-
         if self._run_engine is None:
             self._run_engine = new_run_engine()
         # A RunEngine may be shared by several runners: this one's hooks for this run.
@@ -411,20 +406,6 @@ class ExperimentRunner:
         self._run_engine.register_command(LEASE, self._lease_command)
         self._run_engine.register_command(RELEASE, self._release_command)
         return self._run_engine
-
-
-def new_run_engine() -> Any:
-    """A RunEngine with no SIGINT handler of its own: its owner decides what Ctrl-C means."""
-    from bluesky import RunEngine
-
-    return RunEngine({}, context_managers=[], call_returns_result=True)
-
-
-def close_run_engine(run_engine: Any) -> None:
-    """Stop a RunEngine's event-loop thread and close its loop (nothing leaks into what runs next)."""
-    run_engine.loop.call_soon_threadsafe(run_engine.loop.stop)
-    run_engine._th.join(timeout=5)
-    run_engine.loop.close()
 
 
 class _DocumentSink:

@@ -1,8 +1,9 @@
 """The instruments one process holds: built offline, connected when needed, stopped, made safe, closed.
 
 The core knows a device only through bluesky's protocols and the lifecycle of decision 0003
-(`connect`, `disconnect`, `make_safe`, `recover`, `check_health`, `subscribe_faults`), each optional:
-a driver without one of them still works, and what it lacks is skipped and logged.
+(`sdl.spec.devices`: `connect`, `disconnect`, `make_safe`, `recover`, `check_health`, `subscribe_faults`,
+`identity`, `destroy`), each optional: a driver without one of them still works, and what it lacks is
+skipped and logged.
 """
 
 from __future__ import annotations
@@ -11,16 +12,25 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from bluesky.protocols import HasName, Stoppable
 
-from sdl.campaign import Instrument
-from sdl.imports import UnresolvedImport, resolve_driver
+from sdl.execution.provenance import driver_version
+from sdl.spec.campaign import Instrument
+from sdl.spec.devices import (
+    ChecksHealth,
+    Connectable,
+    Destroyable,
+    FaultListener,
+    Identifies,
+    MakesSafe,
+    Recovers,
+    ReportsFaults,
+)
+from sdl.spec.importpaths import UnresolvedImport, resolve_driver
 
 log = logging.getLogger(__name__)
-
-FaultListener = Callable[[dict[str, Any]], None]
 
 
 class InstrumentUnavailable(RuntimeError):
@@ -30,22 +40,6 @@ class InstrumentUnavailable(RuntimeError):
         super().__init__(f"{instrument}: {message}")
         self.instrument = instrument
         self.fault = fault
-
-
-@runtime_checkable
-class Connectable(Protocol):
-    def connect(self) -> None: ...
-
-    def disconnect(self) -> None: ...
-
-
-@runtime_checkable
-class Recoverable(Protocol):
-    def make_safe(self) -> None: ...
-
-    def recover(self) -> None: ...
-
-    def check_health(self) -> None: ...
 
 
 def _fault_kind(exc: BaseException) -> str | None:
@@ -87,7 +81,7 @@ class Instruments:
             address = self.addresses.get(name, spec.address)
             log.info("building %s (%s) for %s", name, spec.driver, address)
             try:
-                device = factory(name, address, **spec.options)
+                device: HasName = factory(name, address, **spec.options)
             except Exception as exc:
                 raise InstrumentUnavailable(
                     name, f"{spec.driver} at {address}: {exc}", fault=_fault_kind(exc)
@@ -97,9 +91,8 @@ class Instruments:
             if not isinstance(device, Connectable):
                 self.connected.add(name)  # an older driver connects while it is built
                 self._identify(name, device)
-            subscribe = getattr(device, "subscribe_faults", None)
-            if callable(subscribe) and self.on_fault is not None:
-                subscribe(self.on_fault)
+            if isinstance(device, ReportsFaults) and self.on_fault is not None:
+                device.subscribe_faults(self.on_fault)
             return device
 
     def connect(self, names: Iterable[str]) -> dict[str, HasName]:
@@ -112,7 +105,8 @@ class Instruments:
                 if name not in self.connected:
                     log.info("connecting %s", name)
                     try:
-                        device.connect()  # type: ignore[attr-defined]
+                        if isinstance(device, Connectable):
+                            device.connect()
                     except Exception as exc:
                         raise InstrumentUnavailable(
                             name, f"cannot connect: {exc}", fault=_fault_kind(exc) or "link_lost"
@@ -123,15 +117,14 @@ class Instruments:
             out[name] = device
         return out
 
-    def _identify(self, name: str, device: Any) -> None:
+    def _identify(self, name: str, device: object) -> None:
         """Ask a freshly connected instrument what it is; a driver without ``identity()`` says nothing,
         and a failed query is recorded, never raised (it must not cost an experiment)."""
-        identity = getattr(device, "identity", None)
-        if not callable(identity):
+        if not isinstance(device, Identifies):
             self.identities[name] = {}
             return
         try:
-            reported = identity()
+            reported = device.identity()
             self.identities[name] = (
                 dict(reported) if isinstance(reported, Mapping) else {"reported": reported}
             )
@@ -142,8 +135,6 @@ class Instruments:
     def describe(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Provenance of ``names``: driver, driver version, address, and the identity each reported
         (absent for one never connected)."""
-        from sdl.provenance import driver_version
-
         out = {}
         for name in names:
             spec = self.specs.get(name)
@@ -189,24 +180,28 @@ class Instruments:
     def make_safe(self, name: str) -> None:
         """Connect ``name`` if needed and bring it to a safe state (its driver's recovery plan)."""
         device = self.connect([name])[name]
-        action = getattr(device, "make_safe", None)
-        if not callable(action):
-            log.info("%s has no make_safe(); stopping it instead", name)
-            action = getattr(device, "stop", None)
-        if callable(action):
-            try:
-                action()
-            except Exception as exc:
-                raise InstrumentUnavailable(
-                    name, f"could not be made safe: {exc}", fault=_fault_kind(exc)
-                ) from exc
+        try:
+            if isinstance(device, MakesSafe):
+                device.make_safe()
+            elif isinstance(device, Stoppable):
+                log.info("%s has no make_safe(); stopping it instead", name)
+                device.stop()
+            else:
+                log.info("%s has neither make_safe() nor stop(); nothing to make safe", name)
+        except Exception as exc:
+            raise InstrumentUnavailable(
+                name, f"could not be made safe: {exc}", fault=_fault_kind(exc)
+            ) from exc
 
     def check(self, name: str) -> None:
         """Connect ``name``, run its documented recovery, then its health check."""
         device = self.connect([name])[name]
-        for step in ("recover", "check_health"):
-            action = getattr(device, step, None)
-            if not callable(action):
+        steps: list[tuple[str, Callable[[], None] | None]] = [
+            ("recover", device.recover if isinstance(device, Recovers) else None),
+            ("check_health", device.check_health if isinstance(device, ChecksHealth) else None),
+        ]
+        for step, action in steps:
+            if action is None:
                 log.info("%s has no %s(); skipped", name, step)
                 continue
             try:
@@ -217,9 +212,8 @@ class Instruments:
     def _destroy(self, name: str) -> None:
         device = self.devices.pop(name, None)
         self.connected.discard(name)
-        destroy = getattr(device, "destroy", None)
-        if callable(destroy):
-            destroy()
+        if isinstance(device, Destroyable):
+            device.destroy()
 
     def close(self) -> None:
         """Destroy every device built here, in reverse order; errors are logged, not raised."""

@@ -1,5 +1,9 @@
 """Export a campaign's history (CSV, JSON lines) and plot its progress (best so far, parameter coverage, and
-with several objectives the Pareto front)."""
+with several objectives the Pareto front).
+
+A history here is the API's experiments (:class:`~sdl.api.models.ExperimentSummary`, made from the store's
+rows by `sdl.api.convert`): the CLI reading its store, the dashboard reading the lab service, and the data
+package all report the same records the same way."""
 
 from __future__ import annotations
 
@@ -7,16 +11,17 @@ import csv
 import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sdl.campaign import Campaign, MissingMeasurement
+from sdl.api.models import ExperimentSummary
 from sdl.optimizer import hypervolume, pareto_mask
-from sdl.status import ExperimentStatus
-from sdl.store import ExperimentRecord
+from sdl.spec.campaign import Campaign, MissingMeasurement
+from sdl.spec.status import ExperimentStatus
 
 FIXED_COLUMNS = ("experiment", "status")
 TRAILING_COLUMNS = (
@@ -36,13 +41,24 @@ TRAILING_COLUMNS = (
 class Front:
     """The non-dominated experiments of a campaign with several objectives, and the hypervolume they span."""
 
-    experiments: list[ExperimentRecord]
+    experiments: list[ExperimentSummary]
     hypervolume: float
     #: per objective, the worst value counted (declared `reference`, else the worst seen), in its own units
     reference: dict[str, float]
 
 
-def loss_rows(campaign: Campaign, history: list[ExperimentRecord]) -> np.ndarray:
+def spent(history: Sequence[ExperimentSummary]) -> int:
+    """Experiments that spent the budget (done or failed)."""
+    return sum(e.status.spends_budget for e in history)
+
+
+def best(history: Sequence[ExperimentSummary]) -> ExperimentSummary | None:
+    """The done experiment with the lowest loss (the earliest among equals), as `sdl.loop.history` decides."""
+    done = [e for e in history if e.status is ExperimentStatus.DONE and e.loss is not None]
+    return min(done, key=lambda e: (e.loss, e.seq)) if done else None
+
+
+def loss_rows(campaign: Campaign, history: Sequence[ExperimentSummary]) -> np.ndarray:
     """Each experiment's objective losses (minimised); NaN rows for experiments not done or lacking one."""
     objectives = campaign.objective_set()
     L = np.full((len(history), len(campaign.objectives)), np.nan)
@@ -54,7 +70,7 @@ def loss_rows(campaign: Campaign, history: list[ExperimentRecord]) -> np.ndarray
     return L
 
 
-def front(campaign: Campaign, history: list[ExperimentRecord]) -> Front | None:
+def front(campaign: Campaign, history: Sequence[ExperimentSummary]) -> Front | None:
     """The Pareto front of a campaign with two or more objectives (None with one objective)."""
     if len(campaign.objectives) < 2:
         return None
@@ -70,7 +86,7 @@ def front(campaign: Campaign, history: list[ExperimentRecord]) -> Front | None:
     return Front([e for e, m in zip(history, mask, strict=True) if m], hv, reference)
 
 
-def columns(campaign: Campaign, history: list[ExperimentRecord]) -> list[str]:
+def columns(campaign: Campaign, history: Sequence[ExperimentSummary]) -> list[str]:
     """Recipe columns in search-space order, then measurements (objectives first), then bookkeeping; with
     several objectives a ``pareto`` column marks the non-dominated experiments."""
     objectives = [o.measurement for o in campaign.objectives]
@@ -80,7 +96,7 @@ def columns(campaign: Campaign, history: list[ExperimentRecord]) -> list[str]:
     return [*FIXED_COLUMNS, *campaign.space.names, *objectives, *measured, *marks, *trailing]
 
 
-def loss_column(campaign: Campaign, history: list[ExperimentRecord]) -> str:
+def loss_column(campaign: Campaign, history: Sequence[ExperimentSummary]) -> str:
     """The scalar's column: ``loss``, or ``scalar_loss`` when a measurement is itself called loss."""
     measured = {o.measurement for o in campaign.objectives} | {
         k for e in history for k in (e.measurements or {})
@@ -88,7 +104,7 @@ def loss_column(campaign: Campaign, history: list[ExperimentRecord]) -> str:
     return "scalar_loss" if "loss" in measured else "loss"
 
 
-def rows(campaign: Campaign, history: list[ExperimentRecord]) -> list[dict[str, Any]]:
+def rows(campaign: Campaign, history: Sequence[ExperimentSummary]) -> list[dict[str, Any]]:
     """One row per experiment: recipe, measurements, status and the optimizer's decision."""
     out = []
     mask = pareto_mask(loss_rows(campaign, history)) if len(campaign.objectives) > 1 else None
@@ -99,7 +115,7 @@ def rows(campaign: Campaign, history: list[ExperimentRecord]) -> list[dict[str, 
         row.update(e.measurements or {})
         if mask is not None:
             row["pareto"] = bool(mask[i])
-        row[scalar] = e.objective  # the scalar the optimizer minimises; the objectives' own values are above
+        row[scalar] = e.loss  # the scalar the optimizer minimises; the objectives' own values are above
         row.update(
             failure=e.failure,
             cause=e.cause.value if e.cause else None,
@@ -114,7 +130,7 @@ def rows(campaign: Campaign, history: list[ExperimentRecord]) -> list[dict[str, 
     return out
 
 
-def export_text(campaign: Campaign, history: list[ExperimentRecord], fmt: str) -> str:
+def export_text(campaign: Campaign, history: Sequence[ExperimentSummary], fmt: str) -> str:
     table = rows(campaign, history)
     if fmt == "jsonl":
         return "".join(json.dumps(row, separators=(",", ":")) + "\n" for row in table)
@@ -130,7 +146,7 @@ def export_text(campaign: Campaign, history: list[ExperimentRecord], fmt: str) -
     return buffer.getvalue()
 
 
-def best_so_far(campaign: Campaign, history: list[ExperimentRecord]) -> dict[str, list[float]]:
+def best_so_far(campaign: Campaign, history: Sequence[ExperimentSummary]) -> dict[str, list[float]]:
     """Per objective, the best raw measurement among done experiments so far (NaN before the first)."""
     curves: dict[str, list[float]] = {}
     for objective in campaign.objectives:
@@ -149,7 +165,7 @@ def best_so_far(campaign: Campaign, history: list[ExperimentRecord]) -> dict[str
     return curves
 
 
-def plot(campaign: Campaign, history: list[ExperimentRecord], path: Path | str, title: str = "") -> Path:
+def plot(campaign: Campaign, history: Sequence[ExperimentSummary], path: Path | str, title: str = "") -> Path:
     """Write a PNG: best so far vs experiment (one panel per objective) and parameter coverage."""
     import matplotlib
 
@@ -174,7 +190,7 @@ def plot(campaign: Campaign, history: list[ExperimentRecord], path: Path | str, 
         points = [(e.seq, v) for e, v in zip(done, values, strict=True) if isinstance(v, int | float)]
         if points:
             ax.scatter(*zip(*points, strict=True), s=12, color="C0", alpha=0.35, label="measured")
-        if objective.goal == "target":
+        if objective.goal == "target" and objective.target is not None:
             ax.axhline(objective.target, color="C2", linestyle="--", label="target")
         numbers = [v for _, v in points]
         if numbers and min(numbers) > 0 and max(numbers) / min(numbers) > 100:
@@ -206,7 +222,8 @@ def plot(campaign: Campaign, history: list[ExperimentRecord], path: Path | str, 
             xs2, ys2 = zip(*bad, strict=True)
             ax.scatter(xs2, [_plottable(y) for y in ys2], marker="x", color="grey", s=16, label="not done")
             ax.legend(fontsize="small")
-        units = f" [{parameter.units}]" if getattr(parameter, "units", "") else ""
+        declared: str = getattr(parameter, "units", "")
+        units = f" [{declared}]" if declared else ""
         ax.set_title(f"coverage: {parameter.name}")
         ax.set_xlabel("experiment")
         ax.set_ylabel(parameter.name + units)
@@ -220,7 +237,7 @@ def plot(campaign: Campaign, history: list[ExperimentRecord], path: Path | str, 
     return path
 
 
-def _plot_front(ax: Any, campaign: Campaign, history: list[ExperimentRecord], pareto: Front) -> None:
+def _plot_front(ax: Any, campaign: Campaign, history: Sequence[ExperimentSummary], pareto: Front) -> None:
     """The first two objectives of every done experiment, the non-dominated ones joined as a staircase."""
     a, b = campaign.objectives[0], campaign.objectives[1]
     done = [e for e in history if e.status is ExperimentStatus.DONE]

@@ -161,8 +161,9 @@ def experiment_provenance(
 
 class ProvenanceSource:
     """The provenance of the experiments one process runs for one campaign: the campaign's and the lab's
-    parts are fixed, the instruments' are read from ``instruments`` (an :class:`sdl.instruments.Instruments`)
-    each time, since an on-demand instrument is identified only once a plan has leased it."""
+    parts are fixed, the instruments' are read from ``instruments`` (an
+    :class:`sdl.execution.instruments.Instruments`) each time, since an on-demand instrument is identified
+    only once a plan has leased it."""
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
 """The campaign file: what to vary, what to measure, how much to spend, and how each experiment runs.
 
 A campaign file is YAML validated by :class:`Campaign`; ``sdl schema`` prints its JSON Schema and
-``sdl validate FILE`` checks one file (see :mod:`sdl.loading` for reading files and reporting mistakes).
+``sdl validate FILE`` checks one file (see :mod:`sdl.spec.loading` for reading files and reporting mistakes).
 
 Objectives are scalarised into one number for the optimizer, to be *minimised*::
 
@@ -14,6 +14,10 @@ Weights therefore also carry the units of each objective; every raw measurement 
 stored scalar is always this weighted sum. With ``multi_objective: chimera`` (hierarchy with tolerances) or
 ``pareto`` (a front, searched by random scalarisations) the optimizer recombines the measurements itself on
 every proposal (see :mod:`sdl.optimizer.objectives` and docs/optimizer.md).
+
+Long because it is the campaign file's schema: read top to bottom it is the file format, section by
+section, with the checks that span sections at the end (:meth:`Campaign._consistent`); `sdl schema` is
+generated from it.
 """
 
 from __future__ import annotations
@@ -21,14 +25,15 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sdl.meaning import Condition, Material, MeasurementMeaning, check_units, same_units
 from sdl.optimizer import Objectives, ObjectiveSpec, OptimizerSettings
 from sdl.space import LinearConstraint, Parameter, SearchSpace
+from sdl.space.units import Condition, Material, MeasurementMeaning, check_units, same_units
 
 IMPORT_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_.]*$"
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -52,27 +57,32 @@ class Objective(_Model):
 
     measurement: str = Field(pattern=IDENTIFIER, description="Name of the measurement this objective reads.")
     goal: Literal["minimize", "maximize", "target"] = Field(
-        "minimize", description="minimize or maximize the value, or bring it to `target`."
+        default="minimize", description="minimize or maximize the value, or bring it to `target`."
     )
-    target: float | None = Field(None, description="The value to hit; required when goal is 'target'.")
-    weight: float = Field(1.0, gt=0, description="Weight in the scalarised objective (carries units).")
+    target: float | None = Field(
+        default=None, description="The value to hit; required when goal is 'target'."
+    )
+    weight: float = Field(
+        default=1.0, gt=0, description="Weight in the scalarised objective (carries units)."
+    )
     units: str = Field(
-        "", description="Units of the measurement (checked with pint); or declare them under `measurements`."
+        default="",
+        description="Units of the measurement (checked with pint); or declare them under `measurements`.",
     )
     tolerance: float | None = Field(
-        None,
+        default=None,
         ge=0.0,
         le=1.0,
         description="multi_objective chimera: how much worse than the best seen this objective may get while "
         "the objectives below it are optimised, as a fraction of its observed range (0.1 = 10 %).",
     )
     threshold: float | None = Field(
-        None,
+        default=None,
         description="multi_objective chimera: the value that is good enough (instead of a relative "
         "`tolerance`), in the measurement's units; for goal 'target', the allowed distance from the target.",
     )
     reference: float | None = Field(
-        None,
+        default=None,
         description="The worst value worth anything: the reference point of the hypervolume (and the clip of "
         "the Pareto search's scaling). Default: the worst value seen.",
     )
@@ -122,7 +132,7 @@ class Budget(_Model):
 
     max_experiments: int = Field(ge=1, description="Experiments to finish (done or failed) before stopping.")
     max_wall_time: float | None = Field(
-        None,
+        default=None,
         gt=0,
         description="Stop starting new experiments this long after `sdl run` (or a resume) started: "
         "seconds, or '90m', '2h', '1h30m'.",
@@ -136,7 +146,9 @@ class Budget(_Model):
         ),
     )
     max_consecutive_failures: int | None = Field(
-        5, ge=1, description="Stop the campaign after this many failed experiments in a row (null: never)."
+        default=5,
+        ge=1,
+        description="Stop the campaign after this many failed experiments in a row (null: never).",
     )
 
     @field_validator("max_wall_time", mode="before")
@@ -159,10 +171,12 @@ def parse_duration(value: Any) -> Any:
 class MeasurementRule(_Model):
     """Reduce one field of one event stream of the run to a number."""
 
-    stream: str = Field("primary", description="Event stream name (bluesky's default stream is 'primary').")
+    stream: str = Field(
+        default="primary", description="Event stream name (bluesky's default stream is 'primary')."
+    )
     field: str = Field(description="Data key in the stream's events, e.g. 'spectrometer_delta_e'.")
     reduce: Literal["last", "first", "mean", "max", "min", "sum"] = Field(
-        "last", description="How to combine the field's values over the stream's events."
+        default="last", description="How to combine the field's values over the stream's events."
     )
 
 
@@ -170,14 +184,14 @@ class Procedure(_Model):
     """How one experiment runs: a bluesky plan over the lab's devices, or a plain Python function."""
 
     plan: str | None = Field(
-        None,
+        default=None,
         pattern=IMPORT_PATH_PATTERN,
         description="Bluesky plan factory 'package.module:function' called as "
         "plan(recipe, devices, **options); "
         "it must open and close one run.",
     )
     function: str | None = Field(
-        None,
+        default=None,
         pattern=IMPORT_PATH_PATTERN,
         description="Plain function 'package.module:function' called as function(recipe, **options) and "
         "returning a dict of measurements (computational or dry-run campaigns).",
@@ -190,7 +204,7 @@ class Procedure(_Model):
         description="Plans only: measurement name -> rule reading it from the documents.",
     )
     extractor: str | None = Field(
-        None,
+        default=None,
         pattern=IMPORT_PATH_PATTERN,
         description="Plans only: 'package.module:function' called as f(documents) with documents a list of "
         "(name, doc) pairs, returning a dict of measurements (merged over `measurements`).",
@@ -202,16 +216,19 @@ class Procedure(_Model):
         "such a device without leasing it fails the experiment.",
     )
     safe_to_repeat: bool = Field(
-        False,
+        default=False,
         description="Whether a recipe whose experiment was cut short by a crash, an instrument fault or a "
         "timeout may simply run again (a fresh vial, nothing half-done carried over). When false, such a "
         "recipe is never repeated automatically; the optimizer proposes afresh.",
     )
     max_attempts: int = Field(
-        3, ge=1, le=10, description="With safe_to_repeat: how many times one recipe may be tried in all."
+        default=3,
+        ge=1,
+        le=10,
+        description="With safe_to_repeat: how many times one recipe may be tried in all.",
     )
     timeout: float | None = Field(
-        None,
+        default=None,
         gt=0,
         description="Abort an experiment that runs longer than this (seconds, or '90s', '5m'); the lab "
         "service then counts it against the instruments it held.",
@@ -245,7 +262,7 @@ class Instrument(_Model):
         "factory(name, address, **options) -> ophyd Device, built offline and connected by sdl.",
     )
     address: str | dict[str, str] | None = Field(
-        None,
+        default=None,
         description="A pyserial URL (/dev/ttyUSB0, socket://host:port, rfc2217://...) or, for multi-endpoint "
         "instruments, a mapping endpoint -> URL. '{instrument.endpoint}' placeholders are filled from the "
         "simulated lab's announced endpoints.",
@@ -254,25 +271,36 @@ class Instrument(_Model):
 
     def placeholders(self) -> list[tuple[str, str]]:
         values = [self.address] if isinstance(self.address, str) else list((self.address or {}).values())
-        return [m.groups() for v in values for m in PLACEHOLDER.finditer(v)]
+        return [(m.group(1), m.group(2)) for v in values for m in PLACEHOLDER.finditer(v)]
+
+
+def fill(address: Any, endpoints: dict[str, str]) -> Any:
+    """Replace '{instrument.endpoint}' placeholders in an address (string or mapping)."""
+    if isinstance(address, dict):
+        return {key: fill(value, endpoints) for key, value in address.items()}
+    if isinstance(address, str):
+        return PLACEHOLDER.sub(lambda m: endpoints[f"{m.group(1)}.{m.group(2)}"], address)
+    return address
 
 
 class Lab(_Model):
     """The instruments the procedure uses, optionally served by a simulated lab."""
 
     simulated: Path | None = Field(
-        None,
+        default=None,
         description="Simulated lab file, relative to the campaign file. "
         "sdl runs `python -m simulators lab FILE "
         "--speed SPEED` for the campaign's lifetime and fills address placeholders from its output.",
     )
     speed: float | None = Field(
-        None,
+        default=None,
         gt=0,
         description="Simulated-time speed factor passed to the simulator "
         "(default: the lab file's own, else 1).",
     )
-    startup_timeout: float = Field(30.0, gt=0, description="Seconds to wait for the simulator's endpoints.")
+    startup_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for the simulator's endpoints."
+    )
     instruments: dict[str, Instrument] = Field(
         default_factory=dict,
         description="Instrument name -> driver and address; the plan gets devices by name.",
@@ -300,7 +328,7 @@ class Requirements(_Model):
     """What a workcell must offer to run this campaign's experiments (the lab service matches them)."""
 
     devices: list[str] | None = Field(
-        None,
+        default=None,
         description="Device names the plan uses (workcell roles). Default: the names under lab.instruments.",
     )
     capabilities: list[str] = Field(
@@ -311,18 +339,22 @@ class Requirements(_Model):
 class Scheduling(_Model):
     """How the lab service shares workcells between this campaign and others."""
 
-    priority: int = Field(0, description="Campaigns with a higher priority get free workcells first.")
+    priority: int = Field(default=0, description="Campaigns with a higher priority get free workcells first.")
     weight: float = Field(
-        1.0, gt=0, description="Among equal priorities, workcells are shared in proportion to weights."
+        default=1.0,
+        gt=0,
+        description="Among equal priorities, workcells are shared in proportion to weights.",
     )
 
 
 class WarmStart(_Model):
     """Earlier experiments that seed the optimizer: a campaign of this store, or an exported data package."""
 
-    campaign: str | None = Field(None, description="A campaign id in this store (see `sdl campaigns`).")
+    campaign: str | None = Field(
+        default=None, description="A campaign id in this store (see `sdl campaigns`)."
+    )
     package: Path | None = Field(
-        None,
+        default=None,
         description="A data package written by `sdl export --format datapackage` (its directory), "
         "relative to the campaign file.",
     )
@@ -351,7 +383,7 @@ class Campaign(_Model):
     )
     objectives: list[Objective] = Field(min_length=1)
     multi_objective: Literal["weighted_sum", "chimera", "pareto"] = Field(
-        "weighted_sum",
+        default="weighted_sum",
         description="How several objectives combine: weighted_sum (the weights' sum of losses); chimera "
         "(objectives in order of importance, each but the last with a `tolerance` or `threshold`); "
         "pareto (search the trade-off front; `sdl show` and `sdl plot` show it).",
@@ -362,7 +394,8 @@ class Campaign(_Model):
         "volume); every proposal honours them.",
     )
     budget: Budget
-    optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
+    # (model_validate, not the class: a type checker reads the settings' defaults only when given by keyword)
+    optimizer: OptimizerSettings = Field(default_factory=lambda: OptimizerSettings.model_validate({}))
     procedure: Procedure
     lab: Lab = Field(default_factory=Lab)
     requires: Requirements = Field(default_factory=Requirements)
@@ -503,7 +536,7 @@ class Campaign(_Model):
             return list(self.requires.devices)
         return list(self.lab.instruments)
 
-    def scalarise(self, measurements: dict[str, Any]) -> float:
+    def scalarise(self, measurements: Mapping[str, Any]) -> float:
         """The number the optimizer minimises; raises :class:`MissingMeasurement` when a value is absent."""
         total = 0.0
         for objective in self.objectives:
@@ -511,7 +544,7 @@ class Campaign(_Model):
         return total
 
     @staticmethod
-    def value_of(objective: Objective, measurements: dict[str, Any]) -> float:
+    def value_of(objective: Objective, measurements: Mapping[str, Any]) -> float:
         value = measurements.get(objective.measurement)
         if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isnan(float(value)):
             raise MissingMeasurement(f"measurement {objective.measurement!r} is NaN (not a number)")
@@ -522,7 +555,7 @@ class Campaign(_Model):
             )
         return float(value)
 
-    def target_reached(self, measurements: dict[str, Any]) -> bool:
+    def target_reached(self, measurements: Mapping[str, Any]) -> bool:
         """Whether one experiment's measurements meet every ``budget.stop_when`` threshold."""
         if not self.budget.stop_when:
             return False

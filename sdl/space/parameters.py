@@ -11,11 +11,15 @@ its bound.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sdl.meaning import Stage, check_units
+from sdl.space.units import Stage, check_units
+
+if TYPE_CHECKING:
+    from sdl.space.polytope import Polytope
 
 #: relative slack allowed when checking a linear constraint: floating point cannot hit ``== 1`` exactly
 CONSTRAINT_TOLERANCE = 1e-9
@@ -29,16 +33,18 @@ class _Parameter(BaseModel):
     )
     description: str = ""
     stage: Stage | None = Field(
-        None,
+        default=None,
         description="What the parameter sets: raw_material, composition, process or property "
         "(default: undeclared).",
     )
 
 
 class _Quantity(_Parameter):
-    units: str = Field("", description="Units of the value, checked with pint ('uL' and 'µL' are one).")
+    units: str = Field(
+        default="", description="Units of the value, checked with pint ('uL' and 'µL' are one)."
+    )
     material: str | None = Field(
-        None, description="The material (a key of `materials`) this parameter is an amount of."
+        default=None, description="The material (a key of `materials`) this parameter is an amount of."
     )
 
     @field_validator("units")
@@ -53,7 +59,7 @@ class RealParameter(_Quantity):
     type: Literal["real"] = "real"
     low: float
     high: float
-    log: bool = Field(False, description="Search on a log scale (both bounds must be > 0).")
+    log: bool = Field(default=False, description="Search on a log scale (both bounds must be > 0).")
 
     @model_validator(mode="after")
     def _bounds(self) -> RealParameter:
@@ -90,7 +96,7 @@ class CategoricalParameter(_Parameter):
     type: Literal["categorical"] = "categorical"
     choices: list[str | int | float] = Field(min_length=2)
     descriptors: dict[str, list[float]] | None = Field(
-        None,
+        default=None,
         description="Optional numeric descriptors of the choices: descriptor name -> one value per choice, "
         "in the order of `choices` (e.g. a solvent's dielectric constant). The optimizer then models the "
         "choices by these numbers, so what it learns about one solvent carries over to similar ones.",
@@ -137,9 +143,9 @@ class LinearConstraint(BaseModel):
         min_length=1,
         description="Real parameter name -> coefficient, e.g. {water: 1, ethanol: 1, dmso: 1} for a sum.",
     )
-    at_most: float | None = Field(None, description="Upper bound of the weighted sum.")
-    at_least: float | None = Field(None, description="Lower bound of the weighted sum.")
-    equals: float | None = Field(None, description="The value the weighted sum must equal.")
+    at_most: float | None = Field(default=None, description="Upper bound of the weighted sum.")
+    at_least: float | None = Field(default=None, description="Lower bound of the weighted sum.")
+    equals: float | None = Field(default=None, description="The value the weighted sum must equal.")
     description: str = ""
 
     @model_validator(mode="after")
@@ -223,8 +229,10 @@ class SearchSpace(BaseModel):
                         "linear constraints apply to linear-scale real parameters only"
                     )
         if self.constraints:
-            # The optimizer's own geometry decides whether the constraints leave room to search.
-            from sdl.optimizer.polytope import NoRoom, space_polytope
+            # The polytope's geometry decides whether the constraints leave room to search. Imported here:
+            # it needs scipy.optimize, 0.5-0.9 s to import on a loaded 2-core machine, which a space
+            # without constraints (and `sdl --help`, `sdl status`) should not pay.
+            from sdl.space.polytope import NoRoom
 
             try:
                 space_polytope(self)
@@ -255,3 +263,34 @@ class SearchSpace(BaseModel):
 
     def satisfies_constraints(self, recipe: dict[str, Any]) -> bool:
         return all(c.violation(recipe) == 0 for c in self.constraints)
+
+
+def space_polytope(space: SearchSpace) -> tuple[Polytope, list[str]]:
+    """The polytope of a search space's linear constraints over its linear-scale real parameters, in unit
+    coordinates ``u = (value - low) / (high - low)``; returns it with the parameter names of its columns."""
+    from sdl.space.polytope import Polytope  # scipy: see SearchSpace._unique_names
+
+    reals = [p for p in space.parameters if isinstance(p, RealParameter)]
+    names = [p.name for p in reals]
+    k = len(reals)
+    low = np.array([p.low for p in reals])
+    width = np.array([p.high - p.low for p in reals])
+    A_ub, b_ub, A_eq, b_eq = [], [], [], []
+    for c in space.constraints:
+        a = np.zeros(k)
+        for name, coef in c.coefficients.items():
+            a[names.index(name)] = coef
+        lo, hi = c.bounds
+        shift = float(a @ low)
+        au = a * width
+        if c.equals is not None:
+            A_eq.append(au)
+            b_eq.append(c.equals - shift)
+            continue
+        if np.isfinite(hi):
+            A_ub.append(au)
+            b_ub.append(hi - shift)
+        if np.isfinite(lo):
+            A_ub.append(-au)
+            b_ub.append(shift - lo)
+    return Polytope(np.array(A_ub), np.array(b_ub), np.array(A_eq), np.array(b_eq), k), names

@@ -133,35 +133,3 @@ class Polytope:
             return t_from
         _, hi = self.segment(t_from[None, :], (d / length)[None, :])
         return t_from + min(1.0, float(hi[0]) / length) * d
-
-
-def space_polytope(space: object) -> tuple[Polytope, list[str]]:
-    """The polytope of a search space's linear constraints over its linear-scale real parameters, in unit
-    coordinates ``u = (value - low) / (high - low)``; returns it with the parameter names of its columns."""
-    from sdl.space import RealParameter, SearchSpace
-
-    assert isinstance(space, SearchSpace)
-    reals = [p for p in space.parameters if isinstance(p, RealParameter)]
-    names = [p.name for p in reals]
-    k = len(reals)
-    low = np.array([p.low for p in reals])
-    width = np.array([p.high - p.low for p in reals])
-    A_ub, b_ub, A_eq, b_eq = [], [], [], []
-    for c in space.constraints:
-        a = np.zeros(k)
-        for name, coef in c.coefficients.items():
-            a[names.index(name)] = coef
-        lo, hi = c.bounds
-        shift = float(a @ low)
-        au = a * width
-        if c.equals is not None:
-            A_eq.append(au)
-            b_eq.append(c.equals - shift)
-            continue
-        if np.isfinite(hi):
-            A_ub.append(au)
-            b_ub.append(hi - shift)
-        if np.isfinite(lo):
-            A_ub.append(-au)
-            b_ub.append(shift - lo)
-    return Polytope(np.array(A_ub), np.array(b_ub), np.array(A_eq), np.array(b_eq), k), names

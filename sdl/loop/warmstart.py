@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdl.campaign import Campaign, WarmStart
-from sdl.meaning import UnitsError, conversion
+from sdl.exports import PackageError, read_package
 from sdl.space import IntegerParameter, RealParameter
+from sdl.space.units import UnitsError, conversion
+from sdl.spec.campaign import Campaign, WarmStart
+from sdl.store import Store, UnknownCampaign
 
 
 class WarmStartError(ValueError):
@@ -43,7 +45,7 @@ class _Source:
     experiments: list[dict[str, Any]]  # raw experiment rows (status, recipe_json, measurements_json...)
 
 
-def resolve(campaign: Campaign, store: Any, base_dir: Path | None) -> WarmStartReport:
+def resolve(campaign: Campaign, store: Store, base_dir: Path | None) -> WarmStartReport:
     """The warm-start rows for ``campaign`` from its sources; raises :class:`WarmStartError` when a source
     cannot be read or has nothing compatible."""
     report = WarmStartReport()
@@ -64,9 +66,7 @@ def resolve(campaign: Campaign, store: Any, base_dir: Path | None) -> WarmStartR
     return report
 
 
-def _load(spec: WarmStart, store: Any, base_dir: Path | None) -> _Source:
-    from sdl.store import UnknownCampaign
-
+def _load(spec: WarmStart, store: Store, base_dir: Path | None) -> _Source:
     if spec.campaign is not None:
         try:
             rows = store.campaign_rows(spec.campaign)
@@ -74,8 +74,6 @@ def _load(spec: WarmStart, store: Any, base_dir: Path | None) -> _Source:
             raise WarmStartError(f"warm_start: {exc}") from None
         label = f"campaign {spec.campaign}"
     else:
-        from sdl.exports import PackageError, read_package
-
         assert spec.package is not None
         path = spec.package if spec.package.is_absolute() or base_dir is None else base_dir / spec.package
         try:

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sdl.campaign import MeasurementRule
+from sdl.spec.campaign import MeasurementRule
 
 Documents = Sequence[tuple[str, Mapping[str, Any]]]
 Extractor = Callable[[list[tuple[str, dict[str, Any]]]], Mapping[str, Any]]

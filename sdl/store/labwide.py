@@ -8,14 +8,13 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sdl.spec.status import InstrumentState
 from sdl.store.campaigns import CampaignBusy, claim_is_stale, describe_owner
 from sdl.store.connection import Connection
 from sdl.store.schema import AuditRecord, EventRecord, InstrumentRecord, dumps, loads, now_iso
 
-INSTRUMENT_STATES = ("ok", "suspect", "quarantined")
 
-
-class LabMixin(Connection):
+class LabwideMixin(Connection):
     # -- instrument health ---------------------------------------------------------------------------------
 
     def ensure_instruments(self, names: Iterable[str]) -> None:
@@ -36,7 +35,7 @@ class LabMixin(Connection):
     def set_instrument_state(
         self,
         name: str,
-        state: str,
+        state: InstrumentState | str,
         reason: str | None = None,
         *,
         auto_release: bool = False,
@@ -44,8 +43,10 @@ class LabMixin(Connection):
     ) -> InstrumentRecord:
         """Set an instrument's state. Back to 'ok' with ``fresh_start`` (a release from quarantine) its run of
         faults starts over; without (recovered after one fault) it does not, so faults still add up."""
-        if state not in INSTRUMENT_STATES:
-            raise ValueError(f"unknown instrument state {state!r} (allowed: {', '.join(INSTRUMENT_STATES)})")
+        if state not in set(InstrumentState):
+            allowed = ", ".join(InstrumentState)
+            raise ValueError(f"unknown instrument state {state!r} (allowed: {allowed})")
+        state = InstrumentState(state)
         with self._tx() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO instruments (name, updated_at) VALUES (?, ?)", (name, now_iso())
@@ -54,7 +55,7 @@ class LabMixin(Connection):
                 "UPDATE instruments SET state = ?, reason = ?, updated_at = ?, "
                 "consecutive_faults = CASE WHEN ? = 'ok' AND ? THEN 0 ELSE consecutive_faults END, "
                 "auto_releases = auto_releases + ? WHERE name = ?",
-                (state, reason, now_iso(), state, int(fresh_start), int(auto_release), name),
+                (state.value, reason, now_iso(), state.value, int(fresh_start), int(auto_release), name),
             )
         record = self.instrument(name)
         assert record is not None
@@ -111,7 +112,7 @@ class LabMixin(Connection):
         now = time.time()
         with self._tx() as conn:
             row = conn.execute("SELECT value FROM lab_state WHERE key = 'daemon'").fetchone()
-            held = json.loads(row["value"]) if row else {}
+            held: dict[str, Any] = json.loads(row["value"]) if row else {}
             holder = held.get("owner")
             if (
                 holder
@@ -133,7 +134,7 @@ class LabMixin(Connection):
     def lab_heartbeat(self, owner: str, **facts: Any) -> None:
         with self._tx() as conn:
             row = conn.execute("SELECT value FROM lab_state WHERE key = 'daemon'").fetchone()
-            held = json.loads(row["value"]) if row else {}
+            held: dict[str, Any] = json.loads(row["value"]) if row else {}
             if held.get("owner") != owner:
                 return
             value = {**held, **facts, "heartbeat_at": time.time()}
@@ -158,7 +159,8 @@ class LabMixin(Connection):
         )
 
     def events_since(self, seq: int, limit: int = 1000, campaign_id: str | None = None) -> list[EventRecord]:
-        where, args = "seq > ?", [seq]
+        where = "seq > ?"
+        args: list[object] = [seq]
         if campaign_id is not None:
             where += " AND campaign_id = ?"
             args.append(campaign_id)
@@ -210,7 +212,8 @@ class LabMixin(Connection):
     ) -> list[AuditRecord]:
         """Audit entries after ``since_id``, oldest first; ``action`` ending in '.' matches a prefix, and
         ``refused`` picks refusals (result 'refused: ...') or everything else."""
-        where, args = ["id > ?"], [since_id]
+        where = ["id > ?"]
+        args: list[object] = [since_id]
         if who is not None:
             where.append("who = ?")
             args.append(who)
@@ -243,7 +246,7 @@ class LabMixin(Connection):
 def _instrument(r: Any) -> InstrumentRecord:
     return InstrumentRecord(
         name=r["name"],
-        state=r["state"],
+        state=InstrumentState(r["state"]),
         reason=r["reason"],
         consecutive_faults=r["consecutive_faults"],
         faults=r["faults"],

@@ -13,8 +13,16 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from sdl.campaign import DRIVER_PATTERN, IDENTIFIER, IMPORT_PATH_PATTERN, Campaign, Instrument
-from sdl.imports import UnresolvedImport, resolve
+from sdl.spec.campaign import (
+    DRIVER_PATTERN,
+    IDENTIFIER,
+    IMPORT_PATH_PATTERN,
+    Campaign,
+    Instrument,
+    MissingMeasurement,
+)
+from sdl.spec.importpaths import UnresolvedImport, resolve
+from sdl.spec.preflight import check_drivers, check_placeholders
 
 _PATTERN_MEANING = {
     IMPORT_PATH_PATTERN: "an import path 'package.module:function'",
@@ -82,7 +90,7 @@ def load_campaign_text(source: str, path: Path | str, *, check_imports: bool = T
             campaign.lab.instruments, campaign.lab.simulated, path.parent, ("lab", "instruments")
         )
         if problems:
-            raise CampaignError(path, [_locate(path, root, loc, msg) for loc, msg in problems])
+            raise CampaignError(path, [locate(path, root, loc, msg) for loc, msg in problems])
     return LoadedCampaign(campaign=campaign, path=path.resolve(), source=source)
 
 
@@ -91,8 +99,6 @@ def check_lab(
 ) -> list[tuple[tuple[Any, ...], str]]:
     """The instruments' drivers and options (built offline) and, for a simulated lab, their placeholders;
     each problem located under ``at``."""
-    from sdl.labcheck import check_drivers, check_placeholders
-
     problems = check_drivers(instruments, base_dir)
     if simulated is not None:
         problems += check_placeholders(instruments, simulated)
@@ -153,7 +159,7 @@ def _resolve_paths(path: Path, root: yaml.Node | None, campaign: Campaign) -> Ca
     full = simulated if simulated.is_absolute() else (path.parent / simulated)
     if not full.is_file():
         msg = f"simulated lab file not found: {full}"
-        raise CampaignError(path, [_locate(path, root, ("lab", "simulated"), msg)])
+        raise CampaignError(path, [locate(path, root, ("lab", "simulated"), msg)])
     lab = campaign.lab.model_copy(update={"simulated": full.resolve()})
     return campaign.model_copy(update={"lab": lab})
 
@@ -178,10 +184,10 @@ def describe_error(path: Path, root: yaml.Node | None, error: Any, model: type[B
         message = f"{got!r} is not {meaning}"
     elif kind in ("literal_error", "enum") or kind.endswith("_type") or kind.endswith("_parsing"):
         message = f"{message} (got {got!r})"
-    return _locate(path, root, loc, message)
+    return locate(path, root, loc, message)
 
 
-def _locate(path: Path, root: yaml.Node | None, loc: tuple[Any, ...], message: str) -> str:
+def locate(path: Path, root: yaml.Node | None, loc: tuple[Any, ...], message: str) -> str:
     line = _line_of(root, loc)
     where = f"{path}:{line}" if line else str(path)
     field = format_loc(loc)
@@ -285,8 +291,6 @@ def dry_run(loaded: LoadedCampaign) -> str:
     Raises :class:`CampaignError` naming each objective or stop_when measurement that does not come back
     as a number; returns a one-line report otherwise. A plan needs instruments, so it is not dry-run here.
     """
-    from sdl.campaign import MissingMeasurement
-
     campaign, path = loaded.campaign, loaded.path
     if campaign.procedure.function is None:
         return "dry run: skipped (a plan needs its instruments; `sdl run` against the simulated lab tries it)"

@@ -16,8 +16,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sdl.campaign import Instrument
-from sdl.imports import UnresolvedImport, resolve_driver
+from sdl.spec.campaign import Instrument, fill
+from sdl.spec.devices import Destroyable
+from sdl.spec.importpaths import UnresolvedImport, resolve_driver
 
 Problem = tuple[tuple[Any, ...], str]
 #: What a placeholder stands for while a device is built offline (never connected to).
@@ -26,8 +27,6 @@ OFFLINE_ADDRESS = "socket://127.0.0.1:9"
 
 def check_drivers(instruments: Mapping[str, Instrument], base_dir: Path | None) -> list[Problem]:
     """Each driver resolves, and each device builds offline with its options."""
-    from sdl.lab import fill
-
     problems: list[Problem] = []
     for name, spec in instruments.items():
         try:
@@ -54,9 +53,8 @@ def check_drivers(instruments: Mapping[str, Instrument], base_dir: Path | None) 
                 ((name,), f"{spec.driver} failed to build the device offline: {type(exc).__name__}: {exc}")
             )
             continue
-        destroy = getattr(device, "destroy", None)
-        if callable(destroy):
-            destroy()
+        if isinstance(device, Destroyable):
+            device.destroy()
     return problems
 
 

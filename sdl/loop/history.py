@@ -7,24 +7,21 @@ campaign rebuilt from the store after a crash continues exactly where the record
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from sdl.campaign import Campaign
-from sdl.observation_log import ObservationLog, completion_key
+from sdl.loop.observation_log import ObservationLog, completion_key
 from sdl.optimizer import Observation
-from sdl.status import CampaignStatus, Cause, ExperimentStatus
-from sdl.store import CampaignRecord, ExperimentRecord, claim_is_stale, describe_owner
-from sdl.store.campaigns import STALE_AFTER_S
+from sdl.spec.campaign import Campaign
+from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus
+from sdl.store import ExperimentRecord
 
 History = Sequence[ExperimentRecord]
 
 
 def counts_toward_budget(experiment: ExperimentRecord) -> bool:
     """Done and failed experiments spent the budget; interrupted and faulted ones produced no result."""
-    return experiment.status in (ExperimentStatus.DONE, ExperimentStatus.FAILED)
+    return experiment.status.spends_budget
 
 
 def spent(history: History) -> int:
@@ -33,7 +30,7 @@ def spent(history: History) -> int:
 
 def spent_of(counted: Mapping[ExperimentStatus, int]) -> int:
     """The budget spent, from counts by status."""
-    return counted[ExperimentStatus.DONE] + counted[ExperimentStatus.FAILED]
+    return sum(counted.get(status, 0) for status in ExperimentStatus if status.spends_budget)
 
 
 def observations(history: History) -> list[Observation]:
@@ -259,25 +256,3 @@ def _stop(campaign: Campaign, history: History, elapsed: float, tally: Tally) ->
 
 def counts(history: History) -> dict[ExperimentStatus, int]:
     return {s: sum(e.status is s for e in history) for s in ExperimentStatus}
-
-
-def campaign_state(record: CampaignRecord, now: float | None = None) -> str:
-    """What a campaign is doing, in one word or phrase — the one answer every command gives.
-
-    A running campaign whose owner stopped heartbeating (killed, crashed, machine gone) is ``stale``.
-    """
-    if record.status is not CampaignStatus.RUNNING:
-        return record.status.value
-    now = time.time() if now is None else now
-    if claim_is_stale(record.owner, record.heartbeat_at, now, STALE_AFTER_S):
-        if record.owner is not None and record.owner.startswith("daemon:"):
-            return "stale: waiting for the lab service (`sdl daemon` resumes it when it starts)"
-        was = f" (was run by {describe_owner(record.owner)})" if record.owner else ""
-        return f"stale: nothing is running it{was}; resume it with `sdl run --resume`"
-    return {"pause": "paused", "stop": "stopping"}.get(record.control, "running")
-
-
-def user_value(campaign: Campaign, experiment: ExperimentRecord) -> dict[str, Any]:
-    """The objectives' measured values, in the user's own units and direction (never negated)."""
-    measured = experiment.measurements or {}
-    return {o.measurement: measured.get(o.measurement) for o in campaign.objectives}

@@ -20,15 +20,15 @@ an inline ``lab:`` is a lab of one workcell holding all its instruments under th
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sdl.campaign import IDENTIFIER, Campaign, Instrument, Lab, parse_duration
-
-DEFAULT_WORKCELL = "default"
+from sdl.spec.campaign import IDENTIFIER, Campaign, Instrument, Lab, parse_duration
+from sdl.spec.loading import check_lab, describe_error, locate
 
 
 class _Model(BaseModel):
@@ -57,16 +57,20 @@ class Health(_Model):
     """When an instrument is taken out of service, and how it comes back."""
 
     quarantine_after: int = Field(
-        3, ge=1, description="Quarantine an instrument after this many experiments in a row lost to it."
+        default=3,
+        ge=1,
+        description="Quarantine an instrument after this many experiments in a row lost to it.",
     )
     auto_release: bool = Field(
-        True,
+        default=True,
         description="Try the driver's recovery and health check on a quarantined instrument, and release it "
         "if both pass.",
     )
-    recheck_after: float = Field(60.0, gt=0, description="Seconds before the first automatic check.")
+    recheck_after: float = Field(default=60.0, gt=0, description="Seconds before the first automatic check.")
     max_auto_releases: int = Field(
-        2, ge=0, description="Automatic releases per instrument before only an operator may release it."
+        default=2,
+        ge=0,
+        description="Automatic releases per instrument before only an operator may release it.",
     )
 
     @field_validator("recheck_after", mode="before")
@@ -79,16 +83,16 @@ class Workers(_Model):
     """How the lab service supervises the processes that touch hardware."""
 
     heartbeat_timeout: float = Field(
-        10.0, gt=0, description="A worker silent this long (seconds) is killed and replaced."
+        default=10.0, gt=0, description="A worker silent this long (seconds) is killed and replaced."
     )
     startup_timeout: float = Field(
-        60.0,
+        default=60.0,
         gt=0,
         description="Seconds a new worker has to say hello (it imports bluesky first, which on a busy "
         "machine takes far longer than a heartbeat).",
     )
     restart_backoff: float = Field(
-        1.0, gt=0, description="Seconds before the first restart; doubles to 30 s."
+        default=1.0, gt=0, description="Seconds before the first restart; doubles to 30 s."
     )
 
     @field_validator("heartbeat_timeout", "startup_timeout", "restart_backoff", mode="before")
@@ -102,9 +106,11 @@ class LabSpec(_Model):
 
     name: str = "lab"
     description: str = ""
-    simulated: Path | None = Field(None, description="Simulated lab file, relative to this file.")
-    speed: float | None = Field(None, gt=0, description="Simulated-time speed factor.")
-    startup_timeout: float = Field(30.0, gt=0, description="Seconds to wait for the simulator's endpoints.")
+    simulated: Path | None = Field(default=None, description="Simulated lab file, relative to this file.")
+    speed: float | None = Field(default=None, gt=0, description="Simulated-time speed factor.")
+    startup_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for the simulator's endpoints."
+    )
     instruments: dict[str, Instrument] = Field(default_factory=dict)
     workcells: dict[str, Workcell] = Field(min_length=1)
     health: Health = Field(default_factory=Health)
@@ -112,8 +118,6 @@ class LabSpec(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> LabSpec:
-        import re
-
         for name in [*self.instruments, *self.workcells]:
             if not re.match(IDENTIFIER, name):
                 raise ValueError(f"{name!r} is not a name (letters, digits and _, not starting with a digit)")
@@ -151,18 +155,6 @@ class LabSpec(_Model):
         return {role: devices[role] for role in campaign.device_roles}
 
 
-def lab_of_campaign(campaign: Campaign) -> LabSpec:
-    """The one-workcell lab a campaign with its own ``lab:`` runs on under `sdl run`."""
-    return LabSpec(
-        name=campaign.name,
-        simulated=campaign.lab.simulated,
-        speed=campaign.lab.speed,
-        startup_timeout=campaign.lab.startup_timeout,
-        instruments=campaign.lab.instruments,
-        workcells={DEFAULT_WORKCELL: Workcell(devices={n: n for n in campaign.lab.instruments})},
-    )
-
-
 class LabFileError(ValueError):
     """A lab file that cannot be used; ``problems`` holds one located message per mistake."""
 
@@ -174,8 +166,6 @@ class LabFileError(ValueError):
 
 def load_lab(path: Path | str) -> LabSpec:
     """Read and validate a lab file, with every mistake located by file, line and field."""
-    from sdl.loading import describe_error
-
     path = Path(path)
     try:
         source = path.read_text(encoding="utf-8")
@@ -200,9 +190,7 @@ def load_lab(path: Path | str) -> LabSpec:
         if not simulated.is_file():
             raise LabFileError(path, [f"{path}: simulated: lab file not found: {simulated}"])
         lab = lab.model_copy(update={"simulated": simulated.resolve()})
-    from sdl.loading import _locate, check_lab
-
     problems = check_lab(lab.instruments, lab.simulated, path.parent, ("instruments",))
     if problems:
-        raise LabFileError(path, [_locate(path, root, loc, msg) for loc, msg in problems])
+        raise LabFileError(path, [locate(path, root, loc, msg) for loc, msg in problems])
     return lab

@@ -1,8 +1,9 @@
 """`sdl run`: one campaign in the foreground, one experiment at a time, on a lab brought up for it.
 
-It is a composition of the same pieces the lab service uses — the history functions, `decide_next`, and
-`ExperimentRunner` — around a claim on the campaign in the store: the claim is taken in one transaction
-(two processes resuming one crashed campaign cannot both win) and kept alive by a heartbeat.
+It is a composition of the same pieces the lab service uses — the history functions, `decide_next`,
+`ExperimentRunner` and the campaign's lifecycle (`sdl.loop.lifecycle`) — around a claim on the campaign in the
+store: the claim is taken in one transaction (two processes resuming one crashed campaign cannot both win)
+and kept alive by a heartbeat.
 """
 
 from __future__ import annotations
@@ -18,21 +19,20 @@ from typing import Any, Protocol
 
 from bluesky.protocols import HasName
 
-from sdl.campaign import Campaign
-from sdl.experiment import INTERRUPTED_BY_OPERATOR, ExperimentRunner, Outcome
-from sdl.history import best_experiment, counts, instrument_fault_run, pending, stop_reason
-from sdl.lab import LabSession
-from sdl.labfile import Health
-from sdl.loading import LoadedCampaign
+from sdl.execution.bringup import LabSession
+from sdl.execution.experiment import INTERRUPTED_BY_OPERATOR, ExperimentRunner, Outcome
+from sdl.execution.provenance import ProvenanceSource, campaign_provenance, lab_provenance
+from sdl.loop import lifecycle
+from sdl.loop.history import best_experiment, counts, instrument_fault_run, pending, stop_reason
+from sdl.loop.proposing import decide_next, optimizer_for
 from sdl.optimizer import CampaignOptimizer, OptimizerExhausted
-from sdl.proposing import decide_next, optimizer_for
-from sdl.provenance import ProvenanceSource, campaign_provenance, lab_provenance
-from sdl.status import CampaignStatus, Cause, ExperimentStatus
-from sdl.store import HEARTBEAT_S, ExperimentRecord, Store, StoreVanished, new_owner
+from sdl.spec.campaign import Campaign
+from sdl.spec.lab import Health
+from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus
+from sdl.store import HEARTBEAT_S, ExperimentRecord, Store, StoreVanished
 
 log = logging.getLogger(__name__)
 
-CRASH_REASON = "the process running this experiment stopped; its physical outcome is unknown"
 TAKEN_OVER = "another process took this campaign over"
 
 
@@ -55,88 +55,6 @@ class RunResult:
     elapsed: float
     #: The instrument the run stopped for (taken out of service after faults in a row), if any.
     out_of_service: str | None = None
-
-
-# -- the campaign's record --------------------------------------------------------------------------------
-
-
-def start_campaign(
-    store: Store,
-    loaded: LoadedCampaign,
-    *,
-    owner: str | None = None,
-    seed: int | None = None,
-    max_experiments: int | None = None,
-    submitted_by: str | None = None,
-) -> str:
-    """Record a new campaign (with command-line overrides applied to its spec), claimed by ``owner``, and the
-    warm-start observations it names (raises ``WarmStartError`` before writing anything if it cannot)."""
-    from sdl.warmstart import resolve
-
-    campaign = with_overrides(loaded.campaign, seed=seed, max_experiments=max_experiments)
-    warm = resolve(campaign, store, loaded.base_dir)
-    for note in warm.notes:
-        log.info("%s", note)
-    with store.transaction():
-        campaign_id = store.create_campaign(
-            name=campaign.name,
-            spec=campaign.model_dump(mode="json"),
-            seed=campaign.optimizer.seed,
-            max_experiments=campaign.budget.max_experiments,
-            source_path=str(loaded.path),
-            source_text=loaded.source,
-            base_dir=str(loaded.base_dir),
-            owner=owner,
-            submitted_by=submitted_by,
-            priority=campaign.scheduling.priority,
-            weight=campaign.scheduling.weight,
-        )
-        if warm.rows:
-            store.add_prior_observations(campaign_id, warm.rows)
-    return campaign_id
-
-
-def with_overrides(
-    campaign: Campaign, *, seed: int | None = None, max_experiments: int | None = None
-) -> Campaign:
-    data = campaign.model_dump()
-    if seed is not None:
-        data["optimizer"]["seed"] = seed
-    if max_experiments is not None:
-        data["budget"]["max_experiments"] = max_experiments
-    return Campaign.model_validate(data)
-
-
-def campaign_of(store: Store, campaign_id: str) -> tuple[Campaign, Path | None]:
-    record = store.campaign(campaign_id)
-    return Campaign.model_validate(record.spec), Path(record.base_dir) if record.base_dir else None
-
-
-def take_over(store: Store, campaign_id: str, owner: str) -> list[ExperimentRecord]:
-    """Claim a stopped (or crashed) campaign for ``owner`` and make it running again.
-
-    Experiments its previous runner left running become ``interrupted`` (cause: crash), never re-run
-    silently; they are returned. Raises ``CampaignBusy`` if a live process holds the campaign.
-    """
-    store.claim_campaign(campaign_id, owner)
-    record = store.campaign(campaign_id)
-    recovered = store.recover(campaign_id, CRASH_REASON, Cause.CRASH)
-    for experiment in recovered:
-        log.warning("experiment %d was left running; marked interrupted, not re-run", experiment.seq)
-    if record.status is CampaignStatus.RUNNING:
-        store.set_campaign_status(campaign_id, CampaignStatus.INTERRUPTED, "the process running it stopped")
-    store.set_campaign_status(campaign_id, CampaignStatus.RUNNING)
-    return recovered
-
-
-def close_campaign(store: Store, campaign_id: str, owner: str, status: CampaignStatus, reason: str) -> None:
-    # Anything still in flight after an abnormal exit (e.g. a second Ctrl-C) is marked, not left running.
-    cause = Cause.OPERATOR if status is CampaignStatus.INTERRUPTED else Cause.CRASH
-    store.recover(campaign_id, reason, cause)
-    store.drop_proposals(campaign_id, f"never started: {reason}")
-    store.set_campaign_status(campaign_id, status, reason)
-    store.release_campaign(campaign_id, owner)
-    store.checkpoint()
 
 
 # -- the loop ---------------------------------------------------------------------------------------------
@@ -177,10 +95,6 @@ class ForegroundRun:
     @property
     def in_function(self) -> bool:
         return self.runner.in_function
-
-    @property
-    def interrupt_requested(self) -> bool:
-        return self._interrupt is not None
 
     def interrupt(self, reason: str = INTERRUPTED_BY_OPERATOR) -> None:
         """Stop after the current step; abort a running plan through the RunEngine. Thread/signal safe."""
@@ -287,7 +201,7 @@ def provenance_for(
     base_dir: Path | None,
     instruments: Any = None,
 ) -> ProvenanceSource:
-    """What `sdl run` records about where its experiments' results come from (see sdl.provenance)."""
+    """What `sdl run` records about where its experiments' results come from (`sdl.execution.provenance`)."""
     record = store.campaign(campaign_id)
     simulated = campaign.lab.simulated
     if simulated is not None and not simulated.is_absolute() and base_dir is not None:
@@ -347,9 +261,12 @@ def run_campaign(
     ``guard(run)`` wraps the loop, e.g. to route Ctrl-C to :meth:`ForegroundRun.interrupt`; ``publish``
     receives every document as the RunEngine emits it (a live Tiled publisher).
     """
-    owner = owner or new_run_owner()
-    store.claim_campaign(campaign_id, owner)
-    campaign, base_dir = campaign_of(store, campaign_id)
+    owner = owner or lifecycle.new_run_owner()
+    if store.campaign(campaign_id).owner == owner:
+        store.claim_campaign(campaign_id, owner)
+    else:
+        lifecycle.adopt(store, campaign_id, owner)
+    campaign, base_dir = lifecycle.campaign_of(store, campaign_id)
     try:
         seed = campaign.optimizer.seed  # the simulated lab's faults too: a rerun meets the same ones
         with LabSession(campaign.lab, base_dir, command=simulator_command, faults_seed=seed) as lab:
@@ -368,18 +285,19 @@ def run_campaign(
             with heartbeat(store, owner, loop), guard(loop) if guard is not None else nullcontext():
                 result = loop.run()
     except KeyboardInterrupt:
-        close_campaign(store, campaign_id, owner, CampaignStatus.INTERRUPTED, INTERRUPTED_BY_OPERATOR)
+        _close(store, campaign_id, owner, CampaignStatus.INTERRUPTED, INTERRUPTED_BY_OPERATOR)
         raise
     except BaseException as exc:
-        close_campaign(store, campaign_id, owner, CampaignStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        _close(store, campaign_id, owner, CampaignStatus.FAILED, f"{type(exc).__name__}: {exc}")
         raise
     store.check_present()
-    close_campaign(store, campaign_id, owner, result.status, result.stop_reason)
+    _close(store, campaign_id, owner, result.status, result.stop_reason)
     return result
 
 
-def new_run_owner() -> str:
-    return new_owner("run")
+def _close(store: Store, campaign_id: str, owner: str, status: CampaignStatus, reason: str) -> None:
+    lifecycle.close_campaign(store, campaign_id, owner, status, reason)
+    store.checkpoint()
 
 
 def fmt_values(values: Mapping[str, Any]) -> str:

@@ -103,9 +103,9 @@ class Material(_Model):
 
     description: str = ""
     supplier: str = ""
-    lot: str = Field("", description="The supplier's lot (batch) number of the bottle in use.")
+    lot: str = Field(default="", description="The supplier's lot (batch) number of the bottle in use.")
     concentration: str = Field(
-        "", description="Concentration with units, e.g. '200 µM' or '0.5 mg/mL' (checked with pint)."
+        default="", description="Concentration with units, e.g. '200 µM' or '0.5 mg/mL' (checked with pint)."
     )
     components: dict[str, str] = Field(
         default_factory=dict, description="Solute -> concentration with units, for mixtures."
@@ -129,13 +129,13 @@ class Material(_Model):
 class Condition(_Model):
     """A fixed condition of every experiment (a total volume, a temperature, a path length)."""
 
-    value: float | int | str | None = Field(None, description="The condition's value.")
+    value: float | int | str | None = Field(default=None, description="The condition's value.")
     option: str | None = Field(
-        None,
+        default=None,
         description="Read the value from this key of procedure.options instead, so it is written once.",
     )
-    units: str = Field("", description="Units of the value (checked with pint).")
-    stage: Stage = Field("process", description="raw_material, composition, process or property.")
+    units: str = Field(default="", description="Units of the value (checked with pint).")
+    stage: Stage = Field(default="process", description="raw_material, composition, process or property.")
     description: str = ""
 
     @field_validator("units")
@@ -153,14 +153,17 @@ class Condition(_Model):
 class MeasurementMeaning(_Model):
     """What one measurement is: its units, stage and description."""
 
-    units: str = Field("", description="Units of the measured value (checked with pint).")
-    stage: Stage = Field("property", description="raw_material, composition, process or property.")
+    units: str = Field(default="", description="Units of the measured value (checked with pint).")
+    stage: Stage = Field(default="property", description="raw_material, composition, process or property.")
     description: str = ""
 
     @field_validator("units")
     @classmethod
     def _units(cls, value: str) -> str:
         return check_units(value)
+
+
+ColumnType = Literal["number", "integer", "string", "boolean", "datetime"]
 
 
 class Column(BaseModel):
@@ -170,7 +173,7 @@ class Column(BaseModel):
 
     name: str
     kind: Literal["parameter", "condition", "measurement", "record"]
-    type: Literal["number", "integer", "string", "boolean", "datetime"]
+    type: ColumnType
     units: str = ""
     stage: str | None = None
     description: str = ""

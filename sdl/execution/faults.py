@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bluesky.protocols import HasParent
+
 #: Fault kinds that are the recipe's doing, not the instrument's: the optimizer learns from them.
 RECIPE_FAULT_KINDS = frozenset({"limit_refused"})
 
@@ -42,8 +44,8 @@ def _failed_device_name(exc: BaseException) -> str | None:
 
 def instrument_of(device: object) -> object:
     """The top-level device (the instrument) a child signal or component belongs to."""
-    while getattr(device, "parent", None) is not None:
-        device = device.parent  # type: ignore[attr-defined]
+    while isinstance(device, HasParent) and device.parent is not None:
+        device = device.parent
     return device
 
 
