@@ -86,6 +86,13 @@ class InstrumentNotReady(InstrumentBusy):
     fault = FaultKind.NOT_READY
 
 
+class Stopped(InstrumentError):
+    """An operation ended early because someone stopped it (``stop()``, ``make_safe()``, an abort).
+
+    Nothing moves after it; the next operation starts afresh (``drivers.halt``).
+    """
+
+
 class Unrecoverable(InstrumentError):
     """A recovery procedure ran and could not bring the instrument back; an operator must look."""
 
@@ -118,6 +125,7 @@ __all__ = [
     "InstrumentTimeout",
     "ProtocolError",
     "SafetyLimitError",
+    "Stopped",
     "Unrecoverable",
     "name_instrument",
 ]

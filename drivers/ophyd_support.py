@@ -27,17 +27,13 @@ from ophyd import Device
 from ophyd.status import DeviceStatus, StatusBase
 from ophyd.utils import InvalidState
 
-from drivers.errors import InstrumentBusy, InstrumentError, name_instrument
+from drivers.errors import InstrumentBusy, InstrumentError, Stopped, name_instrument
 from drivers.retry import FaultCallback, FaultEvents, fault_of
 
 log = logging.getLogger(__name__)
 
 #: How long disconnect() waits for an action's thread to notice its halt and end.
 JOIN_TIMEOUT_S = 10.0
-
-
-class Stopped(InstrumentError):
-    """An action ended early because someone called ``stop()``."""
 
 
 def settle(status: StatusBase, exc: BaseException | None = None) -> None:

@@ -65,10 +65,10 @@ class CavroDevice(InstrumentDevice):
 
         def transfer(halt: threading.Event) -> None:
             self._ensure_connected()
-            self.pump.halt = halt
-            moved = self.pump.transfer(
-                volume, self.source, self.outlet, flow, aspirate_flow_ul_s=self.aspirate_flow_ul_s
-            )
+            with self.pump.operation(halt):
+                moved = self.pump.transfer(
+                    volume, self.source, self.outlet, flow, aspirate_flow_ul_s=self.aspirate_flow_ul_s
+                )
             self.volume.put(moved)
             self.valve.put(self.pump.valve_port())
             self.plunger.put(self.pump.position_ul())
@@ -76,7 +76,8 @@ class CavroDevice(InstrumentDevice):
         return self.action.run(self, transfer, f"transfer {volume:g} uL")
 
     def stop(self, *, success: bool = False) -> None:
-        if not self.action.busy:
+        # A transfer, or an initialisation that recover() runs: either moves the plunger.
+        if not (self.action.busy or self.pump.halt.active):
             return
         self.action.stop("the transfer", Terminated("stopped before the transfer finished"))
         self.pump.terminate()

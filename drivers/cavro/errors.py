@@ -14,6 +14,7 @@ from drivers.errors import (
     InstrumentError,
     InstrumentTimeout,
     ProtocolError,
+    Stopped,
 )
 
 __all__ = [
@@ -160,5 +161,5 @@ class NoReply(InstrumentTimeout):
     """Nothing came back within the timeout."""
 
 
-class Terminated(InstrumentError):
+class Terminated(Stopped):
     """The move was stopped on request (``terminate()``) before it finished."""

@@ -22,8 +22,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -40,6 +40,7 @@ from drivers.cavro.errors import (
     error_for,
 )
 from drivers.errors import ConnectionLost, InstrumentError, InstrumentTimeout, SafetyLimitError
+from drivers.halt import Halt
 from drivers.retry import FaultEvents, RetryPolicy
 from drivers.transport import Transport
 
@@ -114,17 +115,14 @@ class CavroPump:
         self.waste_port = None if waste is None else self._port(waste)
         self.retry = RetryPolicy(attempts=1 + int(retries), retryable=LINK_ERRORS, deadline_s=10.0)
         self.events = events or FaultEvents(transport.url)
-        #: Set by the caller's stop (the ophyd face shares its action's event): no command after it.
-        self.halt: threading.Event | None = None
+        #: A stop (terminate(), or the ophyd face's action stopped) ends the operation in progress.
+        self.halt = Halt()
         self.overload_retries = int(overload_retries)
         self.poll_interval_s = float(poll_interval_s)
         self.init_timeout_s = float(init_timeout_s)
         self.profile = SpeedProfile()
         self._position: int | None = None  # increments, as last commanded or read
         self._initialised = False
-        self._stop = threading.Event()
-        self._motion = threading.RLock()
-        self._depth = 0
 
     @classmethod
     def connect(cls, url: str, *, baudrate: int = 9600, timeout: float = 1.0, **options: Any) -> CavroPump:
@@ -244,17 +242,9 @@ class CavroPump:
         return self.retry.run(once, transport=self.transport, events=self.events,
                               what=f"pump {self.address} {commands!r}")  # fmt: skip
 
-    @contextmanager
-    def _operation(self) -> Iterator[None]:
-        """One public operation at a time; a stop request lasts until the outermost one ends."""
-        with self._motion:
-            if self._depth == 0:
-                self._stop.clear()
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
+    def operation(self, halt: threading.Event | None = None) -> AbstractContextManager[threading.Event]:
+        """One public operation at a time; a stop ends it (and ``halt``, if given, is its stop event)."""
+        return self.halt.operation(halt)
 
     def _run(self, commands: str, timeout: float) -> None:
         """Run an absolute (repeatable) command string and wait until the pump has finished it."""
@@ -307,7 +297,7 @@ class CavroPump:
 
     def stopped(self) -> bool:
         """True once terminate() (or the caller's halt) asked the operation in progress to end."""
-        return self._stop.is_set() or (self.halt is not None and self.halt.is_set())
+        return self.halt.requested
 
     def _wait_ready(self, timeout: float, *, raise_errors: bool, command: str = "") -> None:
         deadline = time.monotonic() + timeout
@@ -346,7 +336,7 @@ class CavroPump:
         """
         out_port = self._port(output) if output is not None else self.waste_port
         command = f"Z{force},0,{out_port}" if out_port else ("Z" if not force else f"Z{force}")
-        with self._operation():
+        with self.operation():
             for attempt in range(1, attempts + 1):
                 log.info("pump %s: initialising (%s), attempt %d", self.address, command, attempt)
                 try:
@@ -366,7 +356,7 @@ class CavroPump:
     def valve(self, port: str | int) -> int:
         """Turn the valve to ``port`` (a label or number) the short way round; returns the port number."""
         number = self._port(port)
-        with self._operation():
+        with self.operation():
             log.info("pump %s: valve to port %d", self.address, number)
             self._run(f"I{number}", self.init_timeout_s)
         return number
@@ -391,7 +381,7 @@ class CavroPump:
         increments = self._increments(volume_ul, "aspirate")
         self._speed(flow_ul_s)
         port = None if source is None else self._port(source)
-        with self._operation():
+        with self.operation():
             here = self._require_position()
             if here + increments > self.increments_per_stroke:
                 raise SafetyLimitError(
@@ -410,7 +400,7 @@ class CavroPump:
         increments = self._increments(volume_ul, "dispense")
         self._speed(flow_ul_s)
         port = None if destination is None else self._port(destination)
-        with self._operation():
+        with self.operation():
             here = self._require_position()
             if increments > here:
                 raise SafetyLimitError(
@@ -437,7 +427,7 @@ class CavroPump:
         self.check_transfer(volume_ul, source, destination, flow_ul_s, aspirate_flow_ul_s)
         remaining = self._increments(volume_ul, "transfer")
         moved = remaining * self.ul_per_increment
-        with self._operation():
+        with self.operation():
             self.ensure_initialized()
             here = self._require_position()
             if here:
@@ -483,7 +473,7 @@ class CavroPump:
 
     def terminate(self) -> None:
         """Stop the plunger now (``T``), from any thread; a transfer in progress raises ``Terminated``."""
-        self._stop.set()
+        self.halt.request()
         log.info("pump %s: terminate", self.address)
         self.query("T")
         self._position = None
@@ -493,14 +483,15 @@ class CavroPump:
 
         The documented recovery from a plunger or valve overload (errors 9, 10) and a failed
         initialisation (error 1) is a new initialisation; ``InitFailure`` if that fails too.
+        A stop before it does not carry over: recovery is an operation of its own.
         """
-        if not self.transport.is_open:
-            self.retry.run(
-                self.transport.reconnect, events=self.events, what=f"pump {self.address}: reconnect"
-            )
-        self.query("T")
-        self._stop.clear()
-        self.initialize()
+        with self.operation():
+            if not self.transport.is_open:
+                self.retry.run(
+                    self.transport.reconnect, events=self.events, what=f"pump {self.address}: reconnect"
+                )
+            self.query("T")
+            self.initialize()
 
     def _require_position(self) -> int:
         if not self._initialised:
@@ -513,7 +504,7 @@ class CavroPump:
     def _check_stop(self) -> None:
         if self.stopped():
             self._position = None
-            raise Terminated(f"pump {self.address}: stopped on request")
+            self.halt.check(f"pump {self.address}", Terminated)
 
 
 def _whole(text: str, low: int, high: int) -> int:

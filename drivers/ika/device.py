@@ -51,7 +51,7 @@ class TemperatureControl(Device):
         if success and not self.action.busy:
             return  # the RunEngine's end-of-run courtesy: a plate holding its temperature keeps it
         self.action.stop("heating")
-        self.parent.plate.halt.set()
+        self.parent.plate.heating_halt.request()
         if self.parent.plate.transport.is_open:
             self.parent.plate.stop_heating()
 
@@ -82,7 +82,7 @@ class StirrerControl(Device):
         if success and not self.action.busy:
             return
         self.action.stop("stirring")
-        self.parent.plate.halt.set()
+        self.parent.plate.stirring_halt.request()
         if self.parent.plate.transport.is_open:
             self.parent.plate.stop_stirring()
 

@@ -56,36 +56,39 @@ class NE1000Channel(Device):
 
         def dispense(halt: threading.Event) -> None:
             self.parent._ensure_connected()
-            delivered = 0.0
-            for attempt in range(1, self.parent.stall_retries + 2):
-                move = self.pump.infuse(volume - delivered, rate, halt=halt)
-                # Simulated pumps run faster than the clock on the wall; a real one needs the full time
-                # plus margin. The parent's move_timeout_s caps it if set.
-                expected_s = move.volume_ul / move.rate_ul_min * 60.0
-                timeout = self.parent.move_timeout_s or (expected_s * 1.5 + 10.0)
-                try:
-                    done = self.pump.wait_until_stopped(timeout, poll_s=self.poll_s, halt=halt)
-                except MotorStall as stall:
-                    # The stall is acknowledged and the counters hold what was delivered: the
-                    # documented recovery is to run the remainder (once; a blocked line stalls again).
-                    delivered += self.pump.dispensed().infused_ul
-                    remaining = volume - delivered
-                    if attempt > self.parent.stall_retries or not self._dispensable(remaining, rate):
-                        self.parent.fault_events.emit("gave_up", stall.fault, str(stall), attempt)
-                        raise
-                    self.parent.fault_events.emit(
-                        "retry", stall.fault, f"{stall}; dispensing the remaining {remaining:.4g} uL", attempt
-                    )
-                    continue
-                delivered += done.infused_ul
-                if attempt > 1:
-                    self.parent.fault_events.emit(
-                        "recovered", "alarm", f"{self.name}: dispensed after a stall"
-                    )
-                break
-            self.dispensed.put(delivered)
+            with self.pump.halt.operation(halt):  # a stop ends this move, and no later one
+                self.dispensed.put(self._dispense(volume, rate))
 
         return self.action.run(self, dispense, f"dispense {volume:g} uL")
+
+    def _dispense(self, volume: float, rate: float) -> float:
+        """Infuse ``volume`` and wait for the end; after a stall, dispense the remainder. The µL delivered."""
+        delivered = 0.0
+        for attempt in range(1, self.parent.stall_retries + 2):
+            move = self.pump.infuse(volume - delivered, rate)
+            # Simulated pumps run faster than the clock on the wall; a real one needs the full time
+            # plus margin. The parent's move_timeout_s caps it if set.
+            expected_s = move.volume_ul / move.rate_ul_min * 60.0
+            timeout = self.parent.move_timeout_s or (expected_s * 1.5 + 10.0)
+            try:
+                done = self.pump.wait_until_stopped(timeout, poll_s=self.poll_s)
+            except MotorStall as stall:
+                # The stall is acknowledged and the counters hold what was delivered: the
+                # documented recovery is to run the remainder (once; a blocked line stalls again).
+                delivered += self.pump.dispensed().infused_ul
+                remaining = volume - delivered
+                if attempt > self.parent.stall_retries or not self._dispensable(remaining, rate):
+                    self.parent.fault_events.emit("gave_up", stall.fault, str(stall), attempt)
+                    raise
+                self.parent.fault_events.emit(
+                    "retry", stall.fault, f"{stall}; dispensing the remaining {remaining:.4g} uL", attempt
+                )
+                continue
+            delivered += done.infused_ul
+            if attempt > 1:
+                self.parent.fault_events.emit("recovered", "alarm", f"{self.name}: dispensed after a stall")
+            break
+        return delivered
 
     def _dispensable(self, volume: float, rate: float) -> bool:
         try:

@@ -93,14 +93,14 @@ class OceanSpectrometerDevice(InstrumentDevice):
 
         def acquire(halt: threading.Event) -> None:
             self._ensure_connected()
-            self.spectrometer.halt = halt
-            if self.spectrometer.lamp is False and mode != "dark":
-                self.spectrometer.set_lamp(True)  # make_safe() turned it off
-            try:
-                self._acquire(mode)
-            except Saturated:
-                self._saturated = True
-                raise
+            with self.spectrometer.halt.operation(halt):
+                if self.spectrometer.lamp is False and mode != "dark":
+                    self.spectrometer.set_lamp(True)  # make_safe() turned it off
+                try:
+                    self._acquire(mode)
+                except Saturated:
+                    self._saturated = True
+                    raise
 
         return self._action.run(self, acquire, f"acquire ({mode})")
 
@@ -120,7 +120,7 @@ class OceanSpectrometerDevice(InstrumentDevice):
             self.mode.put("sample")
 
     def stop(self, *, success: bool = False) -> None:
-        if not self._action.busy:
+        if not (self._action.busy or self.spectrometer.halt.active):
             return  # nothing moves and nothing is being acquired
         self._action.stop("the acquisition")
         self.spectrometer.abort()

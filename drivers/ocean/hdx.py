@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from drivers.errors import InstrumentError, InstrumentTimeout, SafetyLimitError
+from drivers.errors import InstrumentTimeout, SafetyLimitError
+from drivers.halt import Halt
 from drivers.ocean import codec, spectra
 from drivers.ocean.codec import ErrorCode, Message, MessageType
 from drivers.ocean.errors import (
@@ -106,8 +107,9 @@ class OceanSpectrometer:
         self.events = events or FaultEvents(transport.url)
         self.not_ready_wait_s = float(not_ready_wait_s)
         self.saturation_retries = int(saturation_retries)
-        #: The caller's halt (the ophyd face's action): no acquisition starts once it is set.
-        self.halt: threading.Event | None = None
+        #: A stop (abort(), or the ophyd face's action stopped) ends the acquisition in progress;
+        #: acquisitions run as its operations, one at a time.
+        self.halt = Halt()
         self._regarding = itertools.count(1)
         self._lock = threading.RLock()
         self._integration_time_us: int | None = None
@@ -230,9 +232,9 @@ class OceanSpectrometer:
     def raw_spectrum(self) -> np.ndarray:
         """One acquisition, counts exactly as the detector sent them (no averaging, no correction)."""
         seconds = (self._integration_time_us or self.model.max_integration_time_us) / 1e6
-        if self.halt is not None and self.halt.is_set():
-            raise InstrumentError(f"{self.model.name}: stopped before the acquisition")
-        data = self._query(self.model.spectrum_message, timeout=self.transport.timeout + seconds)
+        with self.halt.operation():
+            self.halt.check(f"{self.model.name}: acquisition")
+            data = self._query(self.model.spectrum_message, timeout=self.transport.timeout + seconds)
         return codec.unpack_spectrum(data, self.model.pixels)
 
     def abort(self) -> None:
@@ -240,8 +242,7 @@ class OceanSpectrometer:
 
         The abort waits for the link: over one connection it goes out when the scan in flight ends.
         """
-        if self.halt is not None:
-            self.halt.set()
+        self.halt.request()
         self._command(MessageType.ABORT_ACQUISITION, b"")
 
     def spectrum(self) -> np.ndarray:
@@ -249,7 +250,7 @@ class OceanSpectrometer:
 
         A saturated set of scans is taken once more (``saturation_retries``): a lamp flare passes.
         """
-        with self._lock:
+        with self.halt.operation(), self._lock:  # always in this order: an acquisition, then the settings
             for attempt in range(1, self.saturation_retries + 2):
                 scans = [self.raw_spectrum() for _ in range(self.averages)]
                 clipped = max(len(spectra.saturated_pixels(scan, self.model.max_count)) for scan in scans)
@@ -275,7 +276,7 @@ class OceanSpectrometer:
 
     def acquire_dark(self) -> np.ndarray:
         """Measure and keep the dark spectrum (lamp off through the lamp-enable line, unless disabled)."""
-        with self._lock:
+        with self.halt.operation(), self._lock:
             if not self.dark_with_lamp:
                 self.dark = self.spectrum()
                 return self.dark.copy()
@@ -289,7 +290,7 @@ class OceanSpectrometer:
 
     def acquire_reference(self) -> np.ndarray:
         """Measure and keep the reference spectrum (the blank in the holder, lamp on)."""
-        with self._lock:
+        with self.halt.operation(), self._lock:
             self.reference = self.spectrum()
             log.info("%s: reference taken (max %.0f counts)", self.transport.url, float(self.reference.max()))
             return self.reference.copy()

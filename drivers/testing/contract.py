@@ -21,8 +21,9 @@ simulator runs it unchanged.
 It checks: an offline build that refuses unknown options without a connection; connect,
 disconnect and connect again; destroy releasing every link; every settable child forwarding
 ``stop()`` to the instrument; an aborted plan stopping motion on the wire with nothing moving
-after; typed errors with a fault kind; ``make_safe``, ``recover``, ``check_health`` and
-``subscribe_faults`` present and working.
+after; after a stop and ``make_safe()``, a recovery, a health check and an ordinary action that
+pass (a stop ends the operation it interrupted, never a later one); typed errors with a fault
+kind; ``make_safe``, ``recover``, ``check_health`` and ``subscribe_faults`` present and working.
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ class DriverCase:
     #: Starts a long action on the device: returns (face, value) for ``bps.mv(face, value)``, or
     #: (face, None) for ``bps.trigger(face, wait=True)``.
     long_action: Callable[[Any], tuple[Any, Any]]
+    #: A short, ordinary action (same shape as ``long_action``) that completes within seconds: the
+    #: proof that the device works again after a stop and a recovery.
+    short_action: Callable[[Any], tuple[Any, Any]]
     #: Classify wire-log records: the instrument's stop command, and a command that moves something.
     is_stop: Callable[[WireRecordLike], bool]
     is_motion: Callable[[WireRecordLike], bool]
@@ -237,6 +241,26 @@ class DriverContract:
                 assert not action.busy
             late = [r for r in sim.wire_log() if r.time > stop.time and case.is_motion(r)]
             assert late == [], f"motion commands after the stop: {[r.data[:40] for r in late]}"
+
+    def test_after_stop_and_make_safe_it_recovers_checks_healthy_and_works(self, case: DriverCase) -> None:
+        # The lab service's path after a fault: stop what runs, make it safe, then (later, in the same
+        # worker) recover and check it before it serves again. A stop must end the operation it
+        # interrupted and nothing after it.
+        with case.simulator() as sim, connected(case, sim) as device:
+            face, value = case.long_action(device)
+            started = time.monotonic()
+            status = face.set(value) if value is not None else face.trigger()
+            wait_for(_motion_started(case, sim, started), SETTLE_TIMEOUT_S, what=f"{case.name} moving")
+            device.stop()
+            with pytest.raises(InstrumentError):
+                status.wait(SETTLE_TIMEOUT_S)
+            device.make_safe()
+            device.recover()
+            device.check_health()
+            face, value = case.short_action(device)
+            status = face.set(value) if value is not None else face.trigger()
+            status.wait(SETTLE_TIMEOUT_S)
+            assert status.success
 
     def test_errors_derive_from_drivers_errors_and_carry_a_fault_kind(self, case: DriverCase) -> None:
         module = importlib.import_module(case.package or case.make_device.__module__)

@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from drivers.errors import InstrumentTimeout, SafetyLimitError
+from drivers.halt import Halt
 from drivers.retry import Backoff, FaultEvents, RetryPolicy
 from drivers.transport import Transport
 from drivers.ur.codec import ProgramState, RobotMode, SafetyStatus
@@ -121,12 +122,9 @@ class URArm:
         #: The named position the arm last reached; None after an interrupted move.
         self.position: str | None = None
         self._stop_observed_at: float | None = None
-        #: Set by stop(); lasts until the outermost operation (a transfer, a move) ends.
-        self._stop_requested = threading.Event()
-        #: The caller's halt (the ophyd face's action): checked with _stop_requested.
-        self.halt: threading.Event | None = None
-        self._depth = 0
-        self._operations = threading.RLock()
+        #: A stop (stop(), or the ophyd face's action stopped) ends the operation in progress (a
+        #: transfer, a move, a recovery) and no later one.
+        self.halt = Halt()
         # Sending a program and stop() take turns, so a program never starts after a stop.
         self._gate = threading.Lock()
         self._programs = 0
@@ -236,7 +234,7 @@ class URArm:
         speed = self.speed if speed is None else speed
         acceleration = self.acceleration if acceleration is None else acceleration
         speed, acceleration = self._limits(speed, acceleration)
-        with self._operation():
+        with self.operation():
             self._move_to(name, target, speed, acceleration)
 
     def _move_to(self, name: str, target: Any, speed: float, acceleration: float) -> None:
@@ -265,33 +263,29 @@ class URArm:
     def stop(self) -> None:
         """Halt the running motion, from any thread; the operation in progress raises MotionStopped
         and sends no further motion command."""
-        self._stop_requested.set()
+        self.halt.request()
         with self._gate:
             self._retrying(self.dashboard.stop, self.dashboard.transport)
 
     def stopped(self) -> bool:
-        halt = self.halt
-        return self._stop_requested.is_set() or (halt is not None and halt.is_set())
+        """A stop was asked for during the operation in progress."""
+        return self.halt.requested
 
     def _check_stop(self, what: str) -> None:
         if self.stopped():
             self.position = None
-            raise MotionStopped(f"{what}: stopped on request")
+            self.halt.check(what, MotionStopped)
 
-    @contextmanager
-    def _operation(self) -> Iterator[None]:
-        """One public operation at a time; a stop lasts until the outermost one ends."""
-        with self._operations:
-            if self._depth == 0:
-                self._stop_requested.clear()
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
+    def operation(self, halt: threading.Event | None = None) -> AbstractContextManager[threading.Event]:
+        """One public operation at a time; a stop ends it (and ``halt``, if given, is its stop event)."""
+        return self.halt.operation(halt)
 
     def recover_from_protective_stop(self) -> None:
         """Wait out the 5 s rule, unlock (retrying while the controller refuses), wait for NORMAL."""
+        with self.operation():
+            self._unlock_protective_stop()
+
+    def _unlock_protective_stop(self) -> None:
         status = self._query(self.dashboard.safety_status)
         if status != SafetyStatus.PROTECTIVE_STOP:
             if not status.allows_motion:
@@ -324,12 +318,12 @@ class URArm:
     # -- gripper ---------------------------------------------------------------------------
     def grip(self) -> bool:
         """Close the gripper; True if it caught an object."""
-        with self._operation():
+        with self.operation():
             self._check_stop("grip")
             return self.gripper.grip()
 
     def release(self) -> bool:
-        with self._operation():
+        with self.operation():
             self._check_stop("release")
             return self.gripper.release()
 
@@ -337,7 +331,7 @@ class URArm:
         """Take the vessel at ``station`` (via ``<station>_above`` if taught); GripperMissedObject if none."""
         approach = self._approach(station)
         self._target(station)
-        with self._operation():
+        with self.operation():
             self.release()
             if approach:
                 self.move_to(approach)
@@ -362,7 +356,7 @@ class URArm:
     def place(self, station: str) -> None:
         approach = self._approach(station)
         self._target(station)
-        with self._operation():
+        with self.operation():
             if approach:
                 self.move_to(approach)
             self.move_to(station)
@@ -373,7 +367,7 @@ class URArm:
     def transfer(self, source: str, destination: str, *, retries: int = 0) -> None:
         self._target(source)
         self._target(destination)
-        with self._operation():
+        with self.operation():
             self.pick(source, retries=retries)
             self.place(destination)
 

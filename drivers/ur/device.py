@@ -53,8 +53,9 @@ class URGripperDevice(Device):
             return status
 
         def work(halt: threading.Event) -> None:
-            root._prepare(halt)
-            caught = root.arm.grip() if value == "closed" else root.arm.release()
+            with root.arm.operation(halt):
+                root._prepare()
+                caught = root.arm.grip() if value == "closed" else root.arm.release()
             self.state.put(value)
             self.object_detected.put(bool(caught))
             self.finger_position.put(root.arm.gripper.position())
@@ -85,8 +86,9 @@ class URTransferDevice(Device):
             return status
 
         def work(halt: threading.Event) -> None:
-            root._prepare(halt)
-            root.arm.transfer(source, destination, retries=root.pick_retries)
+            with root.arm.operation(halt):
+                root._prepare()
+                root.arm.transfer(source, destination, retries=root.pick_retries)
             root.location.put(root.arm.position or "")
             root.gripper.state.put("open")
             root.gripper.object_detected.put(False)
@@ -121,9 +123,8 @@ class URArmDevice(InstrumentDevice):
     def position(self) -> str | None:
         return self.arm.position
 
-    def _prepare(self, halt: threading.Event) -> None:
+    def _prepare(self) -> None:
         self._ensure_connected()
-        self.arm.halt = halt
         if self._prepared:
             return
         if self.power_on:
@@ -142,9 +143,10 @@ class URArmDevice(InstrumentDevice):
             return status
 
         def work(halt: threading.Event) -> None:
-            self._prepare(halt)
             try:
-                self.arm.move_to(str(value), speed=float(self.speed.get()))
+                with self.arm.operation(halt):
+                    self._prepare()
+                    self.arm.move_to(str(value), speed=float(self.speed.get()))
             finally:
                 self.location.put(self.arm.position or "")
 
@@ -163,7 +165,7 @@ class URArmDevice(InstrumentDevice):
         return status
 
     def stop(self, *, success: bool = False) -> None:
-        busy = self._action.busy
+        busy = self._action.busy or self.arm.halt.active  # an action, or a recovery in progress
         if success and not busy:
             return  # the RunEngine's end-of-plan courtesy stop: nothing moves, keep the dashboard quiet
         self._action.stop("the motion", MotionStopped("stopped before the motion finished"))

@@ -11,6 +11,7 @@ from drivers.errors import (
     InstrumentError,
     InstrumentTimeout,
     SafetyLimitError,
+    Stopped,
 )
 
 __all__ = [
@@ -79,7 +80,7 @@ class ProgramNotStarted(CommandRejected):
     """A program was sent but the controller never ran it (it did not compile, or the arm was not ready)."""
 
 
-class MotionStopped(InstrumentError):
+class MotionStopped(Stopped):
     """A motion was stopped on request before it reached its target."""
 
 
