@@ -62,6 +62,10 @@ class ProtocolError(InstrumentError):
     fault = FaultKind.GARBLED
 
 
+class ReplyCutShort(ProtocolError):
+    """A reply began but did not end in time: part of it was lost on the way (not a silent instrument)."""
+
+
 class CommandRejected(InstrumentError):
     """The instrument understood the frame but refused the command (bad operand, wrong state)."""
 
@@ -124,6 +128,7 @@ __all__ = [
     "InstrumentNotReady",
     "InstrumentTimeout",
     "ProtocolError",
+    "ReplyCutShort",
     "SafetyLimitError",
     "Stopped",
     "Unrecoverable",

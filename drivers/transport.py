@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import serial
 
-from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError
+from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError, ReplyCutShort
 
 T = TypeVar("T")
 
@@ -193,7 +193,8 @@ class Transport:
     def read_until(
         self, terminator: bytes, *, timeout: float | None = None, max_bytes: int = _CHUNK
     ) -> bytes:
-        """Bytes up to and including ``terminator``; InstrumentTimeout if it does not arrive in time."""
+        """Bytes up to and including ``terminator``; InstrumentTimeout if nothing arrives in time,
+        ReplyCutShort if the reply began but its terminator never came."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         start = 0
         while True:
@@ -209,7 +210,7 @@ class Transport:
             self._fill(deadline, f"waiting for {terminator!r}")
 
     def read_exactly(self, size: int, *, timeout: float | None = None) -> bytes:
-        """Exactly ``size`` bytes; InstrumentTimeout if they do not all arrive in time."""
+        """Exactly ``size`` bytes; InstrumentTimeout if none arrive in time, ReplyCutShort if some do."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while len(self._buffer) < size:
             self._fill(deadline, f"waiting for {size} bytes, got {len(self._buffer)}")
@@ -244,6 +245,11 @@ class Transport:
                 raise ConnectionLost(f"{self.url}: connection closed while {waiting_for}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                if self._buffer:
+                    # Stale input is discarded before each request, so these bytes began this reply.
+                    fragment = bytes(self._buffer)
+                    self._buffer.clear()
+                    raise ReplyCutShort(f"{self.url}: reply cut short ({waiting_for}): {fragment[:80]!r}")
                 raise InstrumentTimeout(f"{self.url}: no reply ({waiting_for}) within the timeout")
             try:
                 if fd is not None:

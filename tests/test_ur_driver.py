@@ -19,7 +19,7 @@ import bluesky.preprocessors as bpp
 import pytest
 from bluesky.utils import FailedStatus
 
-from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError, SafetyLimitError
+from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError, ReplyCutShort, SafetyLimitError
 from drivers.ur import (
     GripperMissedObject,
     MotionStopped,
@@ -218,8 +218,8 @@ def test_garbled_and_partial_replies_raise_typed_errors(link):
     with bench(link, faults="garble@1,partial@2,silent@3") as (_, arm):
         with pytest.raises(ProtocolError):
             arm.dashboard.robot_mode()  # "Robot>ode: POWER_OFF"
-        with pytest.raises(InstrumentTimeout):
-            arm.dashboard.robot_mode()  # half a line never ends
+        with pytest.raises(ReplyCutShort):
+            arm.dashboard.robot_mode()  # half a line never ends: cut short, not silent
         with pytest.raises(InstrumentTimeout):
             arm.dashboard.is_running()  # no reply at all
         assert arm.dashboard.robot_mode() is RobotMode.POWER_OFF  # stale bytes are discarded

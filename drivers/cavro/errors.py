@@ -14,6 +14,7 @@ from drivers.errors import (
     InstrumentError,
     InstrumentTimeout,
     ProtocolError,
+    ReplyCutShort,
     Stopped,
 )
 
@@ -153,7 +154,7 @@ class GarbledReply(ProtocolError):
     """A reply that arrived whole but does not parse (a corrupted byte)."""
 
 
-class TruncatedReply(ProtocolError):
+class TruncatedReply(ReplyCutShort):
     """A reply that started but never reached its ETX CR LF."""
 
 

@@ -39,7 +39,13 @@ from drivers.cavro.errors import (
     ValveOverload,
     error_for,
 )
-from drivers.errors import ConnectionLost, InstrumentError, InstrumentTimeout, SafetyLimitError
+from drivers.errors import (
+    ConnectionLost,
+    InstrumentError,
+    InstrumentTimeout,
+    ReplyCutShort,
+    SafetyLimitError,
+)
 from drivers.halt import Halt
 from drivers.retry import FaultEvents, RetryPolicy
 from drivers.transport import Transport
@@ -207,10 +213,9 @@ class CavroPump:
     def _read_reply(self, transport: Transport) -> bytes:
         try:
             return transport.read_until(codec.REPLY_TERMINATOR)
+        except ReplyCutShort as exc:
+            raise TruncatedReply(f"pump {self.address}: {exc}") from None
         except InstrumentTimeout:
-            fragment = transport.read_available()
-            if fragment:
-                raise TruncatedReply(f"pump {self.address}: reply cut short: {fragment!r}") from None
             raise NoReply(f"pump {self.address}: no reply within {transport.timeout:g} s") from None
 
     def _exchange_once(self, commands: str) -> Reply:
@@ -342,9 +347,15 @@ class CavroPump:
                 try:
                     self._run(command, self.init_timeout_s)
                     break
-                except InitFailure:
-                    if attempt == attempts:
+                except InitFailure as failure:
+                    if attempt == attempts or self.stopped():
+                        if attempt > 1:
+                            self.events.emit("gave_up", failure.fault, str(failure), attempt)
                         raise
+                    self.events.emit("retry", failure.fault, f"{failure}; initialising again", attempt)
+            if attempt > 1:
+                detail = f"pump {self.address}: initialised on attempt {attempt}"
+                self.events.emit("recovered", "alarm", detail)
             self._run(f"N{self.mode}", self.init_timeout_s)
             self._position = 0
             self._initialised = True

@@ -153,8 +153,10 @@ class IkaPlate(InstrumentDevice):
         self.plate.recover()
 
     def _check_health(self) -> None:
-        self.plate.name()
+        # A reading first: its reply names its channel, so a garbled one is caught (NAMUR has no
+        # checksum; a garbled name could pass for another).
         self.plate.plate_temperature()
+        self.plate.name()
         if self.watchdog_s is not None:
             self.plate.arm_watchdog(self.watchdog_s)  # also the keep-alive the watchdog wants
 

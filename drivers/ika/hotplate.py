@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from drivers.errors import InstrumentError, InstrumentTimeout, SafetyLimitError
+from drivers.errors import InstrumentError, InstrumentTimeout, ReplyCutShort, SafetyLimitError
 from drivers.halt import Halt
 from drivers.ika import codec
 from drivers.ika.codec import Channel
@@ -105,9 +105,12 @@ class IkaHotplate:
             def read(transport: Transport) -> bytes:
                 try:
                     return transport.read_until(codec.LINE_END, timeout=self.reply_timeout)
+                except ReplyCutShort as exc:
+                    raise GarbledReply(f"{what}: {exc}") from exc
                 except InstrumentTimeout as exc:
                     raise NoReply(f"{what}: no reply within {self.reply_timeout} s") from exc
 
+            self._reopen()
             self.requests_sent += 1
             line = self.transport.exchange(request, read)
             try:
@@ -121,10 +124,17 @@ class IkaHotplate:
         """A command that answers nothing; safe to resend (switching on twice leaves it on)."""
 
         def once() -> None:
+            self._reopen()
             self.requests_sent += 1
             self.transport.exchange(request, lambda transport: None)
 
         self.retry.run(once, transport=self.transport, events=self.events, what=what)
+
+    def _reopen(self) -> None:
+        # A link dropped by an earlier call that gave up (or was not allowed to resend) is opened
+        # again by the next one, as every driver does; close() is the owner's, by the face.
+        if not self.transport.is_open:
+            self.transport.open()
 
     def _reading(self, command: str, channel: Channel) -> float:
         return self._query(

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from drivers.errors import ConnectionLost, InstrumentTimeout
+from drivers.errors import ConnectionLost, InstrumentTimeout, ReplyCutShort
 from drivers.newera import codec
 from drivers.newera.errors import (
     ALARMS,
@@ -185,10 +185,9 @@ class NE1000Line:
                     frame = transport.read_until(bytes([codec.ETX]), timeout=self.reply_timeout)
                     start = frame.rfind(bytes([codec.STX]))
                     reply = codec.decode_basic_reply(frame[max(start, 0) :])
+            except ReplyCutShort as exc:
+                raise PartialReply(f"{label}: {exc}", address=address) from exc
             except InstrumentTimeout as exc:
-                leftover = transport.read_available()
-                if leftover:
-                    raise PartialReply(f"{label}: reply cut short: {leftover!r}", address=address) from exc
                 raise NoReply(f"{label}: no reply within {self.reply_timeout} s", address=address) from exc
             except codec.CodecError as exc:
                 raise GarbledReply(f"{label}: {exc}", address=address) from exc

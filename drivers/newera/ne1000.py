@@ -403,8 +403,14 @@ class NE1000Pump:
     def stop(self) -> None:
         """Stop pumping, from any thread. The first STP pauses a running program, a second one ends it."""
         self.halt.request()
-        for _ in range(2):
-            if self._query("STP", "", lambda reply: PumpStatus(reply.status)) is PumpStatus.STOPPED:
+        for _ in range(3):
+            try:
+                state = self._query("STP", "", lambda reply: PumpStatus(reply.status))
+            except PumpReset:
+                # A pump that has just powered up is stopped; the reply acknowledged the alarm, so the
+                # next STP runs and confirms it (the next move configures the pump again).
+                continue
+            if state is PumpStatus.STOPPED:
                 break
         log.info("pump %02d: stopped", self.address)
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from drivers.errors import InstrumentTimeout, SafetyLimitError
+from drivers.errors import InstrumentTimeout, ReplyCutShort, SafetyLimitError
 from drivers.halt import Halt
 from drivers.ocean import codec, spectra
 from drivers.ocean.codec import ErrorCode, Message, MessageType
@@ -232,9 +232,17 @@ class OceanSpectrometer:
     def raw_spectrum(self) -> np.ndarray:
         """One acquisition, counts exactly as the detector sent them (no averaging, no correction)."""
         seconds = (self._integration_time_us or self.model.max_integration_time_us) / 1e6
-        with self.halt.operation():
+        # A scan the device reports as failed (a hardware exception) is taken again, like a lost reply.
+        policy = self.retry.with_(retryable=(*self.retry.retryable, HardwareException))
+        message, timeout = self.model.spectrum_message, self.transport.timeout + seconds
+        with self.halt.operation() as stopping:
             self.halt.check(f"{self.model.name}: acquisition")
-            data = self._query(self.model.spectrum_message, timeout=self.transport.timeout + seconds)
+            data = self._with_retries(
+                lambda: self._send_once(message, timeout=timeout).data,
+                codec.type_name(message),
+                policy=policy,
+                cancelled=stopping,
+            )
         return codec.unpack_spectrum(data, self.model.pixels)
 
     def abort(self) -> None:
@@ -343,15 +351,28 @@ class OceanSpectrometer:
             lambda: self._send_once(message_type, data, ack=True), codec.type_name(message_type)
         )
 
-    def _with_retries(self, attempt: Callable[[], T], what: str) -> T:
+    def _with_retries(
+        self,
+        attempt: Callable[[], T],
+        what: str,
+        *,
+        policy: RetryPolicy | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> T:
         def once() -> T:
             if not self.transport.is_open:
                 self.transport.open()
                 self._reapply_settings()
             return self._waiting_out_not_ready(attempt, what)
 
-        return self.retry.run(once, transport=self.transport, events=self.events, what=what,
-                              on_reconnect=self._reapply_settings)  # fmt: skip
+        return (policy or self.retry).run(
+            once,
+            transport=self.transport,
+            events=self.events,
+            what=what,
+            on_reconnect=self._reapply_settings,
+            cancelled=cancelled,
+        )
 
     def _waiting_out_not_ready(self, attempt: Callable[[], T], what: str) -> T:
         # "Not ready": an acquisition (ours on another connection, or the device's own) is finishing.
@@ -378,6 +399,12 @@ class OceanSpectrometer:
         reply = self.transport.exchange(
             frame, lambda t: self._read_reply(t, message_type, regarding, timeout)
         )
+        if reply.is_hardware_exception:
+            # Before the NACK it may come with: the device's own failure, not a refused request.
+            raise HardwareException(
+                f"{codec.type_name(message_type)}: device reports a hardware exception "
+                f"(error {reply.error}: {codec.error_text(reply.error)})"
+            )
         if reply.is_nack:
             if reply.error == ErrorCode.UNKNOWN_CHECKSUM_TYPE and self.md5:
                 log.warning("%s: device does not take MD5 checksums; sending without", self.transport.url)
@@ -388,10 +415,6 @@ class OceanSpectrometer:
             if reply.error == ErrorCode.BAD_CHECKSUM:
                 raise CorruptedRequest(message_type)
             raise Nack(message_type, reply.error)
-        if reply.is_hardware_exception:
-            raise HardwareException(
-                f"{codec.type_name(message_type)}: device reports a hardware exception (error {reply.error})"
-            )
         if ack and not reply.is_ack:
             raise UnexpectedReply(f"{codec.type_name(message_type)}: reply is neither ACK nor NACK")
         return reply
@@ -409,14 +432,17 @@ class OceanSpectrometer:
                     f"{transport.url}: no reply regarding request {regarding} "
                     f"({codec.type_name(message_type)}) before the deadline, only late replies"
                 )
-            start = transport.read_exactly(2, timeout=remaining)  # silence here: InstrumentTimeout
+            try:
+                start = transport.read_exactly(2, timeout=remaining)  # silence here: InstrumentTimeout
+            except ReplyCutShort as exc:
+                raise TruncatedReply(f"{transport.url}: {codec.type_name(message_type)}: {exc}") from exc
             if start != codec.START:
                 raise codec.FrameError(f"reply starts with {start.hex(' ')}, not an OBP frame")
             try:
                 rest = transport.read_exactly(codec.HEADER_SIZE - 2, timeout=max(remaining, 0.001))
                 header = codec.decode_header(start + rest)
                 body = transport.read_exactly(header.bytes_remaining, timeout=max(remaining, 0.001))
-            except InstrumentTimeout as exc:
+            except (InstrumentTimeout, ReplyCutShort) as exc:
                 raise TruncatedReply(
                     f"{transport.url}: {codec.type_name(message_type)} reply stopped part-way"
                 ) from exc

@@ -6,6 +6,7 @@ import time
 
 from drivers.errors import (
     CommandRejected,
+    FaultKind,
     InstrumentAlarm,
     InstrumentBusy,
     InstrumentError,
@@ -67,6 +68,8 @@ class ProtectiveStop(SafetyStop):
     unlock rule is counted from then, which is never earlier than the stop itself.
     """
 
+    fault = FaultKind.PROTECTIVE_STOP
+
     def __init__(self, message: str, observed_at: float | None = None):
         super().__init__(message, "PROTECTIVE_STOP")
         self.observed_at = time.monotonic() if observed_at is None else observed_at
@@ -102,6 +105,8 @@ class GripperFault(InstrumentAlarm):
 
 class GripperMissedObject(InstrumentError):
     """The gripper closed all the way: there was nothing between its fingers."""
+
+    fault = FaultKind.ALARM  # the arm is sound; the vessel was not where it should be
 
     def __init__(self, message: str, station: str = ""):
         super().__init__(message)
