@@ -216,7 +216,7 @@ class CavroPump:
         except ReplyCutShort as exc:
             raise TruncatedReply(f"pump {self.address}: {exc}") from None
         except InstrumentTimeout:
-            raise NoReply(f"pump {self.address}: no reply within {transport.timeout:g} s") from None
+            raise NoReply(f"pump {self.address}: no reply within {transport.replies.timeout:.3g} s") from None
 
     def _exchange_once(self, commands: str) -> Reply:
         if not self.transport.is_open:

@@ -26,7 +26,7 @@ from drivers.ika.errors import (
     TemperatureNotReached,
 )
 from drivers.ika.hotplate import DEFAULT_REPLY_TIMEOUT, SAFETY_MARGIN_K, IkaHotplate
-from drivers.options import STRICT, validate_options
+from drivers.options import STRICT, min_reply_timeout, validate_options
 from drivers.retry import RetryPolicy
 from drivers.transport import Transport
 
@@ -63,7 +63,12 @@ class Options(BaseModel):
         None, ge=codec.WATCHDOG_RANGE_S[0], le=codec.WATCHDOG_RANGE_S[1],
         description="arm watchdog mode 1 on connect (heater and motor off if the host falls silent)",
     )  # fmt: skip
-    reply_timeout: float = Field(DEFAULT_REPLY_TIMEOUT, gt=0, description="s to wait for one reply")
+    reply_timeout: float = Field(
+        DEFAULT_REPLY_TIMEOUT,
+        gt=0,
+        description="s to wait for one reply at most (less once the line is known)",
+    )
+    min_reply_timeout: float = min_reply_timeout()
     retries: int = Field(3, ge=0, description="resends of a query or setting after a link fault")
     timeout: float = Field(1.0, gt=0, description="transport timeout, s (opening the port)")
 
@@ -75,7 +80,8 @@ def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> 
     checked = validate_options(Options, options, instrument=name)
     url = address["serial"] if isinstance(address, Mapping) else address
     transport = Transport(url, baudrate=codec.BAUDRATE, timeout=checked.timeout, bytesize=codec.BYTESIZE,
-                          parity=codec.PARITY, stopbits=codec.STOPBITS)  # fmt: skip
+                          parity=codec.PARITY, stopbits=codec.STOPBITS,
+                          min_reply_timeout=checked.min_reply_timeout)  # fmt: skip
     plate = IkaHotplate(
         transport,
         max_temperature_c=checked.max_temperature_c,

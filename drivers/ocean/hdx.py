@@ -234,11 +234,11 @@ class OceanSpectrometer:
         seconds = (self._integration_time_us or self.model.max_integration_time_us) / 1e6
         # A scan the device reports as failed (a hardware exception) is taken again, like a lost reply.
         policy = self.retry.with_(retryable=(*self.retry.retryable, HardwareException))
-        message, timeout = self.model.spectrum_message, self.transport.timeout + seconds
+        message = self.model.spectrum_message
         with self.halt.operation() as stopping:
             self.halt.check(f"{self.model.name}: acquisition")
             data = self._with_retries(
-                lambda: self._send_once(message, timeout=timeout).data,
+                lambda: self._send_once(message, processing_s=seconds).data,
                 codec.type_name(message),
                 policy=policy,
                 cancelled=stopping,
@@ -342,9 +342,10 @@ class OceanSpectrometer:
             self._send_once(MessageType.SET_LAMP_ENABLE, codec.pack_u8(int(self._lamp)), ack=True)
 
     # -- exchanges ----------------------------------------------------------------------------------
-    def _query(self, message_type: int, data: bytes = b"", *, timeout: float | None = None) -> bytes:
-        return self._with_retries(lambda: self._send_once(message_type, data, timeout=timeout).data,
-                                  codec.type_name(message_type))  # fmt: skip
+    def _query(self, message_type: int, data: bytes = b"") -> bytes:
+        return self._with_retries(
+            lambda: self._send_once(message_type, data).data, codec.type_name(message_type)
+        )
 
     def _command(self, message_type: int, data: bytes) -> None:
         self._with_retries(
@@ -391,14 +392,16 @@ class OceanSpectrometer:
                 time.sleep(intervals.next())
 
     def _send_once(
-        self, message_type: int, data: bytes = b"", *, ack: bool = False, timeout: float | None = None
+        self, message_type: int, data: bytes = b"", *, ack: bool = False, processing_s: float = 0.0
     ) -> Message:
+        """One request and its reply; ``processing_s``: the device works that long before it answers."""
         regarding = next(self._regarding) & 0xFFFFFFFF or 1
         frame = codec.request(message_type, data, ack=ack, regarding=regarding, md5=self.md5)
         log.debug("%s: -> %s %s", self.transport.url, codec.type_name(message_type), data.hex())
         reply = self.transport.exchange(
-            frame, lambda t: self._read_reply(t, message_type, regarding, timeout)
-        )
+            frame, lambda t: self._read_reply(t, message_type, regarding, processing_s),
+            processing_s=processing_s,
+        )  # fmt: skip
         if reply.is_hardware_exception:
             # Before the NACK it may come with: the device's own failure, not a refused request.
             raise HardwareException(
@@ -409,7 +412,7 @@ class OceanSpectrometer:
             if reply.error == ErrorCode.UNKNOWN_CHECKSUM_TYPE and self.md5:
                 log.warning("%s: device does not take MD5 checksums; sending without", self.transport.url)
                 self.md5 = False
-                return self._send_once(message_type, data, ack=ack, timeout=timeout)
+                return self._send_once(message_type, data, ack=ack, processing_s=processing_s)
             if reply.error == ErrorCode.NOT_READY:
                 raise NotReady(message_type)
             if reply.error == ErrorCode.BAD_CHECKSUM:
@@ -420,28 +423,28 @@ class OceanSpectrometer:
         return reply
 
     def _read_reply(
-        self, transport: Transport, message_type: int, regarding: int, timeout: float | None
+        self, transport: Transport, message_type: int, regarding: int, processing_s: float
     ) -> Message:
-        # Late replies to earlier requests are skipped, but only until this reply's own deadline:
-        # a peer that keeps sending them must not hold the call forever.
-        deadline = time.monotonic() + (transport.timeout if timeout is None else timeout)
+        # Late replies to earlier requests are skipped, but only until the longest this reply may
+        # take: a peer that keeps sending them must not hold the call forever. Each read waits for
+        # the link's learned reply timeout (silence there: InstrumentTimeout).
+        deadline = time.monotonic() + processing_s + transport.reply_timeout
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if time.monotonic() >= deadline:
                 raise UnexpectedReply(
                     f"{transport.url}: no reply regarding request {regarding} "
                     f"({codec.type_name(message_type)}) before the deadline, only late replies"
                 )
             try:
-                start = transport.read_exactly(2, timeout=remaining)  # silence here: InstrumentTimeout
+                start = transport.read_exactly(2)
             except ReplyCutShort as exc:
                 raise TruncatedReply(f"{transport.url}: {codec.type_name(message_type)}: {exc}") from exc
             if start != codec.START:
                 raise codec.FrameError(f"reply starts with {start.hex(' ')}, not an OBP frame")
             try:
-                rest = transport.read_exactly(codec.HEADER_SIZE - 2, timeout=max(remaining, 0.001))
+                rest = transport.read_exactly(codec.HEADER_SIZE - 2)
                 header = codec.decode_header(start + rest)
-                body = transport.read_exactly(header.bytes_remaining, timeout=max(remaining, 0.001))
+                body = transport.read_exactly(header.bytes_remaining)
             except (InstrumentTimeout, ReplyCutShort) as exc:
                 raise TruncatedReply(
                     f"{transport.url}: {codec.type_name(message_type)} reply stopped part-way"
