@@ -80,7 +80,8 @@ BENCHES = {
     ),
     "ika-rct": Bench(
         "ika-rct", drivers.ika.make_device, lambda sim: sim.url("serial"),
-        {"poll_s": 0.005}, lambda device: device.temperature.set(40.0), "reply_timeout", speed=1000.0,
+        {"poll_s": 0.005, "heater_grace_s": 0.01}, lambda device: device.temperature.set(40.0),
+        "reply_timeout", speed=1000.0,
     ),
 }  # fmt: skip
 

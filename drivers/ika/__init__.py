@@ -25,7 +25,7 @@ from drivers.ika.errors import (
     StirringStopped,
     TemperatureNotReached,
 )
-from drivers.ika.hotplate import DEFAULT_REPLY_TIMEOUT, SAFETY_MARGIN_K, IkaHotplate
+from drivers.ika.hotplate import DEFAULT_REPLY_TIMEOUT, HEATER_GRACE_S, SAFETY_MARGIN_K, IkaHotplate
 from drivers.options import STRICT, min_reply_timeout, validate_options
 from drivers.retry import RetryPolicy
 from drivers.transport import Transport
@@ -59,6 +59,9 @@ class Options(BaseModel):
     stir_timeout_s: float = Field(60.0, gt=0)
     poll_s: float = Field(0.05, gt=0, description="first poll interval while heating or spinning up")
     recoveries: int = Field(1, ge=0, description="times a heater found off is reset and started again")
+    heater_grace_s: float = Field(
+        HEATER_GRACE_S, ge=0, description="s a (re)started heater has to warm the plate above the medium"
+    )
     watchdog_s: int | None = Field(
         None, ge=codec.WATCHDOG_RANGE_S[0], le=codec.WATCHDOG_RANGE_S[1],
         description="arm watchdog mode 1 on connect (heater and motor off if the host falls silent)",
@@ -96,6 +99,7 @@ def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> 
         "timeout": checked.heat_timeout_s,
         "poll_s": checked.poll_s,
         "recoveries": checked.recoveries,
+        "heater_grace_s": checked.heater_grace_s,
     }
     stir = {"timeout": checked.stir_timeout_s, "poll_s": checked.poll_s}
     return IkaPlate(

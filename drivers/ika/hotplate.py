@@ -48,6 +48,9 @@ DEFAULT_REPLY_TIMEOUT = 0.5
 SAFETY_MARGIN_K = 25.0
 #: The plate runs this much hotter than a medium it is heating: less means the heater is off.
 HEATING_SIGN_K = 1.0
+#: How long a (re)started heater has to warm the plate that far before it counts as not heating: an
+#: RCT's plate takes one or two seconds from cold (600 W into its 450 J/K).
+HEATER_GRACE_S = 10.0
 
 
 class IkaHotplate:
@@ -75,7 +78,7 @@ class IkaHotplate:
         self.max_temperature_c = float(max_temperature_c)
         self.max_speed_rpm = float(max_speed_rpm)
         self.min_speed_rpm = float(min_speed_rpm)
-        self.reply_timeout = reply_timeout
+        transport.reply_timeout = reply_timeout  # the ceiling: the transport learns the line's round trip
         self.retry = retry or RetryPolicy(attempts=3, deadline_s=max(5.0, 4 * reply_timeout))
         self.events = events or FaultEvents(transport.url)
         self.setpoint_retries = setpoint_retries
@@ -99,16 +102,21 @@ class IkaHotplate:
     def __repr__(self) -> str:
         return f"IkaHotplate({self.transport.url!r})"
 
+    @property
+    def reply_timeout(self) -> float:
+        """The longest wait for a reply, s (the transport waits less once it knows the line)."""
+        return self.transport.reply_timeout
+
     # -- exchanges ---------------------------------------------------------------------------------
     def _query(self, request: bytes, parse: Callable[[bytes], T], what: str) -> T:
         def once() -> T:
             def read(transport: Transport) -> bytes:
                 try:
-                    return transport.read_until(codec.LINE_END, timeout=self.reply_timeout)
+                    return transport.read_until(codec.LINE_END)
                 except ReplyCutShort as exc:
                     raise GarbledReply(f"{what}: {exc}") from exc
                 except InstrumentTimeout as exc:
-                    raise NoReply(f"{what}: no reply within {self.reply_timeout} s") from exc
+                    raise NoReply(f"{what}: no reply within {transport.replies.timeout:.3g} s") from exc
 
             self._reopen()
             self.requests_sent += 1
@@ -267,18 +275,21 @@ class IkaHotplate:
         timeout: float = 3600.0,
         poll_s: float = 0.05,
         recoveries: int = 1,
+        heater_grace_s: float = HEATER_GRACE_S,
         halt: threading.Event | None = None,
     ) -> float:
         """Set the temperature, switch the heater on, and wait until the medium holds the set point
         (``readings_in_band`` readings in a row within ``tolerance_k``); the last reading.
 
-        A heater found off while it should heat, or a set point the plate forgot, is put right
-        ``recoveries`` times (RESET, set point, START_1) before ``HeaterNotHeating``/``SettingsLost``.
+        A heater found off while it should heat (the plate no hotter than the medium, ``heater_grace_s``
+        after it was started), or a set point the plate forgot, is put right ``recoveries`` times
+        (RESET, set point, START_1) before ``HeaterNotHeating``/``SettingsLost``.
         """
         value = self.check_temperature(target_c)
         with self.heating_halt.operation(halt) as stopping:
             self.set_temperature(value)
             self.start_heating()
+            started = time.monotonic()
             log.info("%s: heating to %.1f °C", self.transport.url, value)
             deadline = time.monotonic() + timeout
             intervals = Backoff(poll_s, max_s=max(poll_s, min(2.0, timeout / 50)))
@@ -301,7 +312,7 @@ class IkaHotplate:
                 elif medium < value - 2 * tolerance_k:
                     heating = self.plate_temperature() > medium + HEATING_SIGN_K
                     suspicious = 0 if heating else suspicious + 1
-                    if suspicious >= 3:
+                    if suspicious >= 3 and time.monotonic() - started >= heater_grace_s:
                         problem = HeaterNotHeating(
                             f"the medium is at {medium:.1f} °C, below {value:g} °C, "
                             "and the plate is no hotter"
@@ -316,6 +327,7 @@ class IkaHotplate:
                     self.reset()
                     self.set_temperature(value)
                     self.start_heating()
+                    started = time.monotonic()
                     suspicious = in_band = 0
                     continue
                 if time.monotonic() >= deadline:
@@ -368,4 +380,4 @@ class IkaHotplate:
         self.transport.close()
 
 
-__all__ = ["DEFAULT_REPLY_TIMEOUT", "SAFETY_MARGIN_K", "IkaHotplate"]
+__all__ = ["DEFAULT_REPLY_TIMEOUT", "HEATER_GRACE_S", "SAFETY_MARGIN_K", "IkaHotplate"]
