@@ -151,6 +151,8 @@ CASES = [
         is_motion=lambda r: ika_command(r) in ("START_1", "START_4"),
         faces=[("", (Triggerable, Readable, Stoppable)), ("temperature", (Movable, Readable, Stoppable)),
                ("stirrer", (Movable, Readable, Stoppable))],
+        # The stirrer's stop stops the motor, not the heater: its own long action is a spin-up.
+        child_actions={"stirrer": lambda device: (device.stirrer, 1500.0)},  # 4 s at 400 rpm/s
     ),
 ]  # fmt: skip
 
