@@ -20,7 +20,7 @@ the driver are the same thing, and an action stopped before its operation began 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 
 from drivers.errors import Stopped
@@ -39,7 +39,7 @@ class Halt:
         self._depth = 0
 
     @contextmanager
-    def operation(self, caller: threading.Event | None = None) -> Iterator[threading.Event]:
+    def operation(self, caller: threading.Event | None = None) -> Generator[threading.Event, None, None]:
         """Run one operation: the outermost starts with no stop requested (or with ``caller``'s event)."""
         with self._lock:
             if self._depth == 0:

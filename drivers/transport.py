@@ -26,10 +26,10 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
 
 import serial
@@ -41,6 +41,20 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 2.0
 _CHUNK = 65536
+
+
+class Port(Protocol):
+    """What the transport needs of an open port: pyserial's ports and :class:`TcpPort` alike."""
+
+    def fileno(self) -> int: ...
+
+    def write(self, data: bytes, /) -> int | None: ...
+
+    def read(self, size: int, /) -> bytes: ...
+
+    def reset_input_buffer(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def tcp_url(host: str, port: int) -> str:
@@ -129,10 +143,10 @@ class Transport:
         #: Round trips of plain requests, and the time beyond the declared work of requests that do work.
         self.replies = ReplyTimer(ceiling, floor_s=min_reply_timeout)
         self.work = ReplyTimer(ceiling, floor_s=min_reply_timeout)
-        self._serial_options = {"baudrate": baudrate, **options}
+        self._serial_options: dict[str, Any] = {"baudrate": baudrate, **options}
         self._lock = threading.RLock()
         self._buffer = bytearray()
-        self._port: serial.SerialBase | TcpPort | None = None
+        self._port: Port | None = None
         self._fd: int | None = None
         self._awaited: _Awaited | None = None
 
@@ -155,10 +169,14 @@ class Transport:
         if self._port is not None:
             return self
         try:
+            port: Port
             if self.url.startswith("socket://"):
                 port = TcpPort(self.url, connect_timeout=self.timeout)
             else:
-                port = serial.serial_for_url(self.url, timeout=0, **self._serial_options)
+                # serial_for_url returns one of pyserial's Serial classes, whose input buffer can be reset.
+                # (Its stub leaves the keyword arguments it forwards untyped.)
+                opened = serial.serial_for_url(self.url, timeout=0, **self._serial_options)  # pyright: ignore[reportUnknownMemberType]
+                port = cast(Port, opened)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise ConnectionLost(f"cannot open {self.url}: {exc}") from exc
         self._port = port
@@ -200,7 +218,7 @@ class Transport:
 
     # -- request / reply --------------------------------------------------------------------
     @contextmanager
-    def locked(self) -> Iterator[Transport]:
+    def locked(self) -> Generator[Transport, None, None]:
         """Hold the link for several exchanges that must not be interleaved with others."""
         with self._lock:
             yield self
@@ -301,7 +319,7 @@ class Transport:
         return reply
 
     # -- internals --------------------------------------------------------------------------
-    def _require_open(self) -> serial.SerialBase | TcpPort:
+    def _require_open(self) -> Port:
         if self._port is None:
             raise ConnectionLost(f"{self.url}: not connected")
         return self._port

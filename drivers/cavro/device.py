@@ -19,13 +19,11 @@ import logging
 import threading
 from typing import Any
 
-from ophyd import Component, Signal
-from ophyd.status import DeviceStatus
-
 from drivers.cavro.errors import Terminated
 from drivers.cavro.xcalibur import CavroPump
 from drivers.errors import Unrecoverable
 from drivers.ophyd_support import BackgroundAction, InstrumentDevice
+from drivers.ophyd_types import Component, DeviceStatus, Signal
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +62,7 @@ class CavroDevice(InstrumentDevice):
         self.pump.check_transfer(volume, self.source, self.outlet, flow, self.aspirate_flow_ul_s)
 
         def transfer(halt: threading.Event) -> None:
-            self._ensure_connected()
+            self.ensure_connected()
             with self.pump.operation(halt):
                 moved = self.pump.transfer(
                     volume, self.source, self.outlet, flow, aspirate_flow_ul_s=self.aspirate_flow_ul_s
@@ -113,7 +111,7 @@ class CavroDevice(InstrumentDevice):
     def identity(self) -> dict[str, Any]:
         """The firmware version the pump reports (``&``); the DT protocol has no model or serial query."""
         with self._named():
-            self._ensure_connected()
+            self.ensure_connected()
             return {
                 "model": None,
                 "serial": None,

@@ -102,7 +102,7 @@ class CavroPump:
         self.valve_port_count = int(valve_port_count)
         self.ports = dict(ports or {})
         for label, port in self.ports.items():
-            if not isinstance(port, int) or not 1 <= port <= self.valve_port_count:
+            if not isinstance(port, int) or not 1 <= port <= self.valve_port_count:  # pyright: ignore[reportUnnecessaryIsInstance]  (a caller may pass anything: checked at run time)
                 raise ValueError(f"ports.{label}: port must be 1..{self.valve_port_count}, not {port!r}")
         self.mode = codec.resolution_mode(resolution)
         if not codec.TOP_SPEED_RANGE[0] <= max_top_speed <= codec.TOP_SPEED_RANGE[1]:
@@ -169,7 +169,7 @@ class CavroPump:
             f"or a label ({labels})"
         )
 
-    def _increments(self, volume_ul: float, what: str) -> int:
+    def _increments(self, volume_ul: object, what: str) -> int:
         if not (isinstance(volume_ul, int | float) and math.isfinite(volume_ul) and volume_ul > 0):
             raise SafetyLimitError(f"{what} volume must be a positive number of µL, not {volume_ul!r}")
         increments = round(volume_ul / self.ul_per_increment)
@@ -180,7 +180,7 @@ class CavroPump:
             )
         return increments
 
-    def _speed(self, flow_ul_s: float | None) -> int:
+    def _speed(self, flow_ul_s: object) -> int:
         flow = self.max_flow_ul_s if flow_ul_s is None else flow_ul_s
         if not (isinstance(flow, int | float) and math.isfinite(flow)):
             raise SafetyLimitError(f"flow must be a number of µL/s, not {flow!r}")
@@ -206,8 +206,10 @@ class CavroPump:
             raise SafetyLimitError(
                 f"transfer volume {volume_ul:g} µL exceeds max_transfer_ul {self.max_transfer_ul:g} µL"
             )
-        self._port(source), self._port(destination)
-        self._speed(flow_ul_s), self._speed(aspirate_flow_ul_s)
+        self._port(source)
+        self._port(destination)
+        self._speed(flow_ul_s)
+        self._speed(aspirate_flow_ul_s)
 
     # -- the wire --------------------------------------------------------------------------------
     def _read_reply(self, transport: Transport) -> bytes:
@@ -342,6 +344,7 @@ class CavroPump:
         out_port = self._port(output) if output is not None else self.waste_port
         command = f"Z{force},0,{out_port}" if out_port else ("Z" if not force else f"Z{force}")
         with self.operation():
+            attempt = 0
             for attempt in range(1, attempts + 1):
                 log.info("pump %s: initialising (%s), attempt %d", self.address, command, attempt)
                 try:

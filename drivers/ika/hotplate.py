@@ -225,7 +225,7 @@ class IkaHotplate:
     def arm_watchdog(self, seconds: int) -> None:
         """Watchdog mode 1: heating and stirring switch off if this is not sent again within ``seconds``."""
         low, high = codec.WATCHDOG_RANGE_S
-        if not (isinstance(seconds, int) and low <= seconds <= high):
+        if not (isinstance(seconds, int) and low <= seconds <= high):  # pyright: ignore[reportUnnecessaryIsInstance]  (a caller may pass anything: checked at run time)
             raise SafetyLimitError(f"watchdog time must be a whole {low}–{high} s, not {seconds!r}")
         echo = self._query(codec.encode("OUT_WD1", str(seconds), at=True), codec.parse_echo, "OUT_WD1")
         if int(echo) != seconds:

@@ -19,14 +19,12 @@ import logging
 import threading
 from typing import Any
 
-from ophyd import Component, Device, Signal
-from ophyd.status import DeviceStatus
-
 from drivers.errors import InstrumentError
 from drivers.newera.errors import MotorStall
 from drivers.newera.line import NE1000Line
 from drivers.newera.ne1000 import NE1000Pump
 from drivers.ophyd_support import BackgroundAction, InstrumentDevice
+from drivers.ophyd_types import Component, Device, DeviceStatus, Signal
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +53,7 @@ class NE1000Channel(Device):
         self.pump.check_move(volume, rate)  # refuse before anything is sent
 
         def dispense(halt: threading.Event) -> None:
-            self.parent._ensure_connected()
+            self.parent.ensure_connected()
             with self.pump.halt.operation(halt):  # a stop ends this move, and no later one
                 self.dispensed.put(self._dispense(volume, rate))
 
@@ -149,7 +147,7 @@ class NE1000Pumps(InstrumentDevice):
 
     def _make_safe(self) -> None:
         self._open_line()
-        failures = []
+        failures: list[InstrumentError] = []
         for channel in self.channels():
             try:
                 channel.pump.stop()
@@ -170,8 +168,8 @@ class NE1000Pumps(InstrumentDevice):
     def identity(self) -> dict[str, Any]:
         """What each pump on the line reports (``VER``: model and firmware); the protocol has no serial."""
         with self._named():
-            self._ensure_connected()
-            pumps = {}
+            self.ensure_connected()
+            pumps: dict[str, dict[str, Any]] = {}
             for channel in self.channels():
                 firmware = channel.pump.firmware()
                 pumps[channel.attr_name] = {

@@ -20,8 +20,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from drivers.errors import (
     ConnectionLost,
@@ -39,6 +40,7 @@ from drivers.newera.line import NE1000Line
 from drivers.retry import Backoff
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: A relative change by rounding above this is worth telling the operator about.
 MATERIAL_ROUNDING = 1e-3
@@ -227,7 +229,7 @@ class NE1000Pump:
 
         Keep talking (``status()``) more often than ``timeout_s``.
         """
-        if not (isinstance(timeout_s, int) and 1 <= timeout_s <= 255):
+        if not (isinstance(timeout_s, int) and 1 <= timeout_s <= 255):  # pyright: ignore[reportUnnecessaryIsInstance]  (a caller may pass anything: checked at run time)
             raise SafetyLimitError(
                 f"pump {self.address:02d}: safe-mode timeout must be 1–255 s, not {timeout_s!r}"
             )
@@ -256,7 +258,7 @@ class NE1000Pump:
         """The pump's state; raises the alarm (``MotorStall``, ``PumpReset``...) if one is pending."""
         return self._query("", "", lambda reply: PumpStatus(reply.status))
 
-    def _query(self, command: str, argument: str, parse: Any) -> Any:
+    def _query(self, command: str, argument: str, parse: Callable[[codec.Reply], T]) -> T:
         try:
             return self.line.query(self.address, command, argument, parse)
         except PumpReset:
@@ -324,10 +326,10 @@ class NE1000Pump:
         with self.halt.operation(halt):  # a stop before RUN keeps it from going out
             self._tell_rounding(volume_ul, vol_held, "volume (µL)")
             self._tell_rounding(rate_ul_min, rate_held, "rate (µL/min)")
+            move = Move(direction, vol_held, rate_held)
             for attempt in range(1, RESET_RETRIES + 2):
                 try:
                     self._set_up_move(direction, vol_units, vol_text, rate_units, rate_text)
-                    move = Move(direction, vol_held, rate_held)
                     self._run()
                     break
                 except PumpReset as reset:

@@ -259,6 +259,7 @@ class OceanSpectrometer:
         A saturated set of scans is taken once more (``saturation_retries``): a lamp flare passes.
         """
         with self.halt.operation(), self._lock:  # always in this order: an acquisition, then the settings
+            scans: list[np.ndarray] = []
             for attempt in range(1, self.saturation_retries + 2):
                 scans = [self.raw_spectrum() for _ in range(self.averages)]
                 clipped = max(len(spectra.saturated_pixels(scan, self.model.max_count)) for scan in scans)

@@ -149,17 +149,19 @@ def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> 
         positions = load_positions_file(checked.positions_file, joint_limits=limits)
     else:
         positions = validate_positions(checked.positions, source=f"{name}: positions", joint_limits=limits)
-    timeouts = {"reply_timeout": checked.reply_timeout}
     floor = checked.min_reply_timeout
     arm = URArm(
-        URDashboard(Transport(address["dashboard"], min_reply_timeout=floor), **timeouts),
+        URDashboard(
+            Transport(address["dashboard"], min_reply_timeout=floor), reply_timeout=checked.reply_timeout
+        ),
         URScriptClient(Transport(address["script"])),
         RobotiqGripper(
             Transport(address["gripper"], min_reply_timeout=floor),
             speed=checked.gripper_speed,
             force=checked.gripper_force,
             max_force=checked.gripper_max_force,
-            **timeouts,
+            reply_timeout=checked.reply_timeout,
+            retries=checked.retries,  # the gripper's exchanges are retried by the gripper itself
         ),
         positions=positions,
         joint_limits=limits,

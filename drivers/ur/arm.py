@@ -104,7 +104,7 @@ class URArm:
             raise SafetyLimitError(f"unlock_delay must be >= 0 s, got {unlock_delay}")
         self.max_joint_speed = max_joint_speed
         self.max_joint_accel = max_joint_accel
-        self.speed, self.acceleration = self._limits(speed, acceleration)
+        self.speed, self.acceleration = self.check_limits(speed, acceleration)
         self.approach_suffix = approach_suffix
         self.unlock_delay = unlock_delay
         self.unlock_retry_interval = unlock_retry_interval
@@ -179,19 +179,19 @@ class URArm:
     # -- state -----------------------------------------------------------------------------
     def status(self) -> ArmStatus:
         return ArmStatus(
-            self._query(self.dashboard.robot_mode),
-            self._query(self.dashboard.safety_status),
-            self._query(self.dashboard.is_running),
-            self._query(self.dashboard.is_in_remote_control),
+            self.query(self.dashboard.robot_mode),
+            self.query(self.dashboard.safety_status),
+            self.query(self.dashboard.is_running),
+            self.query(self.dashboard.is_in_remote_control),
         )
 
     def program_state(self) -> ProgramState:
-        return self._query(self.dashboard.program_state)
+        return self.query(self.dashboard.program_state)
 
     # -- power -----------------------------------------------------------------------------
     def power_on(self) -> None:
         """Power the arm (robot mode IDLE, brakes still on); idempotent."""
-        mode = self._query(self.dashboard.robot_mode)
+        mode = self.query(self.dashboard.robot_mode)
         if mode in (RobotMode.IDLE, RobotMode.RUNNING):
             return
         self._retrying(self.dashboard.power_on, self.dashboard.transport)
@@ -199,19 +199,19 @@ class URArm:
 
     def release_brakes(self) -> None:
         """Release the brakes (robot mode RUNNING); idempotent."""
-        if self._query(self.dashboard.robot_mode) == RobotMode.RUNNING:
+        if self.query(self.dashboard.robot_mode) == RobotMode.RUNNING:
             return
         self._retrying(self.dashboard.brake_release, self.dashboard.transport)
         self._wait_for_mode({RobotMode.RUNNING}, "brake release")
 
     def ensure_ready(self, *, power: bool = True) -> None:
         """Remote control, no safety stop, and RUNNING; powers on and releases brakes if ``power``."""
-        if not self._query(self.dashboard.is_in_remote_control):
+        if not self.query(self.dashboard.is_in_remote_control):
             raise RemoteControlRequired(
                 "the robot is in local control; switch to Remote Control on the pendant"
             )
         self._raise_if_safety_stopped()
-        if self._query(self.dashboard.robot_mode) == RobotMode.RUNNING:
+        if self.query(self.dashboard.robot_mode) == RobotMode.RUNNING:
             return
         if not power:
             raise RobotNotReady("the arm is not powered with brakes released; call ensure_ready() first")
@@ -230,10 +230,10 @@ class URArm:
     # -- motion ----------------------------------------------------------------------------
     def move_to(self, name: str, speed: float | None = None, acceleration: float | None = None) -> None:
         """Move to a named position; refuses unknown names and over-cap speeds before sending anything."""
-        target = self._target(name)
+        target = self.target(name)
         speed = self.speed if speed is None else speed
         acceleration = self.acceleration if acceleration is None else acceleration
-        speed, acceleration = self._limits(speed, acceleration)
+        speed, acceleration = self.check_limits(speed, acceleration)
         with self.operation():
             self._move_to(name, target, speed, acceleration)
 
@@ -242,7 +242,7 @@ class URArm:
         for attempt in range(1, PROTECTIVE_STOP_RETRIES + 2):
             try:
                 self.ensure_ready(power=False)  # a stop left over from an earlier move shows here
-                if self._query(self.dashboard.is_running):
+                if self.query(self.dashboard.is_running):
                     raise RobotBusy("another program is running on the controller")
                 log.info("arm: moving to %s at %.2f rad/s", name, speed)
                 self.position = None
@@ -286,7 +286,7 @@ class URArm:
             self._unlock_protective_stop()
 
     def _unlock_protective_stop(self) -> None:
-        status = self._query(self.dashboard.safety_status)
+        status = self.query(self.dashboard.safety_status)
         if status != SafetyStatus.PROTECTIVE_STOP:
             if not status.allows_motion:
                 raise SafetyStop(f"safety status {status.value} cannot be cleared by unlocking", status)
@@ -308,7 +308,7 @@ class URArm:
                 log.info("arm: unlock refused; retrying in %.2f s", self.unlock_retry_interval)
                 time.sleep(self.unlock_retry_interval)
         deadline = time.monotonic() + self.ready_timeout
-        while self._query(self.dashboard.safety_status) != SafetyStatus.NORMAL:
+        while self.query(self.dashboard.safety_status) != SafetyStatus.NORMAL:
             if time.monotonic() > deadline:
                 raise InstrumentTimeout("the safety status did not return to NORMAL after unlocking")
             time.sleep(self.poll_interval)
@@ -330,13 +330,14 @@ class URArm:
     def pick(self, station: str, *, retries: int = 0) -> None:
         """Take the vessel at ``station`` (via ``<station>_above`` if taught); GripperMissedObject if none."""
         approach = self._approach(station)
-        self._target(station)
+        self.target(station)
         with self.operation():
             self.release()
             if approach:
                 self.move_to(approach)
             self.move_to(station)
             caught = False
+            attempt = 0
             for attempt in range(retries + 1):
                 caught = self.grip()
                 if caught:
@@ -355,7 +356,7 @@ class URArm:
 
     def place(self, station: str) -> None:
         approach = self._approach(station)
-        self._target(station)
+        self.target(station)
         with self.operation():
             if approach:
                 self.move_to(approach)
@@ -365,14 +366,14 @@ class URArm:
                 self.move_to(approach)
 
     def transfer(self, source: str, destination: str, *, retries: int = 0) -> None:
-        self._target(source)
-        self._target(destination)
+        self.target(source)
+        self.target(destination)
         with self.operation():
             self.pick(source, retries=retries)
             self.place(destination)
 
     # -- internals -------------------------------------------------------------------------
-    def _target(self, name: str) -> Joints:
+    def target(self, name: str) -> Joints:
         try:
             target = self.positions[name]
         except KeyError:
@@ -386,7 +387,7 @@ class URArm:
         name = f"{station}{self.approach_suffix}"
         return name if self.approach_suffix and name in self.positions else None
 
-    def _limits(self, speed: float, acceleration: float) -> tuple[float, float]:
+    def check_limits(self, speed: float, acceleration: float) -> tuple[float, float]:
         if not 0 < speed <= self.max_joint_speed:
             raise SafetyLimitError(
                 f"joint speed {speed} rad/s is outside (0, {self.max_joint_speed}] (max_joint_speed)"
@@ -409,8 +410,8 @@ class URArm:
         # may run for only a few milliseconds, and each poll is a network round trip anyway. A
         # program that already finished shows by its (unique) name in programState.
         deadline = time.monotonic() + self.start_timeout
-        while not self._query(self.dashboard.is_running):
-            if self._query(self.dashboard.program_state).program == program_name:
+        while not self.query(self.dashboard.is_running):
+            if self.query(self.dashboard.program_state).program == program_name:
                 break
             if self.stopped():
                 raise MotionStopped(f"{what}: stopped on request")
@@ -421,7 +422,7 @@ class URArm:
         # A move takes seconds: poll fast at first (a short move in a sped-up simulation ends in
         # ms), then back off, so a slow link is not flooded with status requests.
         intervals = Backoff(self.poll_interval, max_s=max(self.poll_interval, 0.05))
-        while self._query(self.dashboard.is_running):
+        while self.query(self.dashboard.is_running):
             if time.monotonic() > deadline:
                 self._retrying(self.dashboard.stop, self.dashboard.transport)
                 raise MotionTimeout(f"{what}: still running after {self.motion_timeout} s; stopped it")
@@ -430,7 +431,7 @@ class URArm:
         self._check_stop(what)
 
     def _raise_if_safety_stopped(self) -> None:
-        status = self._query(self.dashboard.safety_status)
+        status = self.query(self.dashboard.safety_status)
         if status == SafetyStatus.PROTECTIVE_STOP:
             if self._stop_observed_at is None:
                 self._stop_observed_at = time.monotonic()
@@ -444,12 +445,12 @@ class URArm:
 
     def _wait_for_mode(self, modes: set[RobotMode], what: str) -> None:
         deadline = time.monotonic() + self.ready_timeout
-        while (mode := self._query(self.dashboard.robot_mode)) not in modes:
+        while (mode := self.query(self.dashboard.robot_mode)) not in modes:
             if time.monotonic() > deadline:
                 raise RobotNotReady(f"{what}: robot mode stayed {mode.value}")
             time.sleep(self.poll_interval)
 
-    def _query(self, query: Callable[[], T]) -> T:
+    def query(self, query: Callable[[], T]) -> T:
         return self._retrying(query, self.dashboard.transport)
 
     def _retrying(self, action: Callable[[], T], link: Transport) -> T:

@@ -154,7 +154,9 @@ def _movej(positional: list[str], keywords: dict[str, str], line: str) -> MoveJ:
 
 
 def _split_arguments(text: str) -> tuple[list[str], dict[str, str]]:
-    parts, depth, quoted, current = [], 0, False, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth, quoted = 0, False
     for char in text:
         if char == '"':
             quoted = not quoted
