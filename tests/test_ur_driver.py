@@ -177,6 +177,16 @@ def test_rejected_requests_through_the_ophyd_face_send_nothing(engine):
             arm.destroy()
 
 
+def test_the_retries_and_timeout_options_reach_the_dashboard_and_the_gripper():
+    arm = make_device("arm", "localhost", positions=DEFAULT_POSITIONS, retries=0, reply_timeout=0.3)
+    try:
+        assert arm.arm.retry.attempts == 1 and arm.arm.gripper.retry.attempts == 1
+        assert arm.arm.dashboard.transport.reply_timeout == 0.3
+        assert arm.arm.gripper.transport.reply_timeout == 0.3
+    finally:
+        arm.destroy()
+
+
 def test_make_device_checks_its_options(tmp_path):
     with pytest.raises(ValueError, match=r"unknown option 'colour'; allowed: .*positions, positions_file"):
         make_device("arm", "localhost", positions=DEFAULT_POSITIONS, colour="red")
