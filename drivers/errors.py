@@ -62,6 +62,10 @@ class ProtocolError(InstrumentError):
     fault = FaultKind.GARBLED
 
 
+class ReplyCutShort(ProtocolError):
+    """A reply began but did not end in time: part of it was lost on the way (not a silent instrument)."""
+
+
 class CommandRejected(InstrumentError):
     """The instrument understood the frame but refused the command (bad operand, wrong state)."""
 
@@ -84,6 +88,13 @@ class InstrumentNotReady(InstrumentBusy):
     """The instrument says it is not ready yet (warming up, finishing an acquisition); ask again later."""
 
     fault = FaultKind.NOT_READY
+
+
+class Stopped(InstrumentError):
+    """An operation ended early because someone stopped it (``stop()``, ``make_safe()``, an abort).
+
+    Nothing moves after it; the next operation starts afresh (``drivers.halt``).
+    """
 
 
 class Unrecoverable(InstrumentError):
@@ -117,7 +128,9 @@ __all__ = [
     "InstrumentNotReady",
     "InstrumentTimeout",
     "ProtocolError",
+    "ReplyCutShort",
     "SafetyLimitError",
+    "Stopped",
     "Unrecoverable",
     "name_instrument",
 ]

@@ -19,25 +19,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from typing import Any
 
-from ophyd import Device
-from ophyd.status import DeviceStatus, StatusBase
-from ophyd.utils import InvalidState
-
-from drivers.errors import InstrumentBusy, InstrumentError, name_instrument
+from drivers.errors import InstrumentBusy, InstrumentError, Stopped, name_instrument
+from drivers.ophyd_types import Device, DeviceStatus, InvalidState, StatusBase
 from drivers.retry import FaultCallback, FaultEvents, fault_of
 
 log = logging.getLogger(__name__)
 
 #: How long disconnect() waits for an action's thread to notice its halt and end.
 JOIN_TIMEOUT_S = 10.0
-
-
-class Stopped(InstrumentError):
-    """An action ended early because someone called ``stop()``."""
 
 
 def settle(status: StatusBase, exc: BaseException | None = None) -> None:
@@ -213,7 +206,7 @@ class InstrumentDevice(Device):
     def make_safe(self) -> None:
         """Bring the instrument to a safe state (stopped, lamp off…), connecting first if needed."""
         with self._named():
-            self._ensure_connected()
+            self.ensure_connected()
             for action in self._actions():
                 action.stop("the action")
             self._make_safe()
@@ -223,7 +216,7 @@ class InstrumentDevice(Device):
     def recover(self) -> None:
         """Run the instrument's documented recovery; a typed, named error says what could not be recovered."""
         with self._named():
-            self._ensure_connected()
+            self.ensure_connected()
             try:
                 self._recover()
             except Exception as exc:
@@ -234,7 +227,7 @@ class InstrumentDevice(Device):
     def check_health(self) -> None:
         """A short self-test that moves nothing irreversible; raises a typed error when unhealthy."""
         with self._named():
-            self._ensure_connected()
+            self.ensure_connected()
             self._check_health()
 
     def subscribe_faults(self, callback: FaultCallback) -> Callable[[], None]:
@@ -242,12 +235,13 @@ class InstrumentDevice(Device):
         return self.fault_events.subscribe(callback)
 
     # -- helpers for faces -------------------------------------------------------------------
-    def _ensure_connected(self) -> None:
+    def ensure_connected(self) -> None:
+        """Connect unless connected (an action's first step; children call it on their device)."""
         if not self._connected:
             self.connect()
 
     @contextmanager
-    def _named(self) -> Iterator[None]:
+    def _named(self) -> Generator[None, None, None]:
         """Errors raised inside name this device (decision 0003: the message starts with it)."""
         try:
             yield

@@ -13,13 +13,25 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from drivers.reply_timer import MIN_REPLY_TIMEOUT_S
 
 M = TypeVar("M", bound=BaseModel)
 
 #: The base of every driver's options model: unknown keys are errors, values are not coerced silently.
 STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+def min_reply_timeout() -> Any:
+    """The ``min_reply_timeout`` option every driver has: the floor of its learned reply timeout."""
+    return Field(
+        MIN_REPLY_TIMEOUT_S,
+        gt=0,
+        description="s: the shortest reply timeout learned from the link's round trips "
+        "(set it to the reply timeout to keep that fixed)",
+    )
 
 
 def validate_options(model: type[M], options: Mapping[str, Any], *, instrument: str) -> M:
@@ -81,4 +93,4 @@ def _unwrap(annotation: Any) -> Any:
             return annotation
 
 
-__all__ = ["STRICT", "validate_options"]
+__all__ = ["STRICT", "min_reply_timeout", "validate_options"]

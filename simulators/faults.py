@@ -7,8 +7,15 @@ A fault spec is a comma-separated list of entries, the same on the command line
 - ``NAME%P``  fire with probability P (0–1) at every opportunity;
 - ``NAME``    fire at every opportunity.
 
+``NAME`` may also be a group: ``link`` stands for each link fault (``link%0.05`` is
+``drop%0.05,garble%0.05,partial%0.05,silent%0.05``) and ``instrument`` for each of the instrument's
+own faults. Probabilities are drawn from a generator seeded per instrument (a lab's ``faults_seed``
+mixed with the instrument's name), so a run with the same seed sees the same faults.
+
 What counts as an opportunity is the simulator's choice and is documented with the fault
-(a ``stall`` opportunity is a RUN command; a ``garble`` opportunity is a reply).
+(a ``stall`` opportunity is a RUN command; a ``garble`` opportunity is a reply). A test can also
+inject a fault at the next opportunity: ``plan.inject("garble")`` (on the simulator's loop, e.g.
+through ``BackgroundLab.inject``).
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ LINK_FAULTS: dict[str, str] = {
     "partial": "send only the first half of a reply",
     "silent": "swallow a reply (the client times out)",
 }
+
+#: Group names a spec may use for several faults at once.
+GROUPS = ("link", "instrument")
 
 _ENTRY = re.compile(r"^(?P<name>[a-z][a-z0-9-]*)(?:@(?P<at>\d+)|%(?P<p>[0-9.]+))?$")
 
@@ -61,15 +71,20 @@ class FaultPlan:
             if match is None:
                 raise FaultSpecError(f"fault entry {entry!r} is not NAME, NAME@N or NAME%P")
             name = match["name"]
-            if name not in allowed:
-                raise FaultSpecError(f"unknown fault {name!r}; allowed: {', '.join(sorted(allowed))}")
+            if name in GROUPS:
+                names = [n for n in allowed if (n in LINK_FAULTS) == (name == "link")]
+            elif name in allowed:
+                names = [name]
+            else:
+                choices = ", ".join([*sorted(allowed), *GROUPS])
+                raise FaultSpecError(f"unknown fault {name!r}; allowed: {choices}")
             at = int(match["at"]) if match["at"] else None
             probability = float(match["p"]) if match["p"] else None
             if at is not None and at < 1:
                 raise FaultSpecError(f"fault entry {entry!r}: N counts from 1")
             if probability is not None and not 0.0 <= probability <= 1.0:
                 raise FaultSpecError(f"fault entry {entry!r}: P must be between 0 and 1")
-            rules.append(FaultRule(name, at, probability))
+            rules += [FaultRule(each, at, probability) for each in names]
         return cls(rules, seed=seed)
 
     def fires(self, name: str) -> bool:
@@ -92,3 +107,17 @@ class FaultPlan:
 
     def has(self, name: str) -> bool:
         return any(rule.name == name for rule in self.rules)
+
+    def inject(self, name: str, times: int = 1, *, skip: int = 0) -> None:
+        """Fire ``name`` at ``times`` opportunities in a row, after ``skip`` more have passed.
+
+        Besides whatever the rules say; ``inject("garble")`` spoils the next reply.
+        """
+        if times < 1 or skip < 0:
+            raise ValueError(f"need times >= 1 and skip >= 0, not {times} and {skip}")
+        first = self._opportunities[name] + skip + 1
+        self.rules += [FaultRule(name, at=first + n) for n in range(times)]
+
+    def opportunities(self, name: str) -> int:
+        """Opportunities for ``name`` so far."""
+        return self._opportunities[name]

@@ -18,6 +18,7 @@ lit (``light`` > 0), by an excitation LED (365 nm, behind a long-pass filter): w
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -69,6 +70,8 @@ class OceanHDX(Simulator):
     instrument_faults: ClassVar[dict[str, str]] = {
         "not-ready": "an acquisition request is refused with NACK 7 (device not ready)",
         "saturate": "an acquisition catches a lamp flare: counts clip at full scale",
+        "acquisition-error": "an acquisition fails inside the device after its integration time: NACK 13 "
+        "(internal device error) with the hardware-exception flag (opportunity: an acquisition)",
     }
 
     @classmethod
@@ -213,6 +216,10 @@ class OceanHDX(Simulator):
         try:
             seconds = self.integration_time_us / 1e6
             await self.world.clock.sleep(seconds)
+            if self.faults.fires("acquisition-error"):
+                self.log.info("fault acquisition-error")
+                failed = _nack(request, ErrorCode.INTERNAL_DEVICE_ERROR)
+                return dataclasses.replace(failed, flags=failed.flags | codec.Flag.HW_EXCEPTION)
             counts = self.counts(seconds, flare=self.faults.fires("saturate"))
         finally:
             self.acquiring = False

@@ -69,6 +69,29 @@ class BackgroundLab:
     def url(self, endpoint: str) -> str:
         return self.urls[endpoint]
 
+    def inject(self, fault: str, *, instrument: str | None = None, times: int = 1, skip: int = 0) -> None:
+        """Make ``fault`` happen at ``times`` opportunities in a row on ``instrument`` (the only one if
+        None), after ``skip`` more have passed.
+
+        A link fault's opportunity is the instrument's next reply; an instrument fault's is its own
+        (``python -m simulators faults KIND``).
+        """
+        if instrument is None:
+            if len(self.lab.simulators) != 1:
+                raise ValueError(f"name the instrument: {', '.join(self.lab.simulators)}")
+            instrument = next(iter(self.lab.simulators))
+        simulator = self.lab.simulators[instrument]
+        if fault not in simulator.supported_faults():
+            raise ValueError(
+                f"{instrument} has no fault {fault!r}; it has {', '.join(simulator.supported_faults())}"
+            )
+        self.call(lambda: simulator.faults.inject(fault, times, skip=skip))
+
+    def fired(self, fault: str, *, instrument: str | None = None) -> int:
+        """How often ``fault`` has fired on ``instrument`` (the only one if None)."""
+        name = instrument if instrument is not None else next(iter(self.lab.simulators))
+        return self.call(lambda: self.lab.simulators[name].faults.fired[fault])
+
     def sessions_opened(self) -> int:
         """Client connections accepted since start, over every instrument and endpoint."""
         return self.call(lambda: sum(sum(s.sessions_opened.values()) for s in self.lab.simulators.values()))
@@ -120,11 +143,14 @@ def run_simulator(
     clock: Clock | None = None,
     faults: str | None = None,
     config: Mapping[str, Any] | None = None,
+    faults_seed: int | None = None,
 ) -> BackgroundLab:
-    """One instrument on its default bench; endpoint URLs are keyed by bare endpoint name."""
-    return BackgroundLab(
-        build_single(kind, clock or ScaledClock(), faults=faults, config=config), link, prefixed=False
-    )
+    """One instrument on its default bench; endpoint URLs are keyed by bare endpoint name.
+
+    ``faults`` is a fault spec (``"garble%0.05,stall@3"``), drawn with ``faults_seed`` (default 0).
+    """
+    lab = build_single(kind, clock or ScaledClock(), faults=faults, config=config, faults_seed=faults_seed)
+    return BackgroundLab(lab, link, prefixed=False)
 
 
 def run_lab(

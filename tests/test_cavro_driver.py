@@ -372,3 +372,39 @@ def test_an_overload_before_delivery_is_recovered_by_initialising_again(fault):
         assert pump.transfer(500, "water", "outlet") == pytest.approx(500)
         assert vial(sim) == pytest.approx(500)
         assert [e["event"] for e in events] == ["retry", "recovered"] and events[0]["fault"] == "alarm"
+
+
+def test_a_stop_during_recovery_stops_the_initialisation_and_the_next_recovery_runs():
+    # recover() initialises the pump, which moves the plunger: an e-stop (device.stop()) then must
+    # put T on the wire although no action runs, and the stop must not outlive that recovery.
+    clock = ScaledClock(1.0)
+    with run_simulator("cavro", clock=clock, config={"init_duration_s": 60.0}) as sim:
+        water = make_device("water_pump", sim.url("pump"), timeout=0.3, poll_interval_s=0.002)
+        try:
+            water.connect()
+            failures: list[BaseException] = []
+
+            def recover() -> None:
+                try:
+                    water.recover()
+                except Exception as exc:
+                    failures.append(exc)
+
+            worker = threading.Thread(target=recover)
+            worker.start()
+            deadline = time.monotonic() + 10
+            while not sim.call(lambda: model(sim).busy) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            asked = time.monotonic()
+            water.stop()
+            worker.join(timeout=10)
+            assert not worker.is_alive()
+            assert [type(e.__cause__) for e in failures] == [Terminated]
+            commands = [r.data for r in sim.wire_log() if r.time >= asked]
+            assert any(c.startswith(b"/1T") for c in commands), commands
+            assert not sim.call(lambda: model(sim).busy)
+            sim.call(lambda: setattr(model(sim), "init_duration_s", 0.01))
+            water.recover()  # a new operation: the stop belonged to the last one
+            water.check_health()
+        finally:
+            water.destroy()

@@ -71,6 +71,14 @@ def ika_command(record) -> str:
         return ""
 
 
+def one_scan(device):
+    # One scan of 50 ms instead of the long action's 50 of 300 ms (which also saturate the detector).
+    device.averages.put(1)
+    device.integration_time.put(50_000)
+    device.mode.put("dark")  # a sample needs a dark and a reference first
+    return device, None
+
+
 CASES = [
     DriverCase(
         name="ne1000",
@@ -81,6 +89,7 @@ CASES = [
         simulator=functools.partial(run_simulator, "ne1000"),
         address=single("pump"),
         long_action=lambda device: (device.a, 5000.0),  # five minutes of pumping
+        short_action=lambda device: (device.a, 10.0),  # 0.6 s
         is_stop=lambda r: ne1000_command(r) == "STP",
         is_motion=lambda r: ne1000_command(r) in ("RUN", "PUR"),
         faces=[("a", (Movable, Readable, Stoppable))],
@@ -96,6 +105,7 @@ CASES = [
             "init_duration_s": 0.05, "valve_switch_s": 0.01}),
         address=single("pump"),
         long_action=lambda device: (device, 900.0),  # 45 s at 20 µL/s
+        short_action=lambda device: (device, 20.0),  # 1 s at 20 µL/s, after initialising
         is_stop=lambda r: cavro_commands(r).startswith("T"),
         is_motion=cavro_moves,
         faces=[("", (Movable, Readable, Stoppable))],
@@ -109,6 +119,7 @@ CASES = [
             "initial_mode": "RUNNING", "gripper": {"active": True, "activation_s": 0.05}}),
         address=lambda sim: {name: sim.url(name) for name in ("dashboard", "script", "gripper")},
         long_action=lambda device: (device.transfer, ("feeder", "waste")),
+        short_action=lambda device: (device, "home"),
         is_stop=lambda r: r.endpoint == "dashboard" and r.data.strip().lower() == b"stop",
         is_motion=ur_moves,
         faces=[("", (Movable, Readable, Stoppable)), ("gripper", (Movable, Readable, Stoppable)),
@@ -136,6 +147,7 @@ CASES = [
         simulator=functools.partial(run_simulator, "ocean-hdx"),
         address=single("obp"),
         long_action=lambda device: (device, None),
+        short_action=one_scan,
         is_stop=lambda r: ocean_type(r) == MessageType.ABORT_ACQUISITION,
         is_motion=lambda r: ocean_type(r) == MessageType.GET_SPECTRUM_NOW_HDX,
         faces=[("", (Triggerable, Readable, Stoppable))],
@@ -148,10 +160,13 @@ CASES = [
         simulator=functools.partial(run_simulator, "ika-rct"),
         address=single("serial"),
         long_action=lambda device: (device.temperature, 150.0),  # minutes of heating at real speed
+        short_action=lambda device: (device.stirrer, 200.0),
         is_stop=lambda r: ika_command(r) in ("STOP_1", "STOP_4"),
         is_motion=lambda r: ika_command(r) in ("START_1", "START_4"),
         faces=[("", (Triggerable, Readable, Stoppable)), ("temperature", (Movable, Readable, Stoppable)),
                ("stirrer", (Movable, Readable, Stoppable))],
+        # The stirrer's stop stops the motor, not the heater: its own long action is a spin-up.
+        child_actions={"stirrer": lambda device: (device.stirrer, 1500.0)},  # 4 s at 400 rpm/s
     ),
 ]  # fmt: skip
 

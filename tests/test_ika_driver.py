@@ -10,7 +10,7 @@ import bluesky.preprocessors as bpp
 import pytest
 
 from drivers.errors import FaultKind, SafetyLimitError
-from drivers.ika import HeaterNotHeating, IkaHotplate, SettingsLost, make_device
+from drivers.ika import HeaterNotHeating, IkaHotplate, SettingsLost, TemperatureNotReached, make_device
 from drivers.ika.hotplate import SAFETY_MARGIN_K
 from drivers.testing import wait_for
 from simulators.clock import ScaledClock
@@ -102,7 +102,8 @@ def test_a_heater_switched_off_behind_the_drivers_back_is_found_and_started_agai
     with bench(faults=fault) as (sim, plate):
         events = []
         plate.events.subscribe(events.append)
-        assert abs(plate.heat_to(50.0, poll_s=0.005) - 50.0) <= 1.0
+        # A second of heating is a millisecond here: the heater's grace shrinks with it.
+        assert abs(plate.heat_to(50.0, poll_s=0.005, heater_grace_s=0.01) - 50.0) <= 1.0
         assert [e["event"] for e in events if e["fault"] == FaultKind.ALARM] == ["retry"]
         assert state(sim)["heating"] and state(sim)["error"] is None
 
@@ -110,8 +111,23 @@ def test_a_heater_switched_off_behind_the_drivers_back_is_found_and_started_agai
 def test_without_recoveries_the_typed_alarm_is_raised():
     with bench(faults="watchdog@6") as (_sim, plate):
         with pytest.raises((HeaterNotHeating, SettingsLost)) as raised:
-            plate.heat_to(50.0, poll_s=0.005, recoveries=0)
+            plate.heat_to(50.0, poll_s=0.005, recoveries=0, heater_grace_s=0.01)
         assert raised.value.fault is FaultKind.ALARM
+
+
+def test_a_plate_warming_from_cold_in_real_time_is_not_taken_for_a_dead_heater():
+    # The plate needs a second or two to run a kelvin above the medium: that is no fault.
+    with run_simulator("ika-rct", clock=ScaledClock(1.0)) as sim:
+        plate = IkaHotplate.connect(sim.url("serial"))
+        events = []
+        plate.events.subscribe(events.append)
+        try:
+            with pytest.raises(TemperatureNotReached):
+                plate.heat_to(60.0, timeout=3.0)  # minutes to 60 °C; only the first seconds matter
+        finally:
+            plate.stop()
+            plate.close()
+        assert [e for e in events if e["fault"] == FaultKind.ALARM] == []
 
 
 @pytest.mark.parametrize("fault", ["garble@3", "silent@3", "partial@3", "drop@3"])

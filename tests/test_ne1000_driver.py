@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import os
-import time
+import threading
 from contextlib import contextmanager
 
 import bluesky.plan_stubs as bps
@@ -185,27 +185,45 @@ def test_safe_mode_crc_framing_and_timeout(link):
 
 @pytest.mark.parametrize("link", LINKS)
 def test_two_pumps_dispense_at_once_in_a_bluesky_plan(link, engine):
-    with run_simulator("ne1000", link=link, clock=ScaledClock(400)) as sim:
+    # Simulated time stands still until both pumps are seen infusing together: were the moves
+    # serialised, the second RUN would wait for the first move to end, which cannot happen before
+    # the clock moves, and the overlap would never be seen.
+    clock = VirtualClock()
+    with run_simulator("ne1000", link=link, clock=clock) as sim:
         pumps = make_device("pumps", {"pump": sim.url("pump")}, pumps=DYES, reply_timeout=0.5, poll_s=0.01)
         documents = []
+        moving_together: list[bool] = []
+
+        def both_infusing() -> bool:
+            states = sim.call(lambda: [simulator(sim).pumps[a].status_char() for a in (0, 1)])
+            return states == ["I", "I"]
+
+        def release_the_clock() -> None:
+            try:
+                wait_for(both_infusing, 30, what="both pumps infusing at once")
+                moving_together.append(True)
+            except TimeoutError:
+                moving_together.append(False)
+            finally:
+                clock.advance(60)  # either way, let the plan end: 3.6 s of pumping for the longer move
 
         @bpp.run_decorator()
         def plan():
             yield from bps.mv(pumps.yellow, 120.0, pumps.red, 80.0)
             yield from bps.trigger_and_read([pumps])
 
+        releaser = threading.Thread(target=release_the_clock)
         try:
-            started = time.monotonic()
+            releaser.start()
             engine(plan(), lambda name, doc: documents.append((name, doc)))
-            elapsed = time.monotonic() - started
         finally:
+            releaser.join(60)
             pumps.destroy()
+        assert moving_together == [True]
         event = next(doc for name, doc in documents if name == "event")
         assert event["data"]["pumps_yellow_dispensed"] == pytest.approx(120.0)
         assert event["data"]["pumps_red_dispensed"] == pytest.approx(80.0)
         assert event["data"]["pumps_blue_dispensed"] == 0.0
-        # Concurrent: 3.6 s of simulated pumping for the longer move, not 3.6 + 2.4 s.
-        assert elapsed < 6.0 / 400 + 1.0
         contents = vial(sim)
         assert contents.volume_ul == pytest.approx(200.0)
         assert contents.concentration("red") == pytest.approx(4.0e-5 * 80 / 200)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from drivers.errors import ConnectionLost, InstrumentTimeout
+from drivers.errors import ConnectionLost, InstrumentTimeout, ReplyCutShort
 from drivers.transport import Transport
 from simulators.base import Simulator
 from simulators.clock import ScaledClock, VirtualClock
@@ -64,8 +64,8 @@ def test_garble_partial_and_silent_faults_reach_the_wire():
         garbled = ask(transport, b"abcdef\n")
         assert garbled != b"ABCDEF\n" and len(garbled) == 7
         transport.write(b"abcdef\n")
-        with pytest.raises(InstrumentTimeout):
-            transport.read_until(b"\n", timeout=0.3)  # half a line never completes
+        with pytest.raises(ReplyCutShort, match="ABC"):
+            transport.read_until(b"\n", timeout=0.3)  # half a line never completes: cut, not silent
 
 
 def test_fault_spec_errors_name_the_allowed_faults():
@@ -84,6 +84,25 @@ def test_probabilistic_faults_are_seeded():
     draws_a = [plan_a.fires("garble") for _ in range(200)]
     assert draws_a == [plan_b.fires("garble") for _ in range(200)]
     assert 30 < sum(draws_a) < 90 and first
+
+
+def test_fault_groups_stand_for_every_link_fault_or_every_instrument_fault():
+    allowed = {**LINK_FAULTS, "stall": "a stall", "reset": "a reset"}
+    plan = FaultPlan.parse("link%0.05,instrument@2", allowed)
+    assert sorted((r.name, r.probability, r.at) for r in plan.rules) == [
+        ("drop", 0.05, None), ("garble", 0.05, None), ("partial", 0.05, None), ("reset", None, 2),
+        ("silent", 0.05, None), ("stall", None, 2),
+    ]  # fmt: skip
+    with pytest.raises(FaultSpecError, match="instrument"):
+        FaultPlan.parse("links%0.05", allowed)
+
+
+def test_an_injected_fault_fires_at_its_next_opportunities_after_a_skip():
+    plan = FaultPlan.parse("", LINK_FAULTS)
+    assert not plan.fires("garble")
+    plan.inject("garble", times=2, skip=1)
+    assert [plan.fires("garble") for _ in range(5)] == [False, True, True, False, False]
+    assert plan.fired["garble"] == 2 and plan.opportunities("garble") == 6
 
 
 def test_virtual_clock_wakes_sleepers_only_when_advanced():

@@ -19,7 +19,7 @@ import bluesky.preprocessors as bpp
 import pytest
 from bluesky.utils import FailedStatus
 
-from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError, SafetyLimitError
+from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError, ReplyCutShort, SafetyLimitError
 from drivers.ur import (
     GripperMissedObject,
     MotionStopped,
@@ -179,6 +179,16 @@ def test_rejected_requests_through_the_ophyd_face_send_nothing(engine):
             arm.destroy()
 
 
+def test_the_retries_and_timeout_options_reach_the_dashboard_and_the_gripper():
+    arm = make_device("arm", "localhost", positions=DEFAULT_POSITIONS, retries=0, reply_timeout=0.3)
+    try:
+        assert arm.arm.retry.attempts == 1 and arm.arm.gripper.retry.attempts == 1
+        assert arm.arm.dashboard.transport.reply_timeout == 0.3
+        assert arm.arm.gripper.transport.reply_timeout == 0.3
+    finally:
+        arm.destroy()
+
+
 def test_make_device_checks_its_options(tmp_path):
     with pytest.raises(ValueError, match=r"unknown option 'colour'; allowed: .*positions, positions_file"):
         make_device("arm", "localhost", positions=DEFAULT_POSITIONS, colour="red")
@@ -220,8 +230,8 @@ def test_garbled_and_partial_replies_raise_typed_errors(link):
     with bench(link, faults="garble@1,partial@2,silent@3") as (_, arm):
         with pytest.raises(ProtocolError):
             arm.dashboard.robot_mode()  # "Robot>ode: POWER_OFF"
-        with pytest.raises(InstrumentTimeout):
-            arm.dashboard.robot_mode()  # half a line never ends
+        with pytest.raises(ReplyCutShort):
+            arm.dashboard.robot_mode()  # half a line never ends: cut short, not silent
         with pytest.raises(InstrumentTimeout):
             arm.dashboard.is_running()  # no reply at all
         assert arm.dashboard.robot_mode() is RobotMode.POWER_OFF  # stale bytes are discarded

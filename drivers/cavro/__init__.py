@@ -32,7 +32,7 @@ from drivers.cavro.errors import (
     ValveOverload,
 )
 from drivers.cavro.xcalibur import CavroPump, PumpStatus, SyringeNotEmpty
-from drivers.options import STRICT, validate_options
+from drivers.options import STRICT, min_reply_timeout, validate_options
 from drivers.transport import Transport
 
 if TYPE_CHECKING:
@@ -79,7 +79,10 @@ class Options(BaseModel):
     init_timeout_s: Positive = 30.0
     aspirate_flow_ul_s: Positive | None = None
     baudrate: Literal[9600, 38400] = 9600
-    timeout: Positive = Field(0.5, description="s to wait for one reply")
+    timeout: Positive = Field(
+        0.5, description="s to wait for one reply at most (less once the link is known)"
+    )
+    min_reply_timeout: Positive = min_reply_timeout()
 
 
 def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> CavroDevice:
@@ -95,7 +98,12 @@ def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> 
     ports = dict(checked.ports)
     waste = checked.waste if checked.waste is not None else ("waste" if "waste" in ports else None)
     pump = CavroPump(
-        Transport(url, baudrate=checked.baudrate, timeout=checked.timeout),
+        Transport(
+            url,
+            baudrate=checked.baudrate,
+            timeout=checked.timeout,
+            min_reply_timeout=checked.min_reply_timeout,
+        ),
         syringe_volume_ul=checked.syringe_volume_ul,
         address=checked.pump_address,
         ports=ports,

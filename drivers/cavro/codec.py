@@ -118,7 +118,7 @@ def address_char(address: int | str) -> str:
     if isinstance(address, str):
         if len(address) == 1 and FIRST_ADDRESS <= ord(address) <= LAST_ADDRESS:
             return address
-    elif isinstance(address, int) and not isinstance(address, bool) and 1 <= address <= 15:
+    elif not isinstance(address, bool) and 1 <= address <= 15:
         return chr(0x30 + address)
     raise ValueError(
         f"pump address must be 1..15 or one of the characters '1'..'?' (switch 0..14), not {address!r}"
@@ -259,7 +259,7 @@ class CommandSyntaxError(ValueError):
 
 def parse_commands(text: str) -> list[Command]:
     """Split ``IA3000OA0R`` into commands; raise CommandSyntaxError on characters that are no command."""
-    commands = []
+    commands: list[Command] = []
     position = 0
     text = text.replace(" ", "")
     while position < len(text):

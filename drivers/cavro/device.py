@@ -19,13 +19,11 @@ import logging
 import threading
 from typing import Any
 
-from ophyd import Component, Signal
-from ophyd.status import DeviceStatus
-
 from drivers.cavro.errors import Terminated
 from drivers.cavro.xcalibur import CavroPump
 from drivers.errors import Unrecoverable
 from drivers.ophyd_support import BackgroundAction, InstrumentDevice
+from drivers.ophyd_types import Component, DeviceStatus, Signal
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +62,11 @@ class CavroDevice(InstrumentDevice):
         self.pump.check_transfer(volume, self.source, self.outlet, flow, self.aspirate_flow_ul_s)
 
         def transfer(halt: threading.Event) -> None:
-            self._ensure_connected()
-            self.pump.halt = halt
-            moved = self.pump.transfer(
-                volume, self.source, self.outlet, flow, aspirate_flow_ul_s=self.aspirate_flow_ul_s
-            )
+            self.ensure_connected()
+            with self.pump.operation(halt):
+                moved = self.pump.transfer(
+                    volume, self.source, self.outlet, flow, aspirate_flow_ul_s=self.aspirate_flow_ul_s
+                )
             self.volume.put(moved)
             self.valve.put(self.pump.valve_port())
             self.plunger.put(self.pump.position_ul())
@@ -76,7 +74,8 @@ class CavroDevice(InstrumentDevice):
         return self.action.run(self, transfer, f"transfer {volume:g} uL")
 
     def stop(self, *, success: bool = False) -> None:
-        if not self.action.busy:
+        # A transfer, or an initialisation that recover() runs: either moves the plunger.
+        if not (self.action.busy or self.pump.halt.active):
             return
         self.action.stop("the transfer", Terminated("stopped before the transfer finished"))
         self.pump.terminate()
@@ -112,7 +111,7 @@ class CavroDevice(InstrumentDevice):
     def identity(self) -> dict[str, Any]:
         """The firmware version the pump reports (``&``); the DT protocol has no model or serial query."""
         with self._named():
-            self._ensure_connected()
+            self.ensure_connected()
             return {
                 "model": None,
                 "serial": None,

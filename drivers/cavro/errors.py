@@ -14,6 +14,8 @@ from drivers.errors import (
     InstrumentError,
     InstrumentTimeout,
     ProtocolError,
+    ReplyCutShort,
+    Stopped,
 )
 
 __all__ = [
@@ -152,7 +154,7 @@ class GarbledReply(ProtocolError):
     """A reply that arrived whole but does not parse (a corrupted byte)."""
 
 
-class TruncatedReply(ProtocolError):
+class TruncatedReply(ReplyCutShort):
     """A reply that started but never reached its ETX CR LF."""
 
 
@@ -160,5 +162,5 @@ class NoReply(InstrumentTimeout):
     """Nothing came back within the timeout."""
 
 
-class Terminated(InstrumentError):
+class Terminated(Stopped):
     """The move was stopped on request (``terminate()``) before it finished."""

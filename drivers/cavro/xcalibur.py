@@ -22,8 +22,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -39,7 +39,14 @@ from drivers.cavro.errors import (
     ValveOverload,
     error_for,
 )
-from drivers.errors import ConnectionLost, InstrumentError, InstrumentTimeout, SafetyLimitError
+from drivers.errors import (
+    ConnectionLost,
+    InstrumentError,
+    InstrumentTimeout,
+    ReplyCutShort,
+    SafetyLimitError,
+)
+from drivers.halt import Halt
 from drivers.retry import FaultEvents, RetryPolicy
 from drivers.transport import Transport
 
@@ -95,7 +102,7 @@ class CavroPump:
         self.valve_port_count = int(valve_port_count)
         self.ports = dict(ports or {})
         for label, port in self.ports.items():
-            if not isinstance(port, int) or not 1 <= port <= self.valve_port_count:
+            if not isinstance(port, int) or not 1 <= port <= self.valve_port_count:  # pyright: ignore[reportUnnecessaryIsInstance]  (a caller may pass anything: checked at run time)
                 raise ValueError(f"ports.{label}: port must be 1..{self.valve_port_count}, not {port!r}")
         self.mode = codec.resolution_mode(resolution)
         if not codec.TOP_SPEED_RANGE[0] <= max_top_speed <= codec.TOP_SPEED_RANGE[1]:
@@ -114,17 +121,14 @@ class CavroPump:
         self.waste_port = None if waste is None else self._port(waste)
         self.retry = RetryPolicy(attempts=1 + int(retries), retryable=LINK_ERRORS, deadline_s=10.0)
         self.events = events or FaultEvents(transport.url)
-        #: Set by the caller's stop (the ophyd face shares its action's event): no command after it.
-        self.halt: threading.Event | None = None
+        #: A stop (terminate(), or the ophyd face's action stopped) ends the operation in progress.
+        self.halt = Halt()
         self.overload_retries = int(overload_retries)
         self.poll_interval_s = float(poll_interval_s)
         self.init_timeout_s = float(init_timeout_s)
         self.profile = SpeedProfile()
         self._position: int | None = None  # increments, as last commanded or read
         self._initialised = False
-        self._stop = threading.Event()
-        self._motion = threading.RLock()
-        self._depth = 0
 
     @classmethod
     def connect(cls, url: str, *, baudrate: int = 9600, timeout: float = 1.0, **options: Any) -> CavroPump:
@@ -165,7 +169,7 @@ class CavroPump:
             f"or a label ({labels})"
         )
 
-    def _increments(self, volume_ul: float, what: str) -> int:
+    def _increments(self, volume_ul: object, what: str) -> int:
         if not (isinstance(volume_ul, int | float) and math.isfinite(volume_ul) and volume_ul > 0):
             raise SafetyLimitError(f"{what} volume must be a positive number of µL, not {volume_ul!r}")
         increments = round(volume_ul / self.ul_per_increment)
@@ -176,7 +180,7 @@ class CavroPump:
             )
         return increments
 
-    def _speed(self, flow_ul_s: float | None) -> int:
+    def _speed(self, flow_ul_s: object) -> int:
         flow = self.max_flow_ul_s if flow_ul_s is None else flow_ul_s
         if not (isinstance(flow, int | float) and math.isfinite(flow)):
             raise SafetyLimitError(f"flow must be a number of µL/s, not {flow!r}")
@@ -202,18 +206,19 @@ class CavroPump:
             raise SafetyLimitError(
                 f"transfer volume {volume_ul:g} µL exceeds max_transfer_ul {self.max_transfer_ul:g} µL"
             )
-        self._port(source), self._port(destination)
-        self._speed(flow_ul_s), self._speed(aspirate_flow_ul_s)
+        self._port(source)
+        self._port(destination)
+        self._speed(flow_ul_s)
+        self._speed(aspirate_flow_ul_s)
 
     # -- the wire --------------------------------------------------------------------------------
     def _read_reply(self, transport: Transport) -> bytes:
         try:
             return transport.read_until(codec.REPLY_TERMINATOR)
+        except ReplyCutShort as exc:
+            raise TruncatedReply(f"pump {self.address}: {exc}") from None
         except InstrumentTimeout:
-            fragment = transport.read_available()
-            if fragment:
-                raise TruncatedReply(f"pump {self.address}: reply cut short: {fragment!r}") from None
-            raise NoReply(f"pump {self.address}: no reply within {transport.timeout:g} s") from None
+            raise NoReply(f"pump {self.address}: no reply within {transport.replies.timeout:.3g} s") from None
 
     def _exchange_once(self, commands: str) -> Reply:
         if not self.transport.is_open:
@@ -244,17 +249,9 @@ class CavroPump:
         return self.retry.run(once, transport=self.transport, events=self.events,
                               what=f"pump {self.address} {commands!r}")  # fmt: skip
 
-    @contextmanager
-    def _operation(self) -> Iterator[None]:
-        """One public operation at a time; a stop request lasts until the outermost one ends."""
-        with self._motion:
-            if self._depth == 0:
-                self._stop.clear()
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
+    def operation(self, halt: threading.Event | None = None) -> AbstractContextManager[threading.Event]:
+        """One public operation at a time; a stop ends it (and ``halt``, if given, is its stop event)."""
+        return self.halt.operation(halt)
 
     def _run(self, commands: str, timeout: float) -> None:
         """Run an absolute (repeatable) command string and wait until the pump has finished it."""
@@ -307,7 +304,7 @@ class CavroPump:
 
     def stopped(self) -> bool:
         """True once terminate() (or the caller's halt) asked the operation in progress to end."""
-        return self._stop.is_set() or (self.halt is not None and self.halt.is_set())
+        return self.halt.requested
 
     def _wait_ready(self, timeout: float, *, raise_errors: bool, command: str = "") -> None:
         deadline = time.monotonic() + timeout
@@ -346,15 +343,22 @@ class CavroPump:
         """
         out_port = self._port(output) if output is not None else self.waste_port
         command = f"Z{force},0,{out_port}" if out_port else ("Z" if not force else f"Z{force}")
-        with self._operation():
+        with self.operation():
+            attempt = 0
             for attempt in range(1, attempts + 1):
                 log.info("pump %s: initialising (%s), attempt %d", self.address, command, attempt)
                 try:
                     self._run(command, self.init_timeout_s)
                     break
-                except InitFailure:
-                    if attempt == attempts:
+                except InitFailure as failure:
+                    if attempt == attempts or self.stopped():
+                        if attempt > 1:
+                            self.events.emit("gave_up", failure.fault, str(failure), attempt)
                         raise
+                    self.events.emit("retry", failure.fault, f"{failure}; initialising again", attempt)
+            if attempt > 1:
+                detail = f"pump {self.address}: initialised on attempt {attempt}"
+                self.events.emit("recovered", "alarm", detail)
             self._run(f"N{self.mode}", self.init_timeout_s)
             self._position = 0
             self._initialised = True
@@ -366,7 +370,7 @@ class CavroPump:
     def valve(self, port: str | int) -> int:
         """Turn the valve to ``port`` (a label or number) the short way round; returns the port number."""
         number = self._port(port)
-        with self._operation():
+        with self.operation():
             log.info("pump %s: valve to port %d", self.address, number)
             self._run(f"I{number}", self.init_timeout_s)
         return number
@@ -391,7 +395,7 @@ class CavroPump:
         increments = self._increments(volume_ul, "aspirate")
         self._speed(flow_ul_s)
         port = None if source is None else self._port(source)
-        with self._operation():
+        with self.operation():
             here = self._require_position()
             if here + increments > self.increments_per_stroke:
                 raise SafetyLimitError(
@@ -410,7 +414,7 @@ class CavroPump:
         increments = self._increments(volume_ul, "dispense")
         self._speed(flow_ul_s)
         port = None if destination is None else self._port(destination)
-        with self._operation():
+        with self.operation():
             here = self._require_position()
             if increments > here:
                 raise SafetyLimitError(
@@ -437,7 +441,7 @@ class CavroPump:
         self.check_transfer(volume_ul, source, destination, flow_ul_s, aspirate_flow_ul_s)
         remaining = self._increments(volume_ul, "transfer")
         moved = remaining * self.ul_per_increment
-        with self._operation():
+        with self.operation():
             self.ensure_initialized()
             here = self._require_position()
             if here:
@@ -483,7 +487,7 @@ class CavroPump:
 
     def terminate(self) -> None:
         """Stop the plunger now (``T``), from any thread; a transfer in progress raises ``Terminated``."""
-        self._stop.set()
+        self.halt.request()
         log.info("pump %s: terminate", self.address)
         self.query("T")
         self._position = None
@@ -493,14 +497,15 @@ class CavroPump:
 
         The documented recovery from a plunger or valve overload (errors 9, 10) and a failed
         initialisation (error 1) is a new initialisation; ``InitFailure`` if that fails too.
+        A stop before it does not carry over: recovery is an operation of its own.
         """
-        if not self.transport.is_open:
-            self.retry.run(
-                self.transport.reconnect, events=self.events, what=f"pump {self.address}: reconnect"
-            )
-        self.query("T")
-        self._stop.clear()
-        self.initialize()
+        with self.operation():
+            if not self.transport.is_open:
+                self.retry.run(
+                    self.transport.reconnect, events=self.events, what=f"pump {self.address}: reconnect"
+                )
+            self.query("T")
+            self.initialize()
 
     def _require_position(self) -> int:
         if not self._initialised:
@@ -513,7 +518,7 @@ class CavroPump:
     def _check_stop(self) -> None:
         if self.stopped():
             self._position = None
-            raise Terminated(f"pump {self.address}: stopped on request")
+            self.halt.check(f"pump {self.address}", Terminated)
 
 
 def _whole(text: str, low: int, high: int) -> int:

@@ -25,8 +25,8 @@ from drivers.ika.errors import (
     StirringStopped,
     TemperatureNotReached,
 )
-from drivers.ika.hotplate import DEFAULT_REPLY_TIMEOUT, SAFETY_MARGIN_K, IkaHotplate
-from drivers.options import STRICT, validate_options
+from drivers.ika.hotplate import DEFAULT_REPLY_TIMEOUT, HEATER_GRACE_S, SAFETY_MARGIN_K, IkaHotplate
+from drivers.options import STRICT, min_reply_timeout, validate_options
 from drivers.retry import RetryPolicy
 from drivers.transport import Transport
 
@@ -59,11 +59,19 @@ class Options(BaseModel):
     stir_timeout_s: float = Field(60.0, gt=0)
     poll_s: float = Field(0.05, gt=0, description="first poll interval while heating or spinning up")
     recoveries: int = Field(1, ge=0, description="times a heater found off is reset and started again")
+    heater_grace_s: float = Field(
+        HEATER_GRACE_S, ge=0, description="s a (re)started heater has to warm the plate above the medium"
+    )
     watchdog_s: int | None = Field(
         None, ge=codec.WATCHDOG_RANGE_S[0], le=codec.WATCHDOG_RANGE_S[1],
         description="arm watchdog mode 1 on connect (heater and motor off if the host falls silent)",
     )  # fmt: skip
-    reply_timeout: float = Field(DEFAULT_REPLY_TIMEOUT, gt=0, description="s to wait for one reply")
+    reply_timeout: float = Field(
+        DEFAULT_REPLY_TIMEOUT,
+        gt=0,
+        description="s to wait for one reply at most (less once the line is known)",
+    )
+    min_reply_timeout: float = min_reply_timeout()
     retries: int = Field(3, ge=0, description="resends of a query or setting after a link fault")
     timeout: float = Field(1.0, gt=0, description="transport timeout, s (opening the port)")
 
@@ -75,7 +83,8 @@ def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> 
     checked = validate_options(Options, options, instrument=name)
     url = address["serial"] if isinstance(address, Mapping) else address
     transport = Transport(url, baudrate=codec.BAUDRATE, timeout=checked.timeout, bytesize=codec.BYTESIZE,
-                          parity=codec.PARITY, stopbits=codec.STOPBITS)  # fmt: skip
+                          parity=codec.PARITY, stopbits=codec.STOPBITS,
+                          min_reply_timeout=checked.min_reply_timeout)  # fmt: skip
     plate = IkaHotplate(
         transport,
         max_temperature_c=checked.max_temperature_c,
@@ -90,6 +99,7 @@ def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> 
         "timeout": checked.heat_timeout_s,
         "poll_s": checked.poll_s,
         "recoveries": checked.recoveries,
+        "heater_grace_s": checked.heater_grace_s,
     }
     stir = {"timeout": checked.stir_timeout_s, "poll_s": checked.poll_s}
     return IkaPlate(

@@ -17,11 +17,9 @@ import math
 import threading
 from typing import Any
 
-from ophyd import Component, Device, Signal
-from ophyd.status import DeviceStatus
-
 from drivers.ika.hotplate import IkaHotplate
 from drivers.ophyd_support import BackgroundAction, InstrumentDevice
+from drivers.ophyd_types import Component, Device, DeviceStatus, Signal
 
 
 class TemperatureControl(Device):
@@ -40,7 +38,7 @@ class TemperatureControl(Device):
         target = hotplate.plate.check_temperature(float(value))  # refused before anything is sent
 
         def heat(halt: threading.Event) -> None:
-            hotplate._ensure_connected()
+            hotplate.ensure_connected()
             reached = hotplate.plate.heat_to(target, halt=halt, **hotplate.heat_options)
             self.setpoint.put(target)
             self.medium.put(reached)
@@ -51,7 +49,7 @@ class TemperatureControl(Device):
         if success and not self.action.busy:
             return  # the RunEngine's end-of-run courtesy: a plate holding its temperature keeps it
         self.action.stop("heating")
-        self.parent.plate.halt.set()
+        self.parent.plate.heating_halt.request()
         if self.parent.plate.transport.is_open:
             self.parent.plate.stop_heating()
 
@@ -71,7 +69,7 @@ class StirrerControl(Device):
         rpm = hotplate.plate.check_speed(float(value))
 
         def stir(halt: threading.Event) -> None:
-            hotplate._ensure_connected()
+            hotplate.ensure_connected()
             reached = hotplate.plate.stir_at(rpm, halt=halt, **hotplate.stir_options)
             self.setpoint.put(rpm)
             self.speed.put(reached)
@@ -82,7 +80,7 @@ class StirrerControl(Device):
         if success and not self.action.busy:
             return
         self.action.stop("stirring")
-        self.parent.plate.halt.set()
+        self.parent.plate.stirring_halt.request()
         if self.parent.plate.transport.is_open:
             self.parent.plate.stop_stirring()
 
@@ -113,7 +111,7 @@ class IkaPlate(InstrumentDevice):
         status = DeviceStatus(self)
         try:
             with self._named():
-                self._ensure_connected()
+                self.ensure_connected()
                 self.temperature.medium.put(self.plate.temperature())
                 self.temperature.plate.put(self.plate.plate_temperature())
                 self.stirrer.speed.put(self.plate.speed())
@@ -153,8 +151,10 @@ class IkaPlate(InstrumentDevice):
         self.plate.recover()
 
     def _check_health(self) -> None:
-        self.plate.name()
+        # A reading first: its reply names its channel, so a garbled one is caught (NAMUR has no
+        # checksum; a garbled name could pass for another).
         self.plate.plate_temperature()
+        self.plate.name()
         if self.watchdog_s is not None:
             self.plate.arm_watchdog(self.watchdog_s)  # also the keep-alive the watchdog wants
 

@@ -15,6 +15,7 @@ from drivers.errors import (
     InstrumentError,
     InstrumentTimeout,
     ProtocolError,
+    Stopped,
 )
 
 
@@ -51,7 +52,7 @@ class TemperatureNotReached(IkaError, InstrumentTimeout):
     """The medium did not reach the set point in time."""
 
 
-class HotplateStopped(IkaError):
+class HotplateStopped(IkaError, Stopped):
     """A wait (or a START) ended because someone called ``stop()``."""
 
 

@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from drivers.errors import InstrumentError, InstrumentTimeout, SafetyLimitError
+from drivers.errors import InstrumentError, InstrumentTimeout, ReplyCutShort, SafetyLimitError
+from drivers.halt import Halt
 from drivers.ika import codec
 from drivers.ika.codec import Channel
 from drivers.ika.errors import (
@@ -47,6 +48,9 @@ DEFAULT_REPLY_TIMEOUT = 0.5
 SAFETY_MARGIN_K = 25.0
 #: The plate runs this much hotter than a medium it is heating: less means the heater is off.
 HEATING_SIGN_K = 1.0
+#: How long a (re)started heater has to warm the plate that far before it counts as not heating: an
+#: RCT's plate takes one or two seconds from cold (600 W into its 450 J/K).
+HEATER_GRACE_S = 10.0
 
 
 class IkaHotplate:
@@ -74,14 +78,16 @@ class IkaHotplate:
         self.max_temperature_c = float(max_temperature_c)
         self.max_speed_rpm = float(max_speed_rpm)
         self.min_speed_rpm = float(min_speed_rpm)
-        self.reply_timeout = reply_timeout
+        transport.reply_timeout = reply_timeout  # the ceiling: the transport learns the line's round trip
         self.retry = retry or RetryPolicy(attempts=3, deadline_s=max(5.0, 4 * reply_timeout))
         self.events = events or FaultEvents(transport.url)
         self.setpoint_retries = setpoint_retries
         #: The plate's safety temperature (IN_SP_3), read by ``configure()``.
         self.safety_temperature_c: float | None = None
-        #: Set by ``stop()``: no START goes out until the next heat_to()/stir_at().
-        self.halt = threading.Event()
+        #: Heating and stirring run independently (one action each): a stop of one ends its
+        #: operation in progress (heat_to, stir_at) and no later one; ``stop()`` ends both.
+        self.heating_halt = Halt()
+        self.stirring_halt = Halt()
         self.requests_sent = 0
 
     @classmethod
@@ -96,15 +102,23 @@ class IkaHotplate:
     def __repr__(self) -> str:
         return f"IkaHotplate({self.transport.url!r})"
 
+    @property
+    def reply_timeout(self) -> float:
+        """The longest wait for a reply, s (the transport waits less once it knows the line)."""
+        return self.transport.reply_timeout
+
     # -- exchanges ---------------------------------------------------------------------------------
     def _query(self, request: bytes, parse: Callable[[bytes], T], what: str) -> T:
         def once() -> T:
             def read(transport: Transport) -> bytes:
                 try:
-                    return transport.read_until(codec.LINE_END, timeout=self.reply_timeout)
+                    return transport.read_until(codec.LINE_END)
+                except ReplyCutShort as exc:
+                    raise GarbledReply(f"{what}: {exc}") from exc
                 except InstrumentTimeout as exc:
-                    raise NoReply(f"{what}: no reply within {self.reply_timeout} s") from exc
+                    raise NoReply(f"{what}: no reply within {transport.replies.timeout:.3g} s") from exc
 
+            self._reopen()
             self.requests_sent += 1
             line = self.transport.exchange(request, read)
             try:
@@ -118,10 +132,17 @@ class IkaHotplate:
         """A command that answers nothing; safe to resend (switching on twice leaves it on)."""
 
         def once() -> None:
+            self._reopen()
             self.requests_sent += 1
             self.transport.exchange(request, lambda transport: None)
 
         self.retry.run(once, transport=self.transport, events=self.events, what=what)
+
+    def _reopen(self) -> None:
+        # A link dropped by an earlier call that gave up (or was not allowed to resend) is opened
+        # again by the next one, as every driver does; close() is the owner's, by the face.
+        if not self.transport.is_open:
+            self.transport.open()
 
     def _reading(self, command: str, channel: Channel) -> float:
         return self._query(
@@ -204,36 +225,38 @@ class IkaHotplate:
     def arm_watchdog(self, seconds: int) -> None:
         """Watchdog mode 1: heating and stirring switch off if this is not sent again within ``seconds``."""
         low, high = codec.WATCHDOG_RANGE_S
-        if not (isinstance(seconds, int) and low <= seconds <= high):
+        if not (isinstance(seconds, int) and low <= seconds <= high):  # pyright: ignore[reportUnnecessaryIsInstance]  (a caller may pass anything: checked at run time)
             raise SafetyLimitError(f"watchdog time must be a whole {low}–{high} s, not {seconds!r}")
         echo = self._query(codec.encode("OUT_WD1", str(seconds), at=True), codec.parse_echo, "OUT_WD1")
         if int(echo) != seconds:
             raise GarbledReply(f"OUT_WD1@{seconds}: echoed {echo:g}")
 
     # -- switching ---------------------------------------------------------------------------------
-    def _start(self, command: str, halt: threading.Event | None) -> None:
-        # Under the link's lock, which stop() needs for STOP: either START goes out first and the stop
+    def _start(self, command: str, halt: Halt, caller: threading.Event | None) -> None:
+        # Under the link's lock, which a stop needs for STOP: either START goes out first and the stop
         # follows it, or the stop is seen here and START never goes out.
-        with self.transport.locked():
-            if self.halt.is_set() or (halt is not None and halt.is_set()):
-                raise HotplateStopped(f"stopped before {command}")
+        with halt.operation(caller), self.transport.locked():
+            halt.check(command, HotplateStopped)
             self._send(codec.encode(command), command)
 
     def start_heating(self, *, halt: threading.Event | None = None) -> None:
-        self._start("START_1", halt)
+        self._start("START_1", self.heating_halt, halt)
 
     def start_stirring(self, *, halt: threading.Event | None = None) -> None:
-        self._start("START_4", halt)
+        self._start("START_4", self.stirring_halt, halt)
 
     def stop_heating(self) -> None:
+        """Heater off, from any thread; a heat_to() in progress ends with ``HotplateStopped``."""
+        self.heating_halt.request()
         self._send(codec.encode("STOP_1"), "STOP_1")
 
     def stop_stirring(self) -> None:
+        """Motor off, from any thread; a stir_at() in progress ends with ``HotplateStopped``."""
+        self.stirring_halt.request()
         self._send(codec.encode("STOP_4"), "STOP_4")
 
     def stop(self) -> None:
-        """Heater and motor off, from any thread; no START goes out until the next heat_to()/stir_at()."""
-        self.halt.set()
+        """Heater and motor off, from any thread; the heating and stirring in progress end."""
         self.stop_heating()
         self.stop_stirring()
         log.info("%s: heater and motor off", self.transport.url)
@@ -252,60 +275,66 @@ class IkaHotplate:
         timeout: float = 3600.0,
         poll_s: float = 0.05,
         recoveries: int = 1,
+        heater_grace_s: float = HEATER_GRACE_S,
         halt: threading.Event | None = None,
     ) -> float:
         """Set the temperature, switch the heater on, and wait until the medium holds the set point
         (``readings_in_band`` readings in a row within ``tolerance_k``); the last reading.
 
-        A heater found off while it should heat, or a set point the plate forgot, is put right
-        ``recoveries`` times (RESET, set point, START_1) before ``HeaterNotHeating``/``SettingsLost``.
+        A heater found off while it should heat (the plate no hotter than the medium, ``heater_grace_s``
+        after it was started), or a set point the plate forgot, is put right ``recoveries`` times
+        (RESET, set point, START_1) before ``HeaterNotHeating``/``SettingsLost``.
         """
         value = self.check_temperature(target_c)
-        self.halt.clear()
-        self.set_temperature(value)
-        self.start_heating(halt=halt)
-        log.info("%s: heating to %.1f °C", self.transport.url, value)
-        deadline = time.monotonic() + timeout
-        intervals = Backoff(poll_s, max_s=max(poll_s, min(2.0, timeout / 50)))
-        in_band = suspicious = 0
-        recovered = 0
-        polls = 0
-        while True:
-            self._check_halt(halt)
-            medium = self.temperature()
-            polls += 1
-            if abs(medium - value) <= tolerance_k:
-                in_band += 1
-                if in_band >= readings_in_band:
-                    return medium
-            else:
-                in_band = 0
-            problem: InstrumentError | None = None
-            if polls % 4 == 0 and abs(self.temperature_setpoint() - value) > 0.05:
-                problem = SettingsLost(f"the plate forgot its set point of {value:g} °C (power cycle?)")
-            elif medium < value - 2 * tolerance_k:
-                heating = self.plate_temperature() > medium + HEATING_SIGN_K
-                suspicious = 0 if heating else suspicious + 1
-                if suspicious >= 3:
-                    problem = HeaterNotHeating(
-                        f"the medium is at {medium:.1f} °C, below {value:g} °C, and the plate is no hotter"
+        with self.heating_halt.operation(halt) as stopping:
+            self.set_temperature(value)
+            self.start_heating()
+            started = time.monotonic()
+            log.info("%s: heating to %.1f °C", self.transport.url, value)
+            deadline = time.monotonic() + timeout
+            intervals = Backoff(poll_s, max_s=max(poll_s, min(2.0, timeout / 50)))
+            in_band = suspicious = 0
+            recovered = 0
+            polls = 0
+            while True:
+                self.heating_halt.check("heating", HotplateStopped)
+                medium = self.temperature()
+                polls += 1
+                if abs(medium - value) <= tolerance_k:
+                    in_band += 1
+                    if in_band >= readings_in_band:
+                        return medium
+                else:
+                    in_band = 0
+                problem: InstrumentError | None = None
+                if polls % 4 == 0 and abs(self.temperature_setpoint() - value) > 0.05:
+                    problem = SettingsLost(f"the plate forgot its set point of {value:g} °C (power cycle?)")
+                elif medium < value - 2 * tolerance_k:
+                    heating = self.plate_temperature() > medium + HEATING_SIGN_K
+                    suspicious = 0 if heating else suspicious + 1
+                    if suspicious >= 3 and time.monotonic() - started >= heater_grace_s:
+                        problem = HeaterNotHeating(
+                            f"the medium is at {medium:.1f} °C, below {value:g} °C, "
+                            "and the plate is no hotter"
+                        )
+                if problem is not None:
+                    if recovered >= recoveries:
+                        self.events.emit("gave_up", problem.fault, str(problem), recovered + 1)
+                        raise problem
+                    recovered += 1
+                    detail = f"{problem}; resetting and heating again"
+                    self.events.emit("retry", problem.fault, detail, recovered)
+                    self.reset()
+                    self.set_temperature(value)
+                    self.start_heating()
+                    started = time.monotonic()
+                    suspicious = in_band = 0
+                    continue
+                if time.monotonic() >= deadline:
+                    raise TemperatureNotReached(
+                        f"the medium is at {medium:.1f} °C after {timeout:g} s, set point {value:g} °C"
                     )
-            if problem is not None:
-                if recovered >= recoveries:
-                    self.events.emit("gave_up", problem.fault, str(problem), recovered + 1)
-                    raise problem
-                recovered += 1
-                self.events.emit("retry", problem.fault, f"{problem}; resetting and heating again", recovered)
-                self.reset()
-                self.set_temperature(value)
-                self.start_heating(halt=halt)
-                suspicious = in_band = 0
-                continue
-            if time.monotonic() >= deadline:
-                raise TemperatureNotReached(
-                    f"the medium is at {medium:.1f} °C after {timeout:g} s, set point {value:g} °C"
-                )
-            (halt or self.halt).wait(intervals.next())
+                stopping.wait(intervals.next())
 
     def stir_at(
         self,
@@ -318,28 +347,24 @@ class IkaHotplate:
     ) -> float:
         """Set the speed and start the motor (0 stops it); wait until it turns at the set speed."""
         value = self.check_speed(rpm)
-        self.halt.clear()
         if value == 0:
             self.stop_stirring()
             return 0.0
-        self.set_speed(value)
-        self.start_stirring(halt=halt)
-        deadline = time.monotonic() + timeout
-        intervals = Backoff(poll_s, max_s=max(poll_s, 0.5))
-        while True:
-            self._check_halt(halt)
-            speed = self.speed()
-            if abs(speed - value) <= tolerance_rpm:
-                return speed
-            if time.monotonic() >= deadline:
-                raise StirringStopped(
-                    f"the motor turns at {speed:g} 1/min after {timeout:g} s, set {value:g}"
-                )
-            (halt or self.halt).wait(intervals.next())
-
-    def _check_halt(self, halt: threading.Event | None) -> None:
-        if self.halt.is_set() or (halt is not None and halt.is_set()):
-            raise HotplateStopped("stopped while waiting")
+        with self.stirring_halt.operation(halt) as stopping:
+            self.set_speed(value)
+            self.start_stirring()
+            deadline = time.monotonic() + timeout
+            intervals = Backoff(poll_s, max_s=max(poll_s, 0.5))
+            while True:
+                self.stirring_halt.check("stirring", HotplateStopped)
+                speed = self.speed()
+                if abs(speed - value) <= tolerance_rpm:
+                    return speed
+                if time.monotonic() >= deadline:
+                    raise StirringStopped(
+                        f"the motor turns at {speed:g} 1/min after {timeout:g} s, set {value:g}"
+                    )
+                stopping.wait(intervals.next())
 
     # -- recovery ----------------------------------------------------------------------------------
     def recover(self) -> None:
@@ -355,4 +380,4 @@ class IkaHotplate:
         self.transport.close()
 
 
-__all__ = ["DEFAULT_REPLY_TIMEOUT", "SAFETY_MARGIN_K", "IkaHotplate"]
+__all__ = ["DEFAULT_REPLY_TIMEOUT", "HEATER_GRACE_S", "SAFETY_MARGIN_K", "IkaHotplate"]

@@ -35,7 +35,7 @@ from drivers.newera.errors import (
 )
 from drivers.newera.line import DEFAULT_BAUDRATE, DEFAULT_REPLY_TIMEOUT, NE1000Line
 from drivers.newera.ne1000 import Move, NE1000Pump, PumpStatus
-from drivers.options import STRICT, validate_options
+from drivers.options import STRICT, min_reply_timeout, validate_options
 from drivers.transport import Transport
 
 if TYPE_CHECKING:
@@ -79,7 +79,10 @@ class Options(BaseModel):
     pumps: dict[str, PumpOptions] = Field(min_length=1, description="label -> pump; labels become attributes")
     baudrate: int = Field(DEFAULT_BAUDRATE, gt=0)
     timeout: Positive | None = Field(None, description="transport timeout, s (opening the port)")
-    reply_timeout: Positive = Field(DEFAULT_REPLY_TIMEOUT, description="s to wait for one reply")
+    reply_timeout: Positive = Field(
+        DEFAULT_REPLY_TIMEOUT, description="s to wait for one reply at most (less once the line is known)"
+    )
+    min_reply_timeout: Positive = min_reply_timeout()
     retries: int = Field(4, ge=0, description="resends of a repeatable command after a link fault")
     poll_s: Positive = Field(0.05, description="first status poll interval while a move runs")
     stall_retries: int = Field(1, ge=0, description="times the remainder of a stalled move is run again")
@@ -109,7 +112,10 @@ def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> 
     checked = validate_options(Options, options, instrument=name)
     url = address["pump"] if isinstance(address, Mapping) else address
     transport = Transport(
-        url, baudrate=checked.baudrate, **({"timeout": checked.timeout} if checked.timeout else {})
+        url,
+        baudrate=checked.baudrate,
+        min_reply_timeout=checked.min_reply_timeout,
+        **({"timeout": checked.timeout} if checked.timeout else {}),
     )
     line = NE1000Line(transport, retries=checked.retries, reply_timeout=checked.reply_timeout)
     pumps = {label: pump.model_dump(exclude_none=True) for label, pump in checked.pumps.items()}

@@ -19,14 +19,12 @@ import logging
 import threading
 from typing import Any
 
-from ophyd import Component, Device, Signal
-from ophyd.status import DeviceStatus
-
 from drivers.errors import InstrumentError
 from drivers.newera.errors import MotorStall
 from drivers.newera.line import NE1000Line
 from drivers.newera.ne1000 import NE1000Pump
 from drivers.ophyd_support import BackgroundAction, InstrumentDevice
+from drivers.ophyd_types import Component, Device, DeviceStatus, Signal
 
 log = logging.getLogger(__name__)
 
@@ -55,37 +53,40 @@ class NE1000Channel(Device):
         self.pump.check_move(volume, rate)  # refuse before anything is sent
 
         def dispense(halt: threading.Event) -> None:
-            self.parent._ensure_connected()
-            delivered = 0.0
-            for attempt in range(1, self.parent.stall_retries + 2):
-                move = self.pump.infuse(volume - delivered, rate, halt=halt)
-                # Simulated pumps run faster than the clock on the wall; a real one needs the full time
-                # plus margin. The parent's move_timeout_s caps it if set.
-                expected_s = move.volume_ul / move.rate_ul_min * 60.0
-                timeout = self.parent.move_timeout_s or (expected_s * 1.5 + 10.0)
-                try:
-                    done = self.pump.wait_until_stopped(timeout, poll_s=self.poll_s, halt=halt)
-                except MotorStall as stall:
-                    # The stall is acknowledged and the counters hold what was delivered: the
-                    # documented recovery is to run the remainder (once; a blocked line stalls again).
-                    delivered += self.pump.dispensed().infused_ul
-                    remaining = volume - delivered
-                    if attempt > self.parent.stall_retries or not self._dispensable(remaining, rate):
-                        self.parent.fault_events.emit("gave_up", stall.fault, str(stall), attempt)
-                        raise
-                    self.parent.fault_events.emit(
-                        "retry", stall.fault, f"{stall}; dispensing the remaining {remaining:.4g} uL", attempt
-                    )
-                    continue
-                delivered += done.infused_ul
-                if attempt > 1:
-                    self.parent.fault_events.emit(
-                        "recovered", "alarm", f"{self.name}: dispensed after a stall"
-                    )
-                break
-            self.dispensed.put(delivered)
+            self.parent.ensure_connected()
+            with self.pump.halt.operation(halt):  # a stop ends this move, and no later one
+                self.dispensed.put(self._dispense(volume, rate))
 
         return self.action.run(self, dispense, f"dispense {volume:g} uL")
+
+    def _dispense(self, volume: float, rate: float) -> float:
+        """Infuse ``volume`` and wait for the end; after a stall, dispense the remainder. The µL delivered."""
+        delivered = 0.0
+        for attempt in range(1, self.parent.stall_retries + 2):
+            move = self.pump.infuse(volume - delivered, rate)
+            # Simulated pumps run faster than the clock on the wall; a real one needs the full time
+            # plus margin. The parent's move_timeout_s caps it if set.
+            expected_s = move.volume_ul / move.rate_ul_min * 60.0
+            timeout = self.parent.move_timeout_s or (expected_s * 1.5 + 10.0)
+            try:
+                done = self.pump.wait_until_stopped(timeout, poll_s=self.poll_s)
+            except MotorStall as stall:
+                # The stall is acknowledged and the counters hold what was delivered: the
+                # documented recovery is to run the remainder (once; a blocked line stalls again).
+                delivered += self.pump.dispensed().infused_ul
+                remaining = volume - delivered
+                if attempt > self.parent.stall_retries or not self._dispensable(remaining, rate):
+                    self.parent.fault_events.emit("gave_up", stall.fault, str(stall), attempt)
+                    raise
+                self.parent.fault_events.emit(
+                    "retry", stall.fault, f"{stall}; dispensing the remaining {remaining:.4g} uL", attempt
+                )
+                continue
+            delivered += done.infused_ul
+            if attempt > 1:
+                self.parent.fault_events.emit("recovered", "alarm", f"{self.name}: dispensed after a stall")
+            break
+        return delivered
 
     def _dispensable(self, volume: float, rate: float) -> bool:
         try:
@@ -146,7 +147,7 @@ class NE1000Pumps(InstrumentDevice):
 
     def _make_safe(self) -> None:
         self._open_line()
-        failures = []
+        failures: list[InstrumentError] = []
         for channel in self.channels():
             try:
                 channel.pump.stop()
@@ -167,8 +168,8 @@ class NE1000Pumps(InstrumentDevice):
     def identity(self) -> dict[str, Any]:
         """What each pump on the line reports (``VER``: model and firmware); the protocol has no serial."""
         with self._named():
-            self._ensure_connected()
-            pumps = {}
+            self.ensure_connected()
+            pumps: dict[str, dict[str, Any]] = {}
             for channel in self.channels():
                 firmware = channel.pump.firmware()
                 pumps[channel.attr_name] = {

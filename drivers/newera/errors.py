@@ -13,6 +13,7 @@ from drivers.errors import (
     InstrumentError,
     InstrumentTimeout,
     ProtocolError,
+    ReplyCutShort,
 )
 
 
@@ -112,7 +113,7 @@ class GarbledReply(NE1000Error, ProtocolError):
     """A reply that does not parse (corrupted byte, bad CRC) or comes from another address."""
 
 
-class PartialReply(NE1000Error, ProtocolError):
+class PartialReply(NE1000Error, ReplyCutShort):
     """Part of a reply arrived, then nothing: the rest was lost on the line."""
 
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from drivers.errors import ConnectionLost, InstrumentTimeout
+from drivers.errors import ConnectionLost, InstrumentTimeout, ReplyCutShort
 from drivers.newera import codec
 from drivers.newera.errors import (
     ALARMS,
@@ -47,13 +47,18 @@ class NE1000Line:
         events: FaultEvents | None = None,
     ):
         self.transport = transport
-        self.reply_timeout = reply_timeout
+        transport.reply_timeout = reply_timeout  # the ceiling: the transport learns the line's round trip
         self.retry = retry or RetryPolicy(attempts=1 + retries, deadline_s=max(5.0, 4 * reply_timeout))
         self.events = events or FaultEvents(transport.url)
         self._safe: dict[int, bool] = {}
         self._closed = False
         #: Requests written to the wire, for logs and tests.
         self.requests_sent = 0
+
+    @property
+    def reply_timeout(self) -> float:
+        """The longest wait for a reply, s (the transport waits less once it knows the line)."""
+        return self.transport.reply_timeout
 
     @property
     def retries(self) -> int:
@@ -174,22 +179,22 @@ class NE1000Line:
         def read_reply(transport: Transport) -> codec.Reply:
             try:
                 if safe_in:
-                    head = transport.read_exactly(2, timeout=self.reply_timeout)
+                    head = transport.read_exactly(2)
                     if head[0] != codec.STX or head[1] < 5:
                         raise GarbledReply(
                             f"{label}: reply does not start with STX and a length: {head!r}", address=address
                         )
-                    frame = head + transport.read_exactly(head[1] - 1, timeout=self.reply_timeout)
+                    frame = head + transport.read_exactly(head[1] - 1)
                     reply = codec.decode_safe_reply(frame)
                 else:
-                    frame = transport.read_until(bytes([codec.ETX]), timeout=self.reply_timeout)
+                    frame = transport.read_until(bytes([codec.ETX]))
                     start = frame.rfind(bytes([codec.STX]))
                     reply = codec.decode_basic_reply(frame[max(start, 0) :])
+            except ReplyCutShort as exc:
+                raise PartialReply(f"{label}: {exc}", address=address) from exc
             except InstrumentTimeout as exc:
-                leftover = transport.read_available()
-                if leftover:
-                    raise PartialReply(f"{label}: reply cut short: {leftover!r}", address=address) from exc
-                raise NoReply(f"{label}: no reply within {self.reply_timeout} s", address=address) from exc
+                waited = transport.replies.timeout
+                raise NoReply(f"{label}: no reply within {waited:.3g} s", address=address) from exc
             except codec.CodecError as exc:
                 raise GarbledReply(f"{label}: {exc}", address=address) from exc
             if reply.address != address:

@@ -20,18 +20,19 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from drivers.errors import (
     ConnectionLost,
     InstrumentBusy,
-    InstrumentError,
     InstrumentTimeout,
     ProtocolError,
     SafetyLimitError,
     Unrecoverable,
 )
+from drivers.halt import Halt
 from drivers.newera import codec
 from drivers.newera.codec import Dispensed, Firmware
 from drivers.newera.errors import IncompleteDispense, PumpAlarm, PumpReset
@@ -39,6 +40,7 @@ from drivers.newera.line import NE1000Line
 from drivers.retry import Backoff
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: A relative change by rounding above this is worth telling the operator about.
 MATERIAL_ROUNDING = 1e-3
@@ -107,9 +109,9 @@ class NE1000Pump:
             )
         self.last_move: Move | None = None
         self._needs_configure = True
-        #: Set by stop(); a move checks it (and the caller's halt event) before it sends RUN.
-        self.halt = threading.Event()
-        self._caller_halt: threading.Event | None = None
+        #: A stop (stop(), or the ophyd face's action stopped) ends the move in progress: RUN is
+        #: checked against it, and waits for the move end at once.
+        self.halt = Halt()
 
     @classmethod
     def connect(
@@ -185,15 +187,17 @@ class NE1000Pump:
 
         A lost reply to ``SAF`` leaves the pump in the other framing than the driver thinks, and a
         pump in safe mode ignores basic packets: so the status is asked in both framings before
-        giving up. Raises ``Unrecoverable`` when the pump answers in neither.
+        giving up. Raises ``Unrecoverable`` when the pump answers in neither. A stop before it does
+        not carry over: recovery is an operation of its own.
         """
-        if not self.line.transport.is_open:
-            self.line.reconnect()
-        self.find_framing()
-        alarm = self.configure()
-        if self.status().moving:
-            self.stop()
-        return alarm
+        with self.halt.operation():
+            if not self.line.transport.is_open:
+                self.line.reconnect()
+            self.find_framing()
+            alarm = self.configure()
+            if self.status().moving:
+                self.stop()
+            return alarm
 
     def find_framing(self) -> bool:
         """Ask the status in the framing the driver believes, then the other; True for safe mode."""
@@ -225,7 +229,7 @@ class NE1000Pump:
 
         Keep talking (``status()``) more often than ``timeout_s``.
         """
-        if not (isinstance(timeout_s, int) and 1 <= timeout_s <= 255):
+        if not (isinstance(timeout_s, int) and 1 <= timeout_s <= 255):  # pyright: ignore[reportUnnecessaryIsInstance]  (a caller may pass anything: checked at run time)
             raise SafetyLimitError(
                 f"pump {self.address:02d}: safe-mode timeout must be 1–255 s, not {timeout_s!r}"
             )
@@ -254,7 +258,7 @@ class NE1000Pump:
         """The pump's state; raises the alarm (``MotorStall``, ``PumpReset``...) if one is pending."""
         return self._query("", "", lambda reply: PumpStatus(reply.status))
 
-    def _query(self, command: str, argument: str, parse: Any) -> Any:
+    def _query(self, command: str, argument: str, parse: Callable[[codec.Reply], T]) -> T:
         try:
             return self.line.query(self.address, command, argument, parse)
         except PumpReset:
@@ -316,36 +320,35 @@ class NE1000Pump:
     def _move(
         self, direction: str, volume_ul: float, rate_ul_min: float, halt: threading.Event | None = None
     ) -> Move:
-        self.halt.clear()  # a stop applies to the move it interrupted, not to the next one
-        self._caller_halt = halt
         vol_units, vol_text, vol_held, rate_units, rate_text, rate_held = self.check_move(
             volume_ul, rate_ul_min
         )
-        self._tell_rounding(volume_ul, vol_held, "volume (µL)")
-        self._tell_rounding(rate_ul_min, rate_held, "rate (µL/min)")
-        for attempt in range(1, RESET_RETRIES + 2):
-            try:
-                self._set_up_move(direction, vol_units, vol_text, rate_units, rate_text)
-                move = Move(direction, vol_held, rate_held)
-                self._run()
-                break
-            except PumpReset as reset:
-                # The pump power-cycled before it ran: the command that carried A?R was not executed
-                # (an alarm must be acknowledged first), so nothing moved. Configure and set up again.
-                if attempt > RESET_RETRIES:
-                    self.line.events.emit("gave_up", reset.fault, str(reset), attempt)
-                    raise
-                self.line.events.emit("retry", reset.fault, f"{reset}; configuring again", attempt)
-                self.configure()
-        self.last_move = move
-        log.info(
-            "pump %02d: %s %.4g µL at %.4g µL/min",
-            self.address,
-            "infusing" if direction == "INF" else "withdrawing",
-            vol_held,
-            rate_held,
-        )
-        return move
+        with self.halt.operation(halt):  # a stop before RUN keeps it from going out
+            self._tell_rounding(volume_ul, vol_held, "volume (µL)")
+            self._tell_rounding(rate_ul_min, rate_held, "rate (µL/min)")
+            move = Move(direction, vol_held, rate_held)
+            for attempt in range(1, RESET_RETRIES + 2):
+                try:
+                    self._set_up_move(direction, vol_units, vol_text, rate_units, rate_text)
+                    self._run()
+                    break
+                except PumpReset as reset:
+                    # The pump power-cycled before it ran: the command that carried A?R was not executed
+                    # (an alarm must be acknowledged first), so nothing moved. Configure and set up again.
+                    if attempt > RESET_RETRIES:
+                        self.line.events.emit("gave_up", reset.fault, str(reset), attempt)
+                        raise
+                    self.line.events.emit("retry", reset.fault, f"{reset}; configuring again", attempt)
+                    self.configure()
+            self.last_move = move
+            log.info(
+                "pump %02d: %s %.4g µL at %.4g µL/min",
+                self.address,
+                "infusing" if direction == "INF" else "withdrawing",
+                vol_held,
+                rate_held,
+            )
+            return move
 
     def _set_up_move(
         self, direction: str, vol_units: str, vol_text: str, rate_units: str, rate_text: str
@@ -392,19 +395,24 @@ class NE1000Pump:
         # Checked under the line's lock, which stop() needs for STP: either RUN goes out first and
         # STP stops it, or the stop is seen here and RUN never goes out.
         with self.line.transport.locked():
-            if self.halted():
-                raise InstrumentError(f"pump {self.address:02d}: stopped before RUN")
+            self.halt.check(f"pump {self.address:02d}: RUN")
             self._send("RUN", repeatable=False)
 
     def halted(self) -> bool:
-        caller = self._caller_halt
-        return self.halt.is_set() or (caller is not None and caller.is_set())
+        """A stop was asked for during the move in progress."""
+        return self.halt.requested
 
     def stop(self) -> None:
         """Stop pumping, from any thread. The first STP pauses a running program, a second one ends it."""
-        self.halt.set()
-        for _ in range(2):
-            if self._query("STP", "", lambda reply: PumpStatus(reply.status)) is PumpStatus.STOPPED:
+        self.halt.request()
+        for _ in range(3):
+            try:
+                state = self._query("STP", "", lambda reply: PumpStatus(reply.status))
+            except PumpReset:
+                # A pump that has just powered up is stopped; the reply acknowledged the alarm, so the
+                # next STP runs and confirms it (the next move configures the pump again).
+                continue
+            if state is PumpStatus.STOPPED:
                 break
         log.info("pump %02d: stopped", self.address)
 
@@ -414,24 +422,23 @@ class NE1000Pump:
         """Poll until the pump stops; the volumes moved.
 
         Raises the pump's alarm if one ends the move, ``IncompleteDispense`` if it stopped short
-        without one, ``InstrumentTimeout`` at the deadline. Setting ``halt`` ends the wait early
-        (with ``InstrumentError``), for a caller that has given up on the move.
+        without one, ``InstrumentTimeout`` at the deadline. A stop (``stop()``, or setting ``halt``)
+        ends the wait early with ``Stopped``, for a caller that has given up on the move.
         """
         deadline = time.monotonic() + timeout
         # Poll quickly at first (a short move ends soon), then back off to a tenth of the move time.
         intervals = Backoff(poll_s, max_s=max(poll_s, min(1.0, timeout / 20)))
-        halt = halt if halt is not None else self.halt
-        while True:
-            if halt.is_set():
-                raise InstrumentError(f"pump {self.address:02d}: stopped waiting for the move")
-            state = self.status()
-            if not state.moving:
-                return self.check_finished(state)
-            if time.monotonic() >= deadline:
-                raise InstrumentTimeout(
-                    f"pump {self.address:02d} still {state.name.lower()} after {timeout} s"
-                )
-            halt.wait(intervals.next())
+        with self.halt.operation(halt):
+            while True:
+                self.halt.check(f"pump {self.address:02d}: waiting for the move")
+                state = self.status()
+                if not state.moving:
+                    return self.check_finished(state)
+                if time.monotonic() >= deadline:
+                    raise InstrumentTimeout(
+                        f"pump {self.address:02d} still {state.name.lower()} after {timeout} s"
+                    )
+                self.halt.wait(intervals.next())
 
     def check_finished(self, state: PumpStatus) -> Dispensed:
         """The volumes moved by the last move, which must have delivered all it was asked for."""

@@ -25,7 +25,7 @@ from drivers.ocean.errors import (
     UnexpectedReply,
 )
 from drivers.ocean.hdx import DEFAULT_TCP_PORT, HDX, Model, OceanSpectrometer
-from drivers.options import STRICT, validate_options
+from drivers.options import STRICT, min_reply_timeout, validate_options
 from drivers.transport import Transport
 
 if TYPE_CHECKING:
@@ -74,7 +74,11 @@ class Options(BaseModel):
     min_integration_time_us: Microseconds | None = Field(None, description="safety limit within the model's")
     max_integration_time_us: Microseconds | None = Field(None, description="safety limit within the model's")
     averages: int = Field(1, ge=1, le=1000)
-    timeout: float = Field(1.0, gt=0, description="s to wait for a reply (plus the integration time)")
+    timeout: float = Field(
+        1.0, gt=0, description="s to wait for a reply at most, plus the integration time (less once the "
+        "link is known)",
+    )  # fmt: skip
+    min_reply_timeout: float = min_reply_timeout()
     correct_nonlinearity: bool = True
     dark_with_lamp: bool = Field(True, description="take darks by switching the lamp-enable line off")
     md5: bool = Field(True, description="MD5 checksums on requests (off for firmware without them)")
@@ -97,7 +101,12 @@ def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> 
             raise ValueError(f"{name}: address needs the 'obp' endpoint, got {sorted(address)}")
         address = address["obp"]
     spectrometer = OceanSpectrometer(
-        Transport(address, timeout=checked.timeout, baudrate=checked.baudrate),
+        Transport(
+            address,
+            timeout=checked.timeout,
+            baudrate=checked.baudrate,
+            min_reply_timeout=checked.min_reply_timeout,
+        ),
         min_integration_time_us=checked.min_integration_time_us,
         max_integration_time_us=checked.max_integration_time_us,
         averages=checked.averages,

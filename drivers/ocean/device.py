@@ -19,13 +19,12 @@ import threading
 from typing import Any
 
 import numpy as np
-from ophyd import Component as Cpt
-from ophyd import Signal
-from ophyd.status import DeviceStatus
 
 from drivers.ocean.errors import Saturated
 from drivers.ocean.hdx import OceanSpectrometer
 from drivers.ophyd_support import BackgroundAction, InstrumentDevice
+from drivers.ophyd_types import Component as Cpt
+from drivers.ophyd_types import DeviceStatus, Signal
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +91,15 @@ class OceanSpectrometerDevice(InstrumentDevice):
         mode = self.mode.get()
 
         def acquire(halt: threading.Event) -> None:
-            self._ensure_connected()
-            self.spectrometer.halt = halt
-            if self.spectrometer.lamp is False and mode != "dark":
-                self.spectrometer.set_lamp(True)  # make_safe() turned it off
-            try:
-                self._acquire(mode)
-            except Saturated:
-                self._saturated = True
-                raise
+            self.ensure_connected()
+            with self.spectrometer.halt.operation(halt):
+                if self.spectrometer.lamp is False and mode != "dark":
+                    self.spectrometer.set_lamp(True)  # make_safe() turned it off
+                try:
+                    self._acquire(mode)
+                except Saturated:
+                    self._saturated = True
+                    raise
 
         return self._action.run(self, acquire, f"acquire ({mode})")
 
@@ -120,7 +119,7 @@ class OceanSpectrometerDevice(InstrumentDevice):
             self.mode.put("sample")
 
     def stop(self, *, success: bool = False) -> None:
-        if not self._action.busy:
+        if not (self._action.busy or self.spectrometer.halt.active):
             return  # nothing moves and nothing is being acquired
         self._action.stop("the acquisition")
         self.spectrometer.abort()
@@ -162,7 +161,7 @@ class OceanSpectrometerDevice(InstrumentDevice):
     def identity(self) -> dict[str, Any]:
         """Serial number and USB product id over OBP; the model is the one the driver was built for."""
         with self._named():
-            self._ensure_connected()
+            self.ensure_connected()
             return {
                 "model": self.spectrometer.model.name,
                 "serial": self.spectrometer.serial_number(),

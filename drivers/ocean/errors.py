@@ -8,6 +8,7 @@ from drivers.errors import (
     InstrumentAlarm,
     InstrumentNotReady,
     ProtocolError,
+    ReplyCutShort,
 )
 from drivers.ocean.codec import ChecksumError, ErrorCode, FrameError, error_text, type_name
 
@@ -56,7 +57,7 @@ class HardwareException(InstrumentAlarm):
     """The reply carries the hardware-exception flag: the device reports an internal fault."""
 
 
-class TruncatedReply(ProtocolError):
+class TruncatedReply(ReplyCutShort):
     """A reply started but stopped before its announced length (a partial frame)."""
 
 

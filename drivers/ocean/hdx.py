@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from drivers.errors import InstrumentError, InstrumentTimeout, SafetyLimitError
+from drivers.errors import InstrumentTimeout, ReplyCutShort, SafetyLimitError
+from drivers.halt import Halt
 from drivers.ocean import codec, spectra
 from drivers.ocean.codec import ErrorCode, Message, MessageType
 from drivers.ocean.errors import (
@@ -106,8 +107,9 @@ class OceanSpectrometer:
         self.events = events or FaultEvents(transport.url)
         self.not_ready_wait_s = float(not_ready_wait_s)
         self.saturation_retries = int(saturation_retries)
-        #: The caller's halt (the ophyd face's action): no acquisition starts once it is set.
-        self.halt: threading.Event | None = None
+        #: A stop (abort(), or the ophyd face's action stopped) ends the acquisition in progress;
+        #: acquisitions run as its operations, one at a time.
+        self.halt = Halt()
         self._regarding = itertools.count(1)
         self._lock = threading.RLock()
         self._integration_time_us: int | None = None
@@ -230,9 +232,17 @@ class OceanSpectrometer:
     def raw_spectrum(self) -> np.ndarray:
         """One acquisition, counts exactly as the detector sent them (no averaging, no correction)."""
         seconds = (self._integration_time_us or self.model.max_integration_time_us) / 1e6
-        if self.halt is not None and self.halt.is_set():
-            raise InstrumentError(f"{self.model.name}: stopped before the acquisition")
-        data = self._query(self.model.spectrum_message, timeout=self.transport.timeout + seconds)
+        # A scan the device reports as failed (a hardware exception) is taken again, like a lost reply.
+        policy = self.retry.with_(retryable=(*self.retry.retryable, HardwareException))
+        message = self.model.spectrum_message
+        with self.halt.operation() as stopping:
+            self.halt.check(f"{self.model.name}: acquisition")
+            data = self._with_retries(
+                lambda: self._send_once(message, processing_s=seconds).data,
+                codec.type_name(message),
+                policy=policy,
+                cancelled=stopping,
+            )
         return codec.unpack_spectrum(data, self.model.pixels)
 
     def abort(self) -> None:
@@ -240,8 +250,7 @@ class OceanSpectrometer:
 
         The abort waits for the link: over one connection it goes out when the scan in flight ends.
         """
-        if self.halt is not None:
-            self.halt.set()
+        self.halt.request()
         self._command(MessageType.ABORT_ACQUISITION, b"")
 
     def spectrum(self) -> np.ndarray:
@@ -249,7 +258,8 @@ class OceanSpectrometer:
 
         A saturated set of scans is taken once more (``saturation_retries``): a lamp flare passes.
         """
-        with self._lock:
+        with self.halt.operation(), self._lock:  # always in this order: an acquisition, then the settings
+            scans: list[np.ndarray] = []
             for attempt in range(1, self.saturation_retries + 2):
                 scans = [self.raw_spectrum() for _ in range(self.averages)]
                 clipped = max(len(spectra.saturated_pixels(scan, self.model.max_count)) for scan in scans)
@@ -275,7 +285,7 @@ class OceanSpectrometer:
 
     def acquire_dark(self) -> np.ndarray:
         """Measure and keep the dark spectrum (lamp off through the lamp-enable line, unless disabled)."""
-        with self._lock:
+        with self.halt.operation(), self._lock:
             if not self.dark_with_lamp:
                 self.dark = self.spectrum()
                 return self.dark.copy()
@@ -289,7 +299,7 @@ class OceanSpectrometer:
 
     def acquire_reference(self) -> np.ndarray:
         """Measure and keep the reference spectrum (the blank in the holder, lamp on)."""
-        with self._lock:
+        with self.halt.operation(), self._lock:
             self.reference = self.spectrum()
             log.info("%s: reference taken (max %.0f counts)", self.transport.url, float(self.reference.max()))
             return self.reference.copy()
@@ -333,24 +343,38 @@ class OceanSpectrometer:
             self._send_once(MessageType.SET_LAMP_ENABLE, codec.pack_u8(int(self._lamp)), ack=True)
 
     # -- exchanges ----------------------------------------------------------------------------------
-    def _query(self, message_type: int, data: bytes = b"", *, timeout: float | None = None) -> bytes:
-        return self._with_retries(lambda: self._send_once(message_type, data, timeout=timeout).data,
-                                  codec.type_name(message_type))  # fmt: skip
+    def _query(self, message_type: int, data: bytes = b"") -> bytes:
+        return self._with_retries(
+            lambda: self._send_once(message_type, data).data, codec.type_name(message_type)
+        )
 
     def _command(self, message_type: int, data: bytes) -> None:
         self._with_retries(
             lambda: self._send_once(message_type, data, ack=True), codec.type_name(message_type)
         )
 
-    def _with_retries(self, attempt: Callable[[], T], what: str) -> T:
+    def _with_retries(
+        self,
+        attempt: Callable[[], T],
+        what: str,
+        *,
+        policy: RetryPolicy | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> T:
         def once() -> T:
             if not self.transport.is_open:
                 self.transport.open()
                 self._reapply_settings()
             return self._waiting_out_not_ready(attempt, what)
 
-        return self.retry.run(once, transport=self.transport, events=self.events, what=what,
-                              on_reconnect=self._reapply_settings)  # fmt: skip
+        return (policy or self.retry).run(
+            once,
+            transport=self.transport,
+            events=self.events,
+            what=what,
+            on_reconnect=self._reapply_settings,
+            cancelled=cancelled,
+        )
 
     def _waiting_out_not_ready(self, attempt: Callable[[], T], what: str) -> T:
         # "Not ready": an acquisition (ours on another connection, or the device's own) is finishing.
@@ -369,53 +393,60 @@ class OceanSpectrometer:
                 time.sleep(intervals.next())
 
     def _send_once(
-        self, message_type: int, data: bytes = b"", *, ack: bool = False, timeout: float | None = None
+        self, message_type: int, data: bytes = b"", *, ack: bool = False, processing_s: float = 0.0
     ) -> Message:
+        """One request and its reply; ``processing_s``: the device works that long before it answers."""
         regarding = next(self._regarding) & 0xFFFFFFFF or 1
         frame = codec.request(message_type, data, ack=ack, regarding=regarding, md5=self.md5)
         log.debug("%s: -> %s %s", self.transport.url, codec.type_name(message_type), data.hex())
         reply = self.transport.exchange(
-            frame, lambda t: self._read_reply(t, message_type, regarding, timeout)
-        )
+            frame, lambda t: self._read_reply(t, message_type, regarding, processing_s),
+            processing_s=processing_s,
+        )  # fmt: skip
+        if reply.is_hardware_exception:
+            # Before the NACK it may come with: the device's own failure, not a refused request.
+            raise HardwareException(
+                f"{codec.type_name(message_type)}: device reports a hardware exception "
+                f"(error {reply.error}: {codec.error_text(reply.error)})"
+            )
         if reply.is_nack:
             if reply.error == ErrorCode.UNKNOWN_CHECKSUM_TYPE and self.md5:
                 log.warning("%s: device does not take MD5 checksums; sending without", self.transport.url)
                 self.md5 = False
-                return self._send_once(message_type, data, ack=ack, timeout=timeout)
+                return self._send_once(message_type, data, ack=ack, processing_s=processing_s)
             if reply.error == ErrorCode.NOT_READY:
                 raise NotReady(message_type)
             if reply.error == ErrorCode.BAD_CHECKSUM:
                 raise CorruptedRequest(message_type)
             raise Nack(message_type, reply.error)
-        if reply.is_hardware_exception:
-            raise HardwareException(
-                f"{codec.type_name(message_type)}: device reports a hardware exception (error {reply.error})"
-            )
         if ack and not reply.is_ack:
             raise UnexpectedReply(f"{codec.type_name(message_type)}: reply is neither ACK nor NACK")
         return reply
 
     def _read_reply(
-        self, transport: Transport, message_type: int, regarding: int, timeout: float | None
+        self, transport: Transport, message_type: int, regarding: int, processing_s: float
     ) -> Message:
-        # Late replies to earlier requests are skipped, but only until this reply's own deadline:
-        # a peer that keeps sending them must not hold the call forever.
-        deadline = time.monotonic() + (transport.timeout if timeout is None else timeout)
+        # Late replies to earlier requests are skipped, but only until the longest this reply may
+        # take: a peer that keeps sending them must not hold the call forever. Each read waits for
+        # the link's learned reply timeout (silence there: InstrumentTimeout).
+        deadline = time.monotonic() + processing_s + transport.reply_timeout
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if time.monotonic() >= deadline:
                 raise UnexpectedReply(
                     f"{transport.url}: no reply regarding request {regarding} "
                     f"({codec.type_name(message_type)}) before the deadline, only late replies"
                 )
-            start = transport.read_exactly(2, timeout=remaining)  # silence here: InstrumentTimeout
+            try:
+                start = transport.read_exactly(2)
+            except ReplyCutShort as exc:
+                raise TruncatedReply(f"{transport.url}: {codec.type_name(message_type)}: {exc}") from exc
             if start != codec.START:
                 raise codec.FrameError(f"reply starts with {start.hex(' ')}, not an OBP frame")
             try:
-                rest = transport.read_exactly(codec.HEADER_SIZE - 2, timeout=max(remaining, 0.001))
+                rest = transport.read_exactly(codec.HEADER_SIZE - 2)
                 header = codec.decode_header(start + rest)
-                body = transport.read_exactly(header.bytes_remaining, timeout=max(remaining, 0.001))
-            except InstrumentTimeout as exc:
+                body = transport.read_exactly(header.bytes_remaining)
+            except (InstrumentTimeout, ReplyCutShort) as exc:
                 raise TruncatedReply(
                     f"{transport.url}: {codec.type_name(message_type)} reply stopped part-way"
                 ) from exc

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from drivers.options import STRICT, validate_options
+from drivers.options import STRICT, min_reply_timeout, validate_options
 from drivers.transport import Transport
 from drivers.ur.arm import ArmStatus, URArm
 from drivers.ur.codec import GripperStatus, ObjectStatus, ProgramState, RobotMode, SafetyStatus
@@ -117,7 +117,10 @@ class Options(BaseModel):
     gripper_max_force: Byte = 255
     motion_timeout: Positive = Field(60.0, description="s a single move may take")
     start_timeout: Positive = Field(2.0, description="s for a program to start")
-    reply_timeout: Positive = Field(0.5, description="s to wait for a dashboard or gripper reply")
+    reply_timeout: Positive = Field(
+        0.5, description="s to wait for a dashboard or gripper reply at most (less once the link is known)"
+    )
+    min_reply_timeout: Positive = min_reply_timeout()
     retries: int = Field(4, ge=0, description="resends of a dashboard or gripper query after a link fault")
     rtde: bool | None = Field(
         None,
@@ -161,16 +164,19 @@ def make_device(name: str, address: str | Mapping[str, str], **options: Any) -> 
         positions = load_positions_file(checked.positions_file, joint_limits=limits)
     else:
         positions = validate_positions(checked.positions, source=f"{name}: positions", joint_limits=limits)
-    timeouts = {"reply_timeout": checked.reply_timeout}
+    floor = checked.min_reply_timeout
     arm = URArm(
-        URDashboard(Transport(address["dashboard"]), **timeouts),
+        URDashboard(
+            Transport(address["dashboard"], min_reply_timeout=floor), reply_timeout=checked.reply_timeout
+        ),
         URScriptClient(Transport(address["script"])),
         RobotiqGripper(
-            Transport(address["gripper"]),
+            Transport(address["gripper"], min_reply_timeout=floor),
             speed=checked.gripper_speed,
             force=checked.gripper_force,
             max_force=checked.gripper_max_force,
-            **timeouts,
+            reply_timeout=checked.reply_timeout,
+            retries=checked.retries,  # the gripper's exchanges are retried by the gripper itself
         ),
         positions=positions,
         joint_limits=limits,

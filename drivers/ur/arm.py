@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError, SafetyLimitError
+from drivers.halt import Halt
 from drivers.retry import Backoff, FaultEvents, RetryPolicy
 from drivers.transport import Transport
 from drivers.ur.codec import ProgramState, RobotMode, SafetyStatus
@@ -108,7 +109,7 @@ class URArm:
             raise SafetyLimitError(f"unlock_delay must be >= 0 s, got {unlock_delay}")
         self.max_joint_speed = max_joint_speed
         self.max_joint_accel = max_joint_accel
-        self.speed, self.acceleration = self._limits(speed, acceleration)
+        self.speed, self.acceleration = self.check_limits(speed, acceleration)
         self.approach_suffix = approach_suffix
         self.unlock_delay = unlock_delay
         self.unlock_retry_interval = unlock_retry_interval
@@ -126,12 +127,9 @@ class URArm:
         #: The named position the arm last reached; None after an interrupted move.
         self.position: str | None = None
         self._stop_observed_at: float | None = None
-        #: Set by stop(); lasts until the outermost operation (a transfer, a move) ends.
-        self._stop_requested = threading.Event()
-        #: The caller's halt (the ophyd face's action): checked with _stop_requested.
-        self.halt: threading.Event | None = None
-        self._depth = 0
-        self._operations = threading.RLock()
+        #: A stop (stop(), or the ophyd face's action stopped) ends the operation in progress (a
+        #: transfer, a move, a recovery) and no later one.
+        self.halt = Halt()
         # Sending a program and stop() take turns, so a program never starts after a stop.
         self._gate = threading.Lock()
         self._programs = 0
@@ -198,22 +196,22 @@ class URArm:
     def status(self) -> ArmStatus:
         if self.state is not None:
             state = self._state()
-            remote = self._query(self.dashboard.is_in_remote_control)  # the dashboard alone knows
+            remote = self.query(self.dashboard.is_in_remote_control)  # the dashboard alone knows
             return ArmStatus(state.robot_mode, state.safety, state.running, remote)
         return ArmStatus(
-            self._query(self.dashboard.robot_mode),
-            self._query(self.dashboard.safety_status),
-            self._query(self.dashboard.is_running),
-            self._query(self.dashboard.is_in_remote_control),
+            self.query(self.dashboard.robot_mode),
+            self.query(self.dashboard.safety_status),
+            self.query(self.dashboard.is_running),
+            self.query(self.dashboard.is_in_remote_control),
         )
 
     def program_state(self) -> ProgramState:
-        return self._query(self.dashboard.program_state)
+        return self.query(self.dashboard.program_state)
 
     # -- power -----------------------------------------------------------------------------
     def power_on(self) -> None:
         """Power the arm (robot mode IDLE, brakes still on); idempotent."""
-        mode = self._query(self.dashboard.robot_mode)
+        mode = self.query(self.dashboard.robot_mode)
         if mode in (RobotMode.IDLE, RobotMode.RUNNING):
             return
         self._retrying(self.dashboard.power_on, self.dashboard.transport)
@@ -221,19 +219,19 @@ class URArm:
 
     def release_brakes(self) -> None:
         """Release the brakes (robot mode RUNNING); idempotent."""
-        if self._query(self.dashboard.robot_mode) == RobotMode.RUNNING:
+        if self.query(self.dashboard.robot_mode) == RobotMode.RUNNING:
             return
         self._retrying(self.dashboard.brake_release, self.dashboard.transport)
         self._wait_for_mode({RobotMode.RUNNING}, "brake release")
 
     def ensure_ready(self, *, power: bool = True) -> None:
         """Remote control, no safety stop, and RUNNING; powers on and releases brakes if ``power``."""
-        if not self._query(self.dashboard.is_in_remote_control):
+        if not self.query(self.dashboard.is_in_remote_control):
             raise RemoteControlRequired(
                 "the robot is in local control; switch to Remote Control on the pendant"
             )
         self._raise_if_safety_stopped(fresh=True)
-        if self._query(self.dashboard.robot_mode) == RobotMode.RUNNING:
+        if self.query(self.dashboard.robot_mode) == RobotMode.RUNNING:
             return
         if not power:
             raise RobotNotReady("the arm is not powered with brakes released; call ensure_ready() first")
@@ -252,11 +250,11 @@ class URArm:
     # -- motion ----------------------------------------------------------------------------
     def move_to(self, name: str, speed: float | None = None, acceleration: float | None = None) -> None:
         """Move to a named position; refuses unknown names and over-cap speeds before sending anything."""
-        target = self._target(name)
+        target = self.target(name)
         speed = self.speed if speed is None else speed
         acceleration = self.acceleration if acceleration is None else acceleration
-        speed, acceleration = self._limits(speed, acceleration)
-        with self._operation():
+        speed, acceleration = self.check_limits(speed, acceleration)
+        with self.operation():
             self._move_to(name, target, speed, acceleration)
 
     def _move_to(self, name: str, target: Any, speed: float, acceleration: float) -> None:
@@ -264,7 +262,7 @@ class URArm:
         for attempt in range(1, PROTECTIVE_STOP_RETRIES + 2):
             try:
                 self.ensure_ready(power=False)  # a stop left over from an earlier move shows here
-                if self._query(self.dashboard.is_running):
+                if self.query(self.dashboard.is_running):
                     raise RobotBusy("another program is running on the controller")
                 log.info("arm: moving to %s at %.2f rad/s", name, speed)
                 self.position = None
@@ -285,34 +283,30 @@ class URArm:
     def stop(self) -> None:
         """Halt the running motion, from any thread; the operation in progress raises MotionStopped
         and sends no further motion command."""
-        self._stop_requested.set()
+        self.halt.request()
         with self._gate:
             self._retrying(self.dashboard.stop, self.dashboard.transport)
 
     def stopped(self) -> bool:
-        halt = self.halt
-        return self._stop_requested.is_set() or (halt is not None and halt.is_set())
+        """A stop was asked for during the operation in progress."""
+        return self.halt.requested
 
     def _check_stop(self, what: str) -> None:
         if self.stopped():
             self.position = None
-            raise MotionStopped(f"{what}: stopped on request")
+            self.halt.check(what, MotionStopped)
 
-    @contextmanager
-    def _operation(self) -> Iterator[None]:
-        """One public operation at a time; a stop lasts until the outermost one ends."""
-        with self._operations:
-            if self._depth == 0:
-                self._stop_requested.clear()
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
+    def operation(self, halt: threading.Event | None = None) -> AbstractContextManager[threading.Event]:
+        """One public operation at a time; a stop ends it (and ``halt``, if given, is its stop event)."""
+        return self.halt.operation(halt)
 
     def recover_from_protective_stop(self) -> None:
         """Wait out the 5 s rule, unlock (retrying while the controller refuses), wait for NORMAL."""
-        status = self._query(self.dashboard.safety_status)
+        with self.operation():
+            self._unlock_protective_stop()
+
+    def _unlock_protective_stop(self) -> None:
+        status = self.query(self.dashboard.safety_status)
         if status != SafetyStatus.PROTECTIVE_STOP:
             if not status.allows_motion:
                 raise SafetyStop(f"safety status {status.value} cannot be cleared by unlocking", status)
@@ -334,7 +328,7 @@ class URArm:
                 log.info("arm: unlock refused; retrying in %.2f s", self.unlock_retry_interval)
                 time.sleep(self.unlock_retry_interval)
         deadline = time.monotonic() + self.ready_timeout
-        while self._query(self.dashboard.safety_status) != SafetyStatus.NORMAL:
+        while self.query(self.dashboard.safety_status) != SafetyStatus.NORMAL:
             if time.monotonic() > deadline:
                 raise InstrumentTimeout("the safety status did not return to NORMAL after unlocking")
             time.sleep(self.poll_interval)
@@ -344,25 +338,26 @@ class URArm:
     # -- gripper ---------------------------------------------------------------------------
     def grip(self) -> bool:
         """Close the gripper; True if it caught an object."""
-        with self._operation():
+        with self.operation():
             self._check_stop("grip")
             return self.gripper.grip()
 
     def release(self) -> bool:
-        with self._operation():
+        with self.operation():
             self._check_stop("release")
             return self.gripper.release()
 
     def pick(self, station: str, *, retries: int = 0) -> None:
         """Take the vessel at ``station`` (via ``<station>_above`` if taught); GripperMissedObject if none."""
         approach = self._approach(station)
-        self._target(station)
-        with self._operation():
+        self.target(station)
+        with self.operation():
             self.release()
             if approach:
                 self.move_to(approach)
             self.move_to(station)
             caught = False
+            attempt = 0
             for attempt in range(retries + 1):
                 caught = self.grip()
                 if caught:
@@ -381,8 +376,8 @@ class URArm:
 
     def place(self, station: str) -> None:
         approach = self._approach(station)
-        self._target(station)
-        with self._operation():
+        self.target(station)
+        with self.operation():
             if approach:
                 self.move_to(approach)
             self.move_to(station)
@@ -391,14 +386,14 @@ class URArm:
                 self.move_to(approach)
 
     def transfer(self, source: str, destination: str, *, retries: int = 0) -> None:
-        self._target(source)
-        self._target(destination)
-        with self._operation():
+        self.target(source)
+        self.target(destination)
+        with self.operation():
             self.pick(source, retries=retries)
             self.place(destination)
 
     # -- internals -------------------------------------------------------------------------
-    def _target(self, name: str) -> Joints:
+    def target(self, name: str) -> Joints:
         try:
             target = self.positions[name]
         except KeyError:
@@ -412,7 +407,7 @@ class URArm:
         name = f"{station}{self.approach_suffix}"
         return name if self.approach_suffix and name in self.positions else None
 
-    def _limits(self, speed: float, acceleration: float) -> tuple[float, float]:
+    def check_limits(self, speed: float, acceleration: float) -> tuple[float, float]:
         if not 0 < speed <= self.max_joint_speed:
             raise SafetyLimitError(
                 f"joint speed {speed} rad/s is outside (0, {self.max_joint_speed}] (max_joint_speed)"
@@ -439,8 +434,8 @@ class URArm:
         # may run for only a few milliseconds, and each poll is a network round trip anyway. A
         # program that already finished shows by its (unique) name in programState.
         deadline = time.monotonic() + self.start_timeout
-        while not self._query(self.dashboard.is_running):
-            if self._query(self.dashboard.program_state).program == program_name:
+        while not self.query(self.dashboard.is_running):
+            if self.query(self.dashboard.program_state).program == program_name:
                 break
             if self.stopped():
                 raise MotionStopped(f"{what}: stopped on request")
@@ -451,7 +446,7 @@ class URArm:
         # A move takes seconds: poll fast at first (a short move in a sped-up simulation ends in
         # ms), then back off, so a slow link is not flooded with status requests.
         intervals = Backoff(self.poll_interval, max_s=max(self.poll_interval, 0.05))
-        while self._query(self.dashboard.is_running):
+        while self.query(self.dashboard.is_running):
             if time.monotonic() > deadline:
                 self._retrying(self.dashboard.stop, self.dashboard.transport)
                 raise MotionTimeout(f"{what}: still running after {self.motion_timeout} s; stopped it")
@@ -469,8 +464,8 @@ class URArm:
                 break
             except InstrumentTimeout:
                 # A program shorter than a package period may have run between two: the dashboard names it.
-                state = self._query(self.dashboard.program_state)
-                if state.program == program_name and not self._query(self.dashboard.is_running):
+                state = self.query(self.dashboard.program_state)
+                if state.program == program_name and not self.query(self.dashboard.is_running):
                     self._raise_if_safety_stopped(fresh=True)  # no package saw it: ask the dashboard
                     self._check_stop(what)
                     return
@@ -504,7 +499,7 @@ class URArm:
         """The safety status: the newest RTDE package's, or the dashboard's when ``fresh`` matters (a
         dashboard command, such as an unlock, may have changed it since that package was sent)."""
         if self.state is None or fresh:
-            return self._query(self.dashboard.safety_status)
+            return self.query(self.dashboard.safety_status)
         return self._state().safety
 
     def _raise_if_safety_stopped(self, *, fresh: bool = False) -> None:
@@ -529,12 +524,12 @@ class URArm:
                 raise RobotNotReady(f"{what}: robot mode stayed {self._state().robot_mode.value}") from None
             return
         deadline = time.monotonic() + self.ready_timeout
-        while (mode := self._query(self.dashboard.robot_mode)) not in modes:
+        while (mode := self.query(self.dashboard.robot_mode)) not in modes:
             if time.monotonic() > deadline:
                 raise RobotNotReady(f"{what}: robot mode stayed {mode.value}")
             time.sleep(self.poll_interval)
 
-    def _query(self, query: Callable[[], T]) -> T:
+    def query(self, query: Callable[[], T]) -> T:
         return self._retrying(query, self.dashboard.transport)
 
     def _retrying(self, action: Callable[[], T], link: Transport) -> T:

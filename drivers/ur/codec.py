@@ -191,7 +191,7 @@ def encode_set(**values: int) -> bytes:
     """``SET POS 255 SPE 255 ...``: the URCap takes several variables in one line, answered by one ack."""
     if not values:
         raise ValueError("SET needs at least one variable")
-    parts = []
+    parts: list[str] = []
     for name, value in values.items():
         if name not in SETTABLE:
             settable = ", ".join(sorted(SETTABLE))
@@ -239,7 +239,7 @@ def parse_gripper_request(line: bytes) -> GripperRequest | None:
     if len(words) == 2 and words[0].upper() == "GET" and words[1].upper() in GRIPPER_VARIABLES:
         return GripperRequest("GET", name=words[1].upper())
     if len(words) >= 3 and len(words) % 2 == 1 and words[0].upper() == "SET":
-        pairs = []
+        pairs: list[tuple[str, int]] = []
         for name, value in zip(words[1::2], words[2::2], strict=True):
             if name.upper() not in SETTABLE or not re.fullmatch(r"-?\d+", value):
                 return None

@@ -25,7 +25,8 @@ DEFAULT_PORT = 29999
 class URDashboard:
     def __init__(self, transport: Transport, *, reply_timeout: float | None = 0.5):
         self.transport = transport
-        self.reply_timeout = reply_timeout
+        if reply_timeout is not None:
+            transport.reply_timeout = reply_timeout  # the ceiling: the transport learns the round trip
         self._has_safetystatus = True
         self._has_remote_query = True
 
@@ -60,9 +61,9 @@ class URDashboard:
         return reply
 
     def _read_reply(self, transport: Transport) -> bytes:
-        line = transport.read_until(b"\n", timeout=self.reply_timeout)
+        line = transport.read_until(b"\n")
         if line.rstrip(b"\r\n") == codec.GREETING.encode():
-            line = transport.read_until(b"\n", timeout=self.reply_timeout)
+            line = transport.read_until(b"\n")
         return line
 
     def _command(self, command: str, expected: str) -> str:

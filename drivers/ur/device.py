@@ -16,12 +16,10 @@ import logging
 import threading
 from typing import Any
 
-from ophyd import Component as Cpt
-from ophyd import Device, Signal
-from ophyd.status import DeviceStatus
-
 from drivers.errors import SafetyLimitError
 from drivers.ophyd_support import BackgroundAction, InstrumentDevice
+from drivers.ophyd_types import Component as Cpt
+from drivers.ophyd_types import Device, DeviceStatus, Signal
 from drivers.ur.arm import URArm
 from drivers.ur.errors import GripperFault, MotionStopped, RemoteControlRequired, SafetyStop
 
@@ -36,7 +34,7 @@ class SpeedSignal(Signal):
     def put(self, value: Any, **kwargs: Any) -> None:
         arm: URArm | None = getattr(self.root, "arm", None)
         if arm is not None:
-            arm._limits(float(value), arm.acceleration)
+            arm.check_limits(float(value), arm.acceleration)
         super().put(float(value), **kwargs)
 
 
@@ -53,13 +51,14 @@ class URGripperDevice(Device):
             return status
 
         def work(halt: threading.Event) -> None:
-            root._prepare(halt)
-            caught = root.arm.grip() if value == "closed" else root.arm.release()
+            with root.arm.operation(halt):
+                root.prepare()
+                caught = root.arm.grip() if value == "closed" else root.arm.release()
             self.state.put(value)
             self.object_detected.put(bool(caught))
             self.finger_position.put(root.arm.gripper.position())
 
-        return root._action.run(self, work, f"{value} the gripper")
+        return root.action.run(self, work, f"{value} the gripper")
 
     def stop(self, *, success: bool = False) -> None:
         self.root.stop(success=success)  # the fingers belong to the arm's one action
@@ -75,8 +74,8 @@ class URTransferDevice(Device):
         try:
             source, destination = value.split("->") if isinstance(value, str) else value
             source, destination = str(source).strip(), str(destination).strip()
-            root.arm._target(source)
-            root.arm._target(destination)
+            root.arm.target(source)
+            root.arm.target(destination)
         except (ValueError, TypeError, SafetyLimitError) as exc:
             status = DeviceStatus(self)
             status.set_exception(
@@ -85,14 +84,15 @@ class URTransferDevice(Device):
             return status
 
         def work(halt: threading.Event) -> None:
-            root._prepare(halt)
-            root.arm.transfer(source, destination, retries=root.pick_retries)
+            with root.arm.operation(halt):
+                root.prepare()
+                root.arm.transfer(source, destination, retries=root.pick_retries)
             root.location.put(root.arm.position or "")
             root.gripper.state.put("open")
             root.gripper.object_detected.put(False)
             self.last.put(f"{source}->{destination}")
 
-        return root._action.run(self, work, f"transfer {source} to {destination}")
+        return root.action.run(self, work, f"transfer {source} to {destination}")
 
     def stop(self, *, success: bool = False) -> None:
         self.root.stop(success=success)  # a transfer is the arm moving
@@ -111,7 +111,7 @@ class URArmDevice(InstrumentDevice):
         self.arm = arm
         self.power_on = power_on
         self.pick_retries = pick_retries
-        self._action = BackgroundAction(name)
+        self.action = BackgroundAction(name)
         self._prepared = False
         super().__init__(name=name, **kwargs)
         arm.events = arm.gripper.events = self.fault_events
@@ -121,9 +121,9 @@ class URArmDevice(InstrumentDevice):
     def position(self) -> str | None:
         return self.arm.position
 
-    def _prepare(self, halt: threading.Event) -> None:
-        self._ensure_connected()
-        self.arm.halt = halt
+    def prepare(self) -> None:
+        """Connect, then power and release the arm (or check it is ready) before its first action."""
+        self.ensure_connected()
         if self._prepared:
             return
         if self.power_on:
@@ -134,21 +134,22 @@ class URArmDevice(InstrumentDevice):
 
     def set(self, value: str) -> DeviceStatus:
         try:
-            self.arm._target(str(value))
-            self.arm._limits(float(self.speed.get()), self.arm.acceleration)
+            self.arm.target(str(value))
+            self.arm.check_limits(float(self.speed.get()), self.arm.acceleration)
         except SafetyLimitError as exc:
             status = DeviceStatus(self)
             status.set_exception(exc)
             return status
 
         def work(halt: threading.Event) -> None:
-            self._prepare(halt)
             try:
-                self.arm.move_to(str(value), speed=float(self.speed.get()))
+                with self.arm.operation(halt):
+                    self.prepare()
+                    self.arm.move_to(str(value), speed=float(self.speed.get()))
             finally:
                 self.location.put(self.arm.position or "")
 
-        return self._action.run(self, work, f"move to {value}")
+        return self.action.run(self, work, f"move to {value}")
 
     def trigger(self) -> DeviceStatus:
         status = DeviceStatus(self)
@@ -163,16 +164,16 @@ class URArmDevice(InstrumentDevice):
         return status
 
     def stop(self, *, success: bool = False) -> None:
-        busy = self._action.busy
+        busy = self.action.busy or self.arm.halt.active  # an action, or a recovery in progress
         if success and not busy:
             return  # the RunEngine's end-of-plan courtesy stop: nothing moves, keep the dashboard quiet
-        self._action.stop("the motion", MotionStopped("stopped before the motion finished"))
+        self.action.stop("the motion", MotionStopped("stopped before the motion finished"))
         if busy or self.arm.dashboard.transport.is_open:
             self.arm.stop()
 
     # -- the device contract -----------------------------------------------------------------
     def _actions(self) -> list[BackgroundAction]:
-        return [self._action]
+        return [self.action]
 
     def _connect(self) -> None:
         self.arm.open()
@@ -196,12 +197,12 @@ class URArmDevice(InstrumentDevice):
     def identity(self) -> dict[str, Any]:
         """Model, serial number and PolyScope version, from the dashboard server."""
         with self._named():
-            self._ensure_connected()
+            self.ensure_connected()
             ask = self.arm.dashboard.request
             return {
-                "model": self.arm._query(lambda: ask("get robot model")),
-                "serial": self.arm._query(lambda: ask("get serial number")),
-                "firmware": self.arm._query(self.arm.dashboard.polyscope_version),
+                "model": self.arm.query(lambda: ask("get robot model")),
+                "serial": self.arm.query(lambda: ask("get serial number")),
+                "firmware": self.arm.query(self.arm.dashboard.polyscope_version),
             }
 
     def _check_health(self) -> None:

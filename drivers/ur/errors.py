@@ -6,11 +6,13 @@ import time
 
 from drivers.errors import (
     CommandRejected,
+    FaultKind,
     InstrumentAlarm,
     InstrumentBusy,
     InstrumentError,
     InstrumentTimeout,
     SafetyLimitError,
+    Stopped,
 )
 
 __all__ = [
@@ -66,6 +68,8 @@ class ProtectiveStop(SafetyStop):
     unlock rule is counted from then, which is never earlier than the stop itself.
     """
 
+    fault = FaultKind.PROTECTIVE_STOP
+
     def __init__(self, message: str, observed_at: float | None = None):
         super().__init__(message, "PROTECTIVE_STOP")
         self.observed_at = time.monotonic() if observed_at is None else observed_at
@@ -79,7 +83,7 @@ class ProgramNotStarted(CommandRejected):
     """A program was sent but the controller never ran it (it did not compile, or the arm was not ready)."""
 
 
-class MotionStopped(InstrumentError):
+class MotionStopped(Stopped):
     """A motion was stopped on request before it reached its target."""
 
 
@@ -101,6 +105,8 @@ class GripperFault(InstrumentAlarm):
 
 class GripperMissedObject(InstrumentError):
     """The gripper closed all the way: there was nothing between its fingers."""
+
+    fault = FaultKind.ALARM  # the arm is sound; the vessel was not where it should be
 
     def __init__(self, message: str, station: str = ""):
         super().__init__(message)

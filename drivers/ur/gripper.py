@@ -51,7 +51,8 @@ class RobotiqGripper:
         self.speed = speed
         self.force = force
         self.max_force = max_force
-        self.reply_timeout = reply_timeout
+        if reply_timeout is not None:
+            transport.reply_timeout = reply_timeout  # the ceiling: the transport learns the round trip
         self.motion_timeout = motion_timeout
         self.poll_interval = poll_interval
         #: Every GET and SET is safe to repeat, so each one is retried on its own: a long sequence
@@ -81,9 +82,7 @@ class RobotiqGripper:
     def get(self, name: str) -> int:
         def once() -> int:
             self._reopen()
-            raw = self.transport.exchange(
-                codec.encode_get(name), lambda t: t.read_until(b"\n", timeout=self.reply_timeout)
-            )
+            raw = self.transport.exchange(codec.encode_get(name), lambda t: t.read_until(b"\n"))
             return codec.parse_get_reply(raw, name)
 
         return self.retry.run(once, transport=self.transport, events=self.events, what=f"gripper GET {name}")
@@ -93,9 +92,7 @@ class RobotiqGripper:
 
         def once() -> None:
             self._reopen()
-            raw = self.transport.exchange(
-                request, lambda t: t.read_exactly(len(codec.ACK), timeout=self.reply_timeout)
-            )
+            raw = self.transport.exchange(request, lambda t: t.read_exactly(len(codec.ACK)))
             codec.check_ack(raw)
 
         self.retry.run(

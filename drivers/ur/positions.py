@@ -17,7 +17,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -34,13 +34,13 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 def validate_joint_limits(raw: Any, source: str = "joint_limits") -> tuple[tuple[float, float], ...]:
     if raw is None:
         return DEFAULT_JOINT_LIMITS
-    if not isinstance(raw, Sequence) or len(raw) != JOINTS:
+    if not isinstance(raw, Sequence) or len(cast("Sequence[object]", raw)) != JOINTS:
         raise PositionConfigError(f"{source}: give {JOINTS} [low, high] pairs in radians, one per joint")
-    limits = []
-    for index, pair in enumerate(raw):
-        if not isinstance(pair, Sequence) or len(pair) != 2:
+    limits: list[tuple[float, float]] = []
+    for index, pair in enumerate(cast("Sequence[object]", raw)):
+        if not isinstance(pair, Sequence) or len(cast("Sequence[object]", pair)) != 2:
             raise PositionConfigError(f"{source}[{index}]: expected [low, high] in radians, got {pair!r}")
-        low, high = (_number(x, f"{source}[{index}]") for x in pair)
+        low, high = (_number(x, f"{source}[{index}]") for x in cast("Sequence[object]", pair))
         if not low < high:
             raise PositionConfigError(f"{source}[{index}]: low {low} must be below high {high}")
         limits.append((low, high))
@@ -60,17 +60,18 @@ def validate_positions(
     if not isinstance(raw, Mapping) or not raw:
         raise PositionConfigError(f"{source}: expected a mapping of position name to [j1, …, j6]")
     positions: dict[str, Joints] = {}
-    for name, joints in raw.items():
+    for name, joints in cast("Mapping[object, object]", raw).items():
         field = f"{source}.{name}"
         if not isinstance(name, str) or not _NAME.match(name):
             raise PositionConfigError(
                 f"{field}: a position name is letters, digits, '_' or '-', starting with a letter"
             )
-        if not isinstance(joints, Sequence) or isinstance(joints, str) or len(joints) != JOINTS:
+        angles = cast("Sequence[object]", joints)
+        if not isinstance(joints, Sequence) or isinstance(joints, str) or len(angles) != JOINTS:
             raise PositionConfigError(
                 f"{field}: expected a list of {JOINTS} joint angles ({units}), got {joints!r}"
             )
-        values = tuple(_number(x, field) for x in joints)
+        values = tuple(_number(x, field) for x in angles)
         if units == "deg":
             values = tuple(math.radians(x) for x in values)
         check_within_limits(values, joint_limits, field)
@@ -97,6 +98,7 @@ def load_positions_file(
     except yaml.YAMLError as exc:
         raise PositionConfigError(f"{path}: not valid YAML: {exc}") from exc
     if isinstance(content, Mapping) and "positions" in content:
+        content = cast("Mapping[str, Any]", content)
         unknown = set(content) - {"positions", "units", "stations", "description"}
         if unknown:
             raise PositionConfigError(
@@ -112,7 +114,7 @@ def load_positions_file(
     return validate_positions(content, source=str(path), joint_limits=joint_limits)
 
 
-def _number(value: Any, field: str) -> float:
+def _number(value: object, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise PositionConfigError(f"{field}: {value!r} is not a finite number")
     return float(value)
