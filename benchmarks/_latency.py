@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from _problems import hartmann6, make_problems
 from skopt import Optimizer
 from skopt.utils import cook_estimator
 
 from sdl.optimizer import Observation, OptimizerSettings, make_optimizer
-from sdl.optimizer.problems import hartmann6, make_problems
 
 NAMES = [f"x{i}" for i in range(1, 7)]
 

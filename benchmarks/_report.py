@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 from _latency import Latency
+from _problems import Problem
 from _runners import Run
 from scipy.stats import fisher_exact, mannwhitneyu
-
-from sdl.optimizer.problems import Problem
 
 CHECKPOINTS = (10, 20, 30)
 METHODS = ("random", "skopt", "optuna", "sdl", "sdl-async4")

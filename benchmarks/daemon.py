@@ -28,10 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 
+from _problems import make_problems  # noqa: E402
+
 from sdl.api import models as m  # noqa: E402
 from sdl.foreground import run_campaign, start_campaign  # noqa: E402
 from sdl.loading import load_campaign  # noqa: E402
-from sdl.optimizer.problems import make_problems  # noqa: E402
 from sdl.status import ExperimentStatus  # noqa: E402
 from sdl.store import Decision, Finish, Store  # noqa: E402
 from sdl.testing import LabServiceProcess, wait_for  # noqa: E402

@@ -31,10 +31,9 @@ from _latency import (
     sdl_latency,
     stock_latency,
 )
+from _problems import make_problems
 from _report import async_table, latency_ratios, latency_table, machine, plot, sample_table, update_readme
 from _runners import Run, run_optuna, run_sdl, run_sdl_async, run_skopt
-
-from sdl.optimizer.problems import make_problems
 
 HERE = Path(__file__).resolve().parent
 ALL_PROBLEMS = ("branin", "hartmann6", "ackley6", "hartmann6_noisy", "mixed", "snar")
