@@ -201,7 +201,7 @@ def plot(
 
     names = [n for n in problems if any((n, m) in runs for m in METHODS)]
     panels = len(names) + (1 if lat else 0)
-    cols = 3
+    cols = min(3, panels)
     fig, axes = plt.subplots((panels + cols - 1) // cols, cols, figsize=(5 * cols, 3.6 * ((panels + 2) // 3)))
     axes = np.atleast_1d(axes).ravel()
     for ax, name in zip(axes, names, strict=False):

@@ -275,3 +275,30 @@ def test_hartmann6_proposals_probe_the_corners_of_the_cube_less(monkeypatch: pyt
     at_mean, _ = corner_probes()
     assert at_worst * 2 < at_mean
     assert best_at_worst < -3.0
+
+
+def test_blas_threads_limit_blas_while_a_proposal_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from sdl.optimizer import bayesian
+
+    def blas_threads() -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    seen: list[set[int]] = []
+    fit = bayesian.fit_hyper
+
+    def recording_fit(*args: Any, **kwargs: Any) -> Any:
+        seen.append(blas_threads())
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(bayesian, "fit_hyper", recording_fit)
+    history = run(REAL2, OptimizerSettings(seed=0, initial_design=4), branin, 6)
+    with threadpool_limits(limits=2, user_api="blas"):  # the process's own setting, whatever the machine
+        for threads, expected in ((1, {1}), (None, {2})):
+            seen.clear()
+            make_optimizer(REAL2, OptimizerSettings(seed=0, blas_threads=threads)).propose(history, [], 1)
+            assert seen and all(s == expected for s in seen), (threads, seen)
+        assert blas_threads() == {2}  # the limit ends with the proposal
+    with pytest.raises(ValidationError):
+        OptimizerSettings(blas_threads=0)
