@@ -7,7 +7,7 @@ import math
 import time
 from typing import Any
 
-from sdl.optimizer.problems import make_problems
+from _problems import make_problems
 
 PROBLEMS = make_problems()
 

@@ -2,16 +2,18 @@
 
 * **warm**: a long-lived optimizer that has proposed before (ours reuses hyperparameters between its refit
   checkpoints; Optuna warm-starts its fit from the previous one; skopt refits on every ``tell`` whatever);
+* **warm-refit**: ours, long-lived, at a proposal where its schedule refits (the like of Optuna's warm);
 * **cold**: a fresh optimizer built from the stored history, so the hyperparameter fit is included;
 * **fit**: our hyperparameter fit alone, on the points of the checkpoint a cold start fits.
 
 CPU time is the process's (``time.process_time``) with one BLAS thread (the benchmark process sets it; our
-optimizer also limits BLAS to one thread itself, and Optuna's torch gets one intra-op thread), so it does
+optimizer's ``blas_threads`` setting is 1 by default, and Optuna's torch gets one intra-op thread), so it does
 not depend on what else the shared machine is doing; wall time does.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -19,11 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from _problems import hartmann6, make_problems
 from skopt import Optimizer
 from skopt.utils import cook_estimator
 
 from sdl.optimizer import Observation, OptimizerSettings, make_optimizer
-from sdl.optimizer.problems import hartmann6, make_problems
+from sdl.optimizer.bayesian import REFIT_EVERY_UNTIL, REFIT_GROWTH
 
 NAMES = [f"x{i}" for i in range(1, 7)]
 
@@ -100,6 +103,37 @@ def sdl_latency(n: int, batch: int, reps: int, pending: int = 0) -> Latency:
             gaps.append(gap)
     peak = _peak_mb(lambda: opt.propose(obs[: n + reps], running, batch))
     return Latency("sdl", n, batch, "warm", wall, cpu, pending, peak, min(gaps) if gaps else None)
+
+
+def refit_checkpoint(n: int) -> int:
+    """The history size nearest ``n`` at which our long-lived optimizer refits its hyperparameters."""
+    checkpoints, c = [], REFIT_EVERY_UNTIL
+    while c <= 2 * n:
+        checkpoints.append(c)
+        c = math.ceil(c * REFIT_GROWTH)
+    return n if n <= REFIT_EVERY_UNTIL else min(checkpoints, key=lambda c: abs(c - n))
+
+
+def refit_cycle(n: int) -> int:
+    """How many proposals share one hyperparameter fit around ``n`` observations (1: every one refits)."""
+    c = refit_checkpoint(n)
+    return 1 if c < REFIT_EVERY_UNTIL else math.ceil(c * REFIT_GROWTH) - c
+
+
+def sdl_refit_latency(n: int, reps: int) -> Latency:
+    """A long-lived optimizer at a proposal that refits: warmed up one result before the refit checkpoint
+    nearest ``n``, then timed at the checkpoint (the like of Optuna's warm proposal, which refits always)."""
+    space = make_problems()["hartmann6"].space
+    c = refit_checkpoint(n)
+    obs = _obs(*_history(c))
+    wall, cpu = [], []
+    for k in range(reps):
+        opt = make_optimizer(space, OptimizerSettings(seed=k))
+        opt.propose(obs[: c - 1], [], 1)
+        _, w, t = _timed(lambda opt=opt: opt.propose(obs[:c], [], 1))
+        wall.append(w)
+        cpu.append(t)
+    return Latency("sdl", c, 1, "warm-refit", wall, cpu)
 
 
 def sdl_cold_latency(n: int, reps: int, batch: int = 1) -> Latency:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import platform
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 from _latency import Latency
+from _problems import Problem
 from _runners import Run
 from scipy.stats import fisher_exact, mannwhitneyu
-
-from sdl.optimizer.problems import Problem
 
 CHECKPOINTS = (10, 20, 30)
 METHODS = ("random", "skopt", "optuna", "sdl", "sdl-async4")
@@ -107,7 +106,7 @@ def async_table(problems: dict[str, Problem], runs: dict[tuple[str, str], list[R
     return "\n".join(rows)
 
 
-_MODE_ORDER = {"warm": 0, "cold": 1, "fit": 2, "refit": 3}
+_MODE_ORDER = {"warm": 0, "warm-refit": 1, "cold": 2, "fit": 3, "refit": 4}
 
 
 def latency_table(lat: Sequence[Latency]) -> str:
@@ -128,24 +127,48 @@ def latency_table(lat: Sequence[Latency]) -> str:
     return "\n".join(rows)
 
 
-def latency_ratios(lat: Sequence[Latency]) -> str:
-    """How many times longer each peer takes than ours for one proposal, CPU time, same mode."""
-    out = []
-    mine = {
-        (x.n, x.mode): float(np.median(x.cpu))
-        for x in lat
-        if x.method == "sdl" and x.batch == 1 and not x.pending
-    }
-    for x in lat:
-        if x.method == "sdl" or x.batch != 1:
-            continue
-        ours = mine.get((x.n, x.mode if x.mode != "refit" else "cold"))
-        if ours:
-            out.append(
-                f"{x.method} {x.mode} at {x.n}: {float(np.median(x.cpu)):.3g} s CPU, "
-                f"×{float(np.median(x.cpu)) / ours:.0f} ours ({ours:.3g} s)"
-            )
-    return "; ".join(out)
+def latency_headline(lat: Sequence[Latency], cycle: Callable[[int], int]) -> str:
+    """Ours against the peers like for like, CPU median of one proposal: a fresh optimizer against a fresh
+    one (both fit), and a long-lived one at a proposal that refits against Optuna's warm one (which refits
+    on every call, warm-started); our proposals between refits, which no peer has, after them.
+    ``cycle(n)`` is how many of our proposals share one fit around ``n`` observations."""
+
+    def cpu(method: str, mode: str, n: int | None = None) -> dict[int, float]:
+        return {
+            x.n: float(np.median(x.cpu))
+            for x in lat
+            if x.method == method and x.mode == mode and x.batch == 1 and not x.pending and n in (None, x.n)
+        }
+
+    def fmt(v: float | None) -> str:
+        return "–" if v is None else f"{v:.3g}"
+
+    def ratio(peer: float | None, ours: float | None) -> str:
+        return "–" if peer is None or ours is None else f"×{peer / ours:.1f}"
+
+    ours_cold, optuna_cold, skopt = cpu("sdl", "cold"), cpu("optuna", "cold"), cpu("skopt", "refit")
+    ours_warm, ours_refit, optuna_warm = cpu("sdl", "warm"), cpu("sdl", "warm-refit"), cpu("optuna", "warm")
+    rows = [
+        "| observations | cold: ours | cold: Optuna | Optuna ÷ ours | warm, refitting: ours (at) "
+        "| warm: Optuna (refits each call) | Optuna ÷ ours | warm between refits: ours (one fit per) "
+        "| ours over a refit cycle | Optuna ÷ ours | skopt tell (refits each call) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n in sorted(ours_cold):
+        refit_at = min(ours_refit, key=lambda c: abs(c - n)) if ours_refit else None
+        refit = ours_refit.get(refit_at) if refit_at is not None else None
+        between = ours_warm.get(n) if cycle(n) > 1 else None
+        # derived: one refit and cycle - 1 proposals between refits, per proposal
+        mean = (refit + (cycle(n) - 1) * between) / cycle(n) if refit and between else refit
+        cold = ours_cold[n]
+        rows.append(
+            f"| {n} | {fmt(cold)} | {fmt(optuna_cold.get(n))} | {ratio(optuna_cold.get(n), cold)} "
+            f"| {fmt(refit)} ({refit_at}) | {fmt(optuna_warm.get(n))} | {ratio(optuna_warm.get(n), refit)} "
+            f"| {fmt(between)}"
+            + (f" (1 in {cycle(n)})" if between is not None else "")
+            + f" | {fmt(mean)} | {ratio(optuna_warm.get(n), mean)} | {fmt(skopt.get(n))} |"
+        )
+    return "\n".join(rows)
 
 
 def machine() -> str:
@@ -178,7 +201,7 @@ def plot(
 
     names = [n for n in problems if any((n, m) in runs for m in METHODS)]
     panels = len(names) + (1 if lat else 0)
-    cols = 3
+    cols = min(3, panels)
     fig, axes = plt.subplots((panels + cols - 1) // cols, cols, figsize=(5 * cols, 3.6 * ((panels + 2) // 3)))
     axes = np.atleast_1d(axes).ravel()
     for ax, name in zip(axes, names, strict=False):

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from _problems import Problem
 from skopt import gp_minimize
 
 from sdl.optimizer import Observation, OptimizerSettings, make_optimizer
 from sdl.optimizer.baselines import DesignStream
 from sdl.optimizer.encoding import Encoder
-from sdl.optimizer.problems import Problem
 from sdl.optimizer.skopt_backend import skopt_dimensions
 
 WORKERS = 4

@@ -28,10 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 
+from _problems import make_problems  # noqa: E402
+
 from sdl.api import models as m  # noqa: E402
 from sdl.loop.foreground import run_campaign  # noqa: E402
 from sdl.loop.lifecycle import start_campaign  # noqa: E402
-from sdl.optimizer.problems import make_problems  # noqa: E402
 from sdl.spec.loading import load_campaign  # noqa: E402
 from sdl.spec.status import ExperimentStatus  # noqa: E402
 from sdl.store import Decision, Finish, Store  # noqa: E402

@@ -15,10 +15,10 @@ import math
 from typing import Any
 
 import numpy as np
+from _problems import branin
 
-import sdl.optimizer.bayesian as bayesian
+import sdl.optimizer.acquisition as acquisition
 from sdl.optimizer import Observation, OptimizerSettings, make_optimizer
-from sdl.optimizer.problems import branin
 from sdl.space import SearchSpace
 
 SPACE = SearchSpace.model_validate(
@@ -42,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--widths",
         type=lambda s: tuple(float(x) for x in s.split(",")),
-        default=bayesian.FEASIBILITY_WIDTHS,
+        default=acquisition.FEASIBILITY_WIDTHS,
         help="kernel widths in GP length scales, comma-separated (chosen by leave-one-out likelihood)",
     )
-    ap.add_argument("--prior-weight", type=float, default=bayesian.FEASIBILITY_PRIOR_WEIGHT)
+    ap.add_argument("--prior-weight", type=float, default=acquisition.FEASIBILITY_PRIOR_WEIGHT)
     args = ap.parse_args(argv)
-    bayesian.FEASIBILITY_WIDTHS = args.widths
-    bayesian.FEASIBILITY_PRIOR_WEIGHT = args.prior_weight
+    acquisition.FEASIBILITY_WIDTHS = args.widths
+    acquisition.FEASIBILITY_PRIOR_WEIGHT = args.prior_weight
     late, regret = [], []
     for seed in range(args.seeds):
         opt = make_optimizer(SPACE, OptimizerSettings(seed=seed, initial_design=8))

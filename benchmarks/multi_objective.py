@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
+from _problems import make_multi_problems
 from _report import machine, update_readme
 from scipy.stats import mannwhitneyu
 
@@ -38,7 +39,6 @@ from sdl.optimizer import (
     hypervolume,
     make_optimizer,
 )
-from sdl.optimizer.problems import make_multi_problems
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("random", "weighted-sum", "chimera", "pareto")

@@ -6,9 +6,11 @@ against history size (CPU and wall time, warm and cold, batches of 1, 4 and 8, w
     nice python benchmarks/optimizer.py --seeds 20           # the full run (~1 h on 2 cores)
     python benchmarks/optimizer.py --problems hartmann6 --seeds 20 --no-latency
     python benchmarks/optimizer.py --methods sdl --seed-offset 100 --seeds 40 --no-latency --no-readme
+    python benchmarks/optimizer.py --latency-only            # latency alone (~15 min)
 
 Optuna is optional (`pip install -e '.[bench]'`); without it its rows are left out.
-Prints the tables, writes benchmarks/optimizer.png and the results section of benchmarks/README.md.
+Prints the tables and writes, for what it ran, benchmarks/optimizer.png (regret) and optimizer-latency.png,
+and the sample-efficiency and latency sections of benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -26,17 +28,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _latency import (
     Latency,
     optuna_latency,
+    refit_cycle,
     sdl_cold_latency,
     sdl_fit_cost,
     sdl_latency,
+    sdl_refit_latency,
     stock_latency,
 )
-from _report import async_table, latency_ratios, latency_table, machine, plot, sample_table, update_readme
+from _problems import make_problems
+from _report import async_table, latency_headline, latency_table, machine, plot, sample_table, update_readme
 from _runners import Run, run_optuna, run_sdl, run_sdl_async, run_skopt
 
-from sdl.optimizer.problems import make_problems
-
 HERE = Path(__file__).resolve().parent
+SAMPLES_MARK = ("<!-- optimizer-results:start -->", "<!-- optimizer-results:end -->")
+LATENCY_MARK = ("<!-- optimizer-latency:start -->", "<!-- optimizer-latency:end -->")
 ALL_PROBLEMS = ("branin", "hartmann6", "ackley6", "hartmann6_noisy", "mixed", "snar")
 
 
@@ -120,8 +125,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--cold-reps", type=int, default=3, help="fresh optimizers timed per size (cold start)")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes for the optimisation runs")
     ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--latency-only", action="store_true", help="time proposals only, no optimisation runs")
     ap.add_argument("--quick", action="store_true", help="3 seeds, branin+mixed, small latency sizes")
-    ap.add_argument("--plot", type=Path, default=HERE / "optimizer.png")
+    ap.add_argument("--plot", type=Path, default=HERE / "optimizer.png", help="regret curves")
+    ap.add_argument("--latency-plot", type=Path, default=HERE / "optimizer-latency.png")
     ap.add_argument("--readme", type=Path, default=HERE / "README.md")
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument(
@@ -185,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             if all((t[0], t[1], s) in cached for s in range(args.seed_offset, args.seed_offset + args.seeds))
         }
         tasks = [t for t in tasks if t[:2] in complete]
+    if args.latency_only:
+        tasks = []
     todo = [t for t in tasks if t not in cached]
     done: dict[tuple[str, str, int], Run] = {}
     with ProcessPoolExecutor(args.jobs, initializer=_one_thread) as pool:
@@ -198,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     for task in tasks:
         runs.setdefault(task[:2], []).append(cached.get(task) or done[task])
 
+    samples_time = time.perf_counter() - started
     lat: list[Latency] = []
     if not args.no_latency:
         _one_thread()
@@ -209,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             if n >= 200:
                 lat.append(sdl_latency(n, 1, batch_reps, pending=8))
                 lat.append(sdl_latency(n, 1, batch_reps, pending=32))
+            lat.append(sdl_refit_latency(n, args.cold_reps))
             lat.append(sdl_cold_latency(n, args.cold_reps))
             lat.append(sdl_fit_cost(n, args.cold_reps))
             if n <= args.stock_latency_max:
@@ -219,27 +230,38 @@ def main(argv: list[str] | None = None) -> int:
                 lat += optuna_latency(n, 2 if n > 200 else 3)
             print(f"  latency at {n} done", file=sys.stderr, flush=True)
 
-    sections = [
-        f"Machine: {machine()}",
-        f"Command: `python benchmarks/optimizer.py {' '.join(sys.argv[1:])}`",
-    ]
-    sections.append(f"Total time {time.perf_counter() - started:.0f} s.")
+    head = [f"Machine: {machine()}", f"Command: `python benchmarks/optimizer.py {' '.join(sys.argv[1:])}`"]
+    blocks: list[tuple[tuple[str, str], str]] = []
     if runs:
+        sections = [*head, f"Total time {samples_time:.0f} s."]
         sections += ["### Sample efficiency (simple regret: median [IQR])", sample_table(problems, runs)]
         at = async_table(problems, runs)
         if at.count("\n") > 1:
             sections += ["### Asynchronous, 4 workers, lognormal durations (σ = 0.5)", at]
+        plot(args.plot, problems, runs, [])
+        blocks.append((SAMPLES_MARK, "\n\n".join([*sections, f"![regret]({args.plot.name})"])))
     if lat:
-        sections += [
-            "### Proposal latency, 6-D (CPU with one BLAS thread; wall on the shared machine)",
+        sections = [
+            *head,
+            f"Latency timed in {time.perf_counter() - started - samples_time:.0f} s.",
+            "### Proposal latency, like for like (6-D, CPU seconds with one BLAS thread, median)",
+            latency_headline(lat, refit_cycle),
+            "Cold: a fresh optimizer built from the history, hyperparameter fit included. Warm, "
+            "refitting: a long-lived optimizer at a proposal where it refits (ours refits on a schedule, "
+            "at the checkpoint in brackets; Optuna's refits on every call, warm-started from its previous "
+            "fit). Between refits: ours reuses its hyperparameters; one proposal in the number given refits. "
+            "Over a refit cycle: what a long-lived optimizer of ours spends per proposal, derived from the "
+            "two before it (one refit, the rest between refits).",
+            "### Proposal latency, every measurement (CPU with one BLAS thread; wall on the shared machine)",
             latency_table(lat),
-            "Peers against ours (CPU, one proposal): " + latency_ratios(lat),
         ]
-    body = "\n\n".join(sections)
-    print(body)
-    plot(args.plot, problems, runs, lat)
+        plot(args.latency_plot, {}, {}, lat)
+        blocks.append((LATENCY_MARK, "\n\n".join([*sections, f"![latency]({args.latency_plot.name})"])))
+    for _, body in blocks:
+        print(body, end="\n\n")
     if not args.no_readme:
-        update_readme(args.readme, body + f"\n\n![regret and latency]({args.plot.name})")
+        for mark, body in blocks:
+            update_readme(args.readme, body, mark)
     return 0
 
 

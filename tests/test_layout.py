@@ -18,9 +18,6 @@ import pytest
 SDL = Path(__file__).resolve().parents[1] / "sdl"
 LONG = 500
 
-#: Modules over LONG lines that say why in their docstring ("Long because ...") are fine; these are not yet
-#: and are being shortened elsewhere. Each must still be over LONG: once it is not, remove it from here.
-LONG_FOR_NOW = {"optimizer/bayesian.py": "its measured-and-rejected variants are going (issue 22)"}
 
 #: Imports of sdl modules inside functions outside sdl/cli, and why each is there.
 LAZY_IMPORTS = {
@@ -81,9 +78,7 @@ def test_a_long_module_says_why() -> None:
     unexplained = []
     for path, tree in modules():
         lines = len((SDL / path).read_text(encoding="utf-8").splitlines())
-        if path in LONG_FOR_NOW:
-            assert lines > LONG, f"{path} is {lines} lines now: take it out of LONG_FOR_NOW"
-        elif lines > LONG and "Long because" not in (ast.get_docstring(tree) or ""):
+        if lines > LONG and "Long because" not in (ast.get_docstring(tree) or ""):
             unexplained.append(f"{path}: {lines} lines")
     assert not unexplained, unexplained
 

@@ -253,10 +253,11 @@ def test_unexplored_regions_are_predicted_no_better_than_the_worst_observation()
 def test_hartmann6_proposals_probe_the_corners_of_the_cube_less(monkeypatch: pytest.MonkeyPatch) -> None:
     # Centred on the sample mean, the GP sent about one evaluation in six of this run to a corner of the
     # cube (where Hartmann-6 is flat at 0) once the incumbent's basin was refined.
-    import sdl.optimizer.bayesian as bayesian
-    from sdl.optimizer.problems import make_problems
+    from benchmark_problems import problems
 
-    prob = make_problems()["hartmann6"]
+    import sdl.optimizer.bayesian as bayesian
+
+    prob = problems.make_problems()["hartmann6"]
 
     def corner_probes() -> tuple[int, float]:
         opt = make_optimizer(prob.space, OptimizerSettings(seed=114, initial_design=prob.n_init))
@@ -270,33 +271,34 @@ def test_hartmann6_proposals_probe_the_corners_of_the_cube_less(monkeypatch: pyt
         return corners, min(o.value for o in history)  # type: ignore[type-var]
 
     at_worst, best_at_worst = corner_probes()
-    monkeypatch.setattr(bayesian, "PRIOR_AT_WORST", False)
+    monkeypatch.setattr(bayesian, "prior_mean", lambda y: float(y.mean()))
     at_mean, _ = corner_probes()
     assert at_worst * 2 < at_mean
     assert best_at_worst < -3.0
 
 
-def test_thompson_steps_draw_from_the_joint_posterior_and_stay_pending_aware(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_blas_threads_limit_blas_while_a_proposal_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
     from sdl.optimizer import bayesian
-    from sdl.optimizer.gp import Hyper, Posterior
 
-    rng = np.random.default_rng(0)
-    X, Z, F = rng.random((12, 2)), rng.random((30, 2)), rng.random((3, 2))
-    post = Posterior(X, np.sin(6 * X[:, 0]) + X[:, 1], Hyper(np.array([0.3, 0.5]), 1.2, 1e-4))
-    post.set_fantasies(F)
-    cov = post.covariance(Z)
-    assert np.allclose(cov, cov.T)
-    assert np.allclose(np.diag(cov), post.predict(Z)[1], rtol=1e-6, atol=1e-9)  # with the fantasies too
+    def blas_threads() -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
 
-    monkeypatch.setattr(bayesian, "TS_PERIOD", 1)  # every model step a Thompson draw (off by default)
-    settings = OptimizerSettings(seed=2, initial_design=5)
-    history = run(REAL2, settings, branin, 8)
-    assert [p.acquisition for p in make_optimizer(REAL2, settings).propose(history, [], 1)] == ["ts"]
-    pending: list[dict[str, Any]] = []
-    for _ in range(3):
-        (p,) = make_optimizer(REAL2, settings).propose(history, pending, 1)
-        REAL2.validate_recipe(p.recipe)
-        assert p.recipe not in pending and p.recipe not in [o.recipe for o in history]
-        pending.append(p.recipe)
+    seen: list[set[int]] = []
+    fit = bayesian.fit_hyper
+
+    def recording_fit(*args: Any, **kwargs: Any) -> Any:
+        seen.append(blas_threads())
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(bayesian, "fit_hyper", recording_fit)
+    history = run(REAL2, OptimizerSettings(seed=0, initial_design=4), branin, 6)
+    with threadpool_limits(limits=2, user_api="blas"):  # the process's own setting, whatever the machine
+        for threads, expected in ((1, {1}), (None, {2})):
+            seen.clear()
+            make_optimizer(REAL2, OptimizerSettings(seed=0, blas_threads=threads)).propose(history, [], 1)
+            assert seen and all(s == expected for s in seen), (threads, seen)
+        assert blas_threads() == {2}  # the limit ends with the proposal
+    with pytest.raises(ValidationError):
+        OptimizerSettings(blas_threads=0)

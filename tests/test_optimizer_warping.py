@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from benchmark_problems import problems
 from scipy.stats import qmc
 
 from sdl.optimizer import Observation, OptimizerSettings, bayesian, make_optimizer
 from sdl.optimizer.bayesian import BayesianOptimizer
 from sdl.optimizer.encoding import Encoder
-from sdl.optimizer.problems import make_problems
 from sdl.optimizer.warping import IDENTITY, LOG_GAP, log_jacobian, unwarp, warp
 from sdl.space import SearchSpace
 
-HARTMANN6 = make_problems()["hartmann6"]
+HARTMANN6 = problems.make_problems()["hartmann6"]
 NAMES = [p.name for p in HARTMANN6.space.parameters]
 
 

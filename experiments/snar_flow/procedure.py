@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sdl.optimizer.problems import snar
+from experiments.snar_flow.kinetics import snar
 
 
 def measure(recipe: dict[str, Any]) -> dict[str, float]:

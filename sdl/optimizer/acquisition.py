@@ -6,18 +6,26 @@ All values are in standardised objective units; the objective is minimised.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
-from scipy.special import erfcx, ndtr
+from scipy.special import ndtr
+
+#: what the acquisition search maximises: expected improvement, probability of improvement, lower confidence
+#: bound (negated)
+Acquisition = Literal["ei", "pi", "lcb"]
+
+#: kernel widths (in GP length scales) the failure model chooses among by leave-one-out likelihood
+FEASIBILITY_WIDTHS: tuple[float, ...] = (0.25, 0.5, 1.0)
+#: pseudo-observations at the overall success rate that the failure model starts from; below 1, so that one
+#: failure next to a candidate counts for more than the campaign-wide rate (see docs/optimizer.md)
+FEASIBILITY_PRIOR_WEIGHT = 0.25
 
 _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
-_LOG_INV_SQRT_2PI = -0.5 * np.log(2.0 * np.pi)
-_SQRT_HALF_PI = np.sqrt(0.5 * np.pi)
-_SQRT_HALF = np.sqrt(0.5)
 
 
 def acquisition(
-    kind: str, mean: np.ndarray, var: np.ndarray, best: float, xi: float, kappa: float
+    kind: Acquisition, mean: np.ndarray, var: np.ndarray, best: float, xi: float, kappa: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Value and its derivatives with respect to the mean and the variance."""
     sd = np.sqrt(var)
@@ -30,31 +38,7 @@ def acquisition(
         return cdf, -pdf / sd, -pdf * z / (2.0 * var)
     if kind == "ei":
         return sd * (z * cdf + pdf), -cdf, pdf / (2.0 * sd)
-    if kind == "logei":
-        log_h, dlogh_dz = _log_h(z)
-        return log_h + np.log(sd), -dlogh_dz / sd, (1.0 - dlogh_dz * z) / (2.0 * var)
     raise ValueError(f"unknown acquisition {kind!r}")
-
-
-def _log_h(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``log(z Φ(z) + φ(z))`` and its derivative ``Φ(z) / (z Φ(z) + φ(z))``, accurate far into the tail.
-
-    Plain EI underflows to exactly 0 a few standard deviations below the incumbent, which leaves the
-    acquisition search blind there (Ament et al. 2023, "Unexpected improvements to expected improvement").
-    In the tail ``Φ(z)/φ(z) = sqrt(π/2) erfcx(-z/√2)`` avoids both underflow and cancellation.
-    """
-    z = np.maximum(np.asarray(z, dtype=float), -1e6)
-    tail = z < -1.0
-    zt = np.where(tail, z, -1.0)
-    ratio = _SQRT_HALF_PI * erfcx(-zt * _SQRT_HALF)  # Φ(z)/φ(z)
-    factor = 1.0 + zt * ratio  # h(z)/φ(z) > 0
-    log_tail = _LOG_INV_SQRT_2PI - 0.5 * zt * zt + np.log(factor)
-    zb = np.where(tail, 0.0, z)
-    cdf, pdf = ndtr(zb), _INV_SQRT_2PI * np.exp(-0.5 * zb * zb)
-    h = zb * cdf + pdf
-    log_h = np.where(tail, log_tail, np.log(h))
-    dlogh = np.where(tail, ratio / factor, cdf / h)
-    return log_h, dlogh
 
 
 @dataclass
@@ -62,8 +46,9 @@ class Feasibility:
     """Kernel-smoothed probability that an experiment at a point succeeds.
 
     ``p(z) = (a * base + sum_i w_i s_i) / (a + sum_i w_i)`` with ``s_i`` 1 for a success and 0 for a failure,
-    Gaussian weights ``w_i`` on the surrogate's length scales, ``base`` the overall success rate and ``a`` one
-    pseudo-observation. Far from any data it returns the overall rate; next to failures it falls towards 0.
+    Gaussian weights ``w_i`` on the surrogate's length scales, ``base`` the overall success rate and ``a`` the
+    prior weight in pseudo-observations. Far from any data it returns the overall rate; next to failures it
+    falls towards 0.
     """
 
     points: np.ndarray
@@ -78,11 +63,15 @@ class Feasibility:
         points: np.ndarray,
         success: np.ndarray,
         scale: np.ndarray,
-        factors: tuple[float, ...],
-        prior_weight: float = 1.0,
+        factors: tuple[float, ...] | None = None,
+        prior_weight: float | None = None,
     ) -> Feasibility:
-        """The estimate whose kernel width (``scale`` times one of ``factors``) best predicts each
-        experiment's outcome from the others (leave-one-out log likelihood)."""
+        """The estimate whose kernel width (``scale`` times one of ``factors``, default FEASIBILITY_WIDTHS)
+        best predicts each experiment's outcome from the others (leave-one-out log likelihood); the prior
+        weight defaults to FEASIBILITY_PRIOR_WEIGHT. Both are read when called (benchmarks/failures.py
+        sets them)."""
+        factors = FEASIBILITY_WIDTHS if factors is None else factors
+        prior_weight = FEASIBILITY_PRIOR_WEIGHT if prior_weight is None else prior_weight
         base = (success.sum() + 1) / (len(success) + 2)
         best: tuple[float, Feasibility] | None = None
         for f in factors:

@@ -20,26 +20,32 @@ class SkoptSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base_estimator: Literal["GP", "RF", "ET", "GBRT"] = Field(
-        "GP",
+        default="GP",
         description="skopt's surrogate: Gaussian process, random forest, extra trees, boosted trees.",
     )
-    acq_func: Literal["gp_hedge", "EI", "PI", "LCB"] = Field("gp_hedge", description="skopt's acquisition.")
-    acq_optimizer: Literal["auto", "sampling", "lbfgs"] = Field(
-        "auto", description="How skopt maximises the acquisition (sampling under constraints)."
+    acq_func: Literal["gp_hedge", "EI", "PI", "LCB"] = Field(
+        default="gp_hedge", description="skopt's acquisition."
     )
-    n_initial_points: int = Field(10, ge=0, description="Points of the initial design before the model.")
+    acq_optimizer: Literal["auto", "sampling", "lbfgs"] = Field(
+        default="auto", description="How skopt maximises the acquisition (sampling under constraints)."
+    )
+    n_initial_points: int = Field(
+        default=10, ge=0, description="Points of the initial design before the model."
+    )
     initial_point_generator: Literal["random", "sobol", "halton", "hammersly", "lhs", "grid"] = Field(
-        "random", description="skopt's generator of the initial design."
+        default="random", description="skopt's generator of the initial design."
     )
     strategy: Literal["cl_min", "cl_mean", "cl_max"] = Field(
-        "cl_min",
+        default="cl_min",
         description="Constant liar for running experiments and batch points: they are told the minimum, "
         "mean or maximum value seen.",
     )
-    xi: float = Field(0.01, ge=0.0, description="skopt's EI/PI margin (in objective units).")
-    kappa: float = Field(1.96, ge=0.0, description="skopt's LCB weight.")
-    n_points: int = Field(10000, ge=10, description="Random points scored per acquisition search.")
-    n_restarts_optimizer: int = Field(5, ge=1, description="L-BFGS restarts of the acquisition search.")
+    xi: float = Field(default=0.01, ge=0.0, description="skopt's EI/PI margin (in objective units).")
+    kappa: float = Field(default=1.96, ge=0.0, description="skopt's LCB weight.")
+    n_points: int = Field(default=10000, ge=10, description="Random points scored per acquisition search.")
+    n_restarts_optimizer: int = Field(
+        default=5, ge=1, description="L-BFGS restarts of the acquisition search."
+    )
 
 
 class OptimizerSettings(BaseModel):
@@ -48,43 +54,51 @@ class OptimizerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["bayesian", "random", "grid", "skopt"] = Field(
-        "bayesian",
+        default="bayesian",
         description="bayesian: our Gaussian-process model with an acquisition function; "
         "random: scrambled-Sobol baseline; grid: exhaustive grid baseline; "
         "skopt: scikit-optimize's Optimizer (options under `skopt`).",
     )
     initial_design: int | None = Field(
-        None,
+        default=None,
         ge=1,
         description="Number of space-filling points before the model is used; "
         "default 2 * (number of parameters) + 2, clipped to 5..20.",
     )
     initial_design_kind: Literal["sobol", "lhs"] = Field(
-        "sobol", description="Space-filling design for the first points: scrambled Sobol or Latin hypercube."
+        default="sobol",
+        description="Space-filling design for the first points: scrambled Sobol or Latin hypercube.",
     )
     acquisition: Literal["ei", "pi", "lcb", "gp_hedge"] = Field(
-        "ei",
+        default="ei",
         description="ei: expected improvement; pi: probability of improvement; lcb: lower confidence bound; "
         "gp_hedge: a portfolio choosing among the three nominees by their posterior mean.",
     )
-    seed: int = Field(0, description="Seed of every random choice; `sdl run --seed S` overrides it.")
+    seed: int = Field(default=0, description="Seed of every random choice; `sdl run --seed S` overrides it.")
     xi: float = Field(
-        0.0,
+        default=0.0,
         ge=0.0,
         description="Exploration margin of ei and pi, in standard deviations of the objective "
         "(0.01 cost Branin a factor of 6 in final regret).",
     )
-    kappa: float = Field(1.96, ge=0.0, description="Exploration weight of lcb (mean - kappa * sd).")
+    kappa: float = Field(default=1.96, ge=0.0, description="Exploration weight of lcb (mean - kappa * sd).")
     duplicate_radius: float = Field(
-        0.02,
+        default=0.02,
         ge=0.0,
         le=0.5,
         description="No proposal comes closer than this to a running experiment or to another proposal of "
         "the same batch (Euclidean distance with every parameter range scaled to 1; categories count as "
         "far apart). Observed recipes are only never repeated exactly, so refinement is not limited.",
     )
+    blas_threads: int | None = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="BLAS threads a bayesian proposal may use (null: as many as the process has). One is the "
+        "fastest on the matrices a proposal works with on a 2-core machine (docs/optimizer.md, Speed).",
+    )
     grid_points: int = Field(
-        5,
+        default=5,
         ge=2,
         le=1000,
         description="grid kind: points per real parameter (integers use every value up to this many; "

@@ -25,11 +25,14 @@ from sdl.optimizer.encoding import Encoder
 from sdl.optimizer.gp import sqdist
 from sdl.space import CategoricalParameter, IntegerParameter, RealParameter
 
+# The designs pass scipy's legacy `seed` (hidden from its signature since scipy 1.15): an integer `rng` draws
+# another stream, so every campaign's design would change. The designs are a pure function of the seed.
+
 
 @lru_cache(maxsize=32)
 def _sobol(d: int, seed: int, log2n: int) -> np.ndarray:
     # Powers of two keep Sobol' balance properties (and keep scipy from warning).
-    return qmc.Sobol(d, scramble=True, seed=seed).random_base2(log2n)
+    return qmc.Sobol(d, scramble=True, seed=seed).random_base2(log2n)  # pyright: ignore[reportCallIssue]
 
 
 def sobol_points(d: int, seed: int, start: int, count: int) -> np.ndarray:
@@ -40,7 +43,7 @@ def sobol_points(d: int, seed: int, start: int, count: int) -> np.ndarray:
 
 @lru_cache(maxsize=32)
 def _lhs(d: int, seed: int, n: int) -> np.ndarray:
-    return qmc.LatinHypercube(d, seed=seed).random(n)
+    return qmc.LatinHypercube(d, seed=seed).random(n)  # pyright: ignore[reportCallIssue]
 
 
 POOL_CHUNK = 1024
@@ -141,7 +144,9 @@ class DesignStream:
         )
 
 
-def _taken(encoder: Encoder, observations: Sequence[Observation], pending: Sequence[Mapping[str, Any]]):
+def _taken(
+    encoder: Encoder, observations: Sequence[Observation], pending: Sequence[Mapping[str, Any]]
+) -> set[tuple[Any, ...]]:
     return {encoder.key(o.recipe) for o in observations} | {encoder.key(r) for r in pending}
 
 

@@ -6,11 +6,13 @@ Every proposal is a function of (space, settings, observations, pending, n):
   to 64, then every 20 % growth), so a fresh process computes exactly what a long-lived one cached;
 * random choices use generators seeded by (seed, history length, pending count, batch index).
 
-See docs/optimizer.md for the design and its measurements.
+See docs/optimizer.md for the design and its measurements. Long because one proposal's search (`_Step`)
+reads the optimizer's fit cache and seeds, and is kept beside them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -20,14 +22,13 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import logsumexp
 from threadpoolctl import ThreadpoolController
 
-from sdl.optimizer.acquisition import Feasibility, acquisition
+from sdl.optimizer.acquisition import Acquisition, Feasibility, acquisition
 from sdl.optimizer.api import Observation, OptimizerExhausted, OptimizerSettings, Proposal
 from sdl.optimizer.baselines import DesignStream
 from sdl.optimizer.encoding import Encoder
-from sdl.optimizer.gp import Hyper, Posterior, fit_hyper, loo_log_densities, sqdist
+from sdl.optimizer.gp import Hyper, LengthScalePrior, Posterior, fit_hyper, loo_log_densities, sqdist
 from sdl.optimizer.objectives import Scalariser
 from sdl.optimizer.pareto import ParetoStep
 from sdl.optimizer.restart import NOISE_FREE, SIDE, WINDOW, Restart, restart_in_force
@@ -44,50 +45,39 @@ N_GLOBAL = 512
 N_LOCAL_PARENTS = 5
 N_LOCAL_EACH = 80
 N_POLISH = 4
-#: the GP's prior mean is the worst value seen (True) rather than the sample mean (see _Step)
-PRIOR_AT_WORST = True
 _LOCAL_SCALES = np.array([0.005, 0.02, 0.05, 0.15])
-#: every FAR_PERIOD-th model step (after FAR_WARMUP of them) searches only farther than
-#: FAR_RADIUS * sqrt(columns) from the incumbent, so a refined local optimum cannot hold the search forever
-FAR_PERIOD = 0  # off: no measured gain on Hartmann-6 (see docs/optimizer.md)
-FAR_WARMUP = 6
-FAR_RADIUS = 0.2
-#: maximise log EI instead of EI (same optimum, but no underflow far below the incumbent)
-EI_IN_LOG = False  # off: no measured gain (docs/optimizer.md, second round)
-#: every EXPLORE_PERIOD-th model step maximises LCB with EXPLORE_KAPPA instead (0: off)
-EXPLORE_PERIOD = 0  # off: cost Hartmann-6 and Branin (docs/optimizer.md, second round)
-EXPLORE_KAPPA = 3.0
-#: Every TS_PERIOD-th model step draws one joint posterior sample over TS_POINTS open candidates and takes its
-#: minimum (Thompson sampling) instead of maximising the acquisition; 0 turns it off.
-TS_PERIOD = 0
-TS_POINTS = 600
-#: one restart elsewhere once a smooth, noise-free campaign stalls (sdl/optimizer/restart.py), in real,
-#: unconstrained spaces (the restart's trust region is a box over the columns) of more than LOW_DIM_PARAMS
-#: parameters: in fewer, the design and EI leave little unexplored and a restart only cost refinement (SnAr's
-#: final regret, the colour-matching demo's target)
-RESTARTS = True
-#: in up to LOW_DIM_PARAMS parameters the fit also tries a weak length-scale prior centred on 1 (Optuna's) and
+#: In up to LOW_DIM_PARAMS parameters the fit also tries a weak length-scale prior centred on 1 (Optuna's) and
 #: keeps whichever predicts left-out points best: it halved Branin's and mixed's final regret on development
-#: seeds, but in 6-D (Ackley, noisy Hartmann) the smoother models it picked cost half the successes
+#: seeds, but in 6-D (Ackley, noisy Hartmann) the smoother models it picked cost half the successes. In more
+#: parameters the fit tries an output warp instead (OUTPUT_WARPS), and a stalled campaign may restart once
+#: (sdl/optimizer/restart.py): in fewer, the design and EI leave little unexplored and a restart only cost
+#: refinement (SnAr's final regret, the colour-matching demo's target).
 LOW_DIM_PARAMS = 4
-LOW_DIM_LS_HYPOTHESES: tuple[str, ...] | None = ("gamma", "optuna")
+LOW_DIM_PRIORS: tuple[LengthScalePrior, ...] = ("gamma", "optuna")
 #: in more than LOW_DIM_PARAMS parameters the fit also models the log of the gap below the worst value
 #: (sdl/optimizer/warping.py) and keeps it where it predicts left-out points better and fits them noise-free
 OUTPUT_WARPS: tuple[str, ...] = (IDENTITY, LOG_GAP)
-#: kernel widths (in GP length scales) the failure model chooses among by leave-one-out likelihood
-FEASIBILITY_WIDTHS: tuple[float, ...] = (0.25, 0.5, 1.0)
-#: pseudo-observations at the overall success rate that the failure model starts from; below 1, so that one
-#: failure next to a candidate counts for more than the campaign-wide rate (see docs/optimizer.md)
-FEASIBILITY_PRIOR_WEIGHT = 0.25
-#: length-scale multipliers of an ensemble of posteriors whose acquisition values are averaged (() = MAP only)
-LS_ENSEMBLE: tuple[float, ...] = ()  # off: cost Branin most of its successes (docs/optimizer.md)
-
 
 #: a trust region's bounds, (low, high) per encoded column
 _Box = tuple[np.ndarray, np.ndarray]
 
-#: BLAS threads only oversubscribe a shared 2-core machine on matrices this small
 _BLAS = ThreadpoolController()
+
+
+def prior_mean(y: np.ndarray) -> float:
+    """The GP's constant prior mean, in the units of the modelled values ``y``: the worst value seen.
+
+    An unexplored region is expected to be no better than the worst experiment until data says otherwise.
+    Centred on the sample mean instead, EI kept probing the corners of the cube once the incumbent's basin was
+    refined (about one evaluation in six on Hartmann-6; docs/optimizer-history.md, first round)."""
+    return float(y.max())
+
+
+def blas_limit(threads: int | None) -> contextlib.AbstractContextManager[object]:
+    """BLAS limited to ``threads`` threads while a proposal runs (None: as the process has it)."""
+    if threads is None:
+        return contextlib.nullcontext()
+    return _BLAS.limit(limits=threads, user_api="blas")
 
 
 def hyper_checkpoint(n_ok: int) -> int:
@@ -136,7 +126,7 @@ class BayesianOptimizer:
         self.n_init = settings.initial_design or min(20, max(5, 2 * d + 2))
         self.design = DesignStream(encoder, settings, self.n_init)
         #: length-scale priors the hyperparameter fit chooses among (leave-one-out); see docs/optimizer.md
-        self.ls_hypotheses = LOW_DIM_LS_HYPOTHESES if d <= LOW_DIM_PARAMS else None
+        self.priors: tuple[LengthScalePrior, ...] = LOW_DIM_PRIORS if d <= LOW_DIM_PARAMS else ("gamma",)
         self._hyper_cache: dict[str, Hyper] = {}
         self._warp_cache: dict[str, tuple[Hyper, str]] = {}
 
@@ -150,7 +140,7 @@ class BayesianOptimizer:
         c = hyper_checkpoint(len(y))
         Xc, yc = _fit_points(X[:c], y[:c])
         ys, _, _ = _standardise(warp(yc, kind))
-        hyper = fit_hyper(Xc, ys, np.random.default_rng([self.s.seed, c]), kinds=self.ls_hypotheses)
+        hyper = fit_hyper(Xc, ys, np.random.default_rng([self.s.seed, c]), priors=self.priors)
         if len(self._hyper_cache) > 64:
             self._hyper_cache.clear()
         self._hyper_cache[key] = hyper
@@ -160,7 +150,7 @@ class BayesianOptimizer:
         """Hyperparameters and the output warp they belong to (sdl/optimizer/warping.py): of the fits under
         each of OUTPUT_WARPS, the one whose model predicts each prefix point from the others best, as a
         density of the values themselves; a warp other than the identity only with a noise-free fit."""
-        if self.enc.n_params <= LOW_DIM_PARAMS or len(OUTPUT_WARPS) < 2:
+        if self.enc.n_params <= LOW_DIM_PARAMS:
             return self.hyper_for(X, y), IDENTITY
         key = self._prefix_key(X, y, "warp")
         hit = self._warp_cache.get(key)
@@ -191,7 +181,7 @@ class BayesianOptimizer:
     def propose(
         self, observations: Sequence[Observation], pending: Sequence[Mapping[str, Any]], n: int = 1
     ) -> list[Proposal]:
-        with _BLAS.limit(limits=1, user_api="blas"):
+        with blas_limit(self.s.blas_threads):
             if n > 1 and self.scalariser.varies_per_proposal and not self._hypervolume_search:
                 # A new random scalarisation per point: the batch spreads along the Pareto front.
                 out: list[Proposal] = []
@@ -235,19 +225,13 @@ class BayesianOptimizer:
             prop = None
             if step is not None and issued + i >= self.n_init:
                 rng = np.random.default_rng([self.s.seed, len(observations), len(pending), i, 7])
-                k = issued + i - self.n_init
-                far = FAR_PERIOD > 0 and k >= FAR_WARMUP and k % FAR_PERIOD == FAR_PERIOD - 1
-                explore = EXPLORE_PERIOD > 0 and k % EXPLORE_PERIOD == EXPLORE_PERIOD - 1
-                thompson = TS_PERIOD > 0 and k % TS_PERIOD == TS_PERIOD - 1
                 if isinstance(step, ParetoStep):
                     prop = step.propose(F, taken, rng)
-                elif thompson:
-                    prop = step.thompson(F, taken, rng)
                 else:
                     restart = step.restart
                     prop = step.restart_step(F, taken, rng, restart) if restart is not None else None
                     if prop is None:
-                        prop = step.propose(F, taken, rng, far, explore)
+                        prop = step.propose(F, taken, rng)
             if prop is None:
                 seen_now = np.vstack([seen, F]) if seen is not None else None
                 recipe, kind = self.design.take(issued + i, taken, F, seen_now)
@@ -276,23 +260,10 @@ class _Step:
         self.y_raw = np.array([float(o.value) for o in ok])  # type: ignore[arg-type]
         self.hyper, self.warp = opt.fit_for(self.X, self.y_raw)
         y_model = warp(self.y_raw, self.warp)
-        # The GP's prior mean (zero in these units) sits at the worst value seen: an unexplored region is
-        # expected to be no better than that until data says otherwise. Centred on the sample mean instead,
-        # EI kept probing the corners of the cube once the incumbent's basin was refined (about one
-        # evaluation in six on Hartmann-6). Hyperparameters are still fitted on mean-centred values.
-        self.y, self.y_mean, self.y_sd = _standardise(
-            y_model, float(y_model.max()) if PRIOR_AT_WORST else None
-        )
+        # The GP's prior mean (zero in these units) is prior_mean's; hyperparameters are still fitted on
+        # mean-centred values.
+        self.y, self.y_mean, self.y_sd = _standardise(y_model, prior_mean(y_model))
         self.post = Posterior(self.X, self.y, self.hyper)
-        self.posts = [self.post] + [
-            Posterior(
-                self.X,
-                self.y,
-                Hyper(self.hyper.lengthscales * f, self.hyper.signal, self.hyper.noise),
-            )
-            for f in LS_ENSEMBLE
-            if f != 1.0
-        ]
         self.mean_at_data = self.post.predict(self.X)[0]
         self.Xbad = self.enc.encode([o.recipe for o in bad]) if bad else np.zeros((0, self.enc.n_columns))
         self.feas: Feasibility | None = None
@@ -301,11 +272,7 @@ class _Step:
                 np.vstack([self.X, self.Xbad]),
                 np.concatenate([np.ones(len(self.X)), np.zeros(len(self.Xbad))]),
                 self.hyper.lengthscales,
-                FEASIBILITY_WIDTHS,
-                FEASIBILITY_PRIOR_WEIGHT,
             )
-        self._far_from = None
-        self._kappa = self.s.kappa
         self.Xall = np.vstack(
             [self.X, self.Xbad, self.enc.encode(list(pending))] if pending else [self.X, self.Xbad]
         )
@@ -313,18 +280,11 @@ class _Step:
     # -- candidates ----------------------------------------------------------------------------------------
     def _candidates(self, F: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         glob = self.enc.sobol_encoded(N_GLOBAL, rng)
-        means = np.where(self._near_incumbent(self.X), np.inf, self.mean_at_data)
-        order = np.argsort(means, kind="stable")[:N_LOCAL_PARENTS]
+        order = np.argsort(self.mean_at_data, kind="stable")[:N_LOCAL_PARENTS]
         parents = np.repeat(self.X[order], N_LOCAL_EACH, axis=0)
         scales = np.tile(_LOCAL_SCALES, len(parents) // len(_LOCAL_SCALES) + 1)[: len(parents)]
         local = self.enc.perturb(parents, scales, rng)
         return np.vstack([glob, local])
-
-    def _near_incumbent(self, Z: np.ndarray) -> np.ndarray:
-        if self._far_from is None:
-            return np.zeros(len(Z), dtype=bool)
-        radius = FAR_RADIUS * math.sqrt(self.enc.n_columns)
-        return sqdist(Z, self._far_from[None, :])[:, 0] < radius**2
 
     def _blocked(self, Z: np.ndarray, F: np.ndarray) -> np.ndarray:
         """Candidates equal to a seen point, within the duplicate radius of a pending or batch point,
@@ -339,61 +299,34 @@ class _Step:
         return blocked
 
     # -- acquisition ---------------------------------------------------------------------------------------
-    def _values(self, kind: str, Z: np.ndarray, best: float, posts: Sequence[Posterior]) -> np.ndarray:
-        vals = []
-        for post in posts:
-            mean, var = post.predict(Z)
-            vals.append(acquisition(kind, mean, var, best, self.s.xi, self._kappa)[0])
-        if kind == "logei":
-            a = logsumexp(np.vstack(vals), axis=0) - math.log(len(vals))
-        else:
-            a = np.mean(vals, axis=0)
+    def _values(self, kind: Acquisition, Z: np.ndarray, best: float, post: Posterior) -> np.ndarray:
+        mean, var = post.predict(Z)
+        a = acquisition(kind, mean, var, best, self.s.xi, self.s.kappa)[0]
         if self.feas is not None:
             p = self.feas(Z)
-            if kind == "lcb":
-                a = a - 10.0 * (1.0 - p)
-            elif kind == "logei":
-                a = a + np.log(np.maximum(p, 1e-300))
-            else:
-                a = a * p
+            a = a - 10.0 * (1.0 - p) if kind == "lcb" else a * p
         return a
 
     def _value_grad(
-        self, kind: str, z: np.ndarray, best: float, posts: Sequence[Posterior]
+        self, kind: Acquisition, z: np.ndarray, best: float, post: Posterior
     ) -> tuple[float, np.ndarray]:
-        vals, grads = [], []
-        for post in posts:
-            mean, var, dmean, dvar = post.predict_grad(z)
-            a, da_dm, da_dv = acquisition(
-                kind, np.array([mean]), np.array([var]), best, self.s.xi, self._kappa
-            )
-            vals.append(float(a[0]))
-            grads.append(da_dm[0] * dmean + da_dv[0] * dvar)
-        if kind == "logei":
-            v = np.array(vals)
-            w = np.exp(v - v.max())
-            w /= w.sum()
-            val = float(logsumexp(v) - math.log(len(v)))
-            grad = np.sum(w[:, None] * np.array(grads), axis=0)
-        else:
-            val, grad = float(np.mean(vals)), np.mean(grads, axis=0)
+        mean, var, dmean, dvar = post.predict_grad(z)
+        a, da_dm, da_dv = acquisition(kind, np.array([mean]), np.array([var]), best, self.s.xi, self.s.kappa)
+        val, grad = float(a[0]), da_dm[0] * dmean + da_dv[0] * dvar
         if self.feas is not None:
             p, dp = self.feas.with_grad(z)
             if kind == "lcb":
                 val, grad = val - 10.0 * (1.0 - p), grad + 10.0 * dp
-            elif kind == "logei":
-                p = max(p, 1e-300)
-                val, grad = val + math.log(p), grad + dp / p
             else:
                 val, grad = val * p, grad * p + val * dp
         return val, grad
 
     def _polish(
-        self, kind: str, z0: np.ndarray, best: float, posts: Sequence[Posterior], box: _Box | None
+        self, kind: Acquisition, z0: np.ndarray, best: float, post: Posterior, box: _Box | None
     ) -> tuple[np.ndarray, float]:
         """L-BFGS on the acquisition from ``z0``, inside ``box`` (None: the unit cube)."""
         if self.enc.polytope is not None:
-            return self._polish_constrained(kind, z0, best, posts)
+            return self._polish_constrained(kind, z0, best, post)
         cols = self.enc.real_columns
         base = z0.copy()
         low, high = (np.zeros(self.enc.n_columns), np.ones(self.enc.n_columns)) if box is None else box
@@ -402,7 +335,7 @@ class _Step:
         def negacq(v: np.ndarray) -> tuple[float, np.ndarray]:
             z = base.copy()
             z[cols] = v
-            val, grad = self._value_grad(kind, z, best, posts)
+            val, grad = self._value_grad(kind, z, best, post)
             return -val, -grad[cols]
 
         res = minimize(
@@ -418,7 +351,7 @@ class _Step:
         return z, -float(res.fun)
 
     def _polish_constrained(
-        self, kind: str, z0: np.ndarray, best: float, posts: Sequence[Posterior]
+        self, kind: Acquisition, z0: np.ndarray, best: float, post: Posterior
     ) -> tuple[np.ndarray, float]:
         """SLSQP over the polytope's own coordinates (equalities hold by construction), then the furthest
         feasible point on the segment from the start to SLSQP's answer, so rounding cannot cross a side."""
@@ -431,7 +364,7 @@ class _Step:
         def negacq(t: np.ndarray) -> tuple[float, np.ndarray]:
             z = base.copy()
             z[cols] = poly.to_u(t)[0]
-            val, grad = self._value_grad(kind, z, best, posts)
+            val, grad = self._value_grad(kind, z, best, post)
             return -val, -(poly.N.T @ grad[cols])
 
         res = minimize(
@@ -445,22 +378,22 @@ class _Step:
         t = poly.clamp_step(t0, res.x) if np.all(np.isfinite(res.x)) else t0
         z = base.copy()
         z[cols] = poly.to_u(t)[0]
-        return z, self._value_grad(kind, z, best, posts)[0]
+        return z, self._value_grad(kind, z, best, post)[0]
 
     def _nominee(
         self,
-        kind: str,
+        kind: Acquisition,
         Z: np.ndarray,
         open_: np.ndarray,
         best: float,
         F: np.ndarray,
-        posts: Sequence[Posterior] | None = None,
+        post: Posterior | None = None,
         box: _Box | None = None,
     ) -> tuple[np.ndarray, float] | None:
-        """The best open candidate of Z by the acquisition under ``posts`` (default: the step's), then
+        """The best open candidate of Z by the acquisition under ``post`` (default: the step's), then
         polished inside ``box`` (default: the unit cube)."""
-        posts = self.posts if posts is None else posts
-        vals = np.where(open_, self._values(kind, Z, best, posts), -np.inf)
+        post = self.post if post is None else post
+        vals = np.where(open_, self._values(kind, Z, best, post), -np.inf)
         if not np.isfinite(vals).any():
             return None
         order = np.argsort(-vals, kind="stable")
@@ -468,8 +401,8 @@ class _Step:
         if len(self.enc.real_columns):
             for j in order[:N_POLISH]:
                 if np.isfinite(vals[j]):
-                    z, v = self._polish(kind, Z[j], best, posts, box)
-                    if not self._near_incumbent(z[None, :])[0] and not self._blocked(z[None, :], F)[0]:
+                    z, v = self._polish(kind, Z[j], best, post, box)
+                    if not self._blocked(z[None, :], F)[0]:
                         cands.append((z, v))
         cands.sort(key=lambda c: -c[1])
         return cands[0]
@@ -495,7 +428,7 @@ class _Step:
         stall and WINDOW successes before it: rugged objectives such as Ackley's reach the noise floor only
         briefly. Both fits are on the hyperparameter schedule, so a long-lived optimizer has them cached."""
         enc = self.enc
-        if not RESTARTS or enc.n_params <= LOW_DIM_PARAMS:
+        if enc.n_params <= LOW_DIM_PARAMS:
             return None
         if enc.polytope is not None or len(enc.real_columns) != enc.n_columns:
             return None
@@ -524,89 +457,45 @@ class _Step:
         best = float(local.predict(centre[None, :])[0][0])
         Z = low + self.enc.sobol_encoded(N_GLOBAL, rng) * (high - low)  # all columns are real here
         open_ = ~self._blocked(Z, F)
-        self._far_from = None
-        nominee = self._nominee("ei", Z, open_, best, F, [local], (low, high))
-        recipe = self._open_recipe(nominee[0], F, taken) if nominee is not None else None
+        nominee = self._nominee("ei", Z, open_, best, F, local, (low, high))
+        if nominee is None:
+            return None
+        recipe = self._open_recipe(nominee[0], F, taken)
         if recipe is None:
             return None
         return Proposal(recipe, "gp", "ei", float(nominee[1]) * self.y_sd, 0.0)
 
-    def thompson(
+    def propose(
         self, F: np.ndarray, taken: set[tuple[Any, ...]], rng: np.random.Generator
     ) -> Proposal | None:
-        """The minimum of one joint posterior draw over the open candidates (Thompson sampling)."""
         self.post.set_fantasies(F)
-        self._far_from = None
-        Z = self._candidates(F, rng)
-        Z = Z[~self._blocked(Z, F)]
-        if self.feas is not None:
-            Z = Z[self.feas(Z) > 0.5]
-        if not len(Z):
-            return None
-        if len(Z) > TS_POINTS:
-            Z = Z[rng.choice(len(Z), TS_POINTS, replace=False)]
-        mean = self.post.predict(Z)[0]
-        cov = self.post.covariance(Z)
-        w, V = np.linalg.eigh(cov)
-        draw = mean + V @ (np.sqrt(np.maximum(w, 0.0)) * rng.standard_normal(len(Z)))
-        for j in np.argsort(draw, kind="stable")[:8]:
-            recipe = self.enc.decode(Z[j][None, :])[0]
-            if self.enc.key(recipe) not in taken and self.enc.space.satisfies_constraints(recipe):
-                return Proposal(recipe, "gp", "ts", float(self.y_mean + draw[j] * self.y_sd), 0.0)
-        return None
-
-    def propose(
-        self,
-        F: np.ndarray,
-        taken: set[tuple[Any, ...]],
-        rng: np.random.Generator,
-        far: bool = False,
-        explore: bool = False,
-    ) -> Proposal | None:
-        for post in self.posts:
-            post.set_fantasies(F)
         best = float(self.mean_at_data.min())
         if len(F):
             best = min(best, float(self.post.predict(F)[0].min()))
-        self._far_from = self.X[np.argmin(self.mean_at_data)] if far else None
         Z = self._candidates(F, rng)
         open_ = ~self._blocked(Z, F)
-        if far:
-            far_open = open_ & ~self._near_incumbent(Z)
-            outside = ~self._near_incumbent(self.X)
-            if far_open.any() and outside.any():
-                open_ = far_open
-                # improve on the best point *outside* the incumbent's ball: a second local search elsewhere
-                best = float(self.mean_at_data[outside].min())
-            else:
-                self._far_from = None
-        kinds = ["ei", "pi", "lcb"] if self.s.acquisition == "gp_hedge" else [self.s.acquisition]
-        self._kappa = EXPLORE_KAPPA if explore else self.s.kappa
-        if explore:
-            kinds = ["lcb"]
-        if EI_IN_LOG:
-            kinds = ["logei" if k == "ei" else k for k in kinds]
-        nominees = []
+        kinds: list[Acquisition] = (
+            ["ei", "pi", "lcb"] if self.s.acquisition == "gp_hedge" else [self.s.acquisition]
+        )
+        nominees: list[tuple[Acquisition, dict[str, Any], np.ndarray, float]] = []
         for kind in kinds:
             nom = self._nominee(kind, Z, open_, best, F)
             recipe = self._open_recipe(nom[0], F, taken) if nom is not None else None
-            if recipe is not None:
-                nominees.append((kind, recipe, nom))
+            if nom is not None and recipe is not None:
+                nominees.append((kind, recipe, nom[0], nom[1]))
         if not nominees:
             return None
         pick = 0
         if len(nominees) > 1:
             # GP-hedge's reward is the posterior mean at each nominee; with no state kept between calls the
             # portfolio draws from a softmax over the current means (seeded, so still deterministic).
-            means = self.post.predict(np.vstack([nom[0] for _, _, nom in nominees]))[0]
+            means = self.post.predict(np.vstack([z for _, _, z, _ in nominees]))[0]
             w = np.exp(-(means - means.min()))
             pick = int(rng.choice(len(nominees), p=w / w.sum()))
-        kind, recipe, (_, value) = nominees[pick]
+        kind, recipe, _, value = nominees[pick]
         # Reported in objective units: EI as an expected improvement (of the warped values, under a warp),
         # LCB as the bound itself, PI as is.
-        if kind == "logei":
-            kind, value = "ei", math.exp(value) * self.y_sd
-        elif kind == "ei":
+        if kind == "ei":
             value *= self.y_sd
         elif kind == "lcb":
             value = unwarp(self.y_mean - value * self.y_sd, self.y_raw, self.warp)

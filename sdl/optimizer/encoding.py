@@ -140,7 +140,9 @@ class Encoder:
     def sobol_encoded(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` (a power of two) scrambled Sobol' points spread over the space, encoded, inside the polytope
         when there is one: the global candidates of an acquisition search."""
-        U = qmc.Sobol(self.n_params, scramble=True, seed=rng).random_base2(int(math.log2(n)))
+        # scipy's legacy `seed`, as in baselines.py
+        sobol = qmc.Sobol(self.n_params, scramble=True, seed=rng)  # pyright: ignore[reportCallIssue]
+        U = sobol.random_base2(int(math.log2(n)))
         return self.sample_encoded(U, rng)
 
     # -- recipes <-> encoded -------------------------------------------------------------------------------

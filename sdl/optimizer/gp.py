@@ -12,6 +12,7 @@ acquisition search below needs thousands of times per proposal.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy.linalg import cho_solve, cholesky, solve_triangular
@@ -24,14 +25,13 @@ _SIG_BOUNDS = (np.log(0.05), np.log(20.0))
 _NOISE_BOUNDS = (np.log(1e-6), np.log(1.0))
 #: Gamma(shape, rate) prior on every length scale (unit-cube inputs)
 LS_PRIOR = (3.0, 6.0)
-#: "gamma": LS_PRIOR on each length scale; "optuna": log p = -0.1 (l^2 + l^-2), centred on l = 1
-LS_PRIOR_KIND = "gamma"
-#: length-scale priors fitted side by side, the best by leave-one-out density used (() = LS_PRIOR_KIND only)
-LS_HYPOTHESES: tuple[str, ...] = ()
-#: Gamma(shape, rate) on the signal variance (standardised units)
+#: Gamma(shape, rate) on the signal variance (standardised units); the noise variance has a flat prior in log
+#: space
 SIGNAL_PRIOR = (2.0, 0.15)
-#: Gamma(shape, rate) on the noise variance, or None for a flat prior in log space
-NOISE_PRIOR: tuple[float, float] | None = None
+
+#: a length-scale prior: "gamma", LS_PRIOR on each length scale; "optuna", log p = -0.1 (l^2 + l^-2), a weak
+#: prior centred on l = 1 (Optuna's)
+LengthScalePrior = Literal["gamma", "optuna"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def _matern(r: np.ndarray) -> np.ndarray:
 
 
 def _neg_log_posterior(
-    theta: np.ndarray, X: np.ndarray, y: np.ndarray, kind: str = "gamma"
+    theta: np.ndarray, X: np.ndarray, y: np.ndarray, prior: LengthScalePrior
 ) -> tuple[float, np.ndarray]:
     d = X.shape[1]
     ls = np.exp(theta[:d])
@@ -76,16 +76,16 @@ def _neg_log_posterior(
     g_ls = 0.5 * (2.0 * rs @ (Xs * Xs) - 2.0 * np.einsum("aj,aj->j", Xs, G @ Xs))
     g_s2 = 0.5 * np.sum(W * K) - 0.5 * (n2 + _JITTER) * np.trace(W)
     g_n2 = 0.5 * n2 * np.trace(W)
-    lp, g_lp = _log_prior(theta, d, kind)
+    lp, g_lp = _log_prior(theta, d, prior)
     grad = np.concatenate([g_ls, [g_s2, g_n2]]) + g_lp
     return -(lml + lp), -grad
 
 
-def _log_prior(theta: np.ndarray, d: int, kind: str = "gamma") -> tuple[float, np.ndarray]:
+def _log_prior(theta: np.ndarray, d: int, prior: LengthScalePrior) -> tuple[float, np.ndarray]:
     """Log prior density of the log-parameters (up to a constant) and its gradient."""
     ls = np.exp(theta[:d])
-    s2, n2 = np.exp(theta[d]), np.exp(theta[d + 1])
-    if kind == "optuna":
+    s2 = np.exp(theta[d])
+    if prior == "optuna":
         lp = -0.1 * np.sum(ls**2 + ls**-2)
         g_ls = -0.2 * (ls**2 - ls**-2)
     else:  # Gamma(a, b) on each length scale: log p = (a - 1) log l - b l
@@ -95,12 +95,7 @@ def _log_prior(theta: np.ndarray, d: int, kind: str = "gamma") -> tuple[float, n
     sa, sb = SIGNAL_PRIOR
     lp += (sa - 1.0) * theta[d] - sb * s2
     g_s2 = (sa - 1.0) - sb * s2
-    g_n2 = 0.0
-    if NOISE_PRIOR is not None:
-        na, nb = NOISE_PRIOR
-        lp += (na - 1.0) * theta[d + 1] - nb * n2
-        g_n2 = (na - 1.0) - nb * n2
-    return float(lp), np.concatenate([g_ls, [g_s2, g_n2]])
+    return float(lp), np.concatenate([g_ls, [g_s2, 0.0]])
 
 
 def loo_log_density(X: np.ndarray, y: np.ndarray, hyper: Hyper) -> float:
@@ -129,22 +124,22 @@ def fit_hyper(
     y: np.ndarray,
     rng: np.random.Generator,
     restarts: int = 1,
-    kinds: tuple[str, ...] | None = None,
+    priors: tuple[LengthScalePrior, ...] = ("gamma",),
 ) -> Hyper:
     """MAP hyperparameters for standardised ``y``; starts from a fixed point plus ``restarts`` random ones.
 
-    With several length-scale priors (``kinds``: "gamma" and/or "optuna", see ``_log_prior``), each
-    prior's MAP is fitted and the one whose model predicts held-out points best (leave-one-out log
-    density) is used."""
-    kinds = kinds or LS_HYPOTHESES or (LS_PRIOR_KIND,)
-    if len(kinds) == 1:
-        return _fit_one(X, y, rng, restarts, kinds[0])
-    fits = [_fit_one(X, y, rng, restarts, k) for k in kinds]
+    With several length-scale priors, each prior's MAP is fitted and the one whose model predicts held-out
+    points best (leave-one-out log density) is used."""
+    if len(priors) == 1:
+        return _fit_one(X, y, rng, restarts, priors[0])
+    fits = [_fit_one(X, y, rng, restarts, prior) for prior in priors]
     scores = [loo_log_density(X, y, h) for h in fits]
     return fits[int(np.argmax(scores))]
 
 
-def _fit_one(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, restarts: int, kind: str) -> Hyper:
+def _fit_one(
+    X: np.ndarray, y: np.ndarray, rng: np.random.Generator, restarts: int, prior: LengthScalePrior
+) -> Hyper:
     d = X.shape[1]
     bounds = [_LS_BOUNDS] * d + [_SIG_BOUNDS, _NOISE_BOUNDS]
     starts = [np.concatenate([np.full(d, np.log(0.5)), [0.0, np.log(1e-3)]])]
@@ -159,7 +154,7 @@ def _fit_one(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, restarts: i
         res = minimize(
             _neg_log_posterior,
             theta0,
-            args=(X, y, kind),
+            args=(X, y, prior),
             jac=True,
             method="L-BFGS-B",
             bounds=bounds,
@@ -218,16 +213,6 @@ class Posterior:
             C = self.k(self.F, Z) - self._VF.T @ V
             var -= np.einsum("ij,ij->j", C, self._Sinv @ C)
         return mean, np.maximum(var, 1e-12 * self.h.signal)
-
-    def covariance(self, Z: np.ndarray) -> np.ndarray:
-        """Joint posterior covariance of the latent objective at the rows of ``Z`` (fantasies included)."""
-        Kxz = self.k(self.X, Z)
-        V = solve_triangular(self.L, Kxz, lower=True, check_finite=False)
-        cov = self.k(Z, Z) - V.T @ V
-        if len(self.F):
-            C = self.k(self.F, Z) - self._VF.T @ V
-            cov -= C.T @ self._Sinv @ C
-        return cov
 
     def predict_grad(self, z: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
         """Mean, variance and their gradients at one point ``z``."""

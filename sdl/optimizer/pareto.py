@@ -19,13 +19,14 @@ Monte-Carlo form used here).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from sdl.optimizer.acquisition import Feasibility
-from sdl.optimizer.api import Observation, Proposal
-from sdl.optimizer.gp import Posterior, sqdist
+from sdl.optimizer.api import Observation, OptimizerSettings, Proposal
+from sdl.optimizer.encoding import Encoder
+from sdl.optimizer.gp import Hyper, Posterior, sqdist
 from sdl.optimizer.objectives import Objectives, pareto_mask
 
 N_GLOBAL = 512
@@ -52,17 +53,27 @@ def hvi_2d(front: np.ndarray, Y: np.ndarray) -> np.ndarray:
     return (width * height).sum(-1)
 
 
+class Fitter(Protocol):
+    """What the Pareto search takes from the optimizer it serves (``bayesian.BayesianOptimizer``): the
+    space's encoder, the settings and hyperparameters on the optimizer's refit schedule."""
+
+    enc: Encoder
+    s: OptimizerSettings
+
+    def hyper_for(self, X: np.ndarray, y: np.ndarray) -> Hyper: ...
+
+
 class ParetoStep:
     """The model state shared by the proposals of one ``propose`` call of a two-objective Pareto search."""
 
     def __init__(
         self,
-        opt: Any,
+        opt: Fitter,
         objectives: Objectives,
         observations: Sequence[Observation],
         pending: Sequence[Mapping[str, Any]],
     ) -> None:
-        self.opt, self.enc, self.s = opt, opt.enc, opt.s
+        self.enc, self.s = opt.enc, opt.s
         L = objectives.loss_matrix(observations)
         ok = np.all(np.isfinite(L), axis=1)
         self.X = self.enc.encode([o.recipe for o, good in zip(observations, ok, strict=True) if good])
@@ -84,14 +95,10 @@ class ParetoStep:
             self.centre[j], self.sd[j] = centre, sd
         self.feas: Feasibility | None = None
         if len(self.Xbad):
-            from sdl.optimizer.bayesian import FEASIBILITY_PRIOR_WEIGHT, FEASIBILITY_WIDTHS
-
             self.feas = Feasibility.fitted(
                 np.vstack([self.X, self.Xbad]),
                 np.concatenate([np.ones(len(self.X)), np.zeros(len(self.Xbad))]),
                 self.posts[0].h.lengthscales,
-                FEASIBILITY_WIDTHS,
-                FEASIBILITY_PRIOR_WEIGHT,
             )
         self.Xall = np.vstack(
             [self.X, self.Xbad, self.enc.encode(list(pending))] if pending else [self.X, self.Xbad]

@@ -25,7 +25,7 @@ import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -100,11 +100,14 @@ class SkoptOptimizer:
 
             generator = self.k.initial_point_generator
             space = Space(self.dims, constraint=self._constraint())
+            X: list[list[Any]]  # skopt is untyped: its points, one list per point
             if generator == "random" or space.constraint is not None:
                 X = space.rvs(n_samples=max(self.n_init, 1), random_state=self.s.seed)
             else:
-                X = cook_initial_point_generator(generator).generate(
-                    self.dims, max(self.n_init, 1), random_state=self.s.seed
+                cooked = cook_initial_point_generator(generator)
+                assert cooked is not None and not isinstance(cooked, str), generator  # a named generator
+                X = cast(
+                    list[list[Any]], cooked.generate(self.dims, max(self.n_init, 1), random_state=self.s.seed)
                 )
             self._initial = [self._recipe(x) for x in X]
         return self._initial
