@@ -280,7 +280,12 @@ class Connection:
                     self.path, isolation_level=None, check_same_thread=False, timeout=30
                 )
                 self._checkpointer.execute("PRAGMA synchronous=FULL")
-            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            try:
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.OperationalError as exc:
+                if is_full(exc):  # the log stays whole; the next checkpoint with room copies it
+                    raise self._full() from exc
+                raise
 
     def backup(self, destination: Path | str) -> Path:
         """A consistent copy of the whole store at ``destination`` (a file, or a directory to put it in),

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,12 +164,15 @@ class SpillsMixin(ExperimentsMixin, RecordsMixin):
                 )  # fmt: skip
             self.finish_experiment(experiment_id, finish, documents, provenance=provenance)
 
-    def write_spilled(self, experiment_id: int | None = None) -> list[int]:
-        """Write the outcomes spilled for this store (or for one experiment) and delete their files; return
-        the experiments written. One the record has closed otherwise is kept aside (``.rejected``), never
-        forced over it. Raises :class:`sdl.store.StoreFull` if there is still no room."""
+    def write_spilled(self, experiment_id: int | None = None, *, skip: Collection[int] = ()) -> list[int]:
+        """Write the outcomes spilled for this store (or for one experiment; but those in ``skip``, which
+        their workers still hold and write themselves) and delete their files; return the experiments
+        written. One the record has closed otherwise is set aside (``.rejected``), never forced over it.
+        Raises :class:`sdl.store.StoreFull` if there is still no room."""
         written: list[int] = []
         for held in spilled(self.data_dir, experiment_id):
+            if held.experiment_id in skip:
+                continue
             try:
                 self.write_held(
                     held.experiment_id, held.finish, held.documents, held.journal, held.provenance
