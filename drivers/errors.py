@@ -28,6 +28,8 @@ class FaultKind(StrEnum):
     REJECTED = "rejected"
     NOT_READY = "not_ready"
     UNRECOVERABLE = "unrecoverable"
+    #: Not a fault: the operation was stopped on request (an abort, an e-stop, ``make_safe()``).
+    STOPPED = "stopped"
 
 
 class InstrumentError(Exception):
@@ -93,8 +95,11 @@ class InstrumentNotReady(InstrumentBusy):
 class Stopped(InstrumentError):
     """An operation ended early because someone stopped it (``stop()``, ``make_safe()``, an abort).
 
-    Nothing moves after it; the next operation starts afresh (``drivers.halt``).
+    Nothing moves after it; the next operation starts afresh (``drivers.halt``). Its kind, ``stopped``, is
+    no fault: whatever it cut short was interrupted, and the instrument is not to blame.
     """
+
+    fault = FaultKind.STOPPED
 
 
 class Unrecoverable(InstrumentError):

@@ -20,7 +20,7 @@ import threading
 from typing import Any
 
 from drivers.errors import InstrumentError
-from drivers.newera.errors import MotorStall
+from drivers.newera.errors import MotorStall, PumpReset
 from drivers.newera.line import NE1000Line
 from drivers.newera.ne1000 import NE1000Pump
 from drivers.ophyd_support import BackgroundAction, InstrumentDevice
@@ -163,7 +163,14 @@ class NE1000Pumps(InstrumentDevice):
 
     def _check_health(self) -> None:
         for channel in self.channels():
-            channel.pump.status()
+            try:
+                channel.pump.status()
+            except PumpReset as reset:
+                # It power-cycled this moment (the reply acknowledged it): stopped, its settings lost.
+                # Set up again, it is healthy if it then answers cleanly.
+                self.fault_events.emit("retry", reset.fault, f"{reset}; configuring again", 1)
+                channel.pump.configure()
+                channel.pump.status()
 
     def identity(self) -> dict[str, Any]:
         """What each pump on the line reports (``VER``: model and firmware); the protocol has no serial."""

@@ -194,10 +194,18 @@ class NE1000Pump:
             if not self.line.transport.is_open:
                 self.line.reconnect()
             self.find_framing()
-            alarm = self.configure()
-            if self.status().moving:
-                self.stop()
-            return alarm
+            for attempt in range(1, RESET_RETRIES + 2):
+                try:
+                    alarm = self.configure()
+                    if self.status().moving:
+                        self.stop()
+                    return alarm
+                except PumpReset as reset:
+                    # A power cycle now stopped the pump and lost its settings: what recovery restores.
+                    if attempt > RESET_RETRIES:
+                        raise
+                    self.line.events.emit("retry", reset.fault, f"{reset}; recovering again", attempt)
+            raise AssertionError("unreachable")
 
     def find_framing(self) -> bool:
         """Ask the status in the framing the driver believes, then the other; True for safe mode."""

@@ -34,12 +34,16 @@ reply one JSON object:
 audit log in the store.
 
 **Events** are published on a PUB socket (default `tcp://127.0.0.1:60716`) as two frames, the topic and an
-`EventRecord` in JSON. Every event is written to the store first; its `seq` increases by one per event, so a
-subscriber that sees a gap calls `events.since` to catch up (`Client.events()` does). Topics:
-`lab.started`, `lab.stopping`, `lab.estop`, `workcell.state`, `instrument.state`, `instrument.health`,
-`campaign.submitted`, `campaign.progress`, `campaign.finished`, `experiment.proposed`,
-`experiment.started`, `experiment.done`, `experiment.failed`, `experiment.faulted`,
-`experiment.interrupted`.
+`EventRecord` in JSON. Every event is written to the store first (while the disk is full, it goes out at
+once and is written under the same `seq` when there is room; `events.since` serves it meanwhile); its `seq`
+increases by one per event, so a subscriber that sees a gap calls `events.since` to catch up
+(`Client.events()` does). Every status change of an experiment in the store is an `experiment.<status>`
+event, in the order the changes were committed, whoever made them (a restarted service publishes those made
+while it was down). Topics: `lab.started`, `lab.stopping`, `lab.estop`, `lab.alert` (something needs a
+person: a full disk, an instrument automatic recovery gave up on; `active` false when it is over),
+`workcell.state`, `instrument.state`, `instrument.health`, `campaign.submitted`, `campaign.progress`,
+`campaign.finished`, `experiment.proposed`, `experiment.started`, `experiment.done`, `experiment.failed`,
+`experiment.faulted`, `experiment.interrupted`.
 
 **Documents**: every run's event-model documents are published the bluesky way, through
 `bluesky.callbacks.zmq.Publisher` to a 0MQ proxy (default output `tcp://127.0.0.1:60717`): subscribe with

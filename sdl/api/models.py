@@ -146,6 +146,20 @@ class EStopState(_Model):
     at: str | None = None
 
 
+class Alert(_Model):
+    """Something a person must see to: the lab cannot put it right by itself, or has stopped work until it
+    can. Raised and cleared as ``lab.alert`` events, listed by ``status`` while it lasts."""
+
+    key: str = Field(description="What it is about, the same while it lasts: 'storage' or 'instrument:NAME'.")
+    kind: Literal["storage", "instrument"] = Field(
+        description="storage: the disk holding the store is full (no experiment starts; results measured "
+        "are held until they can be written); instrument: automatic recovery gave up on it."
+    )
+    subject: str | None = Field(default=None, description="The instrument, or the data directory.")
+    message: str
+    since: str
+
+
 class EventRecord(_Model):
     seq: int = Field(description="Increases by one per event; a gap means events were missed.")
     at: str
@@ -168,6 +182,9 @@ class StatusReply(_Model):
     last_event: int
     events_address: str
     documents_address: str
+    alerts: list[Alert] = Field(
+        default_factory=list[Alert], description="What needs a person now, oldest first."
+    )
 
 
 class Status(Request):
@@ -341,9 +358,14 @@ class QuarantineInstrument(Request):
     reason: str = "quarantined by the operator"
 
 
+#: How long a release with a check waits for the instrument's recovery and health check.
+RELEASE_CHECK_S = 120.0
+
+
 class ReleaseInstrument(Request):
     """Put a quarantined or suspect instrument back in service (after a recovery and health check unless
-    ``check`` is false)."""
+    ``check`` is false). With the check, the reply comes once it is done: ``refused`` (with the reason) if
+    the recovery or the health check failed, and the instrument stays out of service."""
 
     method = "instrument.release"
     role = Role.ADMIN
@@ -506,6 +528,7 @@ ErrorType = Literal[
     "not_found",  # unknown campaign, experiment or instrument
     "invalid_campaign",  # the submitted campaign file has mistakes (details: one line per mistake)
     "conflict",  # not possible in the current state (e.g. e-stop active, campaign already finished)
+    "refused",  # tried and not done (a release whose recovery or health check failed): the message says why
     "busy",  # another process holds the campaign
     "internal",  # a bug: the service logged it and carries on
 ]

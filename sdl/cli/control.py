@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sdl.api import models as m
@@ -161,6 +162,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"E-STOP ACTIVE: {status.estop.reason} (by {status.estop.by})" if status.estop.active else "no e-stop"
     )
     out.print(f"lab [bold]{status.lab}[/] (process {status.pid}, since {status.started_at}); {estop}")
+    for alert in status.alerts:
+        out.print(f"[bold red]ALERT[/] (since {alert.since}): {escape(alert.message)}")
     table = Table(title="workcells", title_justify="left")
     for column in ("workcell", "state", "campaign", "experiment", "devices", "restarts"):
         table.add_column(column)
@@ -228,7 +231,11 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    print(run_request(args, m.ReleaseInstrument(name=args.instrument, check=not args.no_check)).message)
+    with connected(args) as client:  # a release with a check replies once the check is done
+        reply = client.call(
+            m.ReleaseInstrument(name=args.instrument, check=not args.no_check), timeout=m.RELEASE_CHECK_S + 15
+        )
+    print(reply.message)
     return EXIT_OK
 
 

@@ -47,6 +47,8 @@ class Cell:
     backoff: float = 1.0
     restart_at: float = 0.0
     up_since: float | None = None
+    #: The worker holds its experiment's outcome for want of space: where it spilled it (or "memory").
+    holding: str | None = None
 
     @property
     def pid(self) -> int | None:
@@ -109,6 +111,7 @@ class Cell:
         self.clear_experiment()
 
     def clear_experiment(self) -> None:
+        self.holding = None
         self.experiment = None
         self.campaign_id = None
         self.started_at = None

@@ -12,7 +12,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sdl.api.convert import experiment_event
 from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
 from sdl.daemon.active import Tracked
@@ -25,7 +24,7 @@ from sdl.loop.lifecycle import close_campaign
 from sdl.loop.proposing import NextExperiment
 from sdl.optimizer import OptimizerExhausted
 from sdl.spec.status import CampaignStatus, ExperimentStatus, WorkcellState
-from sdl.store import ExperimentRecord, LeaseConflict
+from sdl.store import ExperimentRecord, LeaseConflict, StoreFull
 
 log = logging.getLogger("sdl.daemon")
 
@@ -48,13 +47,15 @@ class Dispatcher:
             self.state.wake.clear()
             try:
                 await self._round()
+            except StoreFull as exc:  # nothing of the step was written; the storage keeper wakes us
+                self.state.storage_failed(str(exc))
             except Exception:
                 log.exception("scheduling failed; trying again")
                 await asyncio.sleep(1.0)
 
     async def _round(self) -> None:
         state = self.state
-        if state.stopping:
+        if state.stopping or state.storage_full():  # a full disk: nothing starts, nothing closes
             return
         self._close_finished_campaigns()
         if state.estop_active():
@@ -67,7 +68,7 @@ class Dispatcher:
         for assignment in plan_round(
             state.lab, idle, candidates, state.unavailable(), set(state.unhealthy())
         ):
-            if state.stopping or state.estop_active():
+            if state.stopping or state.estop_active() or state.storage_full():
                 return
             await self._start(assignment)
 
@@ -109,7 +110,12 @@ class Dispatcher:
                 state.exhausted.add(campaign_id)
                 return
         # Things may have changed while the optimizer thought; then the proposal waits for the next round.
-        ready = state.cells[workcell].ready and not state.stopping and not state.estop_active()
+        ready = (
+            state.cells[workcell].ready
+            and not state.stopping
+            and not state.estop_active()
+            and not state.storage_full()
+        )
         try:
             experiment = self._record_start(assignment, leftover, proposal, ready)
         except LeaseConflict as exc:
@@ -143,7 +149,6 @@ class Dispatcher:
                     workcell=workcell,
                     retry_of=proposal.retry_of,
                 )
-                state.publish("experiment.proposed", experiment_event(experiment), campaign_id)
             else:
                 assert leftover is not None
                 experiment = leftover
@@ -159,8 +164,7 @@ class Dispatcher:
                 state.store.start_experiment(
                     experiment.id, assignments=assignments, workcell=workcell, instruments=assignment.up_front
                 )
-                experiment = state.store.experiment(experiment.id)
-                state.publish("experiment.started", experiment_event(experiment), campaign_id)
+            state.announce()
         return state.active.refresh_experiment(campaign_id, experiment.id)
 
     async def _run_on(self, assignment: Assignment, experiment: ExperimentRecord, tracked: Tracked) -> None:
@@ -213,6 +217,7 @@ class Dispatcher:
             closed = close_campaign(state.store, campaign_id, state.owner, status, reason)
             for experiment in closed:
                 state.active.refresh_experiment(campaign_id, experiment.id)
+            state.announce()  # the proposals it dropped
             state.active.refresh_record(campaign_id)
             state.publish("campaign.finished", {"status": status.value, "reason": reason}, campaign_id)
             state.publish_progress(campaign_id)

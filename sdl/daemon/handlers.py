@@ -14,14 +14,13 @@ from sdl.api import models as m
 from sdl.api.convert import (
     audit_entry,
     campaign_state,
-    event_record,
     experiment_summary,
     journal_line,
     key_info,
 )
 from sdl.api.models import ApiError
 from sdl.daemon import protocol as p
-from sdl.daemon.health import HealthKeeper
+from sdl.daemon.health import HealthKeeper, NoWorker
 from sdl.daemon.state import LabState
 from sdl.daemon.supervision import Supervisor
 from sdl.loop import lifecycle
@@ -31,7 +30,7 @@ from sdl.loop.warmstart import WarmStartError
 from sdl.spec.campaign import Campaign
 from sdl.spec.loading import CampaignError, load_campaign_text
 from sdl.spec.status import CampaignStatus, Cause, InstrumentState, WorkcellState
-from sdl.store import CampaignRecord, ExperimentRecord, Store, StoreError, UnknownCampaign
+from sdl.store import CampaignRecord, ExperimentRecord, Store, StoreError, StoreFull, UnknownCampaign
 from sdl.store.schema import now_iso
 
 
@@ -86,7 +85,22 @@ class Handlers:
             m.RemoveKey: self.remove_key,
             m.ListAudit: self.audit_log,
         }
-        return {model.method: handler for model, handler in by_model.items()}
+        return {model.method: self._storing(handler) for model, handler in by_model.items()}
+
+    def _storing(
+        self, handler: Callable[[Any, Caller], Awaitable[Any]]
+    ) -> Callable[[Any, Caller], Awaitable[Any]]:
+        """A request that needed a write the disk had no room for is refused with why (nothing of it was
+        written), and the lab's storage alert raised."""
+
+        async def call(request: Any, caller: Caller) -> Any:
+            try:
+                return await handler(request, caller)
+            except StoreFull as exc:
+                self.state.storage_failed(str(exc))
+                raise ApiError("refused", f"{exc}; try again once there is room") from None
+
+        return call
 
     def _summary(self, record: CampaignRecord) -> m.CampaignSummary:
         return self.state.summary(record)
@@ -112,9 +126,10 @@ class Handlers:
             campaigns=[
                 self._summary(r) for r in self.store.campaigns() if r.status is CampaignStatus.RUNNING
             ],
-            last_event=self.store.last_event_seq(),
+            last_event=state.last_event_seq(),
             events_address=state.events_address,
             documents_address=state.documents_address,
+            alerts=list(state.alerts.values()),
         )
 
     async def list_campaigns(self, request: m.ListCampaigns, caller: Caller) -> m.CampaignList:
@@ -195,8 +210,8 @@ class Handlers:
         return m.WorkcellList(workcells=out)
 
     async def events_since(self, request: m.EventsSince, caller: Caller) -> m.EventList:
-        events = self.store.events_since(request.seq, request.limit, request.campaign_id)
-        return m.EventList(events=[event_record(e) for e in events], last=self.store.last_event_seq())
+        events, last = self.state.events_since(request.seq, request.limit, request.campaign_id)
+        return m.EventList(events=events, last=last)
 
     # -- campaigns -----------------------------------------------------------------------------------------
 
@@ -267,8 +282,8 @@ class Handlers:
     def adopted(self, recovered: list[ExperimentRecord], why: str) -> None:
         """Announce the experiments an adopted campaign's previous runner left running (now interrupted) and
         have the instruments they were moving made safe before anything uses them."""
+        self.state.announce()
         for experiment in recovered:
-            self.state.publish_experiment(self.store.experiment(experiment.id))
             for name, reason in self.state.suspects_of(experiment, why).items():
                 self.health.suspect(name, reason)
 
@@ -307,7 +322,7 @@ class Handlers:
 
     async def quarantine(self, request: m.QuarantineInstrument, caller: Caller) -> m.Ok:
         self._instrument(request.name)
-        self.health.quarantine(request.name, f"{request.reason} ({caller.name})")
+        self.health.quarantine(request.name, f"{request.reason} ({caller.name})", by_operator=True)
         return m.Ok(message=f"{request.name} quarantined")
 
     async def release(self, request: m.ReleaseInstrument, caller: Caller) -> m.Ok:
@@ -318,12 +333,24 @@ class Handlers:
         if not request.check:
             self.health.release(request.name)
             return m.Ok(message=f"{request.name} released without a check")
-        if not await self.health.check(request.name):
+        try:
+            result = await self.health.check_and_wait(request.name, m.RELEASE_CHECK_S)
+        except NoWorker:
             raise ApiError(
                 "conflict",
                 f"no worker can check {request.name} now (busy or down); retry, or pass check=false",
-            )
-        return m.Ok(message=f"checking {request.name}; it is released if its recovery and health check pass")
+            ) from None
+        except TimeoutError:
+            raise ApiError(
+                "refused",
+                f"{request.name} is still being checked after {m.RELEASE_CHECK_S:g} s; it stays "
+                f"{record.state.value} until its recovery and health check pass (see `sdl instruments`)",
+            ) from None
+        if not result.ok:
+            now = self.store.instrument(request.name)
+            state = now.state.value if now is not None else record.state.value
+            raise ApiError("refused", f"{request.name} stays {state}: {result.detail}")
+        return m.Ok(message=f"{request.name} released: its recovery and health check passed")
 
     async def estop(self, request: m.EStop, caller: Caller) -> m.Ok:
         state = self.state

@@ -57,7 +57,8 @@ class LeaseGrants:
             if out:
                 self.waiting.remove(waiting)
                 reason = "; ".join(f"{n} is out of service ({unhealthy[n]})" for n in out)
-                state.in_background(state.send(cell, p.LeaseRefused(request=request.request, reason=reason)))
+                refused = p.LeaseRefused(request=request.request, reason=reason, instruments=out)
+                state.in_background(state.send(cell, refused))
                 continue
             wanted = set(request.instruments)
             if wanted & (blocked | leased | set(unhealthy)):

@@ -68,6 +68,7 @@ class LeaseRefused(_Message):
     type: Literal["refused"] = "refused"
     request: int
     reason: str
+    instruments: list[str] = Field(default_factory=list, description="Those out of service, the reason.")
 
 
 class Abort(_Message):
@@ -178,6 +179,19 @@ class ServiceResult(_Message):
     instrument: str
     ok: bool
     detail: str = ""
+    fault: str | None = Field(default=None, description="The driver's fault kind, when it failed.")
+
+
+class Storage(_Message):
+    """The worker's writes to the store fail for want of space (``full``), or go through again. While full,
+    the worker holds what it measured (``experiment_id``'s outcome, in memory and in the file ``spilled``
+    if one could be written) and keeps trying."""
+
+    type: Literal["storage"] = "storage"
+    full: bool
+    detail: str = ""
+    experiment_id: int | None = None
+    spilled: str | None = None
 
 
 class EStopped(_Message):
@@ -198,6 +212,7 @@ FromWorker = Annotated[
     | LeaseRelease
     | InstrumentReport
     | ServiceResult
+    | Storage
     | EStopped
     | Goodbye,
     Field(discriminator="type"),

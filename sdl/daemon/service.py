@@ -54,6 +54,7 @@ from sdl.daemon.heap import freeze_startup_heap
 from sdl.daemon.leases import LeaseGrants
 from sdl.daemon.proposer import Proposer
 from sdl.daemon.state import LabState
+from sdl.daemon.storage import StorageKeeper
 from sdl.daemon.supervision import Supervisor
 from sdl.execution.bringup import SimulatedLab, simulator_command
 from sdl.execution.provenance import lab_provenance
@@ -61,7 +62,7 @@ from sdl.loop.lifecycle import adopt
 from sdl.spec.campaign import fill
 from sdl.spec.lab import LabSpec
 from sdl.spec.status import CampaignStatus, Cause
-from sdl.store import HEARTBEAT_S, STALE_AFTER_S, Store, new_owner
+from sdl.store import HEARTBEAT_S, STALE_AFTER_S, Store, StoreFull, new_owner
 
 log = logging.getLogger("sdl.daemon")
 
@@ -146,14 +147,20 @@ class LabService:
         state = self.state = LabState(self.lab, store, self.owner, self.keyring, curve=self.curve)
         leases = LeaseGrants(state)
         health = HealthKeeper(state, leases)
+        state.start_announcing()
+        # Outcomes workers held for want of space when the last service stopped: theirs, before anything
+        # below takes the experiments they belong to for lost.
+        store.write_spilled()
         suspects: dict[str, str] = {}
         for record in store.campaigns():
             if record.status is not CampaignStatus.RUNNING or not is_daemon_owner(record.owner):
                 continue
             for experiment in adopt(store, record.id, self.owner, SERVICE_CRASHED):
                 suspects.update(state.suspects_of(experiment, "the lab service stopped"))
-                state.publish_experiment(store.experiment(experiment.id))
             state.active.track(record.id)
+        # What changed while no service was running (a worker it left behind recording its experiment as
+        # interrupted, the adoption just now) reaches the event stream.
+        state.caught_up(state.announce())
         for name, why in suspects.items():
             health.suspect(name, why)
         self._start_simulator()
@@ -297,8 +304,12 @@ class LabService:
         assert self.state is not None
         target = getattr(request, "campaign_id", None) or getattr(request, "name", None)
         arguments = request.model_dump(mode="json", exclude={"text"})
-        self.state.store.audit(
-            caller.name, request.method, result, origin=caller.origin, target=target, arguments=arguments
+        store = self.state.store
+        self.state.write(
+            f"the audit entry of {request.method} by {caller.name}",
+            lambda: store.audit(
+                caller.name, request.method, result, origin=caller.origin, target=target, arguments=arguments
+            ),
         )
 
     # -- running and stopping ------------------------------------------------------------------------------
@@ -316,6 +327,7 @@ class LabService:
             state, health, leases = self.open()
             api_socket, launch = self.bind(state)
             supervisor = self.supervisor = Supervisor(state, health, leases, launch)
+            storage = StorageKeeper(state)
             dispatcher = Dispatcher(state, health, self.proposer, self.addresses)
             handlers = Handlers(
                 state,
@@ -334,6 +346,7 @@ class LabService:
                 asyncio.create_task(supervisor.supervise(), name="supervise"),
                 asyncio.create_task(dispatcher.schedule(), name="schedule"),
                 asyncio.create_task(self._heartbeat(state), name="heartbeat"),
+                asyncio.create_task(storage.watch(), name="storage"),
             ]
             if self.curve:
                 assert state.events is not None
@@ -393,7 +406,13 @@ class LabService:
             self.simulated.stop()
         if state is not None:
             (self.data_dir / INFO_FILE).unlink(missing_ok=True)
-            state.store.set_lab_state("daemon", None)
+            try:
+                state.store.set_lab_state("daemon", None)
+            except StoreFull:  # the claim goes stale instead; the next service takes it over
+                log.error("the disk is full: the lab's claim is left to go stale")
+            if state.owed:
+                log.error("stopping with %d write(s) the disk had no room for: %s", len(state.owed),
+                          "; ".join(what for what, _ in state.owed))  # fmt: skip
             state.store.close()
             self.state = None
         log.info("lab service stopped")
@@ -404,6 +423,9 @@ class LabService:
         store = state.store
         while True:
             try:
+                # Status changes nobody told this service of (a worker's write whose report was lost, a
+                # campaign run by `sdl run` beside it) reach the event stream within a heartbeat.
+                state.caught_up(state.announce())
                 held = store.heartbeat(self.owner)
                 store.lab_heartbeat(self.owner, pid=os.getpid())
                 for tracked in state.active:
@@ -415,6 +437,8 @@ class LabService:
                         )
                         state.active.forget(tracked.id)
                 await asyncio.to_thread(store.checkpoint)  # off the loop: requests do not wait on it
+            except StoreFull as exc:
+                state.storage_failed(str(exc))
             except Exception:
                 log.exception("heartbeat failed")
             await asyncio.sleep(HEARTBEAT_S)

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from sdl.access.keys import KeyRing
 from sdl.api import models as m
-from sdl.api.convert import campaign_summary, experiment_event
+from sdl.api.convert import campaign_summary, event_record, experiment_event
 from sdl.api.wire import send_frames
 from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
@@ -32,12 +32,18 @@ from sdl.daemon.cells import Cell
 from sdl.execution.experiment import MOTION
 from sdl.spec.campaign import Campaign
 from sdl.spec.lab import LabSpec
-from sdl.spec.status import InstrumentState
-from sdl.store import CampaignRecord, ExperimentRecord, Store, unacknowledged
+from sdl.spec.status import ExperimentStatus, InstrumentState
+from sdl.store import CampaignRecord, ExperimentRecord, Store, StoreFull, unacknowledged
+from sdl.store.schema import now_iso
 
 log = logging.getLogger("sdl.daemon")
 
 EventListener = Callable[[m.EventRecord], None]
+
+#: The lab-state key under which the store keeps the number of the last status change the stream carried.
+ANNOUNCED = "announced"
+#: The key of the alert a full disk raises.
+STORAGE = "storage"
 
 
 class LabState:
@@ -67,7 +73,13 @@ class LabState:
         self.workers: zmq.asyncio.Socket | None = None
         #: Called with every event as it goes out (the dashboard served in this process).
         self.event_listeners: set[EventListener] = set()
+        #: What needs a person now (the disk is full, recovery gave up on an instrument), by key.
+        self.alerts: dict[str, m.Alert] = {}
+        #: Store writes the disk had no room for, made in this order once it has (see :meth:`write`).
+        self.owed: list[tuple[str, Callable[[], object]]] = []
         self._deferred: list[list[m.EventRecord]] = []
+        #: Events sent while the disk was full, recorded (with these numbers) once it is not.
+        self._unwritten: list[m.EventRecord] = []
         self._background: set[asyncio.Task[object]] = set()
 
     # -- events ----------------------------------------------------------------------------------------------
@@ -76,15 +88,29 @@ class LabState:
         """Record an event in the store, then publish it (a subscriber that misses it catches up).
 
         Inside :meth:`recording`, the event commits with the state change it announces and goes out after.
+        Outside, if the disk is full, it goes out now with the next number and is recorded under that
+        number once there is room (``events.since`` serves it from memory meanwhile).
         """
+        if not self._deferred:
+            try:
+                with self.recording():
+                    self.publish(topic, body, campaign_id)
+            except StoreFull as exc:
+                record = m.EventRecord(
+                    seq=self.last_event_seq() + 1,
+                    at=now_iso(),
+                    topic=topic,
+                    campaign_id=campaign_id,
+                    body=body,
+                )
+                self._unwritten.append(record)
+                self._send_event(record)
+                self.storage_failed(str(exc))
+            return
         event = self.store.append_event(topic, body, campaign_id)
-        record = m.EventRecord(
-            seq=event.seq, at=event.at, topic=topic, campaign_id=campaign_id, body=event.body
+        self._deferred[-1].append(
+            m.EventRecord(seq=event.seq, at=event.at, topic=topic, campaign_id=campaign_id, body=event.body)
         )
-        if self._deferred:
-            self._deferred[-1].append(record)
-        else:
-            self._send_event(record)
 
     def _send_event(self, record: m.EventRecord) -> None:
         for listener in list(self.event_listeners):
@@ -101,23 +127,144 @@ class LabState:
 
     @contextmanager
     def recording(self) -> Generator[None, None, None]:
-        """Store writes and the events announcing them in one transaction; the events go out after it."""
+        """Store writes and the events announcing them in one transaction; the events go out after it.
+
+        Events sent while the disk was full are recorded first, in the same transaction, so the store's
+        numbering stays the stream's."""
         self._deferred.append([])
+        unwritten = list(self._unwritten) if len(self._deferred) == 1 else []
         try:
             with self.store.transaction():
+                for record in unwritten:
+                    self.store.append_event(
+                        record.topic, record.body, record.campaign_id, seq=record.seq, at=record.at
+                    )
                 yield
                 crash_point("service.mid-transaction")  # written, not committed: all of it must vanish
         except BaseException:
             self._deferred.pop()
             raise
+        del self._unwritten[: len(unwritten)]
         for record in self._deferred.pop():
             self._send_event(record)
 
-    def publish_experiment(self, experiment: ExperimentRecord) -> None:
-        """``experiment.<its status>`` with its summary."""
-        self.publish(
-            f"experiment.{experiment.status.value}", experiment_event(experiment), experiment.campaign_id
-        )
+    def last_event_seq(self) -> int:
+        """The number of the latest event, recorded or not yet."""
+        return self._unwritten[-1].seq if self._unwritten else self.store.last_event_seq()
+
+    def events_since(
+        self, seq: int, limit: int, campaign_id: str | None = None
+    ) -> tuple[list[m.EventRecord], int]:
+        """Events after ``seq`` (the store's, then those not yet recorded), and the latest number."""
+        events = [event_record(e) for e in self.store.events_since(seq, limit, campaign_id)]
+        events += [
+            e
+            for e in self._unwritten
+            if e.seq > seq and (campaign_id is None or e.campaign_id == campaign_id)
+        ]
+        return events[:limit], self.last_event_seq()
+
+    def announce(self, *, postpone: bool = True) -> list[tuple[str, int]]:
+        """Publish ``experiment.<status>`` for every status change in the store the event stream has not
+        carried, in the order they were committed, whoever made them — this service, a worker, a worker
+        orphaned by a service that was killed, `sdl run`. Returns the experiments concerned (campaign id,
+        experiment id).
+
+        The store's numbering of status changes is the source; how far the stream has got is kept in the
+        store with the events, so a restarted service publishes exactly what was not. Inside
+        :meth:`recording`, the events commit with the changes; outside, a full disk postpones them (or,
+        without ``postpone``, raises :class:`StoreFull`)."""
+        touched: list[tuple[str, int]] = []
+        try:
+            with self.recording():
+                held = self.store.lab_state(ANNOUNCED)
+                last = int(held["transition"]) if held else 0
+                while changes := self.store.transitions_after(last, 500):
+                    for number, change in changes:
+                        experiment = self.store.experiment(change.experiment_id)
+                        body = {**experiment_event(experiment), "status": change.to_status.value}
+                        self.publish(f"experiment.{_word(change.to_status)}", body, experiment.campaign_id)
+                        touched.append((experiment.campaign_id, experiment.id))
+                        last = number
+                    self.store.set_lab_state(ANNOUNCED, {"transition": last})
+        except StoreFull as exc:
+            if self._deferred or not postpone:  # part of a larger transaction: it fails as a whole
+                raise
+            self.storage_failed(str(exc))
+            return []
+        return touched
+
+    def caught_up(self, changes: list[tuple[str, int]]) -> None:
+        """After :meth:`announce` found changes nobody told this service of (outside any transaction): read
+        them into the campaigns' tallies and announce their progress."""
+        for campaign_id, experiment_id in changes:
+            self.active.refresh_experiment(campaign_id, experiment_id)
+        for campaign_id in dict.fromkeys(c for c, _ in changes):
+            self.publish_progress(campaign_id)
+
+    def start_announcing(self) -> None:
+        """A store no lab service has announced from (new, or only ever run by `sdl run`): its history is
+        not news; the stream starts with the changes made from now on."""
+        if self.store.lab_state(ANNOUNCED) is None:
+            self.store.set_lab_state(ANNOUNCED, {"transition": self.store.last_transition_id()})
+
+    # -- alerts and a full disk ------------------------------------------------------------------------------
+
+    def raise_alert(self, key: str, kind: str, message: str, subject: str | None = None) -> None:
+        """Tell people something needs them (``lab.alert``, and ``status`` while it lasts)."""
+        current = self.alerts.get(key)
+        if current is not None and current.message == message:
+            return
+        log.error("ALERT: %s", message)
+        alert = m.Alert.model_validate(
+            {"key": key, "kind": kind, "subject": subject, "message": message,
+             "since": current.since if current else now_iso()}
+        )  # fmt: skip
+        self.alerts[key] = alert
+        self.publish("lab.alert", {**alert.model_dump(mode="json"), "active": True})
+
+    def clear_alert(self, key: str, message: str) -> None:
+        alert = self.alerts.pop(key, None)
+        if alert is None:
+            return
+        log.warning("alert cleared: %s", message)
+        self.publish("lab.alert", {**alert.model_dump(mode="json"), "message": message, "active": False})
+
+    def storage_full(self) -> bool:
+        """Whether the disk holding the store is full (then no experiment starts)."""
+        return STORAGE in self.alerts
+
+    def storage_failed(self, detail: str) -> None:
+        if not self.storage_full():
+            self.raise_alert(
+                STORAGE,
+                "storage",
+                f"{detail}. No experiment starts until there is room; results already measured are held "
+                "until they can be written, and work resumes by itself",
+                str(self.store.data_dir),
+            )
+
+    def write(self, what: str, action: Callable[[], object]) -> bool:
+        """Make a store write now or, if the disk is full, once there is room, in the order owed (then
+        False). For writes that must not be lost: an experiment's end, an audit entry."""
+        if not self.owed:
+            try:
+                action()
+                return True
+            except StoreFull as exc:
+                self.storage_failed(str(exc))
+        log.warning("owed to the store until there is room: %s", what)
+        self.owed.append((what, action))
+        return False
+
+    def pay(self) -> None:
+        """Make the writes owed, in order; raises :class:`StoreFull` (keeping the rest) if there is still no
+        room."""
+        while self.owed:
+            what, action = self.owed[0]
+            action()
+            self.owed.pop(0)
+            log.info("written: %s", what)
 
     def publish_progress(self, campaign_id: str) -> None:
         tracked = self.active.get(campaign_id)
@@ -194,3 +341,8 @@ class LabState:
                     f"{why} while it ran {entry.command} on {entry.device or entry.instrument}"
                 )
         return out
+
+
+def _word(status: ExperimentStatus) -> str:
+    """The topic's word for an experiment's status (``experiment.started`` when it is running)."""
+    return "started" if status is ExperimentStatus.RUNNING else status.value

@@ -16,6 +16,8 @@ from sdl.daemon.health import HealthKeeper
 from sdl.daemon.leases import LeaseGrants
 from sdl.daemon.state import LabState
 from sdl.spec.status import Cause, ExperimentStatus, WorkcellState
+from sdl.store import StoreFull
+from sdl.store.spill import spilled
 
 log = logging.getLogger("sdl.daemon")
 
@@ -50,6 +52,8 @@ class Supervisor:
                 continue
             try:
                 self.on_message(identity, message)
+            except StoreFull as exc:  # what was not written is in the store's record or announced later
+                self.state.storage_failed(str(exc))
             except Exception:
                 log.exception("handling %s from a worker failed", type(message).__name__)
 
@@ -84,6 +88,13 @@ class Supervisor:
             cell.servicing.discard(message.instrument)
             self.health.service_result(message)
             state.wake.set()
+        elif isinstance(message, p.Storage):
+            if message.full:
+                state.storage_failed(f"workcell {cell.name}: {message.detail}")
+                if message.experiment_id is not None and message.experiment_id == cell.experiment:
+                    cell.holding = message.spilled or "memory"
+            else:
+                cell.holding = None
         elif isinstance(message, p.EStopped):
             log.warning(
                 "workcell %s stopped %s",
@@ -100,15 +111,19 @@ class Supervisor:
             )
         cell.clear_experiment()
         cell.state = WorkcellState.IDLE
+        if not message.recorded and spilled(state.store.data_dir, message.experiment_id):
+            # Its worker had to stop before the store had room for its outcome: written when it has.
+            self._write_spilled(message.experiment_id)
         status = ExperimentStatus(message.status)
         if status is ExperimentStatus.FAULTED and message.fault_instrument in state.lab.instruments:
-            self.health.fault(message.fault_instrument, message.failure or message.fault_kind or "fault")
+            detail = message.failure or message.fault_kind or "fault"
+            self.health.fault(message.fault_instrument, detail, message.fault_kind)
         elif status in (ExperimentStatus.DONE, ExperimentStatus.FAILED):
             self.health.served(message.instruments)
         if campaign_id is not None:
-            experiment = state.active.refresh_experiment(campaign_id, message.experiment_id)
+            state.active.refresh_experiment(campaign_id, message.experiment_id)
             with state.recording():
-                state.publish_experiment(experiment)
+                state.announce()
                 state.publish_progress(campaign_id)
             crash_point("service.after-finished")
         state.wake.set()
@@ -123,11 +138,18 @@ class Supervisor:
             now = time.monotonic()
             for cell in state.cells.values():
                 if cell.process is not None and not cell.alive:
-                    if state.stopping and cell.process.returncode == 0 and cell.experiment is None:
+                    clean = state.stopping and cell.process.returncode == 0
+                    if clean and cell.experiment is None:
                         log.info("workcell %s: worker stopped", cell.name)
                         cell.stopped()
-                        continue
-                    self._worker_lost(cell, f"it exited with code {cell.process.returncode}")
+                    elif clean and cell.experiment is not None and cell.holding not in (None, "memory"):
+                        log.warning("workcell %s: worker stopped; the outcome it held is in %s",
+                                    cell.name, cell.holding)  # fmt: skip
+                        self._write_spilled(cell.experiment)
+                        cell.clear_experiment()
+                        cell.stopped()
+                    else:
+                        self._worker_lost(cell, f"it exited with code {cell.process.returncode}")
                 elif cell.process is not None and cell.state is WorkcellState.STARTING:
                     if now - cell.last_seen > state.lab.workers.startup_timeout:
                         self._worker_lost(cell, f"no hello within {now - cell.last_seen:.0f} s of its start")
@@ -163,7 +185,7 @@ class Supervisor:
         state = self.state
         log.error("workcell %s: worker lost: %s", cell.name, why)
         self.leases.forget(cell.name)
-        experiment_id, campaign_id = cell.experiment, cell.campaign_id
+        experiment_id, campaign_id, holding = cell.experiment, cell.campaign_id, cell.holding
         servicing = set(cell.servicing)
         cell.servicing.clear()
         cell.lost(time.monotonic(), state.lab.workers.restart_backoff)
@@ -172,17 +194,32 @@ class Supervisor:
         state.publish("workcell.state", {"workcell": cell.name, "state": "down", "why": why})
         if experiment_id is not None:
             experiment = state.store.experiment(experiment_id)
-            if experiment.status is ExperimentStatus.RUNNING:  # else the worker recorded it before dying
-                state.store.mark_interrupted(
-                    experiment_id, WORKER_DIED.format(cell=cell.name, why=why), Cause.CRASH
+            if spilled(state.store.data_dir, experiment_id):  # its outcome, held for want of space
+                self._write_spilled(experiment_id)
+            elif experiment.status is ExperimentStatus.RUNNING:  # else the worker recorded it before dying
+                reason = WORKER_DIED.format(cell=cell.name, why=why)
+                if state.storage_full():
+                    held = "" if holding is None else ", holding its outcome in memory (nowhere to spill it)"
+                    reason += f"; the disk holding the store was full{held}"
+                state.write(
+                    f"experiment id {experiment_id} interrupted",
+                    lambda: _interrupt(state, experiment_id, reason),
                 )
             for name, reason in state.suspects_of(experiment, f"its worker died ({why})").items():
                 self.health.suspect(name, reason)
             if campaign_id is not None:
-                state.publish_experiment(state.active.refresh_experiment(campaign_id, experiment_id))
+                state.active.refresh_experiment(campaign_id, experiment_id)
+            state.announce()
         for name in servicing:
-            self.health.suspect(name, f"its worker died ({why}) while making it safe")
+            self.health.lost(name, why)
         self.leases.grant()  # the dead worker's experiment gave its leases back
+
+    def _write_spilled(self, experiment_id: int) -> None:
+        store = self.state.store
+        self.state.write(
+            f"the outcome of experiment id {experiment_id}, spilled by its worker",
+            lambda: store.write_spilled(experiment_id),
+        )
 
     # -- stopping --------------------------------------------------------------------------------------------
 
@@ -194,8 +231,12 @@ class Supervisor:
                 )
 
     async def wait_idle(self, seconds: float) -> bool:
+        """Wait until no workcell is busy — but for those holding an outcome they spilled to a file for want
+        of space: stopping them loses nothing."""
         deadline = time.monotonic() + seconds
-        while any(c.state is WorkcellState.BUSY for c in self.state.cells.values()):
+        while any(
+            c.state is WorkcellState.BUSY and c.holding in (None, "memory") for c in self.state.cells.values()
+        ):
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.05)
@@ -223,3 +264,9 @@ class Supervisor:
             if cell.alive:
                 log.error("workcell %s: worker did not exit; killing it", cell.name)
             cell.kill()
+
+
+def _interrupt(state: LabState, experiment_id: int, reason: str) -> None:
+    """Mark a lost worker's experiment interrupted, unless something recorded its end meanwhile."""
+    if state.store.experiment(experiment_id).status is ExperimentStatus.RUNNING:
+        state.store.mark_interrupted(experiment_id, reason, Cause.CRASH)

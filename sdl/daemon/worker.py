@@ -21,7 +21,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import zmq
 
@@ -29,6 +29,7 @@ from sdl import crashpoints
 from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
 from sdl.daemon.heap import freeze_startup_heap
+from sdl.daemon.holding import RECORDED, PatientRecorder, record_outcome
 from sdl.execution.engine import close_run_engine, document_publisher, new_run_engine
 from sdl.execution.experiment import ExperimentRunner, LeaseRefused, Outcome
 from sdl.execution.faults import Fault
@@ -37,7 +38,7 @@ from sdl.execution.provenance import ProvenanceSource, campaign_provenance
 from sdl.spec.campaign import Campaign
 from sdl.spec.devices import MakesSafe
 from sdl.spec.status import Cause, ExperimentStatus, IllegalTransition
-from sdl.store import Store
+from sdl.store import Store, StoreFull
 
 log = logging.getLogger("sdl.worker")
 
@@ -86,8 +87,15 @@ class ServiceLeasing:
         loop, future = waiting
         if isinstance(message, p.LeaseGranted):
             loop.call_soon_threadsafe(_settle, future, None)
-        else:
-            loop.call_soon_threadsafe(_settle, future, LeaseRefused(message.reason))
+        else:  # the refusal names the instrument, so the fault it ends the experiment with does too
+            refused = LeaseRefused(message.reason, message.instruments[0] if message.instruments else None)
+            loop.call_soon_threadsafe(_settle, future, refused)
+
+
+def _failed(action: Literal["make_safe", "check"], exc: InstrumentUnavailable) -> p.ServiceResult:
+    return p.ServiceResult(
+        action=action, instrument=exc.instrument, ok=False, detail=str(exc), fault=exc.fault
+    )
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
@@ -112,6 +120,9 @@ class Worker:
         self._push.connect(f"inproc://outbox-{id(self)}")
         self._push_lock = threading.Lock()
         self.store = Store(config.data_dir)
+        self.recorder = PatientRecorder(self.store, self._store_full)
+        self._closing = threading.Event()
+        self._full_told_at: float | None = None
         base_dir = Path(config.base_dir) if config.base_dir else None
         self.base_dir = base_dir
         self.instruments = Instruments(
@@ -141,6 +152,15 @@ class Worker:
         else:
             with self._push_lock:
                 self._push.send(data)
+
+    def _store_full(self, detail: str, spilled: str | None = None) -> None:
+        """A write failed for want of space: tell the service (now and then, not at every retry)."""
+        now = time.monotonic()
+        if spilled is None and self._full_told_at is not None and now - self._full_told_at < 5.0:
+            return
+        self._full_told_at = now
+        holding = self.current if spilled is not None else None
+        self.send(p.Storage(full=True, detail=detail, experiment_id=holding, spilled=spilled))
 
     def _on_fault(self, event: dict[str, Any]) -> None:
         self.send(
@@ -273,7 +293,10 @@ class Worker:
             held = self.instruments.connect([n for n in instruments if n not in message.on_demand])
             held.update({n: self.instruments.build(n) for n in message.on_demand})
             self.leasing.shared = set(message.release_after)
-            self.store.save_provenance(experiment.id, provenance.of(instruments))
+            try:
+                self.store.save_provenance(experiment.id, provenance.of(instruments))
+            except StoreFull as exc:  # it is written with the outcome anyway
+                self._store_full(str(exc))
             outcome = self._run(experiment, campaign, record.base_dir, message, held)
         except InstrumentUnavailable as exc:
             fault = Fault(kind=exc.fault or "link_lost", instrument=exc.instrument, detail=str(exc))
@@ -312,7 +335,7 @@ class Worker:
         devices = {role: held[name] for role, name in message.devices.items()}
         runner = ExperimentRunner(
             campaign,
-            self.store,
+            self.recorder,
             base_dir=Path(base_dir) if base_dir else self.base_dir,
             devices=devices,
             publish=self.publisher,
@@ -320,6 +343,7 @@ class Worker:
             leasing=self.leasing,
         )
         self.runner = runner
+        self.recorder.cancelled = lambda: runner.aborted
         aborted = self._aborted.pop(experiment.id, None)
         if self._orphan:  # the service went while this was being prepared: `_orphaned` saw no runner
             aborted = (MANAGER_GONE, Cause.CRASH)
@@ -339,16 +363,22 @@ class Worker:
             # nothing about the recipe or the instrument.
             failure = f"{MANAGER_GONE} ({outcome.failure})"
             outcome = Outcome(ExperimentStatus.INTERRUPTED, failure=failure, cause=Cause.CRASH)
+        held = self.recorder.take(experiment_id, outcome.finish(), outcome.trailing_documents, provenance)
         try:
-            self.store.finish_experiment(
-                experiment_id, outcome.finish(), outcome.trailing_documents, provenance=provenance
-            )
+            # While the disk is full: spilled to a file and held here until the store has room.
+            result = record_outcome(self.store, held, full=self._store_full, closing=self._closing)
         except IllegalTransition:
             # The lab service closed it first (it gave this worker up for dead); its record stands.
             log.warning(
                 "experiment id %d was already closed; its outcome here is not recorded", experiment_id
             )
             return False
+        if result != RECORDED:
+            log.error("experiment id %d: the worker stops with its outcome %s", experiment_id, result)
+            return False
+        if self._full_told_at is not None:
+            self._full_told_at = None
+            self.send(p.Storage(full=False))
         return True  # the lab service checkpoints the store on a schedule
 
     # -- service ---------------------------------------------------------------------------------------------
@@ -361,7 +391,7 @@ class Worker:
                     if message.check:
                         self.instruments.check(name)
                 except InstrumentUnavailable as exc:
-                    self.send(p.ServiceResult(action="make_safe", instrument=name, ok=False, detail=str(exc)))
+                    self.send(_failed("make_safe", exc))
                 else:
                     self.send(p.ServiceResult(action="make_safe", instrument=name, ok=True))
         finally:
@@ -371,9 +401,7 @@ class Worker:
         try:
             self.instruments.check(message.instrument)
         except InstrumentUnavailable as exc:
-            self.send(
-                p.ServiceResult(action="check", instrument=message.instrument, ok=False, detail=str(exc))
-            )
+            self.send(_failed("check", exc))
         else:
             self.send(p.ServiceResult(action="check", instrument=message.instrument, ok=True))
         finally:
@@ -392,6 +420,7 @@ class Worker:
     def _orphaned(self) -> None:
         """The lab service is gone: abort, record, close everything, exit."""
         log.error("the lab service (process %d) is gone; stopping", self._parent)
+        self._closing.set()  # an outcome the store has no room for stays in its spill file
         self._orphan = True  # before reading the runner: `_run` sets the runner, then reads this
         runner, current = self.runner, self.current
         if runner is not None:
@@ -411,7 +440,9 @@ class Worker:
             self.socket.send(p.encode(p.Goodbye()), zmq.NOBLOCK)
 
     def _close(self, wait_s: float = 60.0) -> None:
-        """Let the work in hand end (an aborted plan ends quickly), make open instruments safe, close them."""
+        """Let the work in hand end (an aborted plan ends quickly; an outcome the store has no room for
+        stays in its spill file), make open instruments safe, close them."""
+        self._closing.set()
         self.work.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + wait_s
         for future in self._pending:

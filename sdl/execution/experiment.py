@@ -20,7 +20,7 @@ from bluesky.protocols import HasName, Status
 
 from sdl.execution.engine import abort_run, close_run_engine, new_run_engine
 from sdl.execution.extract import ExtractionError, extract
-from sdl.execution.faults import Fault, classify, describe, instrument_of
+from sdl.execution.faults import Fault, classify, describe, instrument_of, stopped
 from sdl.plans import LEASE, RELEASE
 from sdl.spec.campaign import Campaign, MissingMeasurement
 from sdl.spec.importpaths import resolve
@@ -161,6 +161,11 @@ class ExperimentRunner:
     # -- stopping -----------------------------------------------------------------------------------------
 
     @property
+    def aborted(self) -> bool:
+        """Whether an abort was asked for (the experiment in flight ends interrupted)."""
+        return self._abort is not None
+
+    @property
     def in_function(self) -> bool:
         """Whether a plain-function procedure is running (only an exception can stop it)."""
         return self._phase == "function"
@@ -227,6 +232,15 @@ class ExperimentRunner:
         )
 
     def _failed(self, exc: BaseException, trailing: list[Document], prefix: str = "") -> Outcome:
+        if stopped(exc):  # an instrument stopped on request: interrupted, whoever asked
+            if self._abort is None:
+                return Outcome(
+                    ExperimentStatus.INTERRUPTED,
+                    failure=f"stopped on request: {describe(exc)}",
+                    cause=Cause.OPERATOR,
+                    trailing_documents=trailing,
+                )
+            return self._interrupted(trailing)
         fault = classify(exc)
         if fault is not None:
             return Outcome(

@@ -1,9 +1,11 @@
 """Telling an instrument fault from a bad recipe, from the exception an experiment ended with.
 
 Drivers tag every error with a ``fault`` kind (docs/decisions/0003-device-lifecycle-and-faults.md); the
-core reads it by duck typing, since it imports no driver. An error with a fault kind other than
-``limit_refused`` means the instrument failed and the recipe was never really tried; anything else —
-a limit refused, a plan that raised, an analysis that found nothing — is the recipe's own outcome.
+core reads it by duck typing, since it imports no driver. ``stopped`` is no fault: an operation stopped on
+request (an abort, an e-stop, a make-safe) interrupts the experiment, and neither the recipe nor the
+instrument is to blame. Any other kind but ``limit_refused`` means the instrument failed and the recipe was
+never really tried; anything else — a limit refused, a plan that raised, an analysis that found nothing —
+is the recipe's own outcome (decision 0005).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from bluesky.protocols import HasParent
 
 #: Fault kinds that are the recipe's doing, not the instrument's: the optimizer learns from them.
 RECIPE_FAULT_KINDS = frozenset({"limit_refused"})
+#: Kinds that say an operation was stopped on request: the experiment was interrupted, nothing failed.
+STOP_KINDS = frozenset({"stopped"})
 
 
 @dataclass(frozen=True)
@@ -49,11 +53,17 @@ def instrument_of(device: object) -> object:
     return device
 
 
+def stopped(exc: BaseException) -> bool:
+    """Whether ``exc`` is an operation stopped on request (an interruption, not a failure)."""
+    return getattr(root_cause(exc), "fault", None) in STOP_KINDS
+
+
 def classify(exc: BaseException) -> Fault | None:
-    """The instrument fault behind ``exc``, or None when the failure is the recipe's own."""
+    """The instrument fault behind ``exc``, or None when the failure is the recipe's own (or no failure:
+    see :func:`stopped`)."""
     root = root_cause(exc)
     kind = getattr(root, "fault", None)
-    if not isinstance(kind, str) or kind in RECIPE_FAULT_KINDS:
+    if not isinstance(kind, str) or kind in RECIPE_FAULT_KINDS or kind in STOP_KINDS:
         return None
     instrument = getattr(root, "instrument", None) or _failed_device_name(exc)
     return Fault(kind=kind, instrument=instrument, detail=describe(exc))

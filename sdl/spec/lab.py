@@ -66,7 +66,18 @@ class Health(_Model):
         description="Try the driver's recovery and health check on a quarantined instrument, and release it "
         "if both pass.",
     )
-    recheck_after: float = Field(default=60.0, gt=0, description="Seconds before the first automatic check.")
+    recheck_after: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds before the first automatic check; the wait doubles after each one that fails "
+        "and each automatic release.",
+    )
+    max_rechecks: int = Field(
+        default=6,
+        ge=0,
+        description="Automatic checks that may fail in a row before they stop and an alert asks for a "
+        "person.",
+    )
     max_auto_releases: int = Field(
         default=2,
         ge=0,

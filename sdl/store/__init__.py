@@ -22,8 +22,16 @@ from sdl.store.campaigns import (
     describe_owner,
     new_owner,
 )
-from sdl.store.connection import DB_FILENAME, StoreDamaged, StoreError, StoreUnavailable, StoreVanished
-from sdl.store.experiments import ExperimentsMixin, Finish, LeaseConflict
+from sdl.store.connection import (
+    DB_FILENAME,
+    StoreDamaged,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+    StoreVanished,
+    free_bytes,
+)
+from sdl.store.experiments import Finish, LeaseConflict
 from sdl.store.labwide import LabwideMixin
 from sdl.store.migrations import LATEST, SchemaTooNew
 from sdl.store.records import unacknowledged
@@ -37,6 +45,7 @@ from sdl.store.schema import (
     JournalEntry,
     Transition,
 )
+from sdl.store.spill import JournalLine, Spilled, SpillsMixin
 
 __all__ = [
     "DB_FILENAME",
@@ -54,24 +63,28 @@ __all__ = [
     "ImportConflict",
     "InstrumentRecord",
     "JournalEntry",
+    "JournalLine",
     "LeaseConflict",
     "LostClaim",
     "SchemaTooNew",
+    "Spilled",
     "Store",
     "StoreDamaged",
     "StoreError",
+    "StoreFull",
     "StoreUnavailable",
     "StoreVanished",
     "Transition",
     "UnknownCampaign",
     "claim_is_stale",
     "describe_owner",
+    "free_bytes",
     "new_owner",
     "unacknowledged",
 ]
 
 
-class Store(CampaignsMixin, ExperimentsMixin, LabwideMixin, ArchiveMixin):
+class Store(CampaignsMixin, SpillsMixin, LabwideMixin, ArchiveMixin):
     """One SQLite database in a data directory. Thread-safe: one connection behind a lock per process.
 
     ``Store(dir)`` opens for writing (creating the directory and the database if needed);

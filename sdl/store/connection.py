@@ -6,6 +6,7 @@ workers, `sdl run`, read-only commands), each with its own connection; SQLite's 
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -36,6 +37,27 @@ class StoreDamaged(StoreUnavailable):
 
 class StoreVanished(StoreError):
     """The store's file was deleted or replaced while in use: what was written since is lost."""
+
+
+class StoreFull(StoreError):
+    """The filesystem holding the store has no room for a write: nothing of that write was kept (the
+    transaction was rolled back), and the same write may succeed once space is freed."""
+
+
+def is_full(exc: BaseException) -> bool:
+    """Whether an SQLite or OS error says the disk is full."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+
+
+def free_bytes(directory: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the filesystem of ``directory`` (None if unknown)."""
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
 
 
 def _open_error(path: Path, exc: BaseException, writable: bool) -> StoreUnavailable:
@@ -212,16 +234,27 @@ class Connection:
                 finally:
                     self._depth -= 1
                 return
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._depth = 1
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._depth = 1
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:  # SQLite may have rolled it back itself (a full disk)
+                        self._conn.execute("ROLLBACK")
+                    raise
+                finally:
+                    self._depth = 0
+            except (sqlite3.OperationalError, OSError) as exc:
+                if is_full(exc):
+                    raise self._full() from exc
                 raise
-            finally:
-                self._depth = 0
-            self._conn.execute("COMMIT")
+
+    def _full(self) -> StoreFull:
+        free = free_bytes(self.data_dir)
+        room = f"{free:,} bytes free" if free is not None else "its free space unknown"
+        return StoreFull(f"the disk holding the store {self.path} is full ({room}); the write was not made")
 
     def transaction(self) -> Any:
         """Group several writes into one transaction: all of them are committed, or none.
@@ -247,7 +280,12 @@ class Connection:
                     self.path, isolation_level=None, check_same_thread=False, timeout=30
                 )
                 self._checkpointer.execute("PRAGMA synchronous=FULL")
-            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            try:
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.OperationalError as exc:
+                if is_full(exc):  # the log stays whole; the next checkpoint with room copies it
+                    raise self._full() from exc
+                raise
 
     def backup(self, destination: Path | str) -> Path:
         """A consistent copy of the whole store at ``destination`` (a file, or a directory to put it in),

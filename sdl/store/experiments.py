@@ -256,16 +256,27 @@ class ExperimentsMixin(Connection):
 
     def transitions(self, experiment_id: int) -> list[Transition]:
         rows = self._read("SELECT * FROM transitions WHERE experiment_id = ? ORDER BY id", (experiment_id,))
-        return [
-            Transition(
-                experiment_id=r["experiment_id"],
-                from_status=ExperimentStatus(r["from_status"]) if r["from_status"] else None,
-                to_status=ExperimentStatus(r["to_status"]),
-                at=r["at"],
-                note=r["note"],
-            )
-            for r in rows
-        ]
+        return [_transition(r) for r in rows]
+
+    def transitions_after(self, after_id: int, limit: int = 1000) -> list[tuple[int, Transition]]:
+        """Status changes of every experiment, in the order they were committed, after the one numbered
+        ``after_id``, each with its number. Writers are serialised, so a change is never committed
+        behind one already read: a reader that has seen number N has seen every change before it."""
+        rows = self._read("SELECT * FROM transitions WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+        return [(int(r["id"]), _transition(r)) for r in rows]
+
+    def last_transition_id(self) -> int:
+        return int(self._read("SELECT COALESCE(MAX(id), 0) FROM transitions")[0][0])
+
+
+def _transition(r: sqlite3.Row) -> Transition:
+    return Transition(
+        experiment_id=r["experiment_id"],
+        from_status=ExperimentStatus(r["from_status"]) if r["from_status"] else None,
+        to_status=ExperimentStatus(r["to_status"]),
+        at=r["at"],
+        note=r["note"],
+    )
 
 
 def _take_leases(

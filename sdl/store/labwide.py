@@ -146,13 +146,21 @@ class LabwideMixin(Connection):
     # -- events --------------------------------------------------------------------------------------------
 
     def append_event(
-        self, topic: str, body: Mapping[str, Any], campaign_id: str | None = None
+        self,
+        topic: str,
+        body: Mapping[str, Any],
+        campaign_id: str | None = None,
+        *,
+        seq: int | None = None,
+        at: str | None = None,
     ) -> EventRecord:
-        at = now_iso()
+        """Record an event under the next number (or ``seq``: one already published while the disk was full,
+        recorded now with the number and time it went out with)."""
+        at = at or now_iso()
         with self._tx() as conn:
             cur = conn.execute(
-                "INSERT INTO events (at, topic, campaign_id, body) VALUES (?, ?, ?, ?)",
-                (at, topic, campaign_id, dumps(body)),
+                "INSERT INTO events (seq, at, topic, campaign_id, body) VALUES (?, ?, ?, ?, ?)",
+                (seq, at, topic, campaign_id, dumps(body)),
             )
         return EventRecord(
             seq=int(cur.lastrowid or 0), at=at, topic=topic, campaign_id=campaign_id, body=dict(body)

@@ -73,13 +73,24 @@ class RecordsMixin(Connection):
         device: str | None = None,
         detail: str | None = None,
         ref: int | None = None,
+        at: float | None = None,
     ) -> int:
-        """Append one journal line and commit it; return its id (what an acknowledgement refers to)."""
+        """Append one journal line and commit it; return its id (what an acknowledgement refers to). ``at``:
+        when it happened, for a line written later than that (held while the disk was full)."""
         with self._tx() as conn:
             cur = conn.execute(
                 "INSERT INTO journal (experiment_id, at, entry, command, instrument, device, detail, ref) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (experiment_id, time.time(), entry, command, instrument, device, detail, ref),
+                (
+                    experiment_id,
+                    time.time() if at is None else at,
+                    entry,
+                    command,
+                    instrument,
+                    device,
+                    detail,
+                    ref,
+                ),
             )
         crash_point("store.journal")
         return int(cur.lastrowid or 0)

@@ -180,6 +180,9 @@ function renderHeader() {
     const banner = $("banner");
     banner.hidden = !s.estop.active;
     banner.textContent = s.estop.active ? `E-STOP ACTIVE: ${s.estop.reason} (by ${s.estop.by}, ${s.estop.at})` : "";
+    const alerts = s.alerts ?? []; // what needs a person: a full disk, an instrument recovery gave up on
+    $("alerts").hidden = alerts.length === 0;
+    $("alerts").innerHTML = alerts.map((a) => `<div class="alert" data-key="${esc(a.key)}">ALERT (since ${esc(a.since)}): ${esc(a.message)}</div>`).join("");
     let controls = "";
     if (can("operator") && !s.estop.active) controls += `<button class="estop control" id="estop">E-STOP</button>`;
     if (can("admin") && s.estop.active) controls += `<button class="control" id="clear-estop">Clear e-stop</button>`;
