@@ -20,6 +20,7 @@ from sdl.cli.control import instruments_table, watch_campaign
 from sdl.cli.progress import CampaignProgress, Shown, result_line, summary_table
 from sdl.daemon.launch import LabServiceProcess
 from sdl.exports import report
+from sdl.exports.table import export_text
 from sdl.exports.tiled import LivePublisher, TiledUnavailable, tiled_client
 from sdl.loop.foreground import ForegroundRun, run_campaign
 from sdl.loop.lifecycle import campaign_of, new_run_owner, resume, start_campaign, with_overrides
@@ -230,7 +231,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         exports = data_dir_of(args) / "exports"
         exports.mkdir(parents=True, exist_ok=True)
         csv_path = exports / f"{campaign_id}.csv"
-        csv_path.write_text(report.export_text(campaign, history, "csv"), encoding="utf-8")
+        csv_path.write_text(export_text(campaign, history, "csv"), encoding="utf-8")
         png_path = report.plot(campaign, history, exports / f"{campaign_id}.png", title=f"{campaign_id}")
         out.print(f"plot:   {png_path}", highlight=False)
         out.print(f"export: {csv_path}", highlight=False)

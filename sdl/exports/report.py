@@ -1,5 +1,6 @@
-"""Export a campaign's history (CSV, JSON lines) and plot its progress (best so far, parameter coverage, and
-with several objectives the Pareto front).
+"""A campaign's progress read from its history: the budget spent, the Pareto front, and a plot of it (best
+so far, parameter coverage, and with several objectives the front). The table of its experiments is
+`sdl.exports.table`.
 
 A history here is the API's experiments (:class:`~sdl.api.models.ExperimentSummary`, made from the store's
 rows by `sdl.api.convert`): the CLI reading its store, the dashboard reading the lab service, and the data
@@ -7,9 +8,6 @@ package all report the same records the same way."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,19 +20,6 @@ from sdl.api.models import ExperimentSummary
 from sdl.optimizer import hypervolume, pareto_mask
 from sdl.spec.campaign import Campaign, MissingMeasurement
 from sdl.spec.status import ExperimentStatus
-
-FIXED_COLUMNS = ("experiment", "status")
-TRAILING_COLUMNS = (
-    "loss",
-    "failure",
-    "cause",
-    "fault_instrument",
-    "model",
-    "acquisition_value",
-    "proposed_at",
-    "started_at",
-    "finished_at",
-)
 
 
 @dataclass(frozen=True)
@@ -84,66 +69,6 @@ def front(campaign: Campaign, history: Sequence[ExperimentSummary]) -> Front | N
         reference[spec.measurement] = float(value)
     hv = hypervolume(L, ref) if np.isfinite(ref).all() else 0.0
     return Front([e for e, m in zip(history, mask, strict=True) if m], hv, reference)
-
-
-def columns(campaign: Campaign, history: Sequence[ExperimentSummary]) -> list[str]:
-    """Recipe columns in search-space order, then measurements (objectives first), then bookkeeping; with
-    several objectives a ``pareto`` column marks the non-dominated experiments."""
-    objectives = [o.measurement for o in campaign.objectives]
-    measured = sorted({k for e in history for k in (e.measurements or {})} - set(objectives))
-    marks = ["pareto"] if len(objectives) > 1 else []
-    trailing = [loss_column(campaign, history) if c == "loss" else c for c in TRAILING_COLUMNS]
-    return [*FIXED_COLUMNS, *campaign.space.names, *objectives, *measured, *marks, *trailing]
-
-
-def loss_column(campaign: Campaign, history: Sequence[ExperimentSummary]) -> str:
-    """The scalar's column: ``loss``, or ``scalar_loss`` when a measurement is itself called loss."""
-    measured = {o.measurement for o in campaign.objectives} | {
-        k for e in history for k in (e.measurements or {})
-    }
-    return "scalar_loss" if "loss" in measured else "loss"
-
-
-def rows(campaign: Campaign, history: Sequence[ExperimentSummary]) -> list[dict[str, Any]]:
-    """One row per experiment: recipe, measurements, status and the optimizer's decision."""
-    out = []
-    mask = pareto_mask(loss_rows(campaign, history)) if len(campaign.objectives) > 1 else None
-    scalar = loss_column(campaign, history)
-    for i, e in enumerate(history):
-        row: dict[str, Any] = {"experiment": e.seq, "status": e.status.value}
-        row.update(e.recipe)
-        row.update(e.measurements or {})
-        if mask is not None:
-            row["pareto"] = bool(mask[i])
-        row[scalar] = e.loss  # the scalar the optimizer minimises; the objectives' own values are above
-        row.update(
-            failure=e.failure,
-            cause=e.cause.value if e.cause else None,
-            fault_instrument=e.fault_instrument,
-            model=e.decision.model if e.decision else None,
-            acquisition_value=e.decision.acquisition_value if e.decision else None,
-            proposed_at=e.proposed_at,
-            started_at=e.started_at,
-            finished_at=e.finished_at,
-        )
-        out.append(row)
-    return out
-
-
-def export_text(campaign: Campaign, history: Sequence[ExperimentSummary], fmt: str) -> str:
-    table = rows(campaign, history)
-    if fmt == "jsonl":
-        return "".join(json.dumps(row, separators=(",", ":")) + "\n" for row in table)
-    if fmt != "csv":
-        raise ValueError(f"unknown export format {fmt!r} (allowed: csv, jsonl)")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(
-        buffer, fieldnames=columns(campaign, history), extrasaction="ignore", lineterminator="\n"
-    )
-    writer.writeheader()
-    for row in table:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    return buffer.getvalue()
 
 
 def best_so_far(campaign: Campaign, history: Sequence[ExperimentSummary]) -> dict[str, list[float]]:
