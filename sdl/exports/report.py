@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from sdl.api.models import ExperimentSummary
-from sdl.optimizer import hypervolume, pareto_mask
+from sdl.optimizer import hypervolume
+from sdl.spec.best import leaders, losses
 from sdl.spec.campaign import Campaign, MissingMeasurement
 from sdl.spec.status import ExperimentStatus
 
@@ -37,38 +38,19 @@ def spent(history: Sequence[ExperimentSummary]) -> int:
     return sum(e.status.spends_budget for e in history)
 
 
-def best(history: Sequence[ExperimentSummary]) -> ExperimentSummary | None:
-    """The done experiment with the lowest loss (the earliest among equals), as `sdl.loop.history` decides."""
-    done = [e for e in history if e.status is ExperimentStatus.DONE and e.loss is not None]
-    return min(done, key=lambda e: (e.loss, e.seq)) if done else None
-
-
-def loss_rows(campaign: Campaign, history: Sequence[ExperimentSummary]) -> np.ndarray:
-    """Each experiment's objective losses (minimised); NaN rows for experiments not done or lacking one."""
-    objectives = campaign.objective_set()
-    L = np.full((len(history), len(campaign.objectives)), np.nan)
-    for i, e in enumerate(history):
-        if e.status is ExperimentStatus.DONE:
-            row = objectives.losses(e.measurements or {})
-            if row is not None:
-                L[i] = row
-    return L
-
-
 def front(campaign: Campaign, history: Sequence[ExperimentSummary]) -> Front | None:
     """The Pareto front of a campaign with two or more objectives (None with one objective)."""
     if len(campaign.objectives) < 2:
         return None
     objectives = campaign.objective_set()
-    L = loss_rows(campaign, history)
-    mask = pareto_mask(L)
+    L = losses(campaign, history)
     ref = objectives.references(L)
     reference = {}
     for spec, r in zip(objectives.specs, ref, strict=True):
         value = spec.reference if spec.reference is not None else (-r if spec.goal == "maximize" else r)
         reference[spec.measurement] = float(value)
     hv = hypervolume(L, ref) if np.isfinite(ref).all() else 0.0
-    return Front([e for e, m in zip(history, mask, strict=True) if m], hv, reference)
+    return Front(leaders(campaign, history).front, hv, reference)
 
 
 def best_so_far(campaign: Campaign, history: Sequence[ExperimentSummary]) -> dict[str, list[float]]:

@@ -13,14 +13,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from sdl.api.models import ExperimentSummary
-from sdl.exports import report
 from sdl.optimizer import pareto_mask
 from sdl.space import CategoricalParameter, IntegerParameter
 from sdl.space.units import Column, ColumnType
+from sdl.spec.best import losses, scores
 from sdl.spec.campaign import Campaign
 
 FORMATS = ("csv", "jsonl")
@@ -42,8 +43,8 @@ RECORD_COLUMNS: dict[str, tuple[ColumnType, str]] = {
     "experiment": ("integer", "Number of the experiment within the campaign (1-based, in proposal order)."),
     "status": ("string", "done, failed (the recipe's doing), faulted (an instrument's) or interrupted."),
     "pareto": ("boolean", "Whether no other done experiment is at least as good on every objective."),
-    "loss": ("number", "The scalar the optimizer minimises (the objectives' weighted losses)."),
-    "scalar_loss": ("number", "The scalar the optimizer minimises (the objectives' weighted losses)."),
+    "loss": ("number", "The scalar the optimizer minimises."),
+    "scalar_loss": ("number", "The scalar the optimizer minimises."),
     "failure": ("string", "Why the experiment failed or was interrupted."),
     "cause": ("string", "What interrupted it: operator, crash, fault, timeout, estop, dropped."),
     "fault_instrument": ("string", "The instrument whose fault ended the experiment."),
@@ -55,6 +56,17 @@ RECORD_COLUMNS: dict[str, tuple[ColumnType, str]] = {
 }
 
 
+#: What the scalar column holds, by how the campaign combines its objectives (`sdl.spec.best`).
+SCALARS = {
+    "one": "The objective's loss, which the optimizer minimises (the value; minus it when maximised; the "
+    "distance to a target), times its weight. The lowest is the best experiment.",
+    "weighted_sum": "The objectives' weighted sum of losses, which the optimizer minimises. The lowest is "
+    "the best experiment.",
+    "chimera": "The chimera hierarchy's score over this record (an experiment within every tolerance scores "
+    "below one that misses a tolerance); the optimizer minimises it. The lowest is the best experiment.",
+}
+
+
 def column_names(campaign: Campaign, history: Sequence[ExperimentSummary]) -> list[str]:
     """Recipe columns in search-space order, then the fixed conditions (together they are the whole
     recipe), then measurements (objectives first), then bookkeeping; with several objectives a ``pareto``
@@ -62,7 +74,13 @@ def column_names(campaign: Campaign, history: Sequence[ExperimentSummary]) -> li
     objectives = [o.measurement for o in campaign.objectives]
     measured = sorted({k for e in history for k in (e.measurements or {})} - set(objectives))
     marks = ["pareto"] if len(objectives) > 1 else []
-    trailing = [loss_column(campaign, history) if c == "loss" else c for c in TRAILING_COLUMNS]
+    # A Pareto campaign has no one scalar: its `pareto` column says which experiments are best.
+    ranked = campaign.multi_objective != "pareto"
+    trailing = [
+        loss_column(campaign, history) if c == "loss" else c
+        for c in TRAILING_COLUMNS
+        if c != "loss" or ranked
+    ]
     recipe = [*campaign.space.names, *campaign.conditions]
     return [*FIXED_COLUMNS, *recipe, *objectives, *measured, *marks, *trailing]
 
@@ -118,6 +136,8 @@ def described_columns(campaign: Campaign, history: Sequence[ExperimentSummary]) 
             )
         elif name in RECORD_COLUMNS and name not in measured:
             kind, description = RECORD_COLUMNS[name]
+            if name in ("loss", "scalar_loss"):
+                description = SCALARS[campaign.multi_objective if len(campaign.objectives) > 1 else "one"]
             out.append(Column(name=name, kind="record", type=kind, description=description))
         else:
             meaning = campaign.measurement_meaning(name)
@@ -150,7 +170,8 @@ def table_rows(campaign: Campaign, history: Sequence[ExperimentSummary]) -> list
     """One row per experiment: recipe, fixed conditions, measurements, status and the optimizer's decision
     (keyed by column name; a column an experiment has no value for is absent or None)."""
     out = []
-    mask = pareto_mask(report.loss_rows(campaign, history)) if len(campaign.objectives) > 1 else None
+    mask = pareto_mask(losses(campaign, history)) if len(campaign.objectives) > 1 else None
+    ranked = scores(campaign, history)
     scalar = loss_column(campaign, history)
     conditions = campaign.condition_values()
     for i, e in enumerate(history):
@@ -160,7 +181,8 @@ def table_rows(campaign: Campaign, history: Sequence[ExperimentSummary]) -> list
         row.update(e.measurements or {})
         if mask is not None:
             row["pareto"] = bool(mask[i])
-        row[scalar] = e.loss  # the scalar the optimizer minimises; the objectives' own values are above
+        if ranked is not None:  # the campaign's own scalar (`sdl.spec.best`); the objectives' are above
+            row[scalar] = float(ranked[i]) if math.isfinite(ranked[i]) else None
         row.update(
             failure=e.failure,
             cause=e.cause.value if e.cause else None,
