@@ -30,7 +30,7 @@ from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
 from sdl.daemon.heap import freeze_startup_heap
 from sdl.execution.engine import close_run_engine, document_publisher, new_run_engine
-from sdl.execution.experiment import ExperimentRunner, LeaseRefused, Outcome
+from sdl.execution.experiment import ExperimentRunner, LeaseRefused, Outcome, as_run
 from sdl.execution.faults import Fault
 from sdl.execution.instruments import Instruments, InstrumentUnavailable
 from sdl.execution.provenance import ProvenanceSource, campaign_provenance
@@ -278,6 +278,7 @@ class Worker:
         except InstrumentUnavailable as exc:
             fault = Fault(kind=exc.fault or "link_lost", instrument=exc.instrument, detail=str(exc))
             outcome = Outcome(ExperimentStatus.FAULTED, failure=str(exc), cause=Cause.FAULT, fault=fault)
+            outcome = as_run(outcome, campaign, experiment, self.store, self.publisher)
         recorded = self._record(message.experiment_id, outcome, provenance.of(instruments))
         self.send(
             p.Finished(
@@ -338,7 +339,12 @@ class Worker:
             # The service died during the experiment, and a simulated lab with it: a failure now says
             # nothing about the recipe or the instrument.
             failure = f"{MANAGER_GONE} ({outcome.failure})"
-            outcome = Outcome(ExperimentStatus.INTERRUPTED, failure=failure, cause=Cause.CRASH)
+            outcome = Outcome(
+                ExperimentStatus.INTERRUPTED,
+                failure=failure,
+                cause=Cause.CRASH,
+                trailing_documents=outcome.trailing_documents,  # the run's stop: how it really ended
+            )
         try:
             self.store.finish_experiment(
                 experiment_id, outcome.finish(), outcome.trailing_documents, provenance=provenance
