@@ -24,13 +24,25 @@ from contextlib import contextmanager
 from typing import Any
 
 from drivers.errors import InstrumentBusy, InstrumentError, Stopped, name_instrument
-from drivers.ophyd_types import Device, DeviceStatus, InvalidState, StatusBase
+from drivers.ophyd_types import Device, DeviceStatus, InvalidState, Signal, StatusBase
 from drivers.retry import FaultCallback, FaultEvents, fault_of
 
 log = logging.getLogger(__name__)
 
 #: How long disconnect() waits for an action's thread to notice its halt and end.
 JOIN_TIMEOUT_S = 10.0
+
+
+class UnitSignal(Signal):
+    """A soft signal that says its units: ophyd's soft ``Signal`` keeps ``metadata={"units": ...}`` but does
+    not describe it (only EPICS signals do), so the documents' data keys would carry no units."""
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        description = super().describe()
+        units = self.metadata.get("units")
+        if units:
+            description[self.name]["units"] = units
+        return description
 
 
 def settle(status: StatusBase, exc: BaseException | None = None) -> None:

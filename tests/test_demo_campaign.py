@@ -88,7 +88,8 @@ def test_demo_campaign_runs_through_the_drivers_and_improves(tmp_path):
     assert result.returncode == 0, result.stderr
     with export.open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 8 and {"yellow", "red", "blue", "distance", "status"} <= set(rows[0])
+    assert len(rows) == 8
+    assert {"yellow [µL]", "red [µL]", "blue [µL]", "distance [absorbance]", "status"} <= set(rows[0])
 
 
 def test_ctrl_c_interrupts_the_experiment_in_flight_and_resume_finishes(tmp_path):

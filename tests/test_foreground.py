@@ -506,7 +506,9 @@ def test_an_abort_before_the_run_engine_starts_stops_the_plan_at_its_first_messa
     assert outcome.status is ExperimentStatus.INTERRUPTED
     assert outcome.failure == "interrupted by the operator (SIGTERM)"
     assert MOVED == [], "the plan ran on after the abort"
-    assert outcome.trailing_documents == []  # it stopped before its run was even opened
+    # It stopped before its run was even opened: the run that records it is a start and an abort.
+    names = [(name, doc.get("exit_status")) for _, name, doc in outcome.trailing_documents]
+    assert names == [("start", None), ("stop", "abort")]
 
 
 MOVED: list[int] = []

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from sdl.loop.history import (
     Tally,
-    best_experiment,
     consecutive_failures,
     counts,
     observations,
@@ -18,6 +17,7 @@ from sdl.loop.history import (
     spent,
     stop_reason,
 )
+from sdl.spec.best import leaders
 from sdl.spec.campaign import Campaign
 from sdl.spec.status import Cause, ExperimentStatus
 from sdl.store import ExperimentRecord
@@ -76,9 +76,55 @@ def test_the_tally_kept_one_experiment_at_a_time_equals_a_recount(
         fresh = Tally(CAMPAIGN, history)
         assert tally.counts == fresh.counts == counts(history)
         assert tally.spent == spent(history) and tally.used == fresh.used
-        assert tally.best == best_experiment(history) and tally.target_hit == fresh.target_hit
+        assert tally.best == leaders(CAMPAIGN, history).best and tally.target_hit == fresh.target_hit
         assert stop_reason(CAMPAIGN, history, 0.0, tally) == stop_reason(CAMPAIGN, history, 0.0)
         assert tally.observations == observations(history) and tally.pending == pending(history)
+
+
+def several(method: str) -> Campaign:
+    objectives: list[dict[str, object]] = [
+        {"measurement": "a", "goal": "target", "target": 0.5},
+        {"measurement": "b", "goal": "maximize"},
+        {"measurement": "c"},
+    ]
+    if method == "chimera":
+        objectives[0]["tolerance"], objectives[1]["threshold"] = 0.2, 0.6
+    return Campaign.model_validate(
+        {
+            **CAMPAIGN.model_dump(),
+            "objectives": objectives,
+            "multi_objective": method,
+            "budget": {"max_experiments": 40},
+        }
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["weighted_sum", "chimera", "pareto"]),
+    st.lists(
+        st.tuples(st.booleans(), st.tuples(*[st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0])] * 3)), max_size=30
+    ),
+)
+def test_the_tallys_best_and_front_with_several_objectives_equal_a_recount(
+    method: str, results: list[tuple[bool, tuple[float, float, float]]]
+) -> None:
+    """A chimera ranks each result against the range of all of them, so the tally keeps every result's
+    losses (not the experiments) and the non-dominated experiments; its answer is the recount's."""
+    campaign = several(method)
+    tally = Tally(campaign)
+    history: list[ExperimentRecord] = []
+    for seq, (done, (a, b, c)) in enumerate(results, start=1):
+        measured = {"a": a, "b": b, "c": c}
+        e = replace(
+            record(seq), status=ExperimentStatus.DONE if done else ExperimentStatus.FAILED,
+            measurements=measured if done else None, objective=campaign.scalarise(measured) if done else None,
+        )  # fmt: skip
+        tally.add(e)
+        history.append(e)
+        assert tally.leaders == leaders(campaign, history)
+        if method == "pareto":
+            assert tally.best is None
 
 
 def test_consecutive_failures_count_only_experiments_that_spent_budget() -> None:

@@ -278,7 +278,8 @@ def test_plan_campaign_runs_over_ophyd_devices_and_keeps_documents(tmp_path: Pat
                 "pump": {"driver": "test_lab_wiring:make_pump", "address": "socket://127.0.0.1:4999"}
             }
             names = [name for name, _ in store.documents(e.id)]
-            assert names == ["start", "descriptor", "event", "stop"]
+            # the plan's one event, then the results stream (its measurements), then the stop
+            assert names == ["start", "descriptor", "event", "descriptor", "event", "stop"]
             start = store.documents(e.id)[0][1]
             assert start["sdl_campaign"] == campaign_id and start["sdl_experiment"] == e.seq
             assert start["recipe"] == e.recipe
@@ -431,4 +432,4 @@ def test_a_campaign_on_the_simulated_lab_with_a_real_driver(tmp_path: Path) -> N
             )
             assert e.measurements is not None and e.measurements["mean_counts"] > 0
             streams = [d["name"] for n, d in store.documents(e.id) if n == "descriptor"]
-            assert streams == ["dark", "reference", "primary"]
+            assert streams == ["dark", "reference", "primary", "results"]

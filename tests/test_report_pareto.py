@@ -37,10 +37,12 @@ def test_snar_campaign_shows_plots_and_exports_its_pareto_front(
         history = store.experiments(record.id)
 
     assert main(["export", record.id, "--data-dir", str(data_dir)]) == 0
-    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    # Columns are labelled with their units ('sty [kg m-3 h-1]'); the names are before the bracket.
+    rows = [{k.split(" [")[0]: v for k, v in row.items()}
+            for row in csv.DictReader(io.StringIO(capsys.readouterr().out))]  # fmt: skip
     assert "pareto" in rows[0]
     losses = np.array([[-float(r["sty"]), float(r["e_factor"])] for r in rows])
-    marked = [r["pareto"] == "True" for r in rows]
+    marked = [r["pareto"] == "true" for r in rows]
     assert marked == pareto_mask(losses).tolist() and any(marked)
 
     assert main(["show", record.id, "--data-dir", str(data_dir)]) == 0

@@ -22,17 +22,17 @@ from typing import Any
 from drivers.cavro.errors import Terminated
 from drivers.cavro.xcalibur import CavroPump
 from drivers.errors import Unrecoverable
-from drivers.ophyd_support import BackgroundAction, InstrumentDevice
+from drivers.ophyd_support import BackgroundAction, InstrumentDevice, UnitSignal
 from drivers.ophyd_types import Component, DeviceStatus, Signal
 
 log = logging.getLogger(__name__)
 
 
 class CavroDevice(InstrumentDevice):
-    volume = Component(Signal, value=0.0, kind="hinted", metadata={"units": "uL"})
+    volume = Component(UnitSignal, value=0.0, kind="hinted", metadata={"units": "uL"})
     valve = Component(Signal, value=0, kind="normal")
-    plunger = Component(Signal, value=0.0, kind="normal", metadata={"units": "uL"})
-    flow = Component(Signal, value=0.0, kind="config", metadata={"units": "uL/s"})
+    plunger = Component(UnitSignal, value=0.0, kind="normal", metadata={"units": "uL"})
+    flow = Component(UnitSignal, value=0.0, kind="config", metadata={"units": "uL/s"})
 
     def __init__(
         self,

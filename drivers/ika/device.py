@@ -18,16 +18,16 @@ import threading
 from typing import Any
 
 from drivers.ika.hotplate import IkaHotplate
-from drivers.ophyd_support import BackgroundAction, InstrumentDevice
-from drivers.ophyd_types import Component, Device, DeviceStatus, Signal
+from drivers.ophyd_support import BackgroundAction, InstrumentDevice, UnitSignal
+from drivers.ophyd_types import Component, Device, DeviceStatus
 
 
 class TemperatureControl(Device):
     """``set(°C)``: heat the medium to that temperature and hold it."""
 
-    medium = Component(Signal, value=math.nan, kind="hinted", metadata={"units": "degC"})
-    plate = Component(Signal, value=math.nan, kind="normal", metadata={"units": "degC"})
-    setpoint = Component(Signal, value=math.nan, kind="config", metadata={"units": "degC"})
+    medium = Component(UnitSignal, value=math.nan, kind="hinted", metadata={"units": "degC"})
+    plate = Component(UnitSignal, value=math.nan, kind="normal", metadata={"units": "degC"})
+    setpoint = Component(UnitSignal, value=math.nan, kind="config", metadata={"units": "degC"})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -57,8 +57,8 @@ class TemperatureControl(Device):
 class StirrerControl(Device):
     """``set(1/min)``: stir at that speed (0 stops the motor)."""
 
-    speed = Component(Signal, value=math.nan, kind="hinted", metadata={"units": "rpm"})
-    setpoint = Component(Signal, value=math.nan, kind="config", metadata={"units": "rpm"})
+    speed = Component(UnitSignal, value=math.nan, kind="hinted", metadata={"units": "rpm"})
+    setpoint = Component(UnitSignal, value=math.nan, kind="config", metadata={"units": "rpm"})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

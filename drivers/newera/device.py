@@ -23,8 +23,8 @@ from drivers.errors import InstrumentError
 from drivers.newera.errors import MotorStall, PumpReset
 from drivers.newera.line import NE1000Line
 from drivers.newera.ne1000 import NE1000Pump
-from drivers.ophyd_support import BackgroundAction, InstrumentDevice
-from drivers.ophyd_types import Component, Device, DeviceStatus, Signal
+from drivers.ophyd_support import BackgroundAction, InstrumentDevice, UnitSignal
+from drivers.ophyd_types import Component, Device, DeviceStatus
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 class NE1000Channel(Device):
     """One pump on the line; ``set(volume_ul)`` dispenses at ``rate_ul_min``."""
 
-    dispensed = Component(Signal, value=0.0, kind="hinted", metadata={"units": "uL"})
-    rate = Component(Signal, value=0.0, kind="config", metadata={"units": "uL/min"})
+    dispensed = Component(UnitSignal, value=0.0, kind="hinted", metadata={"units": "uL"})
+    rate = Component(UnitSignal, value=0.0, kind="config", metadata={"units": "uL/min"})
 
     def __init__(
         self, prefix: str = "", *, pump_options: dict[str, Any], name: str, parent: Any = None, **kwargs: Any

@@ -22,7 +22,7 @@ import numpy as np
 
 from drivers.ocean.errors import Saturated
 from drivers.ocean.hdx import OceanSpectrometer
-from drivers.ophyd_support import BackgroundAction, InstrumentDevice
+from drivers.ophyd_support import BackgroundAction, InstrumentDevice, UnitSignal
 from drivers.ophyd_types import Component as Cpt
 from drivers.ophyd_types import DeviceStatus, Signal
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 MODES = ("sample", "dark", "reference")
 
 
-class ArraySignal(Signal):
+class ArraySignal(UnitSignal):
     """A soft signal holding a 1-D float spectrum; describes its shape and numpy dtype."""
 
     def describe(self) -> dict[str, dict[str, Any]]:
@@ -41,7 +41,7 @@ class ArraySignal(Signal):
         return description
 
 
-class IntegrationTimeSignal(Signal):
+class IntegrationTimeSignal(UnitSignal):
     """Integration time in µs; putting a value sends it (limits are checked before sending)."""
 
     def put(self, value: Any, **kwargs: Any) -> None:
@@ -65,12 +65,12 @@ class ModeSignal(Signal):
 
 
 class OceanSpectrometerDevice(InstrumentDevice):
-    absorbance = Cpt(ArraySignal, value=np.zeros(0), kind="hinted")
-    counts = Cpt(ArraySignal, value=np.zeros(0), kind="normal")
+    absorbance = Cpt(ArraySignal, value=np.zeros(0), kind="hinted", metadata={"units": "AU"})
+    counts = Cpt(ArraySignal, value=np.zeros(0), kind="normal", metadata={"units": "counts"})
     mode = Cpt(ModeSignal, value="sample", kind="config")
-    integration_time = Cpt(IntegrationTimeSignal, value=0, kind="config")
+    integration_time = Cpt(IntegrationTimeSignal, value=0, kind="config", metadata={"units": "us"})
     averages = Cpt(AveragesSignal, value=1, kind="config")
-    wavelengths = Cpt(ArraySignal, value=np.zeros(0), kind="config")
+    wavelengths = Cpt(ArraySignal, value=np.zeros(0), kind="config", metadata={"units": "nm"})
 
     def __init__(
         self, spectrometer: OceanSpectrometer, *, name: str, integration_time_us: int, **kwargs: Any

@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 from drivers.errors import SafetyLimitError
-from drivers.ophyd_support import BackgroundAction, InstrumentDevice
+from drivers.ophyd_support import BackgroundAction, InstrumentDevice, UnitSignal
 from drivers.ophyd_types import Component as Cpt
 from drivers.ophyd_types import Device, DeviceStatus, Signal
 from drivers.ur.arm import URArm
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 GRIPPER_STATES = ("open", "closed")
 
 
-class SpeedSignal(Signal):
+class SpeedSignal(UnitSignal):
     """Joint speed (rad/s) for the following moves; refused above the arm's cap."""
 
     def put(self, value: Any, **kwargs: Any) -> None:
@@ -103,7 +103,7 @@ class URArmDevice(InstrumentDevice):
     location = Cpt(Signal, value="", kind="hinted")
     robot_mode = Cpt(Signal, value="", kind="normal")
     safety_status = Cpt(Signal, value="", kind="normal")
-    speed = Cpt(SpeedSignal, value=0.0, kind="config")
+    speed = Cpt(SpeedSignal, value=0.0, kind="config", metadata={"units": "rad/s"})
     gripper = Cpt(URGripperDevice, "")
     transfer = Cpt(URTransferDevice, "")
 

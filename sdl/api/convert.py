@@ -14,6 +14,7 @@ from typing import Any
 
 from sdl.access.keys import KeyEntry
 from sdl.api import models as m
+from sdl.spec.best import Leaders
 from sdl.spec.campaign import Campaign
 from sdl.spec.status import CampaignStatus, ExperimentStatus
 from sdl.store import (
@@ -87,11 +88,17 @@ def campaign_summary(
     record: CampaignRecord,
     campaign: Campaign | None,
     counted: Mapping[ExperimentStatus, int],
-    best: ExperimentRecord | None,
+    leaders: Leaders[ExperimentRecord],
 ) -> m.CampaignSummary:
     """``campaign``: the record's spec validated (None for a record an older sdl wrote that no longer
-    validates: no objectives shown)."""
+    validates: no objectives shown); ``leaders``: its best and front (`sdl.spec.best`)."""
     objectives = [o.measurement for o in campaign.objectives] if campaign is not None else []
+
+    def shown(e: ExperimentRecord, loss: float | None) -> m.Best:
+        measured = e.measurements or {}
+        return m.Best(experiment=e.seq, objectives={k: measured.get(k) for k in objectives}, loss=loss)
+
+    best = leaders.best
     return m.CampaignSummary(
         id=record.id,
         name=record.name,
@@ -101,13 +108,8 @@ def campaign_summary(
         budget=record.max_experiments,
         spent=sum(n for s, n in counted.items() if s.spends_budget),
         counts={s: n for s, n in counted.items() if n},
-        best=None
-        if best is None
-        else m.Best(
-            experiment=best.seq,
-            objectives={k: (best.measurements or {}).get(k) for k in objectives},
-            loss=best.objective,
-        ),
+        best=None if best is None else shown(best, leaders.score),
+        front=[shown(e, None) for e in leaders.front],
         priority=record.priority,
         weight=record.weight,
         submitted_by=record.submitted_by,

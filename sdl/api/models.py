@@ -44,7 +44,10 @@ class Ok(_Model):
 class Best(_Model):
     experiment: int = Field(description="Sequence number of the best experiment.")
     objectives: dict[str, Any] = Field(description="Its objectives' measured values (the user's direction).")
-    loss: float | None = Field(default=None, description="The scalar the optimizer minimises.")
+    loss: float | None = Field(
+        default=None,
+        description="The campaign's scalar, as its multi_objective ranks experiments (lower is better).",
+    )
 
 
 class CampaignSummary(_Model):
@@ -59,7 +62,15 @@ class CampaignSummary(_Model):
     budget: int
     spent: int = Field(description="Experiments that spent budget (done or failed).")
     counts: dict[ExperimentStatus, int] = Field(description="Experiments by status.")
-    best: Best | None = None
+    best: Best | None = Field(
+        default=None,
+        description="The best experiment as the campaign defines it (its multi_objective); none for a "
+        "pareto campaign, whose front is the answer.",
+    )
+    front: list[Best] = Field(
+        default_factory=list[Best],
+        description="With several objectives: the experiments no other beats on every objective.",
+    )
     priority: int = 0
     weight: float = 1.0
     submitted_by: str | None = None

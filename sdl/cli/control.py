@@ -181,6 +181,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in (c.best.objectives if c.best else {}).items()
         )
+        if c.best is not None:
+            best = f"{best} (#{c.best.experiment})"
+        elif c.front:  # a Pareto campaign: its front, not one best
+            best = f"front of {len(c.front)}: " + ", ".join(f"#{b.experiment}" for b in c.front[:8])
         table.add_row(c.id, c.name, c.state, f"{c.spent}/{c.budget}", best or "-")
     out.print(table)
     return EXIT_OK

@@ -20,7 +20,8 @@ from sdl.api.models import ExperimentSummary
 from sdl.cli.common import EXIT_OK, BadInput, open_store
 from sdl.cli.progress import declared_units, fmt_best, fmt_objectives, fmt_recipe, fmt_value, summary_table
 from sdl.exports import report, write_documents, write_package, write_parquet
-from sdl.exports.table import described_columns
+from sdl.exports.atomic import new_directory, new_file
+from sdl.exports.table import described_columns, export_text
 from sdl.loop.lifecycle import campaign_of
 from sdl.spec.campaign import Campaign
 from sdl.spec.lab import LabSpec, load_lab
@@ -363,16 +364,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         store.campaign(args.campaign_id)
         campaign, _ = campaign_of(store, args.campaign_id)
         history = experiment_summaries(store.experiments(args.campaign_id))
-        text = report.export_text(campaign, history, args.format)
+        text = export_text(campaign, history, args.format)
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text, encoding="utf-8")
+        with new_file(output) as partial:
+            partial.write_text(text, encoding="utf-8")
         print(f"wrote {output}")
     return EXIT_OK
 
 
 def _export_open_format(args: argparse.Namespace) -> int:
+    """Written beside the target under a temporary name and renamed into place: a failed export leaves
+    nothing (`sdl.exports.atomic`)."""
     if args.output is None:
         what = "FILE.parquet" if args.format == "parquet" else "DIR (a new directory)"
         raise BadInput(f"--format {args.format} writes files: give -o {what}")
@@ -386,9 +390,12 @@ def _export_open_format(args: argparse.Namespace) -> int:
         if args.format == "datapackage":
             written = write_package(store, args.campaign_id, output)
         elif args.format == "parquet":
-            written = write_parquet(campaign, experiment_summaries(history), output, args.campaign_id)
+            with new_file(output) as partial:
+                write_parquet(campaign, experiment_summaries(history), partial, args.campaign_id)
+            written = output
         else:
-            files = write_documents(store, history, output)
+            with new_directory(output) as partial:
+                files = write_documents(store, history, partial)
             written = output
             print(f"{len(files)} experiment(s) with documents")
     print(f"wrote {written}")

@@ -15,8 +15,9 @@ from rich.table import Table
 
 from sdl.api.convert import campaign_state, experiment_summaries, experiment_summary
 from sdl.api.models import ExperimentSummary
-from sdl.exports.report import best, spent
+from sdl.exports.report import spent
 from sdl.loop.foreground import RunResult
+from sdl.spec.best import leaders
 from sdl.spec.campaign import Campaign
 from sdl.spec.status import ExperimentStatus
 from sdl.store import CampaignRecord, ExperimentRecord
@@ -55,8 +56,18 @@ def fmt_objectives(campaign: Campaign, experiment: ExperimentSummary) -> str:
 
 
 def fmt_best(campaign: Campaign, history: Sequence[ExperimentSummary]) -> str:
-    found = best(history)
-    return "-" if found is None else f"{fmt_objectives(campaign, found)} (#{found.seq})"
+    """The best as the campaign defines it (`sdl.spec.best`); a Pareto campaign's front instead."""
+    found = leaders(campaign, history)
+    if found.best is not None:
+        return f"{fmt_objectives(campaign, found.best)} (#{found.best.seq})"
+    if found.front:
+        return fmt_front(found.front)
+    return "-"
+
+
+def fmt_front(front: Sequence[ExperimentSummary]) -> str:
+    numbers = ", ".join(f"#{e.seq}" for e in front[:8]) + (", ..." if len(front) > 8 else "")
+    return f"front of {len(front)}: {numbers}"
 
 
 class CampaignProgress:
@@ -149,13 +160,17 @@ def summary_table(record: CampaignRecord, campaign: Campaign, history: Sequence[
     counts = {s: sum(1 for e in history if e.status is s) for s in ExperimentStatus}
     table.add_row("experiments", ", ".join(f"{n} {s.value}" for s, n in counts.items() if n) or "none")
     table.add_row("budget", f"{spent(history)} of {campaign.budget.max_experiments}")
-    found = best(history)
-    if found is not None:
-        table.add_row("best experiment", f"#{found.seq}")
-        table.add_row("best value", fmt_objectives(campaign, found))
+    found = leaders(campaign, history)
+    if found.best is not None:
+        best = found.best
+        how = "" if len(campaign.objectives) == 1 else f" ({campaign.multi_objective})"
+        table.add_row("best experiment", f"#{best.seq}{how}")
+        table.add_row("best value", fmt_objectives(campaign, best))
         units = declared_units(campaign)
-        table.add_row("best recipe", fmt_recipe(found.recipe, units))
-        table.add_row("its measurements", fmt_recipe(found.measurements or {}, units))
+        table.add_row("best recipe", fmt_recipe(best.recipe, units))
+        table.add_row("its measurements", fmt_recipe(best.measurements or {}, units))
+    elif found.front:  # a Pareto campaign has no one best: its front is the answer
+        table.add_row("Pareto front", fmt_front(found.front))
     return table
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sdl.cli.common import EXIT_FAILURE, EXIT_OK, BadInput, open_store
-from sdl.exports import import_package
+from sdl.exports.datapackage import import_rows, read_package
 from sdl.exports.tiled import TiledUnavailable, publish_campaign, tiled_client
 
 
@@ -46,8 +46,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 def cmd_import(args: argparse.Namespace) -> int:
     if not args.package.exists():
         raise BadInput(f"{args.package} does not exist")
+    package = read_package(args.package)  # checked whole before the store is opened (or created)
     with open_store(args, create=True) as store:
-        campaign_id = import_package(store, args.package, campaign_id=args.new_id)
+        campaign_id = import_rows(store, args.package, package, campaign_id=args.new_id)
         n = len(store.experiments(campaign_id))
     print(f"imported campaign {campaign_id} ({n} experiments) into {store.path}")
     return EXIT_OK

@@ -20,7 +20,8 @@ from sdl.cli.control import instruments_table, watch_campaign
 from sdl.cli.progress import CampaignProgress, Shown, result_line, summary_table
 from sdl.daemon.launch import LabServiceProcess
 from sdl.exports import report
-from sdl.exports.tiled import LivePublisher, TiledUnavailable, tiled_client
+from sdl.exports.table import export_text
+from sdl.exports.tiled import LivePublisher, TiledUnavailable, stored_run, tiled_client
 from sdl.loop.foreground import ForegroundRun, run_campaign
 from sdl.loop.lifecycle import campaign_of, new_run_owner, resume, start_campaign, with_overrides
 from sdl.spec.loading import load_campaign
@@ -114,13 +115,13 @@ def _check_budget(budget: int | None) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _check_budget(args.budget)
-    with _tiled(getattr(args, "tiled", None)) as publish:
-        return _run(args, publish)
+    with _tiled(getattr(args, "tiled", None)) as client:
+        return _run(args, client)
 
 
 @contextmanager
 def _tiled(uri: str | None) -> Iterator[Any]:
-    """A live Tiled publisher when --tiled is given (the server is reached before anything is written)."""
+    """A Tiled client when --tiled is given (the server is reached before anything is written)."""
     if uri is None:
         yield None
         return
@@ -130,12 +131,12 @@ def _tiled(uri: str | None) -> Iterator[Any]:
     except TiledUnavailable as exc:
         raise BadInput(f"--tiled: {exc}") from None
     try:
-        yield LivePublisher(client)
+        yield client
     finally:
         client.context.close()
 
 
-def _run(args: argparse.Namespace, publish: Any) -> int:
+def _run(args: argparse.Namespace, client: Any) -> int:
     owner = new_run_owner()
     if args.resume:
         if args.file is not None or args.seed is not None:
@@ -156,8 +157,19 @@ def _run(args: argparse.Namespace, publish: Any) -> int:
         loaded = load_campaign(args.file)  # every check before anything is written
         store = open_store(args, create=True)
         campaign_id = start_campaign(store, loaded, owner=owner, seed=args.seed, max_experiments=args.budget)
+    out = Console(soft_wrap=True)
     with store:
-        return execute(store, campaign_id, owner, Console(soft_wrap=True), publish=publish)
+        if client is None:
+            return execute(store, campaign_id, owner, out)
+        # Live publishing on a thread of its own: a Tiled outage costs no experiment, its runs wait in
+        # the store and go out when the server answers again (`sdl.exports.tiled`).
+        publisher = LivePublisher(client, lambda start: stored_run(store, start))
+        try:
+            return execute(store, campaign_id, owner, out, publish=publisher)
+        finally:
+            publisher.close()
+            for line in publisher.summary(args.tiled, store.data_dir):
+                out.print(line, highlight=False)
 
 
 def execute(store: Store, campaign_id: str, owner: str, out: Console, publish: Any = None) -> int:
@@ -230,7 +242,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         exports = data_dir_of(args) / "exports"
         exports.mkdir(parents=True, exist_ok=True)
         csv_path = exports / f"{campaign_id}.csv"
-        csv_path.write_text(report.export_text(campaign, history, "csv"), encoding="utf-8")
+        csv_path.write_text(export_text(campaign, history, "csv"), encoding="utf-8")
         png_path = report.plot(campaign, history, exports / f"{campaign_id}.png", title=f"{campaign_id}")
         out.print(f"plot:   {png_path}", highlight=False)
         out.print(f"export: {csv_path}", highlight=False)

@@ -30,6 +30,7 @@ from sdl.daemon import protocol as p
 from sdl.daemon.active import ActiveCampaigns, Tracked
 from sdl.daemon.cells import Cell
 from sdl.execution.experiment import MOTION
+from sdl.spec.best import Leaders, leaders
 from sdl.spec.campaign import Campaign
 from sdl.spec.lab import LabSpec
 from sdl.spec.status import ExperimentStatus, InstrumentState
@@ -277,14 +278,19 @@ class LabState:
         tracked = self.active.get(record.id)
         if tracked is not None:
             tally = tracked.tally
-            return campaign_summary(tracked.record, tally.campaign, tally.counts, tally.best)
+            return campaign_summary(tracked.record, tally.campaign, tally.counts, tally.leaders)
         try:
             campaign: Campaign | None = Campaign.model_validate(record.spec)
         except ValueError:
             campaign = None
-        return campaign_summary(
-            record, campaign, self.store.status_counts(record.id), self.store.best_experiment(record.id)
-        )
+        found: Leaders[ExperimentRecord] = Leaders()
+        if campaign is not None and len(campaign.objectives) == 1:
+            # One objective: its best is the lowest stored scalar, which the store finds by its index.
+            lowest = self.store.lowest_objective(record.id)
+            found = leaders(campaign, [lowest] if lowest is not None else [])
+        elif campaign is not None:
+            found = leaders(campaign, self.store.experiments_with_status(record.id, ExperimentStatus.DONE))
+        return campaign_summary(record, campaign, self.store.status_counts(record.id), found)
 
     # -- workers ---------------------------------------------------------------------------------------------
 

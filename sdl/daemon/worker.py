@@ -31,7 +31,7 @@ from sdl.daemon import protocol as p
 from sdl.daemon.heap import freeze_startup_heap
 from sdl.daemon.holding import RECORDED, PatientRecorder, record_outcome
 from sdl.execution.engine import close_run_engine, document_publisher, new_run_engine
-from sdl.execution.experiment import ExperimentRunner, LeaseRefused, Outcome
+from sdl.execution.experiment import ExperimentRunner, LeaseRefused, Outcome, as_run
 from sdl.execution.faults import Fault
 from sdl.execution.instruments import Instruments, InstrumentUnavailable
 from sdl.execution.provenance import ProvenanceSource, campaign_provenance
@@ -301,6 +301,7 @@ class Worker:
         except InstrumentUnavailable as exc:
             fault = Fault(kind=exc.fault or "link_lost", instrument=exc.instrument, detail=str(exc))
             outcome = Outcome(ExperimentStatus.FAULTED, failure=str(exc), cause=Cause.FAULT, fault=fault)
+            outcome = as_run(outcome, campaign, experiment, self.store, self.publisher)
         recorded = self._record(message.experiment_id, outcome, provenance.of(instruments))
         self.send(
             p.Finished(
@@ -362,7 +363,12 @@ class Worker:
             # The service died during the experiment, and a simulated lab with it: a failure now says
             # nothing about the recipe or the instrument.
             failure = f"{MANAGER_GONE} ({outcome.failure})"
-            outcome = Outcome(ExperimentStatus.INTERRUPTED, failure=failure, cause=Cause.CRASH)
+            outcome = Outcome(
+                ExperimentStatus.INTERRUPTED,
+                failure=failure,
+                cause=Cause.CRASH,
+                trailing_documents=outcome.trailing_documents,  # the run's stop: how it really ended
+            )
         held = self.recorder.take(experiment_id, outcome.finish(), outcome.trailing_documents, provenance)
         try:
             # While the disk is full: spilled to a file and held here until the store has room.

@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 from sdl.api import models as m
 from sdl.api.models import ApiError
 from sdl.dashboard.backend import Backend, Session
-from sdl.exports.report import export_text
+from sdl.exports.table import export_text
 from sdl.spec.campaign import Campaign
 
 log = logging.getLogger(__name__)

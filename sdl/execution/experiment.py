@@ -3,8 +3,8 @@
 This is the unit of work of both `sdl run` and the lab service's workers. While a plan runs, each
 command the RunEngine sends to a device is journalled before it is sent (the RunEngine's message hook)
 and its acknowledgement when the device's status completes; each event-model document is written as it
-is emitted. The run's last document is handed back with the outcome, so the caller records both in one
-transaction.
+is emitted. The run's last documents (its results, its stop: `sdl.execution.documents`) are handed back with
+the outcome, so the caller records both in one transaction.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from bluesky.protocols import HasName, Status
 
+from sdl.execution.documents import DocumentSink
 from sdl.execution.engine import abort_run, close_run_engine, new_run_engine
 from sdl.execution.extract import ExtractionError, extract
 from sdl.execution.faults import Fault, classify, describe, instrument_of, stopped
@@ -210,48 +211,33 @@ class ExperimentRunner:
     def _abort_reason(self) -> str:
         return self._abort[0] if self._abort else INTERRUPTED_BY_OPERATOR
 
-    def _interrupted(self, trailing: list[Document] | None = None) -> Outcome:
+    def _interrupted(self) -> Outcome:
         reason, cause = self._abort or (INTERRUPTED_BY_OPERATOR, Cause.OPERATOR)
-        return Outcome(
-            ExperimentStatus.INTERRUPTED, failure=reason, cause=cause, trailing_documents=trailing or []
-        )
+        return Outcome(ExperimentStatus.INTERRUPTED, failure=reason, cause=cause)
 
-    def _score(self, measurements: Mapping[str, Any], trailing: list[Document] | None = None) -> Outcome:
-        trailing = trailing or []
+    def _score(self, measurements: Mapping[str, Any]) -> Outcome:
         try:
             objective = self.campaign.scalarise(measurements)  # before NaN becomes null in the record
         except MissingMeasurement as exc:
-            return Outcome(
-                ExperimentStatus.FAILED,
-                to_jsonable(measurements),
-                failure=str(exc),
-                trailing_documents=trailing,
-            )
-        return Outcome(
-            ExperimentStatus.DONE, to_jsonable(measurements), objective=objective, trailing_documents=trailing
-        )
+            return Outcome(ExperimentStatus.FAILED, to_jsonable(measurements), failure=str(exc))
+        return Outcome(ExperimentStatus.DONE, to_jsonable(measurements), objective=objective)
 
-    def _failed(self, exc: BaseException, trailing: list[Document], prefix: str = "") -> Outcome:
+    def _failed(self, exc: BaseException, prefix: str = "") -> Outcome:
         if stopped(exc):  # an instrument stopped on request: interrupted, whoever asked
             if self._abort is None:
                 return Outcome(
                     ExperimentStatus.INTERRUPTED,
                     failure=f"stopped on request: {describe(exc)}",
                     cause=Cause.OPERATOR,
-                    trailing_documents=trailing,
                 )
-            return self._interrupted(trailing)
+            return self._interrupted()
         fault = classify(exc)
         if fault is not None:
             return Outcome(
-                ExperimentStatus.FAULTED,
-                failure=prefix + fault.detail,
-                cause=Cause.FAULT,
-                fault=fault,
-                trailing_documents=trailing,
+                ExperimentStatus.FAULTED, failure=prefix + fault.detail, cause=Cause.FAULT, fault=fault
             )
         text = str(exc) if isinstance(exc, ExtractionError) else describe(exc)
-        return Outcome(ExperimentStatus.FAILED, failure=prefix + text, trailing_documents=trailing)
+        return Outcome(ExperimentStatus.FAILED, failure=prefix + text)
 
     def _run_function(self, experiment: ExperimentRecord) -> Outcome:
         with self._lock:
@@ -261,7 +247,7 @@ class ExperimentRunner:
         try:
             result = self._procedure(dict(experiment.recipe), **self.campaign.procedure.options)
         except Exception as exc:
-            return self._failed(exc, [])
+            return self._failed(exc)
         finally:
             self._phase = "idle"
         if not isinstance(result, Mapping):
@@ -271,55 +257,53 @@ class ExperimentRunner:
         return self._score(dict(result))
 
     def _run_plan(self, experiment: ExperimentRecord) -> Outcome:
+        """Run the plan; every experiment of a plan is a run, ended by the documents that say how it went
+        (`sdl.execution.documents`)."""
+        sink = document_sink(self.campaign, experiment, self.recorder, self.publish)
+        outcome = self._plan_outcome(experiment, sink)
+        trailing = sink.close(outcome.status, outcome.failure, outcome.measurements)
+        return replace(outcome, trailing_documents=trailing)
+
+    def _plan_outcome(self, experiment: ExperimentRecord, sink: DocumentSink) -> Outcome:
         from bluesky.utils import RunEngineInterrupted
 
         run_engine = self._get_run_engine()
-        sink = _DocumentSink(self.recorder, experiment.id, self.publish)
         try:
             plan = self._procedure(dict(experiment.recipe), self.devices, **self.campaign.procedure.options)
         except Exception as exc:
-            return self._failed(exc, [], prefix="building the plan failed: ")
+            return self._failed(exc, prefix="building the plan failed: ")
         with self._lock:
             if self._abort is not None:  # aborted between 'running' and here
                 return self._interrupted()
             self._phase = "plan"
         self._sent.clear()
         try:
-            result = run_engine(
-                self._acknowledging(plan, experiment.id),
-                sink,
-                sdl_campaign=experiment.campaign_id,
-                sdl_experiment=experiment.seq,
-                recipe=experiment.recipe,
-            )
+            result = run_engine(self._acknowledging(plan, experiment.id), sink, **sink.metadata)
         except RunEngineInterrupted:
-            return self._interrupted(sink.trailing())
+            return self._interrupted()
         except Exception as exc:
             if self._abort is not None:
-                return self._interrupted(sink.trailing())
-            return self._failed(exc, sink.trailing())
+                return self._interrupted()
+            return self._failed(exc)
         finally:
             with self._lock:
                 self._phase = "idle"
-        trailing = sink.trailing()
         if self._abort is not None:
-            return self._interrupted(trailing)
+            return self._interrupted()
         if getattr(result, "interrupted", False) or getattr(result, "exit_status", "success") != "success":
             reason = getattr(result, "reason", "") or f"run ended with status {result.exit_status}"
-            return Outcome(ExperimentStatus.FAILED, failure=reason, trailing_documents=trailing)
+            return Outcome(ExperimentStatus.FAILED, failure=reason)
         documents = sink.all()
         starts = sum(1 for name, _ in documents if name == "start")
         if starts != 1:
             return Outcome(
-                ExperimentStatus.FAILED,
-                failure=f"the plan opened {starts} runs; it must open exactly one",
-                trailing_documents=trailing,
+                ExperimentStatus.FAILED, failure=f"the plan opened {starts} runs; it must open exactly one"
             )
         try:
             measurements = extract(documents, self.campaign.procedure.measurements, self._extractor)
         except Exception as exc:
-            return self._failed(exc, trailing)
-        return self._score(dict(measurements), trailing)
+            return self._failed(exc)
+        return self._score(dict(measurements))
 
     # -- the journal ----------------------------------------------------------------------------------------
 
@@ -422,35 +406,50 @@ class ExperimentRunner:
         return self._run_engine
 
 
-class _DocumentSink:
-    """RunEngine subscriber: commits each document as it comes, except the last ('stop'), which is
-    handed back to be recorded with the outcome."""
+def document_sink(
+    campaign: Campaign,
+    experiment: ExperimentRecord,
+    recorder: Recorder,
+    publish: Callable[[str, dict[str, Any]], None] | None,
+) -> DocumentSink:
+    """Where an experiment's documents go, with what its run's start says: the campaign and experiment,
+    the recipe, the fixed conditions, and the units of both."""
+    metadata: dict[str, Any] = {
+        "sdl_campaign": experiment.campaign_id,
+        "sdl_experiment": experiment.seq,
+        "recipe": experiment.recipe,
+        "plan_name": campaign.procedure.plan,
+    }
+    conditions = campaign.condition_values()
+    if conditions:
+        metadata["conditions"] = conditions
+    units = {p.name: getattr(p, "units", "") for p in campaign.parameters}
+    units.update({name: c.units for name, c in campaign.conditions.items()})
+    if any(units.values()):
+        metadata["units"] = {k: v for k, v in units.items() if v}
+    measured = {o.measurement for o in campaign.objectives} | set(campaign.measurements)
+    return DocumentSink(
+        recorder,
+        experiment.id,
+        publish,
+        metadata,
+        {name: campaign.measurement_meaning(name).units for name in measured},
+    )
 
-    def __init__(
-        self, recorder: Recorder, experiment_id: int, publish: Callable[[str, dict[str, Any]], None] | None
-    ) -> None:
-        self.recorder = recorder
-        self.experiment_id = experiment_id
-        self.publish = publish
-        self._documents: list[tuple[str, dict[str, Any]]] = []
-        self._held: list[Document] = []
 
-    def __call__(self, name: str, doc: dict[str, Any]) -> None:
-        self._documents.append((name, doc))
-        numbered = (len(self._documents), name, doc)
-        if name == "stop":
-            self._held.append(numbered)
-        else:
-            self.recorder.append_documents(self.experiment_id, [numbered])
-        if self.publish is not None:
-            self.publish(name, doc)
-
-    def trailing(self) -> list[Document]:
-        held, self._held = self._held, []
-        return held
-
-    def all(self) -> list[tuple[str, dict[str, Any]]]:
-        return list(self._documents)
+def as_run(
+    outcome: Outcome,
+    campaign: Campaign,
+    experiment: ExperimentRecord,
+    recorder: Recorder,
+    publish: Callable[[str, dict[str, Any]], None] | None = None,
+) -> Outcome:
+    """An outcome reached before the plan could run (its instruments would not connect), with the run that
+    records it: a start and a stop with its exit status (`sdl.execution.documents`)."""
+    if campaign.procedure.plan is None:
+        return outcome
+    sink = document_sink(campaign, experiment, recorder, publish)
+    return replace(outcome, trailing_documents=sink.close(outcome.status, outcome.failure, None))
 
 
 def _short(value: Any) -> str:

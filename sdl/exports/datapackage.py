@@ -10,23 +10,38 @@ record, so that `sdl import` brings it back into another store with nothing lost
     DIR/record.json                       every stored row of the campaign (the lossless record)
     DIR/documents/experiment-NNNN.jsonl   each run's bluesky documents, one [name, doc] per line
 
-The record's files carry a sha256 in the descriptor, so validation proves they are whole.
+Every file carries its size and sha256 in the descriptor, so validation proves it whole, and `sdl import`
+refuses a package whose files do not match (`sdl.exports.integrity`). A package is written into a
+temporary folder beside its target and renamed into place when complete (`sdl.exports.atomic`): a failed
+export leaves nothing.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import re
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sdl.api.convert import experiment_summaries
 from sdl.api.models import ExperimentSummary
-from sdl.exports.documents import document_file, read_documents, write_documents
-from sdl.exports.table import described_columns, table_rows
+from sdl.exports.atomic import TargetTaken, new_directory
+from sdl.exports.documents import document_file, write_documents
+from sdl.exports.integrity import (
+    DESCRIPTOR,
+    PACKAGE_KEY,
+    PACKAGE_VERSION,
+    PackageError,
+    check_record,
+    document_files,
+    read_descriptor,
+    read_document_lines,
+    verify_resources,
+)
+from sdl.exports.table import described_columns, table_rows, write_csv
 from sdl.space.units import Column
 from sdl.spec.campaign import Campaign
 from sdl.store import CampaignRows, Store
@@ -34,11 +49,6 @@ from sdl.store.schema import now_iso
 
 RECORD_FORMAT = "sdl-campaign-record"
 RECORD_VERSION = 1
-DESCRIPTOR = "datapackage.json"
-
-
-class PackageError(ValueError):
-    """A directory that is not a data package `sdl export` wrote, or one that is damaged."""
 
 
 def field_of(column: Column) -> dict[str, Any]:
@@ -62,10 +72,17 @@ def experiments_schema(campaign: Campaign, history: Sequence[ExperimentSummary])
 
 
 def write_package(store: Store, campaign_id: str, directory: Path) -> Path:
-    """Write the campaign's data package into ``directory`` (created; it must not hold a package yet)."""
-    if (directory / DESCRIPTOR).exists():
-        raise PackageError(f"{directory} already holds a data package; choose a new directory")
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write the campaign's data package as ``directory`` (which must not exist, or be an empty directory);
+    return its descriptor's path. Nothing is left behind if it fails."""
+    try:
+        with new_directory(directory) as partial:
+            _write_package(store, campaign_id, partial)
+    except TargetTaken as exc:
+        raise PackageError(str(exc)) from None
+    return Path(directory) / DESCRIPTOR
+
+
+def _write_package(store: Store, campaign_id: str, directory: Path) -> None:
     record = store.campaign(campaign_id)
     campaign = Campaign.model_validate(record.spec)
     history = store.experiments(campaign_id)
@@ -74,8 +91,9 @@ def write_package(store: Store, campaign_id: str, directory: Path) -> Path:
 
     shown = experiment_summaries(history)
     columns = described_columns(campaign, shown)
-    _write_csv(directory / "experiments.csv", [c.name for c in columns], table_rows(campaign, shown))
-    _write_csv(
+    names = [c.name for c in columns]
+    _write_table(directory / "experiments.csv", names, table_rows(campaign, shown))
+    _write_table(
         directory / "transitions.csv",
         ["experiment", "from_status", "to_status", "at", "note"],
         [
@@ -86,33 +104,33 @@ def write_package(store: Store, campaign_id: str, directory: Path) -> Path:
             for t in rows.tables["transitions"]
         ],
     )
-    _write_csv(directory / "instruments.csv", list(INSTRUMENT_FIELDS), instrument_rows(rows, seq_of))
+    _write_table(directory / "instruments.csv", list(INSTRUMENT_FIELDS), instrument_rows(rows, seq_of))
     document_files = write_documents(store, history, directory / "documents")
     record_path = directory / "record.json"
     record_path.write_text(
         json.dumps(_record(store, rows, seq_of), indent=1, allow_nan=False), encoding="utf-8"
     )
 
+    def table(
+        name: str, description: str, schema: dict[str, Any], title: str | None = None
+    ) -> dict[str, Any]:
+        resource = _file_resource(directory, directory / f"{name}.csv", name, "csv", "text/csv", description)
+        del resource["type"]  # a table (frictionless reads its schema), not a plain file
+        resource.update(encoding="utf-8", schema=schema)
+        return {**resource, "title": title} if title else resource
+
     resources: list[dict[str, Any]] = [
-        {
-            "name": "experiments",
-            "path": "experiments.csv",
-            "title": f"Experiments of {record.name}",
-            "description": "One row per experiment: the recipe, the fixed conditions, the measurements, the "
-            "outcome and the optimizer's decision.",
-            "format": "csv",
-            "mediatype": "text/csv",
-            "encoding": "utf-8",
-            "schema": experiments_schema(campaign, shown),
-        },
-        {
-            "name": "transitions",
-            "path": "transitions.csv",
-            "description": "Every status change of every experiment, in order.",
-            "format": "csv",
-            "mediatype": "text/csv",
-            "encoding": "utf-8",
-            "schema": {
+        table(
+            "experiments",
+            "One row per experiment: the recipe, the fixed conditions, the measurements, the outcome and "
+            "the optimizer's decision.",
+            experiments_schema(campaign, shown),
+            f"Experiments of {record.name}",
+        ),
+        table(
+            "transitions",
+            "Every status change of every experiment, in order.",
+            {
                 "fields": [
                     {"name": "experiment", "type": "integer"},
                     {"name": "from_status", "type": "string"},
@@ -121,16 +139,12 @@ def write_package(store: Store, campaign_id: str, directory: Path) -> Path:
                     {"name": "note", "type": "string"},
                 ]
             },
-        },
-        {
-            "name": "instruments",
-            "path": "instruments.csv",
-            "description": "The instruments each experiment used, as they identified themselves.",
-            "format": "csv",
-            "mediatype": "text/csv",
-            "encoding": "utf-8",
-            "schema": {"fields": [{"name": k, "type": t} for k, t in INSTRUMENT_FIELDS.items()]},
-        },
+        ),
+        table(
+            "instruments",
+            "The instruments each experiment used, as they identified themselves.",
+            {"fields": [{"name": k, "type": t} for k, t in INSTRUMENT_FIELDS.items()]},
+        ),
         _file_resource(
             directory,
             record_path,
@@ -157,11 +171,11 @@ def write_package(store: Store, campaign_id: str, directory: Path) -> Path:
         "description": campaign.description or f"Campaign {record.id}",
         "created": now_iso(),
         "sdl:campaign": record.id,
+        PACKAGE_KEY: PACKAGE_VERSION,
         "sdl:materials": {k: v.model_dump(mode="json") for k, v in campaign.materials.items()},
         "resources": resources,
     }
     (directory / DESCRIPTOR).write_text(json.dumps(descriptor, indent=1, allow_nan=False), encoding="utf-8")
-    return directory / DESCRIPTOR
 
 
 INSTRUMENT_FIELDS = {
@@ -218,23 +232,32 @@ def _record(store: Store, rows: CampaignRows, seq_of: dict[int, int]) -> dict[st
 
 def read_package(path: Path) -> tuple[CampaignRows, dict[str, Any]]:
     """The campaign's rows from a data package directory (or its datapackage.json), and the record's
-    export facts. Raises :class:`PackageError` naming what is wrong."""
+    export facts. Every file is checked against its recorded sha256 and the record against itself first;
+    raises :class:`PackageError` naming the file and what is wrong."""
     directory = path.parent if path.name == DESCRIPTOR else path
+    descriptor = read_descriptor(directory)
+    listed = verify_resources(directory, descriptor)
     record_path = directory / "record.json"
-    if not (directory / DESCRIPTOR).is_file():
-        raise PackageError(f"{directory} is not a data package (no {DESCRIPTOR})")
+    if "record.json" not in listed:
+        raise PackageError(f"{directory / DESCRIPTOR} does not list record.json (the campaign's record)")
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PackageError(f"{record_path}: cannot read the campaign's record: {exc}") from None
-    if record.get("format") != RECORD_FORMAT or record.get("version") != RECORD_VERSION:
+    found = record if isinstance(record, dict) else {}
+    if found.get("format") != RECORD_FORMAT or found.get("version") != RECORD_VERSION:
         raise PackageError(
             f"{record_path} is not an sdl campaign record of version {RECORD_VERSION} "
-            f"(format {record.get('format')!r}, version {record.get('version')!r})"
+            f"(format {found.get('format')!r}, version {found.get('version')!r})"
         )
-    documents = {
-        int(e_id): read_documents(directory / name) for e_id, name in record.get("documents", {}).items()
-    }
+    check_record(record, str(record_path))
+    documents: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+    for e_id, name in document_files(record, str(record_path)).items():
+        if Path(name).as_posix() not in listed:
+            raise PackageError(
+                f"{record_path} names {name} for experiment id {e_id}, which {DESCRIPTOR} does not list"
+            )
+        documents[e_id] = read_document_lines(directory / name, str(directory / name))
     for e in record["experiments"]:
         documents.setdefault(int(e["id"]), [])
     rows = CampaignRows(
@@ -244,7 +267,8 @@ def read_package(path: Path) -> tuple[CampaignRows, dict[str, Any]]:
         documents=documents,
         prior=record.get("prior_observations", []),
     )
-    return rows, record.get("exported", {})
+    exported = record.get("exported", {})
+    return rows, exported if isinstance(exported, dict) else {}
 
 
 def _file_resource(
@@ -267,36 +291,48 @@ def _package_name(text: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-") or "campaign"
 
 
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | dict):
-        return json.dumps(value, separators=(",", ":"))
-    return value
-
-
-def _write_csv(path: Path, fieldnames: list[str], rows: list[dict[str, Any]]) -> None:
+def _write_table(path: Path, names: list[str], rows: list[dict[str, Any]]) -> None:
     with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fieldnames, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _cell(row.get(k)) for k in fieldnames})
+        write_csv(handle, names, names, rows)
 
 
 def import_package(store: Store, path: Path, *, campaign_id: str | None = None) -> str:
-    """Load a data package's campaign into ``store`` (under ``campaign_id`` if given); return its id."""
-    rows, exported = read_package(path)
+    """Load a data package's campaign into ``store`` (under ``campaign_id`` if given); return its id. The
+    package is checked whole first (:func:`read_package`); the rows go in in one transaction."""
+    return import_rows(store, path, read_package(path), campaign_id=campaign_id)
+
+
+def import_rows(
+    store: Store,
+    path: Path,
+    package: tuple[CampaignRows, dict[str, Any]],
+    *,
+    campaign_id: str | None = None,
+) -> str:
+    """Write a package already read by :func:`read_package` into ``store``."""
+    rows, exported = package
     directory = path.parent if path.name == DESCRIPTOR else path
     earlier = rows.campaign.get("imported_from")
+    try:
+        previously = json.loads(earlier) if earlier else None
+    except (TypeError, json.JSONDecodeError):
+        previously = earlier
     origin = {
         "package": str(directory.resolve()),
         "campaign": rows.campaign["id"],
         "exported": exported,
         "imported_at": now_iso(),
-        "previously": json.loads(earlier) if earlier else None,
+        "previously": previously,
     }
     rows.campaign = {**rows.campaign, "imported_from": json.dumps(origin)}
-    store.import_rows(rows, campaign_id=campaign_id)
+    try:
+        store.import_rows(rows, campaign_id=campaign_id)
+    except (sqlite3.IntegrityError, sqlite3.InterfaceError, KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, PackageError):
+            raise
+        # The checks above should leave nothing for the store to refuse; if it does, say where it came from.
+        raise PackageError(
+            f"{directory / 'record.json'}: the store refused the record ({type(exc).__name__}: {exc}); "
+            "nothing was imported"
+        ) from None
     return campaign_id or rows.campaign["id"]

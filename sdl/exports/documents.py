@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sdl.exports.integrity import read_document_lines
 from sdl.store import ExperimentRecord, Store
 
 
@@ -41,5 +42,6 @@ def write_documents(store: Store, history: Sequence[ExperimentRecord], directory
 
 
 def read_documents(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as handle:
-        return [(name, doc) for name, doc in (json.loads(line) for line in handle if line.strip())]
+    """A run's documents from its JSONL file; raises ``PackageError`` naming the file and line of one that
+    is not a ``[name, document]`` line."""
+    return read_document_lines(path, str(path))

@@ -1,5 +1,6 @@
-"""Export a campaign's history (CSV, JSON lines) and plot its progress (best so far, parameter coverage, and
-with several objectives the Pareto front).
+"""A campaign's progress read from its history: the budget spent, the Pareto front, and a plot of it (best
+so far, parameter coverage, and with several objectives the front). The table of its experiments is
+`sdl.exports.table`.
 
 A history here is the API's experiments (:class:`~sdl.api.models.ExperimentSummary`, made from the store's
 rows by `sdl.api.convert`): the CLI reading its store, the dashboard reading the lab service, and the data
@@ -7,9 +8,6 @@ package all report the same records the same way."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,22 +17,10 @@ from typing import Any
 import numpy as np
 
 from sdl.api.models import ExperimentSummary
-from sdl.optimizer import hypervolume, pareto_mask
+from sdl.optimizer import hypervolume
+from sdl.spec.best import leaders, losses
 from sdl.spec.campaign import Campaign, MissingMeasurement
 from sdl.spec.status import ExperimentStatus
-
-FIXED_COLUMNS = ("experiment", "status")
-TRAILING_COLUMNS = (
-    "loss",
-    "failure",
-    "cause",
-    "fault_instrument",
-    "model",
-    "acquisition_value",
-    "proposed_at",
-    "started_at",
-    "finished_at",
-)
 
 
 @dataclass(frozen=True)
@@ -52,98 +38,19 @@ def spent(history: Sequence[ExperimentSummary]) -> int:
     return sum(e.status.spends_budget for e in history)
 
 
-def best(history: Sequence[ExperimentSummary]) -> ExperimentSummary | None:
-    """The done experiment with the lowest loss (the earliest among equals), as `sdl.loop.history` decides."""
-    done = [e for e in history if e.status is ExperimentStatus.DONE and e.loss is not None]
-    return min(done, key=lambda e: (e.loss, e.seq)) if done else None
-
-
-def loss_rows(campaign: Campaign, history: Sequence[ExperimentSummary]) -> np.ndarray:
-    """Each experiment's objective losses (minimised); NaN rows for experiments not done or lacking one."""
-    objectives = campaign.objective_set()
-    L = np.full((len(history), len(campaign.objectives)), np.nan)
-    for i, e in enumerate(history):
-        if e.status is ExperimentStatus.DONE:
-            row = objectives.losses(e.measurements or {})
-            if row is not None:
-                L[i] = row
-    return L
-
-
 def front(campaign: Campaign, history: Sequence[ExperimentSummary]) -> Front | None:
     """The Pareto front of a campaign with two or more objectives (None with one objective)."""
     if len(campaign.objectives) < 2:
         return None
     objectives = campaign.objective_set()
-    L = loss_rows(campaign, history)
-    mask = pareto_mask(L)
+    L = losses(campaign, history)
     ref = objectives.references(L)
     reference = {}
     for spec, r in zip(objectives.specs, ref, strict=True):
         value = spec.reference if spec.reference is not None else (-r if spec.goal == "maximize" else r)
         reference[spec.measurement] = float(value)
     hv = hypervolume(L, ref) if np.isfinite(ref).all() else 0.0
-    return Front([e for e, m in zip(history, mask, strict=True) if m], hv, reference)
-
-
-def columns(campaign: Campaign, history: Sequence[ExperimentSummary]) -> list[str]:
-    """Recipe columns in search-space order, then measurements (objectives first), then bookkeeping; with
-    several objectives a ``pareto`` column marks the non-dominated experiments."""
-    objectives = [o.measurement for o in campaign.objectives]
-    measured = sorted({k for e in history for k in (e.measurements or {})} - set(objectives))
-    marks = ["pareto"] if len(objectives) > 1 else []
-    trailing = [loss_column(campaign, history) if c == "loss" else c for c in TRAILING_COLUMNS]
-    return [*FIXED_COLUMNS, *campaign.space.names, *objectives, *measured, *marks, *trailing]
-
-
-def loss_column(campaign: Campaign, history: Sequence[ExperimentSummary]) -> str:
-    """The scalar's column: ``loss``, or ``scalar_loss`` when a measurement is itself called loss."""
-    measured = {o.measurement for o in campaign.objectives} | {
-        k for e in history for k in (e.measurements or {})
-    }
-    return "scalar_loss" if "loss" in measured else "loss"
-
-
-def rows(campaign: Campaign, history: Sequence[ExperimentSummary]) -> list[dict[str, Any]]:
-    """One row per experiment: recipe, measurements, status and the optimizer's decision."""
-    out = []
-    mask = pareto_mask(loss_rows(campaign, history)) if len(campaign.objectives) > 1 else None
-    scalar = loss_column(campaign, history)
-    for i, e in enumerate(history):
-        row: dict[str, Any] = {"experiment": e.seq, "status": e.status.value}
-        row.update(e.recipe)
-        row.update(e.measurements or {})
-        if mask is not None:
-            row["pareto"] = bool(mask[i])
-        row[scalar] = e.loss  # the scalar the optimizer minimises; the objectives' own values are above
-        row.update(
-            failure=e.failure,
-            cause=e.cause.value if e.cause else None,
-            fault_instrument=e.fault_instrument,
-            model=e.decision.model if e.decision else None,
-            acquisition_value=e.decision.acquisition_value if e.decision else None,
-            proposed_at=e.proposed_at,
-            started_at=e.started_at,
-            finished_at=e.finished_at,
-        )
-        out.append(row)
-    return out
-
-
-def export_text(campaign: Campaign, history: Sequence[ExperimentSummary], fmt: str) -> str:
-    table = rows(campaign, history)
-    if fmt == "jsonl":
-        return "".join(json.dumps(row, separators=(",", ":")) + "\n" for row in table)
-    if fmt != "csv":
-        raise ValueError(f"unknown export format {fmt!r} (allowed: csv, jsonl)")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(
-        buffer, fieldnames=columns(campaign, history), extrasaction="ignore", lineterminator="\n"
-    )
-    writer.writeheader()
-    for row in table:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    return buffer.getvalue()
+    return Front(leaders(campaign, history).front, hv, reference)
 
 
 def best_so_far(campaign: Campaign, history: Sequence[ExperimentSummary]) -> dict[str, list[float]]:

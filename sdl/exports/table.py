@@ -1,27 +1,50 @@
-"""The experiments table with its declared meaning: one row per experiment, one described column each.
+"""The experiments table: one row per experiment, one described column each — the one table every export
+writes.
 
-`sdl export --format csv|jsonl|datapackage|parquet` all write this table; the data package and Parquet
-also write each column's type, units, stage and description beside it (a Frictionless table schema).
+`sdl export --format csv|jsonl|datapackage|parquet` (and the dashboard's downloads) write the same columns
+in the same order with the same values: the recipe, the fixed conditions, the measurements, the outcome
+and the optimizer's decision. Each format carries each column's units where it can: the data package in
+its table schema (with type, stage and description), Parquet in the field's metadata, and a lone CSV or
+JSON-lines file — which has nowhere else to put them — in the column's label (``yellow [µL]``).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from sdl.api.models import ExperimentSummary
-from sdl.exports import report
+from sdl.optimizer import pareto_mask
 from sdl.space import CategoricalParameter, IntegerParameter
 from sdl.space.units import Column, ColumnType
+from sdl.spec.best import losses, scores
 from sdl.spec.campaign import Campaign
+
+FORMATS = ("csv", "jsonl")
+FIXED_COLUMNS = ("experiment", "status")
+TRAILING_COLUMNS = (
+    "loss",
+    "failure",
+    "cause",
+    "fault_instrument",
+    "model",
+    "acquisition_value",
+    "proposed_at",
+    "started_at",
+    "finished_at",
+)
 
 #: What the bookkeeping columns mean (they are the record's own, not the campaign's).
 RECORD_COLUMNS: dict[str, tuple[ColumnType, str]] = {
     "experiment": ("integer", "Number of the experiment within the campaign (1-based, in proposal order)."),
     "status": ("string", "done, failed (the recipe's doing), faulted (an instrument's) or interrupted."),
     "pareto": ("boolean", "Whether no other done experiment is at least as good on every objective."),
-    "loss": ("number", "The scalar the optimizer minimises (the objectives' weighted losses)."),
-    "scalar_loss": ("number", "The scalar the optimizer minimises (the objectives' weighted losses)."),
+    "loss": ("number", "The scalar the optimizer minimises."),
+    "scalar_loss": ("number", "The scalar the optimizer minimises."),
     "failure": ("string", "Why the experiment failed or was interrupted."),
     "cause": ("string", "What interrupted it: operator, crash, fault, timeout, estop, dropped."),
     "fault_instrument": ("string", "The instrument whose fault ended the experiment."),
@@ -33,18 +56,50 @@ RECORD_COLUMNS: dict[str, tuple[ColumnType, str]] = {
 }
 
 
+#: What the scalar column holds, by how the campaign combines its objectives (`sdl.spec.best`).
+SCALARS = {
+    "one": "The objective's loss, which the optimizer minimises (the value; minus it when maximised; the "
+    "distance to a target), times its weight. The lowest is the best experiment.",
+    "weighted_sum": "The objectives' weighted sum of losses, which the optimizer minimises. The lowest is "
+    "the best experiment.",
+    "chimera": "The chimera hierarchy's score over this record (an experiment within every tolerance scores "
+    "below one that misses a tolerance); the optimizer minimises it. The lowest is the best experiment.",
+}
+
+
+def column_names(campaign: Campaign, history: Sequence[ExperimentSummary]) -> list[str]:
+    """Recipe columns in search-space order, then the fixed conditions (together they are the whole
+    recipe), then measurements (objectives first), then bookkeeping; with several objectives a ``pareto``
+    column marks the non-dominated experiments."""
+    objectives = [o.measurement for o in campaign.objectives]
+    measured = sorted({k for e in history for k in (e.measurements or {})} - set(objectives))
+    marks = ["pareto"] if len(objectives) > 1 else []
+    # A Pareto campaign has no one scalar: its `pareto` column says which experiments are best.
+    ranked = campaign.multi_objective != "pareto"
+    trailing = [
+        loss_column(campaign, history) if c == "loss" else c
+        for c in TRAILING_COLUMNS
+        if c != "loss" or ranked
+    ]
+    recipe = [*campaign.space.names, *campaign.conditions]
+    return [*FIXED_COLUMNS, *recipe, *objectives, *measured, *marks, *trailing]
+
+
+def loss_column(campaign: Campaign, history: Sequence[ExperimentSummary]) -> str:
+    """The scalar's column: ``loss``, or ``scalar_loss`` when a measurement is itself called loss."""
+    return "scalar_loss" if "loss" in _measured(campaign, history) else "loss"
+
+
+def _measured(campaign: Campaign, history: Sequence[ExperimentSummary]) -> set[str]:
+    return {o.measurement for o in campaign.objectives} | {k for e in history for k in (e.measurements or {})}
+
+
 def described_columns(campaign: Campaign, history: Sequence[ExperimentSummary]) -> list[Column]:
     """Every column of the experiments table, in order, with what the campaign declares about it."""
     parameters = {p.name: p for p in campaign.parameters}
+    measured = _measured(campaign, history)
     out: list[Column] = []
-    names = report.columns(campaign, history)
-    # Conditions go right after the parameters: together they are the whole recipe.
-    after = names.index(campaign.space.names[-1]) + 1
-    names = [*names[:after], *campaign.conditions, *names[after:]]
-    measured = {o.measurement for o in campaign.objectives} | {
-        k for e in history for k in (e.measurements or {})
-    }
-    for name in names:
+    for name in column_names(campaign, history):
         if name in parameters:
             p = parameters[name]
             kind: ColumnType = (
@@ -81,6 +136,8 @@ def described_columns(campaign: Campaign, history: Sequence[ExperimentSummary]) 
             )
         elif name in RECORD_COLUMNS and name not in measured:
             kind, description = RECORD_COLUMNS[name]
+            if name in ("loss", "scalar_loss"):
+                description = SCALARS[campaign.multi_objective if len(campaign.objectives) > 1 else "one"]
             out.append(Column(name=name, kind="record", type=kind, description=description))
         else:
             meaning = campaign.measurement_meaning(name)
@@ -110,11 +167,77 @@ def _choices_type(p: CategoricalParameter) -> ColumnType:
 
 
 def table_rows(campaign: Campaign, history: Sequence[ExperimentSummary]) -> list[dict[str, Any]]:
-    """report.rows with the fixed conditions' values in every row."""
+    """One row per experiment: recipe, fixed conditions, measurements, status and the optimizer's decision
+    (keyed by column name; a column an experiment has no value for is absent or None)."""
+    out = []
+    mask = pareto_mask(losses(campaign, history)) if len(campaign.objectives) > 1 else None
+    ranked = scores(campaign, history)
+    scalar = loss_column(campaign, history)
     conditions = campaign.condition_values()
-    return [{**row, **conditions} for row in report.rows(campaign, history)]
+    for i, e in enumerate(history):
+        row: dict[str, Any] = {"experiment": e.seq, "status": e.status.value}
+        row.update(e.recipe)
+        row.update(conditions)
+        row.update(e.measurements or {})
+        if mask is not None:
+            row["pareto"] = bool(mask[i])
+        if ranked is not None:  # the campaign's own scalar (`sdl.spec.best`); the objectives' are above
+            row[scalar] = float(ranked[i]) if math.isfinite(ranked[i]) else None
+        row.update(
+            failure=e.failure,
+            cause=e.cause.value if e.cause else None,
+            fault_instrument=e.fault_instrument,
+            model=e.decision.model if e.decision else None,
+            acquisition_value=e.decision.acquisition_value if e.decision else None,
+            proposed_at=e.proposed_at,
+            started_at=e.started_at,
+            finished_at=e.finished_at,
+        )
+        out.append(row)
+    return out
 
 
 def header(column: Column) -> str:
-    """A column's title for people: its name and, when declared, its units ('yellow [µL]')."""
+    """A column's label where the format has no schema: its name and, when declared, its units
+    ('yellow [µL]')."""
     return f"{column.name} [{column.units}]" if column.units else column.name
+
+
+def cell(value: Any) -> Any:
+    """A value as a CSV cell: empty for none, true/false, JSON for lists and objects, numbers as they are."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return json.dumps(value, separators=(",", ":"))
+    return value
+
+
+def write_csv(
+    handle: Any, labels: Sequence[str], names: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    """The table as CSV: a header of ``labels``, then each row's cells in the order of ``names``."""
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(labels)
+    for row in rows:
+        writer.writerow([cell(row.get(name)) for name in names])
+
+
+def export_text(campaign: Campaign, history: Sequence[ExperimentSummary], fmt: str) -> str:
+    """The table as CSV or JSON lines, each column labelled with its units."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r} (allowed: {', '.join(FORMATS)})")
+    columns = described_columns(campaign, history)
+    names = [c.name for c in columns]
+    labels = [header(c) for c in columns]
+    rows = table_rows(campaign, history)
+    if fmt == "jsonl":
+        return "".join(
+            json.dumps({label: row.get(name) for label, name in zip(labels, names, strict=True)},
+                       separators=(",", ":"), ensure_ascii=False) + "\n"
+            for row in rows
+        )  # fmt: skip
+    buffer = io.StringIO()
+    write_csv(buffer, labels, names, rows)
+    return buffer.getvalue()

@@ -23,9 +23,10 @@ from sdl.execution.bringup import LabSession
 from sdl.execution.experiment import INTERRUPTED_BY_OPERATOR, ExperimentRunner, Outcome
 from sdl.execution.provenance import ProvenanceSource, campaign_provenance, lab_provenance
 from sdl.loop import lifecycle
-from sdl.loop.history import best_experiment, counts, instrument_fault_run, pending, stop_reason
+from sdl.loop.history import counts, instrument_fault_run, pending, stop_reason
 from sdl.loop.proposing import decide_next, optimizer_for
 from sdl.optimizer import CampaignOptimizer, OptimizerExhausted
+from sdl.spec.best import best
 from sdl.spec.campaign import Campaign
 from sdl.spec.lab import Health
 from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus
@@ -51,6 +52,7 @@ class RunResult:
     stop_reason: str
     status: CampaignStatus
     counts: dict[ExperimentStatus, int]
+    #: as the campaign defines it (`sdl.spec.best`); None for a Pareto campaign
     best: ExperimentRecord | None
     elapsed: float
     #: The instrument the run stopped for (taken out of service after faults in a row), if any.
@@ -118,7 +120,7 @@ class ForegroundRun:
         history = self.store.experiments(self.campaign_id)
         log.info("campaign %s stopped: %s", self.campaign_id, reason)
         return RunResult(
-            reason, status, counts(history), best_experiment(history), self.clock() - started,
+            reason, status, counts(history), best(self.campaign, history), self.clock() - started,
             self.out_of_service,
         )  # fmt: skip
 

@@ -1,5 +1,5 @@
-"""Pure functions of a campaign's record: what it spent, what the optimizer may learn, what is best, what is
-still in flight, what should run again, and whether the campaign must stop.
+"""Pure functions of a campaign's record: what it spent, what the optimizer may learn, what is still in
+flight, what should run again, and whether the campaign must stop (what is best is `sdl.spec.best`).
 
 `sdl run` and the lab service both decide from these, so a campaign behaves the same whoever runs it, and a
 campaign rebuilt from the store after a crash continues exactly where the record says it is.
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sdl.loop.observation_log import ObservationLog, completion_key
 from sdl.optimizer import Observation
+from sdl.spec.best import Leaders, Running
 from sdl.spec.campaign import Campaign
 from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus
 from sdl.store import ExperimentRecord
@@ -52,11 +53,6 @@ def observation(e: ExperimentRecord) -> Observation:
 def pending(history: History) -> list[ExperimentRecord]:
     """Experiments proposed or running: the optimizer must not propose them again."""
     return [e for e in history if e.status in (ExperimentStatus.PROPOSED, ExperimentStatus.RUNNING)]
-
-
-def best_experiment(history: History) -> ExperimentRecord | None:
-    done = [e for e in history if e.status is ExperimentStatus.DONE and e.objective is not None]
-    return min(done, key=lambda e: (e.objective, e.seq)) if done else None
 
 
 def attempts(history: History, experiment: ExperimentRecord) -> int:
@@ -148,15 +144,16 @@ class Stop:
 
 
 class Tally:
-    """What the stopping rules and summaries need from a history — counts by status, the best result, the
-    first experiment to reach the target — kept up to date one experiment at a time, so a lab service with
-    thousands of experiments does not re-scan them all after each one."""
+    """What the stopping rules and summaries need from a history — counts by status, the best result (and
+    front) as the campaign defines them (`sdl.spec.best`), the first experiment to reach the target — kept
+    up to date one experiment at a time, so a lab service with thousands of experiments does not re-scan
+    them all after each one."""
 
     def __init__(self, campaign: Campaign, history: History = ()) -> None:
         self.campaign = campaign
         self.counts: dict[ExperimentStatus, int] = dict.fromkeys(ExperimentStatus, 0)
         self.dropped = 0
-        self.best: ExperimentRecord | None = None
+        self._leaders: Running[ExperimentRecord] = Running(campaign)
         self.target_hit: ExperimentRecord | None = None
         self.last_failure: str | None = None
         #: The optimizer's inputs, as observations() and pending() give them.
@@ -172,6 +169,14 @@ class Tally:
     @property
     def spent(self) -> int:
         return spent_of(self.counts)
+
+    @property
+    def leaders(self) -> Leaders[ExperimentRecord]:
+        return self._leaders.leaders
+
+    @property
+    def best(self) -> ExperimentRecord | None:
+        return self._leaders.leaders.best
 
     @property
     def used(self) -> int:
@@ -191,8 +196,7 @@ class Tally:
             self.last_failure = experiment.failure
         if experiment.status is not ExperimentStatus.DONE or experiment.objective is None:
             return
-        if self.best is None or (experiment.objective, experiment.seq) < (self.best.objective, self.best.seq):
-            self.best = experiment
+        self._leaders.add(experiment)
         hit = self.target_hit
         if (hit is None or experiment.seq < hit.seq) and self.campaign.target_reached(
             experiment.measurements or {}

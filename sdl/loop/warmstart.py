@@ -7,6 +7,9 @@ design it no longer needs). Compatible means:
 
 * the same parameter names, each of the same type, with units that convert (``mL`` values arrive as
   ``µL``), and every value inside this campaign's range (or among its choices) and constraints;
+* the same fixed conditions (``conditions``: a total volume, a temperature, a path length), compared in
+  this campaign's units, unless the warm start names them under ``may_differ``: a condition only one of
+  the two campaigns declares does not match, since nothing says what it was;
 * done experiments that measured every objective (their scalar is recomputed by this campaign's own
   objectives), and failed ones, which arrive as failures: a recipe that failed before will fail again.
 
@@ -16,13 +19,15 @@ own history. What was taken and what was left, and why, is reported.
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdl.exports import PackageError, read_package
 from sdl.space import IntegerParameter, RealParameter
-from sdl.space.units import UnitsError, conversion
+from sdl.space.units import UnitsError, conversion, same_units
 from sdl.spec.campaign import Campaign, WarmStart
 from sdl.store import Store, UnknownCampaign
 
@@ -51,19 +56,92 @@ def resolve(campaign: Campaign, store: Store, base_dir: Path | None) -> WarmStar
     report = WarmStartReport()
     for source_spec in campaign.warm_start:
         source = _load(source_spec, store, base_dir)
+        conditions = compare_conditions(campaign, source, source_spec.may_differ)
         taken, skipped = compatible_rows(campaign, source)
+        if conditions.different:
+            # Fixed conditions hold for every experiment: none of them was run under this campaign's.
+            why = f"run at {'; '.join(conditions.different)}"
+            skipped = {why: len(source.experiments)}
+            taken = []
         if not taken:
             reasons = (
                 "; ".join(f"{n} x {why}" for why, n in skipped.items()) or "it has no finished experiment"
             )
-            raise WarmStartError(f"warm_start {source_spec.text()}: no compatible experiment ({reasons})")
+            hint = (
+                " (list a condition under the warm start's may_differ if its difference does not matter)"
+                if conditions.different
+                else ""
+            )
+            raise WarmStartError(
+                f"warm_start {source_spec.text()}: no compatible experiment ({reasons}){hint}"
+            )
+        if conditions.allowed:
+            for row in taken:
+                row["source"] += f" ({'; '.join(conditions.ran_at)})"
         report.rows += taken
         left = ", ".join(f"{n} {why}" for why, n in skipped.items())
         report.notes.append(
             f"warm start from {source.label}: {len(taken)} experiment(s)"
             + (f"; left out: {left}" if left else "")
+            + (f"; conditions: {'; '.join(conditions.allowed)}" if conditions.allowed else "")
         )
     return report
+
+
+@dataclass
+class ConditionCheck:
+    #: conditions that differ and may not: 'total_volume = 900 µL (this campaign: 1500 µL)'
+    different: list[str] = field(default_factory=list[str])
+    #: conditions that differ and may: 'total_volume = 900 µL there, 1500 µL here (may differ)'
+    allowed: list[str] = field(default_factory=list[str])
+    #: the source's value of each allowed difference: 'total_volume = 900 µL'
+    ran_at: list[str] = field(default_factory=list[str])
+
+
+def compare_conditions(campaign: Campaign, source: _Source, may_differ: list[str]) -> ConditionCheck:
+    """How the source's fixed conditions compare with this campaign's (in this campaign's units)."""
+    mine, theirs = campaign.conditions, source.campaign.conditions
+    unknown = sorted(set(may_differ) - set(mine) - set(theirs))
+    if unknown:
+        known = ", ".join(sorted(set(mine) | set(theirs))) or "none"
+        raise WarmStartError(
+            f"warm_start {source.label}: may_differ names {', '.join(unknown)}, which neither campaign "
+            f"declares as a condition (conditions: {known})"
+        )
+    here_values, there_values = campaign.condition_values(), source.campaign.condition_values()
+    check = ConditionCheck()
+    for name in sorted(set(mine) | set(theirs)):
+        here = _quantity(here_values[name], mine[name].units) if name in mine else None
+        there = _quantity(there_values[name], theirs[name].units) if name in theirs else None
+        if name not in theirs:
+            what, ran = f"{name} unknown (this campaign: {here})", f"{name} unknown"
+        elif name not in mine:
+            what, ran = f"{name} = {there} (this campaign does not say)", f"{name} = {there}"
+        elif _same(there_values[name], theirs[name].units, here_values[name], mine[name].units):
+            continue
+        else:
+            what, ran = f"{name} = {there} (this campaign: {here})", f"{name} = {there}"
+        if name in may_differ:
+            check.allowed.append(f"{ran} there, {here or 'not said'} here (may differ)")
+            check.ran_at.append(ran)
+        else:
+            check.different.append(what)
+    return check
+
+
+def _quantity(value: Any, units: str) -> str:
+    return f"{value:g} {units}".strip() if isinstance(value, int | float) else f"{value} {units}".strip()
+
+
+def _same(there: Any, there_units: str, here: Any, here_units: str) -> bool:
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (there, here))
+    if not numbers:
+        return there == here and same_units(there_units, here_units)
+    try:
+        converted = conversion(there_units, here_units)(there)
+    except UnitsError:
+        return False
+    return math.isclose(converted, here, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def _load(spec: WarmStart, store: Store, base_dir: Path | None) -> _Source:
@@ -81,16 +159,12 @@ def _load(spec: WarmStart, store: Store, base_dir: Path | None) -> _Source:
         except PackageError as exc:
             raise WarmStartError(f"warm_start: {exc}") from None
         label = f"package {path} (campaign {rows.campaign['id']})"
-    import json
-
     earlier = Campaign.model_validate(json.loads(rows.campaign["spec_json"]))
     return _Source(label, earlier, rows.experiments)
 
 
 def compatible_rows(campaign: Campaign, source: _Source) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The source's experiments this campaign can learn from, in its units; and why others were left out."""
-    import json
-
     skipped: dict[str, int] = {}
 
     def skip(why: str) -> None:

@@ -95,6 +95,22 @@ class Objectives:
                 L[i] = row
         return L
 
+    def scores(self, L: np.ndarray) -> np.ndarray | None:
+        """Each row's scalar as this method ranks experiments (lower is better; NaN for a row without every
+        loss), over the rows given: a chimera's tolerances are relative to their ranges. None for
+        ``pareto``, whose scalarisation is drawn anew for each proposal and ranks no point of the front
+        above another."""
+        if self.method == "pareto":
+            return None
+        ok = np.all(np.isfinite(L), axis=1)
+        out = np.full(len(L), np.nan)
+        if ok.any():
+            if self.method == "chimera":
+                out[ok] = chimera(L[ok], self.specs)
+            else:
+                out[ok] = L[ok] @ np.array([spec.weight for spec in self.specs])
+        return out
+
     def references(self, L: np.ndarray) -> np.ndarray:
         """Per objective, the reference loss: declared, else the worst seen (NaN with no data)."""
         out = np.full(len(self.specs), np.nan)
@@ -128,13 +144,12 @@ class Scalariser:
             self.require_measurements(observations)
         L = obj.loss_matrix(observations)
         ok = np.all(np.isfinite(L), axis=1)
-        s = np.full(len(observations), np.nan)
-        if ok.any():
-            if obj.method == "weighted_sum":
-                s[ok] = L[ok] @ np.array([spec.weight for spec in obj.specs])
-            elif obj.method == "chimera":
-                s[ok] = chimera(L[ok], obj.specs)
-            else:
+        ranked = obj.scores(L)  # what `sdl.spec.best` ranks experiments by, too
+        if ranked is not None:
+            s = ranked
+        else:
+            s = np.full(len(observations), np.nan)
+            if ok.any():
                 weights = simplex_weights(len(obj.specs), np.random.default_rng([self.seed, issued, 13]))
                 s[ok] = chebyshev(scale_losses(L[ok], obj.references(L)), weights)
         return [float(v) if math.isfinite(v) else None for v in s]

@@ -358,6 +358,11 @@ class WarmStart(_Model):
         description="A data package written by `sdl export --format datapackage` (its directory), "
         "relative to the campaign file.",
     )
+    may_differ: list[str] = Field(
+        default_factory=list,
+        description="Fixed conditions (see `conditions`) whose value may differ between that campaign and "
+        "this one; every other condition must match, or its experiments are left out.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> WarmStart:
@@ -417,7 +422,8 @@ class Campaign(_Model):
     warm_start: list[WarmStart] = Field(
         default_factory=list,
         description="Earlier campaigns whose compatible experiments seed the optimizer (same parameter names "
-        "and units, values inside this campaign's ranges; failures count as failures).",
+        "and units, values inside this campaign's ranges, the same fixed conditions unless `may_differ` "
+        "names them; failures count as failures).",
     )
 
     @model_validator(mode="after")

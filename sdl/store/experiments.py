@@ -229,8 +229,9 @@ class ExperimentsMixin(Connection):
         counted.update({ExperimentStatus(status): n for status, n in rows})
         return counted
 
-    def best_experiment(self, campaign_id: str) -> ExperimentRecord | None:
-        """The done experiment with the lowest objective (the earliest of equals), as the history's best."""
+    def lowest_objective(self, campaign_id: str) -> ExperimentRecord | None:
+        """The done experiment with the lowest stored objective (the earliest of equals), by the index: for a
+        campaign of one objective, its best (what a campaign calls best is `sdl.spec.best`)."""
         found = self._experiments(
             "e.campaign_id = ? AND e.status = ? AND e.objective IS NOT NULL",
             (campaign_id, ExperimentStatus.DONE.value),

@@ -233,7 +233,8 @@ function timeLeft(c) {
 function renderCampaigns() {
   const list = [...state.campaigns.values()].sort((a, b) => (a.status === "running") - (b.status === "running") || a.created_at.localeCompare(b.created_at)).reverse();
   $("campaigns").innerHTML = list.map((c) => {
-    const best = c.best ? `best #${c.best.experiment}: ${esc(kv(c.best.objectives))}` : "no result yet";
+    const front = c.front && c.front.length ? `Pareto front of ${c.front.length}: ${c.front.slice(0, 8).map((b) => `#${b.experiment}`).join(", ")}${c.front.length > 8 ? ", …" : ""}` : "";
+    const best = c.best ? `best #${c.best.experiment}: ${esc(kv(c.best.objectives))}` : front || "no result yet";
     return `<div class="card${c.id === state.selected ? " selected" : ""}" data-campaign="${esc(c.id)}"><div class="title"><strong>${esc(c.name)}</strong>${badge(c.state)}</div>
       <div class="muted">${esc(c.id)} · by ${esc(c.submitted_by ?? "?")}</div>
       <div class="progress" title="${c.spent} of ${c.budget}"><div style="width:${Math.min(100, (100 * c.spent) / Math.max(1, c.budget))}%"></div></div>
