@@ -278,7 +278,10 @@ class ExperimentRunner:
             self._phase = "plan"
         self._sent.clear()
         try:
-            result = run_engine(self._acknowledging(plan, experiment.id), sink, **sink.metadata)
+            # The plan names itself (its start's plan_name); the campaign's name for it is only for runs
+            # the sink composes when the plan never opened one.
+            metadata = {k: v for k, v in sink.metadata.items() if k != "plan_name"}
+            result = run_engine(self._acknowledging(plan, experiment.id), sink, **metadata)
         except RunEngineInterrupted:
             return self._interrupted()
         except Exception as exc:
