@@ -99,8 +99,8 @@ class LabServiceProcess:
 
     def start(self, timeout: float = 90.0) -> LabServiceProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        info = self.data_dir / "daemon.json"
-        info.unlink(missing_ok=True)
+        info = self.data_dir / "daemon.json"  # ready when it names this process (never removed here: it
+        # may be another service's, which this one will be refused beside)
         command = [
             sys.executable, "-m", "sdl", "daemon", "--lab", str(self.lab), "--data-dir", str(self.data_dir),
             "--api", "tcp://127.0.0.1:0", "--events", "tcp://127.0.0.1:0", "--documents", "tcp://127.0.0.1:0",

@@ -135,13 +135,20 @@ class LabService:
         self._refusals = RefusalThrottle()
         self._monitors: dict[str, zmq.asyncio.Socket] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.claimed = False  # whether this process took the lab's claim (only then may it release it)
+        self.lost_claim = False
 
     # -- starting ------------------------------------------------------------------------------------------
 
     def open(self) -> tuple[LabState, HealthKeeper, LeaseGrants]:
         """Claim the lab, adopt the campaigns it ran, mark what was in flight, start the simulator."""
         store = Store(self.data_dir)
-        store.claim_lab(self.owner, stale_after=STALE_AFTER_S)
+        try:
+            store.claim_lab(self.owner, stale_after=STALE_AFTER_S)
+        except BaseException:
+            store.close()
+            raise
+        self.claimed = True
         store.ensure_instruments(self.lab.instruments)
         state = self.state = LabState(self.lab, store, self.owner, self.keyring, curve=self.curve)
         leases = LeaseGrants(state)
@@ -199,8 +206,9 @@ class LabService:
             self.frontend.bind()  # before daemon.json names its address
         state.events, state.workers = events, workers
         state.events_address, state.documents_address = self.events_address, self.documents_address
-        info = {"pid": os.getpid(), "api": self.api_address, "events": self.events_address,
-                "documents": self.documents_address, "lab": self.lab.name, "curve": self.curve,
+        info = {"pid": os.getpid(), "owner": self.owner, "api": self.api_address,
+                "events": self.events_address, "documents": self.documents_address, "lab": self.lab.name,
+                "curve": self.curve,
                 "server_key": self._server_public.decode() if self._server_public else None,
                 "http": self.frontend.url if self.frontend else None}  # fmt: skip
         (self.data_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
@@ -363,7 +371,7 @@ class LabService:
             await asyncio.gather(*tasks, *background, return_exceptions=True)
         finally:
             self._close()
-        return 0
+        return 1 if self.lost_claim else 0
 
     def request_stop(self, sig: int | None = None, *, abort: bool | None = None) -> None:
         if sig is not None:
@@ -392,11 +400,30 @@ class LabService:
         if self.simulated is not None:
             self.simulated.stop()
         if state is not None:
-            (self.data_dir / INFO_FILE).unlink(missing_ok=True)
-            state.store.set_lab_state("daemon", None)
+            if self.claimed:
+                self._remove_record()
+                state.store.release_lab(self.owner)
             state.store.close()
             self.state = None
         log.info("lab service stopped")
+
+    def _remove_record(self) -> None:
+        """Remove daemon.json if it is this service's: another service may have written its own since."""
+        path = self.data_dir / INFO_FILE
+        try:
+            ours = json.loads(path.read_text()).get("owner") == self.owner
+        except (OSError, ValueError, AttributeError):
+            return
+        if ours:
+            path.unlink(missing_ok=True)
+
+    def _lose_claim(self) -> None:
+        """Another process holds the lab now (this one was silent too long, and not on this machine): stop
+        driving it at once, leaving its claim and its daemon.json alone."""
+        log.error("the lab's claim was taken by another process: aborting work in flight and stopping")
+        self.lost_claim = True
+        self.claimed = False
+        self.request_stop(abort=True)
 
     async def _heartbeat(self, state: LabState) -> None:
         """Keep the claims alive, count the campaigns' wall time, and checkpoint the store on a schedule (so
@@ -405,7 +432,9 @@ class LabService:
         while True:
             try:
                 held = store.heartbeat(self.owner)
-                store.lab_heartbeat(self.owner, pid=os.getpid())
+                if not store.lab_heartbeat(self.owner, pid=os.getpid()):
+                    self._lose_claim()
+                    return
                 for tracked in state.active:
                     if tracked.id in held:
                         state.active.refresh_record(tracked.id)
