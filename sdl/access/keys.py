@@ -12,9 +12,10 @@ through the API) is refused from its very next request, even on a connection ope
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from zmq.utils import z85
 
 from sdl.access.roles import Role
 from sdl.store.schema import now_iso
+
+log = logging.getLogger(__name__)
 
 KEYS_FILE = "keys.yaml"
 SERVER_KEY_DIR = "keys"
@@ -107,8 +110,15 @@ def _valid_name(name: str) -> bool:
     return bool(name) and all(c.isalnum() or c in "-_." for c in name) and not name.startswith(".")
 
 
+#: Told the public keys a change of the allow-list removed (empty when it only added or changed roles).
+KeysChanged = Callable[[frozenset[str]], None]
+
+
 class KeyRing:
-    """The allow-list, read again from disk whenever the file changes (cheap: one stat per lookup)."""
+    """The allow-list, read again from disk whenever the file changes (cheap: one stat per lookup).
+
+    Every change reaches the listeners (:meth:`on_change`) once, whatever noticed it first: a request's
+    lookup, a handshake, the service's watcher of the file, or a change made through this object."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -116,6 +126,11 @@ class KeyRing:
         self._signature: tuple[int, int, int] | None = None
         self._entries: dict[str, KeyEntry] = {}
         self._by_key: dict[str, KeyEntry] = {}
+        self._listeners: list[KeysChanged] = []
+
+    def on_change(self, listener: KeysChanged) -> None:
+        """Call ``listener`` after every change, on the thread that noticed it, outside the ring's lock."""
+        self._listeners.append(listener)
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -127,16 +142,23 @@ class KeyRing:
         return (st.st_mtime_ns, st.st_ino, st.st_size)
 
     def refresh(self) -> bool:
-        """Read the file again if it changed; True if it did. A malformed file keeps the last good list."""
+        """Read the file again if it changed; True if it did (and the listeners were told). A malformed
+        file keeps the last good list."""
         with self._lock:
             signature = self._stat()
             if signature == self._signature:
                 return False
             entries = load_entries(self.path) if signature is not None else {}
+            removed = frozenset(self._by_key) - {e.public_key for e in entries.values()}
             self._signature = signature
             self._entries = entries
             self._by_key = {e.public_key: e for e in entries.values()}
-            return True
+        for listener in list(self._listeners):
+            try:
+                listener(removed)
+            except Exception:
+                log.exception("a listener to %s failed", self.path)
+        return True
 
     def entries(self) -> dict[str, KeyEntry]:
         self.refresh()

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Protocol
@@ -131,10 +132,10 @@ class LabService:
         self._authenticator: ServiceAuthenticator | None = None
         self._server_public: bytes | None = None
         self._server_secret: bytes | None = None
-        self._allowed_keys: set[str] = set()
         self._refusals = RefusalThrottle()
         self._monitors: dict[str, zmq.asyncio.Socket] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self.claimed = False  # whether this process took the lab's claim (only then may it release it)
         self.lost_claim = False
 
@@ -183,7 +184,8 @@ class LabService:
         if self.curve:
             public, secret, public_file = server_pair(self.data_dir)
             self._server_public, self._server_secret = public, secret
-            self._allowed_keys = {e.public_key for e in self.keyring}
+            self.keyring.refresh()
+            self.keyring.on_change(self._noticed_keys_change)
             self._authenticator = ServiceAuthenticator(self._context, self.keyring, self._refused)
             self._authenticator.start()
             proxy_curve = CurveServer(public, secret, self.keyring, self._refused_threadsafe)
@@ -265,16 +267,22 @@ class LabService:
         finally:
             monitor.close(linger=0)
 
-    def keys_changed(self) -> None:
-        """After the allow-list changed: if a key went, drop every subscriber of the events and documents so
-        the removed key cannot keep listening (the others reconnect, pass the handshake again and catch up
-        on the events they missed through ``events.since``). Requests are checked one by one anyway."""
-        if not self.curve or self.state is None:
+    def _noticed_keys_change(self, removed: frozenset[str]) -> None:
+        """The allow-list changed, noticed by whatever looked first (a request, a handshake, the watcher,
+        a change through the API; on this loop or on the documents proxy's thread)."""
+        loop = self._loop
+        if not removed or loop is None or loop.is_closed():
             return
-        allowed = {e.public_key for e in self.keyring}
-        removed = self._allowed_keys - allowed
-        self._allowed_keys = allowed
-        if not removed:
+        if threading.get_ident() == self._loop_thread:
+            self.keys_changed(removed)  # before anything else is published
+        else:
+            loop.call_soon_threadsafe(self.keys_changed, removed)
+
+    def keys_changed(self, removed: frozenset[str]) -> None:
+        """Keys were removed from the allow-list: drop every subscriber of the events and documents so a
+        removed key cannot keep listening (the others reconnect, pass the handshake again and catch up on
+        the events they missed through ``events.since``). Requests are checked one by one anyway."""
+        if not self.curve or self.state is None or self.state.stopping:
             return
         log.info(
             "%d key(s) removed from the allow-list: dropping event and document subscribers", len(removed)
@@ -292,12 +300,12 @@ class LabService:
             self._proxy.reopen_output()
 
     async def _watch_keys(self) -> None:
-        """The allow-list may be edited on disk (`sdl keys remove`): notice it within a second."""
+        """The allow-list may be edited on disk (`sdl keys remove`): notice it within a second, should no
+        request or handshake notice it first (the key ring tells :meth:`keys_changed` either way)."""
         while True:
             await asyncio.sleep(1.0)
             try:
-                if self.keyring.refresh():
-                    self.keys_changed()
+                self.keyring.refresh()
             except Exception:
                 log.exception("could not read the allow-list %s", self.keyring.path)
 
@@ -320,7 +328,7 @@ class LabService:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
         try:
-            self._loop = loop
+            self._loop, self._loop_thread = loop, threading.get_ident()
             state, health, leases = self.open()
             api_socket, launch = self.bind(state)
             supervisor = self.supervisor = Supervisor(state, health, leases, launch)
@@ -330,7 +338,6 @@ class LabService:
                 health,
                 supervisor,
                 stop=lambda abort: self.request_stop(abort=abort),
-                keys_changed=self.keys_changed,
             )
             authenticate = CurveCallers(self.keyring) if self.curve else local_caller
             server = ApiServer(api_socket, handlers.table(), authenticate=authenticate, audit=self._audit)
