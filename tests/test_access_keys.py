@@ -14,6 +14,7 @@ import zmq
 from test_daemon import lab_file, service_process
 
 from sdl.access.keys import KeyRing, generate, read_public
+from sdl.access.refusals import Refusal, RefusalThrottle
 from sdl.api import models as m
 from sdl.api.models import ApiError
 from sdl.cli import main
@@ -158,3 +159,35 @@ def test_every_change_of_the_allow_list_reaches_the_listeners_once_whoever_notic
     assert heard == [frozenset({public["a"]})]
     ring.add("c", read_public(generate(tmp_path, "c")[0]), "operator")  # through this ring: told too
     assert heard == [frozenset({public["a"]}), frozenset()]
+
+
+def test_refusals_are_throttled_per_source_and_summarised_when_the_window_closes() -> None:
+    written: list[Refusal] = []
+    now = [0.0]
+    throttle = RefusalThrottle(written.append, every=60, clock=lambda: now[0])
+    for n in range(5):
+        throttle.refused(Refusal(f"key {n}", "connect.api", "refused: unknown key", "10.0.0.7"))
+    throttle.refused(Refusal("key x", "connect.api", "refused: unknown key", "10.0.0.8"))  # another source
+    throttle.refused(Refusal("no key", "connect.api", "refused: no CurveZMQ key", "10.0.0.7"))  # another why
+    assert [(r.who, r.origin) for r in written] == [
+        ("key 0", "10.0.0.7"),
+        ("key x", "10.0.0.8"),
+        ("no key", "10.0.0.7"),
+    ]
+    now[0] = 30.0
+    throttle.flush()
+    assert len(written) == 3  # the window is still open
+    now[0] = 61.0
+    throttle.flush()
+    [summary] = written[3:]
+    assert (summary.who, summary.action, summary.origin) == ("(summary)", "connect.api", "10.0.0.7")
+    assert (
+        summary.result
+        == "refused: unknown key (4 more from 10.0.0.7 in the next 60 s, not listed one by one)"
+    )
+    throttle.refused(Refusal("key 9", "connect.api", "refused: unknown key", "10.0.0.7"))  # a new window
+    assert written[-1].who == "key 9"
+    throttle.refused(Refusal("key 10", "connect.api", "refused: unknown key", "10.0.0.7"))
+    now[0] = 62.0
+    throttle.flush(everything=True)  # at a stop: nothing counted is lost
+    assert written[-1].result.startswith("refused: unknown key (1 more from 10.0.0.7 in the next 1 s")

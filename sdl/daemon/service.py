@@ -36,12 +36,12 @@ from sdl.access.curve import (
     EVENTS,
     HANDSHAKE_FAILED,
     CurveCallers,
-    RefusalThrottle,
     ServiceAuthenticator,
     handshake_refusal,
     make_server,
 )
 from sdl.access.keys import KEYS_FILE, KeyRing, server_pair
+from sdl.access.refusals import Refusal, RefusalThrottle
 from sdl.access.roles import Caller
 from sdl.api.client import INFO_FILE
 from sdl.api.models import Request
@@ -132,7 +132,7 @@ class LabService:
         self._authenticator: ServiceAuthenticator | None = None
         self._server_public: bytes | None = None
         self._server_secret: bytes | None = None
-        self._refusals = RefusalThrottle()
+        self.refusals = RefusalThrottle(self._write_refusal)
         self._monitors: dict[str, zmq.asyncio.Socket] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -244,9 +244,12 @@ class LabService:
     # -- access ----------------------------------------------------------------------------------------------
 
     def _refused(self, domain: str, who: str, why: str, origin: str | None) -> None:
-        """A connection refused at the handshake: to the audit log (repeats at most once a minute)."""
-        if self.state is not None and self._refusals.due(domain, who, why, origin or ""):
-            self.state.store.audit(who, f"connect.{domain}", why, origin=origin)
+        """A connection refused at the handshake: to the audit log (throttled per source address)."""
+        self.refusals.refused(Refusal(who, f"connect.{domain}", why, origin))
+
+    def _write_refusal(self, refusal: Refusal) -> None:
+        if self.state is not None:
+            self.state.store.audit(refusal.who, refusal.action, refusal.result, origin=refusal.origin)
 
     def _refused_threadsafe(self, domain: str, who: str, why: str, origin: str | None) -> None:
         if self._loop is not None:
@@ -407,6 +410,10 @@ class LabService:
         if self.simulated is not None:
             self.simulated.stop()
         if state is not None:
+            try:
+                self.refusals.flush(everything=True)  # what was counted but not yet written
+            except Exception:
+                log.exception("could not write the audit log")
             if self.claimed:
                 self._remove_record()
                 state.store.release_lab(self.owner)
@@ -450,6 +457,7 @@ class LabService:
                             "campaign %s was taken over by another process; no longer run here", tracked.id
                         )
                         state.active.forget(tracked.id)
+                self.refusals.flush()
                 await asyncio.to_thread(store.checkpoint)  # off the loop: requests do not wait on it
             except Exception:
                 log.exception("heartbeat failed")
