@@ -25,12 +25,14 @@ SUMMARY_WHO = "(summary)"
 @dataclass(frozen=True)
 class Refusal:
     """One audit entry: who (a key, "no key", a web visitor), the action refused, the result (which starts
-    with ``refused:``), and the source address."""
+    with ``refused:``), the source address, and what it named (a Host, an Origin; not part of its group, so
+    that varying it does not escape the throttle)."""
 
     who: str
     action: str
     result: str
     origin: str | None
+    target: str | None = None
 
 
 @dataclass

@@ -91,6 +91,14 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve the dashboard over HTTPS with this")
     p.add_argument("--tls-key", type=Path, metavar="FILE", help="... and this private key")
     p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name the dashboard answers to besides its address (and localhost on loopback), e.g. the "
+        "name of your HTTPS proxy; other Host headers are refused (DNS rebinding). Repeat for more",
+    )
+    p.add_argument(
         "--on-stop",
         choices=("finish", "abort"),
         default="finish",
@@ -130,6 +138,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
                 tokens=args.tokens or data_dir / "tokens.yaml",
                 cert=args.tls_cert,
                 key=args.tls_key,
+                allowed_hosts=args.allowed_host,
             )
         except HttpError as exc:
             raise BadInput(str(exc)) from None

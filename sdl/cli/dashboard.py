@@ -32,6 +32,14 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve over HTTPS with this certificate")
     p.add_argument("--tls-key", type=Path, metavar="FILE", help="... and this private key")
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name the dashboard answers to besides its address (and localhost on loopback), e.g. the "
+        "name of your HTTPS proxy; other Host headers are refused (DNS rebinding). Repeat for more",
+    )
     p.set_defaults(handler=cmd_dashboard)
 
 
@@ -43,7 +51,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     data_dir = data_dir_of(args)
     try:
         http = HttpOptions.parse(
-            args.http, tokens=args.tokens or data_dir / TOKENS_FILE, cert=args.tls_cert, key=args.tls_key
+            args.http,
+            tokens=args.tokens or data_dir / TOKENS_FILE,
+            cert=args.tls_cert,
+            key=args.tls_key,
+            allowed_hosts=args.allowed_host,
         )
     except HttpError as exc:
         raise BadInput(str(exc)) from None

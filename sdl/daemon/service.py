@@ -249,7 +249,10 @@ class LabService:
 
     def _write_refusal(self, refusal: Refusal) -> None:
         if self.state is not None:
-            self.state.store.audit(refusal.who, refusal.action, refusal.result, origin=refusal.origin)
+            store = self.state.store
+            store.audit(
+                refusal.who, refusal.action, refusal.result, origin=refusal.origin, target=refusal.target
+            )
 
     def _refused_threadsafe(self, domain: str, who: str, why: str, origin: str | None) -> None:
         if self._loop is not None:
