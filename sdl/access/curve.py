@@ -3,8 +3,9 @@ per-request check that turns a connection's key into a :class:`~sdl.access.roles
 
 Two checks, on purpose:
 
-- at the handshake, the ZAP handler admits only keys on the allow-list (``zmq.auth``; an unknown key never
-  gets a connection, and the refusal goes to the audit log with the peer's address);
+- at the handshake, the ZAP handler admits only keys on the allow-list and the data directory owner's key
+  (``zmq.auth``; an unknown key never gets a connection, and the refusal goes to the audit log with the
+  peer's address);
 - on every request, the key libzmq authenticated (the frame's ``User-Id``, which our ZAP handler sets to the
   Z85 public key) is looked up again, so a key removed while its connection is open is refused from its
   next request, and the role is always the allow-list's current one.

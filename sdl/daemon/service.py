@@ -41,11 +41,12 @@ from sdl.access.curve import (
     make_server,
 )
 from sdl.access.keys import KEYS_FILE, KeyRing, server_pair
+from sdl.access.owner import owner_entry, owner_key_file
 from sdl.access.refusals import Refusal, RefusalThrottle
 from sdl.access.roles import Caller
 from sdl.api.client import INFO_FILE
 from sdl.api.models import Request
-from sdl.api.server import ApiServer, Execute, local_caller
+from sdl.api.server import ApiServer, Execute
 from sdl.daemon.cells import WorkerLaunch
 from sdl.daemon.dispatch import Dispatcher
 from sdl.daemon.documents import CurveServer, DocumentProxy, bind_again
@@ -107,7 +108,6 @@ class LabService:
         simulator: list[str] | None = None,
         worker_env: dict[str, str] | None = None,
         keys: Path | None = None,
-        curve: bool = False,
         frontend: Frontend | None = None,
     ) -> None:
         self.lab = lab
@@ -118,7 +118,6 @@ class LabService:
         self.simulator_command = simulator
         self.worker_env = worker_env or {}
         self.keyring = KeyRing(keys or self.data_dir / KEYS_FILE)
-        self.curve = curve
         self.frontend = frontend
         self.owner = new_owner("daemon")
         self.state: LabState | None = None
@@ -151,7 +150,15 @@ class LabService:
             raise
         self.claimed = True
         store.ensure_instruments(self.lab.instruments)
-        state = self.state = LabState(self.lab, store, self.owner, self.keyring, curve=self.curve)
+        self.keyring.owner = owner_entry(self.data_dir)
+        if self.data_dir.stat().st_mode & 0o077:
+            log.warning(
+                "%s is open to other accounts on this machine: they cannot reach the lab without a key, but "
+                "they can read its record directly (chmod 700 %s)",
+                self.data_dir,
+                self.data_dir,
+            )
+        state = self.state = LabState(self.lab, store, self.owner, self.keyring, curve=True)
         leases = LeaseGrants(state)
         health = HealthKeeper(state, leases)
         suspects: dict[str, str] = {}
@@ -180,26 +187,28 @@ class LabService:
     def bind(self, state: LabState) -> tuple[zmq.asyncio.Socket, WorkerLaunch]:
         """Open the API, event, worker and document sockets; write where they are to daemon.json. Returns the
         API socket and how workers are started (they connect to the worker socket)."""
-        proxy_curve = None
-        if self.curve:
-            public, secret, public_file = server_pair(self.data_dir)
-            self._server_public, self._server_secret = public, secret
-            self.keyring.refresh()
-            self.keyring.on_change(self._noticed_keys_change)
-            self._authenticator = ServiceAuthenticator(self._context, self.keyring, self._refused)
-            self._authenticator.start()
-            proxy_curve = CurveServer(public, secret, self.keyring, self._refused_threadsafe)
-            log.info("CurveZMQ on every socket; clients need the service's public key %s", public_file)
+        public, secret, public_file = server_pair(self.data_dir)
+        self._server_public, self._server_secret = public, secret
+        self.keyring.refresh()
+        self.keyring.on_change(self._noticed_keys_change)
+        self._authenticator = ServiceAuthenticator(self._context, self.keyring, self._refused)
+        self._authenticator.start()
+        proxy_curve = CurveServer(public, secret, self.keyring, self._refused_threadsafe)
+        log.info(
+            "CurveZMQ on every socket: clients need the service's public key %s and an allowed key (this "
+            "account's is %s)",
+            public_file,
+            owner_key_file(self.data_dir),
+        )
         api_socket = self._socket(zmq.ROUTER, API)
         api_socket.setsockopt(zmq.MAXMSGSIZE, 16 << 20)
         self.api_address = _bind(api_socket, self.api_address)
         events = self._socket(zmq.PUB, EVENTS)
         self.events_address = _bind(events, self.events_address)
-        if self.curve:
-            self._monitors = {
-                API: api_socket.get_monitor_socket(HANDSHAKE_FAILED),
-                EVENTS: events.get_monitor_socket(HANDSHAKE_FAILED),
-            }
+        self._monitors = {
+            API: api_socket.get_monitor_socket(HANDSHAKE_FAILED),
+            EVENTS: events.get_monitor_socket(HANDSHAKE_FAILED),
+        }
         workers = self._socket(zmq.ROUTER)
         worker_address = _bind(workers, "tcp://127.0.0.1:0")
         self._proxy = DocumentProxy(self.documents_address, proxy_curve).start()
@@ -210,8 +219,7 @@ class LabService:
         state.events_address, state.documents_address = self.events_address, self.documents_address
         info = {"pid": os.getpid(), "owner": self.owner, "api": self.api_address,
                 "events": self.events_address, "documents": self.documents_address, "lab": self.lab.name,
-                "curve": self.curve,
-                "server_key": self._server_public.decode() if self._server_public else None,
+                "curve": True, "server_key": public.decode(),
                 "http": self.frontend.url if self.frontend else None}  # fmt: skip
         (self.data_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         log.info(
@@ -233,10 +241,10 @@ class LabService:
         return api_socket, launch
 
     def _socket(self, kind: int, domain: str | None = None) -> zmq.asyncio.Socket:
-        """A socket; with CurveZMQ and a ZAP ``domain`` (a socket clients reach), a CURVE server."""
+        """A socket; with a ZAP ``domain`` (a socket clients reach), a CURVE server."""
         socket = self._context.socket(kind)
         socket.setsockopt(zmq.LINGER, 0)
-        if self.curve and domain is not None:
+        if domain is not None:
             assert self._server_public is not None and self._server_secret is not None
             make_server(socket, self._server_public, self._server_secret, domain)
         return socket
@@ -288,7 +296,7 @@ class LabService:
         """Keys were removed from the allow-list: drop every subscriber of the events and documents so a
         removed key cannot keep listening (the others reconnect, pass the handshake again and catch up on
         the events they missed through ``events.since``). Requests are checked one by one anyway."""
-        if not self.curve or self.state is None or self.state.stopping:
+        if self.state is None or self.state.stopping:
             return
         log.info(
             "%d key(s) removed from the allow-list: dropping event and document subscribers", len(removed)
@@ -345,7 +353,7 @@ class LabService:
                 supervisor,
                 stop=lambda abort: self.request_stop(abort=abort),
             )
-            authenticate = CurveCallers(self.keyring) if self.curve else local_caller
+            authenticate = CurveCallers(self.keyring)
             server = ApiServer(api_socket, handlers.table(), authenticate=authenticate, audit=self._audit)
             supervisor.start_workers()
             await self.proposer.start()
@@ -356,13 +364,12 @@ class LabService:
                 asyncio.create_task(dispatcher.schedule(), name="schedule"),
                 asyncio.create_task(self._heartbeat(state), name="heartbeat"),
             ]
-            if self.curve:
-                assert state.events is not None
-                tasks += [
-                    asyncio.create_task(self._watch_handshakes(api_socket, API), name="zap-api"),
-                    asyncio.create_task(self._watch_handshakes(state.events, EVENTS), name="zap-ev"),
-                    asyncio.create_task(self._watch_keys(), name="keys"),
-                ]
+            assert state.events is not None
+            tasks += [
+                asyncio.create_task(self._watch_handshakes(api_socket, API), name="zap-api"),
+                asyncio.create_task(self._watch_handshakes(state.events, EVENTS), name="zap-ev"),
+                asyncio.create_task(self._watch_keys(), name="keys"),
+            ]
             if self.frontend is not None:
                 tasks.append(asyncio.create_task(self.frontend.serve(state, server.execute), name="http"))
             freeze_startup_heap()

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -96,8 +96,30 @@ def create_app(backend: Backend, hosts: AllowedHosts, *, secure_cookie: bool = F
         if not request.headers.get("content-type", "").startswith("application/json"):
             raise ApiError("bad_request", "send JSON (Content-Type: application/json)")
 
+    def set_cookie(response: Response, token: str) -> None:
+        response.set_cookie(
+            COOKIE, token, httponly=True, samesite="strict", secure=secure_cookie, max_age=30 * 24 * 3600
+        )
+
     async def index(request: Request) -> Response:
-        return FileResponse(str(static_dir() / "index.html"), headers={"Cache-Control": "no-cache"})
+        token = request.query_params.get("token")
+        if token is None:
+            return FileResponse(str(static_dir() / "index.html"), headers={"Cache-Control": "no-cache"})
+        # A sign-in URL (the one `sdl daemon --http` prints): the token becomes a cookie, and the address
+        # bar and the history keep the page without it.
+        query = request.url.remove_query_params("token").query
+        response = RedirectResponse(request.url.path + (f"?{query}" if query else ""), status_code=303)
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        if backend.session_for(token, origin_of(request)) is None:
+            backend.refused(
+                Refusal(
+                    VISITOR, "web.signin", f"refused: {UNKNOWN_TOKEN}", f"web {origin_of(request) or '?'}"
+                )
+            )
+        else:
+            set_cookie(response, token)
+        return response
 
     async def session(request: Request) -> Response:
         token = token_of(request)
@@ -126,9 +148,7 @@ def create_app(backend: Backend, hosts: AllowedHosts, *, secure_cookie: bool = F
         except ValueError:
             return error(ApiError("bad_request", "not JSON"))
         response = JSONResponse({"name": found.name, "role": found.role.value, "signed_in": True})
-        response.set_cookie(
-            COOKIE, token, httponly=True, samesite="strict", secure=secure_cookie, max_age=30 * 24 * 3600
-        )
+        set_cookie(response, token)
         return response
 
     async def signout(request: Request) -> Response:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdl.access.keys import KeyFileError
+from sdl.access.owner import OWNER_KEY_NAME, same_token
 from sdl.access.refusals import Refusal, RefusalThrottle
 from sdl.access.roles import Caller, Role
 from sdl.access.tokens import TokenFile, digest
@@ -103,16 +104,22 @@ class ServiceBackend(Backend):
     """Inside the lab service (`sdl daemon --http`): requests go through the API server's own checks and audit
     log, events come straight from the service as it publishes them."""
 
-    def __init__(self, state: LabState, execute: Execute, tokens: TokenFile, anonymous: bool) -> None:
+    def __init__(
+        self, state: LabState, execute: Execute, tokens: TokenFile, *, anonymous: bool, owner_token: str
+    ) -> None:
         super().__init__()
         self.state = state
         self.execute = execute
         self.tokens = tokens
         self.anonymous = anonymous
+        self.owner_token = owner_token
 
     def session_for(self, token: str | None, origin: str | None) -> Session | None:
         if not token:
             return Session("anonymous", Role.VIEWER, False) if self.anonymous else None
+        owner = self.state.keyring.owner
+        if owner is not None and same_token(token, self.owner_token):
+            return Session(owner.name, owner.role, True, OWNER_KEY_NAME, token=token)
         try:
             entry = self.tokens.lookup(token)
         except KeyFileError as exc:
@@ -171,25 +178,36 @@ class ServiceBackend(Backend):
 
 class RemoteBackend(Backend):
     """`sdl dashboard --connect URL`: a client of the lab service. Each signed-in token speaks to the service
-    with its own key (the token's ``secret_key_file``), so the service checks and audits that key; anonymous
-    visitors use the dashboard's own key, as viewers."""
+    with its own key (the token's ``secret_key_file``), so the service checks and audits that key; the
+    owner's sign-in token (the one it prints) acts with the dashboard's own key; anonymous visitors, if
+    allowed, use the dashboard's own key too, capped at viewer."""
 
     def __init__(
         self,
         address: str,
-        credentials: Credentials | None,
+        credentials: Credentials,
         tokens: TokenFile,
+        *,
         anonymous: bool,
-        server_key: bytes | None,
+        owner_token: str,
+        identity: m.Identity,
     ) -> None:
         super().__init__()
         self.address = address
         self.tokens = tokens
-        self.server_key = server_key
+        self.server_key = credentials.server
         self.anonymous = anonymous
+        self.owner_token = owner_token
         self._credentials = credentials
         self._anonymous = Session(
             "anonymous", Role.VIEWER, False, client=Client(address, credentials=credentials)
+        )
+        self._own = Session(
+            identity.name,
+            identity.role,
+            True,
+            OWNER_KEY_NAME,
+            client=Client(address, credentials=credentials),
         )
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
@@ -201,6 +219,8 @@ class RemoteBackend(Backend):
     def session_for(self, token: str | None, origin: str | None) -> Session | None:
         if not token:
             return self._anonymous if self.anonymous else None
+        if same_token(token, self.owner_token):
+            return self._own
         try:
             entry = self.tokens.lookup(token)
         except KeyFileError as exc:
@@ -336,7 +356,7 @@ class RemoteBackend(Backend):
         self._stop.set()
         if self._stream is not None:
             self._stream.join(timeout=5)
-        for session in [self._anonymous, *self._sessions.values()]:
+        for session in [self._anonymous, self._own, *self._sessions.values()]:
             session.client.close()
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import uvicorn
 
+from sdl.access.owner import owner_token
 from sdl.access.tokens import TokenFile
 from sdl.api.server import Execute
 from sdl.daemon.state import LabState
@@ -37,6 +38,7 @@ class HttpOptions:
     cert: Path | None = None
     key: Path | None = None
     allowed_hosts: tuple[str, ...] = ()
+    anonymous: bool = False
 
     @classmethod
     def parse(
@@ -47,6 +49,7 @@ class HttpOptions:
         cert: Path | None = None,
         key: Path | None = None,
         allowed_hosts: Sequence[str] = (),
+        anonymous: bool = False,
     ) -> HttpOptions:
         host, _, port = text.removeprefix("http://").removeprefix("https://").rpartition(":")
         host = host.strip("[]")
@@ -62,7 +65,7 @@ class HttpOptions:
                 raise HttpError(
                     f"--allowed-host {name!r}: give a host name as a browser asks for it (lab.example.org)"
                 )
-        options = cls(host, int(port), tokens, cert, key, tuple(allowed_hosts))
+        options = cls(host, int(port), tokens, cert, key, tuple(allowed_hosts), anonymous)
         if not options.loopback and cert is None:
             raise HttpError(
                 f"--http {text}: not a loopback address; sign-in tokens must not cross the network in clear: "
@@ -144,11 +147,14 @@ class InService:
     async def serve(self, state: LabState, execute: Execute) -> None:
         sock = self._socket
         assert sock is not None, "bind() first"
-        backend = ServiceBackend(state, execute, TokenFile(self.http.tokens), anonymous=self.http.loopback)
+        token = owner_token(state.store.data_dir)
+        backend = ServiceBackend(
+            state, execute, TokenFile(self.http.tokens), anonymous=self.http.anonymous, owner_token=token
+        )
         server = _Server(_config(backend, self.http))
         task = asyncio.ensure_future(server.serve(sockets=[sock]))
         summaries = asyncio.ensure_future(_summarise_refusals(backend))
-        log.info("dashboard on %s", self.http.url)
+        announce(self.http, token)
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -171,10 +177,21 @@ async def _summarise_refusals(backend: Backend) -> None:
             log.exception("could not write the audit log")
 
 
-def run_dashboard(backend: Backend, http: HttpOptions) -> None:
+def announce(http: HttpOptions, token: str) -> None:
+    """Say where the dashboard is, and the owner's sign-in URL (as Jupyter does: the token is in the data
+    directory too, readable by its owner alone)."""
+    log.warning("dashboard on %s", http.url)
+    log.warning("sign in at %s", sign_in_url(http.url, token))
+
+
+def sign_in_url(url: str, token: str) -> str:
+    return f"{url}/?token={token}"
+
+
+def run_dashboard(backend: Backend, http: HttpOptions, token: str) -> None:
     """`sdl dashboard`: serve until SIGINT or SIGTERM."""
     sock = http.bind()
-    log.warning("dashboard on %s", http.url)
+    announce(http, token)
     try:
         uvicorn.Server(_config(backend, http)).run(sockets=[sock])
     finally:
