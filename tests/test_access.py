@@ -4,6 +4,7 @@ every refusal typed and in the audit log, and `sdl keys` / `sdl audit` as a user
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import re
 import subprocess
@@ -405,6 +406,24 @@ def test_sdl_dashboard_acts_on_the_service_with_the_signed_in_key(
             ("oleg", "ok"),
         ]
         assert "refused an anonymous visitor from 127.0.0.1: viewer 'anonymous'" in log_file.read_text()
+
+        # the sign-in URL it printed acts with the dashboard's own key
+        sign_in = re.search(r"sign in at (http://\S+)", log_file.read_text())
+        assert sign_in is not None and sign_in.group(1).startswith(f"{url}/?token=sdl_")
+        connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+        try:
+            connection.request("GET", sign_in.group(1).removeprefix(url))
+            reply = connection.getresponse()
+            reply.read()
+            cookie = (reply.getheader("set-cookie") or "").split(";", 1)[0]
+            assert (reply.status, reply.getheader("location")) == (303, "/") and cookie.startswith(
+                "sdl_token="
+            )
+            connection.request("GET", "/api/session", headers={"Cookie": cookie})
+            session = json.loads(connection.getresponse().read())
+        finally:
+            connection.close()
+        assert session == {"name": "ana", "role": "viewer", "signed_in": True}
     finally:
         dashboard.terminate()
         dashboard.wait(timeout=60)

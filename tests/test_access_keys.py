@@ -13,8 +13,10 @@ import pytest
 import zmq
 from test_daemon import lab_file, service_process
 
-from sdl.access.keys import KeyRing, generate, read_public
+from sdl.access.keys import KeyFileError, KeyRing, generate, read_public
+from sdl.access.owner import owner_entry, owner_name, owner_token
 from sdl.access.refusals import Refusal, RefusalThrottle
+from sdl.access.tokens import TokenFile
 from sdl.api import models as m
 from sdl.api.models import ApiError
 from sdl.cli import main
@@ -191,3 +193,45 @@ def test_refusals_are_throttled_per_source_and_summarised_when_the_window_closes
     now[0] = 62.0
     throttle.flush(everything=True)  # at a stop: nothing counted is lost
     assert written[-1].result.startswith("refused: unknown key (1 more from 10.0.0.7 in the next 1 s")
+
+
+def test_the_allow_list_and_the_tokens_file_are_their_owners_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ring = KeyRing(tmp_path / "keys.yaml")
+    public, secret = generate(tmp_path, "ana")
+    assert secret.stat().st_mode & 0o777 == 0o600
+    ring.add("ana", read_public(public), "viewer")
+    tokens = TokenFile(tmp_path / "tokens.yaml")
+    tokens.issue("ana-laptop", secret)
+    for path in (ring.path, tokens.path):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+
+    ring.path.chmod(0o644)  # as an older version wrote it: used, with a warning
+    assert KeyRing(ring.path).entries()["ana"].role.value == "viewer"
+    assert "keys.yaml: the allow-list is readable by other accounts (mode 644)" in caplog.text
+    ring.path.chmod(0o664)  # others may change it: they could make themselves admin
+    with pytest.raises(KeyFileError, match="may be changed by other accounts"):
+        KeyRing(ring.path).entries()
+    assert main(["daemon", "--lab", str(lab_file(tmp_path)), "--data-dir", str(tmp_path / "data"),
+                 "--keys", str(ring.path)]) == 2  # fmt: skip
+    assert "may be changed by other accounts" in capsys.readouterr().err
+    tokens.path.chmod(0o646)
+    with pytest.raises(KeyFileError, match="may be changed by other accounts"):
+        TokenFile(tokens.path).lookup("sdl_" + "x" * 43)
+
+
+def test_the_owners_key_and_token_are_made_once_for_the_owner_alone(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    entry = owner_entry(data)
+    assert (entry.name, entry.role.value) == (owner_name(), "admin")
+    assert owner_entry(data) == entry  # kept, not made again
+    token = owner_token(data)
+    assert token.startswith("sdl_") and owner_token(data) == token
+    assert (data / "keys").stat().st_mode & 0o777 == 0o700
+    for name in ("owner.key_secret", "owner.token"):
+        assert (data / "keys" / name).stat().st_mode & 0o777 == 0o600, name
+    found = Credentials.load(data_dir=data, server_key=read_public(data / "keys" / "owner.key"))
+    assert found is not None and found.public.decode() == entry.public_key
+    ring = KeyRing(data / "keys.yaml", owner=entry)
+    assert ring.by_public_key(entry.public_key) == entry and len(ring) == 0  # admitted, never listed
