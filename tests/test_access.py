@@ -4,6 +4,7 @@ every refusal typed and in the audit log, and `sdl keys` / `sdl audit` as a user
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import re
 import subprocess
@@ -200,15 +201,15 @@ def test_admins_manage_keys_through_the_api(lab: LabServiceProcess, keys: Path, 
 # -- the command line, without a service ---------------------------------------------------------------------
 
 
-def test_the_daemon_refuses_other_interfaces_without_curve(
+def test_the_daemon_refuses_other_interfaces_without_client_keys(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     lab = lab_file(tmp_path)
     base = ["daemon", "--lab", str(lab), "--data-dir", str(tmp_path / "data")]
-    assert main([*base, "--api", "tcp://0.0.0.0:0"]) == 2
-    assert "not a loopback address" in capsys.readouterr().err
-    assert main([*base, "--api", "tcp://0.0.0.0:0", "--curve"]) == 2
-    assert "no client keys on the allow-list" in capsys.readouterr().err
+    for extra in ([], ["--curve"]):  # CurveZMQ is always on; the flag is still accepted
+        assert main([*base, "--api", "tcp://0.0.0.0:0", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "not a loopback address" in err and "allows no client keys" in err
 
 
 def test_keys_cli_generates_allows_lists_and_removes(
@@ -345,8 +346,8 @@ def test_sdl_dashboard_acts_on_the_service_with_the_signed_in_key(
     lab: LabServiceProcess, keys: Path, tmp_path: Path
 ) -> None:
     """`sdl dashboard --connect` as a process of its own, reaching the CurveZMQ service with a viewer's key:
-    anonymous visitors are viewers; a token acts with its own key, so the service itself checks its role
-    and audits it by name."""
+    anonymous visitors are viewers when asked for; a token acts with its own key, so the service itself
+    checks its role and audits it by name."""
     from sdl.access.tokens import TokenFile
 
     tokens = TokenFile(tmp_path / "tokens.yaml")
@@ -359,7 +360,8 @@ def test_sdl_dashboard_acts_on_the_service_with_the_signed_in_key(
         dashboard = subprocess.Popen(
             [sys.executable, "-m", "sdl", "dashboard", "--connect", lab.address, "--http", "127.0.0.1:0",
              "--key", str(keys / "ana.key_secret"), "--server-key", str(lab.data_dir / "keys" / "server.key"),
-             "--tokens", str(tmp_path / "tokens.yaml"), "--data-dir", str(tmp_path / "data")],
+             "--tokens", str(tmp_path / "tokens.yaml"), "--data-dir", str(tmp_path / "data"),
+             "--anonymous-viewers"],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
@@ -404,6 +406,24 @@ def test_sdl_dashboard_acts_on_the_service_with_the_signed_in_key(
             ("oleg", "ok"),
         ]
         assert "refused an anonymous visitor from 127.0.0.1: viewer 'anonymous'" in log_file.read_text()
+
+        # the sign-in URL it printed acts with the dashboard's own key
+        sign_in = re.search(r"sign in at (http://\S+)", log_file.read_text())
+        assert sign_in is not None and sign_in.group(1).startswith(f"{url}/?token=sdl_")
+        connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+        try:
+            connection.request("GET", sign_in.group(1).removeprefix(url))
+            reply = connection.getresponse()
+            reply.read()
+            cookie = (reply.getheader("set-cookie") or "").split(";", 1)[0]
+            assert (reply.status, reply.getheader("location")) == (303, "/") and cookie.startswith(
+                "sdl_token="
+            )
+            connection.request("GET", "/api/session", headers={"Cookie": cookie})
+            session = json.loads(connection.getresponse().read())
+        finally:
+            connection.close()
+        assert session == {"name": "ana", "role": "viewer", "signed_in": True}
     finally:
         dashboard.terminate()
         dashboard.wait(timeout=60)

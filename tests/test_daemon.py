@@ -255,7 +255,7 @@ def test_a_bad_campaign_file_is_reported_like_validate_does(
 ) -> None:
     path = campaign_file(tmp_path)
     path.write_text(path.read_text().replace("high: 1.0}\n  - {name: y", "high: -1.0}\n  - {name: y"))
-    code = main(["submit", str(path), "--connect", daemon.address])
+    code = main(["submit", str(path), "--connect", daemon.address, "--data-dir", str(daemon.data_dir)])
     err = capsys.readouterr().err
     assert code == 2
     assert f"{path}:3: parameters[0]: low (0.0) must be less than high (-1.0)" in err
@@ -352,6 +352,7 @@ def test_malformed_requests_get_typed_errors_and_the_service_carries_on(daemon: 
     context = zmq.Context()
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
+    daemon.credentials().apply(socket)  # the owner's key, found in the data directory
     socket.connect(daemon.address)
 
     def ask(payload: bytes) -> dict:
@@ -431,11 +432,14 @@ def test_a_stock_bluesky_consumer_receives_the_runs_documents(
     import contextlib
     import threading
 
-    from bluesky.callbacks.zmq import RemoteDispatcher
+    from bluesky.callbacks.zmq import ClientCurve, RemoteDispatcher
 
     address = daemon.call(m.Status()).documents_address.removeprefix("tcp://")
     received: list[tuple[str, dict]] = []
-    dispatcher = RemoteDispatcher(address)
+    keys = daemon.data_dir / "keys"  # the owner's key and the service's public key
+    dispatcher = RemoteDispatcher(
+        address, curve_config=ClientCurve(keys / "owner.key_secret", keys / "server.key")
+    )
     dispatcher.subscribe(lambda name, doc: received.append((name, doc)))
 
     def listen() -> None:

@@ -94,6 +94,7 @@ def test_random_and_mutated_messages_neither_crash_nor_wedge_the_service(tmp_pat
     context = zmq.Context()
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
+    service.credentials().apply(socket)  # the owner's key, found in the data directory
     socket.connect(service.address)
     sent = {"messages": 0, "typed errors": 0, "results": 0}
     try:

@@ -47,12 +47,13 @@ def browser_or_skip() -> Any:
 
 
 ADMIN_TOKEN: dict[str, str] = {}
+VIEWER_TOKEN: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabServiceProcess, str, str]]:
     """The lab service with a dashboard, an operator's sign-in token, and a colour campaign running (an
-    admin's token in ADMIN_TOKEN)."""
+    admin's token in ADMIN_TOKEN, a viewer's in VIEWER_TOKEN)."""
     tmp = tmp_path_factory.mktemp("dashboard")
     data = tmp / "data"
     ring, tokens = KeyRing(data / "keys.yaml"), TokenFile(data / "tokens.yaml")
@@ -62,6 +63,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabServicePr
     public, secret = generate(tmp, "boss")
     ring.add("boss", read_public(public), "admin")
     ADMIN_TOKEN["boss"] = tokens.issue("boss-desk", secret)
+    public, secret = generate(tmp, "ana")
+    ring.add("ana", read_public(public), "viewer")
+    VIEWER_TOKEN["ana"] = tokens.issue("ana-wall", secret)
     service = LabServiceProcess(lab_file(tmp), data, "--http", "127.0.0.1:0", pythonpath=[TESTS, ROOT])
     service.start()
     try:
@@ -173,6 +177,10 @@ def answer_prompt(browser: Any, text: str | None) -> None:
     alert.accept()
 
 
+def as_viewer(browser: Any, service: LabServiceProcess) -> None:
+    sign_in(browser, service, VIEWER_TOKEN["ana"], "ana")
+
+
 def controls(browser: Any) -> list[Any]:
     from selenium.webdriver.common.by import By
 
@@ -183,8 +191,7 @@ def test_a_viewer_sees_the_lab_live_and_no_controls(
     browser: Any, lab: tuple[LabServiceProcess, str, str]
 ) -> None:
     service, _, campaign_id = lab
-    browser.delete_all_cookies()
-    open_page(browser, url_of(service))
+    as_viewer(browser, service)
     lab_panel = text(browser, "#lab-panel")
     for name in ("station_a", "station_b", "pumps_a", "arm", "spectrometer"):
         assert name in lab_panel
@@ -197,7 +204,7 @@ def test_the_progress_plot_gains_points_as_experiments_finish(
     browser: Any, lab: tuple[LabServiceProcess, str, str]
 ) -> None:
     service, _, campaign_id = lab
-    open_page(browser, url_of(service))
+    as_viewer(browser, service)
 
     def plotted() -> int:
         return int(browser.find_element("id", "convergence").get_attribute("data-experiments"))
@@ -217,7 +224,7 @@ def test_a_viewer_is_refused_by_the_server_even_without_the_page(
     request = urllib.request.Request(
         f"{url_of(service)}/api/call/campaign.pause",
         data=json.dumps({"campaign_id": campaign_id}).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {VIEWER_TOKEN['ana']}"},
         method="POST",
     )
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -226,11 +233,11 @@ def test_a_viewer_is_refused_by_the_server_even_without_the_page(
     error = json.loads(refused.value.read())["error"]
     assert error == {
         "type": "forbidden",
-        "message": "viewer 'anonymous' may not campaign.pause; needs operator",
+        "message": "viewer 'ana' may not campaign.pause; needs operator",
         "details": [],
     }
-    entries = service.call(m.ListAudit(who="anonymous")).entries
-    assert entries[-1].result.startswith("refused: viewer 'anonymous' may not campaign.pause")
+    entries = service.call(m.ListAudit(who="ana")).entries
+    assert entries[-1].result.startswith("refused: viewer 'ana' may not campaign.pause")
     assert entries[-1].origin == "web 127.0.0.1"
 
 
@@ -265,9 +272,44 @@ def test_an_operator_signs_in_and_pauses_the_campaign_from_the_page(
     assert browser.find_elements(By.CSS_SELECTOR, "[data-quarantine]") == []
 
 
+def test_without_signing_in_nothing_of_the_lab_is_shown_or_served(
+    browser: Any, lab: tuple[LabServiceProcess, str, str]
+) -> None:
+    service, _, campaign_id = lab
+    browser.delete_all_cookies()
+    open_page(browser, url_of(service))
+    assert "Sign in" in text(browser, "#grid") and campaign_id not in browser.page_source
+    request = urllib.request.Request(
+        f"{url_of(service)}/api/call/status", data=b"{}", headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    refused.value.close()
+    assert refused.value.code == 401
+
+
+def test_the_owner_signs_in_with_the_url_the_service_printed(
+    browser: Any, lab: tuple[LabServiceProcess, str, str]
+) -> None:
+    """As Jupyter does on localhost: the token is in the URL once, then in a cookie."""
+    from selenium.webdriver.common.by import By
+
+    service, _, _ = lab
+    url = service.sign_in_url()
+    assert url.startswith(f"{url_of(service)}/?token=sdl_")
+    browser.delete_all_cookies()
+    open_page(browser, url)
+    assert "token=" not in browser.current_url  # the address bar and the history keep no token
+    wait_for(lambda: "admin" in text(browser, "#who"), 30, "the owner signed in")
+    assert text(browser, "#who").startswith("local:")
+    assert browser.find_elements(By.CSS_SELECTOR, "[data-quarantine]")  # an admin's controls
+    open_page(browser, url_of(service))  # later visits: the cookie
+    assert "admin" in text(browser, "#who")
+
+
 def test_a_quarantine_shows_its_reason_live(browser: Any, lab: tuple[LabServiceProcess, str, str]) -> None:
     service, _, _ = lab
-    open_page(browser, url_of(service))
+    as_viewer(browser, service)
     row = "tr[data-instrument='water_b']"
     assert "leaking seal" not in text(browser, row)
     service.call(m.QuarantineInstrument(name="water_b", reason="leaking seal"))
@@ -306,6 +348,7 @@ def test_a_long_campaign_is_paged_and_its_plots_decimated(
     from selenium.webdriver.common.by import By
 
     service, _, campaign_id = lab
+    as_viewer(browser, service)
     open_page(browser, f"{url_of(service)}/?campaign={campaign_id}")
     # One script: what the page knew and the 2,000 events after it (real events that follow are older
     # than the last of them, so the page ignores them and the count stays exact). The recipes lie on a

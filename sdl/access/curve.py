@@ -3,21 +3,21 @@ per-request check that turns a connection's key into a :class:`~sdl.access.roles
 
 Two checks, on purpose:
 
-- at the handshake, the ZAP handler admits only keys on the allow-list (``zmq.auth``; an unknown key never
-  gets a connection, and the refusal goes to the audit log with the peer's address);
+- at the handshake, the ZAP handler admits only keys on the allow-list and the data directory owner's key
+  (``zmq.auth``; an unknown key never gets a connection, and the refusal goes to the audit log with the
+  peer's address);
 - on every request, the key libzmq authenticated (the frame's ``User-Id``, which our ZAP handler sets to the
   Z85 public key) is looked up again, so a key removed while its connection is open is refused from its
   next request, and the role is always the allow-list's current one.
 
 A client without a key cannot complete a CURVE handshake at all; the server sees it on a socket monitor
-(``HANDSHAKE_FAILED_*``) and audits it, at most once a minute per socket so a client that keeps
-reconnecting cannot flood the log.
+(``HANDSHAKE_FAILED_*``) and audits it. Refusals are throttled per source address (``sdl.access.refusals``),
+so a client that keeps reconnecting, or makes a fresh key for every attempt, cannot flood the log.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 API, EVENTS, DOCUMENTS = "api", "events", "documents"
 #: Called with (domain, who, why, origin) for every refused connection.
 OnRefused = Callable[[str, str, str, str | None], None]
-REFUSAL_REPEAT_S = 60.0
 
 
 def short(public_key: str) -> str:
@@ -133,21 +132,6 @@ class CurveCallers:
             raise Refused(f"unknown key {short(public_key)}", f"key {short(public_key)}", origin)
         self.seen[public_key] = entry.name
         return Caller(name=entry.name, role=entry.role, origin=origin)
-
-
-class RefusalThrottle:
-    """Audit repeated refusals of the same kind at most once per ``every`` seconds."""
-
-    def __init__(self, every: float = REFUSAL_REPEAT_S) -> None:
-        self.every = every
-        self._last: dict[tuple[str, ...], float] = {}
-
-    def due(self, *key: str) -> bool:
-        now = time.monotonic()
-        if now - self._last.get(key, -self.every) < self.every:
-            return False
-        self._last[key] = now
-        return True
 
 
 HANDSHAKE_FAILED = (

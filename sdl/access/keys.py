@@ -12,9 +12,13 @@ through the API) is refused from its very next request, even on a connection ope
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import shutil
+import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +29,8 @@ from zmq.utils import z85
 
 from sdl.access.roles import Role
 from sdl.store.schema import now_iso
+
+log = logging.getLogger(__name__)
 
 KEYS_FILE = "keys.yaml"
 SERVER_KEY_DIR = "keys"
@@ -48,7 +54,8 @@ class KeyEntry:
 
 
 def generate(directory: Path, name: str) -> tuple[Path, Path]:
-    """Write ``NAME.key`` and ``NAME.key_secret`` into ``directory`` (the secret for its owner only)."""
+    """Write ``NAME.key`` and ``NAME.key_secret`` into ``directory``; the secret is its owner's alone from the
+    moment it exists (made in a private scratch directory, then moved in; never over an existing key)."""
     if not _valid_name(name):
         raise KeyFileError(f"{name!r}: a key name is letters, digits, '-', '_' or '.' (and not empty)")
     directory.mkdir(parents=True, exist_ok=True)
@@ -56,9 +63,51 @@ def generate(directory: Path, name: str) -> tuple[Path, Path]:
     for path in (public, secret):
         if path.exists():
             raise KeyFileError(f"{path}: already exists; remove it first or choose another name")
-    public_file, secret_file = zmq.auth.create_certificates(directory, name)
-    os.chmod(secret_file, 0o600)
-    return Path(public_file), Path(secret_file)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=directory))  # mode 700
+    try:
+        made_public, made_secret = map(Path, zmq.auth.create_certificates(scratch, name))
+        os.chmod(made_secret, 0o600)
+        for made, path in ((made_secret, secret), (made_public, public)):
+            try:
+                os.link(made, path)  # unlike rename, never replaces a key another process just made
+            except FileExistsError:
+                raise KeyFileError(
+                    f"{path}: already exists; remove it first or choose another name"
+                ) from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return public, secret
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, readable and writable by its owner only (mode 600) from the start;
+    readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        os.fchmod(out.fileno(), 0o600)  # whatever the umask, and over a stale scratch file
+        out.write(text)
+    os.replace(temporary, path)
+
+
+_warned: set[tuple[Path, int]] = set()
+
+
+def check_private(path: Path, what: str) -> None:
+    """Refuse a file that accounts other than its owner may change (they could make themselves admin or
+    sign in as anyone), warn once about one they may read."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return
+    if mode & 0o022:
+        raise KeyFileError(
+            f"{path}: {what} may be changed by other accounts (mode {mode:o}); check it, then chmod 600 it"
+        )
+    if mode & 0o044 and (path, mode) not in _warned:
+        _warned.add((path, mode))
+        log.warning("%s: %s is readable by other accounts (mode %o); `chmod 600 %s`", path, what, mode, path)
 
 
 def read_public(path: Path | str) -> str:
@@ -84,12 +133,21 @@ def read_pair(path: Path | str) -> tuple[bytes, bytes]:
     return public, secret
 
 
+def keys_directory(data_dir: Path) -> Path:
+    """DATA_DIR/keys, made for its owner only (mode 700) if it does not exist."""
+    directory = Path(data_dir) / SERVER_KEY_DIR
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+    return directory
+
+
 def server_pair(data_dir: Path) -> tuple[bytes, bytes, Path]:
     """The lab service's own key pair, made on first use in DATA_DIR/keys/server.key_secret."""
     directory = data_dir / SERVER_KEY_DIR
     secret_file = directory / f"{SERVER_KEY_NAME}.key_secret"
     if not secret_file.exists():
-        generate(directory, SERVER_KEY_NAME)
+        generate(keys_directory(data_dir), SERVER_KEY_NAME)
     public, secret = read_pair(secret_file)
     return public, secret, directory / f"{SERVER_KEY_NAME}.key"
 
@@ -107,15 +165,31 @@ def _valid_name(name: str) -> bool:
     return bool(name) and all(c.isalnum() or c in "-_." for c in name) and not name.startswith(".")
 
 
-class KeyRing:
-    """The allow-list, read again from disk whenever the file changes (cheap: one stat per lookup)."""
+#: Told the public keys a change of the allow-list removed (empty when it only added or changed roles).
+KeysChanged = Callable[[frozenset[str]], None]
 
-    def __init__(self, path: Path) -> None:
+
+class KeyRing:
+    """The allow-list, read again from disk whenever the file changes (cheap: one stat per lookup).
+
+    Every change reaches the listeners (:meth:`on_change`) once, whatever noticed it first: a request's
+    lookup, a handshake, the service's watcher of the file, or a change made through this object.
+
+    ``owner``: the data directory owner's key (``sdl.access.owner``), an admin that is not in the file, so
+    that the account running the service needs no setup; lookups find it, listings do not show it."""
+
+    def __init__(self, path: Path, owner: KeyEntry | None = None) -> None:
         self.path = Path(path)
+        self.owner = owner
         self._lock = threading.Lock()  # the documents proxy's authenticator runs on a thread of its own
         self._signature: tuple[int, int, int] | None = None
         self._entries: dict[str, KeyEntry] = {}
         self._by_key: dict[str, KeyEntry] = {}
+        self._listeners: list[KeysChanged] = []
+
+    def on_change(self, listener: KeysChanged) -> None:
+        """Call ``listener`` after every change, on the thread that noticed it, outside the ring's lock."""
+        self._listeners.append(listener)
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -127,22 +201,31 @@ class KeyRing:
         return (st.st_mtime_ns, st.st_ino, st.st_size)
 
     def refresh(self) -> bool:
-        """Read the file again if it changed; True if it did. A malformed file keeps the last good list."""
+        """Read the file again if it changed; True if it did (and the listeners were told). A malformed
+        file keeps the last good list."""
         with self._lock:
             signature = self._stat()
             if signature == self._signature:
                 return False
             entries = load_entries(self.path) if signature is not None else {}
+            removed = frozenset(self._by_key) - {e.public_key for e in entries.values()}
             self._signature = signature
             self._entries = entries
             self._by_key = {e.public_key: e for e in entries.values()}
-            return True
+        for listener in list(self._listeners):
+            try:
+                listener(removed)
+            except Exception:
+                log.exception("a listener to %s failed", self.path)
+        return True
 
     def entries(self) -> dict[str, KeyEntry]:
         self.refresh()
         return dict(self._entries)
 
     def by_public_key(self, public_key: str) -> KeyEntry | None:
+        if self.owner is not None and public_key == self.owner.public_key:
+            return self.owner
         self.refresh()
         return self._by_key.get(public_key)
 
@@ -193,19 +276,18 @@ class KeyRing:
                 for e in entries.values()
             }
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        temporary.write_text(
+        write_private(
+            self.path,
             "# Clients allowed to reach the lab service, each with a role (sdl keys add/remove/list).\n"
             + yaml.safe_dump(data, sort_keys=False),
-            encoding="utf-8",
         )
-        os.replace(temporary, self.path)  # readers see the old list or the new one, never half of one
         self.refresh()
 
 
 def load_entries(path: Path) -> dict[str, KeyEntry]:
-    """Parse an allow-list file, or raise :class:`KeyFileError` naming the file and the entry at fault."""
+    """Parse an allow-list file, or raise :class:`KeyFileError` naming the file and the entry at fault (or
+    saying that other accounts may change it)."""
+    check_private(path, "the allow-list")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:

@@ -15,7 +15,6 @@ HttpOnly cookie or an ``Authorization: Bearer`` header), never on the 0MQ side.
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import threading
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from sdl.access.keys import KeyFileError, read_pair, read_public
+from sdl.access.keys import KeyFileError, check_private, read_pair, read_public, write_private
 from sdl.store.schema import now_iso
 
 TOKENS_FILE = "tokens.yaml"
@@ -55,6 +54,7 @@ class TokenFile:
     def _read(self) -> dict[str, TokenEntry]:
         if not self.path.exists():
             return {}
+        check_private(self.path, "the tokens file")
         try:
             data = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
@@ -123,12 +123,8 @@ class TokenFile:
                 for e in entries.values()
             }
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        temporary.write_text(
+        write_private(
+            self.path,
             "# Web dashboard sign-in tokens (sdl keys token/revoke): SHA-256 of each token, and its key.\n"
             + yaml.safe_dump(data, sort_keys=False),
-            encoding="utf-8",
         )
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, self.path)

@@ -1,7 +1,7 @@
 """A typed Python client of the lab service, used by the CLI, the tests and the web dashboard.
 
     from sdl.api.client import Client
-    with Client() as lab:                          # the local service (see `address_for`)
+    with Client() as lab:                          # the local service (see `address_for`), as its owner
         campaign_id = lab.submit(Path("campaign.yaml")).campaign_id
         lab.call(PauseCampaign(campaign_id=campaign_id))
         for event in lab.events():                 # live, gap-free: catches up from the record
@@ -20,14 +20,23 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import zmq
 from pydantic import BaseModel
 from pydantic_core import from_json
 from zmq.utils.monitor import recv_monitor_message
 
-from sdl.access.keys import KEY_ENV, SERVER_KEY_ENV, KeyFileError, read_pair, read_public
+from sdl.access.keys import (
+    KEY_ENV,
+    SERVER_KEY_DIR,
+    SERVER_KEY_ENV,
+    SERVER_KEY_NAME,
+    KeyFileError,
+    read_pair,
+    read_public,
+)
+from sdl.access.owner import readable_owner_key
 from sdl.api.models import (
     ApiError,
     Error,
@@ -58,9 +67,14 @@ class ServiceUnavailable(ConnectionError):
     """Nothing answered at the address (the lab service is not running there)."""
 
 
+def data_directory(data_dir: Path | str | None = None) -> Path:
+    """The data directory meant: the one given, else $SDL_DATA_DIR, else ./sdl-data (as the CLI's default)."""
+    return Path(data_dir or os.environ.get("SDL_DATA_DIR") or "sdl-data")
+
+
 def service_info(data_dir: Path | str | None = None) -> dict[str, Any]:
     """What the local lab service wrote to the data directory's daemon.json (empty if it is not running)."""
-    directory = Path(data_dir or os.environ.get("SDL_DATA_DIR") or "sdl-data")
+    directory = data_directory(data_dir)
     try:
         info: object = json.loads((directory / INFO_FILE).read_text())
     except (OSError, ValueError):
@@ -87,12 +101,20 @@ class Credentials:
         *,
         data_dir: Path | str | None = None,
     ) -> Credentials | None:
-        """From ``--key`` (else $SDL_KEY) and ``--server-key`` (else $SDL_SERVER_KEY, else the local service's
-        daemon.json); None when no client key is given. Raises :class:`ApiError` for a missing half."""
-        key = key or os.environ.get(KEY_ENV)
+        """From ``--key`` (else $SDL_KEY, else the data directory owner's key if this account may read it:
+        the owner needs no setup) and ``--server-key`` (else $SDL_SERVER_KEY, else the local service's
+        daemon.json, else DATA_DIR/keys/server.key); None when there is no key to use. Raises
+        :class:`ApiError` for a missing half."""
+        directory = data_directory(data_dir)
+        key = key or os.environ.get(KEY_ENV) or readable_owner_key(directory)
         if not key:
             return None
-        server_key = server_key or os.environ.get(SERVER_KEY_ENV) or service_info(data_dir).get("server_key")
+        server_key = (
+            server_key
+            or os.environ.get(SERVER_KEY_ENV)
+            or service_info(directory).get("server_key")
+            or _existing(directory / SERVER_KEY_DIR / f"{SERVER_KEY_NAME}.key")
+        )
         if not server_key:
             raise ApiError(
                 "unauthenticated",
@@ -112,9 +134,15 @@ class Credentials:
         socket.curve_serverkey = self.server
 
 
+#: ``Client(credentials=LOCAL)``: the key the command line would use (see :meth:`Credentials.load`).
+LOCAL = "local"
+
+
 class Client:
-    """``credentials``: a CurveZMQ key pair and the service's public key (:meth:`Credentials.load`); without,
-    the client speaks plain 0MQ, which only a loopback service without keys accepts."""
+    """``credentials``: a CurveZMQ key pair and the service's public key; by default (``LOCAL``) what the
+    command line would use: $SDL_KEY, else the key of the data directory's owner (``data_dir``, else
+    $SDL_DATA_DIR, else ./sdl-data) when this account may read it. ``None`` speaks plain 0MQ, which every
+    lab service refuses."""
 
     def __init__(
         self,
@@ -122,12 +150,13 @@ class Client:
         *,
         timeout: float = 10.0,
         user: str | None = None,
-        credentials: Credentials | None = None,
+        credentials: Credentials | Literal["local"] | None = LOCAL,
+        data_dir: Path | str | None = None,
     ) -> None:
-        self.address = address or address_for()
+        self.address = address or address_for(data_dir)
         self.timeout = timeout
         self.user = user or login_name()
-        self.credentials = credentials
+        self.credentials = Credentials.load(data_dir=data_dir) if credentials == LOCAL else credentials
         self._context = zmq.Context()
         self._socket: zmq.Socket[bytes] | None = None
         self._monitor: zmq.Socket[bytes] | None = None
@@ -181,8 +210,9 @@ class Client:
         if self.credentials is None:
             return ApiError(
                 "unauthenticated",
-                f"no key: the lab service at {self.address} requires a CurveZMQ key "
-                "(give --key FILE or set $SDL_KEY, and --server-key FILE)",
+                f"no key: the lab service at {self.address} requires a CurveZMQ key: run this as the "
+                "account that owns its data directory (its key is found there), or give --key FILE (or set "
+                "$SDL_KEY) and --server-key FILE",
             )
         return ApiError(
             "unauthenticated",
@@ -296,6 +326,10 @@ class Client:
             subscriber.close(linger=0)
 
 
+def _existing(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
 def login_name() -> str:
     """Who runs this process, for the audit log of a loopback service (which trusts it)."""
     try:
@@ -306,11 +340,13 @@ def login_name() -> str:
 
 __all__ = [
     "DEFAULT_API",
+    "LOCAL",
     "ApiError",
     "Client",
     "Credentials",
     "ServiceUnavailable",
     "address_for",
+    "data_directory",
     "login_name",
     "service_info",
 ]

@@ -47,13 +47,15 @@ person: a full disk, an instrument automatic recovery gave up on; `active` false
 
 **Documents**: every run's event-model documents are published the bluesky way, through
 `bluesky.callbacks.zmq.Publisher` to a 0MQ proxy (default output `tcp://127.0.0.1:60717`): subscribe with
-`bluesky.callbacks.zmq.RemoteDispatcher(address)`.
+`bluesky.callbacks.zmq.RemoteDispatcher(address, curve_config=ClientCurve(KEY_SECRET, SERVER_KEY))`.
 
 Roles: **viewer** reads and watches; **operator** also runs campaigns and may always e-stop; **admin** also
-manages instruments, clears the e-stop, manages keys and stops the service. On a loopback address without
-`--curve` every local caller is an admin. With `sdl daemon --curve` (required on any other interface) every
-socket (API, events, documents) is a CurveZMQ server: a client needs a key pair and its public key on the
-allow-list, whose role applies (docs/access.md); a refusal is an `unauthenticated` or `forbidden` error.
+manages instruments, clears the e-stop, manages keys and stops the service. Every socket (API, events,
+documents) is a CurveZMQ server, on loopback too: a client needs a key pair and the service's public key
+(daemon.json's `server_key`). The data directory owner's key (`DATA_DIR/keys/owner.key_secret`, readable by
+that account alone) is an admin that `sdl` and `sdl.client.Client` find by themselves; any other key must be
+on the allow-list, whose role applies (docs/access.md). A refusal is an `unauthenticated` or `forbidden`
+error.
 
 This file is generated from `sdl/api/models.py` by `python -m sdl.api.docs`; do not edit it by hand.
 """

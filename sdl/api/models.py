@@ -434,12 +434,12 @@ class Shutdown(Request):
 
 
 class Identity(_Model):
-    name: str = Field(description="The caller's key name (or local:USER on a loopback service without keys).")
+    name: str = Field(description="The caller's key name (local:USER for the data directory owner's key).")
     role: Role
     origin: str | None = Field(
         default=None, description="Where the request came from (peer address, loopback)."
     )
-    curve: bool = Field(description="Whether the service requires CurveZMQ keys.")
+    curve: bool = Field(description="Whether the service requires CurveZMQ keys (every lab service does).")
 
 
 class WhoAmI(Request):

@@ -28,12 +28,13 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "keys",
         parents=[common],
         help="CurveZMQ keys: generate pairs, allow client keys with a role, dashboard tokens",
-        description="Manage who may reach the lab service. On loopback without --curve nobody needs a key; "
-        "with `sdl daemon --curve` (required on any other interface) every client needs a key pair and its "
-        "public key on the allow-list with a role: viewer (read, watch), operator (run campaigns, e-stop) or "
-        "admin (instruments, clear the e-stop, keys). add/remove/list edit the allow-list file directly "
-        "(the running service notices within a second); with --connect they go through the API, as an "
-        "admin.",
+        description="Manage who may reach the lab service. Every client needs a key pair: the account that "
+        "owns the data directory has one made for it (an admin, DATA_DIR/keys/owner.key_secret, found by "
+        "itself); anyone else needs their public key on the allow-list with a role: viewer (read, watch), "
+        "operator (run campaigns, e-stop) or admin (instruments, clear the e-stop, keys). The allow-list "
+        "and the tokens file are kept readable by their owner only. add/remove/list edit the allow-list "
+        "directly (the running service notices within a second); with --connect they go through the API, "
+        "as an admin.",
     )
     actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
 

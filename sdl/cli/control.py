@@ -119,8 +119,8 @@ def client_options() -> argparse.ArgumentParser:
     client.add_argument(
         "--key",
         metavar="FILE",
-        help="your CurveZMQ key pair, NAME.key_secret from `sdl keys generate` (default: $SDL_KEY); "
-        "needed when the service runs with --curve",
+        help="your CurveZMQ key pair, NAME.key_secret from `sdl keys generate` (default: $SDL_KEY, else "
+        "the data directory owner's key, DATA_DIR/keys/owner.key_secret, if this account may read it)",
     )
     client.add_argument(
         "--server-key",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from sdl.access.keys import KEYS_FILE, KeyRing
+from sdl.access.keys import KEYS_FILE, KeyFileError, KeyRing
 from sdl.api.client import DEFAULT_API
 from sdl.cli.common import EXIT_FAILURE, BadInput, data_dir_of
 from sdl.spec.lab import load_lab
@@ -48,7 +49,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "interrupted with their command journal, and makes instruments they were moving safe before reuse. "
         "SIGTERM (or Ctrl-C) stops it cleanly: work in flight is finished (--on-stop finish) or aborted, "
         "instruments are brought to a safe state, exit code 0. The addresses it listens on are written to "
-        "DATA_DIR/daemon.json, where the other commands find them.",
+        "DATA_DIR/daemon.json, where the other commands find them. Every socket is CurveZMQ, on loopback "
+        "too: this account's own key (DATA_DIR/keys/owner.key_secret, readable by it alone) is an admin "
+        "that the other commands find by themselves; other clients need a key on the allow-list (`sdl "
+        "keys`). With --http it prints a sign-in URL for the dashboard.",
         epilog="Under systemd, use KillMode=mixed so SIGTERM reaches the service, not its workers:\n\n"
         + SYSTEMD_UNIT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -65,12 +69,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         default=DEFAULT_DOCUMENTS,
         help=f"where bluesky consumers subscribe to every run's documents (default {DEFAULT_DOCUMENTS})",
     )
-    p.add_argument(
-        "--curve",
-        action="store_true",
-        help="require CurveZMQ keys on every socket (always needed on a non-loopback address): clients must "
-        "be on the allow-list (--keys), each with its role",
-    )
+    # CurveZMQ is always on (docs/access.md); the flag is still accepted so that older scripts keep working.
+    p.add_argument("--curve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--keys",
         type=Path,
@@ -91,6 +91,20 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve the dashboard over HTTPS with this")
     p.add_argument("--tls-key", type=Path, metavar="FILE", help="... and this private key")
     p.add_argument(
+        "--anonymous-viewers",
+        action="store_true",
+        help="let visitors without a sign-in token see the dashboard as viewers (a wall screen); by default "
+        "everyone signs in",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name the dashboard answers to besides its address (and localhost on loopback), e.g. the "
+        "name of your HTTPS proxy; other Host headers are refused (DNS rebinding). Repeat for more",
+    )
+    p.add_argument(
         "--on-stop",
         choices=("finish", "abort"),
         default="finish",
@@ -107,19 +121,20 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
     lab = load_lab(args.lab)
     data_dir = data_dir_of(args)
-    curve = bool(args.curve)
-    for address in (args.api, args.events, args.documents):
-        if not loopback(address) and not curve:
-            raise BadInput(
-                f"{address}: not a loopback address; the lab service serves other interfaces only with "
-                "CurveZMQ keys: give --curve (and allow client keys with `sdl keys add`)"
-            )
     keyring = KeyRing(args.keys or data_dir / KEYS_FILE)
-    if curve and not len(keyring):
+    try:
+        allowed = len(keyring)
+    except KeyFileError as exc:
+        raise BadInput(str(exc)) from None
+    exposed = [a for a in (args.api, args.events, args.documents) if not loopback(a)]
+    if exposed and not allowed:
         raise BadInput(
-            f"{keyring.path}: no client keys on the allow-list, so nobody could reach the lab; add one with "
-            "`sdl keys generate NAME` and `sdl keys add NAME NAME.key --role admin`"
+            f"{exposed[0]}: not a loopback address, and {keyring.path} allows no client keys, so nobody "
+            "on another machine could reach the lab; allow one with `sdl keys generate NAME` and "
+            "`sdl keys add NAME NAME.key --role admin`"
         )
+    with contextlib.suppress(OSError):  # if it cannot be made, the store says why
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new record: its owner's alone
     dashboard = None
     if args.http:  # the dashboard, served by the service's own process on its loop
         from sdl.dashboard.serve import HttpError, HttpOptions, InService  # ~0.15 s, see sdl/cli/__init__.py
@@ -130,6 +145,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
                 tokens=args.tokens or data_dir / "tokens.yaml",
                 cert=args.tls_cert,
                 key=args.tls_key,
+                allowed_hosts=args.allowed_host,
+                anonymous=args.anonymous_viewers,
             )
         except HttpError as exc:
             raise BadInput(str(exc)) from None
@@ -147,7 +164,6 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         on_stop=args.on_stop,
         stop_timeout=args.stop_timeout,
         keys=keyring.path,
-        curve=curve,
         frontend=dashboard,
     )
     try:
@@ -155,6 +171,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     except CampaignBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except KeyFileError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def loopback(address: str) -> bool:

@@ -7,9 +7,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sdl.access.keys import read_public
+from sdl.access.keys import KeyFileError
+from sdl.access.owner import owner_token
 from sdl.access.tokens import TOKENS_FILE, TokenFile
-from sdl.api.client import Client, Credentials, address_for, service_info
+from sdl.api.client import Client, Credentials, address_for
 from sdl.api.models import WhoAmI
 from sdl.cli.common import EXIT_OK, BadInput, data_dir_of
 from sdl.cli.control import client_options
@@ -21,10 +22,11 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         parents=[common, client_options()],
         help="serve the web dashboard of a lab service (a separate process)",
         description="Serve the live web dashboard of the lab service at --connect (default: the one of "
-        "--data-dir) as a process of its own. Anonymous visitors see the lab as viewers when --http is a "
-        "loopback address; elsewhere everyone signs in with a token (`sdl keys token NAME --key "
-        "NAME.key_secret`) and acts on the lab service with that key, so the service checks its role and "
-        "writes its name to the audit log. `sdl daemon --http` serves the same page from the service itself.",
+        "--data-dir) as a process of its own, reaching it with --key (default: the data directory owner's "
+        "key). Everyone signs in: with the sign-in URL it prints (acting with its own key), or with a token "
+        "(`sdl keys token NAME --key NAME.key_secret`), acting on the lab service with that token's key, "
+        "so the service checks its role and writes its name to the audit log; anonymous visitors only with "
+        "--anonymous-viewers. `sdl daemon --http` serves the same page from the service itself.",
     )
     p.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT", help="default 127.0.0.1:8080")
     p.add_argument(
@@ -32,6 +34,20 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve over HTTPS with this certificate")
     p.add_argument("--tls-key", type=Path, metavar="FILE", help="... and this private key")
+    p.add_argument(
+        "--anonymous-viewers",
+        action="store_true",
+        help="let visitors without a sign-in token see the lab as viewers (with the dashboard's own key, "
+        "capped at viewer); by default everyone signs in",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name the dashboard answers to besides its address (and localhost on loopback), e.g. the "
+        "name of your HTTPS proxy; other Host headers are refused (DNS rebinding). Repeat for more",
+    )
     p.set_defaults(handler=cmd_dashboard)
 
 
@@ -43,28 +59,32 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     data_dir = data_dir_of(args)
     try:
         http = HttpOptions.parse(
-            args.http, tokens=args.tokens or data_dir / TOKENS_FILE, cert=args.tls_cert, key=args.tls_key
+            args.http,
+            tokens=args.tokens or data_dir / TOKENS_FILE,
+            cert=args.tls_cert,
+            key=args.tls_key,
+            allowed_hosts=args.allowed_host,
+            anonymous=args.anonymous_viewers,
         )
     except HttpError as exc:
         raise BadInput(str(exc)) from None
     address = args.connect or address_for(data_dir)
     credentials = Credentials.load(args.key, args.server_key, data_dir=data_dir)
-    if not http.loopback and credentials is None:
+    if credentials is None:
         raise BadInput(
-            f"--http {args.http}: a dashboard others can reach must itself reach the lab service with a "
-            "CurveZMQ key (--key, --server-key): the service's loopback trust must not leak to the network"
+            "no key to reach the lab service with: give --key FILE (and --server-key FILE), or run this as "
+            f"the account that owns {data_dir}"
         )
     with Client(address, credentials=credentials) as probe:
-        probe.call(WhoAmI())  # an unreachable service or a refused key: say so now, not on every page
-    server_key = credentials.server if credentials else _server_key(args, data_dir, service_info)
-    backend = RemoteBackend(address, credentials, TokenFile(http.tokens), http.loopback, server_key)
+        identity = probe.call(WhoAmI())  # an unreachable service or a refused key: say so now
+    try:
+        token = owner_token(data_dir)
+    except KeyFileError as exc:
+        raise BadInput(str(exc)) from None
+    backend = RemoteBackend(
+        address, credentials, TokenFile(http.tokens), anonymous=http.anonymous, owner_token=token,
+        identity=identity,
+    )  # fmt: skip
     logging.getLogger("sdl.dashboard").setLevel(logging.INFO)
-    run_dashboard(backend, http)
+    run_dashboard(backend, http, token)
     return EXIT_OK
-
-
-def _server_key(args: argparse.Namespace, data_dir: Path, service_info: Any) -> bytes | None:
-    if args.server_key:
-        return read_public(args.server_key).encode()
-    known = service_info(data_dir).get("server_key")
-    return known.encode() if known else None

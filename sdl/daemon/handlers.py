@@ -35,8 +35,8 @@ from sdl.store.schema import now_iso
 
 
 class Handlers:
-    """``stop(abort)`` asks the service to stop (``abort``: None keeps its --on-stop); ``keys_changed`` tells
-    it the allow-list changed (subscriptions of a removed key are dropped)."""
+    """``stop(abort)`` asks the service to stop (``abort``: None keeps its --on-stop). Keys added or removed
+    here reach the service through the key ring, like any other change of the allow-list."""
 
     def __init__(
         self,
@@ -45,13 +45,11 @@ class Handlers:
         supervisor: Supervisor,
         *,
         stop: Callable[[bool | None], None],
-        keys_changed: Callable[[], None],
     ) -> None:
         self.state = state
         self.health = health
         self.supervisor = supervisor
         self._stop = stop
-        self._keys_changed = keys_changed
 
     @property
     def store(self) -> Store:
@@ -393,7 +391,6 @@ class Handlers:
             entry = self.state.keyring.add(request.name, request.public_key, request.key_role, by=caller.name)
         except KeyFileError as exc:
             raise ApiError("invalid_params", str(exc)) from None
-        self._keys_changed()  # its subscriptions must be dropped if it is removed later
         return key_info(entry)
 
     async def remove_key(self, request: m.RemoveKey, caller: Caller) -> m.KeyInfo:
@@ -401,8 +398,7 @@ class Handlers:
             entry = self.state.keyring.remove(request.name)
         except KeyFileError as exc:
             raise ApiError("not_found", str(exc)) from None
-        self._keys_changed()
-        return key_info(entry)
+        return key_info(entry)  # the key ring tells the service, which drops its subscriptions
 
     async def audit_log(self, request: m.ListAudit, caller: Caller) -> m.AuditList:
         entries = self.store.audit_log(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sdl.api.client import Client
+from sdl.api.client import Client, Credentials
 
 T = TypeVar("T")
 
@@ -99,8 +100,8 @@ class LabServiceProcess:
 
     def start(self, timeout: float = 90.0) -> LabServiceProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        info = self.data_dir / "daemon.json"
-        info.unlink(missing_ok=True)
+        info = self.data_dir / "daemon.json"  # ready when it names this process (never removed here: it
+        # may be another service's, which this one will be refused beside)
         command = [
             sys.executable, "-m", "sdl", "daemon", "--lab", str(self.lab), "--data-dir", str(self.data_dir),
             "--api", "tcp://127.0.0.1:0", "--events", "tcp://127.0.0.1:0", "--documents", "tcp://127.0.0.1:0",
@@ -131,7 +132,24 @@ class LabServiceProcess:
         return str(json.loads((self.data_dir / "daemon.json").read_text())["api"])
 
     def client(self, **kwargs: Any) -> Client:
+        """A client of this service, with the key its owner has (this account's, found in the data
+        directory) unless ``credentials`` says otherwise."""
+        kwargs.setdefault("data_dir", self.data_dir)
         return Client(self.address, **kwargs)
+
+    def credentials(self) -> Credentials:
+        """The owner's key, as the command line finds it (for a socket of one's own: ``.apply(socket)``)."""
+        found = Credentials.load(data_dir=self.data_dir)
+        assert found is not None, f"no owner's key in {self.data_dir}"
+        return found
+
+    def sign_in_url(self, timeout: float = 60.0) -> str:
+        """The dashboard's sign-in URL, as the service printed it (with --http)."""
+        pattern = re.compile(r"sign in at (\S+/\?token=\S+)")
+        found = wait_for(
+            lambda: pattern.findall(self.log_text(whole=True)), timeout, f"the sign-in URL in {self.log}"
+        )
+        return str(found[-1])
 
     def call(self, request: Any) -> Any:
         with self.client() as client:
@@ -162,5 +180,6 @@ class LabServiceProcess:
             lambda: not any(alive(p) for p in self.known), timeout, "every process the service started to end"
         )
 
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")[-6000:] if self.log.exists() else ""
+    def log_text(self, *, whole: bool = False) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return text if whole else text[-6000:]

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,16 +36,17 @@ from sdl.access.curve import (
     EVENTS,
     HANDSHAKE_FAILED,
     CurveCallers,
-    RefusalThrottle,
     ServiceAuthenticator,
     handshake_refusal,
     make_server,
 )
 from sdl.access.keys import KEYS_FILE, KeyRing, server_pair
+from sdl.access.owner import owner_entry, owner_key_file
+from sdl.access.refusals import Refusal, RefusalThrottle
 from sdl.access.roles import Caller
 from sdl.api.client import INFO_FILE
 from sdl.api.models import Request
-from sdl.api.server import ApiServer, Execute, local_caller
+from sdl.api.server import ApiServer, Execute
 from sdl.daemon.cells import WorkerLaunch
 from sdl.daemon.dispatch import Dispatcher
 from sdl.daemon.documents import CurveServer, DocumentProxy, bind_again
@@ -107,7 +109,6 @@ class LabService:
         simulator: list[str] | None = None,
         worker_env: dict[str, str] | None = None,
         keys: Path | None = None,
-        curve: bool = False,
         frontend: Frontend | None = None,
     ) -> None:
         self.lab = lab
@@ -118,7 +119,6 @@ class LabService:
         self.simulator_command = simulator
         self.worker_env = worker_env or {}
         self.keyring = KeyRing(keys or self.data_dir / KEYS_FILE)
-        self.curve = curve
         self.frontend = frontend
         self.owner = new_owner("daemon")
         self.state: LabState | None = None
@@ -132,19 +132,34 @@ class LabService:
         self._authenticator: ServiceAuthenticator | None = None
         self._server_public: bytes | None = None
         self._server_secret: bytes | None = None
-        self._allowed_keys: set[str] = set()
-        self._refusals = RefusalThrottle()
+        self.refusals = RefusalThrottle(self._write_refusal)
         self._monitors: dict[str, zmq.asyncio.Socket] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self.claimed = False  # whether this process took the lab's claim (only then may it release it)
+        self.lost_claim = False
 
     # -- starting ------------------------------------------------------------------------------------------
 
     def open(self) -> tuple[LabState, HealthKeeper, LeaseGrants]:
         """Claim the lab, adopt the campaigns it ran, mark what was in flight, start the simulator."""
         store = Store(self.data_dir)
-        store.claim_lab(self.owner, stale_after=STALE_AFTER_S)
+        try:
+            store.claim_lab(self.owner, stale_after=STALE_AFTER_S)
+        except BaseException:
+            store.close()
+            raise
+        self.claimed = True
         store.ensure_instruments(self.lab.instruments)
-        state = self.state = LabState(self.lab, store, self.owner, self.keyring, curve=self.curve)
+        self.keyring.owner = owner_entry(self.data_dir)
+        if self.data_dir.stat().st_mode & 0o077:
+            log.warning(
+                "%s is open to other accounts on this machine: they cannot reach the lab without a key, but "
+                "they can read its record directly (chmod 700 %s)",
+                self.data_dir,
+                self.data_dir,
+            )
+        state = self.state = LabState(self.lab, store, self.owner, self.keyring, curve=True)
         leases = LeaseGrants(state)
         health = HealthKeeper(state, leases)
         state.start_announcing()
@@ -179,25 +194,28 @@ class LabService:
     def bind(self, state: LabState) -> tuple[zmq.asyncio.Socket, WorkerLaunch]:
         """Open the API, event, worker and document sockets; write where they are to daemon.json. Returns the
         API socket and how workers are started (they connect to the worker socket)."""
-        proxy_curve = None
-        if self.curve:
-            public, secret, public_file = server_pair(self.data_dir)
-            self._server_public, self._server_secret = public, secret
-            self._allowed_keys = {e.public_key for e in self.keyring}
-            self._authenticator = ServiceAuthenticator(self._context, self.keyring, self._refused)
-            self._authenticator.start()
-            proxy_curve = CurveServer(public, secret, self.keyring, self._refused_threadsafe)
-            log.info("CurveZMQ on every socket; clients need the service's public key %s", public_file)
+        public, secret, public_file = server_pair(self.data_dir)
+        self._server_public, self._server_secret = public, secret
+        self.keyring.refresh()
+        self.keyring.on_change(self._noticed_keys_change)
+        self._authenticator = ServiceAuthenticator(self._context, self.keyring, self._refused)
+        self._authenticator.start()
+        proxy_curve = CurveServer(public, secret, self.keyring, self._refused_threadsafe)
+        log.info(
+            "CurveZMQ on every socket: clients need the service's public key %s and an allowed key (this "
+            "account's is %s)",
+            public_file,
+            owner_key_file(self.data_dir),
+        )
         api_socket = self._socket(zmq.ROUTER, API)
         api_socket.setsockopt(zmq.MAXMSGSIZE, 16 << 20)
         self.api_address = _bind(api_socket, self.api_address)
         events = self._socket(zmq.PUB, EVENTS)
         self.events_address = _bind(events, self.events_address)
-        if self.curve:
-            self._monitors = {
-                API: api_socket.get_monitor_socket(HANDSHAKE_FAILED),
-                EVENTS: events.get_monitor_socket(HANDSHAKE_FAILED),
-            }
+        self._monitors = {
+            API: api_socket.get_monitor_socket(HANDSHAKE_FAILED),
+            EVENTS: events.get_monitor_socket(HANDSHAKE_FAILED),
+        }
         workers = self._socket(zmq.ROUTER)
         worker_address = _bind(workers, "tcp://127.0.0.1:0")
         self._proxy = DocumentProxy(self.documents_address, proxy_curve).start()
@@ -206,9 +224,9 @@ class LabService:
             self.frontend.bind()  # before daemon.json names its address
         state.events, state.workers = events, workers
         state.events_address, state.documents_address = self.events_address, self.documents_address
-        info = {"pid": os.getpid(), "api": self.api_address, "events": self.events_address,
-                "documents": self.documents_address, "lab": self.lab.name, "curve": self.curve,
-                "server_key": self._server_public.decode() if self._server_public else None,
+        info = {"pid": os.getpid(), "owner": self.owner, "api": self.api_address,
+                "events": self.events_address, "documents": self.documents_address, "lab": self.lab.name,
+                "curve": True, "server_key": public.decode(),
                 "http": self.frontend.url if self.frontend else None}  # fmt: skip
         (self.data_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         log.info(
@@ -230,10 +248,10 @@ class LabService:
         return api_socket, launch
 
     def _socket(self, kind: int, domain: str | None = None) -> zmq.asyncio.Socket:
-        """A socket; with CurveZMQ and a ZAP ``domain`` (a socket clients reach), a CURVE server."""
+        """A socket; with a ZAP ``domain`` (a socket clients reach), a CURVE server."""
         socket = self._context.socket(kind)
         socket.setsockopt(zmq.LINGER, 0)
-        if self.curve and domain is not None:
+        if domain is not None:
             assert self._server_public is not None and self._server_secret is not None
             make_server(socket, self._server_public, self._server_secret, domain)
         return socket
@@ -241,9 +259,15 @@ class LabService:
     # -- access ----------------------------------------------------------------------------------------------
 
     def _refused(self, domain: str, who: str, why: str, origin: str | None) -> None:
-        """A connection refused at the handshake: to the audit log (repeats at most once a minute)."""
-        if self.state is not None and self._refusals.due(domain, who, why, origin or ""):
-            self.state.store.audit(who, f"connect.{domain}", why, origin=origin)
+        """A connection refused at the handshake: to the audit log (throttled per source address)."""
+        self.refusals.refused(Refusal(who, f"connect.{domain}", why, origin))
+
+    def _write_refusal(self, refusal: Refusal) -> None:
+        if self.state is not None:
+            store = self.state.store
+            store.audit(
+                refusal.who, refusal.action, refusal.result, origin=refusal.origin, target=refusal.target
+            )
 
     def _refused_threadsafe(self, domain: str, who: str, why: str, origin: str | None) -> None:
         if self._loop is not None:
@@ -264,16 +288,22 @@ class LabService:
         finally:
             monitor.close(linger=0)
 
-    def keys_changed(self) -> None:
-        """After the allow-list changed: if a key went, drop every subscriber of the events and documents so
-        the removed key cannot keep listening (the others reconnect, pass the handshake again and catch up
-        on the events they missed through ``events.since``). Requests are checked one by one anyway."""
-        if not self.curve or self.state is None:
+    def _noticed_keys_change(self, removed: frozenset[str]) -> None:
+        """The allow-list changed, noticed by whatever looked first (a request, a handshake, the watcher,
+        a change through the API; on this loop or on the documents proxy's thread)."""
+        loop = self._loop
+        if not removed or loop is None or loop.is_closed():
             return
-        allowed = {e.public_key for e in self.keyring}
-        removed = self._allowed_keys - allowed
-        self._allowed_keys = allowed
-        if not removed:
+        if threading.get_ident() == self._loop_thread:
+            self.keys_changed(removed)  # before anything else is published
+        else:
+            loop.call_soon_threadsafe(self.keys_changed, removed)
+
+    def keys_changed(self, removed: frozenset[str]) -> None:
+        """Keys were removed from the allow-list: drop every subscriber of the events and documents so a
+        removed key cannot keep listening (the others reconnect, pass the handshake again and catch up on
+        the events they missed through ``events.since``). Requests are checked one by one anyway."""
+        if self.state is None or self.state.stopping:
             return
         log.info(
             "%d key(s) removed from the allow-list: dropping event and document subscribers", len(removed)
@@ -291,12 +321,12 @@ class LabService:
             self._proxy.reopen_output()
 
     async def _watch_keys(self) -> None:
-        """The allow-list may be edited on disk (`sdl keys remove`): notice it within a second."""
+        """The allow-list may be edited on disk (`sdl keys remove`): notice it within a second, should no
+        request or handshake notice it first (the key ring tells :meth:`keys_changed` either way)."""
         while True:
             await asyncio.sleep(1.0)
             try:
-                if self.keyring.refresh():
-                    self.keys_changed()
+                self.keyring.refresh()
             except Exception:
                 log.exception("could not read the allow-list %s", self.keyring.path)
 
@@ -323,7 +353,7 @@ class LabService:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
         try:
-            self._loop = loop
+            self._loop, self._loop_thread = loop, threading.get_ident()
             state, health, leases = self.open()
             api_socket, launch = self.bind(state)
             supervisor = self.supervisor = Supervisor(state, health, leases, launch)
@@ -334,9 +364,8 @@ class LabService:
                 health,
                 supervisor,
                 stop=lambda abort: self.request_stop(abort=abort),
-                keys_changed=self.keys_changed,
             )
-            authenticate = CurveCallers(self.keyring) if self.curve else local_caller
+            authenticate = CurveCallers(self.keyring)
             server = ApiServer(api_socket, handlers.table(), authenticate=authenticate, audit=self._audit)
             supervisor.start_workers()
             await self.proposer.start()
@@ -348,13 +377,12 @@ class LabService:
                 asyncio.create_task(self._heartbeat(state), name="heartbeat"),
                 asyncio.create_task(storage.watch(), name="storage"),
             ]
-            if self.curve:
-                assert state.events is not None
-                tasks += [
-                    asyncio.create_task(self._watch_handshakes(api_socket, API), name="zap-api"),
-                    asyncio.create_task(self._watch_handshakes(state.events, EVENTS), name="zap-ev"),
-                    asyncio.create_task(self._watch_keys(), name="keys"),
-                ]
+            assert state.events is not None
+            tasks += [
+                asyncio.create_task(self._watch_handshakes(api_socket, API), name="zap-api"),
+                asyncio.create_task(self._watch_handshakes(state.events, EVENTS), name="zap-ev"),
+                asyncio.create_task(self._watch_keys(), name="keys"),
+            ]
             if self.frontend is not None:
                 tasks.append(asyncio.create_task(self.frontend.serve(state, server.execute), name="http"))
             freeze_startup_heap()
@@ -376,7 +404,7 @@ class LabService:
             await asyncio.gather(*tasks, *background, return_exceptions=True)
         finally:
             self._close()
-        return 0
+        return 1 if self.lost_claim else 0
 
     def request_stop(self, sig: int | None = None, *, abort: bool | None = None) -> None:
         if sig is not None:
@@ -405,17 +433,40 @@ class LabService:
         if self.simulated is not None:
             self.simulated.stop()
         if state is not None:
-            (self.data_dir / INFO_FILE).unlink(missing_ok=True)
             try:
-                state.store.set_lab_state("daemon", None)
-            except StoreFull:  # the claim goes stale instead; the next service takes it over
-                log.error("the disk is full: the lab's claim is left to go stale")
+                self.refusals.flush(everything=True)  # what was counted but not yet written
+            except Exception:
+                log.exception("could not write the audit log")
+            if self.claimed:
+                self._remove_record()
+                try:
+                    state.store.release_lab(self.owner)
+                except StoreFull:  # the claim goes stale instead; the next service takes it over
+                    log.error("the disk is full: the lab's claim is left to go stale")
             if state.owed:
                 log.error("stopping with %d write(s) the disk had no room for: %s", len(state.owed),
                           "; ".join(what for what, _ in state.owed))  # fmt: skip
             state.store.close()
             self.state = None
         log.info("lab service stopped")
+
+    def _remove_record(self) -> None:
+        """Remove daemon.json if it is this service's: another service may have written its own since."""
+        path = self.data_dir / INFO_FILE
+        try:
+            ours = json.loads(path.read_text()).get("owner") == self.owner
+        except (OSError, ValueError, AttributeError):
+            return
+        if ours:
+            path.unlink(missing_ok=True)
+
+    def _lose_claim(self) -> None:
+        """Another process holds the lab now (this one was silent too long, and not on this machine): stop
+        driving it at once, leaving its claim and its daemon.json alone."""
+        log.error("the lab's claim was taken by another process: aborting work in flight and stopping")
+        self.lost_claim = True
+        self.claimed = False
+        self.request_stop(abort=True)
 
     async def _heartbeat(self, state: LabState) -> None:
         """Keep the claims alive, count the campaigns' wall time, and checkpoint the store on a schedule (so
@@ -427,7 +478,9 @@ class LabService:
                 # campaign run by `sdl run` beside it) reach the event stream within a heartbeat.
                 state.caught_up(state.announce())
                 held = store.heartbeat(self.owner)
-                store.lab_heartbeat(self.owner, pid=os.getpid())
+                if not store.lab_heartbeat(self.owner, pid=os.getpid()):
+                    self._lose_claim()
+                    return
                 for tracked in state.active:
                     if tracked.id in held:
                         state.active.refresh_record(tracked.id)
@@ -436,6 +489,7 @@ class LabService:
                             "campaign %s was taken over by another process; no longer run here", tracked.id
                         )
                         state.active.forget(tracked.id)
+                self.refusals.flush()
                 await asyncio.to_thread(store.checkpoint)  # off the loop: requests do not wait on it
             except StoreFull as exc:
                 state.storage_failed(str(exc))

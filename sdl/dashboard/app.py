@@ -18,14 +18,17 @@ from typing import Any
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from sdl.access.refusals import Refusal
 from sdl.api import models as m
 from sdl.api.models import ApiError
 from sdl.dashboard.backend import Backend, Session
+from sdl.dashboard.hosts import MAX_HOST, AllowedHosts, HostCheck
 from sdl.exports.table import export_text
 from sdl.spec.campaign import Campaign
 
@@ -46,13 +49,19 @@ STATUS_OF_ERROR = {
     "internal": 500,
 }
 KEEPALIVE_S = 15.0
+VISITOR = "web visitor"
+CROSS_SITE = "a cross-site request (its Origin is not this dashboard)"
+NOT_OUR_NAME = "not a name this dashboard answers to (its Host header)"
+UNKNOWN_TOKEN = "unknown token, or its key is no longer allowed"
 
 
 def static_dir() -> Any:
     return resources.files("sdl.dashboard") / "static"
 
 
-def create_app(backend: Backend, *, secure_cookie: bool = False) -> Starlette:
+def create_app(backend: Backend, hosts: AllowedHosts, *, secure_cookie: bool = False) -> Starlette:
+    """The dashboard's application: only for requests whose Host is in ``hosts`` (checked first)."""
+
     def token_of(request: Request) -> str | None:
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
@@ -73,17 +82,44 @@ def create_app(backend: Backend, *, secure_cookie: bool = False) -> Starlette:
             {"ok": False, "error": exc.error.model_dump()}, status_code=STATUS_OF_ERROR[exc.error.type]
         )
 
-    def same_origin_json(request: Request) -> None:
-        """A state-changing request must come from this page: JSON (a form cannot send it cross-site without
-        a preflight we never grant) and, when the browser says where from, from this origin."""
-        if not request.headers.get("content-type", "").startswith("application/json"):
-            raise ApiError("bad_request", "send JSON (Content-Type: application/json)")
+    def same_origin_json(request: Request, action: str) -> None:
+        """A state-changing request must come from this page: when the browser says where from, from this
+        origin (a refusal is audited), and JSON (a form cannot send it cross-site without a preflight we
+        never grant)."""
         origin = request.headers.get("origin")
         if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
-            raise ApiError("forbidden", f"a request from {origin} is not from this dashboard")
+            backend.refused(
+                Refusal(VISITOR, action, f"refused: {CROSS_SITE}", f"web {origin_of(request) or '?'}",
+                        target=origin[:MAX_HOST])
+            )  # fmt: skip
+            raise ApiError("forbidden", f"a request from {origin[:MAX_HOST]} is not from this dashboard")
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            raise ApiError("bad_request", "send JSON (Content-Type: application/json)")
+
+    def set_cookie(response: Response, token: str) -> None:
+        response.set_cookie(
+            COOKIE, token, httponly=True, samesite="strict", secure=secure_cookie, max_age=30 * 24 * 3600
+        )
 
     async def index(request: Request) -> Response:
-        return FileResponse(str(static_dir() / "index.html"), headers={"Cache-Control": "no-cache"})
+        token = request.query_params.get("token")
+        if token is None:
+            return FileResponse(str(static_dir() / "index.html"), headers={"Cache-Control": "no-cache"})
+        # A sign-in URL (the one `sdl daemon --http` prints): the token becomes a cookie, and the address
+        # bar and the history keep the page without it.
+        query = request.url.remove_query_params("token").query
+        response = RedirectResponse(request.url.path + (f"?{query}" if query else ""), status_code=303)
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        if backend.session_for(token, origin_of(request)) is None:
+            backend.refused(
+                Refusal(
+                    VISITOR, "web.signin", f"refused: {UNKNOWN_TOKEN}", f"web {origin_of(request) or '?'}"
+                )
+            )
+        else:
+            set_cookie(response, token)
+        return response
 
     async def session(request: Request) -> Response:
         token = token_of(request)
@@ -96,20 +132,23 @@ def create_app(backend: Backend, *, secure_cookie: bool = False) -> Starlette:
 
     async def signin(request: Request) -> Response:
         try:
-            same_origin_json(request)
+            same_origin_json(request, "web.signin")
             body = await request.json()
             token = str(body.get("token", "")).strip() if isinstance(body, dict) else ""
             found = backend.session_for(token, origin_of(request)) if token else None
             if found is None:
-                raise ApiError("unauthenticated", "unknown token, or its key is no longer allowed")
+                backend.refused(
+                    Refusal(
+                        VISITOR, "web.signin", f"refused: {UNKNOWN_TOKEN}", f"web {origin_of(request) or '?'}"
+                    )
+                )
+                raise ApiError("unauthenticated", UNKNOWN_TOKEN)
         except ApiError as exc:
             return error(exc)
         except ValueError:
             return error(ApiError("bad_request", "not JSON"))
         response = JSONResponse({"name": found.name, "role": found.role.value, "signed_in": True})
-        response.set_cookie(
-            COOKIE, token, httponly=True, samesite="strict", secure=secure_cookie, max_age=30 * 24 * 3600
-        )
+        set_cookie(response, token)
         return response
 
     async def signout(request: Request) -> Response:
@@ -124,7 +163,7 @@ def create_app(backend: Backend, *, secure_cookie: bool = False) -> Starlette:
             if model is None:
                 raise ApiError("unknown_method", f"no method {method[:80]!r}")
             if model.role is not m.Role.VIEWER:
-                same_origin_json(request)
+                same_origin_json(request, method)
             session = session_of(request)
             raw = await request.body()
             try:
@@ -146,7 +185,7 @@ def create_app(backend: Backend, *, secure_cookie: bool = False) -> Starlette:
 
     async def events(request: Request) -> Response:
         try:
-            session_of(request)
+            session = session_of(request)
             # a browser reconnecting says where it stopped (Last-Event-ID); take whichever is later
             since = max(
                 int(request.query_params.get("since", "0")), int(request.headers.get("last-event-id", "0"))
@@ -170,6 +209,8 @@ def create_app(backend: Backend, *, secure_cookie: bool = False) -> Starlette:
                         continue
                     event = pending.result()
                     pending = None
+                    if not await backend.still_allowed(session):
+                        return  # its token was revoked or its key removed: not one event more
                     yield b"id: %d\ndata: %s\n\n" % (event.seq, event.model_dump_json().encode())
             finally:
                 if pending is not None:
@@ -220,4 +261,12 @@ def create_app(backend: Backend, *, secure_cookie: bool = False) -> Starlette:
         Route("/api/export/{campaign_id}.{fmt}", export),
         Mount("/static", StaticFiles(directory=str(static_dir())), name="static"),
     ]
-    return Starlette(routes=routes)
+
+    def host_refused(host: str, address: str | None) -> None:
+        backend.refused(
+            Refusal(VISITOR, "web.host", f"refused: {NOT_OUR_NAME}", f"web {address or '?'}", target=host)
+        )
+
+    return Starlette(
+        routes=routes, middleware=[Middleware(HostCheck, allowed=hosts, on_refused=host_refused)]
+    )

@@ -12,13 +12,16 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
 from sdl.access.keys import KeyFileError
+from sdl.access.owner import OWNER_KEY_NAME, same_token
+from sdl.access.refusals import Refusal, RefusalThrottle
 from sdl.access.roles import Caller, Role
-from sdl.access.tokens import TokenFile
+from sdl.access.tokens import TokenFile, digest
 from sdl.api import models as m
 from sdl.api.client import Client, Credentials
 from sdl.api.convert import event_record
@@ -30,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Events a browser may be behind before it is told to reload (it then catches up from the record).
 QUEUE_LIMIT = 10000
+#: How often `sdl dashboard` asks the service whether a signed-in browser's key is still allowed.
+RECHECK_S = 1.0
 
 
 @dataclass
@@ -42,12 +47,35 @@ class Session:
     token_name: str | None = None
     client: Any = field(default=None, repr=False)  # remote: the session's own client
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    token: str | None = field(default=None, repr=False)  # to check it again while its stream lasts
+    checked_at: float = field(default=0.0, repr=False)
 
 
 class Backend:
     """What the web app needs from a lab service."""
 
     tokens: TokenFile
+
+    def __init__(self) -> None:
+        self.refusals = RefusalThrottle(self._write_refusal)
+
+    def refused(self, refusal: Refusal) -> None:
+        """A web request refused before it reached the lab service (a Host or Origin that is not this
+        dashboard's, an unknown token): audited, throttled per source address."""
+        self.refusals.refused(refusal)
+
+    def _write_refusal(self, refusal: Refusal) -> None:
+        log.warning(
+            "%s from %s: %s%s",
+            refusal.action,
+            refusal.origin or "?",
+            refusal.result,
+            f" ({refusal.target})" if refusal.target else "",
+        )
+
+    async def still_allowed(self, session: Session) -> bool:
+        """Whether a session may still hear events (its token not revoked, its key still allowed)."""
+        return True
 
     def session_for(self, token: str | None, origin: str | None) -> Session | None:
         """The session of a sign-in token (None: unknown token); without a token, the anonymous one (None:
@@ -76,15 +104,22 @@ class ServiceBackend(Backend):
     """Inside the lab service (`sdl daemon --http`): requests go through the API server's own checks and audit
     log, events come straight from the service as it publishes them."""
 
-    def __init__(self, state: LabState, execute: Execute, tokens: TokenFile, anonymous: bool) -> None:
+    def __init__(
+        self, state: LabState, execute: Execute, tokens: TokenFile, *, anonymous: bool, owner_token: str
+    ) -> None:
+        super().__init__()
         self.state = state
         self.execute = execute
         self.tokens = tokens
         self.anonymous = anonymous
+        self.owner_token = owner_token
 
     def session_for(self, token: str | None, origin: str | None) -> Session | None:
         if not token:
             return Session("anonymous", Role.VIEWER, False) if self.anonymous else None
+        owner = self.state.keyring.owner
+        if owner is not None and same_token(token, self.owner_token):
+            return Session(owner.name, owner.role, True, OWNER_KEY_NAME, token=token)
         try:
             entry = self.tokens.lookup(token)
         except KeyFileError as exc:
@@ -95,7 +130,15 @@ class ServiceBackend(Backend):
         key = self.state.keyring.by_public_key(entry.public_key)
         if key is None:  # the token's key is no longer (or never was) on the allow-list
             return None
-        return Session(key.name, key.role, True, entry.name)
+        return Session(key.name, key.role, True, entry.name, token=token)
+
+    def _write_refusal(self, refusal: Refusal) -> None:
+        self.state.store.audit(
+            refusal.who, refusal.action, refusal.result, origin=refusal.origin, target=refusal.target
+        )
+
+    async def still_allowed(self, session: Session) -> bool:
+        return session.token is None or self.session_for(session.token, None) is not None
 
     async def call(self, request: m.Request, session: Session, origin: str | None) -> Any:
         caller = Caller(name=session.name, role=session.role, origin=f"web {origin or '?'}")
@@ -135,24 +178,36 @@ class ServiceBackend(Backend):
 
 class RemoteBackend(Backend):
     """`sdl dashboard --connect URL`: a client of the lab service. Each signed-in token speaks to the service
-    with its own key (the token's ``secret_key_file``), so the service checks and audits that key; anonymous
-    visitors use the dashboard's own key, as viewers."""
+    with its own key (the token's ``secret_key_file``), so the service checks and audits that key; the
+    owner's sign-in token (the one it prints) acts with the dashboard's own key; anonymous visitors, if
+    allowed, use the dashboard's own key too, capped at viewer."""
 
     def __init__(
         self,
         address: str,
-        credentials: Credentials | None,
+        credentials: Credentials,
         tokens: TokenFile,
+        *,
         anonymous: bool,
-        server_key: bytes | None,
+        owner_token: str,
+        identity: m.Identity,
     ) -> None:
+        super().__init__()
         self.address = address
         self.tokens = tokens
-        self.server_key = server_key
+        self.server_key = credentials.server
         self.anonymous = anonymous
+        self.owner_token = owner_token
         self._credentials = credentials
         self._anonymous = Session(
             "anonymous", Role.VIEWER, False, client=Client(address, credentials=credentials)
+        )
+        self._own = Session(
+            identity.name,
+            identity.role,
+            True,
+            OWNER_KEY_NAME,
+            client=Client(address, credentials=credentials),
         )
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
@@ -164,6 +219,8 @@ class RemoteBackend(Backend):
     def session_for(self, token: str | None, origin: str | None) -> Session | None:
         if not token:
             return self._anonymous if self.anonymous else None
+        if same_token(token, self.owner_token):
+            return self._own
         try:
             entry = self.tokens.lookup(token)
         except KeyFileError as exc:
@@ -189,10 +246,39 @@ class RemoteBackend(Backend):
             log.warning("token %s: the lab service refused its key: %s", entry.name, exc)
             client.close()
             return None
-        session = Session(identity.name, identity.role, True, entry.name, client=client)
+        session = Session(identity.name, identity.role, True, entry.name, client=client, token=token)
+        session.checked_at = time.monotonic()
         with self._lock:
             self._sessions[entry.sha256] = session
         return session
+
+    async def still_allowed(self, session: Session) -> bool:
+        """The token must still be in the tokens file, and the service must still take its key (asked at
+        most once a second: the events come through the dashboard's own subscription)."""
+        if session.token is None:
+            return True
+        try:
+            if self.tokens.lookup(session.token) is None:
+                return False
+        except KeyFileError:
+            return False
+        if time.monotonic() - session.checked_at < RECHECK_S:
+            return True
+
+        def ask() -> bool:
+            with session.lock:
+                try:
+                    session.client.call(m.WhoAmI())
+                except ApiError as exc:
+                    return exc.error.type != "unauthenticated"
+                return True
+
+        allowed = await asyncio.to_thread(ask)
+        session.checked_at = time.monotonic()
+        if not allowed:
+            with self._lock:
+                self._sessions.pop(digest(session.token), None)
+        return allowed
 
     async def call(self, request: m.Request, session: Session, origin: str | None) -> Any:
         if not session.signed_in:
@@ -266,10 +352,11 @@ class RemoteBackend(Backend):
             loop.call_soon_threadsafe(_offer, queue, event)
 
     def close(self) -> None:
+        self.refusals.flush(everything=True)
         self._stop.set()
         if self._stream is not None:
             self._stream.join(timeout=5)
-        for session in [self._anonymous, *self._sessions.values()]:
+        for session in [self._anonymous, self._own, *self._sessions.values()]:
             session.client.close()
 
 

@@ -9,17 +9,19 @@ import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
 
+from sdl.access.owner import owner_token
 from sdl.access.tokens import TokenFile
 from sdl.api.server import Execute
 from sdl.daemon.state import LabState
 from sdl.dashboard.app import create_app
 from sdl.dashboard.backend import Backend, ServiceBackend
+from sdl.dashboard.hosts import MAX_HOST, AllowedHosts
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +37,19 @@ class HttpOptions:
     tokens: Path
     cert: Path | None = None
     key: Path | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    anonymous: bool = False
 
     @classmethod
     def parse(
-        cls, text: str, *, tokens: Path, cert: Path | None = None, key: Path | None = None
+        cls,
+        text: str,
+        *,
+        tokens: Path,
+        cert: Path | None = None,
+        key: Path | None = None,
+        allowed_hosts: Sequence[str] = (),
+        anonymous: bool = False,
     ) -> HttpOptions:
         host, _, port = text.removeprefix("http://").removeprefix("https://").rpartition(":")
         host = host.strip("[]")
@@ -49,7 +60,12 @@ class HttpOptions:
         for path in (cert, key):
             if path is not None and not path.is_file():
                 raise HttpError(f"{path}: no such file")
-        options = cls(host, int(port), tokens, cert, key)
+        for name in allowed_hosts:
+            if not name or len(name) > MAX_HOST or any(c in name for c in "/@ :[]") or name != name.strip():
+                raise HttpError(
+                    f"--allowed-host {name!r}: give a host name as a browser asks for it (lab.example.org)"
+                )
+        options = cls(host, int(port), tokens, cert, key, tuple(allowed_hosts), anonymous)
         if not options.loopback and cert is None:
             raise HttpError(
                 f"--http {text}: not a loopback address; sign-in tokens must not cross the network in clear: "
@@ -65,6 +81,10 @@ class HttpOptions:
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+    @property
+    def hosts(self) -> AllowedHosts:
+        return AllowedHosts.of(self.host, self.allowed_hosts)
 
     @property
     def url(self) -> str:
@@ -99,7 +119,7 @@ class _Server(uvicorn.Server):
 
 def _config(backend: Backend, http: HttpOptions) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(backend, secure_cookie=http.cert is not None),
+        create_app(backend, http.hosts, secure_cookie=http.cert is not None),
         lifespan="off",
         log_level="warning",
         access_log=False,
@@ -127,10 +147,14 @@ class InService:
     async def serve(self, state: LabState, execute: Execute) -> None:
         sock = self._socket
         assert sock is not None, "bind() first"
-        backend = ServiceBackend(state, execute, TokenFile(self.http.tokens), anonymous=self.http.loopback)
+        token = owner_token(state.store.data_dir)
+        backend = ServiceBackend(
+            state, execute, TokenFile(self.http.tokens), anonymous=self.http.anonymous, owner_token=token
+        )
         server = _Server(_config(backend, self.http))
         task = asyncio.ensure_future(server.serve(sockets=[sock]))
-        log.info("dashboard on %s", self.http.url)
+        summaries = asyncio.ensure_future(_summarise_refusals(backend))
+        announce(self.http, token)
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -138,13 +162,36 @@ class InService:
             await asyncio.wait({task}, timeout=5)
             raise
         finally:
+            summaries.cancel()
             sock.close()
+            backend.refusals.flush(everything=True)
 
 
-def run_dashboard(backend: Backend, http: HttpOptions) -> None:
+async def _summarise_refusals(backend: Backend) -> None:
+    """Write the summaries of throttled refusals as their windows close."""
+    while True:
+        await asyncio.sleep(1.0)
+        try:
+            backend.refusals.flush()
+        except Exception:
+            log.exception("could not write the audit log")
+
+
+def announce(http: HttpOptions, token: str) -> None:
+    """Say where the dashboard is, and the owner's sign-in URL (as Jupyter does: the token is in the data
+    directory too, readable by its owner alone)."""
+    log.warning("dashboard on %s", http.url)
+    log.warning("sign in at %s", sign_in_url(http.url, token))
+
+
+def sign_in_url(url: str, token: str) -> str:
+    return f"{url}/?token={token}"
+
+
+def run_dashboard(backend: Backend, http: HttpOptions, token: str) -> None:
     """`sdl dashboard`: serve until SIGINT or SIGTERM."""
     sock = http.bind()
-    log.warning("dashboard on %s", http.url)
+    announce(http, token)
     try:
         uvicorn.Server(_config(backend, http)).run(sockets=[sock])
     finally:

@@ -4,12 +4,13 @@ lab service published, and the audit log of who asked for what."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sdl.spec.status import InstrumentState
-from sdl.store.campaigns import CampaignBusy, claim_is_stale, describe_owner
+from sdl.store.campaigns import CampaignBusy, claim_is_stale, describe_owner, owner_alive_here
 from sdl.store.connection import Connection
 from sdl.store.schema import AuditRecord, EventRecord, InstrumentRecord, dumps, loads, now_iso
 
@@ -108,40 +109,55 @@ class LabwideMixin(Connection):
                 )
 
     def claim_lab(self, owner: str, *, stale_after: float) -> int:
-        """One lab service per store: take its claim, or raise :class:`CampaignBusy` naming the holder."""
+        """One lab service per store: take its claim, or raise :class:`CampaignBusy` naming the holder.
+
+        A holder whose heartbeat is fresh keeps the lab; so does one whose heartbeat went quiet while its
+        process is still alive on this machine (stopped, or hung): two services must never drive one lab,
+        so that one has to be ended first. The claim records when its process started, so a process that
+        merely reuses a dead holder's pid is not taken for it."""
         now = time.time()
         with self._tx() as conn:
             row = conn.execute("SELECT value FROM lab_state WHERE key = 'daemon'").fetchone()
             held: dict[str, Any] = json.loads(row["value"]) if row else {}
             holder = held.get("owner")
-            if (
-                holder
-                and holder != owner
-                and not claim_is_stale(holder, held.get("heartbeat_at"), now, stale_after)
-            ):
-                raise CampaignBusy(
-                    f"the lab in {self.data_dir} is run by {describe_owner(holder)} "
-                    "(one lab service per store)"
-                )
+            if holder and holder != owner:
+                fresh = not claim_is_stale(holder, held.get("heartbeat_at"), now, stale_after)
+                if fresh or _still_running(holder, held.get("started")):
+                    quiet = "" if fresh else _quiet_for(held.get("heartbeat_at"), now)
+                    raise CampaignBusy(
+                        f"the lab in {self.data_dir} is run by {describe_owner(holder)}{quiet} "
+                        "(one lab service per store)"
+                    )
             epoch = int(held.get("epoch", 0)) + 1
-            value = {**held, "owner": owner, "epoch": epoch, "heartbeat_at": now}
+            value = {"owner": owner, "epoch": epoch, "heartbeat_at": now, "started": process_started()}
             conn.execute(
                 "INSERT OR REPLACE INTO lab_state (key, value, updated_at) VALUES ('daemon', ?, ?)",
                 (dumps(value), now_iso()),
             )
         return epoch
 
-    def lab_heartbeat(self, owner: str, **facts: Any) -> None:
+    def lab_heartbeat(self, owner: str, **facts: Any) -> bool:
+        """Refresh ``owner``'s claim on the lab; False if it does not hold it (any more)."""
         with self._tx() as conn:
             row = conn.execute("SELECT value FROM lab_state WHERE key = 'daemon'").fetchone()
             held: dict[str, Any] = json.loads(row["value"]) if row else {}
             if held.get("owner") != owner:
-                return
+                return False
             value = {**held, **facts, "heartbeat_at": time.time()}
             conn.execute(
                 "UPDATE lab_state SET value = ?, updated_at = ? WHERE key = 'daemon'",
                 (dumps(value), now_iso()),
             )
+        return True
+
+    def release_lab(self, owner: str) -> bool:
+        """Give up ``owner``'s claim on the lab; False (and nothing changed) if another process holds it."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT value FROM lab_state WHERE key = 'daemon'").fetchone()
+            if row is None or json.loads(row["value"]).get("owner") != owner:
+                return False
+            conn.execute("DELETE FROM lab_state WHERE key = 'daemon'")
+        return True
 
     # -- events --------------------------------------------------------------------------------------------
 
@@ -249,6 +265,29 @@ class LabwideMixin(Connection):
             )
             for r in rows
         ]  # fmt: skip
+
+
+def process_started(pid: int | None = None) -> int | None:
+    """When a process on this machine started (clock ticks since boot, from /proc), None if unknown."""
+    try:
+        with open(f"/proc/{pid or os.getpid()}/stat", encoding="ascii") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _still_running(owner: str, started: object) -> bool:
+    """Whether the claim's process is alive on this machine: its pid runs, and it is the same process (it
+    started when the claim says). A claim that does not say (an older service) is judged by heartbeat."""
+    if owner_alive_here(owner) is not True or not isinstance(started, int):
+        return False
+    return process_started(int(owner.split(":")[2])) == started
+
+
+def _quiet_for(heartbeat_at: object, now: float) -> str:
+    age = now - heartbeat_at if isinstance(heartbeat_at, int | float) else None
+    since = f"{age:.0f} s" if age is not None else "long"
+    return f", alive but silent for {since} (stopped or hung? end it before starting another)"
 
 
 def _instrument(r: Any) -> InstrumentRecord:

@@ -454,7 +454,12 @@ function renderAudit() {
 async function start() {
   if (new URLSearchParams(location.search).has("wall")) document.body.classList.add("wall");
   await loadSession();
-  if (state.session.role === null) { renderHeader(); $("grid").innerHTML = `<section class="panel"><h2>Sign in</h2><p>This dashboard needs a sign-in token (ask the lab's admin: <code>sdl keys token NAME --key FILE</code>).</p></section>`; return; }
+  if (state.session.role === null) {
+    renderHeader();
+    $("grid").innerHTML = `<section class="panel"><h2>Sign in</h2><p>Open the sign-in URL the lab service printed when it started (its owner also finds the token in <code>DATA_DIR/keys/owner.token</code>), or sign in with a token from the lab's admin (<code>sdl keys token NAME --key FILE</code>).</p></section>`;
+    document.body.dataset.ready = "1";
+    return;
+  }
   const since = (await call("events.since", { seq: 0, limit: 1 })).last;
   state.lastSeq = since;
   listen(); // from `since`: nothing that happens while the page loads is lost
