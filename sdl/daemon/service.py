@@ -137,6 +137,7 @@ class LabService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self.claimed = False  # whether this process took the lab's claim (only then may it release it)
+        self._store: Store | None = None  # the store it claimed the lab in
         self.lost_claim = False
 
     # -- starting ------------------------------------------------------------------------------------------
@@ -145,13 +146,12 @@ class LabService:
         """Claim the lab, adopt the campaigns it ran, mark what was in flight, start the simulator."""
         store = Store(self.data_dir)
         try:
+            self.keyring.owner = owner_entry(self.data_dir)
             store.claim_lab(self.owner, stale_after=STALE_AFTER_S)
         except BaseException:
             store.close()
             raise
-        self.claimed = True
-        store.ensure_instruments(self.lab.instruments)
-        self.keyring.owner = owner_entry(self.data_dir)
+        self.claimed, self._store = True, store
         if self.data_dir.stat().st_mode & 0o077:
             log.warning(
                 "%s is open to other accounts on this machine: they cannot reach the lab without a key, but "
@@ -159,6 +159,7 @@ class LabService:
                 self.data_dir,
                 self.data_dir,
             )
+        store.ensure_instruments(self.lab.instruments)
         state = self.state = LabState(self.lab, store, self.owner, self.keyring, curve=True)
         leases = LeaseGrants(state)
         health = HealthKeeper(state, leases)
@@ -432,7 +433,8 @@ class LabService:
         self._context.destroy(linger=0)
         if self.simulated is not None:
             self.simulated.stop()
-        if state is not None:
+        store, self._store = self._store, None
+        if store is not None:
             try:
                 self.refusals.flush(everything=True)  # what was counted but not yet written
             except Exception:
@@ -440,13 +442,13 @@ class LabService:
             if self.claimed:
                 self._remove_record()
                 try:
-                    state.store.release_lab(self.owner)
+                    store.release_lab(self.owner)
                 except StoreFull:  # the claim goes stale instead; the next service takes it over
                     log.error("the disk is full: the lab's claim is left to go stale")
-            if state.owed:
+            if state is not None and state.owed:
                 log.error("stopping with %d write(s) the disk had no room for: %s", len(state.owed),
                           "; ".join(what for what, _ in state.owed))  # fmt: skip
-            state.store.close()
+            store.close()
             self.state = None
         log.info("lab service stopped")
 

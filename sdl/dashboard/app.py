@@ -96,6 +96,10 @@ def create_app(backend: Backend, hosts: AllowedHosts, *, secure_cookie: bool = F
         if not request.headers.get("content-type", "").startswith("application/json"):
             raise ApiError("bad_request", "send JSON (Content-Type: application/json)")
 
+    def refused_token(request: Request) -> None:
+        where = f"web {origin_of(request) or '?'}"
+        backend.refused(Refusal(VISITOR, "web.signin", f"refused: {UNKNOWN_TOKEN}", where))
+
     def set_cookie(response: Response, token: str) -> None:
         response.set_cookie(
             COOKIE, token, httponly=True, samesite="strict", secure=secure_cookie, max_age=30 * 24 * 3600
@@ -112,11 +116,7 @@ def create_app(backend: Backend, hosts: AllowedHosts, *, secure_cookie: bool = F
         response.headers["Cache-Control"] = "no-store"
         response.headers["Referrer-Policy"] = "no-referrer"
         if backend.session_for(token, origin_of(request)) is None:
-            backend.refused(
-                Refusal(
-                    VISITOR, "web.signin", f"refused: {UNKNOWN_TOKEN}", f"web {origin_of(request) or '?'}"
-                )
-            )
+            refused_token(request)
         else:
             set_cookie(response, token)
         return response
@@ -137,11 +137,7 @@ def create_app(backend: Backend, hosts: AllowedHosts, *, secure_cookie: bool = F
             token = str(body.get("token", "")).strip() if isinstance(body, dict) else ""
             found = backend.session_for(token, origin_of(request)) if token else None
             if found is None:
-                backend.refused(
-                    Refusal(
-                        VISITOR, "web.signin", f"refused: {UNKNOWN_TOKEN}", f"web {origin_of(request) or '?'}"
-                    )
-                )
+                refused_token(request)
                 raise ApiError("unauthenticated", UNKNOWN_TOKEN)
         except ApiError as exc:
             return error(exc)
