@@ -48,6 +48,8 @@ from scipy.stats import mannwhitneyu  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("bayesian", "random")
 MARKERS = ("<!-- published-labs-results:start -->", "<!-- published-labs-results:end -->")
+SUMMARY = ("<!-- published-labs-summary:start -->", "<!-- published-labs-summary:end -->")
+TABLE_LINK = "benchmarks/README.md#published-labs-benchmarkspublished_labspy"
 Record = Sequence[tuple[Mapping[str, Any], Mapping[str, float]]]
 
 
@@ -171,10 +173,14 @@ def checkpoints(budget: int) -> list[int]:
     return sorted({n for n in (budget // 4, budget // 2, budget) if n >= 1})
 
 
-def table(results: Mapping[str, Mapping[str, np.ndarray]], seconds: Mapping[str, float]) -> list[str]:
+def table(
+    results: Mapping[str, Mapping[str, np.ndarray]], seconds: Mapping[str, float]
+) -> tuple[list[str], dict[str, str]]:
+    """The table's lines, and each lab's verdict at its whole budget."""
     header = ("| lab | figure of merit | experiments | ours (bayesian) median [IQR] | random median [IQR] "
               "| p (ours better) | p (ours worse) | verdict | s per campaign |")  # fmt: skip
     lines = [header, "|---|---|---|---|---|---|---|---|---|"]
+    final: dict[str, str] = {}
     for folder, curves in results.items():
         figure = FIGURES[folder]
         for n in checkpoints(curves["bayesian"].shape[1]):
@@ -184,7 +190,22 @@ def table(results: Mapping[str, Mapping[str, np.ndarray]], seconds: Mapping[str,
                 f"| {folder} | {figure.label} ({figure.direction}) | {n} | {cell(ours)} | {cell(baseline)} "
                 f"| {p_better:.2g} | {p_worse:.2g} | {says} | {seconds[folder]:.0f} |"
             )
-    return lines
+            final[folder] = says
+    return lines, final
+
+
+def summary(final: Mapping[str, str], seeds: Sequence[int], commits: Sequence[str]) -> str:
+    """One sentence for the top README: where ours beats random at the whole budget, and where not."""
+    groups: dict[str, list[str]] = {}
+    for folder, says in final.items():
+        groups.setdefault(says.strip("*").split(" (")[0], []).append(folder.replace("_", " "))
+    parts = [f"{kind} on {', '.join(labs)}" for kind in ("better", "no better", "worse")
+             if (labs := groups.get(kind))]  # fmt: skip
+    return (
+        f"Against random search at each campaign's whole budget (closed loop, {len(seeds)} seeds, one-sided "
+        f"Mann-Whitney p < 0.05), our optimizer is {'; '.join(parts)} (measured at {', '.join(commits)}; "
+        f"the [table]({TABLE_LINK}) gives every figure)."
+    )
 
 
 def commit() -> str:
@@ -198,8 +219,10 @@ def commit() -> str:
     return head + ("+changes" if changed else "")
 
 
-def replace_block(path: Path, block: str, heading: str | None = None) -> None:
-    start, end = MARKERS
+def replace_block(
+    path: Path, block: str, heading: str | None = None, markers: tuple[str, str] = MARKERS
+) -> None:
+    start, end = markers
     text = path.read_text()
     if start in text:
         before, rest = text.split(start, 1)
@@ -247,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cache is not None:
         args.cache.mkdir(parents=True, exist_ok=True)
 
+    # Seed by seed, so every lab has run once early on (a lab that fails shows at once).
     jobs = [(folder, kind, seed, args.budget, str(args.cache) if args.cache else None)
-            for folder in args.labs for seed in seeds for kind in KINDS]  # fmt: skip
+            for seed in seeds for folder in args.labs for kind in KINDS]  # fmt: skip
     started = time.perf_counter()
     runs: dict[tuple[str, str, int], dict[str, Any]] = {}
     # One process per campaign (each starts its own simulator): nothing of one run leaks into the next.
@@ -287,8 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.jobs} at once). p: one-sided Mann-Whitney U over the seeds; verdict at p < 0.05.",
         "",
     ]
-    lines = table(results, seconds)
+    lines, final = table(results, seconds)
     print("\n".join(preamble + lines))
+    print("\n" + summary(final, seeds, commits))
     if not args.no_readme:
         replace_block(ROOT / "benchmarks" / "README.md", "\n".join(preamble + lines),
                       heading="## Published labs (`benchmarks/published_labs.py`)")  # fmt: skip
@@ -299,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"#published-labs-benchmarkspublished_labspy)).")  # fmt: skip
             replace_block(ROOT / "experiments" / folder / "README.md", "\n".join([note, "", *mine]),
                           heading="## Benchmark: our optimizer against random search")  # fmt: skip
+        if set(args.labs) == set(FIGURES) and args.budget is None:
+            replace_block(ROOT / "README.md", summary(final, seeds, commits), markers=SUMMARY)
     return 0
 
 
