@@ -212,11 +212,11 @@ def commit() -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    # What the runs execute: the labs' code and files, and the packages (not READMEs or plots).
+    # What the runs execute: the labs' code and files, and the packages (not READMEs or plots). The last
+    # commit that changed them, so committing the figures afterwards does not move it.
     code = (":(glob)experiments/**/*.py", ":(glob)experiments/**/*.yaml", "sdl", "simulators", "drivers")
-    changed = git("status", "--porcelain", "--", *code)
-    return head + ("+changes" if changed else "")
+    last = git("log", "-1", "--format=%h", "--", *code) or "unknown"
+    return last + ("+changes" if git("status", "--porcelain", "--", *code) else "")
 
 
 def replace_block(
