@@ -208,15 +208,22 @@ def summary(final: Mapping[str, str], seeds: Sequence[int], commits: Sequence[st
     )
 
 
-def commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+#: What the runs execute: the labs' code and files, and the packages (not READMEs or plots).
+CODE = (":(glob)experiments/**/*.py", ":(glob)experiments/**/*.yaml", "sdl", "simulators", "drivers")
 
-    # What the runs execute: the labs' code and files, and the packages (not READMEs or plots). The last
-    # commit that changed them, so committing the figures afterwards does not move it.
-    code = (":(glob)experiments/**/*.py", ":(glob)experiments/**/*.yaml", "sdl", "simulators", "drivers")
-    last = git("log", "-1", "--format=%h", "--", *code) or "unknown"
-    return last + ("+changes" if git("status", "--porcelain", "--", *code) else "")
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def commit(at: str = "HEAD") -> str:
+    """The last commit (at or before ``at``) that changed what the runs execute, so committing the figures
+    afterwards does not move it; "+changes" if the working tree's code differs from it."""
+    if at != "HEAD":  # a run's record: the commit it named, and whether its tree had changes
+        head, _, changed = at.partition("+")
+        return (git("log", "-1", "--format=%h", head, "--", *CODE) or head) + ("+changes" if changed else "")
+    last = git("log", "-1", "--format=%h", "--", *CODE) or "unknown"
+    return last + ("+changes" if git("status", "--porcelain", "--", *CODE) else "")
 
 
 def replace_block(
@@ -273,7 +280,6 @@ def main(argv: list[str] | None = None) -> int:
     # Seed by seed, so every lab has run once early on (a lab that fails shows at once).
     jobs = [(folder, kind, seed, args.budget, str(args.cache) if args.cache else None)
             for seed in seeds for folder in args.labs for kind in KINDS]  # fmt: skip
-    started = time.perf_counter()
     runs: dict[tuple[str, str, int], dict[str, Any]] = {}
     # One process per campaign (each starts its own simulator): nothing of one run leaks into the next.
     context = multiprocessing.get_context("spawn")
@@ -283,7 +289,6 @@ def main(argv: list[str] | None = None) -> int:
             done = f"{len(result['record'])} done, {result['failed']} failed, {result['seconds']:.0f} s"
             name = f"{result['lab']} {result['kind']} seed {result['seed']}"
             print(f"{name}: {done}", file=sys.stderr, flush=True)
-    total = time.perf_counter() - started
 
     results: dict[str, dict[str, np.ndarray]] = {}
     seconds: dict[str, float] = {}
@@ -297,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_plots:
             plot(folder, results[folder], seeds, ROOT / "experiments" / folder / "convergence.png")
 
-    commits = sorted({r["commit"] for r in runs.values()})
+    commits = sorted({commit(r["commit"]) for r in runs.values()})
     failed = sum(r["failed"] for r in runs.values())
+    hours = sum(r["seconds"] for r in runs.values()) / 3600
     command = "python benchmarks/published_labs.py" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:])
     )
@@ -307,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `{command}`. Seeds {seeds[0]}-{seeds[-1]} (no lab's settings were chosen on them), both "
         f"optimizers on each; every run the whole campaign closed loop through the drivers on its simulated "
-        f"bench ({len(runs)} campaigns, {failed} failed experiments, {total / 60:.0f} minutes with "
-        f"{args.jobs} at once). p: one-sided Mann-Whitney U over the seeds; verdict at p < 0.05.",
+        f"bench ({len(runs)} campaigns, {failed} failed experiments, {hours:.1f} hours of campaigns run "
+        f"{args.jobs} at a time). p: one-sided Mann-Whitney U over the seeds; verdict at p < 0.05.",
         "",
     ]
     lines, final = table(results, seconds)
