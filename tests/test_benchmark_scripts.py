@@ -58,7 +58,7 @@ def test_published_labs_runs_a_miniature_comparison():
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "published_labs.py"
     result = subprocess.run(
         [sys.executable, str(script), "--labs", "reactivity_search", "mobile_chemist", "--seeds", "1",
-         "--budget", "3", "--no-plots"],
+         "--budget", "3", "--no-plots", "--no-readme"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -7,11 +7,14 @@ nucleates new, small particles instead. What is read is the extinction spectrum 
 - Kinetics (ours, of the kind the paper describes): Au(III) is reduced at a rate k(T)·[AA]·[Au(III)]
   (1.5 AA per Au); of what is reduced, a fraction f = r²/(r² + (K·s)²) nucleates, with r the reductant
   and s the seed-gold concentration, and the rest grows the seeds. Gold is conserved.
-- Optics (Haiss et al., Anal. Chem. 79, 4215 (2007), the λ(d) fit of their Fig. 5 / Eq. 11):
-  plasmon peak λ = 512 + 6.53·exp(d/36.8) nm for a particle of diameter d (about 521 nm below 20 nm),
-  extinction per gold atom about 4000 L mol⁻¹ cm⁻¹ at the peak (their Table 1 extinctions divided by atoms
-  per particle), growing with d³ by scattering; the band broadens for small particles (surface damping)
-  and large ones (radiation damping); interband absorption of gold below 500 nm per atom.
+- Optics: the plasmon peak of Haiss et al., Anal. Chem. 79, 4215 (2007), Eq. 11, d = ln((λ − λ0)/L1)/L2
+  with λ0 = 512 nm, L1 = 6.53 nm, L2 = 0.0216 nm⁻¹, solved for λ: λ = 512 + 6.53·exp(0.0216·d) nm
+  (521 nm at 12 nm, 531 nm at 50, 569 nm at 100). The paper gives it for particles above about 25 nm;
+  below, it stays near 520 nm, as the peak of small spheres does. Extinction per gold atom about
+  4000 L mol⁻¹ cm⁻¹ at the peak (the order of the molar extinction coefficients they tabulate, about
+  1e8 M⁻¹ cm⁻¹ for 10 nm particles of 3·10⁴ atoms), growing with d³ by scattering; the band broadens for
+  small particles (surface damping) and large ones (radiation damping); interband absorption of gold
+  below 500 nm per atom.
 
 Amounts are µmol (of Au atoms for the particle populations), volumes µL: concentrations in mol/L.
 """
@@ -85,8 +88,13 @@ class SeededGrowth:
         return self.path_length_cm * total
 
 
+#: Haiss et al. 2007, Eq. 11: λ0 (nm), L1 (nm), L2 (1/nm).
+HAISS_LAMBDA0_NM, HAISS_L1_NM, HAISS_L2_PER_NM = 512.0, 6.53, 0.0216
+
+
 def plasmon_peak_nm(diameter_nm: float) -> float:
-    return 512.0 + 6.53 * math.exp(diameter_nm / 36.8)
+    """Haiss et al.'s Eq. 11 solved for the peak wavelength of spheres of this diameter."""
+    return HAISS_LAMBDA0_NM + HAISS_L1_NM * math.exp(HAISS_L2_PER_NM * diameter_nm)
 
 
 def extinction_per_atom(diameter_nm: float, wavelengths_nm: np.ndarray) -> np.ndarray:

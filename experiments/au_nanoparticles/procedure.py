@@ -63,13 +63,21 @@ def distance(wavelengths: np.ndarray, absorbance: np.ndarray) -> float:
     return spectra.rms_distance(wavelengths, absorbance, target_wl, target_absorbance, *WINDOW_NM)
 
 
+def figures(wavelengths: np.ndarray, absorbance: np.ndarray) -> dict[str, float]:
+    """Distance to the target, and where and how high the plasmon band peaks (420-780 nm)."""
+    inside = spectra.window(wavelengths, *WINDOW_NM)
+    smooth = np.convolve(np.nan_to_num(absorbance[inside]), np.ones(9) / 9, mode="same")
+    peak = int(np.argmax(smooth))
+    return {
+        "distance": distance(wavelengths, absorbance),
+        "peak_nm": float(wavelengths[inside][peak]),
+        "peak_extinction": float(smooth[peak]),
+    }
+
+
 def extract(documents: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, float]:
     sample = spectra.last(documents)
-    peak_window = spectra.window(sample.wavelengths_nm, *WINDOW_NM)
-    return {
-        "distance": distance(sample.wavelengths_nm, sample.absorbance),
-        "peak_nm": float(sample.wavelengths_nm[peak_window][np.nanargmax(sample.absorbance[peak_window])]),
-    }
+    return figures(sample.wavelengths_nm, sample.absorbance)
 
 
 def outflow(recipe: Mapping[str, float], total_ul_min: float = TOTAL_UL_MIN,
@@ -92,4 +100,4 @@ def simulate(recipe: Mapping[str, float], seed: int = 0) -> dict[str, float]:
     """The campaign's measurement as a plain function (for benchmarks): same chemistry, same spectrometer
     model and noise, same objective, no drivers."""
     reading = offline.read(SeededGrowth(), outflow(recipe), seed=seed)
-    return {"distance": distance(reading.wavelengths_nm, reading.absorbance)}
+    return figures(reading.wavelengths_nm, reading.absorbance)

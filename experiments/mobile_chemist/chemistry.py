@@ -7,10 +7,13 @@ selecting beneficial components (the hole scavenger L-cysteine, a higher pH) and
 (the dyes, a surfactant); it measured hydrogen by gas chromatography after irradiation.
 
 Our model is a product of saturating and penalising factors with those signs (ours, not the paper's
-numbers); it starts around a sixth of its best. We have no gas chromatograph: the formulation also holds
-methyl viologen, which the photogenerated electrons reduce to its blue radical cation (605 nm), a standard
-colorimetric reporter of photocatalytic activity, so the spectrometer reads activity as that band's growth
-under irradiation. Amounts are µL of each additive's stock.
+numbers). Its landscape is far more peaked than the paper's: a random formulation reaches about a
+hundredth of its best, P10 with L-cysteine alone about a third.
+
+We have no gas chromatograph: the formulation also holds methyl viologen, which the photogenerated
+electrons reduce to its blue radical cation (605 nm), a standard colorimetric reporter of photocatalytic
+activity, so the spectrometer reads activity as that band's growth under irradiation. Amounts are µL of
+each additive's stock.
 """
 
 from __future__ import annotations

@@ -61,17 +61,20 @@ def activity_from(start: float, end: float, irradiation_s: float = IRRADIATION_S
 
 
 def extract(documents: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, float]:
+    run = next(doc for name, doc in documents if name == "start")
     start, end = spectra.last(documents, "start"), spectra.last(documents)
-    return {"activity": activity_from(spectra.band(start, 600.0, 610.0), spectra.band(end, 600.0, 610.0))}
+    growth = (spectra.band(start, 600.0, 610.0), spectra.band(end, 600.0, 610.0))
+    return {"activity": activity_from(*growth, float(run.get("irradiation_s", IRRADIATION_S)))}
 
 
-def simulate(recipe: Mapping[str, float], seed: int = 0) -> dict[str, float]:
-    """The campaign's measurement as a plain function (same chemistry, spectrometer model and objective)."""
+def simulate(recipe: Mapping[str, float], seed: int = 0, *, overrun_s: float = 0.0) -> dict[str, float]:
+    """The campaign's measurement as a plain function (same chemistry, spectrometer model and objective);
+    ``overrun_s`` more irradiation than the plan asks for (the activity is still read per the plan's time)."""
     chemistry = Photocatalysis()
     vial = Portion(TOTAL_UL, {**{k: v for k, v in volumes(recipe).items() if k != "water"},
                               "mv2": MV_STOCK_M * volumes(recipe)["water"]})  # fmt: skip
     before = offline.read(chemistry, vial, seed=seed)
-    chemistry.evolve(vial, IRRADIATION_S, Conditions(light=1.0))
+    chemistry.evolve(vial, IRRADIATION_S + overrun_s, Conditions(light=1.0))
     after = offline.read(chemistry, vial, seed=seed + 1)
     wl = before.wavelengths_nm
     band = (wl >= 600) & (wl <= 610)

@@ -4,13 +4,16 @@ The paper's self-driving lab mixed PTB7-Th, P3HT, PC71BM-type fullerene (PCBM) a
 acceptor o-IDTBR, cast films, aged them under light and tracked their absorbance; its objective was the
 photodegradation (lower is more stable). The authors published the degradation they measured over the
 whole composition simplex for the PTB7-Th blend (repository aspuru-guzik-group/quaterny_opvs,
-``photobleaching_mixture01_grid.csv``, 1,040 blends; the data behind their degradation maps).
+``photobleaching_mixture01_grid.csv``, 1,041 rows; the data behind their degradation maps).
 
 Our model of it: a cubic mixture polynomial (Scheffé special cubic plus the binary cubic terms, 20
-coefficients) least-squares fitted to that grid (ridge 1e-3; R² 0.60, RMS residual 0.07 on a 0–0.74
-scale: their grid is noisy and has sharp features a polynomial smooths). Under one sun every absorber in
-the blend bleaches at a common first-order rate chosen so that ``REFERENCE_SOAK_S`` of light costs the
-fitted fraction of absorbance: D(x) = 1 − exp(−k(x)·t). Each component absorbs with its own bands.
+coefficients) least-squares fitted to that grid (ridge 1e-3). R² 0.60 in sample and 0.57 in five-fold
+cross-validation, RMS residual 0.07 on a −0.03–0.74 scale, where replicates differ by 0.03: the grid has
+sharp features a polynomial smooths, and the model's minimum (0.016) lies below any blend measured. It is
+a smooth stand-in with the data's broad trends, not a map of the real optimum; ``fit.py`` recomputes these
+figures from the grid. Under one sun every absorber in the blend bleaches at a common first-order rate
+chosen so that ``REFERENCE_SOAK_S`` of light costs the fitted fraction of absorbance:
+D(x) = 1 − exp(−k(x)·t). Each component absorbs with its own bands.
 """
 
 from __future__ import annotations

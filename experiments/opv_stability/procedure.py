@@ -74,11 +74,13 @@ def extract(documents: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, flo
     }
 
 
-def simulate(recipe: Mapping[str, float], seed: int = 0) -> dict[str, float]:
+def simulate(
+    recipe: Mapping[str, float], seed: int = 0, *, soak_s: float = REFERENCE_SOAK_S
+) -> dict[str, float]:
     """The campaign's measurement as a plain function (same chemistry, spectrometer model and objective)."""
     chemistry = Photobleaching()
     film = Portion(TOTAL_UL, {c: STOCK_G_L * v for c, v in volumes(recipe).items()})
     fresh = offline.read(chemistry, film, seed=seed)
-    chemistry.evolve(film, REFERENCE_SOAK_S, Conditions(light=1.0))
+    chemistry.evolve(film, soak_s, Conditions(light=1.0))
     aged = offline.read(chemistry, film, seed=seed + 1)
     return {"degradation": lost_fraction(fresh.wavelengths_nm, fresh.absorbance, aged.absorbance)}

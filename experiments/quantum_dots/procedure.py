@@ -88,12 +88,15 @@ def emission_figures(wavelengths: np.ndarray, dark: np.ndarray, lit_dark: np.nda
         low -= 1
     while high < len(half) - 1 and half[high + 1]:
         high += 1
-    a = np.clip(np.nan_to_num(absorbance), 0.0, 4.0)
+    # Where the sample lets through no more than the dark (an opaque band: the log is undefined), it
+    # absorbs everything; counting those pixels as clear would inflate the yield.
+    a = np.clip(np.nan_to_num(absorbance, nan=4.0, posinf=4.0, neginf=0.0), 0.0, 4.0)
     absorbed = float(np.sum(excitation_counts(wavelengths) * (1 - 10 ** (-a))))
     return {
         "peak_ev": float(HC_EV_NM / wavelengths[peak]),
         "fwhm_mev": float(1000 * (HC_EV_NM / wavelengths[low] - HC_EV_NM / wavelengths[high])),
-        "plqy": float(np.sum(np.clip(emitted, 0, None))) / (COLLECTION * absorbed) if absorbed > 0 else 0.0,
+        # Summed with the noise's negative pixels too: dropping them would count its positive half as light.
+        "plqy": float(np.sum(emitted)) / (COLLECTION * absorbed) if absorbed > 0 else 0.0,
     }
 
 

@@ -83,10 +83,10 @@ def extract(documents: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, flo
     return figures(sample.wavelengths_nm, sample.absorbance, start["recipe"])
 
 
-def simulate(recipe: Mapping[str, Any], seed: int = 0) -> dict[str, float]:
+def simulate(recipe: Mapping[str, Any], seed: int = 0, *, reaction_s: float = REACTION_S) -> dict[str, float]:
     """The campaign's measurement as a plain function (same chemistry, spectrometer model and analysis)."""
     amounts = {name: c * TOTAL_UL for name, c in concentrations(recipe).items()}
     vial = Portion(TOTAL_UL, amounts)
-    Reactivity().evolve(vial, REACTION_S, Conditions())
+    Reactivity().evolve(vial, reaction_s, Conditions())
     reading = offline.read(Reactivity(), vial, seed=seed)
     return figures(reading.wavelengths_nm, reading.absorbance, recipe)
