@@ -134,6 +134,7 @@ CASES = [
             "initial_mode": "RUNNING", "gripper": {"active": True, "activation_s": 0.05}}),
         address=lambda sim: {name: sim.url(name) for name in ("dashboard", "script", "gripper", "rtde")},
         long_action=lambda device: (device.transfer, ("feeder", "waste")),
+        short_action=lambda device: (device, "home"),
         is_stop=lambda r: r.endpoint == "dashboard" and r.data.strip().lower() == b"stop",
         is_motion=ur_moves,
         faces=[("", (Movable, Readable, Stoppable)), ("gripper", (Movable, Readable, Stoppable)),

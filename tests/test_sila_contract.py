@@ -53,6 +53,7 @@ CASE = DriverCase(
     ),
     address=lambda served: served.address,
     long_action=lambda device: (device, 5000.0),  # five minutes of pumping
+    short_action=lambda device: (device, 20.0),  # 1.2 s at 1000 µL/min
     is_stop=lambda r: ne1000_command(r) == "STP",
     is_motion=lambda r: ne1000_command(r) in ("RUN", "PUR"),
     faces=[("", (Movable, Readable, Stoppable)), ("a", (Movable, Readable, Stoppable))],

@@ -128,7 +128,7 @@ class Command:
         self, face: Device, value: Any, on_progress: Callable[[float], None] | None = None
     ) -> DeviceStatus:
         try:
-            self.root._ensure_connected()
+            self.root.ensure_connected()
             parameters = self.parameters(value)
         except Exception as exc:
             status = DeviceStatus(face)
@@ -321,7 +321,7 @@ class SilaDevice(InstrumentDevice):
             parameter = setter_command.parameters[0]
 
             def setter(value: Any, command: str = setter_command.identifier) -> None:
-                self._ensure_connected()
+                self.ensure_connected()
                 self.connection.call(fqi, command, {parameter: plain_value(value)})
 
         kind = "config" if setter is not None or not observable else "normal"
@@ -346,7 +346,7 @@ class SilaDevice(InstrumentDevice):
 
     # -- bluesky -----------------------------------------------------------------------------
     def set(self, value: Any) -> DeviceStatus:
-        self._ensure_connected()
+        self.ensure_connected()
         if self._set is None:
             raise CommandRejected(
                 f"{self.name}: no command to set (give 'set: Feature.Command' in the lab file)"
@@ -354,7 +354,7 @@ class SilaDevice(InstrumentDevice):
         return self._set.run(self, value)
 
     def trigger(self) -> StatusBase:
-        self._ensure_connected()
+        self.ensure_connected()
         if self._trigger is None:
             return super().trigger()
         trigger = self._trigger
@@ -433,7 +433,7 @@ class SilaDevice(InstrumentDevice):
         self.connection.close()
 
     def _make_safe(self) -> None:
-        self._ensure_connected()
+        self.ensure_connected()
         if not self.connection.cancel_all() and not self.stop_on_server():
             log.warning("%s: the server has no CancelController and no stop command was given", self.name)
 
@@ -448,7 +448,7 @@ class SilaDevice(InstrumentDevice):
 
     def identity(self) -> dict[str, Any]:
         with self._named():
-            self._ensure_connected()
+            self.ensure_connected()
             return self.connection.identity()
 
 
