@@ -14,7 +14,7 @@ the thread to end, which ``disconnect()`` and ``destroy()`` do.
 ``subscribe_faults``; a face implements the ``_connect``, ``_disconnect``, ``_make_safe``,
 ``_recover`` and ``_check_health`` hooks and gets the rest. An instrument that draws from consumables
 (``drivers.stock``) implements ``_contents`` and ``_set_contents`` too, and reports what its actions
-used on ``self.usage``; ``contents``, ``set_contents`` and ``subscribe_usage`` come with it.
+used on ``self.usage_events``; ``contents``, ``set_contents`` and ``subscribe_usage`` come with it.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ class InstrumentDevice(Device):
         super().__init__(*args, **kwargs)
         self.fault_events = FaultEvents(self.name)
         #: What the device's actions used (drivers.stock); faces emit on it.
-        self.usage = UsageEvents(self.name)
+        self.usage_events = UsageEvents(self.name)
         self._lifecycle = threading.RLock()
         self._connected = False
 
@@ -256,7 +256,7 @@ class InstrumentDevice(Device):
 
     def subscribe_usage(self, callback: UsageCallback) -> Callable[[], None]:
         """``callback(record)`` for what each action used (drivers.stock); returns an unsubscribe."""
-        return self.usage.subscribe(callback)
+        return self.usage_events.subscribe(callback)
 
     # -- helpers for faces -------------------------------------------------------------------
     def ensure_connected(self) -> None:

@@ -10,13 +10,14 @@ used (``subscribe_usage``), from what the instrument reported, before its Status
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import bluesky.plan_stubs as bps
 import pytest
-from bluesky.utils import FailedStatus
+from bluesky.utils import FailedStatus, RunEngineInterrupted
 
 import drivers.cavro
 import drivers.newera
@@ -24,6 +25,7 @@ import drivers.ur
 from drivers.cavro import ReservoirEmpty
 from drivers.errors import Empty, FaultKind, InstrumentBusy
 from drivers.newera import MotorStall, SyringeEmpty
+from drivers.testing import wait_for
 from drivers.ur import FeederEmpty, GripperMissedObject
 from simulators.base import DEFAULT_WORLD
 from simulators.clock import ScaledClock
@@ -298,3 +300,33 @@ def test_a_grip_on_nothing_where_the_count_says_a_vial_stands_is_a_missed_grip(e
         arm.set_contents("feeder", 10, lot="V-8")
         engine(bps.mv(arm.transfer, ("feeder", "waste")))
         assert arm.transfer.slot.get() == 1 and arm.contents()["feeder"]["amount"] == 9
+
+
+def test_an_abort_stops_a_counted_pump_on_the_wire_and_books_what_it_delivered(engine):
+    with pump_bench(10000.0) as (sim, pumps):
+        pumps.set_contents("red", 10000.0, lot="R-1")
+        usage: list[dict] = []
+        pumps.subscribe_usage(usage.append)
+        started = len(sim.wire_log())
+
+        def abort_once_pumping() -> None:
+            wait_for(lambda: dispensed_ul(sim) > 100, 30, what="the pump delivering")
+            engine.abort("the operator")
+
+        aborter = threading.Thread(target=abort_once_pumping)
+        aborter.start()
+        try:
+            with pytest.raises(RunEngineInterrupted):
+                engine(bps.mv(pumps.red, 9000.0))  # almost two minutes of pumping
+        finally:
+            aborter.join(30)
+        pumps.red.action.join()
+        commands = [r.data.lstrip(b"0123456789")[:3] for r in sim.wire_log()[started:]]
+        assert b"STP" in commands and b"RUN" not in commands[commands.index(b"STP") :]
+        delivered = sim.call(lambda: sim.lab.simulators["pumps"].bench_state())["syringes"]["0"][
+            "delivered_ul"
+        ]
+        assert 100 < delivered < 9000
+        assert [u["event"] for u in usage] == ["dispensed"]
+        assert usage[0]["amount"] == pytest.approx(delivered, abs=0.5)
+        assert pumps.contents()["red"]["amount"] == pytest.approx(10000.0 - delivered, abs=0.5)

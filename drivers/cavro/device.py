@@ -12,9 +12,10 @@ home again; it fails with the driver's exception (``PlungerOverload``, ``ValveOv
 ``ReservoirEmpty``...). Reads ``<name>_volume`` (µL delivered by the last set, from the plunger
 positions the pump reported), ``<name>_valve`` (port) and ``<name>_plunger`` (µL in the syringe).
 
-The reservoir behind ``source`` is a consumable named by its port label (``water.set_contents("water",
-500000, lot="DI-12")``, ``water.contents()``); each ``set`` reports on ``water.usage`` what it drew
-from it, delivered to the outlet and pushed to waste (``drivers.stock``), also when it fails part-way.
+The reservoir behind ``source`` is a consumable named by its port label (``water.set_contents(
+"water", 500000, lot="DI-12")``, ``water.contents()``); each ``set`` reports to the subscribers of
+``water.subscribe_usage`` what it drew from it, delivered to the outlet and pushed to waste
+(``drivers.stock``), also when it fails part-way.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class CavroDevice(InstrumentDevice):
         for event, amount in (("drawn", moved.drawn_ul), ("dispensed", moved.delivered_ul),
                               ("wasted", moved.wasted_ul)):  # fmt: skip
             if amount:
-                self.usage.emit(
+                self.usage_events.emit(
                     event, device=self.name, consumable=name, amount=amount, lot=reservoir.lot,
                     remaining=reservoir.amount, requested=requested if event == "dispensed" else None,
                 )  # fmt: skip

@@ -13,8 +13,8 @@ otherwise. Each child reads ``<name>_<label>_dispensed``: µL the pump reported 
 ``set``. ``stop()`` on a child sends ``STP`` to its pump; on the line, to every pump.
 
 Each pump's syringe is a consumable named by its label (``pumps.set_contents("red", 10000,
-lot="R-0412")``, ``pumps.contents()``); each ``set`` reports what it delivered on ``pumps.usage``
-(``drivers.stock``), also when it fails part-way.
+lot="R-0412")``, ``pumps.contents()``); each ``set`` reports what it delivered to the subscribers of
+``pumps.subscribe_usage`` (``drivers.stock``), also when it fails part-way.
 """
 
 from __future__ import annotations
@@ -102,17 +102,15 @@ class NE1000Channel(Device):
             return delivered
         except BaseException:
             if self.pump.move_serial != serial and not added:
-                # A move began and its volume is not counted in yet: ask the pump what it delivered.
-                try:
-                    delivered += self.pump.dispensed().infused_ul
-                except InstrumentError:
-                    delivered += self.pump.counted.infused_ul
-                    complete = False
+                # A move began and its volume is not counted in yet: ask the pump what it delivered, once
+                # it has stopped (a stop's STP may reach it just after this thread gave up the move).
+                done, complete = self.pump.count_when_stopped()
+                delivered += done.infused_ul
             raise
         finally:
             if delivered > 0 or not complete:
                 contents = self.pump.contents()
-                self.parent.usage.emit(
+                self.parent.usage_events.emit(
                     "dispensed", device=self.name, consumable=self.attr_name, amount=delivered,
                     lot=contents.lot, remaining=contents.amount, requested=volume, complete=complete,
                 )  # fmt: skip

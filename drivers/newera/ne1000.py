@@ -567,6 +567,30 @@ class NE1000Pump:
                     )
                 self.halt.wait(intervals.next())
 
+    def count_when_stopped(self, timeout: float = 5.0, *, poll_s: float = 0.01) -> tuple[Dispensed, bool]:
+        """The current move's volumes once the pump has stopped — after a stop from another thread, whose
+        ``STP`` may reach the pump a moment after the stopped operation gave up waiting. Queries only.
+
+        Returns the volumes and whether the pump had stopped (False: still moving at the deadline, or
+        the link failed; the volumes are then what was last counted, and may be short).
+        """
+        deadline = time.monotonic() + timeout
+        intervals = Backoff(poll_s, max_s=max(poll_s, 0.2))
+        try:
+            while True:
+                try:
+                    moving = self.status().moving
+                except PumpAlarm:
+                    moving = False  # an alarm stops the motor (and is acknowledged by this reply)
+                if not moving:
+                    return self.dispensed(), True
+                if time.monotonic() >= deadline:
+                    return self.dispensed(), False
+                time.sleep(intervals.next())
+        except (ConnectionLost, InstrumentTimeout, ProtocolError) as exc:
+            log.info("pump %02d: no count after the move (%s)", self.address, exc)
+            return self.counted, False
+
     def check_finished(self, state: PumpStatus) -> Dispensed:
         """The volumes moved by the last move, which must have delivered all it was asked for."""
         done = self.dispensed()

@@ -11,7 +11,8 @@ arm (dashboard ``stop``) and ends the action's thread without another motion com
 
 A feeder's vials are a consumable named by its station (``arm.set_contents("feeder", 48, lot="V-7")``,
 ``arm.contents()``); a transfer reads ``<name>_transfer_slot`` (the rack slot of the vial it took from
-a counted feeder, 0 otherwise) and reports each vial it took on ``arm.usage`` (``drivers.stock``).
+a counted feeder, 0 otherwise) and reports each vial it took to the subscribers of
+``arm.subscribe_usage`` (``drivers.stock``).
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class URArmDevice(InstrumentDevice):
         pick = self.arm.last_pick
         if pick is None or pick is before:
             return
-        self.usage.emit("picked", device=self.transfer.name, consumable=pick.station, amount=1.0,
+        self.usage_events.emit("picked", device=self.transfer.name, consumable=pick.station, amount=1.0,
                         unit="vials", lot=pick.lot, remaining=pick.remaining, slot=pick.slot)  # fmt: skip
 
     def prepare(self) -> None:
