@@ -8,15 +8,15 @@
 
 Every request is checked against the configured limits (syringe volume, rate range, the model's
 speed-derived rate limits for the diameter) before a byte is sent; a refused request raises
-``SafetyLimitError`` and the wire stays silent.
+``SafetyLimitError`` and the wire stays silent. Values are written in the units that keep them
+most precise under the pump's four-digit rule; a value that rounding would change by more than
+0.1 % is logged, and one that would round to zero is refused (``VOL 0`` means "pump forever").
 
 Told what the syringe holds (``set_contents(volume_ul, lot=...)``), the driver counts it down by what
 the pump reports it moved (``DIS``), refuses an infusion that needs more (``SyringeEmpty``, nothing
 sent), and tells a syringe run empty — the motor stalls (``A?S``) as the plunger reaches the end of
 its travel, with the count within ``empty_margin_ul`` of zero — from a stall with liquid left, which
-stays a ``MotorStall``. Values are written in the units that keep them
-most precise under the pump's four-digit rule; a value that rounding would change by more than
-0.1 % is logged, and one that would round to zero is refused (``VOL 0`` means "pump forever").
+stays a ``MotorStall``.
 """
 
 from __future__ import annotations

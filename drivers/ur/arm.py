@@ -388,7 +388,8 @@ class URArm:
         with self._counting:
             return sorted(self._feeders)
 
-    def _check_feeder(self, station: str) -> None:
+    def check_feeder(self, station: str) -> None:
+        """``FeederEmpty`` if ``station`` is a feeder counted down to zero (no I/O)."""
         with self._counting:
             held = self._feeders.get(station)
         if held is not None and held.count is not None and held.count < 1:
@@ -425,7 +426,7 @@ class URArm:
         FeederEmpty (before moving) if the station is a feeder counted down to zero. What was taken."""
         approach = self._approach(station)
         self.target(station)
-        self._check_feeder(station)
+        self.check_feeder(station)
         with self.operation():
             self.release()
             if approach:
@@ -468,7 +469,7 @@ class URArm:
         """Carry the vessel at ``source`` to ``destination``; what was taken (``Pick``)."""
         self.target(source)
         self.target(destination)
-        self._check_feeder(source)
+        self.check_feeder(source)
         with self.operation():
             pick = self.pick(source, retries=retries)
             self.place(destination)

@@ -21,13 +21,13 @@ import logging
 import threading
 from typing import Any
 
-from drivers.errors import InstrumentBusy, SafetyLimitError
+from drivers.errors import InstrumentBusy, SafetyLimitError, name_instrument
 from drivers.ophyd_support import BackgroundAction, InstrumentDevice
 from drivers.ophyd_types import Component as Cpt
 from drivers.ophyd_types import Device, DeviceStatus, Signal
 from drivers.stock import Contents
 from drivers.ur.arm import URArm
-from drivers.ur.errors import GripperFault, MotionStopped, RemoteControlRequired, SafetyStop
+from drivers.ur.errors import FeederEmpty, GripperFault, MotionStopped, RemoteControlRequired, SafetyStop
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,11 @@ class URTransferDevice(Device):
             source, destination = str(source).strip(), str(destination).strip()
             root.arm.target(source)
             root.arm.target(destination)
+            root.arm.check_feeder(source)  # an empty feeder fails the Status before anything moves
+        except FeederEmpty as empty:
+            status = DeviceStatus(self)
+            status.set_exception(name_instrument(empty, root.name))
+            return status
         except (ValueError, TypeError, SafetyLimitError) as exc:
             status = DeviceStatus(self)
             status.set_exception(
