@@ -30,6 +30,9 @@ class FaultKind(StrEnum):
     UNRECOVERABLE = "unrecoverable"
     #: Not a fault: the operation was stopped on request (an abort, an e-stop, ``make_safe()``).
     STOPPED = "stopped"
+    #: A consumable ran out (a syringe, a reservoir, a vial feeder): a person must refill it. Not a
+    #: failure of the instrument, nor of the recipe (decision 0005).
+    EMPTY = "empty"
 
 
 class InstrumentError(Exception):
@@ -102,6 +105,34 @@ class Stopped(InstrumentError):
     fault = FaultKind.STOPPED
 
 
+class Empty(InstrumentError):
+    """A consumable the instrument draws from has run out, by the amount its driver tracks.
+
+    Raised instead of the instrument's own symptom (a syringe pump's motor stall at the end of travel)
+    when the driver's tracked amount says the syringe, reservoir or feeder is used up, and before an
+    action that would need more than is left (nothing moved then). ``consumable`` is the name
+    ``device.contents()`` lists it under; ``remaining`` and ``needed`` are in ``unit`` ("uL" or
+    "vials"); ``needed`` is None when the instrument ran out part-way.
+    """
+
+    fault = FaultKind.EMPTY
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        consumable: str = "",
+        remaining: float | None = None,
+        needed: float | None = None,
+        unit: str = "uL",
+    ) -> None:
+        super().__init__(message)
+        self.consumable = consumable
+        self.remaining = remaining
+        self.needed = needed
+        self.unit = unit
+
+
 class Unrecoverable(InstrumentError):
     """A recovery procedure ran and could not bring the instrument back; an operator must look."""
 
@@ -126,6 +157,7 @@ def name_instrument(error: BaseException, instrument: str) -> BaseException:
 __all__ = [
     "CommandRejected",
     "ConnectionLost",
+    "Empty",
     "FaultKind",
     "InstrumentAlarm",
     "InstrumentBusy",

@@ -12,20 +12,23 @@ the thread to end, which ``disconnect()`` and ``destroy()`` do.
 :class:`InstrumentDevice` is the device contract of docs/decisions/0003 on top of an ophyd
 ``Device``: ``connect``/``disconnect``/``destroy``, ``make_safe``, ``recover``, ``check_health`` and
 ``subscribe_faults``; a face implements the ``_connect``, ``_disconnect``, ``_make_safe``,
-``_recover`` and ``_check_health`` hooks and gets the rest.
+``_recover`` and ``_check_health`` hooks and gets the rest. An instrument that draws from consumables
+(``drivers.stock``) implements ``_contents`` and ``_set_contents`` too, and reports what its actions
+used on ``self.usage_events``; ``contents``, ``set_contents`` and ``subscribe_usage`` come with it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from contextlib import contextmanager
 from typing import Any
 
 from drivers.errors import InstrumentBusy, InstrumentError, Stopped, name_instrument
 from drivers.ophyd_types import Device, DeviceStatus, InvalidState, Signal, StatusBase
 from drivers.retry import FaultCallback, FaultEvents, fault_of
+from drivers.stock import Contents, UsageCallback, UsageEvents
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +181,8 @@ class InstrumentDevice(Device):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fault_events = FaultEvents(self.name)
+        #: What the device's actions used (drivers.stock); faces emit on it.
+        self.usage_events = UsageEvents(self.name)
         self._lifecycle = threading.RLock()
         self._connected = False
 
@@ -246,6 +251,25 @@ class InstrumentDevice(Device):
         """``callback(event)`` for each retry, reconnect, recovery and give-up; returns an unsubscribe."""
         return self.fault_events.subscribe(callback)
 
+    # -- consumables (drivers.stock) -----------------------------------------------------------
+    def contents(self) -> dict[str, dict[str, Any]]:
+        """What the driver tracks of each consumable it draws from, by name: ``{"kind", "unit",
+        "amount" (None: not told), "lot", "capacity"}``. Empty for an instrument that uses nothing up."""
+        return {name: contents.as_dict() for name, contents in self._contents().items()}
+
+    def set_contents(self, name: str, amount: float | None, *, lot: str | None = None) -> None:
+        """Tell the driver how much consumable ``name`` holds now (after a refill, or at connect: a
+        driver's count is a cache of the store's), and its lot; None stops tracking it. No I/O.
+
+        ValueError for an unknown name or a bad amount; ``InstrumentBusy`` while an action uses it.
+        """
+        with self._named():
+            self._set_contents(name, amount, lot)
+
+    def subscribe_usage(self, callback: UsageCallback) -> Callable[[], None]:
+        """``callback(record)`` for what each action used (drivers.stock); returns an unsubscribe."""
+        return self.usage_events.subscribe(callback)
+
     # -- helpers for faces -------------------------------------------------------------------
     def ensure_connected(self) -> None:
         """Connect unless connected (an action's first step; children call it on their device)."""
@@ -282,3 +306,13 @@ class InstrumentDevice(Device):
 
     def _check_health(self) -> None:
         raise NotImplementedError
+
+    def _contents(self) -> dict[str, Contents]:
+        return {}
+
+    def _set_contents(self, name: str, amount: float | None, lot: str | None) -> None:
+        raise ValueError(f"{self.name}: no consumable {name!r}; it draws from none")
+
+    def _unknown_consumable(self, name: str, known: Iterable[str]) -> ValueError:
+        have = ", ".join(sorted(known)) or "none"
+        return ValueError(f"{self.name}: no consumable {name!r}; it has: {have}")

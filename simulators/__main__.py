@@ -28,12 +28,17 @@ examples:
   python -m simulators lab experiments/color_matching/lab.yaml --speed 100 --faults-seed 7
   python -m simulators endpoints experiments/color_matching/lab.yaml   check a lab file, list its endpoints
   python -m simulators faults ne1000                list the faults an instrument can inject
+  python -m simulators hands socket://127.0.0.1:PORT refill stock=red volume_ul=50000 lot=R-2
+                                                    a person's hands on a running lab (bench.hands)
 
 Each endpoint is printed first as '<endpoint> <url>' (a robot prints dashboard, script,
 gripper, primary, realtime and rtde; in lab mode names are '<instrument>.<endpoint>'), then
-the simulator serves until SIGINT or SIGTERM. Pass the URL to a driver: socket://127.0.0.1:PORT
-or /dev/pts/N. --standard-ports puts each endpoint on the real instrument's port, for clients
-that take no port number (ur_rtde): one instrument per --host.
+the simulator serves until SIGINT or SIGTERM. The last line is the bench's own endpoint,
+'bench.hands' ('hands' for a single instrument): refill stocks and syringes, load feeders, empty
+waste, read the bench's true state (python -m simulators hands URL help).
+Pass the URL to a driver: socket://127.0.0.1:PORT or /dev/pts/N. --standard-ports puts each
+endpoint on the real instrument's port, for clients that take no port number (ur_rtde): one
+instrument per --host.
 Fault specs: NAME@N fires at the N-th opportunity, NAME%P with probability P, NAME always.
 """
 
@@ -46,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "kind", help=f"instrument kind ({', '.join(kinds())}), 'lab', 'endpoints' or 'faults'"
+        "kind", help=f"instrument kind ({', '.join(kinds())}), 'lab', 'endpoints', 'faults' or 'hands'"
     )
     parser.add_argument(
         "file", nargs="?", help="the lab file (with 'lab' or 'endpoints'), or the kind (with 'faults')"
@@ -139,7 +144,12 @@ async def _serve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["hands"]:
+        from simulators.hands import main as hands
+
+        return hands(arguments[1:])
+    args = _parser().parse_args(arguments)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"

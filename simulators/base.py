@@ -90,6 +90,15 @@ class Simulator(ABC):
     def close(self) -> None:  # noqa: B027  (optional hook: most simulators hold nothing to release)
         """Called once when the server shuts down."""
 
+    # -- a person's hands (simulators.hands) -------------------------------------------------------
+    def bench_state(self) -> dict[str, Any]:
+        """What this instrument holds, by its own accounting (a syringe's content...), for tests."""
+        return {}
+
+    def refill(self, part: str, volume_ul: float, *, lot: str | None, replace: bool) -> dict[str, Any]:
+        """A person fills ``part`` (a syringe) to ``volume_ul`` (a new one when ``replace``); its state."""
+        raise ValueError(f"{self.name} ({self.kind}) has no syringe a person fills by hand")
+
 
 # A small bench that makes any single instrument useful on its own: three dye stocks and water,
 # a vial feeder, a dispense position, the spectrometer's holder and a waste chute.

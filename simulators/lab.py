@@ -10,6 +10,9 @@ instruments:
     kind: ne1000             # ne1000 | cavro | ur | ocean-hdx, or a kind an installed package offers
     faults: "stall@3"        # optional fault spec (simulators.faults)
     ...                      # everything else is the instrument's own configuration
+
+Besides the instruments' endpoints, the lab serves ``bench.hands`` (``simulators.hands``): a person's
+hands on the bench and its true state. ``bench`` is therefore not a name an instrument may take.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import yaml
 from simulators.base import ConfigError, Simulator, simulator_class
 from simulators.clock import Clock
 from simulators.faults import FaultPlan, FaultSpecError
+from simulators.hands import BENCH, Bench
 from simulators.server import Endpoint, Link, serve
 from simulators.world import World
 
@@ -41,6 +45,11 @@ def fault_seed(seed: int, instrument: str) -> int:
 class Lab:
     world: World
     simulators: dict[str, Simulator]
+    bench: Bench | None = None
+
+    def __post_init__(self) -> None:
+        if self.bench is None:
+            self.bench = Bench(self.world, self.simulators)
 
 
 def read_lab_file(path: str | Path) -> dict[str, Any]:
@@ -78,6 +87,9 @@ def build_lab(
     simulators = {}
     for name, spec in instruments.items():
         where = f"{source}: instruments.{name}"
+        if name == BENCH:
+            raise ConfigError(f"{where}: {BENCH!r} names the bench's own endpoint (bench.hands); "
+                              "give the instrument another name")  # fmt: skip
         if not isinstance(spec, Mapping) or "kind" not in spec:
             raise ConfigError(f"{where}: needs 'kind'")
         spec = dict(spec)
@@ -116,10 +128,13 @@ def build_single(
 
 
 def endpoint_names(lab: Lab) -> list[str]:
-    """``instrument.endpoint`` for every endpoint the lab serves, in file order."""
-    return [
-        f"{name}.{endpoint}" for name, simulator in lab.simulators.items() for endpoint in simulator.endpoints
-    ]
+    """``instrument.endpoint`` for every endpoint the lab serves, in file order, then ``bench.hands``."""
+    return [f"{name}.{endpoint}" for name, simulator in _served(lab) for endpoint in simulator.endpoints]
+
+
+def _served(lab: Lab) -> list[tuple[str, Simulator]]:
+    """The instruments in file order, then the bench (whose hands come last, after every instrument)."""
+    return [*lab.simulators.items(), *([(BENCH, lab.bench)] if lab.bench is not None else [])]
 
 
 async def serve_lab(
@@ -130,8 +145,10 @@ async def serve_lab(
     ``standard_ports`` puts each endpoint on the real instrument's port (one instrument per host)."""
     served: list[tuple[str, str, Endpoint]] = []
     try:
-        for name, simulator in lab.simulators.items():
+        for name, simulator in _served(lab):
             ports = dict(simulator.standard_ports) if standard_ports else None
+            if standard_ports and not ports:
+                ports = {endpoint: 0 for endpoint in simulator.endpoints}  # no standard port: any free one
             for endpoint in await serve(
                 simulator, link, host=host, port=port + len(served) if port else 0, ports=ports
             ):

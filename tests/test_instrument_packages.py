@@ -96,7 +96,7 @@ def test_python_m_simulators_serves_the_package_and_its_driver_talks_to_it(insta
     listed = subprocess.run(
         [sys.executable, "-m", "simulators", "endpoints", str(lab)], capture_output=True, text=True, env=env
     )
-    assert listed.returncode == 0 and listed.stdout.split() == ["scale.serial"], listed.stderr
+    assert listed.returncode == 0 and listed.stdout.split() == ["scale.serial", "bench.hands"], listed.stderr
     server = subprocess.Popen(
         [sys.executable, "-m", "simulators", "acme-balance", "--exit-with-parent"],
         stdout=subprocess.PIPE,

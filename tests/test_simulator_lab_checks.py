@@ -23,7 +23,7 @@ def test_endpoints_lists_each_instrument_endpoint_without_serving():
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [
         "dye_pumps.pump", "water_pump.pump", "arm.dashboard", "arm.script", "arm.gripper", "arm.primary",
-        "arm.realtime", "arm.rtde", "spectrometer.obp",
+        "arm.realtime", "arm.rtde", "spectrometer.obp", "bench.hands",
     ]  # fmt: skip
 
 

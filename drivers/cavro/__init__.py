@@ -27,11 +27,12 @@ from drivers.cavro.errors import (
     NotInitialised,
     PlungerMoveNotAllowed,
     PlungerOverload,
+    ReservoirEmpty,
     Terminated,
     TruncatedReply,
     ValveOverload,
 )
-from drivers.cavro.xcalibur import CavroPump, PumpStatus, SyringeNotEmpty
+from drivers.cavro.xcalibur import CavroPump, Moved, PumpStatus, SyringeNotEmpty
 from drivers.options import STRICT, min_reply_timeout, validate_options
 from drivers.transport import Transport
 
@@ -142,12 +143,14 @@ __all__ = [
     "InvalidCommand",
     "InvalidOperand",
     "InvalidSequence",
+    "Moved",
     "NoReply",
     "NotInitialised",
     "Options",
     "PlungerMoveNotAllowed",
     "PlungerOverload",
     "PumpStatus",
+    "ReservoirEmpty",
     "SpeedProfile",
     "SyringeNotEmpty",
     "Terminated",

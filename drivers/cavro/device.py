@@ -8,9 +8,14 @@
 
 ``set(volume_ul)`` transfers that volume from ``source`` to ``outlet`` (initialising the pump first
 if it needs it, in several strokes if the syringe is smaller) and finishes when the plunger is
-home again; it fails with the driver's exception (``PlungerOverload``, ``ValveOverload``...).
-Reads ``<name>_volume`` (µL moved by the last set), ``<name>_valve`` (port) and
-``<name>_plunger`` (µL in the syringe).
+home again; it fails with the driver's exception (``PlungerOverload``, ``ValveOverload``,
+``ReservoirEmpty``...). Reads ``<name>_volume`` (µL delivered by the last set, from the plunger
+positions the pump reported), ``<name>_valve`` (port) and ``<name>_plunger`` (µL in the syringe).
+
+The reservoir behind ``source`` is a consumable named by its port label (``water.set_contents(
+"water", 500000, lot="DI-12")``, ``water.contents()``); each ``set`` reports to the subscribers of
+``water.subscribe_usage`` what it drew from it, delivered to the outlet and pushed to waste
+(``drivers.stock``), also when it fails part-way.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from typing import Any
 
 from drivers.cavro.errors import Terminated
 from drivers.cavro.xcalibur import CavroPump
-from drivers.errors import Unrecoverable
+from drivers.errors import InstrumentBusy, Unrecoverable
 from drivers.ophyd_support import BackgroundAction, InstrumentDevice, UnitSignal
 from drivers.ophyd_types import Component, DeviceStatus, Signal
+from drivers.stock import Contents
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +70,31 @@ class CavroDevice(InstrumentDevice):
         def transfer(halt: threading.Event) -> None:
             self.ensure_connected()
             with self.pump.operation(halt):
-                moved = self.pump.transfer(
-                    volume, self.source, self.outlet, flow, aspirate_flow_ul_s=self.aspirate_flow_ul_s
-                )
+                try:
+                    moved = self.pump.transfer(
+                        volume, self.source, self.outlet, flow, aspirate_flow_ul_s=self.aspirate_flow_ul_s
+                    )
+                finally:
+                    self._report_usage(volume)
             self.volume.put(moved)
             self.valve.put(self.pump.valve_port())
             self.plunger.put(self.pump.position_ul())
 
         return self.action.run(self, transfer, f"transfer {volume:g} uL")
+
+    def _report_usage(self, requested: float) -> None:
+        moved, name = self.pump.last_transfer, self._source_name()
+        reservoir = self.pump.reservoir(self.source)
+        for event, amount in (("drawn", moved.drawn_ul), ("dispensed", moved.delivered_ul),
+                              ("wasted", moved.wasted_ul)):  # fmt: skip
+            if amount:
+                self.usage_events.emit(
+                    event, device=self.name, consumable=name, amount=amount, lot=reservoir.lot,
+                    remaining=reservoir.amount, requested=requested if event == "dispensed" else None,
+                )  # fmt: skip
+
+    def _source_name(self) -> str:
+        return str(self.source)
 
     def stop(self, *, success: bool = False) -> None:
         # A transfer, or an initialisation that recover() runs: either moves the plunger.
@@ -118,6 +141,21 @@ class CavroDevice(InstrumentDevice):
                 "firmware": self.pump.firmware(),
                 "address": self.pump.address,
             }
+
+    def _contents(self) -> dict[str, Contents]:
+        names = {self._source_name(): self.source}
+        for port in self.pump.tracked_ports():
+            labels = [label for label, number in self.pump.ports.items() if number == port]
+            names.setdefault(labels[0] if labels else str(port), port)
+        return {name: self.pump.reservoir(port) for name, port in names.items()}
+
+    def _set_contents(self, name: str, amount: float | None, lot: str | None) -> None:
+        port = int(name) if name.isdigit() else name
+        if isinstance(port, str) and port not in self.pump.ports:
+            raise self._unknown_consumable(name, self.pump.ports)
+        if self.action.busy:
+            raise InstrumentBusy(f"{self.name} is transferring; say what the reservoir holds once it stops")
+        self.pump.set_reservoir(port, amount, lot)
 
     def _check_health(self) -> None:
         status = self.pump.status()

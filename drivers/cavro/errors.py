@@ -9,6 +9,7 @@ from __future__ import annotations
 from drivers.cavro.codec import ErrorCode, error_text
 from drivers.errors import (
     CommandRejected,
+    Empty,
     InstrumentAlarm,
     InstrumentBusy,
     InstrumentError,
@@ -32,6 +33,7 @@ __all__ = [
     "NotInitialised",
     "PlungerMoveNotAllowed",
     "PlungerOverload",
+    "ReservoirEmpty",
     "Terminated",
     "TruncatedReply",
     "ValveOverload",
@@ -164,3 +166,9 @@ class NoReply(InstrumentTimeout):
 
 class Terminated(Stopped):
     """The move was stopped on request (``terminate()``) before it finished."""
+
+
+class ReservoirEmpty(Empty):
+    """The reservoir a transfer draws from holds less than it needs, by the volume the driver tracks
+    (``set_reservoir``): refused before anything moved. Without the check the pump would draw air
+    (the XCalibur has no sensor that says so) and deliver less liquid than its plunger moved."""

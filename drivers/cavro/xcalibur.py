@@ -14,6 +14,12 @@ plunger moves is ignored with error 15.
 Limits (syringe volume, flow, valve ports, speed caps) are checked before any byte is sent and
 raise ``SafetyLimitError``; the pump's own errors raise the typed errors of ``drivers.cavro.errors``.
 After an overload or a failed initialisation the next ``transfer`` initialises the pump again.
+
+What moved is what the pump reports: after each plunger move the driver reads the position (``?``)
+and books the difference against the port the valve is open to — drawn from it, or pushed to it.
+Told what a port's reservoir holds (``set_reservoir(port, volume_ul, lot=...)``), the driver counts it
+down by what is drawn from it, and refuses to draw more than it holds (``ReservoirEmpty``, before
+anything moves): a real pump would draw air without a word and deliver short.
 """
 
 from __future__ import annotations
@@ -30,10 +36,12 @@ from typing import Any, TypeVar
 from drivers.cavro import codec
 from drivers.cavro.codec import Reply, SpeedProfile
 from drivers.cavro.errors import (
+    CavroError,
     GarbledReply,
     InitFailure,
     NoReply,
     PlungerOverload,
+    ReservoirEmpty,
     Terminated,
     TruncatedReply,
     ValveOverload,
@@ -48,6 +56,7 @@ from drivers.errors import (
 )
 from drivers.halt import Halt
 from drivers.retry import FaultEvents, RetryPolicy
+from drivers.stock import Contents, check_amount, check_lot
 from drivers.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -69,6 +78,24 @@ class PumpStatus:
 
 class SyringeNotEmpty(InstrumentError):
     """A transfer would mix with liquid already in the syringe and there is no waste port to empty it."""
+
+
+@dataclass
+class Reservoir:
+    """What the driver counts in the bottle behind one valve port."""
+
+    volume_ul: float | None = None
+    lot: str | None = None
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What one transfer moved, as the pump reported it (plunger positions): µL drawn from its source,
+    delivered to its destination, and pushed to the waste port."""
+
+    drawn_ul: float = 0.0
+    delivered_ul: float = 0.0
+    wasted_ul: float = 0.0
 
 
 class CavroPump:
@@ -127,8 +154,17 @@ class CavroPump:
         self.poll_interval_s = float(poll_interval_s)
         self.init_timeout_s = float(init_timeout_s)
         self.profile = SpeedProfile()
-        self._position: int | None = None  # increments, as last commanded or read
+        self._position: int | None = None  # increments, as last reported (or commanded)
         self._initialised = False
+        #: The port the valve is open to, as last set (None: unknown, after an initialisation or a fault).
+        self._port_open: int | None = None
+        #: µL drawn from and pushed to each port since the driver started, by the reported positions.
+        self.drawn: dict[int, float] = {}
+        self.pushed: dict[int, float] = {}
+        #: What the last transfer moved (also when it failed part-way).
+        self.last_transfer = Moved()
+        self._reservoirs: dict[int, Reservoir] = {}
+        self._counting = threading.Lock()
 
     @classmethod
     def connect(cls, url: str, *, baudrate: int = 9600, timeout: float = 1.0, **options: Any) -> CavroPump:
@@ -210,6 +246,64 @@ class CavroPump:
         self._port(destination)
         self._speed(flow_ul_s)
         self._speed(aspirate_flow_ul_s)
+
+    # -- reservoirs -------------------------------------------------------------------------------
+    def set_reservoir(self, port: str | int, volume_ul: float | None, lot: str | None = None) -> None:
+        """The bottle behind ``port`` (a label or number) holds ``volume_ul`` now, of ``lot``; None stops
+        counting it. No I/O."""
+        number = self._port(port)
+        name = f"pump {self.address}: reservoir at port {number}"
+        volume = check_amount(name, volume_ul, unit="uL")
+        checked_lot = check_lot(name, lot)
+        with self._counting:
+            self._reservoirs[number] = Reservoir(volume, checked_lot)
+        log.info("pump %s: port %d's reservoir holds %s µL%s", self.address, number,
+                 "an unknown volume of" if volume is None else f"{volume:.6g}",
+                 f" of lot {checked_lot}" if checked_lot else "")  # fmt: skip
+
+    def reservoir(self, port: str | int) -> Contents:
+        """The reservoir behind ``port`` as the driver counts it."""
+        number = self._port(port)
+        with self._counting:
+            held = self._reservoirs.get(number, Reservoir())
+            return Contents("reservoir", "uL", held.volume_ul, held.lot)
+
+    def tracked_ports(self) -> list[int]:
+        """The ports whose reservoir the driver was told about."""
+        with self._counting:
+            return sorted(self._reservoirs)
+
+    def _check_reservoir(self, port: int, volume_ul: float) -> None:
+        with self._counting:
+            held = self._reservoirs.get(port, Reservoir()).volume_ul
+        if held is not None and volume_ul > held + 1e-9 * max(1.0, volume_ul):
+            labels = [label for label, number in self.ports.items() if number == port]
+            raise ReservoirEmpty(
+                f"pump {self.address}: the reservoir at port {port} holds {held:.4g} µL by the count, "
+                f"{volume_ul:.4g} µL needed: refill it (then set_reservoir)",
+                consumable=labels[0] if labels else str(port),
+                remaining=held,
+                needed=volume_ul,
+            )
+
+    def _book(self, before: int, after: int) -> None:
+        """The plunger went from ``before`` to ``after`` (increments) with the valve at ``_port_open``."""
+        port, volume = self._port_open, abs(after - before) * self.ul_per_increment
+        if port is None or volume == 0:
+            if volume:
+                log.warning("pump %s: %.4g µL moved with the valve at an unknown port", self.address, volume)
+            return
+        with self._counting:
+            if after > before:
+                self.drawn[port] = self.drawn.get(port, 0.0) + volume
+                held = self._reservoirs.get(port)
+                if held is not None and held.volume_ul is not None:
+                    if volume > held.volume_ul + 1e-9 * max(1.0, volume):
+                        log.warning("pump %s: drew %.4g µL from port %d, whose reservoir held %.4g by the "
+                                    "count", self.address, volume, port, held.volume_ul)  # fmt: skip
+                    held.volume_ul = max(held.volume_ul - volume, 0.0)
+            else:
+                self.pushed[port] = self.pushed.get(port, 0.0) + volume
 
     # -- the wire --------------------------------------------------------------------------------
     def _read_reply(self, transport: Transport) -> bytes:
@@ -344,6 +438,7 @@ class CavroPump:
         out_port = self._port(output) if output is not None else self.waste_port
         command = f"Z{force},0,{out_port}" if out_port else ("Z" if not force else f"Z{force}")
         with self.operation():
+            held, self._port_open = self._position, None  # what initialising pushes out, and where
             attempt = 0
             for attempt in range(1, attempts + 1):
                 log.info("pump %s: initialising (%s), attempt %d", self.address, command, attempt)
@@ -360,6 +455,10 @@ class CavroPump:
                 detail = f"pump {self.address}: initialised on attempt {attempt}"
                 self.events.emit("recovered", "alarm", detail)
             self._run(f"N{self.mode}", self.init_timeout_s)
+            if held and out_port:
+                self._port_open = out_port
+                self._book(held, 0)
+            self._port_open = None
             self._position = 0
             self._initialised = True
 
@@ -372,7 +471,9 @@ class CavroPump:
         number = self._port(port)
         with self.operation():
             log.info("pump %s: valve to port %d", self.address, number)
+            self._port_open = None  # somewhere between the two until the pump says it is done
             self._run(f"I{number}", self.init_timeout_s)
+            self._port_open = number
         return number
 
     def _move_to(self, target: int, flow_ul_s: float | None) -> None:
@@ -384,9 +485,27 @@ class CavroPump:
         here = self._position if self._position is not None else 0
         half_steps = abs(target - here) / self.increments_per_stroke * codec.STROKE_HALF_STEPS
         timeout = 2 * self.profile.move_time(half_steps) + 5.0
-        self._run(f"v{start}V{top}c{cutoff}A{target}", timeout)
-        self._position = target
+        done = False
+        try:
+            self._run(f"v{start}V{top}c{cutoff}A{target}", timeout)
+            done = True
+        finally:
+            self._after_move(here, target if done else None)
         self._check_stop()  # a T during the move ended it early: the position is unknown
+
+    def _after_move(self, here: int, commanded: int | None) -> None:
+        """Book what the move moved, from where the pump says the plunger is now (``commanded``: where a
+        move that ended without an error is, should the pump not answer)."""
+        try:
+            after: int | None = self.query(
+                "?", lambda reply: _whole(reply.data, 0, 10 * self.increments_per_stroke)
+            )
+        except (InstrumentError, CavroError) as exc:
+            log.info("pump %s: no position after the move (%s)", self.address, exc)
+            after = commanded
+        self._position = after
+        if after is not None:
+            self._book(here, after)
 
     def aspirate(
         self, volume_ul: float, flow_ul_s: float | None = None, *, source: str | int | None = None
@@ -395,6 +514,9 @@ class CavroPump:
         increments = self._increments(volume_ul, "aspirate")
         self._speed(flow_ul_s)
         port = None if source is None else self._port(source)
+        drawn_from = port if port is not None else self._port_open
+        if drawn_from is not None:
+            self._check_reservoir(drawn_from, increments * self.ul_per_increment)
         with self.operation():
             here = self._require_position()
             if here + increments > self.increments_per_stroke:
@@ -436,10 +558,37 @@ class CavroPump:
     ) -> float:
         """Move ``volume_ul`` from ``source`` to ``destination``, in as many strokes as it takes.
 
-        Initialises the pump first if it needs it. Returns the volume actually moved (whole increments).
+        Initialises the pump first if it needs it. Returns the volume delivered, as the plunger positions
+        the pump reported say (``last_transfer`` has what was drawn and wasted too). ``ReservoirEmpty``,
+        before anything moves, when the source's reservoir is counted and holds less than the transfer.
         """
         self.check_transfer(volume_ul, source, destination, flow_ul_s, aspirate_flow_ul_s)
         remaining = self._increments(volume_ul, "transfer")
+        moved = remaining * self.ul_per_increment
+        source_port, destination_port = self._port(source), self._port(destination)
+        self._check_reservoir(source_port, moved)
+        with self._counting:
+            drawn, pushed = dict(self.drawn), dict(self.pushed)
+        try:
+            self._transfer(remaining, source, destination, flow_ul_s, aspirate_flow_ul_s)
+        finally:
+            with self._counting:
+                self.last_transfer = Moved(
+                    self.drawn.get(source_port, 0.0) - drawn.get(source_port, 0.0),
+                    self.pushed.get(destination_port, 0.0) - pushed.get(destination_port, 0.0),
+                    0.0 if self.waste_port is None or self.waste_port == destination_port
+                    else self.pushed.get(self.waste_port, 0.0) - pushed.get(self.waste_port, 0.0),
+                )  # fmt: skip
+        return self.last_transfer.delivered_ul
+
+    def _transfer(
+        self,
+        remaining: int,
+        source: str | int,
+        destination: str | int,
+        flow_ul_s: float | None,
+        aspirate_flow_ul_s: float | None,
+    ) -> None:
         moved = remaining * self.ul_per_increment
         with self.operation():
             self.ensure_initialized()
@@ -459,7 +608,6 @@ class CavroPump:
                 # An overload from here on leaves the delivered volume unknown: it is raised as it is.
                 self._move_to(0, flow_ul_s)
                 remaining -= stroke
-        return moved
 
     def _fill_stroke(
         self, stroke: int, source: str | int, destination: str | int, flow: float | None
@@ -470,6 +618,8 @@ class CavroPump:
         held goes to waste) — and the stroke is drawn anew, up to ``overload_retries`` times.
         """
         for attempt in range(1, self.overload_retries + 2):
+            # Counted again for each try: a stroke drawn anew after an overload draws the reservoir again.
+            self._check_reservoir(self._port(source), stroke * self.ul_per_increment)
             try:
                 self.valve(source)
                 self._move_to(stroke, flow)

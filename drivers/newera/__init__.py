@@ -31,6 +31,7 @@ from drivers.newera.errors import (
     PumpCommandRejected,
     PumpReset,
     SafeModeTimeout,
+    SyringeEmpty,
     UnrecognisedCommand,
 )
 from drivers.newera.line import DEFAULT_BAUDRATE, DEFAULT_REPLY_TIMEOUT, NE1000Line
@@ -69,6 +70,12 @@ class PumpOptions(BaseModel):
     min_rate_ul_min: float = Field(0.0, ge=0)
     max_volume_ul: Positive | None = Field(None, description="cap on one move (default: the syringe volume)")
     model: str = Field("NE1000", description="NE300, NE500, NE1000, NE4000 or NE9000")
+    empty_margin_ul: float | None = Field(
+        None,
+        ge=0,
+        description="a stall with at most this left by the count is an empty syringe "
+        "(default: 1 % of the syringe volume)",
+    )
 
 
 class Options(BaseModel):
@@ -157,6 +164,7 @@ __all__ = [
     "PumpReset",
     "PumpStatus",
     "SafeModeTimeout",
+    "SyringeEmpty",
     "UnrecognisedCommand",
     "make_device",
 ]

@@ -8,9 +8,13 @@
     yield from bps.mv(pumps.yellow, 120.0, pumps.red, 80.0)   # both pumps run at once
 
 ``set(volume_ul)`` infuses that volume at the child's configured rate and finishes when the pump
-has stopped; it fails with the driver's exception (``MotorStall``, ``PumpReset``...) otherwise.
-Each child reads ``<name>_<label>_dispensed``: µL infused by its last move. ``stop()`` on a child
-sends ``STP`` to its pump; on the line, to every pump.
+has stopped; it fails with the driver's exception (``MotorStall``, ``PumpReset``, ``SyringeEmpty``...)
+otherwise. Each child reads ``<name>_<label>_dispensed``: µL the pump reported infused by its last
+``set``. ``stop()`` on a child sends ``STP`` to its pump; on the line, to every pump.
+
+Each pump's syringe is a consumable named by its label (``pumps.set_contents("red", 10000,
+lot="R-0412")``, ``pumps.contents()``); each ``set`` reports what it delivered to the subscribers of
+``pumps.subscribe_usage`` (``drivers.stock``), also when it fails part-way.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import logging
 import threading
 from typing import Any
 
-from drivers.errors import InstrumentError
+from drivers.errors import InstrumentBusy, InstrumentError
 from drivers.newera.errors import MotorStall, PumpReset
 from drivers.newera.line import NE1000Line
 from drivers.newera.ne1000 import NE1000Pump
 from drivers.ophyd_support import BackgroundAction, InstrumentDevice, UnitSignal
 from drivers.ophyd_types import Component, Device, DeviceStatus
+from drivers.stock import Contents
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +46,7 @@ class NE1000Channel(Device):
         super().__init__(prefix, name=name, parent=parent, **kwargs)
         options = dict(pump_options)
         rate = float(options.pop("rate_ul_min"))
-        self.pump = NE1000Pump(parent.line, **options)
+        self.pump = NE1000Pump(parent.line, label=self.attr_name, **options)
         self.pump.check_move(min(1.0, self.pump.max_volume_ul), rate)  # the rate itself must be allowed
         self.rate.put(rate)
         self.poll_s: float = parent.poll_s
@@ -60,33 +65,55 @@ class NE1000Channel(Device):
         return self.action.run(self, dispense, f"dispense {volume:g} uL")
 
     def _dispense(self, volume: float, rate: float) -> float:
-        """Infuse ``volume`` and wait for the end; after a stall, dispense the remainder. The µL delivered."""
+        """Infuse ``volume`` and wait for the end; after a stall, dispense the remainder. The µL delivered,
+        as the pump reported them; reported on the usage events whether or not the dispense succeeds."""
         delivered = 0.0
-        for attempt in range(1, self.parent.stall_retries + 2):
-            move = self.pump.infuse(volume - delivered, rate)
-            # Simulated pumps run faster than the clock on the wall; a real one needs the full time
-            # plus margin. The parent's move_timeout_s caps it if set.
-            expected_s = move.volume_ul / move.rate_ul_min * 60.0
-            timeout = self.parent.move_timeout_s or (expected_s * 1.5 + 10.0)
-            try:
-                done = self.pump.wait_until_stopped(timeout, poll_s=self.poll_s)
-            except MotorStall as stall:
-                # The stall is acknowledged and the counters hold what was delivered: the
-                # documented recovery is to run the remainder (once; a blocked line stalls again).
-                delivered += self.pump.dispensed().infused_ul
-                remaining = volume - delivered
-                if attempt > self.parent.stall_retries or not self._dispensable(remaining, rate):
-                    self.parent.fault_events.emit("gave_up", stall.fault, str(stall), attempt)
-                    raise
-                self.parent.fault_events.emit(
-                    "retry", stall.fault, f"{stall}; dispensing the remaining {remaining:.4g} uL", attempt
-                )
-                continue
-            delivered += done.infused_ul
-            if attempt > 1:
-                self.parent.fault_events.emit("recovered", "alarm", f"{self.name}: dispensed after a stall")
-            break
-        return delivered
+        serial, added, complete = self.pump.move_serial, True, True
+        try:
+            for attempt in range(1, self.parent.stall_retries + 2):
+                serial, added = self.pump.move_serial, False
+                move = self.pump.infuse(volume - delivered, rate)
+                # Simulated pumps run faster than the clock on the wall; a real one needs the full time
+                # plus margin. The parent's move_timeout_s caps it if set.
+                expected_s = move.volume_ul / move.rate_ul_min * 60.0
+                timeout = self.parent.move_timeout_s or (expected_s * 1.5 + 10.0)
+                try:
+                    done = self.pump.wait_until_stopped(timeout, poll_s=self.poll_s)
+                except MotorStall as stall:
+                    # The stall is acknowledged and the counters hold what was delivered: the
+                    # documented recovery is to run the remainder (once; a blocked line stalls again).
+                    delivered += self.pump.dispensed().infused_ul
+                    added = True
+                    remaining = volume - delivered
+                    if attempt > self.parent.stall_retries or not self._dispensable(remaining, rate):
+                        self.parent.fault_events.emit("gave_up", stall.fault, str(stall), attempt)
+                        raise
+                    self.parent.fault_events.emit(
+                        "retry", stall.fault, f"{stall}; dispensing the remaining {remaining:.4g} uL", attempt
+                    )
+                    continue
+                delivered += done.infused_ul
+                added = True
+                if attempt > 1:
+                    self.parent.fault_events.emit(
+                        "recovered", "alarm", f"{self.name}: dispensed after a stall"
+                    )
+                break
+            return delivered
+        except BaseException:
+            if self.pump.move_serial != serial and not added:
+                # A move began and its volume is not counted in yet: ask the pump what it delivered, once
+                # it has stopped (a stop's STP may reach it just after this thread gave up the move).
+                done, complete = self.pump.count_when_stopped()
+                delivered += done.infused_ul
+            raise
+        finally:
+            if delivered > 0 or not complete:
+                contents = self.pump.contents()
+                self.parent.usage_events.emit(
+                    "dispensed", device=self.name, consumable=self.attr_name, amount=delivered,
+                    lot=contents.lot, remaining=contents.amount, requested=volume, complete=complete,
+                )  # fmt: skip
 
     def _dispensable(self, volume: float, rate: float) -> bool:
         try:
@@ -171,6 +198,18 @@ class NE1000Pumps(InstrumentDevice):
                 self.fault_events.emit("retry", reset.fault, f"{reset}; configuring again", 1)
                 channel.pump.configure()
                 channel.pump.status()
+
+    def _contents(self) -> dict[str, Contents]:
+        return {channel.attr_name: channel.pump.contents() for channel in self.channels()}
+
+    def _set_contents(self, name: str, amount: float | None, lot: str | None) -> None:
+        labels = [channel.attr_name for channel in self.channels()]
+        if name not in labels:
+            raise self._unknown_consumable(name, labels)
+        channel: NE1000Channel = getattr(self, name)
+        if channel.action.busy:
+            raise InstrumentBusy(f"{channel.name} is dispensing; say what its syringe holds once it stops")
+        channel.pump.set_contents(amount, lot)
 
     def identity(self) -> dict[str, Any]:
         """What each pump on the line reports (``VER``: model and firmware); the protocol has no serial."""

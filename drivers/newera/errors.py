@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from drivers.errors import (
     CommandRejected,
+    Empty,
     InstrumentAlarm,
     InstrumentError,
     InstrumentTimeout,
@@ -131,3 +132,27 @@ class IncompleteDispense(NE1000Error):
     def __init__(self, message: str, *, address: int | None = None, delivered_ul: float = 0.0):
         super().__init__(message, address=address)
         self.delivered_ul = delivered_ul
+
+
+class SyringeEmpty(NE1000Error, Empty):
+    """The syringe is used up by the volume the driver tracks (``set_contents``).
+
+    Raised when a stall (``A?S``) ends an infusion with the tracked content within the pump's empty
+    margin — the plunger reached the end of its travel — and before an infusion that needs more than
+    is tracked, when nothing is sent. A stall with content left is a ``MotorStall``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        address: int | None = None,
+        consumable: str = "",
+        remaining: float | None = None,
+        needed: float | None = None,
+    ):
+        super().__init__(message, address=address)
+        self.consumable = consumable
+        self.remaining = remaining
+        self.needed = needed
+        self.unit = "uL"

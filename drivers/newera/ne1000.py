@@ -11,6 +11,12 @@ speed-derived rate limits for the diameter) before a byte is sent; a refused req
 ``SafetyLimitError`` and the wire stays silent. Values are written in the units that keep them
 most precise under the pump's four-digit rule; a value that rounding would change by more than
 0.1 % is logged, and one that would round to zero is refused (``VOL 0`` means "pump forever").
+
+Told what the syringe holds (``set_contents(volume_ul, lot=...)``), the driver counts it down by what
+the pump reports it moved (``DIS``), refuses an infusion that needs more (``SyringeEmpty``, nothing
+sent), and tells a syringe run empty — the motor stalls (``A?S``) as the plunger reaches the end of
+its travel, with the count within ``empty_margin_ul`` of zero — from a stall with liquid left, which
+stays a ``MotorStall``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any, TypeVar
 from drivers.errors import (
     ConnectionLost,
     InstrumentBusy,
+    InstrumentError,
     InstrumentTimeout,
     ProtocolError,
     SafetyLimitError,
@@ -35,9 +42,10 @@ from drivers.errors import (
 from drivers.halt import Halt
 from drivers.newera import codec
 from drivers.newera.codec import Dispensed, Firmware
-from drivers.newera.errors import IncompleteDispense, PumpAlarm, PumpReset
+from drivers.newera.errors import IncompleteDispense, MotorStall, PumpAlarm, PumpReset, SyringeEmpty
 from drivers.newera.line import NE1000Line
 from drivers.retry import Backoff
+from drivers.stock import Contents, check_amount, check_lot
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,6 +54,9 @@ T = TypeVar("T")
 MATERIAL_ROUNDING = 1e-3
 #: Power-up resets absorbed while a move is set up (before RUN nothing has moved, so it is safe).
 RESET_RETRIES = 2
+#: Default empty margin, as a fraction of the syringe volume: a stall with no more than this left by the
+#: count is the plunger at the end of its travel (a refill is never measured to better than this).
+EMPTY_MARGIN = 0.01
 
 
 class PumpStatus(enum.Enum):
@@ -83,6 +94,8 @@ class NE1000Pump:
         min_rate_ul_min: float = 0.0,
         max_volume_ul: float | None = None,
         model: str = "NE1000",
+        empty_margin_ul: float | None = None,
+        label: str = "",
     ):
         if not 0 <= int(address) <= 99:
             raise ValueError(f"address must be 0–99, not {address!r}")
@@ -108,6 +121,23 @@ class NE1000Pump:
                 f"{model_min:.4g}–{model_max:.4g} µL/min"
             )
         self.last_move: Move | None = None
+        #: The consumable's name on the device (the pump's label), for errors and usage records.
+        self.label = label or f"{self.address:02d}"
+        margin = EMPTY_MARGIN * self.syringe_volume_ul if empty_margin_ul is None else float(empty_margin_ul)
+        if not (math.isfinite(margin) and 0 <= margin <= self.syringe_volume_ul):
+            raise ValueError(
+                f"empty_margin_ul must be 0..{self.syringe_volume_ul:g} µL, not {empty_margin_ul!r}"
+            )
+        self.empty_margin_ul = margin
+        #: µL in the syringe by the driver's count (None: never told), and the lot it came from.
+        self.contents_ul: float | None = None
+        self.lot: str | None = None
+        #: The current move's volumes as ``DIS`` last reported them (cleared with the counters).
+        self.counted = Dispensed(0.0, 0.0)
+        #: Counts the moves set up (each clears the pump's counters): a caller tells its move's counts by it.
+        self.move_serial = 0
+        self._rebase = False
+        self._counting = threading.Lock()
         self._needs_configure = True
         #: A stop (stop(), or the ophyd face's action stopped) ends the move in progress: RUN is
         #: checked against it, and waits for the move end at once.
@@ -277,11 +307,90 @@ class NE1000Pump:
         return self.status().moving
 
     def dispensed(self) -> Dispensed:
-        """Volumes infused and withdrawn since the start of the last move (µL)."""
-        return self._query("DIS", "", lambda reply: codec.parse_dispensed(reply.data))
+        """Volumes infused and withdrawn since the start of the last move (µL); counted into the contents."""
+        reading = self._query("DIS", "", lambda reply: codec.parse_dispensed(reply.data))
+        self._count(reading)
+        return reading
 
     def rate_limits_ul_min(self) -> tuple[float, float]:
         return self.min_rate_ul_min, self.max_rate_ul_min
+
+    # -- what the syringe holds -------------------------------------------------------------------------
+    def set_contents(self, volume_ul: float | None, lot: str | None = None) -> None:
+        """The syringe holds ``volume_ul`` now (a person filled it), of ``lot``; None stops counting. No I/O.
+
+        What the pump's counters show at this moment belongs to before the refill.
+        """
+        name = f"pump {self.address:02d} ({self.label})"
+        volume = check_amount(name, volume_ul, unit="uL", capacity=self.syringe_volume_ul)
+        checked_lot = check_lot(name, lot)
+        with self._counting:
+            self.contents_ul, self.lot = volume, checked_lot
+            self._rebase = True
+        log.info("pump %02d: the syringe holds %s µL%s", self.address,
+                 "an unknown volume of" if volume is None else f"{volume:.6g}",
+                 f" of lot {checked_lot}" if checked_lot else "")  # fmt: skip
+
+    def contents(self) -> Contents:
+        """The syringe as the driver counts it."""
+        with self._counting:
+            return Contents("syringe", "uL", self.contents_ul, self.lot, self.syringe_volume_ul)
+
+    def _count(self, reading: Dispensed) -> None:
+        """Take a ``DIS`` reading of the current move into the count (each µL once, however often read)."""
+        with self._counting:
+            if self._rebase:  # told what the syringe holds since these counts: they are already in it
+                self.counted, self._rebase = reading, False
+                return
+            infused = reading.infused_ul - self.counted.infused_ul
+            withdrawn = reading.withdrawn_ul - self.counted.withdrawn_ul
+            if infused < -1e-9 or withdrawn < -1e-9:
+                # Counters lower than before: the pump cleared them (a power cycle); what it moved between
+                # the last reading and the reset is lost to the count.
+                log.warning("pump %02d: the volume counters went back (%s after %s); counting from zero",
+                            self.address, reading, self.counted)  # fmt: skip
+                infused = reading.infused_ul if infused < 0 else infused
+                withdrawn = reading.withdrawn_ul if withdrawn < 0 else withdrawn
+            self.counted = reading
+            if self.contents_ul is None:
+                return
+            left = self.contents_ul - infused + withdrawn
+            if left < -self.empty_margin_ul:
+                log.warning("pump %02d: delivered %.4g µL more than the syringe held by the count; "
+                            "was the refill larger than told?", self.address, -left)  # fmt: skip
+            self.contents_ul = min(max(left, 0.0), self.syringe_volume_ul)
+
+    def _check_contents(self, volume_ul: float) -> None:
+        with self._counting:
+            contents = self.contents_ul
+        if contents is not None and volume_ul > contents + 1e-6 * self.syringe_volume_ul:
+            raise SyringeEmpty(
+                f"pump {self.address:02d} ({self.label}): the syringe holds {contents:.4g} µL by the count, "
+                f"{volume_ul:.4g} µL asked: refill it (then set_contents)",
+                address=self.address,
+                consumable=self.label,
+                remaining=contents,
+                needed=volume_ul,
+            )
+
+    def _judge_stall(self, stall: MotorStall, direction: str) -> InstrumentError:
+        """A stall while infusing with the count used up is the plunger at the end of its travel: empty."""
+        if direction != "INF" or self.contents_ul is None:
+            return stall
+        try:
+            self.dispensed()  # what the move delivered before the stall
+        except (ConnectionLost, InstrumentTimeout, ProtocolError) as exc:
+            log.info("pump %02d: no count after the stall (%s); judging on the last", self.address, exc)
+        contents = self.contents().amount
+        if contents is None or contents > self.empty_margin_ul:
+            return stall
+        return SyringeEmpty(
+            f"pump {self.address:02d} ({self.label}): the syringe is empty: the plunger reached the end of "
+            f"its travel (A?S) with {contents:.4g} µL left by the count",
+            address=self.address,
+            consumable=self.label,
+            remaining=contents,
+        )
 
     # -- motion ---------------------------------------------------------------------------------------
     def infuse(self, volume_ul: float, rate_ul_min: float, *, halt: threading.Event | None = None) -> Move:
@@ -331,6 +440,8 @@ class NE1000Pump:
         vol_units, vol_text, vol_held, rate_units, rate_text, rate_held = self.check_move(
             volume_ul, rate_ul_min
         )
+        if direction == "INF":
+            self._check_contents(vol_held)
         with self.halt.operation(halt):  # a stop before RUN keeps it from going out
             self._tell_rounding(volume_ul, vol_held, "volume (µL)")
             self._tell_rounding(rate_ul_min, rate_held, "rate (µL/min)")
@@ -340,6 +451,11 @@ class NE1000Pump:
                     self._set_up_move(direction, vol_units, vol_text, rate_units, rate_text)
                     self._run()
                     break
+                except MotorStall as stall:  # on RUN's reply: an empty syringe stalls at once
+                    judged = self._judge_stall(stall, direction)
+                    if judged is stall:
+                        raise
+                    raise judged from stall
                 except PumpReset as reset:
                     # The pump power-cycled before it ran: the command that carried A?R was not executed
                     # (an alarm must be acknowledged first), so nothing moved. Configure and set up again.
@@ -368,8 +484,13 @@ class NE1000Pump:
             raise InstrumentBusy(f"pump {self.address:02d} is {state.name.lower()}; stop() it first")
         if state is PumpStatus.PAUSED:
             self._send("STP")  # a second STP ends the paused program, so RUN starts afresh
+        if self.contents_ul is not None:
+            self.dispensed()  # what the last move left uncounted (a stop), before the counters are cleared
         self._send("CLD", "INF")
         self._send("CLD", "WDR")
+        with self._counting:
+            self.counted, self._rebase = Dispensed(0.0, 0.0), False
+            self.move_serial += 1
         self._send("DIR", direction)
         self._send("VOL", vol_units)
         self._send("VOL", vol_text)
@@ -439,7 +560,13 @@ class NE1000Pump:
         with self.halt.operation(halt):
             while True:
                 self.halt.check(f"pump {self.address:02d}: waiting for the move")
-                state = self.status()
+                try:
+                    state = self.status()
+                except MotorStall as stall:
+                    judged = self._judge_stall(stall, self.last_move.direction if self.last_move else "")
+                    if judged is stall:
+                        raise
+                    raise judged from stall
                 if not state.moving:
                     return self.check_finished(state)
                 if time.monotonic() >= deadline:
@@ -448,6 +575,30 @@ class NE1000Pump:
                     )
                 self.halt.wait(intervals.next())
 
+    def count_when_stopped(self, timeout: float = 5.0, *, poll_s: float = 0.01) -> tuple[Dispensed, bool]:
+        """The current move's volumes once the pump has stopped — after a stop from another thread, whose
+        ``STP`` may reach the pump a moment after the stopped operation gave up waiting. Queries only.
+
+        Returns the volumes and whether the pump had stopped (False: still moving at the deadline, or
+        the link failed; the volumes are then what was last counted, and may be short).
+        """
+        deadline = time.monotonic() + timeout
+        intervals = Backoff(poll_s, max_s=max(poll_s, 0.2))
+        try:
+            while True:
+                try:
+                    moving = self.status().moving
+                except PumpAlarm:
+                    moving = False  # an alarm stops the motor (and is acknowledged by this reply)
+                if not moving:
+                    return self.dispensed(), True
+                if time.monotonic() >= deadline:
+                    return self.dispensed(), False
+                time.sleep(intervals.next())
+        except (ConnectionLost, InstrumentTimeout, ProtocolError) as exc:
+            log.info("pump %02d: no count after the move (%s)", self.address, exc)
+            return self.counted, False
+
     def check_finished(self, state: PumpStatus) -> Dispensed:
         """The volumes moved by the last move, which must have delivered all it was asked for."""
         done = self.dispensed()
@@ -455,6 +606,16 @@ class NE1000Pump:
         if move is not None:
             moved = done.infused_ul if move.direction == "INF" else done.withdrawn_ul
             if moved < move.volume_ul * (1 - MATERIAL_ROUNDING) - 1e-6:
+                contents = self.contents_ul
+                if move.direction == "INF" and contents is not None and contents <= self.empty_margin_ul:
+                    # The stall's alarm was lost on the line, but the count says the plunger ran out.
+                    raise SyringeEmpty(
+                        f"pump {self.address:02d} ({self.label}): the syringe is empty: stopped after "
+                        f"{moved:.4g} of {move.volume_ul:.4g} µL with {contents:.4g} µL left by the count",
+                        address=self.address,
+                        consumable=self.label,
+                        remaining=contents,
+                    )
                 raise IncompleteDispense(
                     f"pump {self.address:02d} stopped ({state.name.lower()}) after {moved:.4g} of "
                     f"{move.volume_ul:.4g} µL without reporting an alarm",

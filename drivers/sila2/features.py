@@ -31,6 +31,7 @@ FAULT_ERRORS: dict[str, str] = {
     "Rejected": "rejected",
     "NotReady": "not_ready",
     "Unrecoverable": "unrecoverable",
+    "Empty": "empty",
 }
 #: The error a command cancelled through the CancelController ends with.
 CANCELLED = "Cancelled"

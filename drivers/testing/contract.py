@@ -23,7 +23,8 @@ disconnect and connect again; destroy releasing every link; every settable child
 ``stop()`` to the instrument; an aborted plan stopping motion on the wire with nothing moving
 after; after a stop and ``make_safe()``, a recovery, a health check and an ordinary action that
 pass (a stop ends the operation it interrupted, never a later one); typed errors with a fault
-kind; ``make_safe``, ``recover``, ``check_health`` and ``subscribe_faults`` present and working.
+kind; ``make_safe``, ``recover``, ``check_health`` and ``subscribe_faults`` present and working;
+consumables (``drivers.stock``) described by ``contents()`` and told with ``set_contents`` offline.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from bluesky.protocols import Movable, Readable, Triggerable, check_supports
 from bluesky.utils import RunEngineInterrupted
 
 from drivers.errors import FaultKind, InstrumentError, Stopped
+from drivers.stock import KINDS
 from drivers.testing import wait_for
 
 #: Generous bounds that only a hang can exceed, even on a loaded two-core machine.
@@ -294,6 +296,29 @@ class DriverContract:
                 device.check_health()
                 assert any(e["event"] == "recovered" and e["instrument"] == "dut" for e in events)
                 unsubscribe()
+            finally:
+                device.destroy()
+
+    def test_consumables_are_described_and_told_without_a_connection(self, case: DriverCase) -> None:
+        with case.simulator() as sim:
+            device = case.make_device("dut", case.address(sim), **case.options)
+            try:
+                described: dict[str, dict[str, Any]] = device.contents()
+                for name, item in described.items():
+                    assert set(item) == {"kind", "unit", "amount", "lot", "capacity"}, name
+                    assert item["kind"] in KINDS and item["unit"] in ("uL", "vials"), name
+                    device.set_contents(name, 1.0, lot="contract")
+                    told = device.contents()[name]
+                    assert (told["amount"], told["lot"]) == (1.0, "contract"), name
+                    device.set_contents(name, None)
+                    assert device.contents()[name]["amount"] is None, name
+                with pytest.raises(ValueError):
+                    device.set_contents("no such consumable", 1.0)
+                records: list[dict[str, Any]] = []
+                unsubscribe = device.subscribe_usage(records.append)
+                assert callable(unsubscribe)
+                unsubscribe()
+                assert sim.sessions_opened() == 0, "telling a device what it holds opened a link"
             finally:
                 device.destroy()
 

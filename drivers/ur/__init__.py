@@ -19,10 +19,11 @@ from pydantic import BaseModel, Field, model_validator
 
 from drivers.options import STRICT, min_reply_timeout, validate_options
 from drivers.transport import Transport
-from drivers.ur.arm import ArmStatus, URArm
+from drivers.ur.arm import ArmStatus, Pick, URArm
 from drivers.ur.codec import GripperStatus, ObjectStatus, ProgramState, RobotMode, SafetyStatus
 from drivers.ur.dashboard import URDashboard
 from drivers.ur.errors import (
+    FeederEmpty,
     GripperFault,
     GripperMissedObject,
     GripperNotActive,
@@ -56,6 +57,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ArmStatus",
+    "FeederEmpty",
     "GripperFault",
     "GripperMissedObject",
     "GripperNotActive",
@@ -64,6 +66,7 @@ __all__ = [
     "MotionTimeout",
     "ObjectStatus",
     "Options",
+    "Pick",
     "PositionConfigError",
     "ProgramNotStarted",
     "ProgramState",

@@ -6,6 +6,11 @@ to the secondary interface and follows it through the Dashboard Server (``runnin
 false, then the safety status), or, given an RTDE state stream (``drivers.ur.state``), through
 the state packages the controller pushes: no polling, and the end of a move seen within a package.
 
+A station the arm takes vials from may be a feeder whose vials the driver counts (``set_feeder(station,
+count, lot=...)``): a pick there takes the vial of the next rack slot (1, 2, … from the rack last
+loaded), counts it off when the gripper reports an object between its fingers, and is refused with
+``FeederEmpty`` before the arm moves when the count is at zero. ``last_pick`` says which vial it was.
+
 The 5 s protective-stop rule is counted from the moment this driver observed the stop, which is
 never earlier than the stop itself, and the controller enforces the rule on its own anyway: a
 shorter ``unlock_delay`` (a sped-up simulation) only means the first unlock attempts are refused
@@ -25,10 +30,12 @@ from typing import Any, TypeVar
 from drivers.errors import ConnectionLost, InstrumentTimeout, ProtocolError, SafetyLimitError
 from drivers.halt import Halt
 from drivers.retry import Backoff, FaultEvents, RetryPolicy
+from drivers.stock import Contents, check_amount, check_lot
 from drivers.transport import Transport
 from drivers.ur.codec import ProgramState, RobotMode, SafetyStatus
 from drivers.ur.dashboard import URDashboard
 from drivers.ur.errors import (
+    FeederEmpty,
     GripperMissedObject,
     MotionStopped,
     MotionTimeout,
@@ -58,6 +65,26 @@ T = TypeVar("T")
 
 #: Protective stops one move recovers from by itself when ``auto_unlock`` is on.
 PROTECTIVE_STOP_RETRIES = 3
+
+
+@dataclass
+class Feeder:
+    """The vials the driver counts at one station: left, their lot, and the slot the next one stands in."""
+
+    count: int | None = None
+    lot: str | None = None
+    next_slot: int = 1
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The vial (or vessel) the gripper last took: where from, and for a counted feeder its rack slot,
+    its lot and the vials left after it."""
+
+    station: str
+    slot: int | None = None
+    lot: str | None = None
+    remaining: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +160,10 @@ class URArm:
         # Sending a program and stop() take turns, so a program never starts after a stop.
         self._gate = threading.Lock()
         self._programs = 0
+        self._feeders: dict[str, Feeder] = {}
+        self._counting = threading.Lock()
+        #: The vial the gripper last took (None before the first pick).
+        self.last_pick: Pick | None = None
 
     @classmethod
     def connect(
@@ -335,6 +366,49 @@ class URArm:
         self._stop_observed_at = None
         log.info("arm: protective stop released")
 
+    # -- feeders ---------------------------------------------------------------------------
+    def set_feeder(self, station: str, count: float | None, lot: str | None = None) -> None:
+        """``count`` vials of ``lot`` stand at ``station`` now, in rack slots 1…count (a fresh rack); None
+        stops counting them. No I/O."""
+        self.target(station)
+        amount = check_amount(f"feeder {station}", count, unit="vials")
+        checked_lot = check_lot(f"feeder {station}", lot)
+        with self._counting:
+            self._feeders[station] = Feeder(None if amount is None else int(amount), checked_lot)
+        log.info("arm: feeder %s holds %s vials%s", station, "an unknown number of" if amount is None
+                 else int(amount), f" of lot {checked_lot}" if checked_lot else "")  # fmt: skip
+
+    def feeder(self, station: str) -> Contents:
+        with self._counting:
+            held = self._feeders.get(station, Feeder())
+            return Contents("feeder", "vials", held.count, held.lot)
+
+    def feeders(self) -> list[str]:
+        """The stations whose vials the driver was told about."""
+        with self._counting:
+            return sorted(self._feeders)
+
+    def check_feeder(self, station: str) -> None:
+        """``FeederEmpty`` if ``station`` is a feeder counted down to zero (no I/O)."""
+        with self._counting:
+            held = self._feeders.get(station)
+        if held is not None and held.count is not None and held.count < 1:
+            raise FeederEmpty(f"the feeder at {station!r} has no vial left by the count: load it "
+                              "(then set_feeder)", station, 0.0)  # fmt: skip
+
+    def _took(self, station: str) -> Pick:
+        """The gripper holds what stood at ``station``: count a feeder's vial off."""
+        with self._counting:
+            held = self._feeders.get(station)
+            if held is None or held.count is None:
+                pick = Pick(station)
+            else:
+                held.count = max(held.count - 1, 0)
+                pick = Pick(station, held.next_slot, held.lot, held.count)
+                held.next_slot += 1
+            self.last_pick = pick
+        return pick
+
     # -- gripper ---------------------------------------------------------------------------
     def grip(self) -> bool:
         """Close the gripper; True if it caught an object."""
@@ -347,10 +421,12 @@ class URArm:
             self._check_stop("release")
             return self.gripper.release()
 
-    def pick(self, station: str, *, retries: int = 0) -> None:
-        """Take the vessel at ``station`` (via ``<station>_above`` if taught); GripperMissedObject if none."""
+    def pick(self, station: str, *, retries: int = 0) -> Pick:
+        """Take the vessel at ``station`` (via ``<station>_above`` if taught); GripperMissedObject if none,
+        FeederEmpty (before moving) if the station is a feeder counted down to zero. What was taken."""
         approach = self._approach(station)
         self.target(station)
+        self.check_feeder(station)
         with self.operation():
             self.release()
             if approach:
@@ -358,9 +434,11 @@ class URArm:
             self.move_to(station)
             caught = False
             attempt = 0
+            pick: Pick | None = None
             for attempt in range(retries + 1):
                 caught = self.grip()
                 if caught:
+                    pick = self._took(station)
                     break
                 # The documented recovery from a missed grip: open again and close once more.
                 log.warning("arm: gripper missed the object at %s (attempt %d)", station, attempt + 1)
@@ -373,6 +451,8 @@ class URArm:
                 raise GripperMissedObject(f"the gripper found nothing to hold at {station!r}", station)
             if retries and attempt:
                 self.events.emit("recovered", "alarm", f"gripped at {station} on attempt {attempt + 1}")
+            assert pick is not None
+            return pick
 
     def place(self, station: str) -> None:
         approach = self._approach(station)
@@ -385,12 +465,15 @@ class URArm:
             if approach:
                 self.move_to(approach)
 
-    def transfer(self, source: str, destination: str, *, retries: int = 0) -> None:
+    def transfer(self, source: str, destination: str, *, retries: int = 0) -> Pick:
+        """Carry the vessel at ``source`` to ``destination``; what was taken (``Pick``)."""
         self.target(source)
         self.target(destination)
+        self.check_feeder(source)
         with self.operation():
-            self.pick(source, retries=retries)
+            pick = self.pick(source, retries=retries)
             self.place(destination)
+            return pick
 
     # -- internals -------------------------------------------------------------------------
     def target(self, name: str) -> Joints:

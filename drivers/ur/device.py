@@ -5,9 +5,14 @@
     yield from bps.mv(arm.transfer, ("feeder", "dispense"))   # pick + place via *_above positions
 
 Every action runs on a background thread and completes its Status when the arm has finished;
-driver errors (UnknownPosition, ProtectiveStop, GripperMissedObject...) fail the Status, and so
-the plan, with the driver's own exception. ``stop()`` on the arm or on either child stops the
+driver errors (UnknownPosition, ProtectiveStop, GripperMissedObject, FeederEmpty...) fail the Status,
+and so the plan, with the driver's own exception. ``stop()`` on the arm or on either child stops the
 arm (dashboard ``stop``) and ends the action's thread without another motion command.
+
+A feeder's vials are a consumable named by its station (``arm.set_contents("feeder", 48, lot="V-7")``,
+``arm.contents()``); a transfer reads ``<name>_transfer_slot`` (the rack slot of the vial it took from
+a counted feeder, 0 otherwise) and reports each vial it took to the subscribers of
+``arm.subscribe_usage`` (``drivers.stock``).
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ import logging
 import threading
 from typing import Any
 
-from drivers.errors import SafetyLimitError
+from drivers.errors import InstrumentBusy, SafetyLimitError, name_instrument
 from drivers.ophyd_support import BackgroundAction, InstrumentDevice, UnitSignal
 from drivers.ophyd_types import Component as Cpt
 from drivers.ophyd_types import Device, DeviceStatus, Signal
+from drivers.stock import Contents
 from drivers.ur.arm import URArm
-from drivers.ur.errors import GripperFault, MotionStopped, RemoteControlRequired, SafetyStop
+from drivers.ur.errors import FeederEmpty, GripperFault, MotionStopped, RemoteControlRequired, SafetyStop
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +74,8 @@ class URTransferDevice(Device):
     """``set((source, destination))`` or ``set("source->destination")``: carry a vessel."""
 
     last = Cpt(Signal, value="", kind="normal")
+    #: The rack slot of the vial the last transfer took from a counted feeder (0: not from one).
+    slot = Cpt(Signal, value=0, kind="normal")
 
     def set(self, value: Any) -> DeviceStatus:
         root: URArmDevice = self.root
@@ -76,6 +84,11 @@ class URTransferDevice(Device):
             source, destination = str(source).strip(), str(destination).strip()
             root.arm.target(source)
             root.arm.target(destination)
+            root.arm.check_feeder(source)  # an empty feeder fails the Status before anything moves
+        except FeederEmpty as empty:
+            status = DeviceStatus(self)
+            status.set_exception(name_instrument(empty, root.name))
+            return status
         except (ValueError, TypeError, SafetyLimitError) as exc:
             status = DeviceStatus(self)
             status.set_exception(
@@ -84,9 +97,14 @@ class URTransferDevice(Device):
             return status
 
         def work(halt: threading.Event) -> None:
-            with root.arm.operation(halt):
-                root.prepare()
-                root.arm.transfer(source, destination, retries=root.pick_retries)
+            before = root.arm.last_pick
+            try:
+                with root.arm.operation(halt):
+                    root.prepare()
+                    pick = root.arm.transfer(source, destination, retries=root.pick_retries)
+            finally:
+                root.report_pick(before)
+            self.slot.put(pick.slot or 0)
             root.location.put(root.arm.position or "")
             root.gripper.state.put("open")
             root.gripper.object_detected.put(False)
@@ -120,6 +138,14 @@ class URArmDevice(InstrumentDevice):
     @property
     def position(self) -> str | None:
         return self.arm.position
+
+    def report_pick(self, before: object) -> None:
+        """Report the vial the arm took since ``before`` (its ``last_pick`` then), if it took one."""
+        pick = self.arm.last_pick
+        if pick is None or pick is before:
+            return
+        self.usage_events.emit("picked", device=self.transfer.name, consumable=pick.station, amount=1.0,
+                        unit="vials", lot=pick.lot, remaining=pick.remaining, slot=pick.slot)  # fmt: skip
 
     def prepare(self) -> None:
         """Connect, then power and release the arm (or check it is ready) before its first action."""
@@ -204,6 +230,16 @@ class URArmDevice(InstrumentDevice):
                 "serial": self.arm.query(lambda: ask("get serial number")),
                 "firmware": self.arm.query(self.arm.dashboard.polyscope_version),
             }
+
+    def _contents(self) -> dict[str, Contents]:
+        return {station: self.arm.feeder(station) for station in self.arm.feeders()}
+
+    def _set_contents(self, name: str, amount: float | None, lot: str | None) -> None:
+        if name not in self.arm.positions:
+            raise self._unknown_consumable(name, self.arm.positions)
+        if self.action.busy:
+            raise InstrumentBusy(f"{self.name} is moving; say what the feeder holds once it stops")
+        self.arm.set_feeder(name, amount, lot)
 
     def _check_health(self) -> None:
         state = self.arm.status()

@@ -6,6 +6,7 @@ import time
 
 from drivers.errors import (
     CommandRejected,
+    Empty,
     FaultKind,
     InstrumentAlarm,
     InstrumentBusy,
@@ -16,6 +17,7 @@ from drivers.errors import (
 )
 
 __all__ = [
+    "FeederEmpty",
     "GripperFault",
     "GripperMissedObject",
     "GripperNotActive",
@@ -104,10 +106,21 @@ class GripperFault(InstrumentAlarm):
 
 
 class GripperMissedObject(InstrumentError):
-    """The gripper closed all the way: there was nothing between its fingers."""
+    """The gripper closed all the way: there was nothing between its fingers (where the driver's count,
+    if it keeps one for the station, says there should be a vial)."""
 
     fault = FaultKind.ALARM  # the arm is sound; the vessel was not where it should be
 
     def __init__(self, message: str, station: str = ""):
         super().__init__(message)
+        self.station = station
+
+
+class FeederEmpty(Empty):
+    """The feeder has no vial left by the count the driver keeps (``set_feeder``): refused before the
+    arm moved. (A grip that closes on nothing while the count says a vial is there is a
+    ``GripperMissedObject``.)"""
+
+    def __init__(self, message: str, station: str = "", remaining: float | None = 0.0):
+        super().__init__(message, consumable=station, remaining=remaining, needed=1.0, unit="vials")
         self.station = station

@@ -12,6 +12,10 @@ Config (all optional; ``default_config`` serves water from the default bench)::
     valve_switch_s: 0.25       # how long one valve move takes
     firmware: "..."            # what '&' and '?23' answer
 
+A port's stock that runs dry gives what it has left and then air: the pump draws air without a word
+(the XCalibur has no sensor for it), so the vial receives less liquid than the plunger moved, and
+its spectrum shows it. The stock is refilled by a person (``simulators.hands``: ``refill stock=...``).
+
 Faults (besides drop/garble/partial/silent on replies): ``plunger-overload`` (opportunity: each
 plunger move that starts; it stalls half-way with error 9), ``valve-overload`` (each valve move;
 the valve stays put, error 10), ``init-failure`` (each Z/Y/W; error 1 when it ends). After 9 or 10
@@ -115,6 +119,10 @@ class CavroSimulator(Simulator):
             fires=self.faults.fires,
             log=self.log,
         )
+
+    def bench_state(self) -> dict[str, Any]:
+        self.pump.advance(self.world.now())
+        return {"syringe": self.pump.describe()}
 
     async def serve(self, endpoint: str, stream: Stream) -> None:
         while True:

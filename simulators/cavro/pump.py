@@ -16,7 +16,7 @@ from typing import Any
 from drivers.cavro import codec
 from drivers.cavro.codec import Command, CommandSyntaxError, ErrorCode, SpeedProfile
 from simulators.cavro import program
-from simulators.world import LiquidHolder, Portion
+from simulators.world import LiquidHolder, Portion, merge, scaled
 
 #: Plunger positions are kept in the finest unit (24000 per stroke) and reported in the current mode's.
 FINE = 24000
@@ -80,6 +80,9 @@ class CavroPump:
         self.profile = SpeedProfile()
         self.backlash = 12
         self.syringe = Portion(0.0)
+        #: Liquid drawn into the syringe, and pushed out of it by valve port, since power-up.
+        self.drawn_ul = 0.0
+        self.pushed_ul: dict[int, float] = {}
         self.buffer: list[Command] = []
         self.last_program: list[Command] = []
         self.counters = {"inits": 0, "plunger_moves": 0, "valve_moves": 0}
@@ -432,11 +435,30 @@ class CavroPump:
         self.syringe.volume_ul += portion.volume_ul
         for species, amount in portion.amounts.items():
             self.syringe.amounts[species] = self.syringe.amounts.get(species, 0.0) + amount
+        merge(self.syringe.sources, portion.sources)
+        self.drawn_ul += portion.volume_ul
 
     def _remove(self, fraction: float) -> Portion:
         amounts = {s: a * fraction for s, a in self.syringe.amounts.items()}
-        out = Portion(self.syringe.volume_ul * fraction, amounts)
+        out = Portion(
+            self.syringe.volume_ul * fraction, amounts, sources=scaled(self.syringe.sources, fraction)
+        )
         self.syringe.volume_ul -= out.volume_ul
         for species, amount in out.amounts.items():
             self.syringe.amounts[species] -= amount
+        for origin, volume in out.sources.items():
+            self.syringe.sources[origin] -= volume
+        self.pushed_ul[self.valve] = self.pushed_ul.get(self.valve, 0.0) + out.volume_ul
         return out
+
+    def describe(self) -> dict[str, Any]:
+        """The syringe and the liquid the pump moved, by its own accounting."""
+        return {
+            "plunger_ul": self.plunger_volume_ul(),
+            "liquid_ul": self.syringe.volume_ul,
+            "sources": {o: v for o, v in self.syringe.sources.items() if v > 1e-12},
+            "valve": self.valve,
+            "drawn_ul": self.drawn_ul,
+            "pushed_ul": {str(port): volume for port, volume in sorted(self.pushed_ul.items())},
+            "initialised": self.initialised,
+        }

@@ -6,9 +6,12 @@ Config (the ``pumps`` list; every key but ``fill_ul``, ``rate_ul_min`` and ``mod
       - {address: 0, diameter_mm: 14.57, syringe_volume_ul: 10000, reagent: yellow, outlet: dispense,
          model: NE1000, fill_ul: 10000, rate_ul_min: 1000}
 
-``reagent`` names the stock the syringe is filled from, ``outlet`` the station (or ``stock:NAME``)
-its line delivers to. All pumps share the one endpoint ``pump``; requests carry the address and so
-do replies. The pumps answer only when spoken to (see docs/instruments/ne1000.md for deviations).
+``reagent`` names the stock the syringe is filled from (``fill_ul`` of it at power-up, the whole
+syringe by default; a person refills it through ``simulators.hands``), ``outlet`` the station (or
+``stock:NAME``) its line delivers to. A syringe pushed to the end of its travel stalls (``A?S``), as
+the real pump's stall detection stops it. All pumps share the one endpoint ``pump``; requests carry
+the address and so do replies. The pumps answer only when spoken to (see docs/instruments/ne1000.md
+for deviations).
 """
 
 from __future__ import annotations
@@ -134,6 +137,26 @@ class NE1000Simulator(Simulator):
     def settle(self, now: float) -> None:
         for pump in self.pumps.values():
             pump.settle(now)
+
+    # -- a person's hands ------------------------------------------------------------------------------
+    def pump(self, part: str) -> SimulatedPump:
+        """A pump by address (``1``) or by the reagent it holds (``red``, when only one pump holds it)."""
+        if part.isdigit() and int(part) in self.pumps:
+            return self.pumps[int(part)]
+        holding = [pump for pump in self.pumps.values() if pump.reagent.name == part]
+        if len(holding) == 1:
+            return holding[0]
+        choices = ", ".join(f"{a} ({p.reagent.name})" for a, p in sorted(self.pumps.items()))
+        raise KeyError(f"{self.name} has no pump {part!r}" + (" alone" if holding else "")
+                       + f"; pumps: {choices}")  # fmt: skip
+
+    def refill(self, part: str, volume_ul: float, *, lot: str | None, replace: bool) -> dict[str, Any]:
+        self.settle(self.world.now())
+        return self.pump(part).refill(volume_ul, lot=lot, replace=replace)
+
+    def bench_state(self) -> dict[str, Any]:
+        self.settle(self.world.now())
+        return {"syringes": {str(address): pump.describe() for address, pump in sorted(self.pumps.items())}}
 
     # -- the line -----------------------------------------------------------------------------------
     async def serve(self, endpoint: str, stream: Stream) -> None:

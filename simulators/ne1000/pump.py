@@ -17,7 +17,7 @@ from typing import Any
 from drivers.newera import codec
 from drivers.newera.codec import Reply, Request
 from simulators.faults import FaultPlan
-from simulators.world import LiquidHolder, Vessel, World
+from simulators.world import LiquidHolder, Stock, Vessel, World
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,15 @@ class SimulatedPump:
         self.power_up_rate_ul_min = float(spec.get("rate_ul_min", 1000.0))
         self.outlet: LiquidHolder = world.holder(str(spec["outlet"]))
         reagent = str(spec["reagent"])
-        source = world.holder(reagent if ":" in reagent else f"stock:{reagent}")
+        self.reagent: LiquidHolder = world.holder(reagent if ":" in reagent else f"stock:{reagent}")
         self.syringe = Vessel(f"{name}-syringe", capacity_ul=self.syringe_volume_ul)
         fill = float(spec.get("fill_ul", self.syringe_volume_ul))
-        self.syringe.put(source.take(fill))
+        self.syringe.put(self.reagent.take(fill))
         self.plunger_ul = fill  # volume in front of the plunger (liquid, and air if it ran dry)
+        #: The bench's accounting: liquid out of the outlet, plunger travel, and what people took away.
+        self.delivered_ul = 0.0
+        self.travel_ul = 0.0
+        self.removed_ul = 0.0
         # Communications survive a power cycle (the manual: safe mode stays on until disabled).
         self.safe_timeout_s = 0
         self.timer_armed = False
@@ -145,11 +149,58 @@ class SimulatedPump:
             self.plunger_ul = max(0.0, self.plunger_ul - volume)
             if portion.volume_ul > 0:
                 self.outlet.put(portion)
+            self.delivered_ul += portion.volume_ul
+            self.travel_ul += volume
             self.infused_ul += volume
         else:
             self.syringe.put(self.outlet.take(volume))
             self.plunger_ul = min(self.syringe_volume_ul, self.plunger_ul + volume)
             self.withdrawn_ul += volume
+
+    # -- a person's hands -----------------------------------------------------------------------------
+    def refill(self, volume_ul: float, *, lot: str | None = None, replace: bool = False) -> dict[str, Any]:
+        """Take the syringe off, fill it to ``volume_ul`` from its reagent, put it back.
+
+        With ``replace`` a new, empty syringe is filled instead (what the old one held goes away); else
+        the liquid left in it stays and is topped up. ``lot`` names the bottle it was filled from (the
+        stock's lot from now on). A stock that runs short fills the rest with air, as it would.
+        """
+        if self.motion is not None:
+            moving = "infusing" if self.motion.direction == "INF" else "withdrawing"
+            raise ValueError(f"{self.name} is {moving}: stop it before taking the syringe off")
+        if not 0 <= volume_ul <= self.syringe_volume_ul:
+            raise ValueError(
+                f"{self.name}: volume_ul must be 0..{self.syringe_volume_ul:g}, not {volume_ul:g}"
+            )
+        if lot is not None:
+            if not isinstance(self.reagent, Stock):
+                raise ValueError(f"{self.name} draws from {self.reagent.name}, which has no lot")
+            self.reagent.lot = lot
+        if replace:
+            self.removed_ul += self.syringe.volume_ul
+            self.syringe = Vessel(f"{self.name}-syringe", capacity_ul=self.syringe_volume_ul)
+            self.plunger_ul = 0.0
+        elif volume_ul < self.plunger_ul - 1e-9:
+            raise ValueError(f"{self.name}: the syringe holds {self.plunger_ul:g} µL already; "
+                             "replace it to start afresh")  # fmt: skip
+        self.syringe.put(self.reagent.take(volume_ul - self.plunger_ul))
+        self.plunger_ul = volume_ul
+        self.paused = None  # the program the pump was paused in cannot go on with another syringe
+        return self.describe()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "reagent": self.reagent.name,
+            "capacity_ul": self.syringe_volume_ul,
+            "plunger_ul": self.plunger_ul,
+            "liquid_ul": self.syringe.volume_ul,
+            "sources": {o: v for o, v in self.syringe.sources.items() if v > 1e-12},
+            "delivered_ul": self.delivered_ul,
+            "travel_ul": self.travel_ul,
+            "removed_ul": self.removed_ul,
+            "state": self.status_char() if self.alarm is None else f"A?{self.alarm}",
+        }
 
     # -- protocol -----------------------------------------------------------------------------------
     def handle(self, request: Request, now: float, faults: FaultPlan) -> Reply:

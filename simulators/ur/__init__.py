@@ -208,6 +208,15 @@ class URSimulator(Simulator):
     def position_name(self) -> str | None:
         return match_position(self.controller.pose(self.now()), self.positions, self.tolerance)
 
+    def bench_state(self) -> dict[str, Any]:
+        self.settle(self.now())
+        held = self.gripper.held
+        return {
+            "at": self.position_name(),
+            "holding": None if held is None else held.describe(),
+            "dropped": [vessel.describe() for vessel in self.gripper.dropped],
+        }
+
     # -- sessions --------------------------------------------------------------------------
     async def serve(self, endpoint: str, stream: Stream) -> None:
         if endpoint == "dashboard":
