@@ -87,10 +87,13 @@ def test_an_ne1000_count_is_the_simulators_syringe(pump_bench, steps):
         elif step[0] == "abort":  # stopped at once: before, during or after RUN, whatever the timing
             status = pumps.red.set(step[1])
             pumps.red.stop()
-            with pytest.raises((Stopped, SyringeEmpty)):
+            try:
                 status.wait(30)
+            except (Stopped, SyringeEmpty):
+                event("aborted")
+            else:  # a short dispense on a fast clock can finish before the stop reaches the pump
+                event("finished before the stop")
             pumps.red.action.join()  # a stopped Status fails at once; its thread counts what moved, then ends
-            event("aborted")
         else:
             volume = step[1]
             status = pumps.red.set(volume)
