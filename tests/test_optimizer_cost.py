@@ -1,5 +1,5 @@
-"""Cost-aware acquisition (`optimizer.cost`, sdl/optimizer/cost.py): cheaper recipes where the acquisition
-is alike, a weight that cools as the budget is spent, running experiments counted, bad settings refused."""
+"""Cost-aware acquisition (`optimizer.cost`, sdl/optimizer/cost.py): the acquisition divided by the recipe's
+cost, so cheaper recipes where it is alike; still a pure function of the history; bad settings refused."""
 
 from __future__ import annotations
 
@@ -18,14 +18,13 @@ from sdl.optimizer import (
     OptimizerSettings,
     make_optimizer,
 )
-from sdl.optimizer.cost import cooled_exponent
 from sdl.space import SearchSpace
 
 SQUARE = SearchSpace.model_validate(
     {"parameters": [{"type": "real", "name": n, "low": 0.0, "high": 1.0} for n in ("x", "y")]}
 )
 #: x is the volume of a scarce stock: a recipe costs 1 + 10 x (x = 1 costs eleven times x = 0)
-COST = CostSettings(per_unit={"x": 10.0}, fixed=1.0, budget=1e6)
+COST = CostSettings(per_unit={"x": 10.0}, fixed=1.0)
 SEEDS = range(8)
 
 
@@ -64,35 +63,18 @@ def test_where_the_acquisition_is_alike_the_cost_picks_the_cheaper_recipe(acquis
     assert max(costed) < 0.5, costed
 
 
-def test_a_spent_budget_proposes_as_without_a_cost() -> None:
-    history = mirrored_history(3)  # ten recipes costing at least 1 each
-    spent = CostSettings(per_unit={"x": 10.0}, fixed=1.0, budget=10.0)
-    for n in (1, 3):
-        plain = make_optimizer(SQUARE, settings(None)).propose(history, [], n)
-        costed = make_optimizer(SQUARE, settings(spent)).propose(history, [], n)
-        assert costed == [p.__class__(p.recipe, p.model, p.acquisition, p.acquisition_value, c.seconds)
-                          for p, c in zip(plain, costed, strict=True)]  # fmt: skip
+def test_the_acquisition_is_divided_by_the_cost_of_the_recipe() -> None:
+    import sdl.optimizer.bayesian as bayesian
 
-
-def test_running_experiments_count_as_spent() -> None:
-    history = mirrored_history(0)
-    spent = float(sum(1 + 10 * o.recipe["x"] for o in history))
-    running = [{"x": 0.9, "y": 0.9}, {"x": 0.95, "y": 0.1}]  # 10.0 and 10.5
-    # What is finished leaves a little of the budget; with the running experiments it is all spent.
-    budget = CostSettings(per_unit={"x": 10.0}, fixed=1.0, budget=spent + 12.0)
-    (plain,) = make_optimizer(SQUARE, settings(None)).propose(history, running, 1)
-    (costed,) = make_optimizer(SQUARE, settings(budget)).propose(history, running, 1)
-    assert costed.recipe == plain.recipe and costed.acquisition == "ei"
-    (one,) = make_optimizer(SQUARE, settings(budget)).propose(history, running[:1], 1)
-    assert one.acquisition == "ei/cost"
-
-
-def test_the_cost_weight_cools_from_one_to_nothing_as_the_budget_is_spent() -> None:
-    assert cooled_exponent(100.0, spent=20.0, spent_initially=20.0) == 1.0
-    assert cooled_exponent(100.0, spent=60.0, spent_initially=20.0) == pytest.approx(0.5)
-    assert cooled_exponent(100.0, spent=100.0, spent_initially=20.0) == 0.0
-    assert cooled_exponent(100.0, spent=150.0, spent_initially=20.0) == 0.0
-    assert cooled_exponent(100.0, spent=120.0, spent_initially=120.0) == 0.0  # the design spent it all
+    history = mirrored_history(4)
+    opt = make_optimizer(SQUARE, settings(COST))
+    step = bayesian._Step(opt, history, [], [])  # type: ignore[arg-type]
+    best = float(step.mean_at_data.min())
+    Z = np.random.default_rng(1).uniform(0.0, 1.0, size=(20, 2))
+    plain = step._values("ei", Z, best, step.post)
+    step.cost = opt.cost  # type: ignore[attr-defined]
+    costed = step._values("ei", Z, best, step.post)
+    assert costed == pytest.approx(plain / (1.0 + 10.0 * Z[:, 0]), rel=1e-12)
 
 
 @pytest.mark.parametrize("acquisition", ["ei", "pi", "lcb"])
@@ -104,7 +86,7 @@ def test_the_polished_acquisition_has_the_gradient_of_its_values(acquisition: An
     opt = make_optimizer(SQUARE, settings(COST))
     assert opt.cost is not None  # type: ignore[attr-defined]
     step = bayesian._Step(opt, history, failed, [])  # type: ignore[arg-type]
-    step.weight = opt.cost.weight([1.0] * len(history), 4)  # type: ignore[attr-defined]
+    step.cost = opt.cost  # type: ignore[attr-defined]
     best = float(step.mean_at_data.min())
     for z in np.random.default_rng(0).uniform(0.1, 0.9, size=(5, 2)):
         value, grad = step._value_grad(acquisition, z, best, step.post)
@@ -135,7 +117,7 @@ MIXTURE = SearchSpace.model_validate(
 
 
 def test_batches_under_constraints_and_a_cost_stay_feasible_and_distinct() -> None:
-    cost = CostSettings(per_unit={"volume": 1.0, "equiv": 20.0}, budget=1e5)
+    cost = CostSettings(per_unit={"volume": 1.0, "equiv": 20.0})
     opt = make_optimizer(MIXTURE, OptimizerSettings(seed=4, initial_design=5, cost=cost))
     history: list[Observation] = []
     while len(history) < 17:
@@ -165,10 +147,14 @@ def test_a_pareto_search_divides_hypervolume_improvement_by_the_cost() -> None:
 def test_bad_cost_settings_are_refused_with_the_field_named() -> None:
     with pytest.raises(ValidationError, match="applies to kind 'bayesian'"):
         OptimizerSettings(kind="random", cost=COST)
-    with pytest.raises(ValidationError, match="at least 0"):
-        CostSettings(per_unit={"x": -1.0}, fixed=20.0, budget=10.0)
-    with pytest.raises(ValidationError):
-        CostSettings(per_unit={"x": 1.0}, fixed=1.0, budget=0.0)
+    with pytest.raises(ValidationError, match=r"per_unit: .* finite number at least 0; x: -1.0 is not"):
+        CostSettings(per_unit={"x": -1.0}, fixed=20.0)
+    with pytest.raises(ValidationError, match="x: nan is not"):
+        CostSettings(per_unit={"x": math.nan}, fixed=20.0)
+    with pytest.raises(ValidationError, match="fixed"):
+        CostSettings(per_unit={"x": 1.0}, fixed=-1.0)
+    with pytest.raises(ValidationError, match="budget"):  # no such field: extra names are refused
+        CostSettings.model_validate({"per_unit": {"x": 1.0}, "budget": 10.0})
     mixed = SearchSpace.model_validate(
         {
             "parameters": [
@@ -178,13 +164,11 @@ def test_bad_cost_settings_are_refused_with_the_field_named() -> None:
         }
     )
     with pytest.raises(ValueError, match="names 'w', which is not a parameter"):
-        make_optimizer(
-            mixed, OptimizerSettings(cost=CostSettings(per_unit={"w": 1.0}, fixed=1.0, budget=9.0))
-        )
+        make_optimizer(mixed, OptimizerSettings(cost=CostSettings(per_unit={"w": 1.0}, fixed=1.0)))
     with pytest.raises(ValueError, match="a categorical parameter"):
-        CostSettings(per_unit={"dye": 1.0}, fixed=1.0, budget=9.0).check(mixed)
+        CostSettings(per_unit={"dye": 1.0}, fixed=1.0).check(mixed)
     with pytest.raises(ValueError, match="cheapest recipe would cost 0"):
-        CostSettings(per_unit={"v": 1.0}, budget=9.0).check(mixed)
+        CostSettings(per_unit={"v": 1.0}).check(mixed)
 
 
 def test_a_campaign_file_with_a_cost_naming_no_parameter_is_refused() -> None:
@@ -192,9 +176,8 @@ def test_a_campaign_file_with_a_cost_naming_no_parameter_is_refused() -> None:
     from sdl.spec.loading import load_campaign
 
     spec = load_campaign("experiments/color_matching/campaign.yaml").campaign.model_dump()
-    spec["optimizer"]["cost"] = {"per_unit": {"red": 1.0}, "fixed": 20.0, "budget": 10_000.0}
-    assert Campaign.model_validate(spec).optimizer.cost == CostSettings(per_unit={"red": 1.0}, fixed=20.0,
-                                                                        budget=10_000.0)  # fmt: skip
+    spec["optimizer"]["cost"] = {"per_unit": {"red": 1.0}, "fixed": 20.0}
+    assert Campaign.model_validate(spec).optimizer.cost == CostSettings(per_unit={"red": 1.0}, fixed=20.0)
     spec["optimizer"]["cost"]["per_unit"] = {"green": 1.0}
     with pytest.raises(ValidationError, match="names 'green', which is not a parameter"):
         Campaign.model_validate(spec)
@@ -207,12 +190,11 @@ def test_a_restart_step_weighs_its_expected_improvement_by_the_cost_too() -> Non
     history = mirrored_history(5)
     opt = make_optimizer(SQUARE, settings(COST))
     step = bayesian._Step(opt, history, [], [])  # type: ignore[arg-type]
-    weight = opt.cost.weight([1.0] * len(history), 4)  # type: ignore[attr-defined]
     incumbent = step.X[np.argmin(step.y)]
     restart = Restart(np.array([0.5, 0.5]), incumbent)
     F = np.zeros((0, 2))
     rng = np.random.default_rng(0)
-    p = step.restart_step(F, set(), rng, restart, weight)
+    p = step.restart_step(F, set(), rng, restart, opt.cost)  # type: ignore[attr-defined]
     assert p is not None and p.acquisition == "ei/cost"
     region = restart.region(step.X)
     centre = step.X[region[np.argmin(step.y[region])]]  # the restart's box is around its region's best
@@ -221,7 +203,7 @@ def test_a_restart_step_weighs_its_expected_improvement_by_the_cost_too() -> Non
 
 def test_the_same_history_gives_the_same_proposals_whoever_asks() -> None:
     """A pure function of (settings, history, running): a fresh optimizer, or the same one asked again after
-    other questions, proposes the same batch; only what was spent changes the weight, not what was asked."""
+    other questions, proposes the same batch."""
     history = mirrored_history(6)
     running = [{"x": 0.3, "y": 0.6}]
     first = make_optimizer(SQUARE, settings(COST))

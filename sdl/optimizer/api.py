@@ -7,6 +7,7 @@ The campaign executor keeps the store as the single source of truth and hands th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -54,8 +55,8 @@ class CostSettings(BaseModel):
     """``optimizer: {cost: {...}}``: what a recipe consumes of something scarce, known before it runs.
 
     A recipe's cost is ``fixed + sum(per_unit[p] * recipe[p])``: e.g. the microlitres of a scarce stock it
-    draws, when a parameter is that stock's volume. Acquisition is divided by ``cost ** alpha``, with
-    ``alpha`` cooling from 1 to 0 as the campaign spends ``budget`` (docs/optimizer.md, Cost).
+    draws, when a parameter is that stock's volume. The acquisition is divided by it: expected improvement
+    per unit cost (docs/optimizer.md, Cost-aware acquisition).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -68,20 +69,19 @@ class CostSettings(BaseModel):
     fixed: float = Field(
         default=0.0,
         ge=0.0,
+        allow_inf_nan=False,
         description="What every experiment costs whatever its recipe (a line's dead volume, the value put on "
         "one experiment), in the same units; every recipe must cost more than zero.",
-    )
-    budget: float = Field(
-        gt=0.0,
-        description="What the campaign may spend, in the same units (e.g. the stock's volume): the cost's "
-        "weight falls from full after the initial design to none once this much is spent.",
     )
 
     @model_validator(mode="after")
     def _weights(self) -> CostSettings:
-        negative = sorted(name for name, w in self.per_unit.items() if not w >= 0.0)
-        if negative:
-            raise ValueError(f"cost.per_unit must be at least 0; {', '.join(negative)} is not")
+        bad = sorted(name for name, w in self.per_unit.items() if not 0.0 <= w < math.inf)
+        if bad:
+            raise ValueError(
+                f"optimizer.cost.per_unit: each cost per unit must be a finite number at least 0; "
+                f"{', '.join(f'{n}: {self.per_unit[n]}' for n in bad)} is not"
+            )
         return self
 
     def check(self, space: SearchSpace) -> None:
@@ -172,7 +172,7 @@ class OptimizerSettings(BaseModel):
     cost: CostSettings | None = Field(
         default=None,
         description="bayesian kind: penalise recipes by what they consume (expected improvement per unit "
-        "of cost, cooled as the budget is spent); none: every recipe costs the same.",
+        "of cost); none: every recipe costs the same.",
     )
 
     @model_validator(mode="after")

@@ -27,7 +27,7 @@ from threadpoolctl import ThreadpoolController
 from sdl.optimizer.acquisition import Acquisition, Feasibility, acquisition
 from sdl.optimizer.api import Observation, OptimizerExhausted, OptimizerSettings, Proposal
 from sdl.optimizer.baselines import DesignStream
-from sdl.optimizer.cost import CostWeight, RecipeCost
+from sdl.optimizer.cost import RecipeCost
 from sdl.optimizer.encoding import Encoder
 from sdl.optimizer.gp import Hyper, LengthScalePrior, Posterior, fit_hyper, loo_log_densities, sqdist
 from sdl.optimizer.objectives import Scalariser
@@ -226,31 +226,27 @@ class BayesianOptimizer:
                 step = _Step(self, ok, bad, pending)
         fantasies = [enc.encode(list(pending))] if pending else []
         seen = enc.encode([o.recipe for o in observations]) if enc.polytope is not None else None
-        costs: list[float] = []
-        if self.cost is not None:
-            costs = list(self.cost.of_recipes([*(o.recipe for o in observations), *pending]))
         out: list[Proposal] = []
         for i in range(n):
             F = np.vstack(fantasies) if fantasies else np.zeros((0, enc.n_columns))
             prop = None
             if step is not None and issued + i >= self.n_init:
                 rng = np.random.default_rng([self.s.seed, len(observations), len(pending), i, 7])
-                weight = self.cost.weight(costs, self.n_init) if self.cost is not None else None
                 if isinstance(step, ParetoStep):
-                    prop = step.propose(F, taken, rng, weight)
+                    prop = step.propose(F, taken, rng, self.cost)
                 else:
                     restart = step.restart
-                    prop = step.restart_step(F, taken, rng, restart, weight) if restart is not None else None
+                    prop = (
+                        step.restart_step(F, taken, rng, restart, self.cost) if restart is not None else None
+                    )
                     if prop is None:
-                        prop = step.propose(F, taken, rng, weight)
+                        prop = step.propose(F, taken, rng, self.cost)
             if prop is None:
                 seen_now = np.vstack([seen, F]) if seen is not None else None
                 recipe, kind = self.design.take(issued + i, taken, F, seen_now)
                 prop = Proposal(recipe, kind, None, None, 0.0)
             taken.add(enc.key(prop.recipe))
             fantasies.append(enc.encode([prop.recipe]))
-            if self.cost is not None:
-                costs.append(float(self.cost.of_recipes([prop.recipe])[0]))
             out.append(prop)
         spent = time.perf_counter() - t0
         return [
@@ -289,9 +285,8 @@ class _Step:
         self.Xall = np.vstack(
             [self.X, self.Xbad, self.enc.encode(list(pending))] if pending else [self.X, self.Xbad]
         )
-        #: the cost's weight on the acquisition for the proposal being searched (None: no cost)
-        self.weight: CostWeight | None = None
-        self.priced = False
+        #: what a recipe costs, dividing the acquisition of the proposal being searched (None: no cost)
+        self.cost: RecipeCost | None = None
 
     # -- candidates ----------------------------------------------------------------------------------------
     def _candidates(self, F: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -318,10 +313,10 @@ class _Step:
     def _values(self, kind: Acquisition, Z: np.ndarray, best: float, post: Posterior) -> np.ndarray:
         mean, var = post.predict(Z)
         a = acquisition(kind, mean, var, best, self.s.xi, self.s.kappa)[0]
-        if self.priced:
+        if self.cost is not None:
             if kind == "lcb":  # per unit cost, the bound's improvement on the incumbent
                 a = np.maximum(a + best, 0.0)
-            a = a * (self.weight(Z) if self.weight is not None else 1.0)
+            a = a * self.cost.weight(Z)
             a = a * (self.feas(Z) if self.feas is not None else 1.0)
         elif self.feas is not None:
             p = self.feas(Z)
@@ -334,10 +329,10 @@ class _Step:
         mean, var, dmean, dvar = post.predict_grad(z)
         a, da_dm, da_dv = acquisition(kind, np.array([mean]), np.array([var]), best, self.s.xi, self.s.kappa)
         val, grad = float(a[0]), da_dm[0] * dmean + da_dv[0] * dvar
-        if self.priced:
+        if self.cost is not None:
             if kind == "lcb":
                 val, grad = (val + best, grad) if val + best > 0.0 else (0.0, np.zeros_like(grad))
-            factors = [self.weight.with_grad(z)] if self.weight is not None else []
+            factors = [self.cost.weight_with_grad(z)]
             factors += [self.feas.with_grad(z)] if self.feas is not None else []
             for f, df in factors:
                 val, grad = val * f, grad * f + val * df
@@ -435,47 +430,6 @@ class _Step:
         cands.sort(key=lambda c: -c[1])
         return cands[0]
 
-    def _priced_nominee(
-        self,
-        kind: Acquisition,
-        Z: np.ndarray,
-        open_: np.ndarray,
-        best: float,
-        F: np.ndarray,
-        post: Posterior | None = None,
-        box: _Box | None = None,
-    ) -> tuple[np.ndarray, float] | None:
-        weight = self.weight
-        if weight is None or weight.floor <= 0.0:
-            return self._nominee(kind, Z, open_, best, F, post, box)
-        post = self.post if post is None else post
-        self.weight = None
-        try:
-            plain = self._nominee(kind, Z, open_, best, F, post, box)
-            if plain is None:
-                return None
-            floor = weight.floor * plain[1]
-            unpriced = self._values(kind, Z, best, post)
-        finally:
-            self.weight = weight
-        ratio = np.where(open_ & (unpriced >= floor), unpriced * weight(Z), -np.inf)
-        cands = [(plain[0], float(plain[1] * weight(plain[0][None, :])[0]))]
-        order = np.argsort(-ratio, kind="stable")
-        if np.isfinite(ratio[order[0]]):
-            cands.append((Z[order[0]], float(ratio[order[0]])))
-        if len(self.enc.real_columns):
-            for j in order[:N_POLISH]:
-                if not np.isfinite(ratio[j]):
-                    break
-                z, v = self._polish(kind, Z[j], best, post, box)
-                self.weight = None
-                ok = float(self._values(kind, z[None, :], best, post)[0]) >= floor
-                self.weight = weight
-                if ok and not self._blocked(z[None, :], F)[0]:
-                    cands.append((z, v))
-        cands.sort(key=lambda c: -c[1])
-        return cands[0]
-
     def _open_recipe(
         self, z: np.ndarray, F: np.ndarray, taken: set[tuple[Any, ...]]
     ) -> dict[str, Any] | None:
@@ -515,11 +469,11 @@ class _Step:
         taken: set[tuple[Any, ...]],
         rng: np.random.Generator,
         restart: Restart,
-        weight: CostWeight | None = None,
+        cost: RecipeCost | None = None,
     ) -> Proposal | None:
         """Expected improvement on the restart region's best point, inside a box around it, under a GP of the
         points in reach of that box only."""
-        self.weight, self.priced = weight, weight is not None
+        self.cost = cost
         region = restart.region(self.X)
         if not len(region):
             return None
@@ -532,22 +486,22 @@ class _Step:
         best = float(local.predict(centre[None, :])[0][0])
         Z = low + self.enc.sobol_encoded(N_GLOBAL, rng) * (high - low)  # all columns are real here
         open_ = ~self._blocked(Z, F)
-        nominee = self._priced_nominee("ei", Z, open_, best, F, local, (low, high))
+        nominee = self._nominee("ei", Z, open_, best, F, local, (low, high))
         if nominee is None:
             return None
         recipe = self._open_recipe(nominee[0], F, taken)
         if recipe is None:
             return None
-        return Proposal(recipe, "gp", _named("ei", weight), float(nominee[1]) * self.y_sd, 0.0)
+        return Proposal(recipe, "gp", _named("ei", cost), float(nominee[1]) * self.y_sd, 0.0)
 
     def propose(
         self,
         F: np.ndarray,
         taken: set[tuple[Any, ...]],
         rng: np.random.Generator,
-        weight: CostWeight | None = None,
+        cost: RecipeCost | None = None,
     ) -> Proposal | None:
-        self.weight, self.priced = weight, weight is not None
+        self.cost = cost
         self.post.set_fantasies(F)
         best = float(self.mean_at_data.min())
         if len(F):
@@ -559,7 +513,7 @@ class _Step:
         )
         nominees: list[tuple[Acquisition, dict[str, Any], np.ndarray, float]] = []
         for kind in kinds:
-            nom = self._priced_nominee(kind, Z, open_, best, F)
+            nom = self._nominee(kind, Z, open_, best, F)
             recipe = self._open_recipe(nom[0], F, taken) if nom is not None else None
             if nom is not None and recipe is not None:
                 nominees.append((kind, recipe, nom[0], nom[1]))
@@ -574,14 +528,14 @@ class _Step:
             pick = int(rng.choice(len(nominees), p=w / w.sum()))
         kind, recipe, _, value = nominees[pick]
         # Reported in objective units: EI as an expected improvement (of the warped values, under a warp),
-        # LCB as the bound itself, PI as is; under a cost, per unit of cost ** alpha (LCB: its improvement).
-        if kind == "ei" or (kind == "lcb" and weight is not None):
+        # LCB as the bound itself, PI as is; under a cost, per unit of cost (LCB: its improvement).
+        if kind == "ei" or (kind == "lcb" and cost is not None):
             value *= self.y_sd
         elif kind == "lcb":
             value = unwarp(self.y_mean - value * self.y_sd, self.y_raw, self.warp)
-        return Proposal(recipe, "gp", _named(kind, weight), float(value), 0.0)
+        return Proposal(recipe, "gp", _named(kind, cost), float(value), 0.0)
 
 
-def _named(kind: str, weight: CostWeight | None) -> str:
+def _named(kind: str, cost: RecipeCost | None) -> str:
     """The acquisition's name in the record: ``ei``, or ``ei/cost`` when divided by a cost."""
-    return kind if weight is None else f"{kind}/cost"
+    return kind if cost is None else f"{kind}/cost"
