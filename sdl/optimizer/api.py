@@ -79,7 +79,7 @@ class CostSettings(BaseModel):
         bad = sorted(name for name, w in self.per_unit.items() if not 0.0 <= w < math.inf)
         if bad:
             raise ValueError(
-                f"optimizer.cost.per_unit: each cost per unit must be a finite number at least 0; "
+                "per_unit: each cost per unit must be a finite number at least 0; "
                 f"{', '.join(f'{n}: {self.per_unit[n]}' for n in bad)} is not"
             )
         return self
