@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sdl.optimizer.api import (
     CampaignOptimizer,
+    CostSettings,
     Observation,
     OptimizerExhausted,
     OptimizerSettings,
@@ -19,6 +20,7 @@ from sdl.space import SearchSpace
 
 __all__ = [
     "CampaignOptimizer",
+    "CostSettings",
     "ObjectiveSpec",
     "Objectives",
     "Observation",

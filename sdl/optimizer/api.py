@@ -7,11 +7,14 @@ The campaign executor keeps the store as the single source of truth and hands th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sdl.space import IntegerParameter, RealParameter, SearchSpace
 
 
 class SkoptSettings(BaseModel):
@@ -46,6 +49,64 @@ class SkoptSettings(BaseModel):
     n_restarts_optimizer: int = Field(
         default=5, ge=1, description="L-BFGS restarts of the acquisition search."
     )
+
+
+class CostSettings(BaseModel):
+    """``optimizer: {cost: {...}}``: what a recipe consumes of something scarce, known before it runs.
+
+    A recipe's cost is ``fixed + sum(per_unit[p] * recipe[p])``: e.g. the microlitres of a scarce stock it
+    draws, when a parameter is that stock's volume. The acquisition is divided by it: expected improvement
+    per unit cost (docs/optimizer.md, Cost-aware acquisition).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_unit: dict[str, float] = Field(
+        min_length=1,
+        description="Cost per unit of each real or integer parameter (e.g. 1 for a parameter that is the "
+        "volume of the scarce stock, in the stock's units).",
+    )
+    fixed: float = Field(
+        default=0.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="What every experiment costs whatever its recipe (a line's dead volume, the value put on "
+        "one experiment), in the same units; every recipe must cost more than zero.",
+    )
+
+    @model_validator(mode="after")
+    def _weights(self) -> CostSettings:
+        bad = sorted(name for name, w in self.per_unit.items() if not 0.0 <= w < math.inf)
+        if bad:
+            raise ValueError(
+                "per_unit: each cost per unit must be a finite number at least 0; "
+                f"{', '.join(f'{n}: {self.per_unit[n]}' for n in bad)} is not"
+            )
+        return self
+
+    def check(self, space: SearchSpace) -> None:
+        """Raise ValueError unless the cost names real or integer parameters of ``space`` only and every
+        recipe costs more than zero (a recipe that cost nothing would be worth any number of experiments)."""
+        by_name = {p.name: p for p in space.parameters}
+        lowest = self.fixed
+        for name, weight in self.per_unit.items():
+            p = by_name.get(name)
+            if p is None:
+                raise ValueError(
+                    f"optimizer.cost.per_unit names {name!r}, which is not a parameter "
+                    f"(parameters: {', '.join(space.names)})"
+                )
+            if not isinstance(p, RealParameter | IntegerParameter):
+                raise ValueError(
+                    f"optimizer.cost.per_unit names {name!r}, a {p.type} parameter; a cost per unit needs a "
+                    "real or integer parameter"
+                )
+            lowest += weight * p.low
+        if not lowest > 0.0:
+            raise ValueError(
+                f"optimizer.cost: the cheapest recipe would cost {lowest:g}; every recipe must cost more "
+                "than zero (raise `fixed`: what every experiment costs whatever its recipe)"
+            )
 
 
 class OptimizerSettings(BaseModel):
@@ -108,12 +169,19 @@ class OptimizerSettings(BaseModel):
         default_factory=SkoptSettings,
         description="skopt kind: scikit-optimize's options (its own names and defaults).",
     )
+    cost: CostSettings | None = Field(
+        default=None,
+        description="bayesian kind: penalise recipes by what they consume (expected improvement per unit "
+        "of cost); none: every recipe costs the same.",
+    )
 
     @model_validator(mode="after")
     def _skopt_only_for_skopt(self) -> OptimizerSettings:
         # Compared with the defaults, not by presence: a dumped and reloaded campaign spells them all out.
         if self.kind != "skopt" and self.skopt != SkoptSettings():
             raise ValueError(f"the `skopt` options apply to kind 'skopt', not {self.kind!r}")
+        if self.cost is not None and self.kind != "bayesian":
+            raise ValueError(f"`cost` applies to kind 'bayesian', not {self.kind!r}")
         return self
 
 

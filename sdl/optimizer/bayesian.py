@@ -27,6 +27,7 @@ from threadpoolctl import ThreadpoolController
 from sdl.optimizer.acquisition import Acquisition, Feasibility, acquisition
 from sdl.optimizer.api import Observation, OptimizerExhausted, OptimizerSettings, Proposal
 from sdl.optimizer.baselines import DesignStream
+from sdl.optimizer.cost import RecipeCost
 from sdl.optimizer.encoding import Encoder
 from sdl.optimizer.gp import Hyper, LengthScalePrior, Posterior, fit_hyper, loo_log_densities, sqdist
 from sdl.optimizer.objectives import Scalariser
@@ -129,6 +130,12 @@ class BayesianOptimizer:
         self.priors: tuple[LengthScalePrior, ...] = LOW_DIM_PRIORS if d <= LOW_DIM_PARAMS else ("gamma",)
         self._hyper_cache: dict[str, Hyper] = {}
         self._warp_cache: dict[str, tuple[Hyper, str]] = {}
+        #: what a recipe costs (sdl/optimizer/cost.py); None: every recipe costs the same
+        self.cost = (
+            RecipeCost(encoder.space, settings.cost, {b.param.name: b.start for b in encoder.blocks})
+            if settings.cost is not None
+            else None
+        )
 
     # -- hyperparameters -----------------------------------------------------------------------------------
     def hyper_for(self, X: np.ndarray, y: np.ndarray, kind: str = IDENTITY) -> Hyper:
@@ -226,12 +233,14 @@ class BayesianOptimizer:
             if step is not None and issued + i >= self.n_init:
                 rng = np.random.default_rng([self.s.seed, len(observations), len(pending), i, 7])
                 if isinstance(step, ParetoStep):
-                    prop = step.propose(F, taken, rng)
+                    prop = step.propose(F, taken, rng, self.cost)
                 else:
                     restart = step.restart
-                    prop = step.restart_step(F, taken, rng, restart) if restart is not None else None
+                    prop = (
+                        step.restart_step(F, taken, rng, restart, self.cost) if restart is not None else None
+                    )
                     if prop is None:
-                        prop = step.propose(F, taken, rng)
+                        prop = step.propose(F, taken, rng, self.cost)
             if prop is None:
                 seen_now = np.vstack([seen, F]) if seen is not None else None
                 recipe, kind = self.design.take(issued + i, taken, F, seen_now)
@@ -276,6 +285,8 @@ class _Step:
         self.Xall = np.vstack(
             [self.X, self.Xbad, self.enc.encode(list(pending))] if pending else [self.X, self.Xbad]
         )
+        #: what a recipe costs, dividing the acquisition of the proposal being searched (None: no cost)
+        self.cost: RecipeCost | None = None
 
     # -- candidates ----------------------------------------------------------------------------------------
     def _candidates(self, F: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -302,7 +313,12 @@ class _Step:
     def _values(self, kind: Acquisition, Z: np.ndarray, best: float, post: Posterior) -> np.ndarray:
         mean, var = post.predict(Z)
         a = acquisition(kind, mean, var, best, self.s.xi, self.s.kappa)[0]
-        if self.feas is not None:
+        if self.cost is not None:
+            if kind == "lcb":  # per unit cost, the bound's improvement on the incumbent
+                a = np.maximum(a + best, 0.0)
+            a = a * self.cost.weight(Z)
+            a = a * (self.feas(Z) if self.feas is not None else 1.0)
+        elif self.feas is not None:
             p = self.feas(Z)
             a = a - 10.0 * (1.0 - p) if kind == "lcb" else a * p
         return a
@@ -313,7 +329,14 @@ class _Step:
         mean, var, dmean, dvar = post.predict_grad(z)
         a, da_dm, da_dv = acquisition(kind, np.array([mean]), np.array([var]), best, self.s.xi, self.s.kappa)
         val, grad = float(a[0]), da_dm[0] * dmean + da_dv[0] * dvar
-        if self.feas is not None:
+        if self.cost is not None:
+            if kind == "lcb":
+                val, grad = (val + best, grad) if val + best > 0.0 else (0.0, np.zeros_like(grad))
+            factors = [self.cost.weight_with_grad(z)]
+            factors += [self.feas.with_grad(z)] if self.feas is not None else []
+            for f, df in factors:
+                val, grad = val * f, grad * f + val * df
+        elif self.feas is not None:
             p, dp = self.feas.with_grad(z)
             if kind == "lcb":
                 val, grad = val - 10.0 * (1.0 - p), grad + 10.0 * dp
@@ -441,10 +464,16 @@ class _Step:
         return restart_in_force(self.X, self.y_raw, self.opt.n_init, noise_free)
 
     def restart_step(
-        self, F: np.ndarray, taken: set[tuple[Any, ...]], rng: np.random.Generator, restart: Restart
+        self,
+        F: np.ndarray,
+        taken: set[tuple[Any, ...]],
+        rng: np.random.Generator,
+        restart: Restart,
+        cost: RecipeCost | None = None,
     ) -> Proposal | None:
         """Expected improvement on the restart region's best point, inside a box around it, under a GP of the
         points in reach of that box only."""
+        self.cost = cost
         region = restart.region(self.X)
         if not len(region):
             return None
@@ -463,11 +492,16 @@ class _Step:
         recipe = self._open_recipe(nominee[0], F, taken)
         if recipe is None:
             return None
-        return Proposal(recipe, "gp", "ei", float(nominee[1]) * self.y_sd, 0.0)
+        return Proposal(recipe, "gp", _named("ei", cost), float(nominee[1]) * self.y_sd, 0.0)
 
     def propose(
-        self, F: np.ndarray, taken: set[tuple[Any, ...]], rng: np.random.Generator
+        self,
+        F: np.ndarray,
+        taken: set[tuple[Any, ...]],
+        rng: np.random.Generator,
+        cost: RecipeCost | None = None,
     ) -> Proposal | None:
+        self.cost = cost
         self.post.set_fantasies(F)
         best = float(self.mean_at_data.min())
         if len(F):
@@ -494,9 +528,14 @@ class _Step:
             pick = int(rng.choice(len(nominees), p=w / w.sum()))
         kind, recipe, _, value = nominees[pick]
         # Reported in objective units: EI as an expected improvement (of the warped values, under a warp),
-        # LCB as the bound itself, PI as is.
-        if kind == "ei":
+        # LCB as the bound itself, PI as is; under a cost, per unit of cost (LCB: its improvement).
+        if kind == "ei" or (kind == "lcb" and cost is not None):
             value *= self.y_sd
         elif kind == "lcb":
             value = unwarp(self.y_mean - value * self.y_sd, self.y_raw, self.warp)
-        return Proposal(recipe, "gp", kind, float(value), 0.0)
+        return Proposal(recipe, "gp", _named(kind, cost), float(value), 0.0)
+
+
+def _named(kind: str, cost: RecipeCost | None) -> str:
+    """The acquisition's name in the record: ``ei``, or ``ei/cost`` when divided by a cost."""
+    return kind if cost is None else f"{kind}/cost"

@@ -13,7 +13,8 @@ Monte-Carlo form used here).
   its box's overlap with each cell;
 * running experiments and earlier points of the batch are believed to return their posterior means (kriging
   believer): they join the front and shrink the variance around them;
-* failures weigh the improvement by the same kernel-smoothed feasibility as the single-objective search.
+* failures weigh the improvement by the same kernel-smoothed feasibility as the single-objective search;
+* under a cost (sdl/optimizer/cost.py) the improvement is divided by the recipe's cost, like EI.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from sdl.optimizer.acquisition import Feasibility
 from sdl.optimizer.api import Observation, OptimizerSettings, Proposal
+from sdl.optimizer.cost import RecipeCost
 from sdl.optimizer.encoding import Encoder
 from sdl.optimizer.gp import Hyper, Posterior, sqdist
 from sdl.optimizer.objectives import Objectives, pareto_mask
@@ -122,14 +124,20 @@ class ParetoStep:
             blocked |= ~self.enc.feasible(Z)
         return blocked
 
-    def _ehvi(self, Z: np.ndarray, front: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    def _ehvi(self, Z: np.ndarray, front: np.ndarray, eps: np.ndarray, cost: RecipeCost | None) -> np.ndarray:
         mean, sd = self._predict(Z)
         Y = mean[:, None, :] + sd[:, None, :] * eps[None, :, :]
         value = hvi_2d(front, Y).mean(axis=1)
+        if cost is not None:
+            value = value * cost.weight(Z)
         return value * self.feas(Z) if self.feas is not None else value
 
     def propose(
-        self, F: np.ndarray, taken: set[tuple[Any, ...]], rng: np.random.Generator
+        self,
+        F: np.ndarray,
+        taken: set[tuple[Any, ...]],
+        rng: np.random.Generator,
+        cost: RecipeCost | None = None,
     ) -> Proposal | None:
         for post in self.posts:
             post.set_fantasies(F)
@@ -140,20 +148,21 @@ class ParetoStep:
         glob = self.enc.sobol_encoded(N_GLOBAL, rng)
         parents = self.X[pareto_mask(self.N)][:N_PARENTS]
         Z = np.vstack([glob, self._local(parents, rng)])
-        vals = np.where(self._blocked(Z, F), -np.inf, self._ehvi(Z, front, eps))
+        vals = np.where(self._blocked(Z, F), -np.inf, self._ehvi(Z, front, eps, cost))
         if not np.isfinite(vals).any():
             return None
         # one refinement round around the best few candidates, in place of gradient polishing
         top = Z[np.argsort(-vals, kind="stable")[:4]]
         Z2 = self.enc.perturb(np.repeat(top, 32, axis=0), np.tile([0.002, 0.01], 64), rng)
-        vals2 = np.where(self._blocked(Z2, F), -np.inf, self._ehvi(Z2, front, eps))
+        vals2 = np.where(self._blocked(Z2, F), -np.inf, self._ehvi(Z2, front, eps, cost))
         Z, vals = np.vstack([Z, Z2]), np.concatenate([vals, vals2])
         for j in np.argsort(-vals, kind="stable")[:16]:
             if not np.isfinite(vals[j]):
                 break
             recipe = self.enc.decode(Z[j][None, :])[0]
             if self.enc.key(recipe) not in taken and self.enc.space.satisfies_constraints(recipe):
-                return Proposal(recipe, "gp-pareto", "ehvi", float(vals[j]), 0.0)
+                name = "ehvi" if cost is None else "ehvi/cost"
+                return Proposal(recipe, "gp-pareto", name, float(vals[j]), 0.0)
         return None
 
     def _local(self, parents: np.ndarray, rng: np.random.Generator) -> np.ndarray:

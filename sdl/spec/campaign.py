@@ -428,7 +428,7 @@ class Campaign(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Campaign:
-        SearchSpace(parameters=self.parameters, constraints=self.constraints)  # names, constraints
+        space = SearchSpace(parameters=self.parameters, constraints=self.constraints)  # names, constraints
         self._check_meaning()
         names = [o.measurement for o in self.objectives]
         repeated = sorted({n for n in names if names.count(n) > 1})
@@ -456,6 +456,8 @@ class Campaign(_Model):
                 "optimizer kind 'skopt' cannot honour equality constraints (it samples by rejection); "
                 "use kind 'bayesian'"
             )
+        if self.optimizer.cost is not None:
+            self.optimizer.cost.check(space)
         return self
 
     def _check_meaning(self) -> None:
