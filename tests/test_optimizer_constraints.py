@@ -256,3 +256,20 @@ def test_descriptors_are_validated() -> None:
     ]:
         with pytest.raises(ValidationError, match=message):
             SearchSpace.model_validate({"parameters": [{**base, "descriptors": bad}]})
+
+
+def test_a_feasible_region_narrower_than_the_duplicate_radius_still_yields_a_batch() -> None:
+    # An equality and a narrow band leave a segment shorter than the radius that keeps a batch apart:
+    # the design takes the unseen points farthest from the rest instead of calling the space exhausted.
+    space = SearchSpace.model_validate({
+        "parameters": [{"type": "real", "name": "x0", "low": 0.0, "high": 64.0},
+                       {"type": "real", "name": "x1", "low": 0.0, "high": 13.0}],
+        "constraints": [{"coefficients": {"x0": -3.0, "x1": -3.0}, "equals": -134.23942309695008},
+                        {"coefficients": {"x0": -3.0}, "at_most": -122.8160458222196},
+                        {"coefficients": {"x0": -3.0}, "at_least": -123.8160458222196}],
+    })  # fmt: skip
+    for kind in ("bayesian", "random"):
+        batch = make_optimizer(space, OptimizerSettings(kind=kind, seed=0)).propose([], [], 3)
+        assert len({(p.recipe["x0"], p.recipe["x1"]) for p in batch}) == 3
+        for p in batch:
+            space.validate_recipe(p.recipe)

@@ -122,6 +122,7 @@ class DesignStream:
         self, taken: set[tuple[Any, ...]], avoid: np.ndarray | None, seen: np.ndarray | None
     ) -> tuple[dict[str, Any], str]:
         assert self.pool is not None
+        fallback = None
         for c in range(64):
             Z = self.pool.chunk(c)
             recipes = self.encoder.decode(Z)
@@ -132,13 +133,20 @@ class DesignStream:
                 ]
             )
             if avoid is not None and len(avoid):
-                ok &= sqdist(Z, avoid).min(1) >= self.radius**2
+                apart = ok & (sqdist(Z, avoid).min(1) >= self.radius**2)
+                if fallback is None and ok.any() and not apart.any():
+                    # A feasible region narrower than the radius: the unseen point farthest from the rest.
+                    near = np.vstack([avoid, seen]) if seen is not None and len(seen) else avoid
+                    fallback = recipes[int(np.argmax(np.where(ok, sqdist(Z, near).min(1), -1.0)))]
+                ok = apart
             if not ok.any():
                 continue
             if seen is None or not len(seen):
                 return recipes[int(np.argmax(ok))], "maximin"
             gap = np.where(ok, sqdist(Z, seen).min(1), -1.0)
             return recipes[int(np.argmax(gap))], "maximin"
+        if fallback is not None:
+            return fallback, "maximin"
         raise OptimizerExhausted(
             "no unseen recipe satisfying the constraints was found; the space looks exhausted"
         )
