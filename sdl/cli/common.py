@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sdl.store import Store
+from sdl.api.local import DEFAULT_DATA_DIR
+
+if TYPE_CHECKING:
+    from sdl.store import Store
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-DEFAULT_DATA_DIR = "sdl-data"
+__all__ = ["DEFAULT_DATA_DIR", "EXIT_BAD_INPUT", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "BadInput"]
 
 
 class BadInput(Exception):
@@ -23,6 +27,8 @@ def data_dir_of(args: argparse.Namespace) -> Path:
 
 def open_store(args: argparse.Namespace, *, create: bool = False, read_only: bool = False) -> Store:
     """The store under --data-dir: created if ``create``; read-only commands never write to it."""
+    from sdl.store import Store  # jsonschema and more (0.06 s): not for `sdl --help`, nor for a client
+
     data_dir = data_dir_of(args)
     if not create and not Store.exists(data_dir):
         raise BadInput(f"no store in {data_dir} (give --data-dir, or run a campaign first)")

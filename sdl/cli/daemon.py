@@ -103,7 +103,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    from sdl.daemon.service import LabService  # ~0.1 s that no other command pays (sdl/cli/__init__.py)
+    from sdl.daemon.service import LabService  # ~0.1 s: not for its --help
 
     lab = load_lab(args.lab)
     data_dir = data_dir_of(args)
@@ -122,7 +122,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         )
     dashboard = None
     if args.http:  # the dashboard, served by the service's own process on its loop
-        from sdl.dashboard.serve import HttpError, HttpOptions, InService  # ~0.15 s, see sdl/cli/__init__.py
+        from sdl.dashboard.serve import HttpError, HttpOptions, InService  # ~0.15 s: only with --http
 
         try:
             http = HttpOptions.parse(

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import socket
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Protocol
@@ -199,8 +200,9 @@ class LabService:
             self.frontend.bind()  # before daemon.json names its address
         state.events, state.workers = events, workers
         state.events_address, state.documents_address = self.events_address, self.documents_address
-        info = {"pid": os.getpid(), "api": self.api_address, "events": self.events_address,
-                "documents": self.documents_address, "lab": self.lab.name, "curve": self.curve,
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "api": self.api_address,
+                "events": self.events_address, "documents": self.documents_address, "lab": self.lab.name,
+                "curve": self.curve,
                 "server_key": self._server_public.decode() if self._server_public else None,
                 "http": self.frontend.url if self.frontend else None}  # fmt: skip
         (self.data_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
