@@ -11,7 +11,7 @@ from typing import Any
 
 from sdl.access.keys import KEYS_FILE, KeyRing
 from sdl.api.client import DEFAULT_API
-from sdl.cli.common import EXIT_FAILURE, BadInput, data_dir_of
+from sdl.cli.common import EXIT_FAILURE, BadInput, check_free, data_dir_of
 from sdl.spec.lab import load_lab
 from sdl.store import CampaignBusy
 
@@ -114,6 +114,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
                 f"{address}: not a loopback address; the lab service serves other interfaces only with "
                 "CurveZMQ keys: give --curve (and allow client keys with `sdl keys add`)"
             )
+    listen = {"--api": args.api, "--events": args.events, "--documents": args.documents}
+    if args.http:
+        listen["--http"] = args.http.removeprefix("http://").removeprefix("https://")
+    check_free(listen)  # before anything starts: simulators, workers, the store's claim
     keyring = KeyRing(args.keys or data_dir / KEYS_FILE)
     if curve and not len(keyring):
         raise BadInput(

@@ -11,7 +11,7 @@ from sdl.access.keys import read_public
 from sdl.access.tokens import TOKENS_FILE, TokenFile
 from sdl.api.client import Client, Credentials, local_service, service_info
 from sdl.api.models import WhoAmI
-from sdl.cli.common import EXIT_OK, BadInput, data_dir_of
+from sdl.cli.common import EXIT_OK, BadInput, check_free, data_dir_of
 from sdl.cli.control import client_options
 
 
@@ -47,6 +47,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         )
     except HttpError as exc:
         raise BadInput(str(exc)) from None
+    check_free({"--http": args.http.removeprefix("http://").removeprefix("https://")})
     address = args.connect or local_service(data_dir)
     credentials = Credentials.load(args.key, args.server_key, data_dir=data_dir)
     if not http.loopback and credentials is None:
