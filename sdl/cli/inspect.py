@@ -175,7 +175,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     loaded = load_campaign(args.file)
     if args.lab is not None:
         lab = load_lab(args.lab)
-        reasons = {w: lab.fits(w, loaded.campaign) for w in lab.workcells}
+        reasons = {w: lab.why_not(w, loaded.campaign, loaded.base_dir) for w in lab.workcells}
         if all(reasons.values()):
             details = "; ".join(f"{w}: {', '.join(r)}" for w, r in reasons.items())
             raise BadInput(

@@ -210,7 +210,7 @@ class Handlers:
             ) from None
         campaign = with_overrides(loaded.campaign, seed=request.seed, max_experiments=request.budget)
         lab = self.state.lab
-        reasons = {w: lab.fits(w, campaign) for w in lab.workcells}
+        reasons = {w: lab.why_not(w, campaign, loaded.base_dir) for w in lab.workcells}
         if all(reasons.values()):
             details = [f"workcell {w}: {'; '.join(r)}" for w, r in reasons.items()]
             raise ApiError("invalid_campaign", f"no workcell of lab {lab.name!r} can run it", details)
