@@ -191,6 +191,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"E-STOP ACTIVE: {status.estop.reason} (by {status.estop.by})" if status.estop.active else "no e-stop"
     )
     out.print(f"lab [bold]{status.lab}[/] (process {status.pid}, since {status.started_at}); {estop}")
+    dashboard = status.http_address or "none (`sdl daemon --http HOST:PORT` serves one, or `sdl dashboard`)"
+    out.print(f"dashboard: {dashboard}", highlight=False)
     table = Table(title="workcells", title_justify="left")
     for column in ("workcell", "state", "campaign", "experiment", "devices", "restarts"):
         table.add_column(column)

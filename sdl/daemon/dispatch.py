@@ -220,8 +220,9 @@ class Dispatcher:
                 continue  # a worker is about to report it
             if record.id in state.aborted:
                 status, reason = CampaignStatus.INTERRUPTED, state.aborted.pop(record.id)
-            elif record.control == "stop":
-                status, reason = CampaignStatus.INTERRUPTED, "stopped by the operator"
+            elif record.control in ("stop", "abort"):
+                done = "aborted" if record.control == "abort" else "stopped"
+                status, reason = CampaignStatus.INTERRUPTED, f"{done} by the operator"
             elif record.id in state.exhausted:
                 done = tracked.tally.counts[ExperimentStatus.DONE] > 0
                 status = CampaignStatus.COMPLETED if done else CampaignStatus.FAILED

@@ -13,7 +13,6 @@ from sdl.access.roles import Caller
 from sdl.api import models as m
 from sdl.api.convert import (
     audit_entry,
-    campaign_state,
     event_record,
     experiment_summary,
     journal_line,
@@ -115,6 +114,7 @@ class Handlers:
             last_event=self.store.last_event_seq(),
             events_address=state.events_address,
             documents_address=state.documents_address,
+            http_address=state.http_address,
         )
 
     async def list_campaigns(self, request: m.ListCampaigns, caller: Caller) -> m.CampaignList:
@@ -172,6 +172,7 @@ class Handlers:
         unavailable = {
             n for n, r in self.store.instruments().items() if r.state is InstrumentState.QUARANTINED
         }
+        estop = self.state.estop_active()
         out: list[m.WorkcellStatus] = []
         for cell in self.state.cells.values():
             blocked = sorted(set(cell.spec.instruments) & unavailable)
@@ -179,6 +180,8 @@ class Handlers:
             state = WorkcellState.BLOCKED if blocked and idle else cell.state
             if cell.servicing and idle:
                 state = WorkcellState.RECOVERING
+            elif estop and idle:
+                state = WorkcellState.HELD
             out.append(
                 m.WorkcellStatus(
                     name=cell.name,
@@ -250,7 +253,7 @@ class Handlers:
         state.publish_progress(campaign_id)
         state.wake.set()
         return m.CampaignStateReply(
-            campaign_id=campaign_id, state=campaign_state(self.store.campaign(campaign_id))
+            campaign_id=campaign_id, state=self._summary(self.store.campaign(campaign_id)).state
         )
 
     async def pause(self, request: m.PauseCampaign, caller: Caller) -> m.CampaignStateReply:
@@ -279,7 +282,7 @@ class Handlers:
 
     async def abort(self, request: m.AbortCampaign, caller: Caller) -> m.CampaignStateReply:
         self._running(request.campaign_id)
-        self.store.set_control(request.campaign_id, "stop")
+        self.store.set_control(request.campaign_id, "abort")
         self.state.aborted[request.campaign_id] = f"{request.reason} ({caller.name})"
         self.supervisor.abort_all(Cause.OPERATOR, request.reason, request.campaign_id)
         return self._state(request.campaign_id)

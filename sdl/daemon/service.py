@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import zmq
 import zmq.asyncio
+from pydantic import BaseModel
 from zmq.utils.monitor import parse_monitor_message
 
 from sdl import crashpoints
@@ -198,6 +199,7 @@ class LabService:
         self.documents_address = self._proxy.out_address
         if self.frontend is not None:
             self.frontend.bind()  # before daemon.json names its address
+            state.http_address = self.frontend.url
         state.events, state.workers = events, workers
         state.events_address, state.documents_address = self.events_address, self.documents_address
         info = {"pid": os.getpid(), "host": socket.gethostname(), "api": self.api_address,
@@ -295,9 +297,13 @@ class LabService:
             except Exception:
                 log.exception("could not read the allow-list %s", self.keyring.path)
 
-    def _audit(self, caller: Caller, request: Request, result: str) -> None:
+    def _audit(self, caller: Caller, request: Request, result: str, reply: BaseModel | None) -> None:
         assert self.state is not None
-        target = getattr(request, "campaign_id", None) or getattr(request, "name", None)
+        target = (
+            getattr(request, "campaign_id", None)
+            or getattr(request, "name", None)
+            or getattr(reply, "campaign_id", None)  # a submission: the campaign it created
+        )
         arguments = request.model_dump(mode="json", exclude={"text"})
         self.state.store.audit(
             caller.name, request.method, result, origin=caller.origin, target=target, arguments=arguments

@@ -32,7 +32,7 @@ from sdl.daemon.cells import Cell
 from sdl.execution.experiment import MOTION
 from sdl.spec.campaign import Campaign
 from sdl.spec.lab import LabSpec
-from sdl.spec.status import InstrumentState
+from sdl.spec.status import CampaignStatus, InstrumentState
 from sdl.store import CampaignRecord, ExperimentRecord, Store, unacknowledged
 
 log = logging.getLogger("sdl.daemon")
@@ -63,6 +63,8 @@ class LabState:
         self.aborted: dict[str, str] = {}
         self.events_address = ""
         self.documents_address = ""
+        #: Where the service's own dashboard is served (`sdl daemon --http`), if it is.
+        self.http_address: str | None = None
         self.events: zmq.asyncio.Socket | None = None
         self.workers: zmq.asyncio.Socket | None = None
         #: Called with every event as it goes out (the dashboard served in this process).
@@ -128,15 +130,20 @@ class LabState:
         """A campaign's summary: from its tally while the service runs it, otherwise counted by the store —
         a finished campaign of 10,000 experiments costs two indexed queries, not a read of its history."""
         tracked = self.active.get(record.id)
+        held = record.status is CampaignStatus.RUNNING and self.estop_active()
         if tracked is not None:
             tally = tracked.tally
-            return campaign_summary(tracked.record, tally.campaign, tally.counts, tally.best)
+            return campaign_summary(tracked.record, tally.campaign, tally.counts, tally.best, held=held)
         try:
             campaign: Campaign | None = Campaign.model_validate(record.spec)
         except ValueError:
             campaign = None
         return campaign_summary(
-            record, campaign, self.store.status_counts(record.id), self.store.best_experiment(record.id)
+            record,
+            campaign,
+            self.store.status_counts(record.id),
+            self.store.best_experiment(record.id),
+            held=held,
         )
 
     # -- workers ---------------------------------------------------------------------------------------------
