@@ -1,14 +1,38 @@
-"""Fixtures shared by the instrument conformance suites."""
+"""Fixtures shared by the instrument conformance suites, and a test run that ends every process it started."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 from bluesky import RunEngine
 
 from sdl.execution.engine import close_run_engine
+from sdl.testing import descendants, end
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"{signal.Signals(signum).name}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM interrupts the run as Ctrl-C does: every test's teardown runs (a lab service a test started is
+    stopped by its `with`), then `pytest_unconfigure` ends whatever is left, instead of a run that dies at
+    once and leaves its services, workers and simulators running."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupted)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Every process a test started and did not end (an interrupted test, a failed one) ends with the run."""
+    left = descendants(os.getpid())
+    if left:
+        end(left)
 
 
 @pytest.fixture

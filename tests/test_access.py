@@ -135,7 +135,7 @@ def test_an_operators_abort_works_and_is_audited_with_the_operators_name(
     with client(lab, keys, "oleg") as oleg:
         campaign_id = oleg.submit(path).campaign_id
         wait_for(lambda: running_files(gate) == 2, what="two experiments running")
-        assert oleg.call(m.AbortCampaign(campaign_id=campaign_id, reason="wrong bottle")).state == "stopping"
+        assert oleg.call(m.AbortCampaign(campaign_id=campaign_id, reason="wrong bottle")).state == "aborting"
         (gate / "open").write_text("")
         summary = wait_for(
             lambda: (
@@ -318,7 +318,7 @@ def test_an_operators_e_stop_is_taken_even_when_the_service_is_busy() -> None:
         server = ApiServer(
             None,  # type: ignore[arg-type]  # execute() is the path under test, not the socket
             handlers,
-            audit=lambda caller, request, result: audited.append((caller.name, request.method, result)),
+            audit=lambda caller, request, result, _: audited.append((caller.name, request.method, result)),
         )
         oleg, ana = Caller("oleg", m.Role.OPERATOR, "10.0.0.7"), Caller("ana", m.Role.VIEWER, "10.0.0.8")
         pending = [

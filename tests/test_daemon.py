@@ -125,7 +125,7 @@ def test_a_campaign_runs_on_every_free_workcell_with_pending_aware_proposals(
     with Store(daemon.data_dir, read_only=True) as store:
         audit = store.audit_log()
     assert [(a.action, a.result) for a in audit] == [("campaign.submit", "ok")]
-    assert audit[0].who.startswith("local:") and audit[0].target is None
+    assert audit[0].who.startswith("local:") and audit[0].target == campaign_id  # the campaign it created
 
     # The optimizers live in the proposer process, which forgot the finished campaign's and serves the next.
     with daemon.client() as client:

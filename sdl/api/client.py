@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import getpass
 import itertools
-import json
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar
 
 import zmq
 from pydantic import BaseModel
@@ -37,6 +36,15 @@ from sdl.access.keys import (
     read_public,
 )
 from sdl.access.owner import readable_owner_key
+from sdl.api.local import (
+    DEFAULT_API,
+    INFO_FILE,
+    ServiceUnavailable,
+    address_for,
+    data_directory,
+    local_service,
+    service_info,
+)
 from sdl.api.models import (
     ApiError,
     Error,
@@ -57,34 +65,13 @@ HANDSHAKE_FAILED = (
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
 
-DEFAULT_API = "tcp://127.0.0.1:60715"
-INFO_FILE = "daemon.json"
 #: How long an event stream waits on the publisher before it asks the record what it may have missed.
 CATCH_UP_S = 1.0
 
 
-class ServiceUnavailable(ConnectionError):
-    """Nothing answered at the address (the lab service is not running there)."""
-
-
-def data_directory(data_dir: Path | str | None = None) -> Path:
-    """The data directory meant: the one given, else $SDL_DATA_DIR, else ./sdl-data (as the CLI's default)."""
-    return Path(data_dir or os.environ.get("SDL_DATA_DIR") or "sdl-data")
-
-
-def service_info(data_dir: Path | str | None = None) -> dict[str, Any]:
-    """What the local lab service wrote to the data directory's daemon.json (empty if it is not running)."""
-    directory = data_directory(data_dir)
-    try:
-        info: object = json.loads((directory / INFO_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return cast(dict[str, Any], info) if isinstance(info, dict) else {}
-
-
-def address_for(data_dir: Path | str | None = None) -> str:
-    """Where the local lab service listens: from the data directory's daemon.json, else the default."""
-    return str(service_info(data_dir).get("api") or DEFAULT_API)
+#: How long a request waits for a lab service to take its connection at all; once connected, a reply may
+#: take up to the request's timeout (a submission is validated by the service, which can take a while).
+CONNECT_S = 5.0
 
 
 class Credentials:
@@ -152,14 +139,18 @@ class Client:
         user: str | None = None,
         credentials: Credentials | Literal["local"] | None = LOCAL,
         data_dir: Path | str | None = None,
+        connect_timeout: float = CONNECT_S,
     ) -> None:
         self.address = address or address_for(data_dir)
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self.user = user or login_name()
         self.credentials = Credentials.load(data_dir=data_dir) if credentials == LOCAL else credentials
         self._context = zmq.Context()
         self._socket: zmq.Socket[bytes] | None = None
         self._monitor: zmq.Socket[bytes] | None = None
+        #: Whether the service has taken this socket's connection (its handshake succeeded, not lost since).
+        self._connected = False
         self._ids = itertools.count(1)
         self._events_address: str | None = None
 
@@ -183,6 +174,7 @@ class Client:
         if self._monitor is not None:
             self._monitor.close(linger=0)
             self._monitor = None
+        self._connected = False
 
     def _connect(self) -> zmq.Socket[bytes]:
         if self._socket is None:
@@ -190,17 +182,28 @@ class Client:
             socket.setsockopt(zmq.LINGER, 0)
             if self.credentials is not None:
                 self.credentials.apply(socket)
-            self._monitor = socket.get_monitor_socket(HANDSHAKE_FAILED)
+            events = HANDSHAKE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+            self._monitor = socket.get_monitor_socket(events)
             socket.connect(self.address)
             self._socket = socket
         return self._socket
 
-    def _handshake_failure(self) -> ApiError | None:
-        """The service refused this connection's handshake: say why, as a typed error."""
+    def _watch_connection(self) -> None:
+        """Read the connection's events: note it taken or lost; a refused handshake raises a typed error."""
         assert self._monitor is not None
-        if not self._monitor.poll(0):
-            return None
-        event = recv_monitor_message(self._monitor)["event"]
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._connected = True
+            elif event == zmq.EVENT_DISCONNECTED:
+                self._connected = False
+            else:
+                refused = self._refusal(event)
+                self._drop()  # a refused client must not keep knocking
+                raise refused
+
+    def _refusal(self, event: int) -> ApiError:
+        """The service refused this connection's handshake: say why, as a typed error."""
         if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             name = self.credentials.name if self.credentials else ""
             return ApiError(
@@ -221,35 +224,50 @@ class Client:
 
     def call(self, request: Request, *, timeout: float | None = None) -> Any:
         """Send one request and return its typed reply; raises :class:`ApiError` or
-        :class:`ServiceUnavailable`."""
+        :class:`ServiceUnavailable`: within ``connect_timeout`` seconds if nothing takes the connection,
+        else within ``timeout`` (the client's, unless given)."""
         socket = self._connect()
         request_id = next(self._ids)
         socket.send_multipart([b"", encode_request(request, request_id, self.user)])
         seconds = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + seconds
+        now = time.monotonic()
+        deadline = now + seconds
+        connect_by = now + min(seconds, self.connect_timeout)
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
         assert self._monitor is not None
         poller.register(self._monitor, zmq.POLLIN)
         while True:
-            left_ms = max(0, int((deadline - time.monotonic()) * 1000))
-            ready = dict(poller.poll(left_ms))
+            was_connected = self._connected
+            until = deadline if self._connected else min(deadline, connect_by)
+            ready = dict(poller.poll(max(0, int((until - time.monotonic()) * 1000))))
             if self._monitor in ready:
-                refused = self._handshake_failure()
-                if refused is not None:
-                    self._drop()  # a refused client must not keep knocking
-                    raise refused
+                self._watch_connection()
+                if was_connected and not self._connected:  # lost: give it as long again to come back
+                    connect_by = time.monotonic() + min(seconds, self.connect_timeout)
+            if socket in ready:
+                self._connected = True
+                reply = from_json(socket.recv_multipart()[-1])  # pydantic's parser: 2-3x json.loads on pages
+                if reply.get("id") == request_id:
+                    break
                 continue
-            if socket not in ready:
+            if ready:
+                continue
+            now = time.monotonic()
+            if not self._connected and now >= connect_by:
+                waited = min(seconds, self.connect_timeout)
+                self._drop()
+                raise ServiceUnavailable(
+                    f"no lab service answered at {self.address} within {waited:g} s: nothing took the "
+                    "connection (is `sdl daemon` running there? give --connect URL)"
+                )
+            if now >= deadline:
                 # A DEALER would deliver the late reply to the next call: start afresh instead.
                 self._drop()
                 raise ServiceUnavailable(
-                    f"no answer from the lab service at {self.address} within {seconds:g} s "
-                    "(is `sdl daemon` running? give --connect URL)"
+                    f"the lab service at {self.address} took the connection but did not answer within "
+                    f"{seconds:g} s"
                 )
-            reply = from_json(socket.recv_multipart()[-1])  # pydantic's parser: 2-3x json.loads on pages
-            if reply.get("id") == request_id:
-                break
         if not reply.get("ok"):
             error = Error.model_validate(reply.get("error"))
             raise ApiError(error.type, error.message, error.details)
@@ -339,7 +357,9 @@ def login_name() -> str:
 
 
 __all__ = [
+    "CONNECT_S",
     "DEFAULT_API",
+    "INFO_FILE",
     "LOCAL",
     "ApiError",
     "Client",
@@ -347,6 +367,7 @@ __all__ = [
     "ServiceUnavailable",
     "address_for",
     "data_directory",
+    "local_service",
     "login_name",
     "service_info",
 ]

@@ -68,10 +68,11 @@ def experiment_event(e: ExperimentRecord) -> dict[str, Any]:
     return {"experiment_id": e.id, **body}
 
 
-def campaign_state(record: CampaignRecord, now: float | None = None) -> str:
+def campaign_state(record: CampaignRecord, now: float | None = None, *, held: bool = False) -> str:
     """What a campaign is doing, in one word or phrase — the one answer every command gives.
 
-    A running campaign whose owner stopped heartbeating (killed, crashed, machine gone) is ``stale``.
+    A running campaign whose owner stopped heartbeating (killed, crashed, machine gone) is ``stale``; one
+    that would run but its lab is e-stopped (``held``) is ``held``.
     """
     if record.status is not CampaignStatus.RUNNING:
         return record.status.value
@@ -81,7 +82,9 @@ def campaign_state(record: CampaignRecord, now: float | None = None) -> str:
             return "stale: waiting for the lab service (`sdl daemon` resumes it when it starts)"
         was = f" (was run by {describe_owner(record.owner)})" if record.owner else ""
         return f"stale: nothing is running it{was}; resume it with `sdl run --resume`"
-    return {"pause": "paused", "stop": "stopping"}.get(record.control, "running")
+    if record.control == "run":
+        return "held" if held else "running"
+    return {"pause": "paused", "stop": "stopping", "abort": "aborting"}.get(record.control, record.control)
 
 
 def campaign_summary(
@@ -89,9 +92,12 @@ def campaign_summary(
     campaign: Campaign | None,
     counted: Mapping[ExperimentStatus, int],
     leaders: Leaders[ExperimentRecord],
+    *,
+    held: bool = False,
 ) -> m.CampaignSummary:
     """``campaign``: the record's spec validated (None for a record an older sdl wrote that no longer
-    validates: no objectives shown); ``leaders``: its best and front (`sdl.spec.best`)."""
+    validates: no objectives shown); ``leaders``: its best and front (`sdl.spec.best`); ``held``: its lab is
+    e-stopped."""
     objectives = [o.measurement for o in campaign.objectives] if campaign is not None else []
 
     def shown(e: ExperimentRecord, loss: float | None) -> m.Best:
@@ -103,7 +109,7 @@ def campaign_summary(
         id=record.id,
         name=record.name,
         status=record.status,
-        state=campaign_state(record),
+        state=campaign_state(record, held=held),
         stop_reason=record.stop_reason,
         budget=record.max_experiments,
         spent=sum(n for s, n in counted.items() if s.spends_budget),

@@ -55,8 +55,8 @@ class CampaignSummary(_Model):
     name: str
     status: CampaignStatus = Field(description="The record's status.")
     state: str = Field(
-        description="What it is doing, in words: running, paused, stopping, stale (with what to do), or "
-        "the status of a campaign that ended."
+        description="What it is doing, in words: running, held (the lab is e-stopped), paused, stopping, "
+        "aborting, stale (with what to do), or the status of a campaign that ended."
     )
     stop_reason: str | None = None
     budget: int
@@ -139,7 +139,7 @@ class WorkcellStatus(_Model):
     name: str
     state: WorkcellState = Field(
         description="recovering: making an instrument safe or checking it; blocked: an instrument it has is "
-        "quarantined."
+        "quarantined; held: idle while the lab is e-stopped."
     )
     capabilities: list[str]
     devices: dict[str, str] = Field(description="Device name the plan sees -> instrument.")
@@ -195,6 +195,10 @@ class StatusReply(_Model):
     documents_address: str
     alerts: list[Alert] = Field(
         default_factory=list[Alert], description="What needs a person now, oldest first."
+    )
+    http_address: str | None = Field(
+        default=None,
+        description="Where the service serves its web dashboard (`sdl daemon --http`), if it does.",
     )
 
 

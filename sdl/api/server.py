@@ -30,7 +30,9 @@ Handler = Callable[[Request, Caller], Awaitable[BaseModel]]
 #: :meth:`ApiServer.execute`: one request for a caller already authenticated, with the server's checks.
 Execute = Callable[[Request, Caller], Awaitable[BaseModel]]
 Authenticate = Callable[[zmq.Frame, Envelope], Caller]
-Audit = Callable[[Caller, Request, str], None]
+#: Writes one audit entry: who, what, how it ended, and the reply when it succeeded (a submission's names the
+#: campaign it created).
+Audit = Callable[[Caller, Request, str, BaseModel | None], None]
 
 
 def local_caller(frame: zmq.Frame, envelope: Envelope) -> Caller:
@@ -131,12 +133,12 @@ class ApiServer:
             log.exception("%s failed", request.method)
             self._audit(caller, request, f"internal: {type(exc).__name__}: {exc}")
             raise ApiError("internal", f"{type(exc).__name__}: {exc}") from None
-        self._audit(caller, request, "ok")
+        self._audit(caller, request, "ok", result)
         return result
 
-    def _audit(self, caller: Caller, request: Request, result: str) -> None:
+    def _audit(self, caller: Caller, request: Request, result: str, reply: BaseModel | None = None) -> None:
         if self.audit is not None and (request.role is not Role.VIEWER or result != "ok"):
             try:
-                self.audit(caller, request, result)
+                self.audit(caller, request, result, reply)
             except Exception:
                 log.exception("could not write the audit log")

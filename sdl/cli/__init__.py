@@ -3,27 +3,23 @@
 Exit codes: 0 ok, 1 failure (one-line error; -v for the traceback), 2 bad input (nothing written),
 130 interrupted (Ctrl-C; the experiment in flight is marked interrupted).
 
-Every command module is imported to build the parser, so their imports are at their tops; two are imported
-only by the commands that need them, for what they cost every other command (measured after `sdl --help`
-on a loaded two-core machine): the lab service (`sdl.daemon.service`, about 0.1 s) for `sdl daemon`, and
-the dashboard (`sdl.dashboard`, uvicorn and Starlette, about 0.15 s) for `sdl daemon --http` and
-`sdl dashboard`.
+A command imports only its own module: `sdl --help` lists the commands from :data:`COMMANDS` and imports
+none of them, and the errors are told apart by the modules already loaded (an exception of a class whose
+module was never imported cannot have been raised). Importing every command module costs 0.6-0.9 s of CPU
+(bluesky, numpy, pydantic's models, rich), which `sdl --help` and `sdl status` without a lab service
+would pay for nothing (`benchmarks/cli.py`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from rich.console import Console
-from rich.logging import RichHandler
-
-from sdl.api.client import ServiceUnavailable
-from sdl.api.models import ApiError
-from sdl.cli import access, control, daemon, dashboard, inspect, records, run, sila
 from sdl.cli.common import (
     DEFAULT_DATA_DIR,
     EXIT_BAD_INPUT,
@@ -34,13 +30,9 @@ from sdl.cli.common import (
     data_dir_of,
     open_store,
 )
-from sdl.exports import PackageError
-from sdl.loop.warmstart import WarmStartError
-from sdl.spec.lab import LabFileError
-from sdl.spec.loading import CampaignError
-from sdl.store import ImportConflict, SchemaTooNew, StoreUnavailable, UnknownCampaign
 
 __all__ = [
+    "COMMANDS",
     "EXIT_BAD_INPUT",
     "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
@@ -52,6 +44,59 @@ __all__ = [
     "open_store",
 ]
 
+#: Every command, in the order `sdl --help` lists them: the module of sdl.cli that registers and runs it,
+#: and its line in the list (tests/test_cli.py checks these against what the modules register).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "run a campaign in the foreground"),
+    "demo": ("run", "run the packaged colour-matching demo on the simulated lab"),
+    "schema": ("inspect", "print the campaign file's (or the lab file's) JSON Schema"),
+    "validate": ("inspect", "check a campaign file or a lab file"),
+    "campaigns": ("inspect", "list the campaigns in the store"),
+    "show": ("inspect", "show one campaign and its experiments"),
+    "export": (
+        "inspect",
+        "export a campaign: CSV, JSON lines, a data package, Parquet, or its bluesky documents",
+    ),
+    "plot": ("inspect", "plot a campaign's progress to a PNG"),
+    "delete": ("inspect", "delete a campaign and everything recorded for it"),
+    "backup": ("inspect", "copy the whole store, safely, even while campaigns run"),
+    "daemon": ("daemon", "run the lab service: it owns the lab and runs submitted campaigns"),
+    "submit": ("control", "submit a campaign to the lab service"),
+    "status": ("control", "the lab at a glance"),
+    "watch": ("control", "follow a campaign (or the whole lab) live"),
+    "pause": ("control", "finish the experiments in flight, start no new ones"),
+    "resume": ("control", "start experiments again (a paused, stopped or stale campaign)"),
+    "stop": ("control", "stop after the experiments in flight (the campaign ends interrupted)"),
+    "abort": ("control", "abort the campaign's experiments now: every moving device is stopped"),
+    "budget": ("control", "change a campaign's budget"),
+    "estop": ("control", "emergency stop: stop every instrument now"),
+    "instruments": ("control", "instruments and their health"),
+    "quarantine": ("control", "take an instrument out of service"),
+    "release": ("control", "put an instrument back in service"),
+    "keys": ("access", "CurveZMQ keys: generate pairs, allow client keys with a role, dashboard tokens"),
+    "audit": ("access", "the audit log: every control command and every refusal"),
+    "dashboard": ("dashboard", "serve the web dashboard of a lab service (a separate process)"),
+    "import": ("records", "load a campaign's data package into this store"),
+    "publish": ("records", "publish a campaign's runs to a Tiled server"),
+    "sila": ("sila", "SiLA 2: serve a lab's instruments to other orchestrators"),
+}
+
+#: The errors a command reports in one line, by where users import them from; the exit code each gives.
+#: Those with ``problems`` (a file's mistakes) print one line per problem.
+REPORTED: dict[str, int] = {
+    "sdl.spec.loading:CampaignError": EXIT_BAD_INPUT,
+    "sdl.spec.lab:LabFileError": EXIT_BAD_INPUT,
+    "sdl.api.local:ServiceUnavailable": EXIT_FAILURE,
+    "sdl.cli.common:BadInput": EXIT_BAD_INPUT,
+    "sdl.store:UnknownCampaign": EXIT_BAD_INPUT,
+    "sdl.store:SchemaTooNew": EXIT_BAD_INPUT,
+    "sdl.store:StoreUnavailable": EXIT_BAD_INPUT,
+    "sdl.store:ImportConflict": EXIT_BAD_INPUT,
+    "sdl.loop.warmstart:WarmStartError": EXIT_BAD_INPUT,
+    "sdl.exports:PackageError": EXIT_BAD_INPUT,
+}
+#: The API's typed error: exit 2 for the user's own mistakes (:data:`USER_MISTAKES`), 1 for the lab's state.
+API_ERROR = "sdl.api.models:ApiError"
 #: API errors that are the user's own mistake (exit 2) rather than the lab's state or a failure (exit 1).
 USER_MISTAKES = frozenset({"invalid_campaign", "invalid_params", "not_found", "forbidden", "unauthenticated"})
 log = logging.getLogger("sdl")
@@ -71,7 +116,14 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `sdl` parser; with ``command``, only that command's module is imported and registers its commands
+    in full (the others are listed by name)."""
+    return _parser(None if command is None else {COMMANDS[command][0]})
+
+
+def _parser(modules: set[str] | None) -> argparse.ArgumentParser:
+    """The parser with the commands of ``modules`` (None: all) registered in full, the others listed."""
     common = _common()
     parser = argparse.ArgumentParser(
         prog="sdl",
@@ -82,22 +134,31 @@ def build_parser() -> argparse.ArgumentParser:
         "130 interrupted.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    run.register(commands, common)
-    inspect.register(commands, common)
-    daemon.register(commands, common)
-    control.register(commands, common)
-    access.register(commands, common)
-    dashboard.register(commands, common)
-    records.register(commands, common)
-    sila.register(commands, common)
+    registered: set[str] = set()
+    for name, (module, summary) in COMMANDS.items():
+        if modules is None or module in modules:
+            if module not in registered:
+                registered.add(module)
+                importlib.import_module(f"sdl.cli.{module}").register(commands, common)
+        else:  # listed, not imported: a stub that takes whatever follows it
+            commands.add_parser(name, help=summary, add_help=False)
     return parser
 
 
-def _setup_logging(verbosity: int, console: Console) -> None:
+def _command(argv: Sequence[str]) -> str:
+    """The command ``argv`` names (`sdl --help`, no command or an unknown one end here, as argparse does)."""
+    known, _ = _parser(set()).parse_known_args(argv)
+    return str(known.command)
+
+
+def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     handler: logging.Handler
-    if console.is_terminal:
-        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+    if sys.stderr.isatty():
+        from rich.console import Console  # rich: only for a terminal (0.15 s)
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
@@ -120,42 +181,55 @@ def _quiet_operator_abort(record: logging.LogRecord) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sdl` console script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_command(argv)).parse_args(argv)
     verbosity = getattr(args, "verbose", 0) or 0
-    err = Console(stderr=True)
-    _setup_logging(verbosity, err)
+    _setup_logging(verbosity)
     try:
         return int(args.handler(args) or 0)
-    except (CampaignError, LabFileError) as exc:
-        for problem in exc.problems:
-            err.print(f"[red]error:[/] {problem}", markup=True, highlight=False, soft_wrap=True)
-        return EXIT_BAD_INPUT
-    except ApiError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        for detail in exc.error.details:
-            err.print(f"[red]error:[/] {detail}", highlight=False, soft_wrap=True)
-        return EXIT_BAD_INPUT if exc.error.type in USER_MISTAKES else EXIT_FAILURE
-    except ServiceUnavailable as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        return EXIT_FAILURE
-    except (
-        BadInput,
-        UnknownCampaign,
-        SchemaTooNew,
-        StoreUnavailable,
-        WarmStartError,
-        PackageError,
-        ImportConflict,
-    ) as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        err.print("interrupted", highlight=False)
+        _error("interrupted", plain=True)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        if verbosity:
-            log.exception("sdl %s failed", args.command)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        err.print(f"[red]error:[/] {type(exc).__name__}: {first}", highlight=False, soft_wrap=True)
-        return EXIT_FAILURE
+        return _report(exc, args, verbosity)
+
+
+def _report(exc: Exception, args: argparse.Namespace, verbosity: int) -> int:
+    """Say what went wrong in one line (a file's mistakes one per line); the exit code."""
+    api_error = _loaded(API_ERROR)
+    if api_error is not None and isinstance(exc, api_error):
+        error: Any = exc
+        _error(str(error))
+        for detail in error.error.details:
+            _error(detail)
+        return EXIT_BAD_INPUT if error.error.type in USER_MISTAKES else EXIT_FAILURE
+    for path, code in REPORTED.items():
+        known = _loaded(path)
+        if known is not None and isinstance(exc, known):
+            problems: list[str] | None = getattr(exc, "problems", None)
+            for line in problems if problems is not None else [str(exc)]:
+                _error(line)
+            return code
+    if verbosity:
+        log.exception("sdl %s failed", args.command)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    _error(f"{type(exc).__name__}: {first}")
+    return EXIT_FAILURE
+
+
+def _loaded(path: str) -> type[BaseException] | None:
+    """The exception class at ``path`` ('module:Name') if its module is loaded; None if it is not, for then
+    nothing can have raised it."""
+    module, _, name = path.partition(":")
+    found: Any = getattr(sys.modules.get(module), name, None)
+    return found if isinstance(found, type) and issubclass(found, BaseException) else None
+
+
+def _error(message: str, *, plain: bool = False) -> None:
+    if sys.stderr.isatty():
+        from rich.console import Console  # rich: only for a terminal (0.15 s)
+
+        text = message if plain else f"[red]error:[/] {message}"
+        Console(stderr=True).print(text, markup=not plain, highlight=False, soft_wrap=True)
+    else:
+        print(message if plain else f"error: {message}", file=sys.stderr)

@@ -1,5 +1,9 @@
 """Commands that talk to the lab service: submit, status, watch, pause, resume, stop, abort, budget, estop,
-instruments, quarantine, release. Each takes --connect URL (default: the service of --data-dir)."""
+instruments, quarantine, release. Each takes --connect URL (default: the service of --data-dir).
+
+Without a lab service these fail at once, before the client and the API's models are imported: each
+command imports what it uses when it runs (sdl/cli/__init__.py).
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,16 @@ import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
-from sdl.api import models as m
-from sdl.api.client import Client, Credentials, address_for
+from sdl.api.local import INFO_FILE, ServiceUnavailable, local_service, service_info
 from sdl.cli.common import EXIT_FAILURE, EXIT_OK, BadInput, data_dir_of
-from sdl.cli.progress import CampaignProgress
-from sdl.spec.campaign import Campaign
-from sdl.spec.status import CampaignStatus
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from sdl.api import models as m
+    from sdl.api.client import Client
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -59,10 +61,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("campaign_id", nargs="?", metavar="CAMPAIGN_ID")
 
     for name, model, text in (
-        ("pause", m.PauseCampaign, "finish the experiments in flight, start no new ones"),
-        ("resume", m.ResumeCampaign, "start experiments again (a paused, stopped or stale campaign)"),
-        ("stop", m.StopCampaign, "stop after the experiments in flight (the campaign ends interrupted)"),
-        ("abort", m.AbortCampaign, "abort the campaign's experiments now: every moving device is stopped"),
+        ("pause", "PauseCampaign", "finish the experiments in flight, start no new ones"),
+        ("resume", "ResumeCampaign", "start experiments again (a paused, stopped or stale campaign)"),
+        ("stop", "StopCampaign", "stop after the experiments in flight (the campaign ends interrupted)"),
+        ("abort", "AbortCampaign", "abort the campaign's experiments now: every moving device is stopped"),
     ):
         p = add(name, text, f"{text[0].upper()}{text[1:]}.", cmd_campaign_control)
         p.add_argument("campaign_id", metavar="CAMPAIGN_ID")
@@ -133,15 +135,39 @@ def client_options() -> argparse.ArgumentParser:
 
 @contextmanager
 def connected(args: argparse.Namespace) -> Iterator[Client]:
+    """A client of the service at --connect, else of the one that keeps --data-dir: if that directory has no
+    record of a running service, this fails at once, saying how to start one."""
     data_dir = data_dir_of(args)
+    address = args.connect or local_service(data_dir)
+    from sdl.api.client import Client, Credentials  # 0MQ and the API's models, once there is a service
+
     credentials = Credentials.load(args.key, args.server_key, data_dir=data_dir)
-    with Client(args.connect or address_for(data_dir), credentials=credentials) as client:
-        yield client
+    try:
+        with Client(address, credentials=credentials) as client:
+            yield client
+    except ServiceUnavailable as exc:
+        if args.connect:
+            raise
+        pid = service_info(data_dir).get("pid")
+        raise ServiceUnavailable(
+            f"{exc}; {data_dir / INFO_FILE} names process {pid}, which is running: the lab service may be "
+            "stuck, or still starting"
+        ) from None
 
 
 def run_request(args: argparse.Namespace, request: m.Request) -> Any:
     with connected(args) as client:
         return client.call(request)
+
+
+def ask(args: argparse.Namespace, method: str, **fields: Any) -> Any:
+    """Call the API method whose request model (in sdl.api.models) is named ``method``, with ``fields``:
+    the models are imported once a service is known to be there."""
+    with connected(args) as client:
+        from sdl.api import models as m
+
+        model: type[m.Request] = getattr(m, method)
+        return client.call(model(**fields))
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -156,7 +182,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status: m.StatusReply = run_request(args, m.Status())
+    status: m.StatusReply = ask(args, "Status")
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
     out = Console(width=max(Console().width, 120))
     estop = (
         f"E-STOP ACTIVE: {status.estop.reason} (by {status.estop.by})" if status.estop.active else "no e-stop"
@@ -164,6 +194,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     out.print(f"lab [bold]{status.lab}[/] (process {status.pid}, since {status.started_at}); {estop}")
     for alert in status.alerts:
         out.print(f"[bold red]ALERT[/] (since {alert.since}): {escape(alert.message)}")
+    dashboard = status.http_address or "none (`sdl daemon --http HOST:PORT` serves one, or `sdl dashboard`)"
+    out.print(f"dashboard: {dashboard}", highlight=False)
     table = Table(title="workcells", title_justify="left")
     for column in ("workcell", "state", "campaign", "experiment", "devices", "restarts"):
         table.add_column(column)
@@ -191,6 +223,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def instruments_table(instruments: list[m.InstrumentStatus]) -> Table:
+    from rich.table import Table
+
     table = Table(title="instruments", title_justify="left")
     for column in ("instrument", "state", "reason", "leased to", "open in", "faults (in a row)", "retries"):
         table.add_column(column)
@@ -204,13 +238,15 @@ def instruments_table(instruments: list[m.InstrumentStatus]) -> Table:
 
 
 def cmd_instruments(args: argparse.Namespace) -> int:
-    reply: m.InstrumentList = run_request(args, m.ListInstruments())
+    reply: m.InstrumentList = ask(args, "ListInstruments")
+    from rich.console import Console
+
     Console(width=max(Console().width, 120)).print(instruments_table(reply.instruments))
     return EXIT_OK
 
 
 def cmd_campaign_control(args: argparse.Namespace) -> int:
-    reply: m.CampaignStateReply = run_request(args, args.model(campaign_id=args.campaign_id))
+    reply: m.CampaignStateReply = ask(args, args.model, campaign_id=args.campaign_id)
     print(f"campaign {reply.campaign_id}: {reply.state}")
     return EXIT_OK
 
@@ -218,24 +254,26 @@ def cmd_campaign_control(args: argparse.Namespace) -> int:
 def cmd_budget(args: argparse.Namespace) -> int:
     if args.max_experiments < 1:
         raise BadInput(f"the budget must be at least 1, got {args.max_experiments}")
-    reply = run_request(args, m.SetBudget(campaign_id=args.campaign_id, max_experiments=args.max_experiments))
+    reply = ask(args, "SetBudget", campaign_id=args.campaign_id, max_experiments=args.max_experiments)
     print(f"campaign {reply.campaign_id}: {reply.state}, budget {args.max_experiments}")
     return EXIT_OK
 
 
 def cmd_estop(args: argparse.Namespace) -> int:
-    reply = run_request(args, m.ClearEStop() if args.clear else m.EStop(reason=args.reason))
+    reply = ask(args, "ClearEStop") if args.clear else ask(args, "EStop", reason=args.reason)
     print(reply.message)
     return EXIT_OK
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
-    print(run_request(args, m.QuarantineInstrument(name=args.instrument, reason=args.reason)).message)
+    print(ask(args, "QuarantineInstrument", name=args.instrument, reason=args.reason).message)
     return EXIT_OK
 
 
 def cmd_release(args: argparse.Namespace) -> int:
     with connected(args) as client:  # a release with a check replies once the check is done
+        from sdl.api import models as m
+
         reply = client.call(
             m.ReleaseInstrument(name=args.instrument, check=not args.no_check), timeout=m.RELEASE_CHECK_S + 15
         )
@@ -250,6 +288,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     with connected(args) as client:
         if args.campaign_id:
             return watch_campaign(client, args.campaign_id)
+        from rich.console import Console
+
         out = Console(soft_wrap=True)
         for event in client.events():
             line = (
@@ -266,6 +306,13 @@ def _brief(body: dict[str, Any]) -> str:
 
 def watch_campaign(client: Client, campaign_id: str) -> int:
     """Live progress of one campaign from the service's events, until it ends; exit 1 if it failed."""
+    from rich.console import Console
+
+    from sdl.api import models as m
+    from sdl.cli.progress import CampaignProgress
+    from sdl.spec.campaign import Campaign
+    from sdl.spec.status import CampaignStatus
+
     detail: m.CampaignDetail = client.call(m.ShowCampaign(campaign_id=campaign_id))
     campaign = Campaign.model_validate(detail.spec)
     since = client.call(m.EventsSince(seq=0, limit=1)).last
@@ -304,5 +351,7 @@ def _summary_fields(body: dict[str, Any], campaign_id: str) -> dict[str, Any]:
 
 
 def _history(client: Client, campaign_id: str) -> list[m.ExperimentSummary]:
+    from sdl.api import models as m
+
     reply: m.ExperimentList = client.call(m.ListExperiments(campaign_id=campaign_id, limit=10000))
     return reply.experiments

@@ -12,7 +12,7 @@ from typing import Any
 
 from sdl.access.keys import KEYS_FILE, KeyFileError, KeyRing
 from sdl.api.client import DEFAULT_API
-from sdl.cli.common import EXIT_FAILURE, BadInput, data_dir_of
+from sdl.cli.common import EXIT_FAILURE, BadInput, check_free, data_dir_of
 from sdl.spec.lab import load_lab
 from sdl.store import CampaignBusy
 
@@ -117,10 +117,14 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    from sdl.daemon.service import LabService  # ~0.1 s that no other command pays (sdl/cli/__init__.py)
+    from sdl.daemon.service import LabService  # ~0.1 s: not for its --help
 
     lab = load_lab(args.lab)
     data_dir = data_dir_of(args)
+    listen = {"--api": args.api, "--events": args.events, "--documents": args.documents}
+    if args.http:
+        listen["--http"] = args.http.removeprefix("http://").removeprefix("https://")
+    check_free(listen)  # before anything starts: simulators, workers, the store's claim
     keyring = KeyRing(args.keys or data_dir / KEYS_FILE)
     try:
         allowed = len(keyring)
@@ -137,7 +141,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new record: its owner's alone
     dashboard = None
     if args.http:  # the dashboard, served by the service's own process on its loop
-        from sdl.dashboard.serve import HttpError, HttpOptions, InService  # ~0.15 s, see sdl/cli/__init__.py
+        from sdl.dashboard.serve import HttpError, HttpOptions, InService  # ~0.15 s: only with --http
 
         try:
             http = HttpOptions.parse(

@@ -10,9 +10,9 @@ from typing import Any
 from sdl.access.keys import KeyFileError
 from sdl.access.owner import owner_token
 from sdl.access.tokens import TOKENS_FILE, TokenFile
-from sdl.api.client import Client, Credentials, address_for
+from sdl.api.client import Client, Credentials, local_service
 from sdl.api.models import WhoAmI
-from sdl.cli.common import EXIT_OK, BadInput, data_dir_of
+from sdl.cli.common import EXIT_OK, BadInput, check_free, data_dir_of
 from sdl.cli.control import client_options
 
 
@@ -52,7 +52,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    # uvicorn and Starlette, ~0.15 s that no other command pays (sdl/cli/__init__.py)
+    # uvicorn and Starlette, ~0.15 s: not for its --help
     from sdl.dashboard.backend import RemoteBackend
     from sdl.dashboard.serve import HttpError, HttpOptions, run_dashboard
 
@@ -68,7 +68,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         )
     except HttpError as exc:
         raise BadInput(str(exc)) from None
-    address = args.connect or address_for(data_dir)
+    check_free({"--http": args.http.removeprefix("http://").removeprefix("https://")})
+    address = args.connect or local_service(data_dir)
     credentials = Credentials.load(args.key, args.server_key, data_dir=data_dir)
     if credentials is None:
         raise BadInput(

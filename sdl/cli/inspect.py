@@ -176,7 +176,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     loaded = load_campaign(args.file)
     if args.lab is not None:
         lab = load_lab(args.lab)
-        reasons = {w: lab.fits(w, loaded.campaign) for w in lab.workcells}
+        reasons = {w: lab.why_not(w, loaded.campaign, loaded.base_dir) for w in lab.workcells}
         if all(reasons.values()):
             details = "; ".join(f"{w}: {', '.join(r)}" for w, r in reasons.items())
             raise BadInput(
@@ -205,7 +205,7 @@ def _output_path(path: Path) -> Path:
 def cmd_campaigns(args: argparse.Namespace) -> int:
     with open_store(args, read_only=True) as store:
         table = Table(title=f"campaigns in {store.path}", title_justify="left")
-        for column in ("id", "name", "state", "done", "failed", "budget", "best", "started"):
+        for column in ("id", "name", "state", "done", "failed", "faulted", "budget", "best", "started"):
             table.add_column(column)
         for record in store.campaigns():
             campaign, _ = campaign_of(store, record.id)
@@ -216,6 +216,7 @@ def cmd_campaigns(args: argparse.Namespace) -> int:
                 campaign_state(record),
                 str(sum(e.status is ExperimentStatus.DONE for e in history)),
                 str(sum(e.status is ExperimentStatus.FAILED for e in history)),
+                str(sum(e.status is ExperimentStatus.FAULTED for e in history)),
                 f"{report.spent(history)}/{record.max_experiments}",
                 fmt_best(campaign, history),
                 (record.started_at or "")[:19].replace("T", " "),

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from sdl.crashpoints import crash_point
@@ -39,6 +40,8 @@ class Dispatcher:
         self.health = health
         self.proposer = proposer
         self.addresses = addresses
+        #: By campaign: the workcells whose plan options its plan does not take (see `LabSpec.why_not`).
+        self._unfit: dict[str, frozenset[str]] = {}
 
     async def schedule(self) -> None:
         """Run a dispatch round whenever something may have freed a workcell (the state's ``wake``)."""
@@ -87,8 +90,32 @@ class Dispatcher:
                 continue
             slots = campaign.budget.max_experiments - tally.spent - tally.counts[ExperimentStatus.RUNNING]
             if slots > 0:
-                out.append(Candidate(record.id, campaign, record.priority, record.weight, tally.used, slots))
+                out.append(
+                    Candidate(
+                        record.id,
+                        campaign,
+                        record.priority,
+                        record.weight,
+                        tally.used,
+                        slots,
+                        self._unfit_of(tracked),
+                    )
+                )
         return out
+
+    def _unfit_of(self, tracked: Tracked) -> frozenset[str]:
+        """The workcells that provide what the campaign requires but whose plan options its plan does not
+        take: it never runs there (its experiments would all fail). Worked out once per campaign."""
+        known = self._unfit.get(tracked.id)
+        if known is None:
+            lab, campaign = self.state.lab, tracked.campaign
+            base_dir = Path(tracked.record.base_dir) if tracked.record.base_dir else None
+            why = {w: lab.why_not(w, campaign, base_dir) for w in lab.workcells if not lab.fits(w, campaign)}
+            for workcell, reasons in why.items():
+                if reasons:
+                    log.warning("campaign %s never runs on %s: %s", tracked.id, workcell, "; ".join(reasons))
+            known = self._unfit[tracked.id] = frozenset(w for w, reasons in why.items() if reasons)
+        return known
 
     async def _start(self, assignment: Assignment) -> None:
         state = self.state
@@ -180,7 +207,8 @@ class Dispatcher:
                 experiment_id=experiment.id,
                 campaign_id=tracked.id,
                 devices=instruments,
-                options=cell.spec.options,
+                # A workcell's options say where its instruments are: a plan's business, not a function's.
+                options=cell.spec.options if tracked.campaign.procedure.plan is not None else {},
                 release_after=[n for n in dict.fromkeys(instruments.values()) if state.lab.shared(n)],
                 on_demand=sorted(assignment.on_demand),
             ),
@@ -196,8 +224,9 @@ class Dispatcher:
                 continue  # a worker is about to report it
             if record.id in state.aborted:
                 status, reason = CampaignStatus.INTERRUPTED, state.aborted.pop(record.id)
-            elif record.control == "stop":
-                status, reason = CampaignStatus.INTERRUPTED, "stopped by the operator"
+            elif record.control in ("stop", "abort"):
+                done = "aborted" if record.control == "abort" else "stopped"
+                status, reason = CampaignStatus.INTERRUPTED, f"{done} by the operator"
             elif record.id in state.exhausted:
                 done = tracked.tally.counts[ExperimentStatus.DONE] > 0
                 status = CampaignStatus.COMPLETED if done else CampaignStatus.FAILED
@@ -222,6 +251,7 @@ class Dispatcher:
             state.publish("campaign.finished", {"status": status.value, "reason": reason}, campaign_id)
             state.publish_progress(campaign_id)
         state.active.forget(campaign_id)
+        self._unfit.pop(campaign_id, None)
         state.in_background(self.proposer.forget(campaign_id))
         state.exhausted.discard(campaign_id)
         log.info("campaign %s %s: %s", campaign_id, status.value, reason)

@@ -13,7 +13,6 @@ from sdl.access.roles import Caller
 from sdl.api import models as m
 from sdl.api.convert import (
     audit_entry,
-    campaign_state,
     experiment_summary,
     journal_line,
     key_info,
@@ -128,6 +127,7 @@ class Handlers:
             events_address=state.events_address,
             documents_address=state.documents_address,
             alerts=list(state.alerts.values()),
+            http_address=state.http_address,
         )
 
     async def list_campaigns(self, request: m.ListCampaigns, caller: Caller) -> m.CampaignList:
@@ -185,6 +185,7 @@ class Handlers:
         unavailable = {
             n for n, r in self.store.instruments().items() if r.state is InstrumentState.QUARANTINED
         }
+        estop = self.state.estop_active()
         out: list[m.WorkcellStatus] = []
         for cell in self.state.cells.values():
             blocked = sorted(set(cell.spec.instruments) & unavailable)
@@ -192,6 +193,8 @@ class Handlers:
             state = WorkcellState.BLOCKED if blocked and idle else cell.state
             if cell.servicing and idle:
                 state = WorkcellState.RECOVERING
+            elif estop and idle:
+                state = WorkcellState.HELD
             out.append(
                 m.WorkcellStatus(
                     name=cell.name,
@@ -223,7 +226,7 @@ class Handlers:
             ) from None
         campaign = with_overrides(loaded.campaign, seed=request.seed, max_experiments=request.budget)
         lab = self.state.lab
-        reasons = {w: lab.fits(w, campaign) for w in lab.workcells}
+        reasons = {w: lab.why_not(w, campaign, loaded.base_dir) for w in lab.workcells}
         if all(reasons.values()):
             details = [f"workcell {w}: {'; '.join(r)}" for w, r in reasons.items()]
             raise ApiError("invalid_campaign", f"no workcell of lab {lab.name!r} can run it", details)
@@ -263,7 +266,7 @@ class Handlers:
         state.publish_progress(campaign_id)
         state.wake.set()
         return m.CampaignStateReply(
-            campaign_id=campaign_id, state=campaign_state(self.store.campaign(campaign_id))
+            campaign_id=campaign_id, state=self._summary(self.store.campaign(campaign_id)).state
         )
 
     async def pause(self, request: m.PauseCampaign, caller: Caller) -> m.CampaignStateReply:
@@ -292,7 +295,7 @@ class Handlers:
 
     async def abort(self, request: m.AbortCampaign, caller: Caller) -> m.CampaignStateReply:
         self._running(request.campaign_id)
-        self.store.set_control(request.campaign_id, "stop")
+        self.store.set_control(request.campaign_id, "abort")
         self.state.aborted[request.campaign_id] = f"{request.reason} ({caller.name})"
         self.supervisor.abort_all(Cause.OPERATOR, request.reason, request.campaign_id)
         return self._state(request.campaign_id)

@@ -9,6 +9,7 @@ sleeps as synchronisation: every wait polls a condition with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -55,6 +56,28 @@ def descendants(pid: int) -> set[int]:
                 out.add(child)
                 stack.append(child)
     return out
+
+
+def end(pids: set[int], grace: float = 10.0) -> None:
+    """End the processes ``pids``: SIGTERM to those whose parent is not among them (a lab service then stops
+    its own workers and proposer), and SIGKILL to every one still alive after ``grace`` seconds."""
+    roots = {pid for pid in pids if _parent(pid) not in pids}
+    for signum, targets in ((signal.SIGTERM, roots), (signal.SIGKILL, pids)):
+        for pid in targets:
+            if alive(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signum)
+        deadline = time.monotonic() + grace
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def alive(pid: int) -> bool:
@@ -110,7 +133,12 @@ class LabServiceProcess:
         log = open(self.log, "ab")  # noqa: SIM115 - handed to the child, closed when it is reaped
         self.process = subprocess.Popen(command, stdout=log, stderr=log, env=self.env)
         log.close()
-        wait_for(lambda: self._ready(info), timeout, f"the lab service to start (log: {self.log})")
+        try:
+            wait_for(lambda: self._ready(info), timeout, f"the lab service to start (log: {self.log})")
+        except BaseException:  # it did not start, or Ctrl-C or SIGTERM came: nothing outlives us
+            end(self.family())
+            self.process.wait()
+            raise
         return self
 
     def _ready(self, info: Path) -> bool:

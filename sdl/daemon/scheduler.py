@@ -28,6 +28,7 @@ class Candidate:
     weight: float
     used: int  # experiments it has started (or that are waiting to start)
     slots: int = 1  # experiments it may still start now (its budget left, minus those in flight)
+    unfit: frozenset[str] = frozenset()  # workcells it may not run on though they have what it requires
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ def choose(
     fitting = [
         c
         for c in candidates
-        if not lab.fits(workcell, c.campaign)
+        if workcell not in c.unfit
+        and not lab.fits(workcell, c.campaign)
         and not blocked_by(lab, workcell, c.campaign, unavailable, unhealthy)
     ]
     if not fitting:
@@ -100,7 +102,7 @@ def plan_round(
     out: list[Assignment] = []
     for workcell in idle:
         current = [
-            Candidate(c.id, c.campaign, c.priority, c.weight, used[c.id], slots[c.id])
+            Candidate(c.id, c.campaign, c.priority, c.weight, used[c.id], slots[c.id], c.unfit)
             for c in candidates
             if slots[c.id] > 0
         ]

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 
 import zmq
 import zmq.asyncio
+from pydantic import BaseModel
 from zmq.utils.monitor import parse_monitor_message
 
 from sdl import crashpoints
@@ -223,10 +225,12 @@ class LabService:
         self.documents_address = self._proxy.out_address
         if self.frontend is not None:
             self.frontend.bind()  # before daemon.json names its address
+            state.http_address = self.frontend.url
         state.events, state.workers = events, workers
         state.events_address, state.documents_address = self.events_address, self.documents_address
-        info = {"pid": os.getpid(), "owner": self.owner, "api": self.api_address,
-                "events": self.events_address, "documents": self.documents_address, "lab": self.lab.name,
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "owner": self.owner,
+                "api": self.api_address, "events": self.events_address, "documents": self.documents_address,
+                "lab": self.lab.name,
                 "curve": True, "server_key": public.decode(),
                 "http": self.frontend.url if self.frontend else None}  # fmt: skip
         (self.data_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
@@ -331,9 +335,13 @@ class LabService:
             except Exception:
                 log.exception("could not read the allow-list %s", self.keyring.path)
 
-    def _audit(self, caller: Caller, request: Request, result: str) -> None:
+    def _audit(self, caller: Caller, request: Request, result: str, reply: BaseModel | None) -> None:
         assert self.state is not None
-        target = getattr(request, "campaign_id", None) or getattr(request, "name", None)
+        target = (
+            getattr(request, "campaign_id", None)
+            or getattr(request, "name", None)
+            or getattr(reply, "campaign_id", None)  # a submission: the campaign it created
+        )
         arguments = request.model_dump(mode="json", exclude={"text"})
         store = self.state.store
         self.state.write(

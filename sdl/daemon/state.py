@@ -33,7 +33,7 @@ from sdl.execution.experiment import MOTION
 from sdl.spec.best import Leaders, leaders
 from sdl.spec.campaign import Campaign
 from sdl.spec.lab import LabSpec
-from sdl.spec.status import ExperimentStatus, InstrumentState
+from sdl.spec.status import CampaignStatus, ExperimentStatus, InstrumentState
 from sdl.store import CampaignRecord, ExperimentRecord, Store, StoreFull, unacknowledged
 from sdl.store.schema import now_iso
 
@@ -70,6 +70,8 @@ class LabState:
         self.aborted: dict[str, str] = {}
         self.events_address = ""
         self.documents_address = ""
+        #: Where the service's own dashboard is served (`sdl daemon --http`), if it is.
+        self.http_address: str | None = None
         self.events: zmq.asyncio.Socket | None = None
         self.workers: zmq.asyncio.Socket | None = None
         #: Called with every event as it goes out (the dashboard served in this process).
@@ -276,9 +278,10 @@ class LabState:
         """A campaign's summary: from its tally while the service runs it, otherwise counted by the store —
         a finished campaign of 10,000 experiments costs two indexed queries, not a read of its history."""
         tracked = self.active.get(record.id)
+        held = record.status is CampaignStatus.RUNNING and self.estop_active()
         if tracked is not None:
             tally = tracked.tally
-            return campaign_summary(tracked.record, tally.campaign, tally.counts, tally.leaders)
+            return campaign_summary(tracked.record, tally.campaign, tally.counts, tally.leaders, held=held)
         try:
             campaign: Campaign | None = Campaign.model_validate(record.spec)
         except ValueError:
@@ -290,7 +293,7 @@ class LabState:
             found = leaders(campaign, [lowest] if lowest is not None else [])
         elif campaign is not None:
             found = leaders(campaign, self.store.experiments_with_status(record.id, ExperimentStatus.DONE))
-        return campaign_summary(record, campaign, self.store.status_counts(record.id), found)
+        return campaign_summary(record, campaign, self.store.status_counts(record.id), found, held=held)
 
     # -- workers ---------------------------------------------------------------------------------------------
 

@@ -164,6 +164,7 @@ class Supervisor:
                         {"workcell": cell.name, "state": "starting", "restarts": cell.restarts},
                     )
             self.health.tick(now)
+            self.leases.tick(now)
             state.wake.set()  # wall-time budgets and releases are noticed without an event
 
     def _enforce_timeout(self, cell: Cell, now: float) -> None:

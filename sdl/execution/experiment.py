@@ -385,10 +385,16 @@ class ExperimentRunner:
         if self.held:  # asking while holding could deadlock two experiments: ask for everything at once
             raise LeaseMisuse(f"lease {', '.join(names)} while holding {', '.join(sorted(self.held))}: "
                              "release first, or lease them all in one call")  # fmt: skip
-        self.recorder.journal_entry(experiment_id, "lease", "lease", detail=", ".join(names))
-        await self.leasing.acquire(experiment_id, names)
-        self.held.update(names)
-        self.recorder.journal_entry(experiment_id, "granted", "lease", detail=", ".join(names))
+        # Only what is leased on demand is asked for: the rest is this experiment's for its whole run, and
+        # asking for it again would wait on itself.
+        asked = [n for n in names if n in self.on_demand]
+        whole = [n for n in names if n not in self.on_demand]
+        note = f" ({', '.join(whole)}: held for the whole run)" if whole else ""
+        self.recorder.journal_entry(experiment_id, "lease", "lease", detail=", ".join(asked) + note)
+        if asked:
+            await self.leasing.acquire(experiment_id, asked)
+        self.held.update(asked)
+        self.recorder.journal_entry(experiment_id, "granted", "lease", detail=", ".join(asked))
 
     async def _release_command(self, msg: Any) -> None:
         names = list(dict.fromkeys(getattr(instrument_of(d), "name", str(d)) for d in msg.args))
@@ -396,7 +402,8 @@ class ExperimentRunner:
         assert experiment_id is not None
         held = [n for n in names if n in self.held]
         self.held.difference_update(held)
-        await self.leasing.release(experiment_id, held)
+        if held:
+            await self.leasing.release(experiment_id, held)
         self.recorder.journal_entry(experiment_id, "released", "release", detail=", ".join(held))
 
     def _get_run_engine(self) -> Any:

@@ -28,7 +28,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sdl.spec.campaign import IDENTIFIER, Campaign, Instrument, Lab, parse_duration
-from sdl.spec.loading import check_lab, describe_error, locate
+from sdl.spec.importpaths import UnresolvedImport
+from sdl.spec.loading import check_lab, check_procedure_options, describe_error, locate, wrong_kind
 
 
 class _Model(BaseModel):
@@ -160,6 +161,21 @@ class LabSpec(_Model):
             reasons.append(f"no capability {', '.join(lacking)}")
         return reasons
 
+    def why_not(self, workcell: str, campaign: Campaign, base_dir: Path | None) -> list[str]:
+        """Why ``campaign`` cannot run on ``workcell`` (empty: it can): what :meth:`fits` says, and the
+        workcell's plan options that its plan does not take (this imports the plan). A plain function is
+        never handed a workcell's options: they say where its instruments are, and it has none."""
+        reasons = self.fits(workcell, campaign)
+        options = self.workcells[workcell].options
+        if options and campaign.procedure.plan is not None:
+            merged = {**campaign.procedure.options, **options}
+            try:
+                problems = check_procedure_options(campaign, base_dir, merged)
+            except UnresolvedImport:
+                problems = []  # checked when it was submitted; the worker will say what is wrong now
+            reasons += [f"its plan options ({', '.join(options)}) do not fit: {m}" for _, m in problems]
+        return reasons
+
     def instruments_for(self, workcell: str, campaign: Campaign) -> dict[str, str]:
         """Device name -> instrument, for the devices ``campaign``'s plan uses on ``workcell``."""
         devices = self.workcells[workcell].devices
@@ -195,7 +211,9 @@ def load_lab(path: Path | str) -> LabSpec:
     try:
         lab = LabSpec.model_validate(data)
     except ValidationError as exc:
-        raise LabFileError(path, [describe_error(path, root, e, LabSpec) for e in exc.errors()]) from None
+        other = wrong_kind(path, data, "lab")
+        problems = [other] if other else [describe_error(path, root, e, LabSpec) for e in exc.errors()]
+        raise LabFileError(path, problems) from None
     if lab.simulated is not None:
         simulated = lab.simulated if lab.simulated.is_absolute() else path.parent / lab.simulated
         if not simulated.is_file():

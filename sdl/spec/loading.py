@@ -31,6 +31,39 @@ _PATTERN_MEANING = {
 }
 
 
+#: The YAML files sdl reads, by kind: what each looks like, and what it is for.
+KINDS = {
+    "campaign": "a campaign file (name:, parameters:, objectives:, budget:, procedure:), for `sdl run`, "
+    "`sdl submit` and `sdl validate`",
+    "lab": "a lab file (instruments: and workcells:), for `sdl daemon --lab`",
+    "simulated lab": "a simulated lab file (world:, and instruments with a kind:), the bench that "
+    "`python -m simulators lab` serves; a lab file or a campaign's lab: names it with `simulated:`",
+}
+
+
+def file_kind(data: Mapping[str, Any]) -> str | None:
+    """Which kind of :data:`KINDS` a YAML mapping looks like (None: none of them)."""
+    if {"parameters", "objectives", "procedure"} & data.keys():
+        return "campaign"
+    if "workcells" in data:
+        return "lab"
+    instruments = data.get("instruments")
+    kinds = isinstance(instruments, dict) and any(
+        isinstance(spec, dict) and "kind" in spec for spec in instruments.values()
+    )
+    if "world" in data or kinds:
+        return "simulated lab"
+    return None
+
+
+def wrong_kind(path: Path, data: Mapping[str, Any], expected: str) -> str | None:
+    """For a file that does not validate as ``expected``: say so if it is a file of another kind."""
+    kind = file_kind(data)
+    if kind is None or kind == expected:
+        return None
+    return f"{path}: this is {KINDS[kind]}; expected {KINDS[expected]}"
+
+
 class CampaignError(ValueError):
     """A campaign file that cannot be used; ``problems`` holds one located message per mistake."""
 
@@ -80,8 +113,13 @@ def load_campaign_text(source: str, path: Path | str, *, check_imports: bool = T
     try:
         campaign = Campaign.model_validate(data)
     except ValidationError as exc:
-        raise CampaignError(path, [describe_error(path, root, error) for error in exc.errors()]) from None
+        other = wrong_kind(path, data, "campaign")
+        problems = [other] if other else [describe_error(path, root, error) for error in exc.errors()]
+        raise CampaignError(path, problems) from None
     campaign = _resolve_paths(path, root, campaign)
+    problems = check_lease_on_demand(campaign)
+    if problems:
+        raise CampaignError(path, [locate(path, root, loc, msg) for loc, msg in problems])
     if check_imports:
         problems = check_import_paths(campaign, path.parent)
         if not problems:
@@ -106,9 +144,28 @@ def check_lab(
             for loc, msg in problems]  # fmt: skip
 
 
-def check_procedure_options(campaign: Campaign, base_dir: Path | None) -> list[tuple[tuple[Any, ...], str]]:
-    """procedure.options checked against the plan's or function's own signature, before anything runs."""
+def check_lease_on_demand(campaign: Campaign) -> list[tuple[tuple[Any, ...], str]]:
+    """Every device in procedure.lease_on_demand is one the plan is handed (a name that is not would be
+    leased for the whole experiment, and a plan that then asks for it would wait on itself)."""
     procedure = campaign.procedure
+    if procedure.lease_on_demand and procedure.plan is None:
+        return [(("procedure", "lease_on_demand"), "is for plans: a function is handed no devices to lease")]
+    devices = campaign.device_roles
+    allowed = ", ".join(devices) or "none: give requires.devices or lab.instruments"
+    return [
+        (("procedure", "lease_on_demand", i), f"unknown device {name!r} (the plan's devices: {allowed})")
+        for i, name in enumerate(procedure.lease_on_demand)
+        if name not in devices
+    ]
+
+
+def check_procedure_options(
+    campaign: Campaign, base_dir: Path | None, options: Mapping[str, Any] | None = None
+) -> list[tuple[tuple[Any, ...], str]]:
+    """procedure.options (or ``options``) checked against the plan's or function's own signature, before
+    anything runs."""
+    procedure = campaign.procedure
+    given = procedure.options if options is None else options
     target = procedure.plan or procedure.function or ""
     function = resolve(target, base_dir)
     try:
@@ -117,7 +174,7 @@ def check_procedure_options(campaign: Campaign, base_dir: Path | None) -> list[t
         return []
     positional = ["recipe", "devices"] if procedure.plan else ["recipe"]
     try:
-        signature.bind(*([None] * len(positional)), **procedure.options)
+        signature.bind(*([None] * len(positional)), **given)
     except TypeError as exc:
         params = list(signature.parameters.values())
         leading = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -126,7 +183,7 @@ def check_procedure_options(campaign: Campaign, base_dir: Path | None) -> list[t
             p.name for p in params if p not in leading and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         ]
         takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
-        unknown = [] if takes_any else sorted(set(procedure.options) - set(accepted))
+        unknown = [] if takes_any else sorted(set(given) - set(accepted))
         kind = "plan" if procedure.plan else "function"
         if unknown:
             allowed = ", ".join(accepted) or "no options"

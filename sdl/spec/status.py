@@ -76,6 +76,7 @@ class WorkcellState(StrEnum):
     DOWN = "down"  # no worker (it died; a replacement is due)
     RECOVERING = "recovering"  # idle, making an instrument safe or checking it
     BLOCKED = "blocked"  # idle, but an instrument it has is quarantined
+    HELD = "held"  # idle, and the lab is e-stopped: it takes no work until the e-stop is cleared
 
 
 _FINAL_EXPERIMENT = frozenset(

@@ -189,9 +189,10 @@ class CampaignsMixin(Connection):
                 )
 
     def set_control(self, campaign_id: str, control: str) -> None:
-        """The lab service's instruction for a running campaign: run, pause, or stop (after the current)."""
-        if control not in ("run", "pause", "stop"):
-            raise ValueError(f"unknown control {control!r} (allowed: run, pause, stop)")
+        """The lab service's instruction for a running campaign: run, pause, stop (after the current), or
+        abort (the current are being aborted)."""
+        if control not in ("run", "pause", "stop", "abort"):
+            raise ValueError(f"unknown control {control!r} (allowed: run, pause, stop, abort)")
         with self._tx() as conn:
             cur = conn.execute("UPDATE campaigns SET control = ? WHERE id = ?", (control, campaign_id))
             if cur.rowcount == 0:
