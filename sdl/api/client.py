@@ -38,7 +38,7 @@ from sdl.api.models import (
     SubmitCampaign,
     SubmitReply,
 )
-from sdl.api.wire import encode_request
+from sdl.api.wire import MAX_REQUEST_BYTES, MAX_USER_CHARS, encode_request
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -126,7 +126,7 @@ class Client:
     ) -> None:
         self.address = address or address_for()
         self.timeout = timeout
-        self.user = user or login_name()
+        self.user = (user or login_name())[:MAX_USER_CHARS]
         self.credentials = credentials
         self._context = zmq.Context()
         self._socket: zmq.Socket[bytes] | None = None
@@ -192,9 +192,12 @@ class Client:
     def call(self, request: Request, *, timeout: float | None = None) -> Any:
         """Send one request and return its typed reply; raises :class:`ApiError` or
         :class:`ServiceUnavailable`."""
-        socket = self._connect()
         request_id = next(self._ids)
-        socket.send_multipart([b"", encode_request(request, request_id, self.user)])
+        payload = encode_request(request, request_id, self.user)
+        if len(payload) > MAX_REQUEST_BYTES:  # the service would refuse it (or drop the connection)
+            raise ApiError("too_large", f"request of {len(payload)} bytes; the limit is {MAX_REQUEST_BYTES}")
+        socket = self._connect()
+        socket.send_multipart([b"", payload])
         seconds = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + seconds
         poller = zmq.Poller()

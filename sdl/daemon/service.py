@@ -45,6 +45,7 @@ from sdl.access.roles import Caller
 from sdl.api.client import INFO_FILE
 from sdl.api.models import Request
 from sdl.api.server import ApiServer, Execute, local_caller
+from sdl.api.wire import limit_socket
 from sdl.daemon.cells import WorkerLaunch
 from sdl.daemon.dispatch import Dispatcher
 from sdl.daemon.documents import CurveServer, DocumentProxy, bind_again
@@ -182,7 +183,7 @@ class LabService:
             proxy_curve = CurveServer(public, secret, self.keyring, self._refused_threadsafe)
             log.info("CurveZMQ on every socket; clients need the service's public key %s", public_file)
         api_socket = self._socket(zmq.ROUTER, API)
-        api_socket.setsockopt(zmq.MAXMSGSIZE, 16 << 20)
+        limit_socket(api_socket)
         self.api_address = _bind(api_socket, self.api_address)
         events = self._socket(zmq.PUB, EVENTS)
         self.events_address = _bind(events, self.events_address)
