@@ -55,6 +55,7 @@ from sdl.daemon.heap import freeze_startup_heap
 from sdl.daemon.leases import LeaseGrants
 from sdl.daemon.proposer import Proposer
 from sdl.daemon.state import LabState
+from sdl.daemon.subscribers import Guard, publisher
 from sdl.daemon.supervision import Supervisor
 from sdl.execution.bringup import SimulatedLab, simulator_command
 from sdl.execution.provenance import lab_provenance
@@ -135,6 +136,7 @@ class LabService:
         self._allowed_keys: set[str] = set()
         self._refusals = RefusalThrottle()
         self._monitors: dict[str, zmq.asyncio.Socket] = {}
+        self._events_guard: Guard | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- starting ------------------------------------------------------------------------------------------
@@ -185,13 +187,9 @@ class LabService:
         api_socket = self._socket(zmq.ROUTER, API)
         limit_socket(api_socket)
         self.api_address = _bind(api_socket, self.api_address)
-        events = self._socket(zmq.PUB, EVENTS)
-        self.events_address = _bind(events, self.events_address)
+        events = self._open_events()
         if self.curve:
-            self._monitors = {
-                API: api_socket.get_monitor_socket(HANDSHAKE_FAILED),
-                EVENTS: events.get_monitor_socket(HANDSHAKE_FAILED),
-            }
+            self._monitors = {API: api_socket.get_monitor_socket(HANDSHAKE_FAILED)}
         workers = self._socket(zmq.ROUTER)
         worker_address = _bind(workers, "tcp://127.0.0.1:0")
         self._proxy = DocumentProxy(self.documents_address, proxy_curve).start()
@@ -222,6 +220,24 @@ class LabService:
             env=self.worker_env,
         )
         return api_socket, launch
+
+    def _open_events(self, *, again: bool = False) -> zmq.asyncio.Socket:
+        """The event publisher, bound (``again``: to the address its predecessor held), and the guard that
+        bounds what its subscribers make it keep (whose ``watch()`` runs with the service's tasks)."""
+        socket = self._socket(zmq.XPUB, EVENTS)
+        publisher(socket)
+        if again:
+            bind_again(socket, self.events_address)
+        else:
+            self.events_address = _bind(socket, self.events_address)
+        also = HANDSHAKE_FAILED if self.curve else 0
+        self._events_guard = Guard(socket, also, self._events_handshake)
+        return socket
+
+    def _events_handshake(self, event: int, value: int) -> None:
+        why = handshake_refusal(event, value)
+        if why is not None:
+            self._refused(EVENTS, "no key", why, None)
 
     def _socket(self, kind: int, domain: str | None = None) -> zmq.asyncio.Socket:
         """A socket; with CurveZMQ and a ZAP ``domain`` (a socket clients reach), a CURVE server."""
@@ -273,14 +289,13 @@ class LabService:
             "%d key(s) removed from the allow-list: dropping event and document subscribers", len(removed)
         )
         old, self.state.events = self.state.events, None
+        if self._events_guard is not None:
+            self._events_guard.close()
         if old is not None:
-            old.disable_monitor()
             old.close(linger=0)
-        socket = self._socket(zmq.PUB, EVENTS)
-        self._monitors[EVENTS] = socket.get_monitor_socket(HANDSHAKE_FAILED)
-        bind_again(socket, self.events_address)
-        self.state.events = socket
-        self.state.in_background(self._watch_handshakes(socket, EVENTS))
+        self.state.events = self._open_events(again=True)
+        assert self._events_guard is not None
+        self.state.in_background(self._events_guard.watch())
         if self._proxy is not None:
             self._proxy.reopen_output()
 
@@ -336,11 +351,11 @@ class LabService:
                 asyncio.create_task(dispatcher.schedule(), name="schedule"),
                 asyncio.create_task(self._heartbeat(state), name="heartbeat"),
             ]
+            assert self._events_guard is not None
+            tasks.append(asyncio.create_task(self._events_guard.watch(), name="subscribers"))
             if self.curve:
-                assert state.events is not None
                 tasks += [
                     asyncio.create_task(self._watch_handshakes(api_socket, API), name="zap-api"),
-                    asyncio.create_task(self._watch_handshakes(state.events, EVENTS), name="zap-ev"),
                     asyncio.create_task(self._watch_keys(), name="keys"),
                 ]
             if self.frontend is not None:
