@@ -51,7 +51,7 @@ from sdl.daemon.dispatch import Dispatcher
 from sdl.daemon.documents import CurveServer, DocumentProxy, bind_again
 from sdl.daemon.handlers import Handlers
 from sdl.daemon.health import HealthKeeper
-from sdl.daemon.heap import freeze_startup_heap
+from sdl.daemon.heap import fix_mmap_threshold, freeze_startup_heap, return_free_memory
 from sdl.daemon.leases import LeaseGrants
 from sdl.daemon.proposer import Proposer
 from sdl.daemon.state import LabState
@@ -321,6 +321,7 @@ class LabService:
 
     def run(self) -> int:
         crashpoints.role = "service"
+        fix_mmap_threshold()
         return asyncio.run(self._main())
 
     async def _main(self) -> int:
@@ -350,6 +351,7 @@ class LabService:
                 asyncio.create_task(supervisor.supervise(), name="supervise"),
                 asyncio.create_task(dispatcher.schedule(), name="schedule"),
                 asyncio.create_task(self._heartbeat(state), name="heartbeat"),
+                asyncio.create_task(self._return_memory(server), name="memory"),
             ]
             assert self._events_guard is not None
             tasks.append(asyncio.create_task(self._events_guard.watch(), name="subscribers"))
@@ -413,6 +415,18 @@ class LabService:
             state.store.close()
             self.state = None
         log.info("lab service stopped")
+
+    async def _return_memory(self, server: ApiServer) -> None:
+        """After the API refused large messages or a subscriber was cut, give what they took back to the
+        system (``sdl.daemon.heap``), at most once a second."""
+        cuts = 0
+        while True:
+            await asyncio.sleep(1.0)
+            guard = self._events_guard
+            if server.discarded or (guard is not None and guard.cuts != cuts):
+                server.discarded = 0
+                cuts = guard.cuts if guard is not None else 0
+                return_free_memory()
 
     async def _heartbeat(self, state: LabState) -> None:
         """Keep the claims alive, count the campaigns' wall time, and checkpoint the store on a schedule (so
