@@ -1,13 +1,17 @@
 """The lab service, measured end to end: throughput and overhead per experiment, workcell utilization,
-memory over 10,000 experiments, API latency under load, and asynchronous workcells against a sequential
-run, all through `sdl daemon` as a subprocess and its public API.
+memory over 10,000 experiments, API latency under load, asynchronous workcells against a sequential
+run, and the e-stop's latency under a hostile flood, all through `sdl daemon` as a subprocess and its
+public API.
 
     python benchmarks/daemon.py                 # everything (about half an hour on 2 cores)
     python benchmarks/daemon.py --quick         # smaller runs (about 2 minutes)
-    python benchmarks/daemon.py --only memory   # one section: throughput, utilization, memory, latency, async
+    python benchmarks/daemon.py --only memory   # one section: throughput, utilization, memory, latency,
+                                                # async, estop
 
 Baselines are measured in the same process: the store's own cost per experiment (the same transactions,
-in-process), and `sdl run`'s in-process loop for throughput. Results are written into benchmarks/README.md.
+in-process), and `sdl run`'s in-process loop for throughput; the e-stop's own latency on a quiet service for
+the e-stop block. Results are written into benchmarks/README.md (the e-stop block by every run that measures
+it, `--only estop` included; the others by a run of every section).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -28,9 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 
+from _hostile import Flood  # noqa: E402
 from _problems import make_problems  # noqa: E402
 
 from sdl.api import models as m  # noqa: E402
+from sdl.api.models import ApiError  # noqa: E402
 from sdl.loop.foreground import run_campaign  # noqa: E402
 from sdl.loop.lifecycle import start_campaign  # noqa: E402
 from sdl.spec.loading import load_campaign  # noqa: E402
@@ -329,6 +336,73 @@ def asynchronous(directory: Path, problems: list[str], seeds: int, median: float
     return out
 
 
+#: The e-stop block's loads: nothing, each hostile kind alone (benchmarks/_hostile.py), all of them at once.
+FLOODS = [[], ["oversized"], ["multipart"], ["frames"], ["parse"], ["garbage"], ["subscribers"],
+          ["oversized", "multipart", "frames", "parse", "garbage", "subscribers"]]  # fmt: skip
+
+
+def taken(client: Any, request: m.Request) -> bool:
+    """Whether the request was taken (not answered `busy`: a flood may hold every request slot)."""
+    try:
+        client.call(request)
+    except ApiError as exc:
+        if exc.error.type != "busy":
+            raise
+        return False
+    return True
+
+
+def estop(directory: Path, rounds: int) -> list[dict[str, Any]]:
+    """The e-stop's latency (an operator's `lab.estop` through our client, to its reply), and a viewer's
+    `status`, on a two-workcell lab with its workers up, quiet and under each hostile flood."""
+    daemon = service(directory, 2, "estop")
+    rows = []
+    rng = random.Random(0)
+    try:
+        with daemon.client(timeout=60) as client:
+            events = client.call(m.Status()).events_address
+            for kinds in FLOODS:
+                stops: list[float] = []
+                views: list[float] = []
+                busy = 0
+                with Flood(kinds, daemon.address, events) as flood:  # under way when it enters
+                    for i in range(rounds):
+                        time.sleep(rng.uniform(0.05, 0.25))  # not in step with the flood
+                        t = time.perf_counter()
+                        client.call(m.EStop(reason=f"benchmark {i}"))
+                        stops.append(time.perf_counter() - t)
+                        wait_for(lambda: taken(client, m.ClearEStop()), 60, "the e-stop to clear")
+                        t = time.perf_counter()
+                        try:
+                            client.call(m.Status())
+                            views.append(time.perf_counter() - t)
+                        except ApiError as exc:
+                            if exc.error.type != "busy":
+                                raise
+                            busy += 1
+                stops.sort()
+                views.sort()
+                rows.append(
+                    {
+                        "flood": " + ".join(kinds) or "none (quiet)",
+                        "n": len(stops),
+                        "p50_ms": stops[len(stops) // 2] * 1e3,
+                        "p95_ms": stops[int(len(stops) * 0.95)] * 1e3,
+                        "max_ms": stops[-1] * 1e3,
+                        "status_p50_ms": views[len(views) // 2] * 1e3 if views else None,
+                        "status_max_ms": views[-1] * 1e3 if views else None,
+                        "busy": busy,
+                        "rate": flood.rate,
+                        "rss_mib": rss_kib(daemon.pid) / 1024,
+                    }
+                )
+                print(f"  {rows[-1]}", flush=True)
+    finally:
+        daemon.stop()
+        daemon.assert_nothing_left()
+    return rows
+
+
 # -- report --------------------------------------------------------------------------------------------------
 
 
@@ -339,12 +413,41 @@ def median_iqr(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} [{q[0]:.2f}, {q[2]:.2f}]"
 
 
-def report(results: dict[str, Any], command: str) -> str:
+def machine() -> str:
     import platform
 
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def estop_report(rows: list[dict[str, Any]], command: str, rounds: int, load: float) -> str:
+    quiet = rows[0]["p50_ms"]
     lines = [
-        f"Machine: {machine}",
+        f"Machine: {machine()}; load average {load:.1f} when the block started (other work on it)",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"### E-stop latency under a hostile flood ({rounds} e-stops per row, two idle workcells)",
+        "",
+        "| flood | e-stop p50 ms | p95 ms | max ms | p50 × quiet | viewer's status p50 ms | max ms "
+        "| status busy | flood replies/s | service RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        status = "– | –"
+        if r["status_p50_ms"] is not None:
+            status = f"{r['status_p50_ms']:.1f} | {r['status_max_ms']:.1f}"
+        lines.append(
+            f"| {r['flood']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['max_ms']:.1f} | "
+            f"{r['p50_ms'] / quiet:.1f} | {status} | {r['busy']}/{r['n']} | {r['rate']:.0f} | "
+            f"{r['rss_mib']:.0f} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def report(results: dict[str, Any], command: str) -> str:
+    lines = [
+        f"Machine: {machine()}",
         "",
         f"Command: `{command}`",
         "",
@@ -436,14 +539,31 @@ def report(results: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
-def update_readme(text: str) -> None:
+ESTOP_TEXT = """\
+### E-stop under a hostile flood (`benchmarks/daemon.py --only estop`)
+
+An operator's `lab.estop`, timed through our client from request to reply, then cleared; a viewer's `status`
+after each. First on a quiet service, then while other processes flood it with raw 0MQ
+(`benchmarks/_hostile.py`): 15 MB requests 24 at a time (what the probe of issue 21 sent), messages of
+8 × 15 MB frames, messages of 20,000 empty frames, requests of almost 1 MiB that must be parsed to be
+refused (64 at a time over 8 connections: every request slot), malformed and numeric-edge requests 64 at a
+time, and event subscribers that are cut and come back; then all of them at once. Every flood runs on the
+same two cores as the service. "status busy": the viewer's requests answered `busy` while the flood held
+every request slot (the e-stop never is). The block below is rewritten by every run that measures it.
+
+"""
+
+
+def update_readme(text: str, start: str = "<!-- daemon-results:start -->", heading: str = "") -> None:
     readme = HERE / "README.md"
-    start, end = "<!-- daemon-results:start -->", "<!-- daemon-results:end -->"
+    end = start.replace(":start", ":end")
     content = readme.read_text()
     block = f"{start}\n{text}\n{end}"
     if start in content:
         before, rest = content.split(start, 1)
         content = before + block + rest.split(end, 1)[1]
+    elif heading:
+        content = content.rstrip() + "\n\n" + heading + block + "\n"
     else:
         content = (
             content.rstrip()
@@ -483,12 +603,11 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument(
-        "--only", choices=("throughput", "utilization", "memory", "latency", "async"), nargs="*"
-    )
+    everything = ("throughput", "utilization", "memory", "latency", "async", "estop")
+    parser.add_argument("--only", choices=everything, nargs="*")
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args()
-    sections = set(args.only or ("throughput", "utilization", "memory", "latency", "async"))
+    sections = set(args.only or everything)
     quick = args.quick
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="sdl-bench-") as tmp:
@@ -521,10 +640,23 @@ def main() -> int:
                 # that proportion roughly (as the optimizer benchmark's async runs do) at bearable wall time.
                 0.1 if quick else 1.0,
             )
-    text = report(results, "python benchmarks/daemon.py" + (" --quick" if quick else ""))
-    print(text)
-    if not args.no_readme and not args.only:
-        update_readme(text)
+        if "estop" in sections:
+            print("estop...", flush=True)
+            rounds = 10 if quick else 40
+            load = os.getloadavg()[0]
+            rows = estop(directory, rounds)
+    command = "python benchmarks/daemon.py" + (" --quick" if quick else "")
+    if "estop" in sections:
+        only = " --only estop" if args.only else ""
+        text = estop_report(rows, command + only, rounds, load)
+        print(text)
+        if not args.no_readme:
+            update_readme(text, "<!-- daemon-estop:start -->", ESTOP_TEXT)
+    if sections - {"estop"}:
+        text = report(results, command)
+        print(text)
+        if not args.no_readme and not args.only:
+            update_readme(text)
     return 0
 
 

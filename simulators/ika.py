@@ -121,12 +121,16 @@ class IkaRctSimulator(Simulator):
                 fraction = 0.0  # the plate's own limiter: a plate far hotter than wanted overshoots
             power = fraction * p["heater_power_w"]
         to_medium = p["plate_to_medium_w_k"] * (self.plate_c - self.medium_c)
-        self.plate_c += dt * (power - to_medium - p["plate_loss_w_k"] * (self.plate_c - AMBIENT_C)) / p[
-            "plate_heat_capacity_j_k"
-        ]
-        self.medium_c += dt * (to_medium - p["medium_loss_w_k"] * (self.medium_c - AMBIENT_C)) / p[
-            "medium_heat_capacity_j_k"
-        ]
+        self.plate_c += (
+            dt
+            * (power - to_medium - p["plate_loss_w_k"] * (self.plate_c - AMBIENT_C))
+            / p["plate_heat_capacity_j_k"]
+        )
+        self.medium_c += (
+            dt
+            * (to_medium - p["medium_loss_w_k"] * (self.medium_c - AMBIENT_C))
+            / p["medium_heat_capacity_j_k"]
+        )
         target = self.speed_setpoint if self.stirring else 0.0
         ramp = p["motor_ramp_rpm_s"] * dt
         self.speed_rpm += max(-ramp, min(ramp, target - self.speed_rpm))

@@ -55,7 +55,7 @@ from sdl.api.models import (
     SubmitCampaign,
     SubmitReply,
 )
-from sdl.api.wire import encode_request
+from sdl.api.wire import MAX_REQUEST_BYTES, MAX_USER_CHARS, encode_request
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -144,7 +144,7 @@ class Client:
         self.address = address or address_for(data_dir)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self.user = user or login_name()
+        self.user = (user or login_name())[:MAX_USER_CHARS]
         self.credentials = Credentials.load(data_dir=data_dir) if credentials == LOCAL else credentials
         self._context = zmq.Context()
         self._socket: zmq.Socket[bytes] | None = None
@@ -226,9 +226,12 @@ class Client:
         """Send one request and return its typed reply; raises :class:`ApiError` or
         :class:`ServiceUnavailable`: within ``connect_timeout`` seconds if nothing takes the connection,
         else within ``timeout`` (the client's, unless given)."""
-        socket = self._connect()
         request_id = next(self._ids)
-        socket.send_multipart([b"", encode_request(request, request_id, self.user)])
+        payload = encode_request(request, request_id, self.user)
+        if len(payload) > MAX_REQUEST_BYTES:  # the service would refuse it (or drop the connection)
+            raise ApiError("too_large", f"request of {len(payload)} bytes; the limit is {MAX_REQUEST_BYTES}")
+        socket = self._connect()
+        socket.send_multipart([b"", payload])
         seconds = self.timeout if timeout is None else timeout
         now = time.monotonic()
         deadline = now + seconds

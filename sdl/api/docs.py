@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from sdl.api import models as m
+from sdl.api import server, wire
 
 HEADER = """\
 # The lab service's API
@@ -61,11 +62,66 @@ This file is generated from `sdl/api/models.py` by `python -m sdl.api.docs`; do 
 """
 
 
+def limits() -> list[str]:
+    """The bounds of what a client may send, from the constants that enforce them."""
+    w = wire
+    return [
+        "## Limits",
+        "",
+        "Everything a client sends is bounded before it is parsed. Past a bound a request gets a typed "
+        "error; where 0MQ itself enforces the bound, before the service sees anything, the connection is "
+        "closed instead (0MQ clients reconnect by themselves).",
+        "",
+        "| what | bound | past it |",
+        "|---|---|---|",
+        f"| a frame on the API socket | {_bytes(w.MAX_FRAME_BYTES)} | the connection is closed "
+        "(`ZMQ_MAXMSGSIZE`: nothing of the frame is read, so nothing can answer it); `Client` refuses "
+        "to send a request over its limit |",
+        f"| messages of one connection waiting to be read | {w.MAX_QUEUED} | 0MQ stops reading that "
+        "connection until the service has taken some (the client's sends wait) |",
+        f"| a request (its JSON frame) | {_bytes(w.MAX_REQUEST_BYTES)} | `too_large`, unparsed: the reply's "
+        f"`id` is read from the request's first {w.PEEK_BYTES} bytes, so put `id` before large values |",
+        f"| frames between the connection's routing id and the request | {w.MAX_ENVELOPE_FRAMES}, of at most "
+        f'{w.MAX_ENVELOPE_BYTES} bytes each | `too_large`, answered as `[routing id, "", error]` (the '
+        "frames are dropped as they are read, not echoed) |",
+        "| JSON | RFC 8259: no `NaN` or `Infinity`, nesting at most 200 deep, integers of at most 4300 "
+        "digits | `bad_request` |",
+        f"| `id` | null, a string of at most {w.MAX_ID_CHARS} characters, or a finite number (integers "
+        "within 64 bits); echoed in the reply | `bad_request` (with `id` null) |",
+        f"| `user` | a string of at most {w.MAX_USER_CHARS} characters | `bad_request` |",
+        "| parameters | as each method's table below says (numbers the store holds: integers up to "
+        f"2^63−1) | `invalid_params`, listing at most {w.MAX_DETAILS} mistakes |",
+        f"| requests in flight | {server.MAX_CONCURRENT} at once, {server.MAX_PER_PEER} of them from one "
+        "connection | `busy` at once, unparsed (retry) |",
+        f"| an e-stop (`lab.estop`) | up to {_bytes(w.PRIORITY_BYTES)}, one at a time per connection | "
+        "never `busy`: it is taken ahead of every request waiting to be parsed |",
+        f"| a frame a subscriber sends (events, documents) | {_bytes(w.MAX_SUBSCRIBER_FRAME_BYTES)} | "
+        "the connection is closed (`ZMQ_MAXMSGSIZE`) |",
+        f"| a subscription's prefix | {w.MAX_PREFIX} bytes (topics are shorter) | the connection is cut |",
+        f"| subscriptions one connection holds at once | {w.MAX_SUBSCRIPTIONS} | the connection is cut "
+        "(a subscriber reconnects and catches up with `events.since`) |",
+        f"| subscriber connections of one socket | {w.MAX_SUBSCRIBERS} | a new one is cut |",
+        "",
+        "0MQ delivers a multipart message whole, and holds all of it until the service reads it: the service "
+        "drops the frames past the limit as it reads them, so a message of a million frames keeps the API "
+        "socket busy for about a second (the e-stop included), and its memory is returned when it is "
+        "dropped. A connection that sends one has left the protocol; bind the API to loopback, or require "
+        "CurveZMQ keys (docs/access.md), to choose who can.",
+        "",
+    ]
+
+
+def _bytes(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} kB"
+
+
 def type_name(annotation: object) -> str:
     origin = typing.get_origin(annotation)
     args = get_args(annotation)
     if annotation is type(None):
         return "null"
+    if origin is typing.Annotated:
+        return type_name(args[0]) + bounds(args[1:])
     if origin in (typing.Union, types.UnionType):
         return " \\| ".join(type_name(a) for a in args)
     if origin is typing.Literal:
@@ -92,14 +148,36 @@ def default_of(field: FieldInfo) -> str:
     return f"`{field.default!r}`"
 
 
+def bounds(rules: typing.Iterable[object]) -> str:
+    """Bounds as a model checks them: ``, 0 … 2^63−1`` or ``, ≤ 256 chars``."""
+    low: object = None
+    high: object = None
+    length: int | None = None
+    flat: list[object] = []
+    for rule in rules:  # annotated-types' Ge, Le, MaxLen, or a Field() holding them
+        flat += rule.metadata if isinstance(rule, FieldInfo) else [rule]
+    for rule in flat:
+        low = getattr(rule, "ge", low)
+        high = getattr(rule, "le", high)
+        length = getattr(rule, "max_length", length)
+    if length is not None:
+        return f", ≤ {length} chars"
+    if low is None and high is None:
+        return ""
+    return f", {_number(low) if low is not None else '…'} … {_number(high) if high is not None else ''}"
+
+
+def _number(value: object) -> str:
+    return "2^63−1" if value == m.MAX_STORE_INT else str(value)
+
+
 def fields_table(model: type[BaseModel]) -> list[str]:
     if not model.model_fields:
         return ["(no fields)", ""]
     lines = ["| field | type | default | meaning |", "|---|---|---|---|"]
     for name, field in model.model_fields.items():
-        lines.append(
-            f"| `{name}` | {type_name(field.annotation)} | {default_of(field)} | {field.description or ''} |"
-        )
+        kind = type_name(field.annotation) + bounds(field.metadata)
+        lines.append(f"| `{name}` | {kind} | {default_of(field)} | {field.description or ''} |")
     return [*lines, ""]
 
 
@@ -123,7 +201,7 @@ def referenced_models() -> list[type[BaseModel]]:
 
 
 def render() -> str:
-    out = [HEADER, "## Methods", ""]
+    out = [HEADER, *limits(), "## Methods", ""]
     out.append("| method | role | what it does |")
     out.append("|---|---|---|")
     for name, request in m.METHODS.items():

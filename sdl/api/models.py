@@ -12,7 +12,7 @@ reference it generates: split, a reader would chase one method's request, reply 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,9 +24,24 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Request(_Model):
-    """Base of every request's parameters."""
+#: The store's integers are SQLite's, signed 64-bit: a larger number is refused here as invalid_params
+#: rather than carried to the store to fail there.
+MAX_STORE_INT = 2**63 - 1
+#: A campaign file's text (a request is at most 1 MiB on the wire).
+MAX_TEXT_CHARS = 1 << 20
+StoreInt = Annotated[int, Field(ge=0, le=MAX_STORE_INT)]
+#: A number of experiments.
+Count = Annotated[int, Field(ge=1, le=MAX_STORE_INT)]
+#: A campaign id, an instrument's or a key's name, a filter.
+Name = Annotated[str, Field(max_length=256)]
+#: Why, in words: it goes to the record and the audit log.
+Reason = Annotated[str, Field(max_length=1000)]
 
+
+class Request(_Model):
+    """Base of every request's parameters: bounded, as everything read from outside."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     method: ClassVar[str]
     role: ClassVar[Role]
     reply: ClassVar[type[BaseModel]]
@@ -220,12 +235,13 @@ class SubmitCampaign(Request):
     method = "campaign.submit"
     role = Role.OPERATOR
     reply = SubmitReply
-    text: str = Field(description="The campaign file's YAML.")
+    text: str = Field(max_length=MAX_TEXT_CHARS, description="The campaign file's YAML.")
     path: str = Field(
-        description="Where the file lives on the lab's machine: procedures import from its folder."
+        max_length=4096,
+        description="Where the file lives on the lab's machine: procedures import from its folder.",
     )
-    seed: int | None = Field(default=None, description="Override optimizer.seed.")
-    budget: int | None = Field(default=None, ge=1, description="Override budget.max_experiments.")
+    seed: StoreInt | None = Field(default=None, description="Override optimizer.seed.")
+    budget: Count | None = Field(default=None, description="Override budget.max_experiments.")
 
 
 class CampaignList(_Model):
@@ -252,7 +268,7 @@ class ShowCampaign(Request):
     method = "campaign.show"
     role = Role.VIEWER
     reply = CampaignDetail
-    campaign_id: str
+    campaign_id: Name
 
 
 class CampaignStateReply(_Model):
@@ -266,7 +282,7 @@ class PauseCampaign(Request):
     method = "campaign.pause"
     role = Role.OPERATOR
     reply = CampaignStateReply
-    campaign_id: str
+    campaign_id: Name
 
 
 class ResumeCampaign(Request):
@@ -276,7 +292,7 @@ class ResumeCampaign(Request):
     method = "campaign.resume"
     role = Role.OPERATOR
     reply = CampaignStateReply
-    campaign_id: str
+    campaign_id: Name
 
 
 class StopCampaign(Request):
@@ -285,7 +301,7 @@ class StopCampaign(Request):
     method = "campaign.stop"
     role = Role.OPERATOR
     reply = CampaignStateReply
-    campaign_id: str
+    campaign_id: Name
 
 
 class AbortCampaign(Request):
@@ -294,8 +310,8 @@ class AbortCampaign(Request):
     method = "campaign.abort"
     role = Role.OPERATOR
     reply = CampaignStateReply
-    campaign_id: str
-    reason: str = "aborted by the operator"
+    campaign_id: Name
+    reason: Reason = "aborted by the operator"
 
 
 class SetBudget(Request):
@@ -304,8 +320,8 @@ class SetBudget(Request):
     method = "campaign.budget"
     role = Role.OPERATOR
     reply = CampaignStateReply
-    campaign_id: str
-    max_experiments: int = Field(ge=1)
+    campaign_id: Name
+    max_experiments: Count
 
 
 class ExperimentList(_Model):
@@ -318,8 +334,8 @@ class ListExperiments(Request):
     method = "experiments.list"
     role = Role.VIEWER
     reply = ExperimentList
-    campaign_id: str
-    after_seq: int = Field(default=0, ge=0, description="Only experiments with a larger sequence number.")
+    campaign_id: Name
+    after_seq: StoreInt = Field(default=0, description="Only experiments with a larger sequence number.")
     limit: int = Field(default=1000, ge=1, le=10000)
 
 
@@ -335,7 +351,7 @@ class ShowExperiment(Request):
     method = "experiment.show"
     role = Role.VIEWER
     reply = ExperimentDetail
-    experiment_id: int
+    experiment_id: StoreInt
     documents: bool = False
 
 
@@ -369,8 +385,8 @@ class QuarantineInstrument(Request):
     method = "instrument.quarantine"
     role = Role.ADMIN
     reply = Ok
-    name: str
-    reason: str = "quarantined by the operator"
+    name: Name
+    reason: Reason = "quarantined by the operator"
 
 
 #: How long a release with a check waits for the instrument's recovery and health check.
@@ -385,7 +401,7 @@ class ReleaseInstrument(Request):
     method = "instrument.release"
     role = Role.ADMIN
     reply = Ok
-    name: str
+    name: Name
     check: bool = Field(default=True, description="Run the driver's recovery and health check first.")
 
 
@@ -396,7 +412,7 @@ class EStop(Request):
     method = "lab.estop"
     role = Role.OPERATOR
     reply = Ok
-    reason: str = "emergency stop"
+    reason: Reason = "emergency stop"
 
 
 class ClearEStop(Request):
@@ -418,9 +434,9 @@ class EventsSince(Request):
     method = "events.since"
     role = Role.VIEWER
     reply = EventList
-    seq: int = Field(default=0, ge=0)
+    seq: StoreInt = 0
     limit: int = Field(default=1000, ge=1, le=10000)
-    campaign_id: str | None = None
+    campaign_id: Name | None = None
 
 
 class Shutdown(Request):
@@ -481,8 +497,10 @@ class AddKey(Request):
     method = "keys.add"
     role = Role.ADMIN
     reply = KeyInfo
-    name: str
-    public_key: str = Field(description="The client's public key, Z85 (the `public-key` line of NAME.key).")
+    name: Name
+    public_key: str = Field(
+        max_length=64, description="The client's public key, Z85 (the `public-key` line of NAME.key)."
+    )
     key_role: Role = Field(description="viewer, operator or admin.")
 
 
@@ -492,7 +510,7 @@ class RemoveKey(Request):
     method = "keys.remove"
     role = Role.ADMIN
     reply = KeyInfo
-    name: str
+    name: Name
 
 
 class AuditEntry(_Model):
@@ -516,16 +534,18 @@ class ListAudit(Request):
     method = "audit.list"
     role = Role.VIEWER
     reply = AuditList
-    after_id: int = Field(default=0, ge=0, description="Only entries with a larger id.")
+    after_id: StoreInt = Field(default=0, description="Only entries with a larger id.")
     limit: int = Field(default=1000, ge=1, le=10000)
-    who: str | None = None
-    action: str | None = Field(
+    who: Name | None = None
+    action: Name | None = Field(
         default=None, description="A method name, or a prefix ending in '.' (campaign.)."
     )
     refused: bool | None = Field(
         default=None, description="Only refusals (true) or only accepted commands (false)."
     )
-    since: str | None = Field(default=None, description="ISO time: only entries at or after it.")
+    since: str | None = Field(
+        default=None, max_length=64, description="ISO time: only entries at or after it."
+    )
     newest_first: bool = Field(
         default=False, description="The newest entries first (with limit: the last ones)."
     )

@@ -3,7 +3,8 @@
 Each worker's RunEngine is subscribed to bluesky's own ``bluesky.callbacks.zmq.Publisher``; any bluesky
 consumer (``RemoteDispatcher``, live plots, a Tiled writer) subscribes to the proxy's output without
 knowing sdl. The frames pass through unchanged. Unlike bluesky's ``Proxy``, this one can be stopped
-cleanly from the lab service's own thread (a steerable proxy with a control socket).
+cleanly from the lab service's own thread (a control socket), and it bounds what its subscribers may make it
+keep (``sdl.daemon.subscribers``: the prefix's length, subscriptions per connection, connections).
 
 Under CurveZMQ the output is a CURVE server checked by a ZAP handler of its own (this context has no asyncio
 loop), and :meth:`DocumentProxy.reopen_output` drops every subscriber so that a removed key cannot stay
@@ -21,6 +22,7 @@ import zmq
 
 from sdl.access.curve import DOCUMENTS, OnRefused, ThreadedAuthenticator, make_server
 from sdl.access.keys import KeyRing
+from sdl.daemon.subscribers import Guard, publisher
 
 
 @dataclass(frozen=True)
@@ -51,12 +53,14 @@ class DocumentProxy:
         else:
             self._backend.bind(f"tcp://{host}:{out_port}")
         self.out_address = f"tcp://{host}:{out_port}"
+        self._guard = Guard(self._backend)
         self._generation = 0
         self._control, self._thread = self._proxy_thread()
 
     def _output_socket(self) -> zmq.Socket[Any]:
-        socket = self._context.socket(zmq.PUB)
+        socket = self._context.socket(zmq.XPUB)
         socket.setsockopt(zmq.LINGER, 0)
+        publisher(socket)
         if self._curve is not None:
             make_server(socket, self._curve.public, self._curve.secret, DOCUMENTS)
         return socket
@@ -79,10 +83,29 @@ class DocumentProxy:
     def _run(self, control_address: str) -> None:
         control = self._context.socket(zmq.PAIR)
         control.connect(control_address)
+        poller = zmq.Poller()
+        for socket in (control, self._frontend, self._backend, self._guard.monitor):
+            poller.register(socket, zmq.POLLIN)
         try:
-            zmq.proxy_steerable(self._frontend, self._backend, None, control)
+            while True:
+                ready = dict(poller.poll())
+                if control in ready:
+                    return  # TERMINATE
+                if self._frontend in ready:
+                    self._forward()
+                if self._backend in ready or self._guard.monitor in ready:
+                    self._guard.turn()
         finally:
             control.close(linger=0)
+
+    def _forward(self, most: int = 256) -> None:
+        """Pass on what the workers published (a subscriber with no room for it loses it, as with PUB)."""
+        for _ in range(most):
+            try:
+                frames = self._frontend.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._backend.send_multipart(frames, zmq.NOBLOCK)
 
     def _halt(self) -> None:
         if self._thread.is_alive():
@@ -92,15 +115,18 @@ class DocumentProxy:
     def reopen_output(self) -> None:
         """Close the output (dropping every subscriber) and bind it again at the same address."""
         self._halt()
+        self._guard.close()
         self._backend.close(linger=0)
         self._backend = self._output_socket()
         bind_again(self._backend, self.out_address)
+        self._guard = Guard(self._backend)
         self._control.close(linger=0)
         self._control, self._thread = self._proxy_thread()
         self._thread.start()
 
     def stop(self) -> None:
         self._halt()
+        self._guard.close()
         for socket in (self._control, self._frontend, self._backend):
             socket.close(linger=0)
         if self._authenticator is not None:

@@ -355,8 +355,9 @@ class Handlers:
 
     async def estop(self, request: m.EStop, caller: Caller) -> m.Ok:
         state = self.state
-        self.store.set_lab_state("estop", {"reason": request.reason, "by": caller.name, "at": now_iso()})
-        state.publish("lab.estop", {"active": True, "reason": request.reason, "by": caller.name})
+        with state.recording():  # one commit, one disk flush: an e-stop waits for no more than it must
+            self.store.set_lab_state("estop", {"reason": request.reason, "by": caller.name, "at": now_iso()})
+            state.publish("lab.estop", {"active": True, "reason": request.reason, "by": caller.name})
         told: list[str] = []
         for cell in state.cells.values():
             if cell.identity is not None and cell.alive:

@@ -49,16 +49,18 @@ from sdl.access.roles import Caller
 from sdl.api.client import INFO_FILE
 from sdl.api.models import Request
 from sdl.api.server import ApiServer, Execute
+from sdl.api.wire import limit_socket
 from sdl.daemon.cells import WorkerLaunch
 from sdl.daemon.dispatch import Dispatcher
 from sdl.daemon.documents import CurveServer, DocumentProxy, bind_again
 from sdl.daemon.handlers import Handlers
 from sdl.daemon.health import HealthKeeper
-from sdl.daemon.heap import freeze_startup_heap
+from sdl.daemon.heap import fix_mmap_threshold, freeze_startup_heap, return_free_memory
 from sdl.daemon.leases import LeaseGrants
 from sdl.daemon.proposer import Proposer
 from sdl.daemon.state import LabState
 from sdl.daemon.storage import StorageKeeper
+from sdl.daemon.subscribers import Guard, publisher
 from sdl.daemon.supervision import Supervisor
 from sdl.execution.bringup import SimulatedLab, simulator_command
 from sdl.execution.provenance import lab_provenance
@@ -136,6 +138,7 @@ class LabService:
         self._server_secret: bytes | None = None
         self.refusals = RefusalThrottle(self._write_refusal)
         self._monitors: dict[str, zmq.asyncio.Socket] = {}
+        self._events_guard: Guard | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self.claimed = False  # whether this process took the lab's claim (only then may it release it)
@@ -211,14 +214,10 @@ class LabService:
             owner_key_file(self.data_dir),
         )
         api_socket = self._socket(zmq.ROUTER, API)
-        api_socket.setsockopt(zmq.MAXMSGSIZE, 16 << 20)
+        limit_socket(api_socket)
         self.api_address = _bind(api_socket, self.api_address)
-        events = self._socket(zmq.PUB, EVENTS)
-        self.events_address = _bind(events, self.events_address)
-        self._monitors = {
-            API: api_socket.get_monitor_socket(HANDSHAKE_FAILED),
-            EVENTS: events.get_monitor_socket(HANDSHAKE_FAILED),
-        }
+        events = self._open_events()
+        self._monitors = {API: api_socket.get_monitor_socket(HANDSHAKE_FAILED)}
         workers = self._socket(zmq.ROUTER)
         worker_address = _bind(workers, "tcp://127.0.0.1:0")
         self._proxy = DocumentProxy(self.documents_address, proxy_curve).start()
@@ -251,6 +250,23 @@ class LabService:
             env=self.worker_env,
         )
         return api_socket, launch
+
+    def _open_events(self, *, again: bool = False) -> zmq.asyncio.Socket:
+        """The event publisher, bound (``again``: to the address its predecessor held), and the guard that
+        bounds what its subscribers make it keep (whose ``watch()`` runs with the service's tasks)."""
+        socket = self._socket(zmq.XPUB, EVENTS)
+        publisher(socket)
+        if again:
+            bind_again(socket, self.events_address)
+        else:
+            self.events_address = _bind(socket, self.events_address)
+        self._events_guard = Guard(socket, HANDSHAKE_FAILED, self._events_handshake)
+        return socket
+
+    def _events_handshake(self, event: int, value: int) -> None:
+        why = handshake_refusal(event, value)
+        if why is not None:
+            self._refused(EVENTS, "no key", why, None)
 
     def _socket(self, kind: int, domain: str | None = None) -> zmq.asyncio.Socket:
         """A socket; with a ZAP ``domain`` (a socket clients reach), a CURVE server."""
@@ -314,14 +330,13 @@ class LabService:
             "%d key(s) removed from the allow-list: dropping event and document subscribers", len(removed)
         )
         old, self.state.events = self.state.events, None
+        if self._events_guard is not None:
+            self._events_guard.close()
         if old is not None:
-            old.disable_monitor()
             old.close(linger=0)
-        socket = self._socket(zmq.PUB, EVENTS)
-        self._monitors[EVENTS] = socket.get_monitor_socket(HANDSHAKE_FAILED)
-        bind_again(socket, self.events_address)
-        self.state.events = socket
-        self.state.in_background(self._watch_handshakes(socket, EVENTS))
+        self.state.events = self._open_events(again=True)
+        assert self._events_guard is not None
+        self.state.in_background(self._events_guard.watch())
         if self._proxy is not None:
             self._proxy.reopen_output()
 
@@ -355,6 +370,7 @@ class LabService:
 
     def run(self) -> int:
         crashpoints.role = "service"
+        fix_mmap_threshold()
         return asyncio.run(self._main())
 
     async def _main(self) -> int:
@@ -385,11 +401,12 @@ class LabService:
                 asyncio.create_task(dispatcher.schedule(), name="schedule"),
                 asyncio.create_task(self._heartbeat(state), name="heartbeat"),
                 asyncio.create_task(storage.watch(), name="storage"),
+                asyncio.create_task(self._return_memory(server), name="memory"),
             ]
-            assert state.events is not None
+            assert self._events_guard is not None
             tasks += [
+                asyncio.create_task(self._events_guard.watch(), name="subscribers"),
                 asyncio.create_task(self._watch_handshakes(api_socket, API), name="zap-api"),
-                asyncio.create_task(self._watch_handshakes(state.events, EVENTS), name="zap-ev"),
                 asyncio.create_task(self._watch_keys(), name="keys"),
             ]
             if self.frontend is not None:
@@ -477,6 +494,18 @@ class LabService:
         self.lost_claim = True
         self.claimed = False
         self.request_stop(abort=True)
+
+    async def _return_memory(self, server: ApiServer) -> None:
+        """After the API refused large messages or a subscriber was cut, give what they took back to the
+        system (``sdl.daemon.heap``), at most once a second."""
+        cuts = 0
+        while True:
+            await asyncio.sleep(1.0)
+            guard = self._events_guard
+            if server.discarded or (guard is not None and guard.cuts != cuts):
+                server.discarded = 0
+                cuts = guard.cuts if guard is not None else 0
+                return_free_memory()
 
     async def _heartbeat(self, state: LabState) -> None:
         """Keep the claims alive, count the campaigns' wall time, and checkpoint the store on a schedule (so
