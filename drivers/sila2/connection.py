@@ -96,22 +96,22 @@ def parse_address(address: Any) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
-@dataclass
-class FeatureInfo:
-    """What a feature offers, read from its definition."""
-
-    identifier: str
-    fully_qualified_identifier: str
-    properties: dict[str, bool] = field(default_factory=dict)  # identifier -> observable
-    commands: dict[str, CommandInfo] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class CommandInfo:
     identifier: str
     observable: bool
     parameters: tuple[str, ...]
     responses: tuple[str, ...]
+
+
+@dataclass
+class FeatureInfo:
+    """What a feature offers, read from its definition."""
+
+    identifier: str
+    fully_qualified_identifier: str
+    properties: dict[str, bool] = field(default_factory=dict[str, bool])  # identifier -> observable
+    commands: dict[str, CommandInfo] = field(default_factory=dict[str, CommandInfo])
 
 
 def describe_feature(feature: Any) -> FeatureInfo:
@@ -136,7 +136,7 @@ def describe_feature(feature: Any) -> FeatureInfo:
 
 def plain(value: Any) -> Any:
     """A SiLA value as plain Python: named tuples (structures, responses) become dicts."""
-    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+    if isinstance(value, tuple) and hasattr(cast(object, value), "_asdict"):
         return {k: plain(v) for k, v in cast(Any, value)._asdict().items()}
     if isinstance(value, list | tuple):
         return [plain(v) for v in cast(Iterable[Any], value)]
@@ -408,9 +408,13 @@ class Connection:
     def subscribe(self, feature: str, prop: str, callback: Callable[[Any], None]) -> None:
         """``callback(value)`` on each value the server sends (the first at once); ends with close()."""
         what = f"subscribing to {self.features[feature].identifier}.{prop}"
+
+        def sent(value: Any) -> None:
+            callback(plain(value))
+
         try:
             subscription = getattr(self._feature(feature), prop).subscribe(
-                metadata=self.metadata(feature, prop), callbacks=[lambda value: callback(plain(value))]
+                metadata=self.metadata(feature, prop), callbacks=[sent]
             )
         except Exception as exc:
             raise self.translate(exc, what) from exc

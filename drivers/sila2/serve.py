@@ -38,10 +38,18 @@ from sila2.features.lockcontroller import (
     ServerNotLocked,
     UnlockServer_Responses,
 )
-from sila2.framework import Command, DefinedExecutionError, Feature, FullyQualifiedIdentifier, Property
+from sila2.framework import (
+    Command,
+    DefinedExecutionError,
+    Feature,
+    FullyQualifiedIdentifier,
+    Metadata,
+    Property,
+)
 from sila2.server import FeatureImplementationBase, MetadataDict, MetadataInterceptor, SilaServer
 
 from drivers.errors import InstrumentError
+from drivers.ophyd_types import StatusBase
 from drivers.sila2 import features
 from drivers.sila2.tls import server_credentials
 
@@ -127,7 +135,7 @@ def defined_error(feature: Feature, exc: BaseException) -> BaseException:
 
 
 def wait_for_status(
-    status: Any, instance: Any, execution: Execution, feature: Feature, expected_s: float | None
+    status: StatusBase, instance: Any, execution: Execution, feature: Feature, expected_s: float | None
 ) -> None:
     """Follow an ophyd Status to its end, telling observers the progress; raise what it failed with."""
     done = threading.Event()
@@ -185,7 +193,11 @@ class Role(FeatureImplementationBase):
         """Push ``read()`` to subscribers of the observable property whenever one of ``signals`` changes."""
         queue: Queue[Any] = Queue()
         setattr(self, f"_{identifier}_producer_queue", queue)
-        setattr(self, f"{identifier}_on_subscription", lambda *, metadata: None)
+
+        def subscribed(*, metadata: MetadataDict) -> None:
+            pass  # sila2 calls this for each new subscriber; the queue already holds the value
+
+        setattr(self, f"{identifier}_on_subscription", subscribed)
 
         def changed(**_: Any) -> None:
             queue.put(read())
@@ -208,7 +220,7 @@ class Channel:
 
 def pump_channels(name: str, device: Any) -> dict[str, Channel]:
     """The settable pump channels of ``device`` (children with ``dispensed`` and ``rate``, or itself)."""
-    channels = {}
+    channels: dict[str, Channel] = {}
     for attr in getattr(device, "component_names", ()):
         child = getattr(device, attr)
         if callable(getattr(child, "set", None)) and hasattr(child, "dispensed") and hasattr(child, "rate"):
@@ -433,15 +445,25 @@ class LockControllerImpl(LockControllerBase):
         return [self.protected] if self.locked_by() is not None else []
 
 
+def lock_identifier() -> Metadata[str]:
+    """The LockController's ``LockIdentifier`` metadata (sila2 types a feature's members as any kind)."""
+    member = cast(object, LockControllerFeature["LockIdentifier"])
+    if not isinstance(member, Metadata):
+        raise TypeError(f"sila2's LockController has no LockIdentifier metadata, but {member!r}")
+    return cast(Metadata[str], member)
+
+
 class LockInterceptor(MetadataInterceptor):
     def __init__(self, controller: LockControllerImpl) -> None:
-        super().__init__([LockControllerFeature["LockIdentifier"]])
+        self.identifier = lock_identifier()
+        # sila2 annotates the parameter as a bare Metadata (no type argument): unknown to strict pyright.
+        super().__init__([self.identifier])  # pyright: ignore[reportUnknownMemberType]
         self.controller = controller
 
     def intercept(
         self, parameters: Any, metadata: MetadataDict, target_call: FullyQualifiedIdentifier
     ) -> None:
-        token = metadata[LockControllerFeature["LockIdentifier"]]
+        token = metadata[self.identifier]
         if self.controller.locked_by() is not None:
             self.controller.use(str(token))
 
