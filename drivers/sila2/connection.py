@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from drivers.errors import FaultKind, InstrumentError
 from drivers.sila2 import features as ours
@@ -32,6 +32,9 @@ from drivers.sila2.errors import (
     ServerRefused,
 )
 from drivers.sila2.tls import certificate_uuid
+
+if TYPE_CHECKING:  # sila2 is imported when a connection opens, not with this module
+    from sila2.client import ClientObservableCommandInstance
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +202,9 @@ class Translator:
 class Running:
     """An observable command the server is running."""
 
-    def __init__(self, instance: Any, what: str, translate: Translator) -> None:
+    def __init__(
+        self, instance: ClientObservableCommandInstance[Any], what: str, translate: Translator
+    ) -> None:
         self.instance = instance
         self.what = what
         self.translate = translate
@@ -257,6 +262,8 @@ class Connection:
         self.translate = Translator(str(target), faults or {})
         self.features: dict[str, FeatureInfo] = {}
         self.server_uuid: uuid.UUID | None = None
+        # A sila2 SilaClient: it grows one attribute per feature the server implements, at run time,
+        # so no static type names what the calls below reach through it.
         self._client: Any = None
         self._lock_token: str | None = None
         self._locked_calls: set[str] = set()
