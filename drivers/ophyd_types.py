@@ -11,8 +11,8 @@ use. ``tests/test_driver_ophyd_types.py`` fails when an ophyd release no longer 
 
 from __future__ import annotations
 
-from ophyd import Component, Device, Signal
+from ophyd import Component, Device, Kind, Signal
 from ophyd.status import DeviceStatus, StatusBase
 from ophyd.utils import InvalidState
 
-__all__ = ["Component", "Device", "DeviceStatus", "InvalidState", "Signal", "StatusBase"]
+__all__ = ["Component", "Device", "DeviceStatus", "InvalidState", "Kind", "Signal", "StatusBase"]

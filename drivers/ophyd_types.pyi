@@ -1,13 +1,22 @@
 # The part of ophyd's API that drivers/ uses, typed (ophyd ships no type information). Checked
 # against the installed ophyd by tests/test_driver_ophyd_types.py.
 from collections.abc import Callable, Mapping
+from enum import IntFlag
 from typing import Any, Generic, TypeVar, overload
 
 _T = TypeVar("_T")
 
+class Kind(IntFlag):
+    omitted = 0
+    normal = 1
+    config = 2
+    hinted = 5
+
 class OphydObject:
     name: str
     attr_name: str
+    @property
+    def kind(self) -> Kind: ...
     @property
     def parent(self) -> Any: ...
     @property
@@ -48,6 +57,9 @@ class Device(OphydObject):
     ) -> None: ...
     def read(self) -> dict[str, dict[str, Any]]: ...
     def describe(self) -> dict[str, dict[str, Any]]: ...
+    def read_configuration(self) -> dict[str, dict[str, Any]]: ...
+    def describe_configuration(self) -> dict[str, dict[str, Any]]: ...
+    def trigger(self) -> StatusBase: ...
     def stop(self, *, success: bool = False) -> None: ...
     def destroy(self) -> None: ...
 
@@ -82,4 +94,4 @@ class DeviceStatus(StatusBase):
 
 class InvalidState(RuntimeError): ...
 
-__all__ = ["Component", "Device", "DeviceStatus", "InvalidState", "Signal", "StatusBase"]
+__all__ = ["Component", "Device", "DeviceStatus", "InvalidState", "Kind", "Signal", "StatusBase"]

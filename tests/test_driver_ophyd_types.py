@@ -33,6 +33,8 @@ def instance_of(name: str) -> Any:
         return ophyd_types.Component(ophyd_types.Signal)
     if name == "InvalidState":
         return ophyd_types.InvalidState("probe")
+    if name == "Kind":
+        return ophyd_types.Kind  # its members are class attributes
     raise AssertionError(f"no probe for {name}: add one")
 
 
@@ -40,13 +42,18 @@ def instance_of(name: str) -> Any:
 def test_every_declared_member_exists_in_ophyd(name):
     probe = instance_of(name)
     for node in declared()[name].body:
+        value = None
         if isinstance(node, ast.FunctionDef):
             member = node.name
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             member = node.target.id
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):  # enum members
+            member, value = node.targets[0].id, ast.literal_eval(node.value)
         else:
             continue
         assert hasattr(probe, member), f"ophyd's {type(probe).__name__} has no {member}"
+        if value is not None:
+            assert getattr(probe, member) == value, f"ophyd's {name}.{member} is not {value}"
         if isinstance(node, ast.FunctionDef) and node.name == "__init__":
             parameters = inspect.signature(type(probe).__init__).parameters
             takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())

@@ -23,7 +23,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -126,7 +126,7 @@ class Options(BaseModel):
     @classmethod
     def _action_refs(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
-            return {k: _ref(v) for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType]
+            return {k: _ref(v) for k, v in cast(Mapping[Any, Any], value).items()}
         return value
 
     @field_validator("actions")

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from drivers.errors import FaultKind, InstrumentError
 from drivers.sila2 import features as ours
@@ -32,6 +32,9 @@ from drivers.sila2.errors import (
     ServerRefused,
 )
 from drivers.sila2.tls import certificate_uuid
+
+if TYPE_CHECKING:  # sila2 is imported when a connection opens, not with this module
+    from sila2.client import ClientObservableCommandInstance
 
 log = logging.getLogger(__name__)
 
@@ -96,22 +99,22 @@ def parse_address(address: Any) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
-@dataclass
-class FeatureInfo:
-    """What a feature offers, read from its definition."""
-
-    identifier: str
-    fully_qualified_identifier: str
-    properties: dict[str, bool] = field(default_factory=dict)  # identifier -> observable
-    commands: dict[str, CommandInfo] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class CommandInfo:
     identifier: str
     observable: bool
     parameters: tuple[str, ...]
     responses: tuple[str, ...]
+
+
+@dataclass
+class FeatureInfo:
+    """What a feature offers, read from its definition."""
+
+    identifier: str
+    fully_qualified_identifier: str
+    properties: dict[str, bool] = field(default_factory=dict[str, bool])  # identifier -> observable
+    commands: dict[str, CommandInfo] = field(default_factory=dict[str, CommandInfo])
 
 
 def describe_feature(feature: Any) -> FeatureInfo:
@@ -136,7 +139,7 @@ def describe_feature(feature: Any) -> FeatureInfo:
 
 def plain(value: Any) -> Any:
     """A SiLA value as plain Python: named tuples (structures, responses) become dicts."""
-    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+    if isinstance(value, tuple) and hasattr(cast(object, value), "_asdict"):
         return {k: plain(v) for k, v in cast(Any, value)._asdict().items()}
     if isinstance(value, list | tuple):
         return [plain(v) for v in cast(Iterable[Any], value)]
@@ -199,7 +202,9 @@ class Translator:
 class Running:
     """An observable command the server is running."""
 
-    def __init__(self, instance: Any, what: str, translate: Translator) -> None:
+    def __init__(
+        self, instance: ClientObservableCommandInstance[Any], what: str, translate: Translator
+    ) -> None:
         self.instance = instance
         self.what = what
         self.translate = translate
@@ -257,6 +262,8 @@ class Connection:
         self.translate = Translator(str(target), faults or {})
         self.features: dict[str, FeatureInfo] = {}
         self.server_uuid: uuid.UUID | None = None
+        # A sila2 SilaClient: it grows one attribute per feature the server implements, at run time,
+        # so no static type names what the calls below reach through it.
         self._client: Any = None
         self._lock_token: str | None = None
         self._locked_calls: set[str] = set()
@@ -408,9 +415,13 @@ class Connection:
     def subscribe(self, feature: str, prop: str, callback: Callable[[Any], None]) -> None:
         """``callback(value)`` on each value the server sends (the first at once); ends with close()."""
         what = f"subscribing to {self.features[feature].identifier}.{prop}"
+
+        def sent(value: Any) -> None:
+            callback(plain(value))
+
         try:
             subscription = getattr(self._feature(feature), prop).subscribe(
-                metadata=self.metadata(feature, prop), callbacks=[lambda value: callback(plain(value))]
+                metadata=self.metadata(feature, prop), callbacks=[sent]
             )
         except Exception as exc:
             raise self.translate(exc, what) from exc

@@ -26,11 +26,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import numpy as np
-from ophyd import Component, Device, Kind, Signal
-from ophyd.status import DeviceStatus, StatusBase
 
 from drivers.errors import CommandRejected, SafetyLimitError, name_instrument
 from drivers.ophyd_support import BackgroundAction, InstrumentDevice, Stopped
+from drivers.ophyd_types import Component, Device, DeviceStatus, Kind, Signal, StatusBase
 from drivers.sila2.connection import CommandInfo, Connection, FeatureInfo, Running
 
 log = logging.getLogger(__name__)
@@ -43,10 +42,13 @@ def snake(identifier: str) -> str:
 
 def ophyd_value(value: Any) -> Any:
     """A value ophyd can describe: lists of numbers as arrays, structures as their text."""
-    if isinstance(value, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
-        return np.asarray(value, dtype=float)
-    if isinstance(value, dict | list):
-        return repr(value)
+    if isinstance(value, list):
+        items = cast(list[Any], value)
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in items):
+            return np.asarray(items, dtype=float)
+        return repr(items)
+    if isinstance(value, dict):
+        return repr(cast(dict[Any, Any], value))
     return value
 
 
@@ -105,6 +107,7 @@ class Command:
         free = [p for p in self.info.parameters if p not in self.fixed]
         if value is None and not free:
             return dict(self.fixed)
+        given: dict[str, Any]
         if isinstance(value, Mapping):
             given = {str(k): v for k, v in cast(Mapping[Any, Any], value).items()}
         elif isinstance(value, list | tuple) and len(free) > 1:
@@ -185,17 +188,18 @@ class SilaAction(Device):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self._ref = (feature, command, dict(fixed or {}))
-        self._command: Command | None = None
+        # What the lab file named (feature, command, fixed parameters); resolved on connect.
+        self.ref = (feature, command, dict(fixed or {}))
+        self.bound: Command | None = None
 
     def bind(self, root: SilaDevice, feature: str, command: str, fixed: Mapping[str, Any]) -> None:
-        self._command = Command(root, feature, command, fixed, self.name)
+        self.bound = Command(root, feature, command, fixed, self.name)
 
     @property
     def command(self) -> Command:
-        if self._command is None:
+        if self.bound is None:
             raise CommandRejected(f"{self.name}: not connected (its command is read from the server)")
-        return self._command
+        return self.bound
 
     def set(self, value: Any) -> DeviceStatus:
         self.progress.put(0.0)
@@ -209,15 +213,15 @@ class SilaAction(Device):
 
     def read(self) -> dict[str, dict[str, Any]]:
         out = super().read()
-        if self._command is not None:
-            for key, value in self._command.responses.items():
+        if self.bound is not None:
+            for key, value in self.bound.responses.items():
                 out[f"{self.name}_{snake(key)}"] = {"value": ophyd_value(value), "timestamp": time.time()}
         return out
 
     def describe(self) -> dict[str, dict[str, Any]]:
         out = super().describe()
-        if self._command is not None and self._command.responses:
-            for key, value in self._command.responses.items():
+        if self.bound is not None and self.bound.responses:
+            for key, value in self.bound.responses.items():
                 signal = ValueSignal(name=f"{self.name}_{snake(key)}", value=ophyd_value(value))
                 out.update(signal.describe())
         return out
@@ -295,7 +299,7 @@ class SilaDevice(InstrumentDevice):
         for attr in self.component_names:
             child = getattr(self, attr)
             if isinstance(child, SilaAction):
-                feature, command, fixed = child._ref
+                feature, command, fixed = child.ref
                 child.bind(self, *self._resolve(f"{feature}.{command}"), fixed)
         self._set = self._bound("set")
         self._trigger = self._bound("trigger")
@@ -320,9 +324,11 @@ class SilaDevice(InstrumentDevice):
         if setter_command is not None and len(setter_command.parameters) == 1:
             parameter = setter_command.parameters[0]
 
-            def setter(value: Any, command: str = setter_command.identifier) -> None:
+            def call_setter(value: Any, command: str = setter_command.identifier) -> None:
                 self.ensure_connected()
                 self.connection.call(fqi, command, {parameter: plain_value(value)})
+
+            setter = call_setter
 
         kind = "config" if setter is not None or not observable else "normal"
         signal = PropertySignal(name=f"{self.name}_{attr}", value=0.0, parent=self, kind=kind, setter=setter)
@@ -370,7 +376,7 @@ class SilaDevice(InstrumentDevice):
 
     def stop(self, *, success: bool = False) -> None:
         commands = [c for c in (self._set, self._trigger) if c is not None]
-        commands += [a._command for a in self._actions_faces() if a._command is not None]
+        commands += [a.bound for a in self._actions_faces() if a.bound is not None]
         busy = any(c.action.busy for c in commands)
         if success and not busy:
             return  # the RunEngine's courtesy stop at the end of a plan: nothing runs
@@ -423,7 +429,7 @@ class SilaDevice(InstrumentDevice):
 
     def _actions(self) -> list[BackgroundAction]:
         commands = [c for c in (self._set, self._trigger) if c is not None]
-        return [c.action for c in commands] + [a._command.action for a in self._actions_faces() if a._command]
+        return [c.action for c in commands] + [a.bound.action for a in self._actions_faces() if a.bound]
 
     def _connect(self) -> None:
         self.connection.open()
@@ -457,7 +463,7 @@ def plain_value(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return cast(list[Any], value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
+        return cast(np.generic[Any], value).item()
     return value
 
 
@@ -468,7 +474,7 @@ def make_sila_device(
     **kwargs: Any,
 ) -> SilaDevice:
     """The device class for ``actions`` (name -> (Feature.Command, fixed parameters)), instantiated."""
-    components = {}
+    components: dict[str, Component[SilaAction]] = {}
     for attr, (ref, fixed) in actions.items():
         feature, _, command = ref.rpartition(".")
         components[attr] = Component(SilaAction, feature=feature, command=command, fixed=dict(fixed))

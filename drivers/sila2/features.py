@@ -124,7 +124,7 @@ class FeatureSpec:
     description: str
     commands: Sequence[Command] = ()
     properties: Sequence[Property] = ()
-    errors: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict[str, str])
 
     @property
     def fully_qualified_identifier(self) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from queue import Queue
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sila2.features.lockcontroller import (
     InvalidLockIdentifier,
@@ -38,12 +38,28 @@ from sila2.features.lockcontroller import (
     ServerNotLocked,
     UnlockServer_Responses,
 )
-from sila2.framework import Command, DefinedExecutionError, Feature, FullyQualifiedIdentifier, Property
-from sila2.server import FeatureImplementationBase, MetadataDict, MetadataInterceptor, SilaServer
+from sila2.framework import (
+    Command,
+    DefinedExecutionError,
+    Feature,
+    FullyQualifiedIdentifier,
+    Metadata,
+    Property,
+)
+from sila2.server import (
+    FeatureImplementationBase,
+    MetadataDict,
+    MetadataInterceptor,
+    ObservableCommandInstance,
+    SilaServer,
+)
 
 from drivers.errors import InstrumentError
 from drivers.sila2 import features
 from drivers.sila2.tls import server_credentials
+
+if TYPE_CHECKING:  # the devices served bring ophyd; serving needs none of its names at run time
+    from drivers.ophyd_types import StatusBase
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +143,11 @@ def defined_error(feature: Feature, exc: BaseException) -> BaseException:
 
 
 def wait_for_status(
-    status: Any, instance: Any, execution: Execution, feature: Feature, expected_s: float | None
+    status: StatusBase,
+    instance: ObservableCommandInstance,
+    execution: Execution,
+    feature: Feature,
+    expected_s: float | None,
 ) -> None:
     """Follow an ophyd Status to its end, telling observers the progress; raise what it failed with."""
     done = threading.Event()
@@ -159,8 +179,8 @@ class Role(FeatureImplementationBase):
 
     def run(
         self,
-        instance: Any,
-        start: Callable[[], Any],
+        instance: ObservableCommandInstance,
+        start: Callable[[], StatusBase],
         stop: Callable[[], None],
         expected_s: float | None = None,
     ) -> None:
@@ -185,7 +205,11 @@ class Role(FeatureImplementationBase):
         """Push ``read()`` to subscribers of the observable property whenever one of ``signals`` changes."""
         queue: Queue[Any] = Queue()
         setattr(self, f"_{identifier}_producer_queue", queue)
-        setattr(self, f"{identifier}_on_subscription", lambda *, metadata: None)
+
+        def subscribed(*, metadata: MetadataDict) -> None:
+            pass  # sila2 calls this for each new subscriber; the queue already holds the value
+
+        setattr(self, f"{identifier}_on_subscription", subscribed)
 
         def changed(**_: Any) -> None:
             queue.put(read())
@@ -208,7 +232,7 @@ class Channel:
 
 def pump_channels(name: str, device: Any) -> dict[str, Channel]:
     """The settable pump channels of ``device`` (children with ``dispensed`` and ``rate``, or itself)."""
-    channels = {}
+    channels: dict[str, Channel] = {}
     for attr in getattr(device, "component_names", ()):
         child = getattr(device, attr)
         if callable(getattr(child, "set", None)) and hasattr(child, "dispensed") and hasattr(child, "rate"):
@@ -246,7 +270,7 @@ class PumpRole(Role):
     def get_Pumps(self, *, metadata: MetadataDict) -> list[str]:
         return list(self.channels)
 
-    def _move(self, pump: str, volume: float, instance: Any, withdraw: bool) -> float:
+    def _move(self, pump: str, volume: float, instance: ObservableCommandInstance, withdraw: bool) -> float:
         channel = self.channels[pump]
         rate = float(channel.rate.get()) * channel.rate_per_min
         expected = volume / rate * 60.0 if rate > 0 else None
@@ -257,10 +281,14 @@ class PumpRole(Role):
         self.run(instance, start, lambda: channel.face.stop(), expected)
         return float(channel.delivered.get())
 
-    def Dispense(self, Pump: str, Volume: float, *, metadata: MetadataDict, instance: Any) -> float:
+    def Dispense(
+        self, Pump: str, Volume: float, *, metadata: MetadataDict, instance: ObservableCommandInstance
+    ) -> float:
         return self._move(Pump, Volume, instance, withdraw=False)
 
-    def Withdraw(self, Pump: str, Volume: float, *, metadata: MetadataDict, instance: Any) -> float:
+    def Withdraw(
+        self, Pump: str, Volume: float, *, metadata: MetadataDict, instance: ObservableCommandInstance
+    ) -> float:
         return self._move(Pump, Volume, instance, withdraw=True)
 
     def SetRate(self, Pump: str, Rate: float, *, metadata: MetadataDict) -> None:
@@ -303,10 +331,12 @@ class ArmRole(Role):
     def get_Positions(self, *, metadata: MetadataDict) -> list[str]:
         return self.positions
 
-    def MoveTo(self, Position: str, *, metadata: MetadataDict, instance: Any) -> None:
+    def MoveTo(self, Position: str, *, metadata: MetadataDict, instance: ObservableCommandInstance) -> None:
         self.run(instance, lambda: self.device.set(Position), self.device.stop)
 
-    def Transfer(self, Source: str, Destination: str, *, metadata: MetadataDict, instance: Any) -> None:
+    def Transfer(
+        self, Source: str, Destination: str, *, metadata: MetadataDict, instance: ObservableCommandInstance
+    ) -> None:
         self.run(instance, lambda: self.device.transfer.set((Source, Destination)), self.device.stop)
 
     def Stop(self, *, metadata: MetadataDict) -> None:
@@ -328,7 +358,9 @@ class SpectrometerRole(Role):
         super().__init__(server, feature, device, executions)
         self.follow("Mode", lambda: str(device.mode.get()), device.mode)
 
-    def Acquire(self, *, metadata: MetadataDict, instance: Any) -> tuple[list[float], list[float]]:
+    def Acquire(
+        self, *, metadata: MetadataDict, instance: ObservableCommandInstance
+    ) -> tuple[list[float], list[float]]:
         self.run(instance, self.device.trigger, self.device.stop)
         counts = [float(v) for v in self.device.counts.get()]
         absorbance = [float(v) for v in self.device.absorbance.get()]
@@ -433,15 +465,25 @@ class LockControllerImpl(LockControllerBase):
         return [self.protected] if self.locked_by() is not None else []
 
 
+def lock_identifier() -> Metadata[str]:
+    """The LockController's ``LockIdentifier`` metadata (sila2 types a feature's members as any kind)."""
+    member = cast(object, LockControllerFeature["LockIdentifier"])
+    if not isinstance(member, Metadata):
+        raise TypeError(f"sila2's LockController has no LockIdentifier metadata, but {member!r}")
+    return cast(Metadata[str], member)
+
+
 class LockInterceptor(MetadataInterceptor):
     def __init__(self, controller: LockControllerImpl) -> None:
-        super().__init__([LockControllerFeature["LockIdentifier"]])
+        self.identifier = lock_identifier()
+        # sila2 annotates the parameter as a bare Metadata (no type argument): unknown to strict pyright.
+        super().__init__([self.identifier])  # pyright: ignore[reportUnknownMemberType]
         self.controller = controller
 
     def intercept(
         self, parameters: Any, metadata: MetadataDict, target_call: FullyQualifiedIdentifier
     ) -> None:
-        token = metadata[LockControllerFeature["LockIdentifier"]]
+        token = metadata[self.identifier]
         if self.controller.locked_by() is not None:
             self.controller.use(str(token))
 
