@@ -234,7 +234,7 @@ def test_instrument_the_simulated_lab_does_not_have(tmp_path: Path) -> None:
     )
     assert message.endswith(
         "campaign.yaml:20: lab.instruments.pumps.address: '{pumps.pump}' is not served by lab.yaml: "
-        "it has arm, pump"
+        "it has arm, bench, pump"
     )
 
 
