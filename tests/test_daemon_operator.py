@@ -161,7 +161,7 @@ def test_an_estopped_lab_shows_its_campaigns_and_workcells_held(
                 what="the workcell to be held",
             )
             assert client.call(m.ShowCampaign(campaign_id=campaign_id)).campaign.state == "held"
-            assert main(["status", "--connect", service.address]) == 0
+            assert main(["status", "--connect", service.address, "--data-dir", str(tmp_path / "data")]) == 0
             out = capsys.readouterr().out
             http = client.call(m.Status()).http_address
             assert http is not None and http.startswith("http://127.0.0.1:")
@@ -171,7 +171,10 @@ def test_an_estopped_lab_shows_its_campaigns_and_workcells_held(
             client.call(m.ClearEStop())
             wait_for(lambda: running_files(gate) == 2, what="the next experiment to start")
             assert client.call(m.ShowCampaign(campaign_id=campaign_id)).campaign.state == "running"
-        assert main(["abort", campaign_id, "--connect", service.address]) == 0
+        assert (
+            main(["abort", campaign_id, "--connect", service.address, "--data-dir", str(tmp_path / "data")])
+            == 0
+        )
         assert capsys.readouterr().out == f"campaign {campaign_id}: aborting\n"
         (gate / "open").write_text("")
         summary = finished(service, campaign_id)

@@ -431,7 +431,7 @@ def test_campaign_exports_download_from_the_page(lab: tuple[LabServiceProcess, s
             assert f'filename="{campaign_id}.{fmt}"' in reply.headers["Content-Disposition"]
             lines = reply.read().decode().splitlines()
         if fmt == "csv":
-            assert lines[0].startswith("experiment,status,yellow,red,blue,")
+            assert lines[0].startswith("experiment,status,yellow [µL],red [µL],blue [µL],")
             exported = {int(line.split(",", 1)[0]) for line in lines[1:]}
         else:
             exported = {json.loads(line)["experiment"] for line in lines}

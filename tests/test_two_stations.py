@@ -44,7 +44,7 @@ def test_its_campaign_and_a_plain_function_run_on_the_two_station_lab(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with LabServiceProcess(STATIONS / "lab.yaml", tmp_path / "data", pythonpath=[ROOT]).start() as service:
-        connect = ["--connect", service.address]
+        connect = ["--connect", service.address, "--data-dir", str(tmp_path / "data")]
         assert main(["submit", str(STATIONS / "campaign.yaml"), "--budget", "2", *connect]) == 0
         colours = submitted(capsys)
         branin_file = ROOT / "experiments" / "branin" / "campaign.yaml"
