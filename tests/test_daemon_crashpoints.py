@@ -18,7 +18,7 @@ TESTS = Path(__file__).resolve().parent
 BUDGET = 5
 
 POINTS = [
-    ("service", "service.mid-transaction", 3),  # starting the 2nd experiment: it must roll back whole
+    ("service", "service.mid-start", 2),  # starting the 2nd experiment: it must roll back whole
     ("service", "service.after-start", 2),  # running and leased on disk, the worker never told
     ("service", "service.after-finished", 2),  # an outcome recorded and announced
     ("service", "service.before-close", 1),  # the budget spent, the campaign not yet closed

@@ -192,6 +192,7 @@ class Dispatcher:
                     experiment.id, assignments=assignments, workcell=workcell, instruments=assignment.up_front
                 )
             state.announce()
+            crash_point("service.mid-start")  # written, not committed: all of it must vanish
         return state.active.refresh_experiment(campaign_id, experiment.id)
 
     async def _run_on(self, assignment: Assignment, experiment: ExperimentRecord, tracked: Tracked) -> None:

@@ -25,7 +25,6 @@ from sdl.access.keys import KeyRing
 from sdl.api import models as m
 from sdl.api.convert import campaign_summary, event_record, experiment_event
 from sdl.api.wire import send_frames
-from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
 from sdl.daemon.active import ActiveCampaigns, Tracked
 from sdl.daemon.cells import Cell
@@ -143,7 +142,6 @@ class LabState:
                         record.topic, record.body, record.campaign_id, seq=record.seq, at=record.at
                     )
                 yield
-                crash_point("service.mid-transaction")  # written, not committed: all of it must vanish
         except BaseException:
             self._deferred.pop()
             raise
