@@ -171,7 +171,7 @@ def test_an_instrument_an_operator_quarantined_is_never_checked_or_released_auto
 
 
 def handlers(lab: Lab) -> Handlers:
-    return Handlers(lab.state, lab.health, None, stop=lambda abort: None, keys_changed=lambda: None)  # type: ignore[arg-type]
+    return Handlers(lab.state, lab.health, None, stop=lambda abort: None)  # type: ignore[arg-type]
 
 
 def test_a_release_with_a_check_waits_for_it_and_is_refused_with_the_reason_when_it_fails(

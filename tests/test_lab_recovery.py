@@ -66,14 +66,20 @@ def test_a_release_whose_check_fails_exits_non_zero_and_is_audited_as_refused(
             lambda: service.call(m.ListWorkcells()).workcells[0].state == "blocked", what="the worker ready"
         )
         capsys.readouterr()
-        assert main(["release", "probe", "--connect", service.address]) == 1
+        assert (
+            main(["release", "probe", "--connect", service.address, "--data-dir", str(tmp_path / "data")])
+            == 1
+        )
         err = capsys.readouterr().err
         assert "probe stays quarantined" in err and "the lamp does not light" in err, err
         [probe] = service.call(m.ListInstruments()).instruments
         assert probe.state == "quarantined"
 
         broken.unlink()  # mended
-        assert main(["release", "probe", "--connect", service.address]) == 0
+        assert (
+            main(["release", "probe", "--connect", service.address, "--data-dir", str(tmp_path / "data")])
+            == 0
+        )
         assert "probe released" in capsys.readouterr().out
         [probe] = service.call(m.ListInstruments()).instruments
         assert probe.state == "ok"
