@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from sdl.store import Store
+from sdl.store import Store, bind_store
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_DATA_DIR = "sdl-data"
@@ -19,6 +19,14 @@ class BadInput(Exception):
 def data_dir_of(args: argparse.Namespace) -> Path:
     given = getattr(args, "data_dir", None)
     return Path(given or os.environ.get("SDL_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def bind_data_dir(args: argparse.Namespace) -> None:
+    """With --store URL: the data directory keeps its store in that PostgreSQL database from now on (every
+    process that opens the data directory, the lab service's workers too, finds it there)."""
+    url = getattr(args, "store", None)
+    if url:
+        bind_store(data_dir_of(args), url)
 
 
 def open_store(args: argparse.Namespace, *, create: bool = False, read_only: bool = False) -> Store:

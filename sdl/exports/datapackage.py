@@ -219,7 +219,7 @@ def _record(store: Store, rows: CampaignRows, seq_of: dict[int, int]) -> dict[st
     return {
         "format": RECORD_FORMAT,
         "version": RECORD_VERSION,
-        "exported": {"at": now_iso(), "store": str(store.path), "schema_version": store.schema_version},
+        "exported": {"at": now_iso(), "store": store.where, "schema_version": store.schema_version},
         "campaign": rows.campaign,
         "experiments": rows.experiments,
         "tables": rows.tables,

@@ -394,9 +394,9 @@ class Connection:
         """A consistent copy of the whole store at ``destination`` (a file, or a directory to put it in),
         taken with SQLite's online backup while others may be writing."""
         if self.url is not None:
-            raise StoreError(
+            raise StoreUnavailable(
                 f"the store is in the PostgreSQL database {self.where}: back it up with the server's own "
-                "tools (pg_dump, or continuous archiving; see docs/deployment.md)"
+                "tools (pg_dump, or continuous archiving; see README.md, 'A lab on PostgreSQL')"
             )
         target = Path(destination)
         if target.is_dir():
