@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -327,7 +326,7 @@ def import_rows(
     rows.campaign = {**rows.campaign, "imported_from": json.dumps(origin)}
     try:
         store.import_rows(rows, campaign_id=campaign_id)
-    except (sqlite3.IntegrityError, sqlite3.InterfaceError, KeyError, TypeError, ValueError) as exc:
+    except (*store.refusals, KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, PackageError):
             raise
         # The checks above should leave nothing for the store to refuse; if it does, say where it came from.

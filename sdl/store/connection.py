@@ -344,6 +344,14 @@ class Connection:
                     raise self._full() from exc
                 raise
 
+    @property
+    def refusals(self) -> tuple[type[Exception], ...]:
+        """The errors by which the database refuses a row (a broken reference, a duplicate, a value of the
+        wrong type): for callers that write rows from outside (an import) and report them as bad input."""
+        if isinstance(self._conn, Database):
+            return self._conn.refusals
+        return (sqlite3.IntegrityError, sqlite3.InterfaceError)
+
     def _numbered(self, table: str, column: str) -> None:
         """A row was written with its own number in ``table``'s ``column``: the database's next number
         follows it (SQLite's AUTOINCREMENT does so by itself; a PostgreSQL identity does not)."""

@@ -103,7 +103,12 @@ class Database:
             raise PostgresUnavailable(
                 "a PostgreSQL store needs psycopg: pip install 'sdl[postgresql]'"
             ) from None
-        self._errors: type[Exception] = psycopg.Error
+        #: a row the database would not take (a broken reference, a duplicate, a value of the wrong type)
+        self.refusals: tuple[type[Exception], ...] = (
+            psycopg.IntegrityError,
+            psycopg.DataError,
+            psycopg.ProgrammingError,
+        )
         try:
             self._conn: Any = psycopg.connect(url, autocommit=True, row_factory=_rows, connect_timeout=30)
         except psycopg.Error as exc:
@@ -111,11 +116,6 @@ class Database:
         if read_only:
             self._conn.execute("SET default_transaction_read_only = on")
         self._sql: dict[str, str] = {}
-
-    @property
-    def errors(self) -> type[Exception]:
-        """psycopg's base exception class."""
-        return self._errors
 
     @property
     def in_transaction(self) -> bool:
