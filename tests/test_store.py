@@ -172,7 +172,7 @@ def test_wal_mode_and_schema_version(store: Store) -> None:
 def _connect(data_dir: Path) -> Db:
     """A bare connection to the data directory's database, as migrations are given one."""
     if (url := store_url(data_dir)) is not None:
-        return Database(url, read_only=False)
+        return Database(url, read_only=False, busy_timeout=30)
     return sqlite3.connect(data_dir / DB_FILENAME, isolation_level=None)
 
 

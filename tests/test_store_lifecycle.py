@@ -33,6 +33,7 @@ from sdl.store import (
     StoreUnavailable,
     StoreVanished,
     bind_store,
+    connection,
     new_owner,
     store_url,
     unacknowledged,
@@ -221,6 +222,21 @@ def test_racing_processes_take_a_claim_once(store: Store, backend) -> None:
     for t in threads:
         t.join(timeout=120)
     assert (won, len(refused)) == ([2], racers - 1)
+
+
+def test_a_writer_held_up_by_a_stopped_one_fails_saying_so_instead_of_stalling(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process stopped (or hung) inside a write transaction holds the store's write lock; another process's
+    write waits at most the busy timeout, then fails naming the lock, as SQLite's does."""
+    monkeypatch.setattr(connection, "BUSY_TIMEOUT_S", 0.5)
+    campaign_id = new_campaign(store)
+    with Store(store.data_dir) as other, store.transaction():
+        store.set_control(campaign_id, "pause")  # holds the write lock until the block ends
+        with pytest.raises(Exception, match="lock") as refused:
+            other.set_control(campaign_id, "stop")
+        assert not isinstance(refused.value, AssertionError)
+    assert store.campaign(campaign_id).control == "pause"
 
 
 def test_times_keep_their_precision(store: Store) -> None:

@@ -23,6 +23,8 @@ from sdl.store.migrations import migrate, schema_version
 from sdl.store.postgres import Database, PostgresUnavailable, is_postgres, redact
 
 DB_FILENAME = "sdl.sqlite3"
+#: How long a writer waits for another process's write transaction before it fails, saying so.
+BUSY_TIMEOUT_S = 30.0
 #: A data directory's setting naming the database that holds its store, when it is not SQLite's file.
 STORE_SETTING = "store.url"
 #: Checkpoint the WAL into the main file after this many pages (SQLite's default is 1,000: a whole
@@ -178,7 +180,7 @@ class Connection:
 
     def _connect_postgres(self, url: str) -> Database:
         try:
-            db = Database(url, read_only=self.read_only)
+            db = Database(url, read_only=self.read_only, busy_timeout=BUSY_TIMEOUT_S)
         except PostgresUnavailable as exc:
             raise StoreUnavailable(f"cannot open the store {self.where}: {exc}") from None
         try:
@@ -199,7 +201,9 @@ class Connection:
             uri = self.path.resolve().as_uri()
             conn: sqlite3.Connection | None = None
             try:
-                conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+                conn = sqlite3.connect(
+                    f"{uri}?mode=ro", uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+                )
                 conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
                 return conn
             except sqlite3.DatabaseError as exc:
@@ -224,7 +228,9 @@ class Connection:
         try:
             if not self.path.exists():
                 self._create()
-            return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            return sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+            )
         except sqlite3.Error as exc:
             raise _open_error(self.path, exc, writable=True) from None
 
@@ -388,7 +394,7 @@ class Connection:
         with self._checkpoint_lock:
             if self._checkpointer is None:
                 self._checkpointer = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False, timeout=30
+                    self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
                 )
                 self._checkpointer.execute("PRAGMA synchronous=FULL")
             try:

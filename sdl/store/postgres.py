@@ -96,7 +96,7 @@ def _rows(cursor: Any) -> Callable[[Sequence[Any]], Row]:
 class Database:
     """A PostgreSQL connection with the parts of ``sqlite3.Connection``'s interface the store uses."""
 
-    def __init__(self, url: str, *, read_only: bool) -> None:
+    def __init__(self, url: str, *, read_only: bool, busy_timeout: float) -> None:
         try:
             import psycopg  # optional: `pip install 'sdl[postgresql]'`
         except ImportError:
@@ -113,6 +113,9 @@ class Database:
             self._conn: Any = psycopg.connect(url, autocommit=True, row_factory=_rows, connect_timeout=30)
         except psycopg.Error as exc:
             raise PostgresUnavailable(str(exc).strip()) from None
+        # A writer waits for another's transaction at most ``busy_timeout`` (as SQLite's writers do), then
+        # fails with the reason: a holder that is stopped or hung never silently stalls every other process.
+        self._conn.execute(f"SET lock_timeout = {int(busy_timeout * 1000)}")
         if read_only:
             self._conn.execute("SET default_transaction_read_only = on")
         self._sql: dict[str, str] = {}
