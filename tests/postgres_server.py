@@ -48,7 +48,8 @@ def _free_port() -> int:
 class PostgresServer:
     """One cluster; ``database()`` gives each test a new, empty database's URL."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        """``durable``: flush commits to disk as a production server does (tests need not wait for it)."""
         bin_dir = binaries()
         assert bin_dir is not None, why_not()
         self._bin = bin_dir
@@ -64,7 +65,9 @@ class PostgresServer:
         self._run("initdb", "-D", str(self.dir / "cluster"), "-U", USER, "--auth=trust", "-E", "UTF8")
         for _ in range(3):  # another process may take the free port before the server does
             self.port = _free_port()
-            options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+            options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+            if not durable:
+                options += " -c fsync=off"
             started = self._run(
                 "pg_ctl", "-D", str(self.dir / "cluster"), "-l", str(self.dir / "log"), "-o", options,
                 "-w", "start", check=False,
