@@ -1,4 +1,5 @@
-"""Fixtures shared by the instrument conformance suites, and a test run that ends every process it started."""
+"""Fixtures shared by the instrument conformance suites, the demo record and the store's backends, and a test
+run that ends every process it started."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from types import FrameType
 
 import pytest
 from bluesky import RunEngine
+from postgres_server import PostgresServer, why_not
 
 from sdl.execution.engine import close_run_engine
+from sdl.store.connection import bind_store
 from sdl.testing import descendants, end
 
 
@@ -81,3 +84,41 @@ def demo_record(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     with Store(data, read_only=True) as store:
         (record,) = store.campaigns()
     return data, record.id
+
+
+# -- the store's two backends ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the session. Skipped (with the reason) where PostgreSQL or psycopg
+    is not installed; under CI, which installs both, their absence is a failure."""
+    reason = why_not()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the PostgreSQL store tests: {reason}")
+        pytest.skip(reason)
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+class Backend:
+    """Where a test's store lives: SQLite's file in the data directory, or a new PostgreSQL database."""
+
+    def __init__(self, name: str, request: pytest.FixtureRequest) -> None:
+        self.name = name
+        self._request = request
+
+    def bind(self, data_dir: Path) -> Path:
+        """Make ``data_dir``'s store this backend's (a new database for PostgreSQL); return ``data_dir``."""
+        if self.name == "postgresql":
+            server: PostgresServer = self._request.getfixturevalue("postgres")
+            bind_store(data_dir, server.database())
+        return data_dir
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Run the test once on each of the store's backends."""
+    return Backend(request.param, request)

@@ -264,10 +264,12 @@ def test_a_bad_campaign_file_is_reported_like_validate_does(
 # -- crashes -------------------------------------------------------------------------------------------------
 
 
-def test_kill_9_of_the_service_mid_experiment_then_a_restart_finishes_the_campaign(tmp_path: Path) -> None:
+def test_kill_9_of_the_service_mid_experiment_then_a_restart_finishes_the_campaign(
+    tmp_path: Path, backend
+) -> None:
     gate = tmp_path / "gate"
     gate.mkdir()
-    service = service_process(lab_file(tmp_path), tmp_path / "data").start()
+    service = service_process(lab_file(tmp_path), backend.bind(tmp_path / "data")).start()
     path = campaign_file(tmp_path, budget=6, function="daemon_procedures:gated", options={"gate": str(gate)})
     with service.client() as client:
         campaign_id = client.submit(path).campaign_id

@@ -63,8 +63,8 @@ def outcome(process: subprocess.Popen[bytes], data_dir: Path) -> str:
     return found
 
 
-def test_three_services_on_one_store_one_runs_the_others_are_refused(tmp_path: Path) -> None:
-    lab, data = lab_file(tmp_path), tmp_path / "data"
+def test_three_services_on_one_store_one_runs_the_others_are_refused(tmp_path: Path, backend) -> None:
+    lab, data = lab_file(tmp_path), backend.bind(tmp_path / "data")
     first = service_process(lab, data)
     first.env["SDL_CLAIM_STALE_S"] = STALE_S
     others: list[subprocess.Popen[bytes]] = []

@@ -72,8 +72,9 @@ def _importable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    with Store(tmp_path / "data") as store:
+def store(tmp_path: Path, backend):
+    """A store on each backend (conftest.py): records are exported from and imported into both."""
+    with Store(backend.bind(tmp_path / "data")) as store:
         yield store
 
 
@@ -171,7 +172,7 @@ def validate(package: Path) -> None:
     assert report.valid, [(e.type, e.message) for e in errors]
 
 
-def test_a_campaign_with_failures_round_trips_through_a_data_package(store: Store, tmp_path: Path):
+def test_a_campaign_with_failures_round_trips_through_a_data_package(store: Store, tmp_path: Path, backend):
     campaign_id = start_campaign(store, loaded(tmp_path, spec()), submitted_by="ada")
     run_campaign(store, campaign_id)
     # and one cut short: an interrupted experiment keeps its cause through the round trip too
@@ -207,7 +208,7 @@ def test_a_campaign_with_failures_round_trips_through_a_data_package(store: Stor
         (e.measurements or {}).get("loss") for e in history
     ]
 
-    with Store(tmp_path / "elsewhere") as other:
+    with Store(backend.bind(tmp_path / "elsewhere")) as other:
         assert import_package(other, package) == campaign_id
         assert_same_record(store, campaign_id, other, campaign_id)
         assert other.campaign(campaign_id).imported_from["campaign"] == campaign_id

@@ -1,4 +1,6 @@
-"""The store: round trip of every record, the status lifecycle, WAL mode, and schema migrations."""
+"""The store: round trip of every record, the status lifecycle, WAL mode, and schema migrations.
+
+Each test that takes ``backend`` runs on SQLite and on PostgreSQL (conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,15 +13,18 @@ import pytest
 
 from sdl.spec.status import CampaignStatus, Cause, ExperimentStatus, IllegalTransition, check_transition
 from sdl.store import DB_FILENAME, LATEST, Decision, SchemaTooNew, Store, UnknownCampaign
+from sdl.store.connection import store_url
+from sdl.store.db import Db
 from sdl.store.migrations import MIGRATIONS, Migration, migrate, schema_version
+from sdl.store.postgres import Database
 
 SPEC = {"name": "c", "budget": {"max_experiments": 3}}
 DECISION = Decision(model="gp", acquisition="ei", acquisition_value=0.25, seconds=0.01, n_observations=4)
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    with Store(tmp_path) as store:
+def store(tmp_path: Path, backend):
+    with Store(backend.bind(tmp_path)) as store:
         yield store
 
 
@@ -66,8 +71,8 @@ def test_round_trip_of_a_campaign_and_its_experiments(store: Store) -> None:
     assert [c.id for c in store.campaigns()] == [campaign_id]
 
 
-def test_records_survive_reopening(tmp_path: Path) -> None:
-    with Store(tmp_path) as store:
+def test_records_survive_reopening(tmp_path: Path, backend) -> None:
+    with Store(backend.bind(tmp_path)) as store:
         campaign_id = new_campaign(store)
         experiment = store.add_proposal(campaign_id, {"x": 1.0}, DECISION)
     with Store(tmp_path) as store:
@@ -156,19 +161,32 @@ def test_unknown_campaign(store: Store) -> None:
 
 
 def test_wal_mode_and_schema_version(store: Store) -> None:
-    assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    if store.url is None:
+        assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.schema_version == LATEST == MIGRATIONS[-1].version
 
 
 # -- migrations --------------------------------------------------------------------------------------------
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(path, isolation_level=None)
+def _connect(data_dir: Path) -> Db:
+    """A bare connection to the data directory's database, as migrations are given one."""
+    if (url := store_url(data_dir)) is not None:
+        return Database(url, read_only=False, busy_timeout=30)
+    return sqlite3.connect(data_dir / DB_FILENAME, isolation_level=None)
 
 
-def test_migration_from_version_1_keeps_data_and_backfills_the_transition_log(tmp_path: Path) -> None:
-    conn = _connect(tmp_path / DB_FILENAME)
+def _tables(conn: Db) -> set[str]:
+    if isinstance(conn, sqlite3.Connection):
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+    return {r[0] for r in rows.fetchall()}
+
+
+def test_migration_from_version_1_keeps_data_and_backfills_the_transition_log(
+    tmp_path: Path, backend
+) -> None:
+    conn = _connect(backend.bind(tmp_path))
     assert migrate(conn, MIGRATIONS[:1]) == [1]
     conn.execute(
         "INSERT INTO campaigns (id, name, status, spec_json, seed, max_experiments, created_at) "
@@ -197,23 +215,23 @@ def test_migration_from_version_1_keeps_data_and_backfills_the_transition_log(tm
         ]
 
 
-def test_a_failing_migration_leaves_the_previous_version_intact(tmp_path: Path) -> None:
-    def broken(conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE half_done (x)")
+def test_a_failing_migration_leaves_the_previous_version_intact(tmp_path: Path, backend) -> None:
+    def broken(conn: Db) -> None:
+        conn.execute("CREATE TABLE half_done (x INTEGER)")
         raise RuntimeError("disk full")
 
-    conn = _connect(tmp_path / DB_FILENAME)
+    conn = _connect(backend.bind(tmp_path))
     migrate(conn)
+    assert "campaigns" in _tables(conn)
     with pytest.raises(RuntimeError, match="disk full"):
         migrate(conn, (*MIGRATIONS, Migration(LATEST + 1, "broken", broken)))
     assert schema_version(conn) == LATEST
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert "half_done" not in tables
+    assert "half_done" not in _tables(conn)
     conn.close()
 
 
-def test_a_store_from_a_newer_sdl_is_refused(tmp_path: Path) -> None:
-    conn = _connect(tmp_path / DB_FILENAME)
+def test_a_store_from_a_newer_sdl_is_refused(tmp_path: Path, backend) -> None:
+    conn = _connect(backend.bind(tmp_path))
     migrate(conn)
     conn.execute(f"PRAGMA user_version = {LATEST + 1}")
     conn.close()

@@ -1,5 +1,8 @@
 """The store as several processes share it: claims, leases, streamed documents, the command journal,
-instrument health, events, audit, and a store that is damaged, read-only, backed up or deleted."""
+instrument health, events, audit, and a store that is damaged, read-only, backed up or deleted.
+
+Each test that takes ``backend`` runs on SQLite and on PostgreSQL (conftest.py); the ones about the SQLite
+file itself (damaged, deleted, checkpointed, backed up) run on SQLite alone."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ import pytest
 from sdl.spec.status import CampaignStatus, ExperimentStatus, IllegalTransition
 from sdl.store import (
     DB_FILENAME,
+    STORE_SETTING,
     CampaignBusy,
     Decision,
     Finish,
@@ -27,7 +32,10 @@ from sdl.store import (
     StoreError,
     StoreUnavailable,
     StoreVanished,
+    bind_store,
+    connection,
     new_owner,
+    store_url,
     unacknowledged,
 )
 
@@ -36,8 +44,8 @@ DEAD = f"run:{socket.gethostname()}:999999999:dead00"
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    with Store(tmp_path / "data") as store:
+def store(tmp_path: Path, backend):
+    with Store(backend.bind(tmp_path / "data")) as store:
         yield store
 
 
@@ -184,6 +192,62 @@ def test_events_have_sequence_numbers_to_catch_up_from(store: Store) -> None:
     assert [e.seq for e in store.events_since(0, campaign_id="c-1")] == [first.seq]
 
 
+def test_an_event_recorded_late_keeps_its_number_and_later_events_follow_it(store: Store) -> None:
+    store.append_event("campaign.progress", {"done": 1})
+    late = store.append_event("lab.storage", {"full": True}, seq=10, at="2026-01-01T00:00:00+00:00")
+    assert (late.seq, store.last_event_seq()) == (10, 10)
+    assert store.append_event("campaign.progress", {"done": 2}).seq == 11
+
+
+def test_racing_processes_take_a_claim_once(store: Store, backend) -> None:
+    """Every writer re-reads the claim under the store's one write lock: of many racing for a stale claim,
+    exactly one takes it (the others see its fresh claim)."""
+    campaign_id = new_campaign(store, owner=DEAD)
+    racers = 6
+    start = threading.Barrier(racers)
+    won: list[int] = []
+    refused: list[str] = []
+
+    def race() -> None:
+        with Store(store.data_dir) as mine:
+            start.wait(timeout=60)
+            try:
+                won.append(mine.claim_campaign(campaign_id, new_owner("run")))
+            except CampaignBusy as exc:
+                refused.append(str(exc))
+
+    threads = [threading.Thread(target=race) for _ in range(racers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert (won, len(refused)) == ([2], racers - 1)
+
+
+def test_a_writer_held_up_by_a_stopped_one_fails_saying_so_instead_of_stalling(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process stopped (or hung) inside a write transaction holds the store's write lock; another process's
+    write waits at most the busy timeout, then fails naming the lock, as SQLite's does."""
+    monkeypatch.setattr(connection, "BUSY_TIMEOUT_S", 0.5)
+    campaign_id = new_campaign(store)
+    with Store(store.data_dir) as other, store.transaction():
+        store.set_control(campaign_id, "pause")  # holds the write lock until the block ends
+        with pytest.raises(Exception, match="lock") as refused:
+            other.set_control(campaign_id, "stop")
+        assert not isinstance(refused.value, AssertionError)
+    assert store.campaign(campaign_id).control == "pause"
+
+
+def test_times_keep_their_precision(store: Store) -> None:
+    """Unix times are stored as 8-byte floats on both backends (PostgreSQL's REAL would round to minutes)."""
+    campaign_id = new_campaign(store)
+    experiment_id = running_experiment(store, campaign_id)
+    at = 1_765_000_000.123456
+    store.journal_entry(experiment_id, "sent", "set", device="pump", at=at)
+    assert store.journal(experiment_id)[0].at == at
+
+
 def test_the_audit_log_is_append_only_and_readable(store: Store) -> None:
     store.audit("ana", "campaign.abort", "ok", origin="127.0.0.1", target="c-1", arguments={"reason": "x"})
     store.audit("bob", "lab.estop", "refused: needs operator")
@@ -270,14 +334,45 @@ def test_a_backup_is_a_whole_copy_taken_while_the_store_is_open(tmp_path: Path) 
         assert len(copy.experiments(campaign_id)) == 31
 
 
-def test_read_only_opening_never_writes(tmp_path: Path) -> None:
-    campaign_id = filled_store(tmp_path / "data")
+def test_a_data_dir_names_its_database_once(tmp_path: Path) -> None:
+    url = "postgresql://lab@db.example:5432/lab1"
+    bind_store(tmp_path / "lab", url)
+    bind_store(tmp_path / "lab", url)  # the same again: nothing to do
+    setting = tmp_path / "lab" / STORE_SETTING
+    assert store_url(tmp_path / "lab") == url and setting.stat().st_mode & 0o077 == 0  # may hold a password
+    with pytest.raises(StoreUnavailable, match="keeps its store in postgresql://lab@db"):
+        bind_store(tmp_path / "lab", "postgresql://lab:secret@db.example:5432/lab2")
+    filled_store(tmp_path / "sqlite", experiments=1)
+    with pytest.raises(StoreUnavailable, match="already holds an SQLite store"):
+        bind_store(tmp_path / "sqlite", url)
+    with pytest.raises(StoreUnavailable, match="not a database sdl can use"):
+        bind_store(tmp_path / "other", "mysql://lab@db/lab")
+    setting.write_text("sqlite:///elsewhere\n")
+    with pytest.raises(StoreUnavailable, match="not a database sdl can use"):
+        Store(tmp_path / "lab")
+
+
+def test_a_database_that_cannot_be_reached_is_named_without_its_password(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e '.[postgresql]')")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bind_store(tmp_path, f"postgresql://lab:secret@127.0.0.1:{port}/lab?connect_timeout=5")
+    with pytest.raises(
+        StoreUnavailable, match=f"cannot open the store postgresql://lab:\\*\\*\\*@127.0.0.1:{port}"
+    ) as e:
+        Store(tmp_path)
+    assert "secret" not in str(e.value)
+
+
+def test_read_only_opening_never_writes(tmp_path: Path, backend) -> None:
+    campaign_id = filled_store(backend.bind(tmp_path / "data"))
     with Store(tmp_path / "data", read_only=True) as store:
         assert len(store.experiments(campaign_id)) == 30
         with pytest.raises(StoreError, match="open read-only"):
             store.add_proposal(campaign_id, {"x": 1.0}, DECISION)
-    with pytest.raises(StoreUnavailable, match="no store at"):
-        Store(tmp_path / "nothing-here", read_only=True)
+    with pytest.raises(StoreUnavailable, match=r"no store (at|in)"):
+        Store(backend.bind(tmp_path / "nothing-here"), read_only=True)
 
 
 def test_an_unusable_data_dir_names_the_path_and_why(tmp_path: Path) -> None:

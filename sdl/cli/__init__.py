@@ -27,6 +27,7 @@ from sdl.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     BadInput,
+    bind_data_dir,
     data_dir_of,
     open_store,
 )
@@ -111,6 +112,13 @@ def _common() -> argparse.ArgumentParser:
         help=f"directory holding the store (default: $SDL_DATA_DIR or ./{DEFAULT_DATA_DIR})",
     )
     common.add_argument(
+        "--store",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="keep the data directory's store in this PostgreSQL database (postgresql://USER@HOST:PORT/DB), "
+        "recorded in DATA_DIR/store.url for every later command (default: SQLite's file in the data dir)",
+    )
+    common.add_argument(
         "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="log what happens (-vv: debug)"
     )
     return common
@@ -186,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbosity = getattr(args, "verbose", 0) or 0
     _setup_logging(verbosity)
     try:
+        bind_data_dir(args)
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         _error("interrupted", plain=True)

@@ -28,6 +28,16 @@ def data_dir_of(args: argparse.Namespace) -> Path:
     return Path(given or os.environ.get("SDL_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
+def bind_data_dir(args: argparse.Namespace) -> None:
+    """With --store URL: the data directory keeps its store in that PostgreSQL database from now on (every
+    process that opens the data directory, the lab service's workers too, finds it there)."""
+    url = getattr(args, "store", None)
+    if url:
+        from sdl.store import bind_store  # see open_store
+
+        bind_store(data_dir_of(args), url)
+
+
 def open_store(args: argparse.Namespace, *, create: bool = False, read_only: bool = False) -> Store:
     """The store under --data-dir: created if ``create``; read-only commands never write to it."""
     from sdl.store import Store  # jsonschema and more (0.06 s): not for `sdl --help`, nor for a client

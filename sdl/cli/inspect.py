@@ -204,7 +204,7 @@ def _output_path(path: Path) -> Path:
 
 def cmd_campaigns(args: argparse.Namespace) -> int:
     with open_store(args, read_only=True) as store:
-        table = Table(title=f"campaigns in {store.path}", title_justify="left")
+        table = Table(title=f"campaigns in {store.where}", title_justify="left")
         for column in ("id", "name", "state", "done", "failed", "faulted", "budget", "best", "started"):
             table.add_column(column)
         for record in store.campaigns():

@@ -50,7 +50,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     with open_store(args, create=True) as store:
         campaign_id = import_rows(store, args.package, package, campaign_id=args.new_id)
         n = len(store.experiments(campaign_id))
-    print(f"imported campaign {campaign_id} ({n} experiments) into {store.path}")
+    print(f"imported campaign {campaign_id} ({n} experiments) into {store.where}")
     return EXIT_OK
 
 

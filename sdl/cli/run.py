@@ -174,7 +174,7 @@ def _run(args: argparse.Namespace, client: Any) -> int:
 
 def execute(store: Store, campaign_id: str, owner: str, out: Console, publish: Any = None) -> int:
     campaign, _ = campaign_of(store, campaign_id)
-    out.print(f"campaign [bold]{campaign_id}[/] ({campaign.name}), record in {store.path}", highlight=False)
+    out.print(f"campaign [bold]{campaign_id}[/] ({campaign.name}), record in {store.where}", highlight=False)
     progress = CampaignProgress(out, campaign, experiment_summaries(store.experiments(campaign_id)))
     forced, result = False, None
     try:

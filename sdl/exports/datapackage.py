@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -219,7 +218,7 @@ def _record(store: Store, rows: CampaignRows, seq_of: dict[int, int]) -> dict[st
     return {
         "format": RECORD_FORMAT,
         "version": RECORD_VERSION,
-        "exported": {"at": now_iso(), "store": str(store.path), "schema_version": store.schema_version},
+        "exported": {"at": now_iso(), "store": store.where, "schema_version": store.schema_version},
         "campaign": rows.campaign,
         "experiments": rows.experiments,
         "tables": rows.tables,
@@ -327,7 +326,7 @@ def import_rows(
     rows.campaign = {**rows.campaign, "imported_from": json.dumps(origin)}
     try:
         store.import_rows(rows, campaign_id=campaign_id)
-    except (sqlite3.IntegrityError, sqlite3.InterfaceError, KeyError, TypeError, ValueError) as exc:
+    except (*store.refusals, KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, PackageError):
             raise
         # The checks above should leave nothing for the store to refuse; if it does, say where it came from.

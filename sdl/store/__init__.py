@@ -1,4 +1,5 @@
-"""The durable record of every campaign: SQLite in WAL mode, the single source of truth.
+"""The durable record of every campaign: SQLite in WAL mode (or a PostgreSQL database the data directory
+names in its ``store.url``), the single source of truth.
 
 Every status change is committed before the action it announces: an experiment is ``running`` on disk
 (with its instruments leased to it) before its first command leaves, each command is journalled before
@@ -24,12 +25,15 @@ from sdl.store.campaigns import (
 )
 from sdl.store.connection import (
     DB_FILENAME,
+    STORE_SETTING,
     StoreDamaged,
     StoreError,
     StoreFull,
     StoreUnavailable,
     StoreVanished,
+    bind_store,
     free_bytes,
+    store_url,
 )
 from sdl.store.experiments import Finish, LeaseConflict
 from sdl.store.labwide import LabwideMixin
@@ -52,6 +56,7 @@ __all__ = [
     "HEARTBEAT_S",
     "LATEST",
     "STALE_AFTER_S",
+    "STORE_SETTING",
     "AuditRecord",
     "CampaignBusy",
     "CampaignRecord",
@@ -76,25 +81,28 @@ __all__ = [
     "StoreVanished",
     "Transition",
     "UnknownCampaign",
+    "bind_store",
     "claim_is_stale",
     "describe_owner",
     "free_bytes",
     "new_owner",
+    "store_url",
     "unacknowledged",
 ]
 
 
 class Store(CampaignsMixin, SpillsMixin, LabwideMixin, ArchiveMixin):
-    """One SQLite database in a data directory. Thread-safe: one connection behind a lock per process.
+    """One SQLite database in a data directory, or the PostgreSQL database its ``store.url`` names
+    (:func:`bind_store`). Thread-safe: one connection behind a lock per process.
 
-    ``Store(dir)`` opens for writing (creating the directory and the database if needed);
+    ``Store(dir)`` opens for writing (creating the directory and the database's tables if needed);
     ``Store(dir, read_only=True)`` opens an existing store without ever writing to it.
-    Both check the file is a whole database first.
+    Both check an SQLite file is a whole database first.
     """
 
     @classmethod
     def exists(cls, data_dir: Path | str) -> bool:
-        return (Path(data_dir) / DB_FILENAME).is_file()
+        return (Path(data_dir) / DB_FILENAME).is_file() or store_url(data_dir) is not None
 
     def __enter__(self) -> Store:
         return self

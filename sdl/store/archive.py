@@ -9,13 +9,13 @@ integer ids change (they are the new store's), and every reference to them is ma
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sdl.store.campaigns import UnknownCampaign
 from sdl.store.connection import StoreError
+from sdl.store.db import Db
 from sdl.store.experiments import put_provenance
 from sdl.store.records import RecordsMixin
 from sdl.store.schema import dumps, encode_document
@@ -129,7 +129,7 @@ class ArchiveMixin(RecordsMixin):
             f"SELECT {', '.join(CAMPAIGN_COLUMNS)} FROM campaigns WHERE id = ?", (campaign_id,)
         )
         if not found:
-            raise UnknownCampaign(f"no campaign {campaign_id!r} in {self.path} (see `sdl campaigns`)")
+            raise UnknownCampaign(f"no campaign {campaign_id!r} in {self.where} (see `sdl campaigns`)")
         experiments = [
             dict(r)
             for r in self._read(
@@ -176,8 +176,7 @@ class ArchiveMixin(RecordsMixin):
             for e in rows.experiments:
                 values = {k: e.get(k) for k in EXPERIMENT_COLUMNS if k not in ("id", "retry_of")}
                 values["campaign_id"] = campaign["id"]
-                cur = _insert(conn, "experiments", values)
-                id_map[int(e["id"])] = int(cur.lastrowid or 0)
+                id_map[int(e["id"])] = _insert(conn, "experiments", values, "id")
             for e in rows.experiments:
                 if e.get("retry_of") is not None:
                     conn.execute(
@@ -191,9 +190,10 @@ class ArchiveMixin(RecordsMixin):
                     values["experiment_id"] = id_map[int(row["experiment_id"])]
                     if table == "journal" and row.get("ref") is not None:
                         values["ref"] = journal_ids[int(row["ref"])]
-                    cur = _insert(conn, table, values)
                     if table == "journal":
-                        journal_ids[int(row["id"])] = int(cur.lastrowid or 0)
+                        journal_ids[int(row["id"])] = _insert(conn, table, values, "id")
+                    else:
+                        _insert(conn, table, values)
             for old_id, documents in rows.documents.items():
                 conn.executemany(
                     "INSERT INTO run_documents (experiment_id, seq, name, body) VALUES (?, ?, ?, ?)",
@@ -204,7 +204,10 @@ class ArchiveMixin(RecordsMixin):
         return id_map
 
 
-def _insert(conn: sqlite3.Connection, table: str, values: Mapping[str, Any]) -> sqlite3.Cursor:
+def _insert(conn: Db, table: str, values: Mapping[str, Any], key: str | None = None) -> int:
+    """Insert one row; return its ``key`` column (the number the database gave it), 0 without one."""
     columns = ", ".join(values)
     marks = ", ".join("?" * len(values))
-    return conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(values.values()))
+    returning = f" RETURNING {key}" if key else ""
+    cur = conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks}){returning}", tuple(values.values()))
+    return int(cur.fetchone()[0]) if key else 0

@@ -112,7 +112,7 @@ class CampaignsMixin(Connection):
     def campaign(self, campaign_id: str) -> CampaignRecord:
         rows = self._read("SELECT * FROM campaigns WHERE id = ?", (campaign_id,))
         if not rows:
-            raise UnknownCampaign(f"no campaign {campaign_id!r} in {self.path} (see `sdl campaigns`)")
+            raise UnknownCampaign(f"no campaign {campaign_id!r} in {self.where} (see `sdl campaigns`)")
         return campaign_record(rows[0])
 
     def campaigns(self) -> list[CampaignRecord]:
@@ -128,7 +128,7 @@ class CampaignsMixin(Connection):
                 "SELECT owner, epoch, heartbeat_at FROM campaigns WHERE id = ?", (campaign_id,)
             ).fetchone()
             if row is None:
-                raise UnknownCampaign(f"no campaign {campaign_id!r} in {self.path} (see `sdl campaigns`)")
+                raise UnknownCampaign(f"no campaign {campaign_id!r} in {self.where} (see `sdl campaigns`)")
             held_by = row["owner"]
             if held_by != owner and not claim_is_stale(held_by, row["heartbeat_at"], now, stale_after):
                 age = now - (row["heartbeat_at"] or now)
@@ -151,9 +151,11 @@ class CampaignsMixin(Connection):
         now = time.time()
         with self._tx() as conn:
             conn.execute(
-                "UPDATE campaigns SET active_seconds = active_seconds + MAX(0, MIN(? - heartbeat_at, ?)) "
+                # The time since the last beat, at most ``stale_after`` and never negative (a clock step).
+                "UPDATE campaigns SET active_seconds = active_seconds + CASE WHEN ? < heartbeat_at THEN 0 "
+                "WHEN ? - heartbeat_at > ? THEN ? ELSE ? - heartbeat_at END "
                 "WHERE owner = ? AND status = 'running' AND control != 'pause' AND heartbeat_at IS NOT NULL",
-                (now, stale_after, owner),
+                (now, now, stale_after, stale_after, now, owner),
             )
             conn.execute("UPDATE campaigns SET heartbeat_at = ? WHERE owner = ?", (now, owner))
             rows = conn.execute("SELECT id FROM campaigns WHERE owner = ?", (owner,)).fetchall()
@@ -213,7 +215,7 @@ class CampaignsMixin(Connection):
                 "SELECT owner, heartbeat_at FROM campaigns WHERE id = ?", (campaign_id,)
             ).fetchone()
             if row is None:
-                raise UnknownCampaign(f"no campaign {campaign_id!r} in {self.path} (see `sdl campaigns`)")
+                raise UnknownCampaign(f"no campaign {campaign_id!r} in {self.where} (see `sdl campaigns`)")
             if not claim_is_stale(row["owner"], row["heartbeat_at"], time.time(), stale_after):
                 raise CampaignBusy(
                     f"campaign {campaign_id} is being run by {describe_owner(row['owner'])}; stop it first"

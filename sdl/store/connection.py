@@ -1,7 +1,10 @@
-"""Opening the store's SQLite file: writable or read-only, checked whole, checkpointed, backed up.
+"""Opening the store: SQLite's file (writable or read-only, checked whole, checkpointed, backed up), or a
+PostgreSQL database named in the data directory.
 
-The store is one SQLite database in WAL mode. Several processes use it at once (the lab service and its
-workers, `sdl run`, read-only commands), each with its own connection; SQLite's locks serialise writers.
+By default the store is one SQLite database in WAL mode. Several processes use it at once (the lab service
+and its workers, `sdl run`, read-only commands), each with its own connection; SQLite's locks serialise
+writers. A data directory whose ``store.url`` names a PostgreSQL database keeps its record there instead
+(sdl.store.postgres), with the same schema, queries and one-writer-at-a-time transactions.
 """
 
 from __future__ import annotations
@@ -15,9 +18,15 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from sdl.store.db import Db
 from sdl.store.migrations import migrate, schema_version
+from sdl.store.postgres import Database, PostgresUnavailable, is_postgres, redact
 
 DB_FILENAME = "sdl.sqlite3"
+#: How long a writer waits for another process's write transaction before it fails, saying so.
+BUSY_TIMEOUT_S = 30.0
+#: A data directory's setting naming the database that holds its store, when it is not SQLite's file.
+STORE_SETTING = "store.url"
 #: Checkpoint the WAL into the main file after this many pages (SQLite's default is 1,000: a whole
 #: campaign could live in the WAL alone, and copying the main file would copy an empty store).
 AUTOCHECKPOINT_PAGES = 200
@@ -45,10 +54,66 @@ class StoreFull(StoreError):
 
 
 def is_full(exc: BaseException) -> bool:
-    """Whether an SQLite or OS error says the disk is full."""
+    """Whether an SQLite, PostgreSQL or OS error says the disk is full."""
     if isinstance(exc, sqlite3.Error):
         return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    if getattr(exc, "sqlstate", None) == "53100":  # PostgreSQL's disk_full
+        return True
     return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+
+
+def store_url(data_dir: Path | str) -> str | None:
+    """The database the data directory's store is in, when it is not SQLite's file (its ``store.url``)."""
+    try:
+        text = (Path(data_dir) / STORE_SETTING).read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError):  # no setting: SQLite's file, which says what is wrong
+        return None
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"cannot read {Path(data_dir) / STORE_SETTING}: {exc.strerror or exc}"
+        ) from None
+    if not is_postgres(text):
+        raise StoreUnavailable(
+            f"{Path(data_dir) / STORE_SETTING} names {text!r}, not a database sdl can use "
+            "(allowed: postgresql://USER@HOST:PORT/DATABASE)"
+        )
+    return text
+
+
+def bind_store(data_dir: Path | str, url: str) -> None:
+    """Record in the data directory that its store is the PostgreSQL database at ``url``, so every process
+    that opens it (the lab service, its workers, later commands) finds the same database. Refused if the
+    directory already holds a store elsewhere (an SQLite file, or another database)."""
+    data_dir = Path(data_dir)
+    if not is_postgres(url):
+        raise StoreUnavailable(
+            f"--store {url!r}: not a database sdl can use (allowed: postgresql://USER@HOST:PORT/DATABASE)"
+        )
+    recorded = store_url(data_dir)
+    if recorded == url:
+        return
+    if recorded is not None:
+        raise StoreUnavailable(
+            f"{data_dir} keeps its store in {redact(recorded)}, not {redact(url)}; use another --data-dir "
+            f"for another database (or edit {data_dir / STORE_SETTING})"
+        )
+    if (data_dir / DB_FILENAME).exists():
+        raise StoreUnavailable(
+            f"{data_dir} already holds an SQLite store ({DB_FILENAME}); use another --data-dir for "
+            f"{redact(url)} (`sdl export` and `sdl import` move campaigns between stores)"
+        )
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The URL may carry a password: the setting is its owner's alone, written whole or not at all.
+        partial = data_dir / f".{STORE_SETTING}.{os.getpid()}"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(url + "\n")
+        partial.replace(data_dir / STORE_SETTING)
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"cannot record the store's database in {data_dir}: {exc.strerror or exc}"
+        ) from None
 
 
 def free_bytes(directory: Path) -> int | None:
@@ -75,7 +140,7 @@ def _open_error(path: Path, exc: BaseException, writable: bool) -> StoreUnavaila
     return StoreUnavailable(f"cannot open the store {path}: {why}")
 
 
-def row_dict(row: sqlite3.Row) -> dict[str, Any]:
+def row_dict(row: Any) -> dict[str, Any]:
     """A row as a dict, for code that reads many of its columns by name: a Row looks each name up by scanning
     its columns, on every access."""
     return dict(zip(row.keys(), row, strict=True))
@@ -92,15 +157,42 @@ class Connection:
         self._depth = 0
         self._checkpoint_lock = threading.Lock()
         self._checkpointer: sqlite3.Connection | None = None
+        #: the PostgreSQL database holding the store, None for SQLite's file
+        self.url = store_url(self.data_dir)
+        #: where the store is, for messages (a database's URL without its password)
+        self.where = str(self.path) if self.url is None else redact(self.url)
+        self._conn: Db
+        if self.url is not None:
+            self._size_before = None
+            self._conn = self._connect_postgres(self.url)
+            self._inode = None
+            return
         self._size_before = self.path.stat().st_size if self.path.is_file() else None
-        self._conn = self._connect()
-        self._conn.row_factory = sqlite3.Row
+        conn = self._connect()
+        conn.row_factory = sqlite3.Row
+        self._conn = conn
         try:
             self._prepare(check)
         except BaseException:
             self._conn.close()
             raise
         self._inode = self._stat_inode()
+
+    def _connect_postgres(self, url: str) -> Database:
+        try:
+            db = Database(url, read_only=self.read_only, busy_timeout=BUSY_TIMEOUT_S)
+        except PostgresUnavailable as exc:
+            raise StoreUnavailable(f"cannot open the store {self.where}: {exc}") from None
+        try:
+            if self.read_only:
+                if schema_version(db) == 0:
+                    raise StoreUnavailable(f"no store in {self.where} (run a campaign there first)")
+            else:
+                migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
@@ -109,7 +201,9 @@ class Connection:
             uri = self.path.resolve().as_uri()
             conn: sqlite3.Connection | None = None
             try:
-                conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+                conn = sqlite3.connect(
+                    f"{uri}?mode=ro", uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+                )
                 conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
                 return conn
             except sqlite3.DatabaseError as exc:
@@ -134,7 +228,9 @@ class Connection:
         try:
             if not self.path.exists():
                 self._create()
-            return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            return sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+            )
         except sqlite3.Error as exc:
             raise _open_error(self.path, exc, writable=True) from None
 
@@ -181,7 +277,10 @@ class Connection:
         )
 
     def check_integrity(self) -> None:
-        """Raise :class:`StoreDamaged` unless SQLite's own check finds the whole file sound."""
+        """Raise :class:`StoreDamaged` unless SQLite's own check finds the whole file sound (a PostgreSQL
+        server keeps its own files whole)."""
+        if self.url is not None:
+            return
         with self._lock:
             try:
                 rows = self._conn.execute("PRAGMA quick_check").fetchall()
@@ -199,7 +298,7 @@ class Connection:
 
     def check_present(self) -> None:
         """Raise :class:`StoreVanished` if the store's file was deleted or replaced while open."""
-        if self._stat_inode() != self._inode:
+        if self.url is None and self._stat_inode() != self._inode:
             raise StoreVanished(
                 f"the store {self.path} was deleted or replaced while sdl was using it; what was written "
                 "since is lost with it. Restore the data directory, or resume from a backup."
@@ -211,7 +310,7 @@ class Connection:
                 self._checkpointer.close()
                 self._checkpointer = None
         with self._lock:
-            if not self.read_only:
+            if not self.read_only and self.url is None:
                 # Another process may hold a read transaction; then a later checkpoint does it.
                 with suppress(sqlite3.Error):
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -223,7 +322,7 @@ class Connection:
             return schema_version(self._conn)
 
     @contextmanager
-    def _tx(self) -> Generator[sqlite3.Connection, None, None]:
+    def _tx(self) -> Generator[Db, None, None]:
         if self.read_only:
             raise StoreError(f"the store {self.path} is open read-only")
         with self._lock:
@@ -246,12 +345,30 @@ class Connection:
                     raise
                 finally:
                     self._depth = 0
-            except (sqlite3.OperationalError, OSError) as exc:
+            except Exception as exc:
                 if is_full(exc):
                     raise self._full() from exc
                 raise
 
+    @property
+    def refusals(self) -> tuple[type[Exception], ...]:
+        """The errors by which the database refuses a row (a broken reference, a duplicate, a value of the
+        wrong type): for callers that write rows from outside (an import) and report them as bad input."""
+        if isinstance(self._conn, Database):
+            return self._conn.refusals
+        return (sqlite3.IntegrityError, sqlite3.InterfaceError)
+
+    def _numbered(self, table: str, column: str) -> None:
+        """A row was written with its own number in ``table``'s ``column``: the database's next number
+        follows it (SQLite's AUTOINCREMENT does so by itself; a PostgreSQL identity does not)."""
+        if isinstance(self._conn, Database):
+            self._conn.advance_key(table, column)
+
     def _full(self) -> StoreFull:
+        if self.url is not None:
+            return StoreFull(
+                f"the disk of the database server holding {self.where} is full; the write was not made"
+            )
         free = free_bytes(self.data_dir)
         room = f"{free:,} bytes free" if free is not None else "its free space unknown"
         return StoreFull(f"the disk holding the store {self.path} is full ({room}); the write was not made")
@@ -263,7 +380,7 @@ class Connection:
         other)."""
         return self._tx()
 
-    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
         with self._lock:
             return self._conn.execute(sql, args).fetchall()
 
@@ -272,12 +389,12 @@ class Connection:
 
         On a connection of its own, so that another thread can do it (copying and syncing the file takes
         milliseconds) while this process goes on reading and writing through the main one."""
-        if self.read_only:
+        if self.read_only or self.url is not None:
             return
         with self._checkpoint_lock:
             if self._checkpointer is None:
                 self._checkpointer = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False, timeout=30
+                    self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
                 )
                 self._checkpointer.execute("PRAGMA synchronous=FULL")
             try:
@@ -290,6 +407,11 @@ class Connection:
     def backup(self, destination: Path | str) -> Path:
         """A consistent copy of the whole store at ``destination`` (a file, or a directory to put it in),
         taken with SQLite's online backup while others may be writing."""
+        if self.url is not None:
+            raise StoreUnavailable(
+                f"the store is in the PostgreSQL database {self.where}: back it up with the server's own "
+                "tools (pg_dump, or continuous archiving; see README.md, 'A lab on PostgreSQL')"
+            )
         target = Path(destination)
         if target.is_dir():
             target = target / DB_FILENAME
@@ -301,6 +423,7 @@ class Connection:
         out = sqlite3.connect(partial)
         try:
             with self._lock:
+                assert isinstance(self._conn, sqlite3.Connection)
                 self._conn.backup(out)
             out.execute("PRAGMA journal_mode=DELETE")
         except BaseException:

@@ -6,7 +6,6 @@ leaves; its outcome, its last documents and the release of its leases are one tr
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from sdl.crashpoints import crash_point
 from sdl.spec.status import Cause, ExperimentStatus, check_transition
 from sdl.store.connection import Connection, StoreError, row_dict
+from sdl.store.db import Db
 from sdl.store.schema import (
     Decision,
     ExperimentRecord,
@@ -60,10 +60,10 @@ class ExperimentsMixin(Connection):
             ).fetchone()[0]
             cur = conn.execute(
                 "INSERT INTO experiments (campaign_id, seq, status, recipe_json, proposed_at, workcell, "
-                "retry_of) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "retry_of) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (campaign_id, seq, ExperimentStatus.PROPOSED.value, dumps(recipe), now, workcell, retry_of),
             )
-            experiment_id = int(cur.lastrowid or 0)
+            experiment_id = int(cur.fetchone()[0])
             conn.execute(
                 "INSERT INTO decisions (experiment_id, model, acquisition, acquisition_value, seconds, "
                 "n_observations, n_pending) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -270,7 +270,7 @@ class ExperimentsMixin(Connection):
         return int(self._read("SELECT COALESCE(MAX(id), 0) FROM transitions")[0][0])
 
 
-def _transition(r: sqlite3.Row) -> Transition:
+def _transition(r: Any) -> Transition:
     return Transition(
         experiment_id=r["experiment_id"],
         from_status=ExperimentStatus(r["from_status"]) if r["from_status"] else None,
@@ -281,7 +281,7 @@ def _transition(r: sqlite3.Row) -> Transition:
 
 
 def _take_leases(
-    conn: sqlite3.Connection, experiment_id: int, instruments: Collection[str], workcell: str | None, now: str
+    conn: Db, experiment_id: int, instruments: Collection[str], workcell: str | None, now: str
 ) -> None:
     """Lease ``instruments`` to the experiment, all or none: LeaseConflict names any already held."""
     marks = ",".join("?" * len(instruments))
@@ -297,7 +297,7 @@ def _take_leases(
     )
 
 
-def _status(conn: sqlite3.Connection, experiment_id: int) -> ExperimentStatus:
+def _status(conn: Db, experiment_id: int) -> ExperimentStatus:
     row = conn.execute("SELECT status FROM experiments WHERE id = ?", (experiment_id,)).fetchone()
     if row is None:
         raise StoreError(f"no experiment with id {experiment_id}")
@@ -305,17 +305,18 @@ def _status(conn: sqlite3.Connection, experiment_id: int) -> ExperimentStatus:
 
 
 def insert_documents(
-    conn: sqlite3.Connection, experiment_id: int, documents: Sequence[tuple[int, str, Mapping[str, Any]]]
+    conn: Db, experiment_id: int, documents: Sequence[tuple[int, str, Mapping[str, Any]]]
 ) -> None:
     if documents:
         conn.executemany(
-            "INSERT OR REPLACE INTO run_documents (experiment_id, seq, name, body) VALUES (?, ?, ?, ?)",
+            "INSERT INTO run_documents (experiment_id, seq, name, body) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (experiment_id, seq) DO UPDATE SET name = excluded.name, body = excluded.body",
             [(experiment_id, seq, name, encode_document(doc)) for seq, name, doc in documents],
         )
 
 
 def _log(
-    conn: sqlite3.Connection,
+    conn: Db,
     experiment_id: int,
     old: ExperimentStatus | None,
     new: ExperimentStatus,
@@ -340,7 +341,7 @@ _STATUSES = {s.value: s for s in ExperimentStatus}
 _CAUSES = {c.value: c for c in Cause}
 
 
-def _experiment(row: sqlite3.Row) -> ExperimentRecord:
+def _experiment(row: Any) -> ExperimentRecord:
     r = row_dict(row)
     decision = None
     if r["model"] is not None:
@@ -374,7 +375,7 @@ def _experiment(row: sqlite3.Row) -> ExperimentRecord:
     )
 
 
-def put_provenance(conn: sqlite3.Connection, experiment_id: int, body: Mapping[str, Any]) -> None:
+def put_provenance(conn: Db, experiment_id: int, body: Mapping[str, Any]) -> None:
     conn.execute(
         "INSERT INTO provenance (experiment_id, body, updated_at) VALUES (?, ?, ?) "
         "ON CONFLICT(experiment_id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",

@@ -14,6 +14,12 @@ from sdl.store.campaigns import CampaignBusy, claim_is_stale, describe_owner, ow
 from sdl.store.connection import Connection
 from sdl.store.schema import AuditRecord, EventRecord, InstrumentRecord, dumps, loads, now_iso
 
+_NEW_INSTRUMENT = "INSERT INTO instruments (name, updated_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
+_SET_LAB_STATE = (
+    "INSERT INTO lab_state (key, value, updated_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+)
+
 
 class LabwideMixin(Connection):
     # -- instrument health ---------------------------------------------------------------------------------
@@ -22,7 +28,7 @@ class LabwideMixin(Connection):
         now = now_iso()
         with self._tx() as conn:
             conn.executemany(
-                "INSERT OR IGNORE INTO instruments (name, updated_at) VALUES (?, ?)",
+                _NEW_INSTRUMENT,
                 [(n, now) for n in names],
             )
 
@@ -50,13 +56,21 @@ class LabwideMixin(Connection):
         state = InstrumentState(state)
         with self._tx() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO instruments (name, updated_at) VALUES (?, ?)", (name, now_iso())
+                _NEW_INSTRUMENT,
+                (name, now_iso()),
             )
             conn.execute(
                 "UPDATE instruments SET state = ?, reason = ?, updated_at = ?, "
-                "consecutive_faults = CASE WHEN ? = 'ok' AND ? THEN 0 ELSE consecutive_faults END, "
+                "consecutive_faults = CASE WHEN ? THEN 0 ELSE consecutive_faults END, "
                 "auto_releases = auto_releases + ? WHERE name = ?",
-                (state.value, reason, now_iso(), state.value, int(fresh_start), int(auto_release), name),
+                (
+                    state.value,
+                    reason,
+                    now_iso(),
+                    state is InstrumentState.OK and fresh_start,
+                    int(auto_release),
+                    name,
+                ),
             )
         record = self.instrument(name)
         assert record is not None
@@ -66,7 +80,8 @@ class LabwideMixin(Connection):
         """Count one experiment lost to this instrument; return its record (the caller decides quarantine)."""
         with self._tx() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO instruments (name, updated_at) VALUES (?, ?)", (name, now_iso())
+                _NEW_INSTRUMENT,
+                (name, now_iso()),
             )
             conn.execute(
                 "UPDATE instruments SET consecutive_faults = consecutive_faults + 1, faults = faults + 1, "
@@ -88,7 +103,8 @@ class LabwideMixin(Connection):
     def record_retries(self, name: str, count: int = 1) -> None:
         with self._tx() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO instruments (name, updated_at) VALUES (?, ?)", (name, now_iso())
+                _NEW_INSTRUMENT,
+                (name, now_iso()),
             )
             conn.execute("UPDATE instruments SET retries = retries + ? WHERE name = ?", (count, name))
 
@@ -103,10 +119,7 @@ class LabwideMixin(Connection):
             if value is None:
                 conn.execute("DELETE FROM lab_state WHERE key = ?", (key,))
             else:
-                conn.execute(
-                    "INSERT OR REPLACE INTO lab_state (key, value, updated_at) VALUES (?, ?, ?)",
-                    (key, dumps(value), now_iso()),
-                )
+                conn.execute(_SET_LAB_STATE, (key, dumps(value), now_iso()))
 
     def claim_lab(self, owner: str, *, stale_after: float) -> int:
         """One lab service per store: take its claim, or raise :class:`CampaignBusy` naming the holder.
@@ -125,15 +138,12 @@ class LabwideMixin(Connection):
                 if fresh or _still_running(holder, held.get("started")):
                     quiet = "" if fresh else _quiet_for(held.get("heartbeat_at"), now)
                     raise CampaignBusy(
-                        f"the lab in {self.data_dir} is run by {describe_owner(holder)}{quiet} "
+                        f"the lab in {self.where} is run by {describe_owner(holder)}{quiet} "
                         "(one lab service per store)"
                     )
             epoch = int(held.get("epoch", 0)) + 1
             value = {"owner": owner, "epoch": epoch, "heartbeat_at": now, "started": process_started()}
-            conn.execute(
-                "INSERT OR REPLACE INTO lab_state (key, value, updated_at) VALUES ('daemon', ?, ?)",
-                (dumps(value), now_iso()),
-            )
+            conn.execute(_SET_LAB_STATE, ("daemon", dumps(value), now_iso()))
         return epoch
 
     def lab_heartbeat(self, owner: str, **facts: Any) -> bool:
@@ -174,13 +184,19 @@ class LabwideMixin(Connection):
         recorded now with the number and time it went out with)."""
         at = at or now_iso()
         with self._tx() as conn:
-            cur = conn.execute(
-                "INSERT INTO events (seq, at, topic, campaign_id, body) VALUES (?, ?, ?, ?, ?)",
-                (seq, at, topic, campaign_id, dumps(body)),
-            )
-        return EventRecord(
-            seq=int(cur.lastrowid or 0), at=at, topic=topic, campaign_id=campaign_id, body=dict(body)
-        )
+            if seq is None:
+                cur = conn.execute(
+                    "INSERT INTO events (at, topic, campaign_id, body) VALUES (?, ?, ?, ?) RETURNING seq",
+                    (at, topic, campaign_id, dumps(body)),
+                )
+                seq = int(cur.fetchone()[0])
+            else:
+                conn.execute(
+                    "INSERT INTO events (seq, at, topic, campaign_id, body) VALUES (?, ?, ?, ?, ?)",
+                    (seq, at, topic, campaign_id, dumps(body)),
+                )
+                self._numbered("events", "seq")
+        return EventRecord(seq=seq, at=at, topic=topic, campaign_id=campaign_id, body=dict(body))
 
     def events_since(self, seq: int, limit: int = 1000, campaign_id: str | None = None) -> list[EventRecord]:
         where = "seq > ?"
@@ -218,10 +234,10 @@ class LabwideMixin(Connection):
         with self._tx() as conn:
             cur = conn.execute(
                 "INSERT INTO audit (at, who, origin, action, target, arguments, result) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (now_iso(), who, origin, action, target, dumps(arguments) if arguments else None, result),
             )
-        return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
     def audit_log(
         self,

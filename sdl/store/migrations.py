@@ -1,15 +1,17 @@
 """Versioned schema of the store, upgraded in place one step at a time.
 
-The version lives in SQLite's ``PRAGMA user_version``. Each migration runs in its own transaction
+The version lives in SQLite's ``PRAGMA user_version`` (in a one-row table on PostgreSQL, which
+sdl.store.postgres reads and writes under the same statement). Each migration runs in its own transaction
 together with the version bump, so a crash mid-upgrade leaves the previous version intact.
 Never edit a released migration: add the next one.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from sdl.store.db import Db
 
 
 class SchemaTooNew(RuntimeError):
@@ -20,11 +22,11 @@ class SchemaTooNew(RuntimeError):
 class Migration:
     version: int
     description: str
-    apply: Callable[[sqlite3.Connection], None]
+    apply: Callable[[Db], None]
 
 
-def _statements(*sql: str) -> Callable[[sqlite3.Connection], None]:
-    def apply(conn: sqlite3.Connection) -> None:
+def _statements(*sql: str) -> Callable[[Db], None]:
+    def apply(conn: Db) -> None:
         for statement in sql:
             conn.execute(statement)
 
@@ -84,7 +86,7 @@ _V1 = _statements(
 )
 
 
-def _v2(conn: sqlite3.Connection) -> None:
+def _v2(conn: Db) -> None:
     # An audit log of status changes: the record says when each step happened, not only the last one.
     conn.execute(
         """CREATE TABLE transitions (
@@ -230,11 +232,11 @@ MIGRATIONS: tuple[Migration, ...] = (
 LATEST = MIGRATIONS[-1].version
 
 
-def schema_version(conn: sqlite3.Connection) -> int:
+def schema_version(conn: Db) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-def migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+def migrate(conn: Db, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
     """Bring the database up to the last of ``migrations``; return the versions applied.
 
     ``conn`` must be in autocommit mode (``isolation_level=None``) so each step owns its transaction.

@@ -56,8 +56,10 @@ class RecordsMixin(Connection):
         blob, raw_bytes = encode_documents(documents)
         with self._tx() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO documents (experiment_id, encoding, n_documents, raw_bytes, blob) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO documents (experiment_id, encoding, n_documents, raw_bytes, blob) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (experiment_id) DO UPDATE SET "
+                "encoding = excluded.encoding, n_documents = excluded.n_documents, "
+                "raw_bytes = excluded.raw_bytes, blob = excluded.blob",
                 (experiment_id, DOCUMENT_ENCODING, len(documents), raw_bytes, blob),
             )
 
@@ -80,7 +82,7 @@ class RecordsMixin(Connection):
         with self._tx() as conn:
             cur = conn.execute(
                 "INSERT INTO journal (experiment_id, at, entry, command, instrument, device, detail, ref) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     experiment_id,
                     time.time() if at is None else at,
@@ -92,8 +94,9 @@ class RecordsMixin(Connection):
                     ref,
                 ),
             )
+            line = int(cur.fetchone()[0])
         crash_point("store.journal")
-        return int(cur.lastrowid or 0)
+        return line
 
     def journal(self, experiment_id: int) -> list[JournalEntry]:
         rows = self._read("SELECT * FROM journal WHERE experiment_id = ? ORDER BY id", (experiment_id,))
