@@ -314,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `{command}`. Seeds {seeds[0]}-{seeds[-1]} (no lab's settings were chosen on them), both "
         f"optimizers on each; every run the whole campaign closed loop through the drivers on its simulated "
-        f"bench ({len(runs)} campaigns, {failed} failed experiments, {hours:.1f} hours of campaigns run "
-        f"{args.jobs} at a time). p: one-sided Mann-Whitney U over the seeds; verdict at p < 0.05.",
+        f"bench ({len(runs)} campaigns, {failed} failed experiments, {hours:.1f} hours of campaign time in "
+        f"all). p: one-sided Mann-Whitney U over the seeds; verdict at p < 0.05.",
         "",
     ]
     lines, final = table(results, seconds)
