@@ -100,7 +100,8 @@ def test_the_sila2_librarys_client_drives_a_simulated_pump_through_sdl_sila_serv
         pumps = client.SyringePumpController
         assert pumps.Pumps.get() == ["water"]
         pumps.SetRate("water", 4000.0)
-        assert pumps.Rates.get() == [4000.0]
+        # An observable property: the server's thread pushes the new value to subscribers after the set.
+        wait_for(lambda: pumps.Rates.get() == [4000.0], DEADLINE_S, what="the new rate observed")
 
         dispense = pumps.Dispense("water", 250.0)
         finished(dispense)
