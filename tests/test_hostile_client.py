@@ -19,6 +19,7 @@ from test_subscriber_limits import dropped
 from zmq.utils.monitor import recv_monitor_message
 
 from sdl.api import models as m
+from sdl.api.client import Credentials
 from sdl.loop.foreground import run_campaign
 from sdl.loop.lifecycle import start_campaign
 from sdl.spec.loading import load_campaign
@@ -79,9 +80,12 @@ def rss_kib(pid: int) -> int:
 class Raw:
     """A raw DEALER: what it sends goes out as given."""
 
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], address: str) -> None:
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], address: str, data_dir: Path) -> None:
         self.socket = context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        credentials = Credentials.load(data_dir=data_dir)  # the owner's key: hostile, but allowed in
+        assert credentials is not None
+        credentials.apply(self.socket)
         self.monitor = self.socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self.socket.connect(address)
         self.events: list[int] = []
@@ -118,7 +122,7 @@ def typed(reply: dict, expected: str) -> None:
 
 
 def attack(context: zmq.Context[zmq.Socket[bytes]], service: LabServiceProcess) -> None:
-    raw = Raw(context, service.address)
+    raw = Raw(context, service.address, service.data_dir)
     try:
         for payload, expected in TYPED:
             _frames, reply = raw.ask([b"", payload])
@@ -144,7 +148,7 @@ def attack(context: zmq.Context[zmq.Socket[bytes]], service: LabServiceProcess) 
         raw.close()
 
     # The documented closes: a frame over the transport limit, and subscribers that would cost too much.
-    closed = Raw(context, service.address)
+    closed = Raw(context, service.address, service.data_dir)
     try:
         closed.socket.send_multipart([b"", b"x" * (17 * MB)])
         wait_for(lambda: closed.seen(zmq.EVENT_DISCONNECTED), 60, "the connection to close")
@@ -152,8 +156,9 @@ def attack(context: zmq.Context[zmq.Socket[bytes]], service: LabServiceProcess) 
         closed.close()
     events = service.call(m.Status()).events_address
     rng = random.Random(3)
-    assert dropped(context, events, [rng.randbytes(64 << 10) for _ in range(200)])
-    assert dropped(context, events, [rng.randbytes(60) for _ in range(100)])
+    credentials = Credentials.load(data_dir=service.data_dir)
+    assert dropped(context, events, [rng.randbytes(64 << 10) for _ in range(200)], credentials)
+    assert dropped(context, events, [rng.randbytes(60) for _ in range(100)], credentials)
 
 
 @pytest.mark.slow

@@ -18,17 +18,24 @@ from test_daemon import lab_file, service_process
 from zmq.utils.monitor import recv_monitor_message
 
 from sdl.api import models as m
+from sdl.api.client import Credentials
 from sdl.daemon.documents import DocumentProxy
 from sdl.testing import wait_for
 
 
 @contextmanager
 def subscriber(
-    context: zmq.Context[zmq.Socket[bytes]], address: str, events: int = 0
+    context: zmq.Context[zmq.Socket[bytes]],
+    address: str,
+    events: int = 0,
+    credentials: Credentials | None = None,
 ) -> Iterator[tuple[zmq.Socket[bytes], zmq.Socket[bytes] | None]]:
-    """A SUB socket connected to ``address`` (with a monitor of ``events`` opened before it connects)."""
+    """A SUB socket connected to ``address`` (with a monitor of ``events`` opened before it connects), with
+    ``credentials`` for a CurveZMQ publisher."""
     socket = context.socket(zmq.SUB)
     socket.setsockopt(zmq.LINGER, 0)
+    if credentials is not None:
+        credentials.apply(socket)
     monitor = socket.get_monitor_socket(events) if events else None
     socket.connect(address)
     try:
@@ -40,9 +47,15 @@ def subscriber(
         socket.close(linger=0)
 
 
-def dropped(context: zmq.Context[zmq.Socket[bytes]], address: str, prefixes: list[bytes]) -> bool:
+def dropped(
+    context: zmq.Context[zmq.Socket[bytes]],
+    address: str,
+    prefixes: list[bytes],
+    credentials: Credentials | None = None,
+) -> bool:
     """Whether the publisher at ``address`` drops a connection that subscribes to ``prefixes``."""
-    with subscriber(context, address, zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED) as (socket, monitor):
+    events = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+    with subscriber(context, address, events, credentials) as (socket, monitor):
         assert monitor is not None
         events = []
 
@@ -61,11 +74,14 @@ def dropped(context: zmq.Context[zmq.Socket[bytes]], address: str, prefixes: lis
         return True
 
 
-def abuse(context: zmq.Context[zmq.Socket[bytes]], address: str) -> None:
+def abuse(
+    context: zmq.Context[zmq.Socket[bytes]], address: str, credentials: Credentials | None = None
+) -> None:
     rng = random.Random(7)
-    assert dropped(context, address, [rng.randbytes(64 << 10)]), "a 64 kB prefix was kept"
-    assert dropped(context, address, [rng.randbytes(200)]), "a 200-byte prefix was kept"
-    assert dropped(context, address, [rng.randbytes(48) for _ in range(100)]), "100 prefixes were kept"
+    assert dropped(context, address, [rng.randbytes(64 << 10)], credentials), "a 64 kB prefix was kept"
+    assert dropped(context, address, [rng.randbytes(200)], credentials), "a 200-byte prefix was kept"
+    many = [rng.randbytes(48) for _ in range(100)]
+    assert dropped(context, address, many, credentials), "100 prefixes were kept"
 
 
 def test_the_document_proxy_drops_subscribers_that_would_make_it_keep_too_much() -> None:
@@ -96,10 +112,13 @@ def test_the_event_socket_drops_subscribers_that_would_make_it_keep_too_much(tmp
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
         address = service.call(m.Status()).events_address
-        abuse(context, address)
+        # The owner's key: past the handshake, so what cuts the connection is what it subscribes to.
+        credentials = Credentials.load(data_dir=service.data_dir)
+        assert credentials is not None
+        abuse(context, address, credentials)
         with service.client() as client:  # events still reach a fair subscriber, live
             since = client.call(m.EventsSince(seq=0, limit=1)).last
-            with subscriber(context, address) as (listener, _):
+            with subscriber(context, address, 0, credentials) as (listener, _):
                 for prefix in (b"lab.estop", b"experiment.", b"campaign.progress"):
                     listener.setsockopt(zmq.SUBSCRIBE, prefix)
 
