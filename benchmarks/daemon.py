@@ -358,6 +358,9 @@ def estop(directory: Path, rounds: int) -> list[dict[str, Any]]:
     daemon = service(directory, 2, "estop")
     rows = []
     rng = random.Random(0)
+    owner = daemon.credentials()  # the floods get a key the service allows: without one they are refused
+    keys = {"SDL_FLOOD_PUBLIC": owner.public.decode(), "SDL_FLOOD_SECRET": owner.secret.decode(),
+            "SDL_FLOOD_SERVER": owner.server.decode()}  # fmt: skip
     try:
         with daemon.client(timeout=60) as client:
             events = client.call(m.Status()).events_address
@@ -365,7 +368,7 @@ def estop(directory: Path, rounds: int) -> list[dict[str, Any]]:
                 stops: list[float] = []
                 views: list[float] = []
                 busy = 0
-                with Flood(kinds, daemon.address, events) as flood:  # under way when it enters
+                with Flood(kinds, daemon.address, events, keys) as flood:  # under way when it enters
                     for i in range(rounds):
                         time.sleep(rng.uniform(0.05, 0.25))  # not in step with the flood
                         t = time.perf_counter()
