@@ -26,17 +26,20 @@ from zmq.utils.monitor import parse_monitor_message
 
 from sdl.access.curve import (
     API,
+    ESTOP,
     EVENTS,
     HANDSHAKE_FAILED,
     ServiceAuthenticator,
+    ThreadedAuthenticator,
     handshake_refusal,
     make_server,
 )
 from sdl.access.keys import KeyRing
 from sdl.access.refusals import Refusal, RefusalThrottle
 from sdl.access.roles import Caller
+from sdl.api.estop import limit_estop_socket
 from sdl.api.models import Request
-from sdl.api.wire import limit_socket
+from sdl.api.wire import limit_socket, on_loop
 from sdl.daemon.documents import CurveServer, DocumentProxy, bind_again
 from sdl.daemon.state import LabState
 from sdl.daemon.subscribers import Guard, publisher
@@ -62,7 +65,11 @@ class Gatekeeper:
         self.events_address = ""
         self.events_guard: Guard | None = None
         self.proxy: DocumentProxy | None = None
+        self.estop_socket: zmq.Socket[bytes] | None = None
         self._monitors: dict[str, zmq.asyncio.Socket] = {}
+        # The e-stop's socket gets a context of its own (see open_estop), and a ZAP handler in it.
+        self._estop_context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._estop_authenticator: ThreadedAuthenticator | None = None
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._closed = False
@@ -89,6 +96,24 @@ class Gatekeeper:
         self._monitors[API] = socket.get_monitor_socket(HANDSHAKE_FAILED)
         return socket, address
 
+    def open_estop(self, address: str) -> tuple[zmq.Socket[bytes], str]:
+        """The e-stop's socket, bound (and the address it got), in a 0MQ context of its own: its own I/O
+        thread and ZAP handler, so that nothing sent to the other sockets is received, decrypted or checked
+        ahead of an e-stop (``sdl.api.estop``). Its handshake admits only keys that may e-stop."""
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._estop_context = context
+        self._estop_authenticator = ThreadedAuthenticator(context, self.keyring, self._refused_threadsafe)
+        self._estop_authenticator.start()
+        socket = context.socket(zmq.ROUTER)
+        socket.setsockopt(zmq.LINGER, 0)
+        make_server(socket, self.public, self.secret, ESTOP)
+        limit_estop_socket(socket)
+        address = bind(socket, address)
+        monitor = socket.get_monitor_socket(HANDSHAKE_FAILED)
+        self._monitors[ESTOP] = on_loop(monitor)
+        self.estop_socket = socket
+        return socket, address
+
     def open_events(self, address: str, *, again: bool = False) -> zmq.asyncio.Socket:
         """The event publisher, bound (``again``: to the address its predecessor held), and the guard that
         bounds what its subscribers make it keep (whose ``watch()`` runs with the service's tasks)."""
@@ -113,6 +138,10 @@ class Gatekeeper:
         if self.proxy is not None:
             self.proxy.stop()
         self._authenticator.stop()
+        if self._estop_authenticator is not None:
+            self._estop_authenticator.stop()
+        if self._estop_context is not None:
+            self._estop_context.destroy(linger=0)
 
     def close(self) -> None:
         """Write the refusals counted but not yet written, and write no more (the store is closing)."""
@@ -143,8 +172,8 @@ class Gatekeeper:
             self.refused(EVENTS, "no key", why, None)
 
     async def watch_handshakes(self, domain: str) -> None:
-        """Audit clients that could not even start a CURVE handshake on the socket of ``domain`` (no key,
-        or not CurveZMQ at all)."""
+        """Audit clients that could not even start a CURVE handshake on the API's or the e-stop's socket (no
+        key, or not CurveZMQ at all)."""
         monitor = self._monitors[domain]
         try:
             while True:

@@ -30,10 +30,11 @@ import zmq
 import zmq.asyncio
 
 from sdl import crashpoints
-from sdl.access.curve import API, CurveCallers
+from sdl.access.curve import API, ESTOP, CurveCallers
 from sdl.access.keys import KEYS_FILE, KeyRing, server_pair
 from sdl.access.owner import owner_entry, owner_key_file
 from sdl.api.client import INFO_FILE
+from sdl.api.estop import EStopServer
 from sdl.api.server import ApiServer, Execute
 from sdl.daemon.cells import WorkerLaunch
 from sdl.daemon.dispatch import Dispatcher
@@ -102,6 +103,7 @@ class LabService:
         self.lab = lab
         self.data_dir = Path(data_dir)
         self.api_address, self.events_address, self.documents_address = api, events, documents
+        self.estop_address = ""  # bound beside the API (see bind)
         self.on_stop = self.stop_mode = on_stop
         self.stop_timeout = stop_timeout
         self.simulator_command = simulator
@@ -185,6 +187,8 @@ class LabService:
             owner_key_file(self.data_dir),
         )
         api_socket, self.api_address = gate.open_api(self.api_address)
+        # Beside the API, on the same interface: e-stops come in there, whatever floods the API.
+        _, self.estop_address = gate.open_estop(f"{self.api_address.rpartition(':')[0]}:0")
         events = gate.open_events(self.events_address)
         self.events_address = gate.events_address
         workers = self._context.socket(zmq.ROUTER)
@@ -199,7 +203,7 @@ class LabService:
         state.events_address, state.documents_address = self.events_address, self.documents_address
         info = {"pid": os.getpid(), "host": socket.gethostname(), "owner": self.owner,
                 "api": self.api_address, "events": self.events_address, "documents": self.documents_address,
-                "lab": self.lab.name,
+                "estop": self.estop_address, "lab": self.lab.name,
                 "curve": True, "server_key": public.decode(),
                 "http": self.frontend.url if self.frontend else None}  # fmt: skip
         (self.data_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
@@ -246,12 +250,14 @@ class LabService:
             )
             authenticate = CurveCallers(self.keyring)
             gate = self.gate
-            assert gate is not None and gate.events_guard is not None
+            assert gate is not None and gate.events_guard is not None and gate.estop_socket is not None
             server = ApiServer(api_socket, handlers.table(), authenticate=authenticate, audit=gate.audit)
+            estop = EStopServer(gate.estop_socket, server.estop)
             supervisor.start_workers()
             await self.proposer.start()
             tasks = [
                 asyncio.create_task(server.serve(), name="api"),
+                asyncio.create_task(estop.serve(), name="estop"),
                 asyncio.create_task(supervisor.serve_workers(), name="workers"),
                 asyncio.create_task(supervisor.supervise(), name="supervise"),
                 asyncio.create_task(dispatcher.schedule(), name="schedule"),
@@ -262,6 +268,7 @@ class LabService:
             tasks += [
                 asyncio.create_task(gate.events_guard.watch(), name="subscribers"),
                 asyncio.create_task(gate.watch_handshakes(API), name="zap-api"),
+                asyncio.create_task(gate.watch_handshakes(ESTOP), name="zap-estop"),
                 asyncio.create_task(gate.watch_keys(), name="keys"),
             ]
             if self.frontend is not None:
