@@ -1,9 +1,10 @@
 """The lab service's doors: the sockets clients reach, opened as CurveZMQ servers, and the record of who came.
 
-Every socket a client reaches (the API, the events, the documents) is a CURVE server whose handshake the
-allow-list decides (`sdl.access.curve`). The gatekeeper holds what that takes: the service's key pair, the
-ZAP authenticator on the service's loop, the monitor that notices clients that could not even start a
-handshake, and the refusals, written to the audit log throttled per source (`sdl.access.refusals`). It keeps
+Every socket a client reaches (the API, the e-stop's, the events, the documents) is a CURVE server whose
+handshake the allow-list decides (`sdl.access.curve`). The gatekeeper holds what that takes: the service's
+key pair, the ZAP authenticators (on the service's loop; on a thread of their own for the e-stop's context
+and the documents proxy's), the monitors that notice clients that could not even start a handshake, and the
+refusals, written to the audit log throttled per source (`sdl.access.refusals`). It keeps
 the one path every key change takes, whatever noticed it: a key removed from the allow-list makes it reopen
 the event publisher and the documents' output, so the removed key stops hearing anything. And it writes the
 audit entry of every API request.
