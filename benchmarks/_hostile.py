@@ -16,10 +16,15 @@ Kinds (what the probe of issue 21 sent, and what the limits of docs/api.md answe
 - ``garbage``: small malformed and numeric-edge requests (NaN ids, 5000-digit integers, 10^19), 64 in
   flight;
 - ``subscribers``: event subscribers that subscribe to 100 random prefixes, are cut, and come back.
+
+Every socket is a CurveZMQ client with the key pair and server key given in $SDL_FLOOD_PUBLIC,
+$SDL_FLOOD_SECRET and $SDL_FLOOD_SERVER (Z85): the lab service admits no client without a key, so a flood
+worth measuring comes from a key it allows (one that leaked, or a client gone wrong).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import select
 import signal
@@ -50,6 +55,12 @@ def _stop(signum: int, frame: object) -> None:
     stopping = True
 
 
+def _curve(socket: zmq.Socket[bytes]) -> None:
+    socket.curve_publickey = os.environ["SDL_FLOOD_PUBLIC"].encode()
+    socket.curve_secretkey = os.environ["SDL_FLOOD_SECRET"].encode()
+    socket.curve_serverkey = os.environ["SDL_FLOOD_SERVER"].encode()
+
+
 def _ready() -> None:
     print("ready", flush=True)
 
@@ -58,6 +69,7 @@ def pipelined(api: str, make: Callable[[int], list[bytes]], depth: int) -> int:
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
+    _curve(socket)
     socket.connect(api)
     sent = answered = 0
     try:
@@ -86,6 +98,7 @@ def subscribers(events: str) -> int:
         while not stopping:
             socket = context.socket(zmq.SUB)
             socket.setsockopt(zmq.LINGER, 0)
+            _curve(socket)
             monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
             socket.connect(events)
             for _ in range(100):
@@ -124,7 +137,11 @@ def run(kind: str, api: str, events: str) -> int:
 class Flood:
     """The given kinds, each in processes of its own, under way (each has had a reply) on entering."""
 
-    def __init__(self, kinds: list[str], api: str, events: str, start_timeout: float = 120.0) -> None:
+    def __init__(
+        self, kinds: list[str], api: str, events: str, keys: dict[str, str], start_timeout: float = 120.0
+    ) -> None:
+        """``keys``: the floods' CurveZMQ keys (Z85) by variable: $SDL_FLOOD_PUBLIC and the others."""
+        self.env = {**os.environ, **keys}
         self.command = [[sys.executable, str(Path(__file__)), kind, api, events] for kind in kinds]
         self.command = [c for c in self.command for _ in range(PROCESSES.get(c[2], 1))]
         self.start_timeout = start_timeout
@@ -138,7 +155,9 @@ class Flood:
         return self.answered / self.seconds if self.seconds else 0.0
 
     def __enter__(self) -> Flood:
-        self.processes = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True) for c in self.command]
+        self.processes = [
+            subprocess.Popen(c, stdout=subprocess.PIPE, text=True, env=self.env) for c in self.command
+        ]
         deadline = time.monotonic() + self.start_timeout
         for process in self.processes:  # each says "ready" after its first reply (or its first cut)
             assert process.stdout is not None

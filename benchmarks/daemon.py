@@ -358,6 +358,9 @@ def estop(directory: Path, rounds: int) -> list[dict[str, Any]]:
     daemon = service(directory, 2, "estop")
     rows = []
     rng = random.Random(0)
+    owner = daemon.credentials()  # the floods get a key the service allows: without one they are refused
+    keys = {"SDL_FLOOD_PUBLIC": owner.public.decode(), "SDL_FLOOD_SECRET": owner.secret.decode(),
+            "SDL_FLOOD_SERVER": owner.server.decode()}  # fmt: skip
     try:
         with daemon.client(timeout=60) as client:
             events = client.call(m.Status()).events_address
@@ -365,7 +368,7 @@ def estop(directory: Path, rounds: int) -> list[dict[str, Any]]:
                 stops: list[float] = []
                 views: list[float] = []
                 busy = 0
-                with Flood(kinds, daemon.address, events) as flood:  # under way when it enters
+                with Flood(kinds, daemon.address, events, keys) as flood:  # under way when it enters
                     for i in range(rounds):
                         time.sleep(rng.uniform(0.05, 0.25))  # not in step with the flood
                         t = time.perf_counter()
@@ -543,13 +546,16 @@ ESTOP_TEXT = """\
 ### E-stop under a hostile flood (`benchmarks/daemon.py --only estop`)
 
 An operator's `lab.estop`, timed through our client from request to reply, then cleared; a viewer's `status`
-after each. First on a quiet service, then while other processes flood it with raw 0MQ
-(`benchmarks/_hostile.py`): 15 MB requests 24 at a time (what the probe of issue 21 sent), messages of
-8 × 15 MB frames, messages of 20,000 empty frames, requests of almost 1 MiB that must be parsed to be
-refused (64 at a time over 8 connections: every request slot), malformed and numeric-edge requests 64 at a
-time, and event subscribers that are cut and come back; then all of them at once. Every flood runs on the
-same two cores as the service. "status busy": the viewer's requests answered `busy` while the flood held
-every request slot (the e-stop never is). The block below is rewritten by every run that measures it.
+after each. The client sends the e-stop to the service's e-stop socket (daemon.json's `estop`: a socket
+and a 0MQ context of its own, `sdl/api/estop.py`), the status to the API socket. First on a quiet service,
+then while other processes flood the API socket with raw 0MQ under a key the service allows (it admits no
+client without one; `benchmarks/_hostile.py`): 15 MB requests 24 at a time (what the probe of issue 21
+sent), messages of 8 × 15 MB frames, messages of 20,000 empty frames, requests of almost 1 MiB that must be
+parsed to be refused (64 at a time over 8 connections: every request slot), malformed and numeric-edge
+requests 64 at a time, and event subscribers that are cut and come back; then all of them at once. Every
+flood runs on the same two cores as the service. "status busy": the viewer's requests answered `busy` while
+the flood held every request slot (the e-stop never is). The block below is rewritten by every run that
+measures it.
 
 """
 

@@ -21,8 +21,8 @@ from sdl.daemon.cells import Cell
 from sdl.daemon.handlers import Handlers
 from sdl.daemon.health import HealthKeeper
 from sdl.daemon.leases import LeaseGrants
+from sdl.daemon.leasing import ServiceLeasing
 from sdl.daemon.state import LabState
-from sdl.daemon.worker import ServiceLeasing
 from sdl.execution.experiment import LeaseRefused
 from sdl.execution.faults import classify
 from sdl.spec.lab import LabSpec
@@ -236,11 +236,7 @@ def test_a_lease_refused_for_an_instrument_out_of_service_names_it_and_costs_it_
         assert cell == "w2" and refusal.instruments == ["arm"]
 
         # The worker turns the refusal into the error the plan fails with; it names the arm.
-        class Worker:
-            def send(self, message: BaseModel) -> None:
-                pass
-
-        leasing = ServiceLeasing(Worker())  # type: ignore[arg-type]
+        leasing = ServiceLeasing(lambda message: None, None)  # type: ignore[arg-type]
         waiting = asyncio.ensure_future(leasing.acquire(1, ["arm"]))
         await asyncio.sleep(0)
         leasing.answered(p.LeaseRefused(request=1, reason=refusal.reason, instruments=refusal.instruments))

@@ -26,12 +26,15 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.auth.thread import ThreadAuthenticator
 
 from sdl.access.keys import KeyRing
-from sdl.access.roles import Caller, Refused
+from sdl.access.roles import Caller, Refused, Role
 
 log = logging.getLogger(__name__)
 
 #: ZAP domains: one per socket, so the audit log says which socket refused a connection.
-API, EVENTS, DOCUMENTS = "api", "events", "documents"
+API, EVENTS, DOCUMENTS, ESTOP = "api", "events", "documents", "estop"
+#: Domains whose handshake admits only keys of at least this role (the e-stop's socket takes nothing but
+#: e-stops, which an operator may send).
+LEAST_ROLE = {ESTOP: Role.OPERATOR}
 #: Called with (domain, who, why, origin) for every refused connection.
 OnRefused = Callable[[str, str, str, str | None], None]
 
@@ -52,11 +55,16 @@ class KeyringCheck:
     def callback(self, domain: str, key: bytes) -> bool:
         """``key`` is the client's public key in Z85."""
         public_key = key.decode("ascii")
-        if self.keyring.by_public_key(public_key) is not None:
+        entry = self.keyring.by_public_key(public_key)
+        least = LEAST_ROLE.get(domain, Role.VIEWER)
+        if entry is not None and entry.role.allows(least):
             return True
+        who, why = f"key {short(public_key)}", "refused: unknown key"
+        if entry is not None:
+            who, why = entry.name, f"refused: {entry.role.value}; this socket needs {least.value}"
         if self.on_refused is not None:
             try:
-                self.on_refused(domain, f"key {short(public_key)}", "refused: unknown key", self.address)
+                self.on_refused(domain, who, why, self.address)
             except Exception:
                 log.exception("could not audit a refused connection")
         return False
@@ -73,7 +81,7 @@ class ServiceAuthenticator(AsyncioAuthenticator):
     def __init__(self, context: zmq.Context[Any], keyring: KeyRing, on_refused: OnRefused | None) -> None:
         super().__init__(context, log=log)
         self.check = KeyringCheck(keyring, on_refused)
-        for domain in (API, EVENTS, DOCUMENTS):
+        for domain in (API, EVENTS, DOCUMENTS, ESTOP):
             self.configure_curve_callback(domain, self.check)
 
     async def handle_zap_message(self, msg: list[bytes]) -> None:
@@ -87,7 +95,7 @@ class ThreadedAuthenticator(ThreadAuthenticator):
     def __init__(self, context: zmq.Context[Any], keyring: KeyRing, on_refused: OnRefused | None) -> None:
         super().__init__(context, log=log)
         self.check = KeyringCheck(keyring, on_refused)
-        for domain in (API, EVENTS, DOCUMENTS):
+        for domain in (API, EVENTS, DOCUMENTS, ESTOP):
             self.configure_curve_callback(domain, self.check)
 
     async def handle_zap_message(self, msg: list[bytes]) -> None:

@@ -48,6 +48,7 @@ from sdl.api.local import (
 from sdl.api.models import (
     ApiError,
     Error,
+    EStop,
     EventRecord,
     EventsSince,
     Request,
@@ -142,6 +143,11 @@ class Client:
         connect_timeout: float = CONNECT_S,
     ) -> None:
         self.address = address or address_for(data_dir)
+        # The e-stop's own socket (``sdl.api.estop``), if the local service at this address has one.
+        info = service_info(data_dir)
+        self.estop_address: str | None = info.get("estop") if info.get("api") == self.address else None
+        self._estop: Client | None = None
+        self._data_dir = data_dir
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.user = (user or login_name())[:MAX_USER_CHARS]
@@ -161,6 +167,8 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        if self._estop is not None:
+            self._estop.close()
         self._drop()
         # destroy, not term: an event stream the caller never finished still holds a socket, and term()
         # would wait for it forever.
@@ -226,6 +234,8 @@ class Client:
         """Send one request and return its typed reply; raises :class:`ApiError` or
         :class:`ServiceUnavailable`: within ``connect_timeout`` seconds if nothing takes the connection,
         else within ``timeout`` (the client's, unless given)."""
+        if isinstance(request, EStop) and self.estop_address:
+            return self._stopper().call(request, timeout=timeout)
         request_id = next(self._ids)
         payload = encode_request(request, request_id, self.user)
         if len(payload) > MAX_REQUEST_BYTES:  # the service would refuse it (or drop the connection)
@@ -275,6 +285,21 @@ class Client:
             error = Error.model_validate(reply.get("error"))
             raise ApiError(error.type, error.message, error.details)
         return request.reply.model_validate(reply["result"])
+
+    def _stopper(self) -> Client:
+        """A client of the e-stop's socket: a connection (and a 0MQ context) of its own, so that an e-stop
+        waits behind nothing this client has sent."""
+        if self._estop is None:
+            self._estop = Client(
+                self.estop_address,
+                timeout=self.timeout,
+                user=self.user,
+                credentials=self.credentials,
+                data_dir=self._data_dir,
+                connect_timeout=self.connect_timeout,
+            )
+            self._estop.estop_address = None
+        return self._estop
 
     def submit(self, path: Path, *, seed: int | None = None, budget: int | None = None) -> SubmitReply:
         """Submit a campaign file (read here; its procedures must be importable where the service runs)."""

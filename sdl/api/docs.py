@@ -50,13 +50,21 @@ person: a full disk, an instrument automatic recovery gave up on; `active` false
 `bluesky.callbacks.zmq.Publisher` to a 0MQ proxy (default output `tcp://127.0.0.1:60717`): subscribe with
 `bluesky.callbacks.zmq.RemoteDispatcher(address, curve_config=ClientCurve(KEY_SECRET, SERVER_KEY))`.
 
+**E-stop**: `lab.estop` has a socket of its own beside the API (a ROUTER on the API's interface, at a port
+of its own: daemon.json's `estop`), served from a 0MQ context of its own, so that nothing sent to the API
+socket is received, decrypted or queued ahead of it. Only keys whose role may e-stop get through its
+handshake; it answers `lab.estop` as the API socket does (the same checks, audit entry and `lab.estop`
+event), one at a time per connection (`busy` for a second one meanwhile), and anything else with
+`bad_request`. `sdl.client.Client` sends its e-stops there when the local service's daemon.json names it,
+else to the API socket, where an e-stop is still taken ahead of the requests waiting to be parsed.
+
 Roles: **viewer** reads and watches; **operator** also runs campaigns and may always e-stop; **admin** also
-manages instruments, clears the e-stop, manages keys and stops the service. Every socket (API, events,
-documents) is a CurveZMQ server, on loopback too: a client needs a key pair and the service's public key
-(daemon.json's `server_key`). The data directory owner's key (`DATA_DIR/keys/owner.key_secret`, readable by
-that account alone) is an admin that `sdl` and `sdl.client.Client` find by themselves; any other key must be
-on the allow-list, whose role applies (docs/access.md). A refusal is an `unauthenticated` or `forbidden`
-error.
+manages instruments, clears the e-stop, manages keys and stops the service. Every socket (API, e-stop,
+events, documents) is a CurveZMQ server, on loopback too: a client needs a key pair and the service's
+public key (daemon.json's `server_key`). The data directory owner's key (`DATA_DIR/keys/owner.key_secret`,
+readable by that account alone) is an admin that `sdl` and `sdl.client.Client` find by themselves; any
+other key must be on the allow-list, whose role applies (docs/access.md). A refusal is an `unauthenticated`
+or `forbidden` error.
 
 This file is generated from `sdl/api/models.py` by `python -m sdl.api.docs`; do not edit it by hand.
 """
@@ -95,6 +103,8 @@ def limits() -> list[str]:
         "connection | `busy` at once, unparsed (retry) |",
         f"| an e-stop (`lab.estop`) | up to {_bytes(w.PRIORITY_BYTES)}, one at a time per connection | "
         "never `busy`: it is taken ahead of every request waiting to be parsed |",
+        f"| a frame on the e-stop socket | {_bytes(w.PRIORITY_BYTES)} | the connection is closed "
+        "(`ZMQ_MAXMSGSIZE`) |",
         f"| a frame a subscriber sends (events, documents) | {_bytes(w.MAX_SUBSCRIBER_FRAME_BYTES)} | "
         "the connection is closed (`ZMQ_MAXMSGSIZE`) |",
         f"| a subscription's prefix | {w.MAX_PREFIX} bytes (topics are shorter) | the connection is cut |",

@@ -15,7 +15,10 @@ Two tasks share the socket's requests, so that what one client sends cannot hold
 - the parser parses and validates admitted requests one per turn of the event loop (a request is at most
   1 MiB: milliseconds), taking the connections in turn, and starts a task for each that answers it.
 
-So an e-stop waits for at most one parse and the handlers' steps already due, whatever else arrives.
+So an e-stop waits for at most one parse and the handlers' steps already due, once it is read. What it
+cannot pass on this socket is what libzmq has not handed over yet (received, decrypted and queued by the
+I/O thread every socket of the context shares); the e-stop's own socket (``sdl.api.estop``) has none of
+that in front of it, and is answered here too (:meth:`ApiServer.estop`).
 """
 
 from __future__ import annotations
@@ -286,6 +289,11 @@ class ApiServer:
         except ApiError as exc:
             return encode_error(envelope.id, exc.error)
         return encode_result(envelope.id, result)
+
+    async def estop(self, frame: zmq.Frame) -> bytes:
+        """An e-stop read off the e-stop's own socket (``sdl.api.estop``), answered as one read here ahead of
+        everything queued: the same authentication, role check, handler and audit."""
+        return await self._reply(frame, admitted=False)
 
     def _send(self, message: Message, reply: bytes) -> None:
         assert self._direct is not None

@@ -195,6 +195,12 @@ def direct(socket: zmq.Socket[Any]) -> zmq.Socket[bytes]:
     return zmq.Socket[bytes].shadow(socket.underlying)  # pyright: ignore[reportUnknownMemberType]
 
 
+def on_loop(socket: zmq.Socket[Any]) -> zmq.asyncio.Socket:
+    """The same 0MQ socket for asyncio (pyzmq's shadow, typed): a socket made in a plain context of its own,
+    read on the service's loop."""
+    return zmq.asyncio.Socket.from_socket(socket)  # pyright: ignore[reportUnknownMemberType]
+
+
 def send_frames(
     socket: zmq.asyncio.Socket, frames: Sequence[bytes | zmq.Frame], flags: int = 0
 ) -> Awaitable[object]:

@@ -22,37 +22,23 @@ import logging
 import os
 import signal
 import socket
-import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Protocol
 
 import zmq
 import zmq.asyncio
-from pydantic import BaseModel
-from zmq.utils.monitor import parse_monitor_message
 
 from sdl import crashpoints
-from sdl.access.curve import (
-    API,
-    EVENTS,
-    HANDSHAKE_FAILED,
-    CurveCallers,
-    ServiceAuthenticator,
-    handshake_refusal,
-    make_server,
-)
+from sdl.access.curve import API, ESTOP, CurveCallers
 from sdl.access.keys import KEYS_FILE, KeyRing, server_pair
 from sdl.access.owner import owner_entry, owner_key_file
-from sdl.access.refusals import Refusal, RefusalThrottle
-from sdl.access.roles import Caller
 from sdl.api.client import INFO_FILE
-from sdl.api.models import Request
+from sdl.api.estop import EStopServer
 from sdl.api.server import ApiServer, Execute
-from sdl.api.wire import limit_socket
 from sdl.daemon.cells import WorkerLaunch
 from sdl.daemon.dispatch import Dispatcher
-from sdl.daemon.documents import CurveServer, DocumentProxy, bind_again
+from sdl.daemon.gatekeeper import Gatekeeper, bind
 from sdl.daemon.handlers import Handlers
 from sdl.daemon.health import HealthKeeper
 from sdl.daemon.heap import fix_mmap_threshold, freeze_startup_heap, return_free_memory
@@ -60,7 +46,6 @@ from sdl.daemon.leases import LeaseGrants
 from sdl.daemon.proposer import Proposer
 from sdl.daemon.state import LabState
 from sdl.daemon.storage import StorageKeeper
-from sdl.daemon.subscribers import Guard, publisher
 from sdl.daemon.supervision import Supervisor
 from sdl.execution.bringup import SimulatedLab, simulator_command
 from sdl.execution.provenance import lab_provenance
@@ -118,6 +103,7 @@ class LabService:
         self.lab = lab
         self.data_dir = Path(data_dir)
         self.api_address, self.events_address, self.documents_address = api, events, documents
+        self.estop_address = ""  # bound beside the API (see bind)
         self.on_stop = self.stop_mode = on_stop
         self.stop_timeout = stop_timeout
         self.simulator_command = simulator
@@ -132,15 +118,7 @@ class LabService:
         self.addresses: dict[str, Any] = {}
         self.stop_requested = asyncio.Event()
         self._context = zmq.asyncio.Context()
-        self._proxy: DocumentProxy | None = None
-        self._authenticator: ServiceAuthenticator | None = None
-        self._server_public: bytes | None = None
-        self._server_secret: bytes | None = None
-        self.refusals = RefusalThrottle(self._write_refusal)
-        self._monitors: dict[str, zmq.asyncio.Socket] = {}
-        self._events_guard: Guard | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
+        self.gate: Gatekeeper | None = None  # built with the sockets, once the lab's state exists
         self.claimed = False  # whether this process took the lab's claim (only then may it release it)
         self._store: Store | None = None  # the store it claimed the lab in
         self.lost_claim = False
@@ -201,27 +179,23 @@ class LabService:
         """Open the API, event, worker and document sockets; write where they are to daemon.json. Returns the
         API socket and how workers are started (they connect to the worker socket)."""
         public, secret, public_file = server_pair(self.data_dir)
-        self._server_public, self._server_secret = public, secret
-        self.keyring.refresh()
-        self.keyring.on_change(self._noticed_keys_change)
-        self._authenticator = ServiceAuthenticator(self._context, self.keyring, self._refused)
-        self._authenticator.start()
-        proxy_curve = CurveServer(public, secret, self.keyring, self._refused_threadsafe)
+        gate = self.gate = Gatekeeper(self._context, state, self.keyring, public, secret)
         log.info(
             "CurveZMQ on every socket: clients need the service's public key %s and an allowed key (this "
             "account's is %s)",
             public_file,
             owner_key_file(self.data_dir),
         )
-        api_socket = self._socket(zmq.ROUTER, API)
-        limit_socket(api_socket)
-        self.api_address = _bind(api_socket, self.api_address)
-        events = self._open_events()
-        self._monitors = {API: api_socket.get_monitor_socket(HANDSHAKE_FAILED)}
-        workers = self._socket(zmq.ROUTER)
-        worker_address = _bind(workers, "tcp://127.0.0.1:0")
-        self._proxy = DocumentProxy(self.documents_address, proxy_curve).start()
-        self.documents_address = self._proxy.out_address
+        api_socket, self.api_address = gate.open_api(self.api_address)
+        # Beside the API, on the same interface: e-stops come in there, whatever floods the API.
+        _, self.estop_address = gate.open_estop(f"{self.api_address.rpartition(':')[0]}:0")
+        events = gate.open_events(self.events_address)
+        self.events_address = gate.events_address
+        workers = self._context.socket(zmq.ROUTER)
+        workers.setsockopt(zmq.LINGER, 0)
+        worker_address = bind(workers, "tcp://127.0.0.1:0")
+        proxy = gate.open_documents(self.documents_address)
+        self.documents_address = proxy.out_address
         if self.frontend is not None:
             self.frontend.bind()  # before daemon.json names its address
             state.http_address = self.frontend.url
@@ -229,7 +203,7 @@ class LabService:
         state.events_address, state.documents_address = self.events_address, self.documents_address
         info = {"pid": os.getpid(), "host": socket.gethostname(), "owner": self.owner,
                 "api": self.api_address, "events": self.events_address, "documents": self.documents_address,
-                "lab": self.lab.name,
+                "estop": self.estop_address, "lab": self.lab.name,
                 "curve": True, "server_key": public.decode(),
                 "http": self.frontend.url if self.frontend else None}  # fmt: skip
         (self.data_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
@@ -244,127 +218,12 @@ class LabService:
             data_dir=str(self.data_dir),
             lab=self.lab,
             addresses=self.addresses,
-            documents=self._proxy.in_address,
+            documents=proxy.in_address,
             lab_provenance=lab_provenance(self.lab, self.lab.simulated, name=self.lab.name),
             parent_pid=os.getpid(),
             env=self.worker_env,
         )
         return api_socket, launch
-
-    def _open_events(self, *, again: bool = False) -> zmq.asyncio.Socket:
-        """The event publisher, bound (``again``: to the address its predecessor held), and the guard that
-        bounds what its subscribers make it keep (whose ``watch()`` runs with the service's tasks)."""
-        socket = self._socket(zmq.XPUB, EVENTS)
-        publisher(socket)
-        if again:
-            bind_again(socket, self.events_address)
-        else:
-            self.events_address = _bind(socket, self.events_address)
-        self._events_guard = Guard(socket, HANDSHAKE_FAILED, self._events_handshake)
-        return socket
-
-    def _events_handshake(self, event: int, value: int) -> None:
-        why = handshake_refusal(event, value)
-        if why is not None:
-            self._refused(EVENTS, "no key", why, None)
-
-    def _socket(self, kind: int, domain: str | None = None) -> zmq.asyncio.Socket:
-        """A socket; with a ZAP ``domain`` (a socket clients reach), a CURVE server."""
-        socket = self._context.socket(kind)
-        socket.setsockopt(zmq.LINGER, 0)
-        if domain is not None:
-            assert self._server_public is not None and self._server_secret is not None
-            make_server(socket, self._server_public, self._server_secret, domain)
-        return socket
-
-    # -- access ----------------------------------------------------------------------------------------------
-
-    def _refused(self, domain: str, who: str, why: str, origin: str | None) -> None:
-        """A connection refused at the handshake: to the audit log (throttled per source address)."""
-        self.refusals.refused(Refusal(who, f"connect.{domain}", why, origin))
-
-    def _write_refusal(self, refusal: Refusal) -> None:
-        if self.state is not None:
-            store = self.state.store
-            store.audit(
-                refusal.who, refusal.action, refusal.result, origin=refusal.origin, target=refusal.target
-            )
-
-    def _refused_threadsafe(self, domain: str, who: str, why: str, origin: str | None) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._refused, domain, who, why, origin)
-
-    async def _watch_handshakes(self, socket: zmq.asyncio.Socket, domain: str) -> None:
-        """Audit clients that could not even start a CURVE handshake (no key, or not CurveZMQ at all).
-        The monitor is opened in :meth:`bind`, before daemon.json tells clients where to connect."""
-        monitor = self._monitors[domain]
-        try:
-            while True:
-                event = parse_monitor_message(await monitor.recv_multipart())
-                why = handshake_refusal(event["event"], event["value"])
-                if why is not None:
-                    self._refused(domain, "no key", why, None)
-        except zmq.ZMQError:
-            pass  # the socket was replaced (see keys_changed); its successor has a watcher of its own
-        finally:
-            monitor.close(linger=0)
-
-    def _noticed_keys_change(self, removed: frozenset[str]) -> None:
-        """The allow-list changed, noticed by whatever looked first (a request, a handshake, the watcher,
-        a change through the API; on this loop or on the documents proxy's thread)."""
-        loop = self._loop
-        if not removed or loop is None or loop.is_closed():
-            return
-        if threading.get_ident() == self._loop_thread:
-            self.keys_changed(removed)  # before anything else is published
-        else:
-            loop.call_soon_threadsafe(self.keys_changed, removed)
-
-    def keys_changed(self, removed: frozenset[str]) -> None:
-        """Keys were removed from the allow-list: drop every subscriber of the events and documents so a
-        removed key cannot keep listening (the others reconnect, pass the handshake again and catch up on
-        the events they missed through ``events.since``). Requests are checked one by one anyway."""
-        if self.state is None or self.state.stopping:
-            return
-        log.info(
-            "%d key(s) removed from the allow-list: dropping event and document subscribers", len(removed)
-        )
-        old, self.state.events = self.state.events, None
-        if self._events_guard is not None:
-            self._events_guard.close()
-        if old is not None:
-            old.close(linger=0)
-        self.state.events = self._open_events(again=True)
-        assert self._events_guard is not None
-        self.state.in_background(self._events_guard.watch())
-        if self._proxy is not None:
-            self._proxy.reopen_output()
-
-    async def _watch_keys(self) -> None:
-        """The allow-list may be edited on disk (`sdl keys remove`): notice it within a second, should no
-        request or handshake notice it first (the key ring tells :meth:`keys_changed` either way)."""
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                self.keyring.refresh()
-            except Exception:
-                log.exception("could not read the allow-list %s", self.keyring.path)
-
-    def _audit(self, caller: Caller, request: Request, result: str, reply: BaseModel | None) -> None:
-        assert self.state is not None
-        target = (
-            getattr(request, "campaign_id", None)
-            or getattr(request, "name", None)
-            or getattr(reply, "campaign_id", None)  # a submission: the campaign it created
-        )
-        arguments = request.model_dump(mode="json", exclude={"text"})
-        store = self.state.store
-        self.state.write(
-            f"the audit entry of {request.method} by {caller.name}",
-            lambda: store.audit(
-                caller.name, request.method, result, origin=caller.origin, target=target, arguments=arguments
-            ),
-        )
 
     # -- running and stopping ------------------------------------------------------------------------------
 
@@ -378,7 +237,6 @@ class LabService:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
         try:
-            self._loop, self._loop_thread = loop, threading.get_ident()
             state, health, leases = self.open()
             api_socket, launch = self.bind(state)
             supervisor = self.supervisor = Supervisor(state, health, leases, launch)
@@ -391,11 +249,15 @@ class LabService:
                 stop=lambda abort: self.request_stop(abort=abort),
             )
             authenticate = CurveCallers(self.keyring)
-            server = ApiServer(api_socket, handlers.table(), authenticate=authenticate, audit=self._audit)
+            gate = self.gate
+            assert gate is not None and gate.events_guard is not None and gate.estop_socket is not None
+            server = ApiServer(api_socket, handlers.table(), authenticate=authenticate, audit=gate.audit)
+            estop = EStopServer(gate.estop_socket, server.estop)
             supervisor.start_workers()
             await self.proposer.start()
             tasks = [
                 asyncio.create_task(server.serve(), name="api"),
+                asyncio.create_task(estop.serve(), name="estop"),
                 asyncio.create_task(supervisor.serve_workers(), name="workers"),
                 asyncio.create_task(supervisor.supervise(), name="supervise"),
                 asyncio.create_task(dispatcher.schedule(), name="schedule"),
@@ -403,11 +265,11 @@ class LabService:
                 asyncio.create_task(storage.watch(), name="storage"),
                 asyncio.create_task(self._return_memory(server), name="memory"),
             ]
-            assert self._events_guard is not None
             tasks += [
-                asyncio.create_task(self._events_guard.watch(), name="subscribers"),
-                asyncio.create_task(self._watch_handshakes(api_socket, API), name="zap-api"),
-                asyncio.create_task(self._watch_keys(), name="keys"),
+                asyncio.create_task(gate.events_guard.watch(), name="subscribers"),
+                asyncio.create_task(gate.watch_handshakes(API), name="zap-api"),
+                asyncio.create_task(gate.watch_handshakes(ESTOP), name="zap-estop"),
+                asyncio.create_task(gate.watch_keys(), name="keys"),
             ]
             if self.frontend is not None:
                 tasks.append(asyncio.create_task(self.frontend.serve(state, server.execute), name="http"))
@@ -451,19 +313,16 @@ class LabService:
             for cell in state.cells.values():
                 cell.kill()
         self.proposer.kill()
-        if self._proxy is not None:
-            self._proxy.stop()
-        if self._authenticator is not None:
-            self._authenticator.stop()
+        gate = self.gate
+        if gate is not None:
+            gate.stop()
         self._context.destroy(linger=0)
         if self.simulated is not None:
             self.simulated.stop()
         store, self._store = self._store, None
         if store is not None:
-            try:
-                self.refusals.flush(everything=True)  # what was counted but not yet written
-            except Exception:
-                log.exception("could not write the audit log")
+            if gate is not None:
+                gate.close()  # the refusals counted but not yet written
             if self.claimed:
                 self._remove_record()
                 try:
@@ -501,7 +360,7 @@ class LabService:
         cuts = 0
         while True:
             await asyncio.sleep(1.0)
-            guard = self._events_guard
+            guard = self.gate.events_guard if self.gate is not None else None
             if server.discarded or (guard is not None and guard.cuts != cuts):
                 server.discarded = 0
                 cuts = guard.cuts if guard is not None else 0
@@ -528,19 +387,11 @@ class LabService:
                             "campaign %s was taken over by another process; no longer run here", tracked.id
                         )
                         state.active.forget(tracked.id)
-                self.refusals.flush()
+                if self.gate is not None:
+                    self.gate.refusals.flush()
                 await asyncio.to_thread(store.checkpoint)  # off the loop: requests do not wait on it
             except StoreFull as exc:
                 state.storage_failed(str(exc))
             except Exception:
                 log.exception("heartbeat failed")
             await asyncio.sleep(HEARTBEAT_S)
-
-
-def _bind(socket: zmq.asyncio.Socket, address: str) -> str:
-    """Bind, choosing a free port for ':0'; return the address actually bound."""
-    if address.endswith(":0"):
-        port = socket.bind_to_random_port(address[: -len(":0")])
-        return f"{address[: -len(':0')]}:{port}"
-    socket.bind(address)
-    return address

@@ -10,8 +10,6 @@ moved), records that, closes its instruments and exits: hardware is never left r
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
 import os
 import signal
@@ -30,8 +28,9 @@ from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
 from sdl.daemon.heap import freeze_startup_heap
 from sdl.daemon.holding import RECORDED, PatientRecorder, record_outcome
+from sdl.daemon.leasing import ServiceLeasing
 from sdl.execution.engine import close_run_engine, document_publisher, new_run_engine
-from sdl.execution.experiment import ExperimentRunner, LeaseRefused, Outcome, as_run
+from sdl.execution.experiment import ExperimentRunner, Outcome, as_run
 from sdl.execution.faults import Fault
 from sdl.execution.instruments import Instruments, InstrumentUnavailable
 from sdl.execution.provenance import ProvenanceSource, campaign_provenance
@@ -45,65 +44,10 @@ log = logging.getLogger("sdl.worker")
 MANAGER_GONE = "the lab service stopped while this experiment was in flight; it was aborted"
 
 
-class ServiceLeasing:
-    """A plan's on-demand leases, from the lab service: ask, wait for the grant, connect the instruments;
-    give them back, disconnect the shared ones (another workcell's worker opens them next)."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self._ids = itertools.count(1)
-        self._waiting: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = {}
-        self.shared: set[str] = set()
-
-    async def acquire(self, experiment_id: int, instruments: list[str]) -> None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        request = next(self._ids)
-        self._waiting[request] = (loop, future)
-        self.worker.send(
-            p.LeaseRequest(request=request, experiment_id=experiment_id, instruments=instruments)
-        )
-        try:
-            await future
-        except asyncio.CancelledError:  # aborted while waiting: withdraw the request
-            self.worker.send(
-                p.LeaseRelease(request=request, experiment_id=experiment_id, instruments=instruments)
-            )
-            raise
-        finally:
-            self._waiting.pop(request, None)
-        await loop.run_in_executor(None, self.worker.instruments.connect, instruments)
-
-    async def release(self, experiment_id: int, instruments: list[str]) -> None:
-        shared = [n for n in instruments if n in self.shared]
-        await asyncio.get_running_loop().run_in_executor(None, self.worker.instruments.disconnect, shared)
-        self.worker.send(p.LeaseRelease(request=0, experiment_id=experiment_id, instruments=instruments))
-
-    def answered(self, message: p.LeaseGranted | p.LeaseRefused) -> None:
-        """From the main thread: wake the plan waiting for this request."""
-        waiting = self._waiting.get(message.request)
-        if waiting is None:
-            return
-        loop, future = waiting
-        if isinstance(message, p.LeaseGranted):
-            loop.call_soon_threadsafe(_settle, future, None)
-        else:  # the refusal names the instrument, so the fault it ends the experiment with does too
-            refused = LeaseRefused(message.reason, message.instruments[0] if message.instruments else None)
-            loop.call_soon_threadsafe(_settle, future, refused)
-
-
 def _failed(action: Literal["make_safe", "check"], exc: InstrumentUnavailable) -> p.ServiceResult:
     return p.ServiceResult(
         action=action, instrument=exc.instrument, ok=False, detail=str(exc), fault=exc.fault
     )
-
-
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if not future.done():
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
 
 
 class Worker:
@@ -132,7 +76,7 @@ class Worker:
         self.run_engine: Any = None
         self.publisher: Any = None
         self.runner: ExperimentRunner | None = None
-        self.leasing = ServiceLeasing(self)
+        self.leasing = ServiceLeasing(self.send, self.instruments)
         self.current: int | None = None
         self._pending: list[Future[Any]] = []
         # From the config, not getppid(): the service may already be gone by the time this runs.
