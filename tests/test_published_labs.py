@@ -80,7 +80,10 @@ class Case:
 
 LABS = {
     "au_nanoparticles": Case(
-        ("distance", "peak_extinction"), 0.1, 0.01,
+        # A floor of 0.02: at speed 300 a loaded machine's delays are lab-minutes of a six-minute flow, so
+        # the cell may be read nearer the transient (0.024 against 0.009 once, with two CPU hogs beside the
+        # suite); without the reductant the distance is 0.2.
+        ("distance", "peak_extinction"), 0.1, 0.02,
         {"seeds": {"low": 10.0, "high": 40.0}, "gold": {"low": 50.0, "high": 90.0},
          "ascorbic": {"low": 25.0, "high": 45.0}},
     ),
