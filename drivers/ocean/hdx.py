@@ -429,17 +429,25 @@ class OceanSpectrometer:
         # Late replies to earlier requests are skipped, but only until the longest this reply may
         # take: a peer that keeps sending them must not hold the call forever. Each read waits for
         # the link's learned reply timeout (silence there: InstrumentTimeout).
+        # The link's deadline and this one fall together, so whichever expires first, a call that
+        # saw only late replies says so.
         deadline = time.monotonic() + processing_s + transport.reply_timeout
+        late = UnexpectedReply(
+            f"{transport.url}: no reply regarding request {regarding} "
+            f"({codec.type_name(message_type)}) before the deadline, only late replies"
+        )
+        skipped = 0
         while True:
             if time.monotonic() >= deadline:
-                raise UnexpectedReply(
-                    f"{transport.url}: no reply regarding request {regarding} "
-                    f"({codec.type_name(message_type)}) before the deadline, only late replies"
-                )
+                raise late
             try:
                 start = transport.read_exactly(2)
             except ReplyCutShort as exc:
                 raise TruncatedReply(f"{transport.url}: {codec.type_name(message_type)}: {exc}") from exc
+            except InstrumentTimeout as exc:
+                if skipped:
+                    raise late from exc
+                raise
             if start != codec.START:
                 raise codec.FrameError(f"reply starts with {start.hex(' ')}, not an OBP frame")
             try:
@@ -453,6 +461,7 @@ class OceanSpectrometer:
             reply = codec.decode(start + rest + body)
             if reply.regarding and reply.regarding != regarding:
                 log.info("%s: skipping a late reply (regarding %d)", transport.url, reply.regarding)
+                skipped += 1
                 continue
             if reply.message_type != message_type:
                 raise UnexpectedReply(
