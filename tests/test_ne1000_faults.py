@@ -2,7 +2,8 @@
 
 Link faults count replies (every reply is one opportunity); ``stall`` counts RUN commands and
 ``reset`` counts commands a pump handles. ``configure()`` takes two exchanges (status, DIA) and
-``infuse()`` eight (status, CLD, CLD, DIR, VOL, VOL, RAT, RUN), so replies 3.. follow configure.
+``infuse()`` eleven (status, CLD, CLD, DIR, VOL, VOL, RAT, then DIR, VOL and RAT read back, RUN), so
+replies 3.. follow configure.
 """
 
 from __future__ import annotations
@@ -52,11 +53,26 @@ def test_link_faults_raise_specific_errors_and_the_line_recovers(link, fault, er
 @pytest.mark.parametrize(("link", "fault"), [("tcp", "drop"), ("pty", "silent"), ("pty", "garble")])
 def test_a_lost_run_reply_is_not_answered_by_running_twice(link, fault):
     clock = VirtualClock()
-    # Reply 10 answers the RUN of the first infuse.
-    with bench(link, clock, faults=f"{fault}@10", reply_timeout=0.3) as (sim, line):
+    # Reply 13 answers the RUN of the first infuse.
+    with bench(link, clock, faults=f"{fault}@13", reply_timeout=0.3) as (sim, line):
         pump = NE1000Pump(line, 0, **SYRINGE)
         pump.configure()
         pump.infuse(100, 1000)
+        clock.advance(6)
+        assert pump.wait_until_stopped(timeout=2).infused_ul == pytest.approx(100.0)
+        assert vial(sim).volume_ul == pytest.approx(100.0)
+
+
+def test_a_power_cycle_whose_alarm_is_lost_never_runs_on_power_up_settings():
+    # Command 9 is the move's RAT: the pump power-cycles on it (so it is not carried out) and the reply
+    # that carried A?R is lost. The RAT sent again is taken; DIR, VOL and the rate are back to power-up,
+    # and VOL 0 means "pump until the syringe is empty". Read back before RUN, they are set up again.
+    clock = VirtualClock()
+    with bench(clock=clock, faults="reset@9,silent@9", reply_timeout=0.3) as (sim, line):
+        pump = NE1000Pump(line, 0, **SYRINGE)
+        pump.configure()
+        pump.infuse(100, 1000)
+        assert simulator(sim).faults.fired == {"reset": 1, "silent": 1}
         clock.advance(6)
         assert pump.wait_until_stopped(timeout=2).infused_ul == pytest.approx(100.0)
         assert vial(sim).volume_ul == pytest.approx(100.0)
@@ -89,9 +105,10 @@ def test_stall_surfaces_as_motor_stall_and_the_next_move_works():
         assert vial(sim).volume_ul == pytest.approx(300.0)
 
 
-@pytest.mark.parametrize(("faults", "error"), [("stall@1", MotorStall), ("reset@11", PumpReset)])
+@pytest.mark.parametrize(("faults", "error"), [("stall@1", MotorStall), ("reset@14", PumpReset)])
 def test_stall_and_reset_fail_the_bluesky_plan_with_the_typed_error(faults, error, engine):
-    # reset@11: connecting takes 2 commands (status, DIA), infuse 8; the 11th is the first poll.
+    # reset@14: connecting takes 2 commands (status, DIA), infuse 11 (its set-up read back before RUN);
+    # the 14th is the first poll.
     with run_simulator("ne1000", clock=ScaledClock(400), faults=faults) as sim:
         pumps = make_device(
             "pumps", sim.url("pump"), pumps={"yellow": DYES["yellow"]}, poll_s=0.01, stall_retries=0

@@ -449,7 +449,7 @@ class NE1000Pump:
             for attempt in range(1, RESET_RETRIES + 2):
                 try:
                     self._set_up_move(direction, vol_units, vol_text, rate_units, rate_text)
-                    self._run()
+                    self._run(move)
                     break
                 except MotorStall as stall:  # on RUN's reply: an empty syringe stalls at once
                     judged = self._judge_stall(stall, direction)
@@ -496,11 +496,34 @@ class NE1000Pump:
         self._send("VOL", vol_text)
         self._send("RAT", rate_text + rate_units)
 
-    def _run(self) -> None:
+    def _check_set_up(self, move: Move) -> None:
+        """Read back what RUN will act on. A power cycle whose ``A?R`` reply was lost on the line leaves
+        the pump at its power-up settings with no alarm left to see, and RUN with ``VOL 0`` pumps until
+        the syringe is empty: raises PumpReset (configure and set up again) if they are not ``move``'s."""
+        held = (
+            self._query("DIR", "", lambda reply: reply.data),
+            self._query("VOL", "", lambda reply: codec.parse_quantity(reply.data, codec.VOLUME_UNITS_UL)),
+            self._query("RAT", "", lambda reply: codec.parse_quantity(reply.data, codec.RATE_UNITS_UL_MIN)),
+        )
+        direction, volume, rate = held
+        if (
+            direction != move.direction
+            or not math.isclose(volume, move.volume_ul, rel_tol=1e-3)
+            or not math.isclose(rate, move.rate_ul_min, rel_tol=1e-3)
+        ):
+            self._needs_configure = True
+            raise PumpReset(
+                f"pump {self.address:02d}: set up for {move.direction} {move.volume_ul:.4g} µL at "
+                f"{move.rate_ul_min:.4g} µL/min, holds {direction} {volume:.4g} µL at {rate:.4g} µL/min: "
+                "it lost its settings (a power cycle whose alarm was lost on the line)"
+            )
+
+    def _run(self, move: Move) -> None:
         attempt = 0
         while True:
             attempt += 1
             try:
+                self._check_set_up(move)  # before every RUN, the first and any sent again
                 self._run_unless_halted()
                 return
             except (ConnectionLost, InstrumentTimeout, ProtocolError) as exc:
