@@ -20,7 +20,7 @@ from sdl.access.roles import Caller
 from sdl.api import models as m
 from sdl.api.client import Client
 from sdl.api.models import ApiError
-from sdl.api.server import ApiServer
+from sdl.api.server import PARSE_BURST, SMALL_BYTES, ApiServer, ParseBudget
 from sdl.api.wire import limit_socket
 
 #: Generous: a reply that does not come within it never comes (nothing here takes more than milliseconds).
@@ -57,9 +57,22 @@ class Recorder:
         return {name: handle for name in m.METHODS}
 
 
+class Clock:
+    """A clock that moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @asynccontextmanager
 async def serving(
-    recorder: Recorder, address: str = "inproc://api", start: bool = True
+    recorder: Recorder,
+    address: str = "inproc://api",
+    start: bool = True,
+    budget: ParseBudget | None = None,
 ) -> AsyncIterator[tuple[zmq.asyncio.Context, ApiServer, asyncio.Event]]:
     """An API server on ``address``; with ``start`` false it serves only once the returned event is set,
     so that a test can queue requests in the socket first (inproc delivers them at once)."""
@@ -68,7 +81,7 @@ async def serving(
     socket.setsockopt(zmq.LINGER, 0)
     limit_socket(socket)  # as the service does
     socket.bind(address)
-    server = ApiServer(socket, recorder.table())
+    server = ApiServer(socket, recorder.table(), budget=budget)
     go = asyncio.Event()
     if start:
         go.set()
@@ -305,3 +318,50 @@ def test_a_client_waits_for_one_request_of_each_other_client_not_for_all_of_them
             assert recorder.calls.index("status") <= 2 * len(greedy), recorder.calls
 
     asyncio.run(scenario())
+
+
+def test_large_requests_are_rationed_per_key_and_small_ones_never() -> None:
+    """Parsing holds the interpreter, an e-stop's thread included: one key's requests of almost 1 MB are
+    parsed up to its ration, the rest answered ``busy`` unparsed; its small requests, and another key's
+    large ones, are still taken. The clock stands still, so nothing is refilled meanwhile."""
+    large = b'{"method": "campaign.list", "id": %d, "params": {"pad": [' + b"1," * (450 << 10) + b"1]}}"
+    fits = PARSE_BURST // len(large % 0)
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        async with serving(recorder, start=False, budget=ParseBudget(1.0, PARSE_BURST, Clock())) as (
+            context,
+            _server,
+            go,
+        ):
+            greedy, other = dealer(context), dealer(context)
+            for i in range(8):
+                await greedy.send_multipart([b"", large % i])
+            go.set()
+            replies = [strict_json((await reply_to(greedy))[-1]) for _ in range(8)]
+            kinds = sorted(error_type(r) for r in replies)
+            # Parsed, the padded list is not campaign.list's params: invalid, but parsed.
+            assert kinds == ["busy"] * (8 - fits) + ["invalid_params"] * fits, kinds
+            assert "a second" in next(r for r in replies if error_type(r) == "busy")["error"]["message"]
+            assert error_type(await ask(greedy, b'{"method": "status", "id": 9}')) == "not_found"
+            assert error_type(await ask(other, large % 10)) == "invalid_params"
+
+    assert 1 <= fits < 8
+    asyncio.run(scenario())
+
+
+def test_a_parse_budget_refills_at_its_rate_up_to_its_burst_and_forgets_full_buckets() -> None:
+    clock = Clock()
+    budget = ParseBudget(rate=100.0, burst=300.0, clock=clock)
+    assert budget.take(b"a", 200) and budget.take(b"a", 100)
+    assert not budget.take(b"a", 1)  # spent
+    assert budget.take(b"b", 300)  # another key has its own
+    clock.now += 0.5
+    assert not budget.take(b"a", 60) and budget.take(b"a", 50)  # 50 refilled; a refusal spends nothing
+    clock.now += 100
+    assert budget.take(b"a", 300) and not budget.take(b"a", 1)  # never more than the burst saved up
+    for i in range(5000):  # connections without a key, each its own bucket
+        clock.now += 10
+        budget.take(b"peer %d" % i, 1)
+    assert len(budget) <= 1025
+    assert SMALL_BYTES < 300_000

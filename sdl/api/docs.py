@@ -101,6 +101,9 @@ def limits() -> list[str]:
         f"2^63−1) | `invalid_params`, listing at most {w.MAX_DETAILS} mistakes |",
         f"| requests in flight | {server.MAX_CONCURRENT} at once, {server.MAX_PER_PEER} of them from one "
         "connection | `busy` at once, unparsed (retry) |",
+        f"| requests over {_bytes(server.SMALL_BYTES)} (parsing one holds the service for milliseconds) | "
+        f"{_bytes(server.PARSE_RATE)} a second per key, {_bytes(server.PARSE_BURST)} at once | `busy`, "
+        "unparsed (retry); smaller requests are never rationed |",
         f"| an e-stop (`lab.estop`) | up to {_bytes(w.PRIORITY_BYTES)}, one at a time per connection | "
         "never `busy`: it is taken ahead of every request waiting to be parsed |",
         f"| a frame on the e-stop socket | {_bytes(w.PRIORITY_BYTES)} | the connection is closed "

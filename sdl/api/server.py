@@ -15,6 +15,10 @@ Two tasks share the socket's requests, so that what one client sends cannot hold
 - the parser parses and validates admitted requests one per turn of the event loop (a request is at most
   1 MiB: milliseconds), taking the connections in turn, and starts a task for each that answers it.
 
+Parsing holds the interpreter: a 1 MiB request of numbers takes tens of milliseconds, and no other thread
+of the service runs meanwhile. Large requests (over :data:`SMALL_BYTES`) are therefore rationed per key
+(:class:`ParseBudget`); past its ration a key's large requests get ``busy`` unparsed. Small ones never are.
+
 So an e-stop waits for at most one parse and the handlers' steps already due, once it is read. What it
 cannot pass on this socket is what libzmq has not handed over yet (received, decrypted and queued by the
 I/O thread every socket of the context shares); the e-stop's own socket (``sdl.api.estop``) has none of
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -58,6 +63,11 @@ MAX_PER_PEER = 8
 FRAMES_PER_TURN = 2048
 #: Messages the reader takes before it lets the loop run.
 MESSAGES_PER_TURN = 64
+#: Requests up to this size are never rationed; a campaign submission is rarely larger.
+SMALL_BYTES = 64 << 10
+#: Bytes of large requests one key may have parsed: per second, and at once.
+PARSE_RATE = 2 << 20
+PARSE_BURST = 4 << 20
 
 Handler = Callable[[Request, Caller], Awaitable[BaseModel]]
 #: :meth:`ApiServer.execute`: one request for a caller already authenticated, with the server's checks.
@@ -99,6 +109,43 @@ class Slots:
         return self.taken >= self.size
 
 
+class ParseBudget:
+    """A token bucket of bytes per key: ``rate`` a second, at most ``burst`` saved up. Buckets refilled to
+    the brim are forgotten, so connections without a key (each its own) cannot grow the table."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self._buckets: dict[bytes, tuple[float, float]] = {}  # key -> (bytes left, when)
+
+    def __len__(self) -> int:
+        """Keys with a bucket kept."""
+        return len(self._buckets)
+
+    def take(self, key: bytes, size: int) -> bool:
+        """Whether ``key`` may have ``size`` more bytes parsed now (and if so, they are spent)."""
+        now = self.clock()
+        left, then = self._buckets.get(key, (self.burst, now))
+        left = min(self.burst, left + (now - then) * self.rate)
+        if len(self._buckets) > 1024:
+            full = now - self.burst / self.rate
+            self._buckets = {k: v for k, v in self._buckets.items() if v[1] > full}
+        if left < size:
+            self._buckets[key] = (left, now)
+            return False
+        self._buckets[key] = (left - size, now)
+        return True
+
+
+def _key(message: Message) -> bytes:
+    """Whose request: the key the handshake authenticated, else (no CurveZMQ) the connection."""
+    try:
+        return str(message.payload.get("User-Id")).encode()
+    except zmq.ZMQError:
+        return message.peer
+
+
 class ApiServer:
     def __init__(
         self,
@@ -107,6 +154,7 @@ class ApiServer:
         *,
         authenticate: Authenticate = local_caller,
         audit: Audit | None = None,
+        budget: ParseBudget | None = None,
     ) -> None:
         missing = sorted(set(METHODS) - set(handlers))
         extra = sorted(set(handlers) - set(METHODS))
@@ -118,6 +166,7 @@ class ApiServer:
         self.audit = audit
         self._slots = Slots(MAX_CONCURRENT)
         self._per_peer: dict[bytes, int] = {}
+        self._budget = budget or ParseBudget(PARSE_RATE, PARSE_BURST)
         # Admitted requests, waiting to be parsed: each connection's in order, the connections in turn.
         self._waiting: dict[bytes, deque[Message]] = {}
         self._turns: deque[bytes] = deque()
@@ -221,6 +270,11 @@ class ApiServer:
         if self._slots.locked() or self._per_peer.get(peer, 0) >= MAX_PER_PEER:
             busy = Error(type="busy", message="too many requests at once; retry")
             self._send(message, encode_error(glance.id, busy))
+            return
+        if size > SMALL_BYTES and not self._budget.take(_key(message), size):
+            self.discarded += size
+            ration = f"this key's large requests are over {PARSE_RATE >> 20} MiB a second; retry"
+            self._send(message, encode_error(glance.id, Error(type="busy", message=ration)))
             return
         self._slots.taken += 1
         self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
