@@ -13,6 +13,8 @@ import pytest
 
 from drivers.cavro.errors import TruncatedReply
 from drivers.errors import InstrumentError, ReplyCutShort, Stopped, name_instrument
+from drivers.newera import GarbledReply
+from drivers.newera.codec import CodecError
 from drivers.ur.errors import GripperMissedObject, MotionStopped, ProtectiveStop
 from sdl.execution.experiment import ExperimentRunner, Outcome
 from sdl.execution.faults import classify, stopped
@@ -119,3 +121,20 @@ def test_stopped_is_read_through_the_chain_of_causes_and_is_no_fault() -> None:
     except RuntimeError as wrapped:
         assert stopped(wrapped) and classify(wrapped) is None
     assert not stopped(ProtectiveStop("stop")) and classify(ProtectiveStop("stop")) is not None
+
+
+def test_a_driver_error_raised_from_an_untagged_one_is_still_the_instruments_fault() -> None:
+    # A garbled reply the retries could not get past: the driver's GarbledReply is raised from the codec's
+    # CodecError, which carries no fault kind. The fault is the innermost tagged error, not the recipe's.
+    try:
+        try:
+            try:
+                raise CodecError("malformed reply '0jS'")
+            except CodecError as exc:
+                raise named(GarbledReply("pump 00 VOLUL: malformed reply '0jS'"), "pumps_b") from exc
+        except GarbledReply as exc:
+            raise RuntimeError("FailedStatus") from exc
+    except RuntimeError as wrapped:
+        fault = classify(wrapped)
+    assert fault is not None and (fault.kind, fault.instrument) == ("garbled", "pumps_b"), fault
+    assert fault.detail.startswith("pumps_b: GarbledReply: pump 00 VOLUL"), fault.detail

@@ -30,12 +30,15 @@ class Fault:
 
 
 def root_cause(exc: BaseException) -> BaseException:
-    """The innermost cause (bluesky wraps a device's exception in FailedStatus)."""
-    seen = {id(exc)}
+    """The innermost cause a driver tagged with a fault kind, else the innermost cause (bluesky wraps a
+    device's exception in FailedStatus; a driver's error may be raised from a codec's, which has none)."""
+    chain, seen = [exc], {id(exc)}
     while exc.__cause__ is not None and id(exc.__cause__) not in seen:
         exc = exc.__cause__
         seen.add(id(exc))
-    return exc
+        chain.append(exc)
+    tagged = [e for e in chain if isinstance(getattr(e, "fault", None), str)]
+    return tagged[-1] if tagged else chain[-1]
 
 
 def _failed_device_name(exc: BaseException) -> str | None:
