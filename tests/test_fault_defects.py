@@ -144,14 +144,21 @@ def test_robotiq_values_outside_the_registers_are_garbled_replies():
 
 
 # -- 3. the Ocean driver could hang without bound on late replies --------------------------------------
-def test_ocean_late_replies_forever_end_at_the_calls_deadline():
+def late_replies(count: int) -> Callable[[bytes], bytes]:
+    """A peer's answer to an OBP request: ``count`` replies regarding another request."""
+
     def answer(request: bytes) -> bytes:
         message = ocean_codec.decode(request)
         flags, late = ocean_codec.Flag.RESPONSE, message.regarding + 1000
         stale = ocean_codec.Message(message.message_type, ocean_codec.pack_u16(0x2003), flags, 0, late, 0)
-        return ocean_codec.encode(stale) * 100_000  # a peer that only ever talks about other requests
+        return ocean_codec.encode(stale) * count
 
-    with scripted_peer(answer, frame_size=64) as url:  # our OBP queries are 64-byte frames
+    return answer
+
+
+def test_ocean_late_replies_forever_end_at_the_calls_deadline():
+    # A peer that only ever talks about other requests; our OBP queries are 64-byte frames.
+    with scripted_peer(late_replies(100_000), frame_size=64) as url:
         spectrometer = OceanSpectrometer(Transport(url, timeout=2.0), retries=0, md5=False)
         try:
             started = time.monotonic()
@@ -165,13 +172,7 @@ def test_ocean_late_replies_forever_end_at_the_calls_deadline():
 def test_ocean_late_replies_then_silence_still_say_only_late_replies():
     # The link's deadline and the call's fall together: which one a silent peer hits first must not
     # change the error an operator reads.
-    def answer(request: bytes) -> bytes:
-        message = ocean_codec.decode(request)
-        flags, late = ocean_codec.Flag.RESPONSE, message.regarding + 1000
-        stale = ocean_codec.Message(message.message_type, ocean_codec.pack_u16(0x2003), flags, 0, late, 0)
-        return ocean_codec.encode(stale) * 3
-
-    with scripted_peer(answer, frame_size=64) as url:
+    with scripted_peer(late_replies(3), frame_size=64) as url:
         spectrometer = OceanSpectrometer(Transport(url, timeout=0.5), retries=0, md5=False)
         try:
             with pytest.raises(ProtocolError, match="only late replies"):

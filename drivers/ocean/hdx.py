@@ -432,21 +432,24 @@ class OceanSpectrometer:
         # The link's deadline and this one fall together, so whichever expires first, a call that
         # saw only late replies says so.
         deadline = time.monotonic() + processing_s + transport.reply_timeout
-        late = UnexpectedReply(
-            f"{transport.url}: no reply regarding request {regarding} "
-            f"({codec.type_name(message_type)}) before the deadline, only late replies"
-        )
+
+        def only_late() -> UnexpectedReply:
+            return UnexpectedReply(
+                f"{transport.url}: no reply regarding request {regarding} "
+                f"({codec.type_name(message_type)}) before the deadline, only late replies"
+            )
+
         skipped = 0
         while True:
             if time.monotonic() >= deadline:
-                raise late
+                raise only_late()
             try:
                 start = transport.read_exactly(2)
             except ReplyCutShort as exc:
                 raise TruncatedReply(f"{transport.url}: {codec.type_name(message_type)}: {exc}") from exc
             except InstrumentTimeout as exc:
                 if skipped:
-                    raise late from exc
+                    raise only_late() from exc
                 raise
             if start != codec.START:
                 raise codec.FrameError(f"reply starts with {start.hex(' ')}, not an OBP frame")
