@@ -273,7 +273,8 @@ class ApiServer:
             return
         if size > SMALL_BYTES and not self._budget.take(_key(message), size):
             self.discarded += size
-            ration = f"this key's large requests are over {PARSE_RATE >> 20} MiB a second; retry"
+            rate = self._budget.rate / (1 << 20)
+            ration = f"this key's large requests are over {rate:g} MiB a second; retry"
             self._send(message, encode_error(glance.id, Error(type="busy", message=ration)))
             return
         self._slots.taken += 1
