@@ -209,6 +209,14 @@ class Procedure(_Model):
         description="Plans only: 'package.module:function' called as f(documents) with documents a list of "
         "(name, doc) pairs, returning a dict of measurements (merged over `measurements`).",
     )
+    needs: str | None = Field(
+        default=None,
+        pattern=IMPORT_PATH_PATTERN,
+        description="What one experiment uses up: 'package.module:function' called as "
+        "needs(recipe, **options) and returning {'device.consumable': amount} (e.g. "
+        "{'dye_pumps.red': 150.0, 'arm.feeder': 1}) in the lab inventory's units. The lab service starts "
+        "an experiment only when what is left covers it, and otherwise asks a person to refill.",
+    )
     lease_on_demand: list[str] = Field(
         default_factory=list,
         description="Devices the plan leases itself for the steps that use them (sdl.plans.leased), "

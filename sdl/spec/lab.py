@@ -12,6 +12,11 @@
         devices: {dye_pumps: pumps_a, water_pump: water_a, arm: arm, spectrometer: spectrometer}
         options: {dispense_station: dispense_a}   # extra plan options for experiments here
     health: {quarantine_after: 3}
+    inventory:                        # instrument -> consumable (the driver's name for it) -> what is in it
+      pumps_a:
+        red: {amount: 10000, unit: uL, lot: R-0412, material: red dye 200 uM, warn_below: 1500}
+      arm:
+        feeder: {amount: 48, unit: vials, lot: V-7}
 
 A campaign names the devices its plan uses (``requires.devices``, or the names in its own ``lab:``) and
 the capabilities it needs; it runs on any workcell that provides them. A campaign run with `sdl run` and
@@ -52,6 +57,29 @@ class Workcell(_Model):
     @property
     def instruments(self) -> list[str]:
         return list(dict.fromkeys(self.devices.values()))
+
+
+class Stock(_Model):
+    """One consumable an instrument draws from, as the lab starts with it: a syringe's fill, a reservoir, a
+    feeder's rack. The store keeps it from then on, changed only by recorded transactions
+    (docs/inventory.md)."""
+
+    amount: float = Field(ge=0, description="How much is in it when the lab first starts (its unit).")
+    unit: str = Field(default="uL", description="uL for liquids, vials for a feeder: the driver's unit.")
+    lot: str | None = Field(default=None, description="The lot it was filled from (recorded per experiment).")
+    material: str | None = Field(default=None, description="What it is (e.g. 'red dye, 200 uM').")
+    capacity: float | None = Field(
+        default=None, gt=0, description="The most it holds (a syringe's volume): no refill exceeds it."
+    )
+    warn_below: float | None = Field(
+        default=None, ge=0, description="Warn (status, page) when less than this is left."
+    )
+
+    @model_validator(mode="after")
+    def _fits(self) -> Stock:
+        if self.capacity is not None and self.amount > self.capacity:
+            raise ValueError(f"amount {self.amount:g} is more than its capacity {self.capacity:g}")
+        return self
 
 
 class Health(_Model):
@@ -127,6 +155,11 @@ class LabSpec(_Model):
     workcells: dict[str, Workcell] = Field(min_length=1)
     health: Health = Field(default_factory=Health)
     workers: Workers = Field(default_factory=Workers)
+    inventory: dict[str, dict[str, Stock]] = Field(
+        default_factory=dict,
+        description="Instrument -> consumable (its driver's name: a pump's label, a valve port's label, an "
+        "arm's feeder station) -> what it holds when the lab first starts.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> LabSpec:
@@ -140,8 +173,18 @@ class LabSpec(_Model):
                     f"workcell {workcell!r} names unknown instrument(s) {', '.join(unknown)} "
                     f"(instruments: {', '.join(sorted(self.instruments)) or 'none'})"
                 )
+        unknown = sorted(set(self.inventory) - set(self.instruments))
+        if unknown:
+            raise ValueError(
+                f"inventory names unknown instrument(s) {', '.join(unknown)} "
+                f"(instruments: {', '.join(sorted(self.instruments)) or 'none'})"
+            )
         Lab(simulated=self.simulated, instruments=self.instruments)  # the placeholder checks
         return self
+
+    def stocks(self) -> dict[tuple[str, str], Stock]:
+        """(instrument, consumable) -> its declared stock."""
+        return {(i, c): s for i, items in self.inventory.items() for c, s in items.items()}
 
     def workcells_of(self, instrument: str) -> list[str]:
         return [w for w, spec in self.workcells.items() if instrument in spec.devices.values()]

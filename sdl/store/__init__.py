@@ -36,6 +36,7 @@ from sdl.store.connection import (
     store_url,
 )
 from sdl.store.experiments import Finish, LeaseConflict
+from sdl.store.inventory import InventoryError, InventoryMixin
 from sdl.store.labwide import LabwideMixin
 from sdl.store.migrations import LATEST, SchemaTooNew
 from sdl.store.records import unacknowledged
@@ -47,6 +48,9 @@ from sdl.store.schema import (
     ExperimentRecord,
     InstrumentRecord,
     JournalEntry,
+    StockChange,
+    StockRecord,
+    TaskRecord,
     Transition,
 )
 from sdl.store.spill import JournalLine, Spilled, SpillsMixin
@@ -67,18 +71,22 @@ __all__ = [
     "Finish",
     "ImportConflict",
     "InstrumentRecord",
+    "InventoryError",
     "JournalEntry",
     "JournalLine",
     "LeaseConflict",
     "LostClaim",
     "SchemaTooNew",
     "Spilled",
+    "StockChange",
+    "StockRecord",
     "Store",
     "StoreDamaged",
     "StoreError",
     "StoreFull",
     "StoreUnavailable",
     "StoreVanished",
+    "TaskRecord",
     "Transition",
     "UnknownCampaign",
     "bind_store",
@@ -91,7 +99,7 @@ __all__ = [
 ]
 
 
-class Store(CampaignsMixin, SpillsMixin, LabwideMixin, ArchiveMixin):
+class Store(CampaignsMixin, SpillsMixin, LabwideMixin, InventoryMixin, ArchiveMixin):
     """One SQLite database in a data directory, or the PostgreSQL database its ``store.url`` names
     (:func:`bind_store`). Thread-safe: one connection behind a lock per process.
 

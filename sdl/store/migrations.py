@@ -221,6 +221,58 @@ _V4 = _statements(
 )
 
 
+_V5 = _statements(
+    # What each instrument draws from now (a syringe's fill, a reservoir, a feeder's rack), changed only by
+    # the rows of stock_changes, which say who changed it, why, and for consumption which experiment.
+    """CREATE TABLE stocks (
+        instrument TEXT NOT NULL,
+        consumable TEXT NOT NULL,
+        amount REAL NOT NULL,
+        unit TEXT NOT NULL,
+        lot TEXT,
+        material TEXT,
+        capacity REAL,
+        warn_below REAL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (instrument, consumable)
+    )""",
+    """CREATE TABLE stock_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        instrument TEXT NOT NULL,
+        consumable TEXT NOT NULL,
+        change TEXT NOT NULL,             -- declare | consume | refill | replace | correct
+        amount REAL NOT NULL,             -- consume: what was used; otherwise what it holds now
+        after REAL NOT NULL,              -- what it held after the change
+        lot TEXT,
+        experiment_id INTEGER REFERENCES experiments(id),
+        who TEXT NOT NULL,
+        why TEXT
+    )""",
+    "CREATE INDEX stock_changes_by_experiment ON stock_changes (experiment_id, id)",
+    # What people are asked to do (refill a syringe, load a rack), and what they did.
+    """CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,               -- refill | other
+        state TEXT NOT NULL,              -- open | acknowledged | done | cancelled
+        title TEXT NOT NULL,
+        detail TEXT,
+        instrument TEXT,
+        consumable TEXT,
+        workcell TEXT,
+        experiment_id INTEGER REFERENCES experiments(id),
+        opened_at TEXT NOT NULL,
+        opened_by TEXT NOT NULL,
+        acknowledged_at TEXT,
+        acknowledged_by TEXT,
+        closed_at TEXT,
+        closed_by TEXT,
+        outcome TEXT                      -- JSON: what was done (the new lot and amount, a note)
+    )""",
+    "CREATE INDEX tasks_by_state ON tasks (state, id)",
+)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "campaigns, experiments, optimizer decisions, raw documents", _V1),
     Migration(2, "experiment status transition log", _v2),
@@ -228,6 +280,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         3, "claims, streamed documents, command journal, leases, instrument health, events, audit", _V3
     ),
     Migration(4, "experiment provenance, warm-start observations, imported campaigns", _V4),
+    Migration(5, "inventory of consumables, its changes, tasks for people", _V5),
 )
 LATEST = MIGRATIONS[-1].version
 

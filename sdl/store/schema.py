@@ -189,3 +189,65 @@ class AuditRecord:
     target: str | None
     arguments: dict[str, Any] | None
     result: str
+
+
+@dataclass(frozen=True)
+class StockRecord:
+    """One consumable an instrument draws from, as the store keeps it now."""
+
+    instrument: str
+    consumable: str
+    amount: float
+    unit: str
+    lot: str | None
+    material: str | None
+    capacity: float | None
+    warn_below: float | None
+    updated_at: str
+
+    @property
+    def low(self) -> bool:
+        return self.warn_below is not None and self.amount < self.warn_below
+
+
+@dataclass(frozen=True)
+class StockChange:
+    """One recorded change of a stock: consumed by an experiment, refilled, replaced, corrected."""
+
+    id: int
+    at: str
+    instrument: str
+    consumable: str
+    change: str  # declare | consume | refill | replace | correct
+    amount: float
+    after: float
+    lot: str | None
+    experiment_id: int | None
+    who: str
+    why: str | None
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """Something a person is asked to do, and what they did."""
+
+    id: int
+    kind: str  # refill | other
+    state: str  # open | acknowledged | done | cancelled
+    title: str
+    detail: str | None
+    instrument: str | None
+    consumable: str | None
+    workcell: str | None
+    experiment_id: int | None
+    opened_at: str
+    opened_by: str
+    acknowledged_at: str | None
+    acknowledged_by: str | None
+    closed_at: str | None
+    closed_by: str | None
+    outcome: dict[str, Any] | None
+
+    @property
+    def pending(self) -> bool:
+        return self.state in ("open", "acknowledged")
