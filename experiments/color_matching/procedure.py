@@ -77,3 +77,10 @@ def measure(arm: Any, spectrometer: Any, dispensed: list[Any], station: str) -> 
     yield from bps.mv(arm.transfer, (station, "spectrometer"))
     yield from bps.trigger_and_read([spectrometer, *dispensed])
     yield from bps.mv(arm.transfer, ("spectrometer", "waste"))
+
+
+def needs(recipe: Mapping[str, float], *, total_volume_ul: float = 1500.0, **_: Any) -> dict[str, float]:
+    """What one experiment uses up (``procedure.needs``): each dye's volume from its syringe, the water that
+    makes up the rest, and one vial from the feeder."""
+    dyes = {f"dye_pumps.{dye}": float(recipe[dye]) for dye in DYES}
+    return {**dyes, "water_pump.water": max(0.0, total_volume_ul - sum(dyes.values())), "arm.feeder": 1}

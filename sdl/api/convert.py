@@ -24,6 +24,9 @@ from sdl.store import (
     EventRecord,
     ExperimentRecord,
     JournalEntry,
+    StockChange,
+    StockRecord,
+    TaskRecord,
     claim_is_stale,
     describe_owner,
 )
@@ -149,3 +152,15 @@ def key_info(entry: KeyEntry) -> m.KeyInfo:
         added_at=entry.added_at,
         added_by=entry.added_by,
     )
+
+
+def stock_status(record: StockRecord, claimed: float = 0.0, task: int | None = None) -> m.Stock:
+    return m.Stock(**record.__dict__, low=record.low, claimed=claimed, task=task)
+
+
+def stock_change(change: StockChange) -> m.StockChange:
+    return m.StockChange(**change.__dict__)
+
+
+def task_status(task: TaskRecord) -> m.Task:
+    return m.Task(**task.__dict__)

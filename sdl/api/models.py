@@ -176,10 +176,13 @@ class Alert(_Model):
     """Something a person must see to: the lab cannot put it right by itself, or has stopped work until it
     can. Raised and cleared as ``lab.alert`` events, listed by ``status`` while it lasts."""
 
-    key: str = Field(description="What it is about, the same while it lasts: 'storage' or 'instrument:NAME'.")
-    kind: Literal["storage", "instrument"] = Field(
+    key: str = Field(
+        description="What it is about, the same while it lasts: 'storage', 'instrument:NAME' or 'task:ID'."
+    )
+    kind: Literal["storage", "instrument", "task"] = Field(
         description="storage: the disk holding the store is full (no experiment starts; results measured "
-        "are held until they can be written); instrument: automatic recovery gave up on it."
+        "are held until they can be written); instrument: automatic recovery gave up on it; task: a person "
+        "must do something (refill a stock) before the workcells that need it run again."
     )
     subject: str | None = Field(default=None, description="The instrument, or the data directory.")
     message: str
@@ -551,6 +554,150 @@ class ListAudit(Request):
     )
 
 
+# -- inventory and tasks ---------------------------------------------------------------------------------
+
+
+class Stock(_Model):
+    instrument: str
+    consumable: str = Field(description="Its driver's name for it: a pump's label, a port's, a feeder's.")
+    amount: float = Field(description="What it holds now, by the record (its unit).")
+    unit: str
+    lot: str | None = None
+    material: str | None = None
+    capacity: float | None = None
+    warn_below: float | None = None
+    low: bool = Field(default=False, description="Less is left than warn_below.")
+    claimed: float = Field(
+        default=0.0, description="What experiments in flight will still take of it (by their needs)."
+    )
+    task: int | None = Field(default=None, description="The refill task still to do for it, if any.")
+    updated_at: str
+
+
+class StockList(_Model):
+    stocks: list[Stock]
+
+
+class ListInventory(Request):
+    """Every stock of the lab with what it holds, its lot, what experiments in flight will take of it, and
+    the refill task still to do for it."""
+
+    method = "inventory.list"
+    role = Role.VIEWER
+    reply = StockList
+
+
+class StockChange(_Model):
+    id: int
+    at: str
+    instrument: str
+    consumable: str
+    change: str = Field(description="declare, consume, refill, replace or correct.")
+    amount: float = Field(description="consume: what was used; otherwise what it holds after.")
+    after: float
+    lot: str | None = None
+    experiment_id: int | None = None
+    who: str
+    why: str | None = None
+
+
+class StockChangeList(_Model):
+    changes: list[StockChange]
+
+
+class ListStockChanges(Request):
+    """The inventory's transactions in order: all (after an id), or what one experiment consumed."""
+
+    method = "inventory.changes"
+    role = Role.VIEWER
+    reply = StockChangeList
+    after_id: StoreInt = 0
+    experiment_id: StoreInt | None = None
+    limit: int = Field(default=1000, ge=1, le=10000)
+
+
+class Restock(Request):
+    """Record what a person did to a stock: refilled it (it holds ``amount`` now), replaced it with a new lot,
+    or corrected the count. Workcells waiting for it run again once its refill task is done."""
+
+    method = "inventory.restock"
+    role = Role.OPERATOR
+    reply = Stock
+    instrument: Name
+    consumable: Name
+    change: Literal["refill", "replace", "correct"] = "refill"
+    amount: float = Field(ge=0, le=1e12)
+    lot: Name | None = None
+    reason: Reason | None = None
+
+
+class Task(_Model):
+    id: int
+    kind: str = Field(description="refill, or other.")
+    state: Literal["open", "acknowledged", "done", "cancelled"]
+    title: str
+    detail: str | None = None
+    instrument: str | None = None
+    consumable: str | None = None
+    workcell: str | None = Field(default=None, description="The workcell that waits for it.")
+    experiment_id: int | None = None
+    opened_at: str
+    opened_by: str
+    acknowledged_at: str | None = None
+    acknowledged_by: str | None = None
+    closed_at: str | None = None
+    closed_by: str | None = None
+    outcome: dict[str, Any] | None = Field(default=None, description="What was done (amount, lot, note).")
+
+
+class TaskList(_Model):
+    tasks: list[Task]
+
+
+class ListTasks(Request):
+    """Tasks for people, newest first: those still to do, or all."""
+
+    method = "task.list"
+    role = Role.VIEWER
+    reply = TaskList
+    all: bool = Field(default=False, description="Done and cancelled ones too.")
+    limit: int = Field(default=200, ge=1, le=10000)
+
+
+class AcknowledgeTask(Request):
+    """Say someone is on a task."""
+
+    method = "task.acknowledge"
+    role = Role.OPERATOR
+    reply = Task
+    task_id: StoreInt
+
+
+class CompleteTask(Request):
+    """Say a task is done. For a refill: ``amount`` is what the stock holds now (default: its capacity) and
+    ``lot`` the lot it was filled from (default: the one it had); the stock is restocked with the task, and
+    the workcells waiting for it run again."""
+
+    method = "task.done"
+    role = Role.OPERATOR
+    reply = Task
+    task_id: StoreInt
+    amount: float | None = Field(default=None, ge=0, le=1e12)
+    lot: Name | None = None
+    note: Reason | None = None
+
+
+class CancelTask(Request):
+    """Drop a task nobody will do (the workcells waiting for a refill run again, on what the record says is
+    left)."""
+
+    method = "task.cancel"
+    role = Role.OPERATOR
+    reply = Task
+    task_id: StoreInt
+    reason: Reason | None = None
+
+
 # -- errors -------------------------------------------------------------------------------------------
 
 ErrorType = Literal[
@@ -610,5 +757,12 @@ METHODS: dict[str, type[Request]] = {
         AddKey,
         RemoveKey,
         ListAudit,
+        ListInventory,
+        ListStockChanges,
+        Restock,
+        ListTasks,
+        AcknowledgeTask,
+        CompleteTask,
+        CancelTask,
     )
 }

@@ -20,6 +20,7 @@ from sdl.daemon.health import HealthKeeper
 from sdl.daemon.proposer import Proposer
 from sdl.daemon.scheduler import Assignment, Candidate, plan_round
 from sdl.daemon.state import LabState
+from sdl.daemon.stock import NeedsError, StockKeeper, needs_of
 from sdl.loop.history import pending, stop_reason
 from sdl.loop.lifecycle import close_campaign
 from sdl.loop.proposing import NextExperiment
@@ -34,12 +35,18 @@ class Dispatcher:
     """``addresses``: each instrument's resolved address, recorded with the experiments that use it."""
 
     def __init__(
-        self, state: LabState, health: HealthKeeper, proposer: Proposer, addresses: Mapping[str, Any]
+        self,
+        state: LabState,
+        health: HealthKeeper,
+        proposer: Proposer,
+        addresses: Mapping[str, Any],
+        stock: StockKeeper | None = None,
     ) -> None:
         self.state = state
         self.health = health
         self.proposer = proposer
         self.addresses = addresses
+        self.stock = stock if stock is not None else StockKeeper(state)
         #: By campaign: the workcells whose plan options its plan does not take (see `LabSpec.why_not`).
         self._unfit: dict[str, frozenset[str]] = {}
 
@@ -68,9 +75,9 @@ class Dispatcher:
         candidates = self._candidates() if idle else []
         if not candidates:
             return
-        for assignment in plan_round(
-            state.lab, idle, candidates, state.unavailable(), set(state.unhealthy())
-        ):
+        # An instrument waiting for a person (a refill) takes no new experiment, up front or on demand.
+        unhealthy = set(state.unhealthy()) | set(self.stock.waiting())
+        for assignment in plan_round(state.lab, idle, candidates, state.unavailable() | unhealthy, unhealthy):
             if state.stopping or state.estop_active() or state.storage_full():
                 return
             await self._start(assignment)
@@ -84,6 +91,7 @@ class Dispatcher:
                 record.status is not CampaignStatus.RUNNING
                 or record.control != "run"
                 or record.id in state.exhausted
+                or record.id in state.aborted
             ):
                 continue
             if stop_reason(campaign, tracked.history, record.active_seconds, tally) is not None:
@@ -136,9 +144,23 @@ class Dispatcher:
             except OptimizerExhausted:
                 state.exhausted.add(campaign_id)
                 return
+        # What it will use up must be there (else a person is asked, and the proposal waits for a workcell
+        # that has it).
+        recipe = leftover.recipe if leftover is not None else proposal.recipe if proposal is not None else {}
+        cell = state.cells[workcell]
+        options = cell.spec.options if tracked.campaign.procedure.plan is not None else {}
+        base_dir = Path(tracked.record.base_dir) if tracked.record.base_dir else None
+        try:
+            needs = needs_of(tracked.campaign, recipe, assignment.instruments, options, base_dir)
+        except NeedsError as exc:
+            log.error("campaign %s ends: %s", campaign_id, exc)
+            state.aborted[campaign_id] = str(exc)
+            return
+        short = self.stock.check(needs, workcell, campaign_id) if needs else []
         # Things may have changed while the optimizer thought; then the proposal waits for the next round.
         ready = (
-            state.cells[workcell].ready
+            cell.ready
+            and not short
             and not state.stopping
             and not state.estop_active()
             and not state.storage_full()
@@ -149,6 +171,7 @@ class Dispatcher:
             log.info("an experiment of %s waits: %s", campaign_id, exc)
             return
         if ready:
+            self.stock.started(experiment.id, needs)
             crash_point("service.after-start")  # running and leased on disk, the worker not told yet
             await self._run_on(assignment, experiment, tracked)
 

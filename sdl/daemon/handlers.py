@@ -20,7 +20,9 @@ from sdl.api.convert import (
 from sdl.api.models import ApiError
 from sdl.daemon import protocol as p
 from sdl.daemon.health import HealthKeeper, NoWorker
+from sdl.daemon.people import PeopleHandlers
 from sdl.daemon.state import LabState
+from sdl.daemon.stock import StockKeeper
 from sdl.daemon.supervision import Supervisor
 from sdl.loop import lifecycle
 from sdl.loop.history import spent_of
@@ -29,7 +31,14 @@ from sdl.loop.warmstart import WarmStartError
 from sdl.spec.campaign import Campaign
 from sdl.spec.loading import CampaignError, load_campaign_text
 from sdl.spec.status import CampaignStatus, Cause, InstrumentState, WorkcellState
-from sdl.store import CampaignRecord, ExperimentRecord, Store, StoreError, StoreFull, UnknownCampaign
+from sdl.store import (
+    CampaignRecord,
+    ExperimentRecord,
+    Store,
+    StoreError,
+    StoreFull,
+    UnknownCampaign,
+)
 from sdl.store.schema import now_iso
 
 
@@ -44,11 +53,14 @@ class Handlers:
         supervisor: Supervisor,
         *,
         stop: Callable[[bool | None], None],
+        stock: StockKeeper | None = None,
     ) -> None:
         self.state = state
         self.health = health
         self.supervisor = supervisor
         self._stop = stop
+        self.stock = stock if stock is not None else StockKeeper(state)
+        self.people = PeopleHandlers(state, self.stock)
 
     @property
     def store(self) -> Store:
@@ -81,6 +93,7 @@ class Handlers:
             m.AddKey: self.add_key,
             m.RemoveKey: self.remove_key,
             m.ListAudit: self.audit_log,
+            **self.people.table(),
         }
         return {model.method: self._storing(handler) for model, handler in by_model.items()}
 

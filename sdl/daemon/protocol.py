@@ -138,6 +138,8 @@ class Finished(_Message):
     status: str
     failure: str | None = None
     fault_kind: str | None = None
+    #: For an ``empty`` fault: the consumable that ran out.
+    fault_consumable: str | None = None
     fault_instrument: str | None = None
     recorded: bool = True
     instruments: list[str] = Field(default_factory=list, description="Instruments the experiment held.")

@@ -45,6 +45,7 @@ from sdl.daemon.heap import fix_mmap_threshold, freeze_startup_heap, return_free
 from sdl.daemon.leases import LeaseGrants
 from sdl.daemon.proposer import Proposer
 from sdl.daemon.state import LabState
+from sdl.daemon.stock import StockKeeper
 from sdl.daemon.storage import StorageKeeper
 from sdl.daemon.supervision import Supervisor
 from sdl.execution.bringup import SimulatedLab, simulator_command
@@ -239,14 +240,17 @@ class LabService:
         try:
             state, health, leases = self.open()
             api_socket, launch = self.bind(state)
-            supervisor = self.supervisor = Supervisor(state, health, leases, launch)
+            stock = StockKeeper(state)
+            stock.declare()
+            supervisor = self.supervisor = Supervisor(state, health, leases, launch, stock)
             storage = StorageKeeper(state)
-            dispatcher = Dispatcher(state, health, self.proposer, self.addresses)
+            dispatcher = Dispatcher(state, health, self.proposer, self.addresses, stock)
             handlers = Handlers(
                 state,
                 health,
                 supervisor,
                 stop=lambda abort: self.request_stop(abort=abort),
+                stock=stock,
             )
             authenticate = CurveCallers(self.keyring)
             gate = self.gate

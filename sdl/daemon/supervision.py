@@ -15,6 +15,7 @@ from sdl.daemon.cells import Cell, WorkerLaunch
 from sdl.daemon.health import HealthKeeper
 from sdl.daemon.leases import LeaseGrants
 from sdl.daemon.state import LabState
+from sdl.daemon.stock import StockKeeper
 from sdl.spec.status import Cause, ExperimentStatus, WorkcellState
 from sdl.store import StoreFull
 from sdl.store.spill import spilled
@@ -27,12 +28,18 @@ ABORT_GRACE_S = 15.0
 
 class Supervisor:
     def __init__(
-        self, state: LabState, health: HealthKeeper, leases: LeaseGrants, launch: WorkerLaunch
+        self,
+        state: LabState,
+        health: HealthKeeper,
+        leases: LeaseGrants,
+        launch: WorkerLaunch,
+        stock: StockKeeper | None = None,
     ) -> None:
         self.state = state
         self.health = health
         self.leases = leases
         self.launch = launch
+        self.stock = stock if stock is not None else StockKeeper(state)
 
     def start_workers(self) -> None:
         for cell in self.state.cells.values():
@@ -115,7 +122,21 @@ class Supervisor:
             # Its worker had to stop before the store had room for its outcome: written when it has.
             self._write_spilled(message.experiment_id)
         status = ExperimentStatus(message.status)
-        if status is ExperimentStatus.FAULTED and message.fault_instrument in state.lab.instruments:
+        self.stock.finished(message.experiment_id)
+        if (
+            status is ExperimentStatus.FAULTED
+            and message.fault_kind == "empty"
+            and message.fault_instrument in state.lab.instruments
+        ):  # not the instrument's failure: a person refills it (decision 0005)
+            consumable = message.fault_consumable or "?"
+            self.stock.ask_refill(
+                message.fault_instrument,
+                consumable,
+                message.failure or f"{consumable} ran out",
+                workcell=cell.name,
+                experiment_id=message.experiment_id,
+            )
+        elif status is ExperimentStatus.FAULTED and message.fault_instrument in state.lab.instruments:
             detail = message.failure or message.fault_kind or "fault"
             self.health.fault(message.fault_instrument, detail, message.fault_kind)
         elif status in (ExperimentStatus.DONE, ExperimentStatus.FAILED):

@@ -29,13 +29,14 @@ from sdl.daemon import protocol as p
 from sdl.daemon.heap import freeze_startup_heap
 from sdl.daemon.holding import RECORDED, PatientRecorder, record_outcome
 from sdl.daemon.leasing import ServiceLeasing
+from sdl.daemon.usage import book_usage
 from sdl.execution.engine import close_run_engine, document_publisher, new_run_engine
 from sdl.execution.experiment import ExperimentRunner, Outcome, as_run
 from sdl.execution.faults import Fault
 from sdl.execution.instruments import Instruments, InstrumentUnavailable
 from sdl.execution.provenance import ProvenanceSource, campaign_provenance
 from sdl.spec.campaign import Campaign
-from sdl.spec.devices import MakesSafe
+from sdl.spec.devices import HoldsConsumables, MakesSafe
 from sdl.spec.status import Cause, ExperimentStatus, IllegalTransition
 from sdl.store import Store, StoreFull
 
@@ -70,8 +71,16 @@ class Worker:
         base_dir = Path(config.base_dir) if config.base_dir else None
         self.base_dir = base_dir
         self.instruments = Instruments(
-            config.instruments, config.addresses, base_dir=base_dir, on_fault=self._on_fault
+            config.instruments,
+            config.addresses,
+            base_dir=base_dir,
+            on_fault=self._on_fault,
+            on_usage=self._on_usage,
+            on_connect=self._tell,
         )
+        #: Usage the store had no room for, booked before the next write that has.
+        self._usage_held: list[tuple[int | None, str, dict[str, Any]]] = []
+        self._usage_lock = threading.Lock()
         self.work = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"work-{config.workcell}")
         self.run_engine: Any = None
         self.publisher: Any = None
@@ -115,6 +124,35 @@ class Worker:
                 detail=str(event.get("detail", ""))[:500],
             )
         )
+
+    # -- consumables -----------------------------------------------------------------------------------------
+
+    def _tell(self, instrument: str, device: object) -> None:
+        """Tell a device what the inventory says it holds: its count is a cache of the store's."""
+        if not isinstance(device, HoldsConsumables):
+            return
+        for (name, consumable), stock in self.store.stocks().items():
+            if name != instrument:
+                continue
+            try:
+                device.set_contents(consumable, stock.amount, lot=stock.lot)
+            except Exception as exc:  # an unknown name, or busy: the count it has stands
+                log.warning("%s: could not tell it %s holds %g: %s", instrument, consumable, stock.amount,
+                            exc)  # fmt: skip
+
+    def _on_usage(self, instrument: str, record: dict[str, Any]) -> None:
+        """What an action used, booked off the inventory against the experiment running (from the action's
+        thread, before its Status completes)."""
+        with self._usage_lock:
+            self._usage_held.append((self.current, instrument, record))
+            held, self._usage_held = self._usage_held, []
+            for i, (experiment_id, name, usage) in enumerate(held):
+                try:
+                    book_usage(self.store, experiment_id, name, usage, self.config.workcell)
+                except StoreFull as exc:
+                    self._usage_held = held[i:]
+                    self._store_full(str(exc))
+                    return
 
     # -- the main loop ---------------------------------------------------------------------------------------
 
@@ -236,6 +274,8 @@ class Worker:
             # Instruments the plan leases on demand are built now and connected when it leases them.
             held = self.instruments.connect([n for n in instruments if n not in message.on_demand])
             held.update({n: self.instruments.build(n) for n in message.on_demand})
+            for name, device in held.items():  # refilled since they were connected, maybe
+                self._tell(name, device)
             self.leasing.shared = set(message.release_after)
             try:
                 self.store.save_provenance(experiment.id, provenance.of(instruments))
@@ -254,6 +294,7 @@ class Worker:
                 failure=outcome.failure,
                 fault_kind=outcome.fault.kind if outcome.fault else None,
                 fault_instrument=outcome.fault.instrument if outcome.fault else None,
+                fault_consumable=outcome.fault.consumable if outcome.fault else None,
                 recorded=recorded,
                 instruments=instruments,
             )

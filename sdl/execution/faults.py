@@ -27,6 +27,8 @@ class Fault:
     kind: str
     instrument: str | None
     detail: str
+    #: For an ``empty`` fault: the consumable that ran out (its driver's name for it).
+    consumable: str | None = None
 
 
 def root_cause(exc: BaseException) -> BaseException:
@@ -69,7 +71,13 @@ def classify(exc: BaseException) -> Fault | None:
     if not isinstance(kind, str) or kind in RECIPE_FAULT_KINDS or kind in STOP_KINDS:
         return None
     instrument = getattr(root, "instrument", None) or _failed_device_name(exc)
-    return Fault(kind=kind, instrument=instrument, detail=describe(exc))
+    consumable = getattr(root, "consumable", None)
+    return Fault(
+        kind=kind,
+        instrument=instrument,
+        detail=describe(exc),
+        consumable=consumable if isinstance(consumable, str) else None,
+    )
 
 
 def describe(exc: BaseException) -> str:

@@ -27,6 +27,7 @@ from sdl.spec.devices import (
     MakesSafe,
     Recovers,
     ReportsFaults,
+    ReportsUsage,
 )
 from sdl.spec.importpaths import UnresolvedImport, resolve_driver
 
@@ -57,11 +58,17 @@ class Instruments:
         *,
         base_dir: Path | None = None,
         on_fault: FaultListener | None = None,
+        on_usage: Callable[[str, dict[str, Any]], None] | None = None,
+        on_connect: Callable[[str, HasName], None] | None = None,
     ) -> None:
         self.specs = dict(specs)
         self.addresses = dict(addresses)
         self.base_dir = base_dir
         self.on_fault = on_fault
+        #: ``on_usage(instrument, record)`` for what each action used; ``on_connect(instrument, device)``
+        #: after each (re)connection, to tell the device what the lab knows of it (its stocks).
+        self.on_usage = on_usage
+        self.on_connect = on_connect
         self.devices: dict[str, HasName] = {}
         self.connected: set[str] = set()
         #: What each instrument said it is (its driver's ``identity()``), read once per device built.
@@ -93,6 +100,11 @@ class Instruments:
                 self._identify(name, device)
             if isinstance(device, ReportsFaults) and self.on_fault is not None:
                 device.subscribe_faults(self.on_fault)
+            if isinstance(device, ReportsUsage) and self.on_usage is not None:
+                on_usage = self.on_usage
+                device.subscribe_usage(lambda record: on_usage(name, record))
+            if name in self.connected and self.on_connect is not None:
+                self.on_connect(name, device)
             return device
 
     def connect(self, names: Iterable[str]) -> dict[str, HasName]:
@@ -114,6 +126,8 @@ class Instruments:
                     self.connected.add(name)
                     if name not in self.identities:
                         self._identify(name, device)
+                    if self.on_connect is not None:
+                        self.on_connect(name, device)
             out[name] = device
         return out
 

@@ -64,3 +64,25 @@ class Identifies(Protocol):
     """Says what it is over its own protocol (model, serial number, firmware): recorded as provenance."""
 
     def identity(self) -> Any: ...
+
+
+#: Called (from an action's thread) with what one action used: ``{"consumable", "amount", "unit", "lot",
+#: "remaining", "event", ...}`` (docs/drivers.md, "Consumables").
+UsageListener = Callable[[dict[str, Any]], None]
+
+
+@runtime_checkable
+class HoldsConsumables(Protocol):
+    """Counts down the consumables it draws from (a syringe, a reservoir, a feeder) once told how much each
+    holds; its count is a cache of the lab's inventory, told again at every connect and experiment."""
+
+    def contents(self) -> dict[str, dict[str, Any]]: ...
+
+    def set_contents(self, name: str, amount: float | None, *, lot: str | None = None) -> None: ...
+
+
+@runtime_checkable
+class ReportsUsage(Protocol):
+    """Calls ``callback(record)`` with what each action used, before the action's Status completes."""
+
+    def subscribe_usage(self, callback: UsageListener) -> Any: ...

@@ -1,0 +1,226 @@
+"""Keeping the lab's stocks: an experiment starts only when what is left covers what it needs, and a
+person is asked (a task) to refill what ran short; the workcells that need it wait meanwhile.
+
+What an experiment needs comes from its campaign's ``procedure.needs`` (``needs(recipe, **options)`` ->
+``{"device.consumable": amount}``), mapped to the workcell's instruments. What is left is the store's
+figure less what the experiments in flight still have to take of it (their needs less what their
+instruments have reported using so far), so two workcells sharing a feeder never both count on its last
+vial. A stock with a task still to do is not used at all: the instrument waits for the person.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from sdl.daemon.state import LabState
+from sdl.spec.campaign import Campaign
+from sdl.spec.importpaths import UnresolvedImport, resolve
+from sdl.spec.status import ExperimentStatus
+from sdl.store import StockRecord, TaskRecord
+
+log = logging.getLogger("sdl.daemon")
+
+Key = tuple[str, str]  # (instrument, consumable)
+#: Who the service writes as in the stock and task records.
+SERVICE = "lab service"
+
+
+class NeedsError(ValueError):
+    """A campaign's ``needs`` failed, or returned something other than {'device.consumable': amount}."""
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    instrument: str
+    consumable: str
+    needed: float
+    left: float
+    unit: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.instrument}.{self.consumable}: needs {self.needed:g} {self.unit}, "
+            f"{self.left:g} {self.unit} left for it"
+        )
+
+
+def needs_of(
+    campaign: Campaign,
+    recipe: Mapping[str, Any],
+    instruments: Mapping[str, str],
+    options: Mapping[str, Any],
+    base_dir: Path | None,
+) -> dict[Key, float]:
+    """What one experiment of ``campaign`` with ``recipe`` uses up, by (instrument, consumable), on a workcell
+    whose devices are ``instruments`` (device name -> instrument)."""
+    path = campaign.procedure.needs
+    if path is None:
+        return {}
+    try:
+        function: Callable[..., Any] = resolve(path, base_dir)
+    except UnresolvedImport as exc:
+        raise NeedsError(f"procedure.needs {path!r} does not resolve: {exc}") from exc
+    try:
+        declared = function(dict(recipe), **{**campaign.procedure.options, **options})
+    except Exception as exc:
+        raise NeedsError(f"procedure.needs {path!r} failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(declared, Mapping):
+        raise NeedsError(f"procedure.needs {path!r} returned {type(declared).__name__}, not a mapping")
+    out: dict[Key, float] = {}
+    for name, amount in cast(Mapping[object, object], declared).items():
+        device, _, consumable = str(name).partition(".")
+        if device not in instruments or not consumable:
+            allowed = ", ".join(sorted(instruments)) or "none"
+            raise NeedsError(
+                f"procedure.needs {path!r}: {name!r} is not 'device.consumable' with a device of the "
+                f"campaign (devices: {allowed})"
+            )
+        try:
+            value = float(amount)  # type: ignore[arg-type]  # checked here: a user's function returned it
+        except (TypeError, ValueError):
+            raise NeedsError(f"procedure.needs {path!r}: {name!r} is {amount!r}, not an amount") from None
+        if value > 0:
+            key = (instruments[device], consumable)
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def shortfalls(
+    needs: Mapping[Key, float],
+    stocks: Mapping[Key, StockRecord],
+    claimed: Mapping[Key, float],
+) -> list[Shortfall]:
+    """The stocks that do not cover ``needs`` once ``claimed`` (what experiments in flight will still take) is
+    set aside. A stock the inventory does not track never falls short."""
+    out: list[Shortfall] = []
+    for key, needed in sorted(needs.items()):
+        stock = stocks.get(key)
+        if stock is None:
+            continue
+        left = stock.amount - claimed.get(key, 0.0)
+        if needed > left + 1e-9:
+            out.append(Shortfall(key[0], key[1], needed, max(left, 0.0), stock.unit))
+    return out
+
+
+class StockKeeper:
+    def __init__(self, state: LabState) -> None:
+        self.state = state
+        #: What each experiment in flight was started needing.
+        self.claims: dict[int, dict[Key, float]] = {}
+
+    @property
+    def store(self) -> Any:
+        return self.state.store
+
+    def declare(self) -> None:
+        """Add the lab file's stocks the store does not know yet (the record keeps what it knows)."""
+        declared = {key: stock.model_dump() for key, stock in self.state.lab.stocks().items()}
+        added = self.store.declare_stocks(declared, who="lab file")
+        if added:
+            log.info("inventory: %s declared by the lab file", ", ".join(added))
+        for task in self.store.tasks(pending=True):  # still to do when the last service stopped
+            self.alert(task)
+
+    def alert(self, task: TaskRecord) -> None:
+        """A task still to do is on the lab's alerts (status, page) until it is done or cancelled."""
+        where = f" (workcell {task.workcell} waits)" if task.workcell else ""
+        message = f"task {task.id}: {task.title}{where}: {task.detail or ''}".rstrip(": ")
+        self.state.raise_alert(f"task:{task.id}", "task", message, task.instrument)
+
+    def waiting(self) -> dict[str, str]:
+        """Instruments that wait for a person (a refill task still to do), with why."""
+        return {
+            task.instrument: f"waits for task {task.id}: {task.title}"
+            for task in self.store.tasks(pending=True)
+            if task.kind == "refill" and task.instrument is not None
+        }
+
+    def claimed(self, besides: int | None = None) -> dict[Key, float]:
+        """What the experiments in flight (but ``besides``) will still take, by stock."""
+        for experiment_id in list(self.claims):  # ended by any path (its worker lost, the service's stop)
+            if self.store.experiment(experiment_id).status is not ExperimentStatus.RUNNING:
+                del self.claims[experiment_id]
+        ids = [e for e in self.claims if e != besides]
+        used = self.store.used_by(ids)
+        out: dict[Key, float] = {}
+        for experiment_id in ids:
+            for key, amount in self.claims[experiment_id].items():
+                out[key] = out.get(key, 0.0) + max(0.0, amount - used[experiment_id].get(key, 0.0))
+        return out
+
+    def check(self, needs: Mapping[Key, float], workcell: str, campaign_id: str) -> list[Shortfall]:
+        """What keeps an experiment needing ``needs`` from starting; a refill task for each stock."""
+        short = shortfalls(needs, self.store.stocks(), self.claimed())
+        for s in short:
+            self.ask_refill(s.instrument, s.consumable, s.describe(), workcell=workcell)
+        if short:
+            log.warning(
+                "workcell %s waits for a refill before campaign %s's next experiment: %s",
+                workcell,
+                campaign_id,
+                "; ".join(s.describe() for s in short),
+            )
+        return short
+
+    def started(self, experiment_id: int, needs: Mapping[Key, float]) -> None:
+        if needs:
+            self.claims[experiment_id] = dict(needs)
+
+    def finished(self, experiment_id: int) -> None:
+        self.claims.pop(experiment_id, None)
+
+    def ask_refill(
+        self,
+        instrument: str,
+        consumable: str,
+        why: str,
+        *,
+        workcell: str | None = None,
+        experiment_id: int | None = None,
+    ) -> TaskRecord:
+        """Open a refill task for the stock unless one is still to do; announce it."""
+        state = self.state
+        pending = self.store.pending_task(instrument, consumable)
+        if pending is not None:
+            return pending
+        with state.recording():
+            task = self.store.open_task(
+                "refill",
+                f"refill {instrument}.{consumable}",
+                who=SERVICE,
+                detail=why,
+                instrument=instrument,
+                consumable=consumable,
+                workcell=workcell,
+                experiment_id=experiment_id,
+            )
+            state.publish("task.opened", task_body(task))
+            self.alert(task)
+        return task
+
+    def closed(self, task: TaskRecord) -> None:
+        """Announce a task done or cancelled (in the caller's recording), clear its alert, look for work."""
+        self.state.publish("task.closed", task_body(task))
+        self.state.clear_alert(f"task:{task.id}", f"task {task.id} {task.state} by {task.closed_by}")
+        self.state.wake.set()
+
+
+def task_body(task: TaskRecord) -> dict[str, Any]:
+    """A task as events carry it."""
+    return {
+        "id": task.id,
+        "kind": task.kind,
+        "state": task.state,
+        "title": task.title,
+        "detail": task.detail,
+        "instrument": task.instrument,
+        "consumable": task.consumable,
+        "workcell": task.workcell,
+        "experiment_id": task.experiment_id,
+        "outcome": task.outcome,
+    }
