@@ -1,0 +1,145 @@
+"""The lab service on a finite two-station bench: a station whose syringe runs short waits with a refill
+task while the other carries on; a person refills it (the bench's hands, then the task done) and it runs
+again without a restart; every experiment's consumption is booked, with its lot, as the pumps reported it."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_daemon_lab import colour_campaign, finished
+
+from sdl.api import models as m
+from sdl.cli import main
+from sdl.spec.status import ExperimentStatus
+from sdl.store import Store
+from sdl.testing import LabServiceProcess, wait_for
+from simulators.hands import HandsClient
+from simulators.testing import run_lab
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+STATIONS = ROOT / "experiments" / "two_stations"
+#: What station A's red syringe holds at the start: a few experiments' worth (the recipes ask 0-500 uL).
+SHORT_UL = 700.0
+#: The NE-1000's volume resolution over this syringe, and then some: what the pump reports it delivered.
+RESOLUTION_UL = 1.0
+
+
+def stamp(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def bench_and_lab(tmp_path: Path, sim: Any) -> Path:
+    """The two-station lab file pointed at ``sim``, its inventory saying what the bench holds."""
+    lab = yaml.safe_load((STATIONS / "lab.yaml").read_text())
+    lab.pop("simulated")
+    lab.pop("speed")
+    for spec in lab["instruments"].values():
+        address = spec["address"]
+        spec["address"] = (
+            {k: sim.url(v.strip("{}")) for k, v in address.items()}
+            if isinstance(address, dict)
+            else sim.url(address.strip("{}"))
+        )
+    lab["inventory"]["pumps_a"] = copy.deepcopy(lab["inventory"]["pumps_a"])  # a YAML alias of pumps_b's
+    lab["inventory"]["pumps_a"]["red"].update(amount=SHORT_UL, lot="R-1")
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(lab, sort_keys=False))
+    return path
+
+
+def short_bench() -> dict[str, Any]:
+    bench = yaml.safe_load((STATIONS / "bench.yaml").read_text())
+    bench["speed"] = 200
+    red_a = next(p for p in bench["instruments"]["pumps_a"]["pumps"] if p["reagent"] == "red")
+    red_a["fill_ul"] = SHORT_UL
+    return bench
+
+
+def test_a_station_short_of_dye_waits_for_a_refill_while_the_other_carries_on(tmp_path: Path) -> None:
+    with run_lab(short_bench()) as sim:
+        hands = HandsClient(sim.url("bench.hands"))
+        path = bench_and_lab(tmp_path, sim)
+        data = tmp_path / "data"
+        with LabServiceProcess(path, data, pythonpath=[TESTS, ROOT]).start() as service:
+            with service.client() as client:
+                campaign_id = client.submit(colour_campaign(tmp_path, "finite", 14)).campaign_id
+            task = wait_for(lambda: next(iter(service.call(m.ListTasks()).tasks), None), 300, "a refill task")
+            assert (task.kind, task.instrument, task.consumable, task.workcell) == (
+                "refill", "pumps_a", "red", "station_a"
+            ), task  # fmt: skip
+            opened = stamp(task.opened_at)
+            alerts = service.call(m.Status()).alerts
+            assert any(a.key == f"task:{task.id}" and a.kind == "task" for a in alerts), alerts
+
+            def after_opening() -> list[Any]:
+                experiments = service.call(m.ListExperiments(campaign_id=campaign_id)).experiments
+                return [e for e in experiments if e.started_at and stamp(e.started_at) > opened]
+
+            # Station B carries on; station A starts nothing while its task is open.
+            wait_for(
+                lambda: (
+                    sum(e.workcell == "station_b" and e.status != "running" for e in after_opening()) >= 2
+                ),
+                300,
+                "station B to finish two experiments after the task opened",
+            )
+            assert not [e for e in after_opening() if e.workcell == "station_a"]
+            assert service.call(m.ListTasks()).tasks[0].state == "open"
+
+            # A person refills the syringe from a new bottle, then says so.
+            hands.refill_syringe("pumps_a:red", 5000.0, lot="R-2")
+            done_argv = [
+                "--data-dir",
+                str(data),
+                "task",
+                "done",
+                str(task.id),
+                "--amount",
+                "5000",
+                "--lot",
+                "R-2",
+            ]
+            assert main(done_argv) == 0
+            summary = finished(service, campaign_id, 600)
+            assert summary.status == "completed", summary
+            done = service.call(m.ListTasks(all=True)).tasks
+            closed = next(t for t in done if t.id == task.id)
+            assert closed.state == "done" and closed.outcome and closed.outcome["lot"] == "R-2"
+            stock = next(s for s in service.call(m.ListInventory()).stocks if (s.instrument, s.consumable) ==
+                         ("pumps_a", "red"))  # fmt: skip
+        truth = hands.state()
+    with Store(data, read_only=True) as store:
+        experiments = store.experiments(campaign_id)
+        consumption = {e.id: store.stock_changes(experiment_id=e.id) for e in experiments}
+    # Nothing lost to the empty syringe: every experiment ran to a result.
+    assert all(e.status is ExperimentStatus.DONE for e in experiments), [
+        (e.seq, e.status, e.failure) for e in experiments
+    ]
+    # Station A ran again after the refill, without a restart.
+    assert closed.closed_at is not None
+    again = [e for e in experiments if e.workcell == "station_a" and stamp(e.started_at or "") > stamp(
+        closed.closed_at)]  # fmt: skip
+    assert again, "station A never ran again after its refill"
+    # Every dispense booked against its experiment, as the pump reported it, with the lot it came from.
+    for e in experiments:
+        pumps = "pumps_a" if e.workcell == "station_a" else "pumps_b"
+        booked = {c.consumable: c for c in consumption[e.id] if c.instrument == pumps}
+        for dye in ("yellow", "red", "blue"):
+            asked = e.recipe[dye]
+            if asked <= 0.05:
+                assert dye not in booked, (e.seq, dye)
+                continue
+            assert booked[dye].amount == pytest.approx(asked, abs=RESOLUTION_UL), (e.seq, dye)
+        if e.workcell == "station_a" and "red" in booked:
+            refilled = stamp(e.started_at or "") > stamp(closed.closed_at)
+            assert booked["red"].lot == ("R-2" if refilled else "R-1"), e.seq
+    # The record's figure is the bench's own, within the pump's resolution.
+    syringe = truth["instruments"]["pumps_a"]["syringes"]["1"]
+    assert stock.amount == pytest.approx(syringe["liquid_ul"], abs=RESOLUTION_UL), (stock, syringe)
+    assert stock.lot == "R-2"
