@@ -116,6 +116,37 @@ def test_ne1000_bad_values_are_garbled_replies():
         line.close()
 
 
+def ne1000_late_peer(others: int) -> Callable[[bytes], bytes]:
+    """Pump 00 answers every request after ``others`` late replies from pump 01 (answers to requests that
+    gave up waiting: on a shared line they may still be on their way when the next request goes out)."""
+
+    def answer(request: bytes) -> bytes:
+        address = newera_codec.parse_request(request).address
+        late = newera_codec.encode_reply(newera_codec.Reply(1, "S", data="5.000"))
+        return late * others + newera_codec.encode_reply(newera_codec.Reply(address, "S", data="2.000"))
+
+    return answer
+
+
+def test_ne1000_late_replies_from_other_pumps_are_read_past():
+    with scripted_peer(ne1000_late_peer(2), terminator=b"\r") as url:
+        line = NE1000Line(Transport(url), retries=0, reply_timeout=0.5)
+        try:
+            reply = line.command(0, "DIA")
+            assert (reply.address, reply.data) == (0, "2.000")  # not pump 01's late "5.000"
+        finally:
+            line.close()
+    with scripted_peer(ne1000_late_peer(10), terminator=b"\r") as url:
+        line = NE1000Line(Transport(url), retries=0, reply_timeout=0.5)
+        try:
+            with pytest.raises(
+                GarbledReply, match=r"pump 00 DIA: reply came from address 01 \(after 4 others"
+            ):
+                line.command(0, "DIA")
+        finally:
+            line.close()
+
+
 def cavro_peer(request: bytes) -> bytes:
     commands = cavro_codec.decode_request(request + b"\r").commands
     data = {"?": "h", "?6": "99"}.get(commands, "")

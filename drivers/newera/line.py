@@ -32,6 +32,8 @@ T = TypeVar("T")
 DEFAULT_BAUDRATE = 19200
 #: A pump answers within a few ms at 19200 baud; half a second tells a silent link from a slow one.
 DEFAULT_REPLY_TIMEOUT = 0.5
+#: Replies from other pumps read past (late answers to earlier requests) before one is taken for garbled.
+LATE_REPLIES = 4
 
 
 class NE1000Line:
@@ -177,6 +179,22 @@ class NE1000Line:
                 self.transport.open()  # after a dropped connection, or on first use
 
         def read_reply(transport: Transport) -> codec.Reply:
+            # On a shared line, a reply from another pump is a late answer to an earlier request that gave
+            # up waiting (the stale input was discarded before this request, but it was still on its way):
+            # skip it and read on, within this request's deadline.
+            reply, skipped = read_one(transport), 0
+            while reply.address != address:
+                if skipped == LATE_REPLIES:
+                    raise GarbledReply(
+                        f"{label}: reply came from address {reply.address:02d} "
+                        f"(after {skipped} others from other pumps)",
+                        address=address,
+                    )
+                log.info("%s: skipped a late reply from pump %02d: %s", label, reply.address, reply.body())
+                reply, skipped = read_one(transport), skipped + 1
+            return reply
+
+        def read_one(transport: Transport) -> codec.Reply:
             try:
                 if safe_in:
                     head = transport.read_exactly(2)
@@ -197,8 +215,6 @@ class NE1000Line:
                 raise NoReply(f"{label}: no reply within {waited:.3g} s", address=address) from exc
             except codec.CodecError as exc:
                 raise GarbledReply(f"{label}: {exc}", address=address) from exc
-            if reply.address != address:
-                raise GarbledReply(f"{label}: reply came from address {reply.address:02d}", address=address)
             return reply
 
         self.requests_sent += 1
