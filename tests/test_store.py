@@ -129,7 +129,7 @@ def test_the_transition_table_is_the_documented_lifecycle() -> None:
     p, r, d, f, i, x = (
         ExperimentStatus(s) for s in ("proposed", "running", "done", "failed", "interrupted", "faulted")
     )
-    assert allowed == {(p, r), (p, i), (r, d), (r, f), (r, i), (r, x)}
+    assert allowed == {(p, r), (p, i), (p, f), (r, d), (r, f), (r, i), (r, x)}
 
 
 def _allowed(a: ExperimentStatus, b: ExperimentStatus) -> bool:

@@ -384,6 +384,48 @@ class WarmStart(_Model):
         return f"campaign {self.campaign}" if self.campaign is not None else f"package {self.package}"
 
 
+class Approval(_Model):
+    """Which proposals wait for an operator's approval before they run (docs/inventory.md, "Approvals")."""
+
+    require: Literal["none", "all", "first", "outside"] = Field(
+        default="none",
+        description="none; all (every proposal); first (the first `first` proposals); outside (proposals "
+        "outside the `safe` region).",
+    )
+    first: int = Field(default=0, ge=0, description="With require: first, how many proposals need approval.")
+    safe: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="With require: outside, parameter -> [low, high]: a proposal with every listed parameter "
+        "inside its range runs without approval; any other waits for one.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Approval:
+        if self.require == "first" and self.first < 1:
+            raise ValueError("require: first needs `first`, how many proposals (1 or more)")
+        if self.require == "outside" and not self.safe:
+            raise ValueError("require: outside needs `safe`, the region that runs without approval")
+        for name, (low, high) in self.safe.items():
+            if not low <= high:
+                raise ValueError(f"safe.{name}: low {low:g} is above high {high:g}")
+        return self
+
+    def why(self, recipe: Mapping[str, Any], seq: int) -> str | None:
+        """Why the proposal numbered ``seq`` with ``recipe`` needs approval (None: it does not)."""
+        if self.require == "all":
+            return "every proposal of this campaign needs approval"
+        if self.require == "first" and seq <= self.first:
+            return f"the first {self.first} proposals need approval"
+        if self.require == "outside":
+            outside = [
+                f"{name} {recipe[name]:g} outside [{low:g}, {high:g}]"
+                for name, (low, high) in self.safe.items()
+                if isinstance(recipe.get(name), int | float) and not low <= recipe[name] <= high
+            ]
+            return "; ".join(outside) or None
+        return None
+
+
 class Campaign(_Model):
     """A closed-loop campaign: the search space, objectives, budget, optimizer, procedure and lab."""
 
@@ -413,6 +455,10 @@ class Campaign(_Model):
     lab: Lab = Field(default_factory=Lab)
     requires: Requirements = Field(default_factory=Requirements)
     scheduling: Scheduling = Field(default_factory=Scheduling)
+    approval: Approval = Field(
+        default_factory=Approval,
+        description="Proposals that wait for an operator's approval before they run (the lab service only).",
+    )
     materials: dict[str, Material] = Field(
         default_factory=dict,
         description="Stocks and reagents by name (supplier, lot, concentration), declared once; a parameter "
@@ -466,6 +512,12 @@ class Campaign(_Model):
             )
         if self.optimizer.cost is not None:
             self.optimizer.cost.check(space)
+        unknown = sorted(set(self.approval.safe) - {p.name for p in self.parameters})
+        if unknown:
+            raise ValueError(
+                f"approval.safe names {', '.join(unknown)}, which is not a parameter "
+                f"(parameters: {', '.join(p.name for p in self.parameters)})"
+            )
         return self
 
     def _check_meaning(self) -> None:

@@ -85,7 +85,10 @@ _FINAL_EXPERIMENT = frozenset(
 
 # A proposal may be dropped (interrupted) before it starts: e.g. Ctrl-C while the optimizer thinks.
 EXPERIMENT_TRANSITIONS: dict[ExperimentStatus, frozenset[ExperimentStatus]] = {
-    ExperimentStatus.PROPOSED: frozenset({ExperimentStatus.RUNNING, ExperimentStatus.INTERRUPTED}),
+    # ... or rejected by the operator it waited for (failed: the optimizer learns the recipe is unwanted).
+    ExperimentStatus.PROPOSED: frozenset(
+        {ExperimentStatus.RUNNING, ExperimentStatus.INTERRUPTED, ExperimentStatus.FAILED}
+    ),
     ExperimentStatus.RUNNING: _FINAL_EXPERIMENT,
     ExperimentStatus.DONE: frozenset(),
     ExperimentStatus.FAILED: frozenset(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sdl.store.approvals import ApprovalError, ApprovalsMixin
 from sdl.store.archive import ArchiveMixin, CampaignRows, ImportConflict
 from sdl.store.campaigns import (
     HEARTBEAT_S,
@@ -41,6 +42,7 @@ from sdl.store.labwide import LabwideMixin
 from sdl.store.migrations import LATEST, SchemaTooNew
 from sdl.store.records import unacknowledged
 from sdl.store.schema import (
+    ApprovalRecord,
     AuditRecord,
     CampaignRecord,
     Decision,
@@ -61,6 +63,8 @@ __all__ = [
     "LATEST",
     "STALE_AFTER_S",
     "STORE_SETTING",
+    "ApprovalError",
+    "ApprovalRecord",
     "AuditRecord",
     "CampaignBusy",
     "CampaignRecord",
@@ -99,7 +103,7 @@ __all__ = [
 ]
 
 
-class Store(CampaignsMixin, SpillsMixin, LabwideMixin, InventoryMixin, ArchiveMixin):
+class Store(CampaignsMixin, SpillsMixin, LabwideMixin, InventoryMixin, ApprovalsMixin, ArchiveMixin):
     """One SQLite database in a data directory, or the PostgreSQL database its ``store.url`` names
     (:func:`bind_store`). Thread-safe: one connection behind a lock per process.
 

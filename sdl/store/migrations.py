@@ -273,6 +273,21 @@ _V5 = _statements(
 )
 
 
+_V6 = _statements(
+    # Proposals that waited for an operator's approval, and the decision (a rejected one ends failed).
+    """CREATE TABLE approvals (
+        experiment_id INTEGER PRIMARY KEY REFERENCES experiments(id),
+        state TEXT NOT NULL,              -- pending | approved | rejected
+        why TEXT NOT NULL,                -- why it needed approval
+        asked_at TEXT NOT NULL,
+        decided_at TEXT,
+        decided_by TEXT,
+        reason TEXT
+    )""",
+    "CREATE INDEX approvals_by_state ON approvals (state, experiment_id)",
+)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "campaigns, experiments, optimizer decisions, raw documents", _V1),
     Migration(2, "experiment status transition log", _v2),
@@ -281,6 +296,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(4, "experiment provenance, warm-start observations, imported campaigns", _V4),
     Migration(5, "inventory of consumables, its changes, tasks for people", _V5),
+    Migration(6, "approvals of proposals", _V6),
 )
 LATEST = MIGRATIONS[-1].version
 

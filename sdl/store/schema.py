@@ -251,3 +251,19 @@ class TaskRecord:
     @property
     def pending(self) -> bool:
         return self.state in ("open", "acknowledged")
+
+
+@dataclass(frozen=True)
+class ApprovalRecord:
+    """A proposal that waited for an operator's approval, and what was decided."""
+
+    experiment_id: int
+    campaign_id: str
+    seq: int
+    recipe: dict[str, Any]
+    state: str  # pending | approved | rejected
+    why: str
+    asked_at: str
+    decided_at: str | None
+    decided_by: str | None
+    reason: str | None
