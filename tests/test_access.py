@@ -432,7 +432,8 @@ def test_sdl_dashboard_acts_on_the_service_with_the_signed_in_key(
 EXPECTED_ROLES = {
     m.Role.OPERATOR: {
         "campaign.submit", "campaign.pause", "campaign.resume", "campaign.stop", "campaign.abort",
-        "campaign.budget", "lab.estop",
+        "campaign.budget", "lab.estop", "inventory.restock", "task.acknowledge", "task.done", "task.cancel",
+        "approval.approve", "approval.reject",
     },
     m.Role.ADMIN: {
         "instrument.quarantine", "instrument.release", "lab.clear_estop", "keys.list", "keys.add",

@@ -5,6 +5,8 @@ again without a restart; every experiment's consumption is booked, with its lot,
 from __future__ import annotations
 
 import copy
+import csv
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -118,9 +120,12 @@ def test_a_station_short_of_dye_waits_for_a_refill_while_the_other_carries_on(tm
         experiments = store.experiments(campaign_id)
         consumption = {e.id: store.stock_changes(experiment_id=e.id) for e in experiments}
     # Nothing lost to the empty syringe: every experiment ran to a result.
-    assert all(e.status is ExperimentStatus.DONE for e in experiments), [
-        (e.seq, e.status, e.failure) for e in experiments
+    lost = [
+        (e.seq, e.workcell, e.status.value, e.failure)
+        for e in experiments
+        if e.status is not ExperimentStatus.DONE
     ]
+    assert not lost, lost
     # Station A ran again after the refill, without a restart.
     assert closed.closed_at is not None
     again = [e for e in experiments if e.workcell == "station_a" and stamp(e.started_at or "") > stamp(
@@ -139,6 +144,25 @@ def test_a_station_short_of_dye_waits_for_a_refill_while_the_other_carries_on(tm
         if e.workcell == "station_a" and "red" in booked:
             refilled = stamp(e.started_at or "") > stamp(closed.closed_at)
             assert booked["red"].lot == ("R-2" if refilled else "R-1"), e.seq
+    # Every export carries the raw materials: what each experiment used, with its lots.
+    table = tmp_path / "finite.csv"
+    assert main(["--data-dir", str(data), "export", campaign_id, "--format", "csv", "-o", str(table)]) == 0
+    with table.open(encoding="utf-8") as f:
+        rows = {int(r["experiment"]): r for r in csv.DictReader(f)}
+    for e in experiments:
+        if e.workcell == "station_a" and "red" in (booked := {c.consumable: c for c in consumption[e.id]}):
+            assert (
+                f"pumps_a.red {booked['red'].amount:g} uL ({booked['red'].lot})"
+                in rows[e.seq]["raw_materials"]
+            )
+    package = tmp_path / "package"
+    assert (
+        main(["--data-dir", str(data), "export", campaign_id, "--format", "datapackage", "-o", str(package)])
+        == 0
+    )
+    fields = json.loads((package / "datapackage.json").read_text())["resources"][0]["schema"]["fields"]
+    assert next(f for f in fields if f["name"] == "raw_materials")["stage"] == "raw_material"
+    assert main(["--data-dir", str(tmp_path / "elsewhere"), "import", str(package)]) == 0
     # The record's figure is the bench's own, within the pump's resolution.
     syringe = truth["instruments"]["pumps_a"]["syringes"]["1"]
     assert stock.amount == pytest.approx(syringe["liquid_ul"], abs=RESOLUTION_UL), (stock, syringe)

@@ -43,6 +43,8 @@ def faulty_lab(tmp_path: Path, faults: dict[str, str], seed: int) -> Path:
             pump.update(diameter_mm=26.59, syringe_volume_ul=60000)
         for pump in lab["instruments"][pumps]["options"]["pumps"].values():
             pump.update(diameter_mm=26.59, syringe_volume_ul=60000)
+        stocks = lab["inventory"][pumps].items()
+        lab["inventory"][pumps] = {dye: {**s, "amount": 60000, "capacity": 60000} for dye, s in stocks}
     for instrument, spec in faults.items():
         bench["instruments"][instrument]["faults"] = spec
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(bench, sort_keys=False))

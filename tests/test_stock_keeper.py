@@ -4,6 +4,9 @@ the task done restocks it, clears the alert and frees the instrument (no process
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +64,34 @@ def test_an_empty_syringe_opens_a_refill_task_and_costs_the_pump_nothing(tmp_pat
             await handlers.people.complete_task(m.CompleteTask(task_id=task.id), ADMIN)
 
     run(scenario())
+
+
+def test_the_labs_on_task_command_runs_for_each_new_task_with_the_task_in_its_environment(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "paged.txt"
+    write = (
+        "import os, pathlib; pathlib.Path(os.environ['OUT']).open('a').write("
+        "' | '.join(os.environ[k] for k in ('SDL_TASK_ID', 'SDL_TASK_KIND', 'SDL_TASK_TITLE', "
+        "'SDL_TASK_DETAIL', 'SDL_TASK_WORKCELL')) + '\\n')"
+    )
+
+    async def scenario() -> None:
+        lab = Lab(tmp_path)
+        lab.state.lab = lab.state.lab.model_copy(update={"on_task": [sys.executable, "-c", write]})
+        stock = StockKeeper(lab.state)
+        first = stock.ask_refill("pump", "red", "needs 120 uL, 40 uL left for it", workcell="w1")
+        stock.ask_refill("pump", "red", "needs 130 uL, 40 uL left for it", workcell="w1")  # the same task
+        lab.state.lab = lab.state.lab.model_copy(update={"on_task": [str(tmp_path / "missing")]})
+        stock.ask_refill("arm", "feeder", "needs 1 vials, 0 vials left for it")  # cannot start: logged only
+        await asyncio.gather(*lab.state.background())
+        assert (
+            out.read_text()
+            == f"{first.id} | refill | refill pump.red | needs 120 uL, 40 uL left for it | w1\n"
+        )
+
+    os.environ["OUT"] = str(out)
+    try:
+        run(scenario())
+    finally:
+        del os.environ["OUT"]

@@ -9,7 +9,7 @@ store's column is ``objective``); nothing else is renamed.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sdl.access.keys import KeyEntry
@@ -19,6 +19,7 @@ from sdl.spec.campaign import Campaign
 from sdl.spec.status import CampaignStatus, ExperimentStatus
 from sdl.store import (
     STALE_AFTER_S,
+    ApprovalRecord,
     AuditRecord,
     CampaignRecord,
     EventRecord,
@@ -26,6 +27,7 @@ from sdl.store import (
     JournalEntry,
     StockChange,
     StockRecord,
+    Store,
     TaskRecord,
     claim_is_stale,
     describe_owner,
@@ -38,7 +40,11 @@ EVENT_FIELDS = frozenset(
 )  # fmt: skip
 
 
-def experiment_summary(e: ExperimentRecord) -> m.ExperimentSummary:
+#: What each experiment used, by experiment id: (stock, amount, unit, lot) (`Store.consumption`).
+Consumption = Mapping[int, Sequence[tuple[str, float, str, str | None]]]
+
+
+def experiment_summary(e: ExperimentRecord, used: Consumption | None = None) -> m.ExperimentSummary:
     d = e.decision
     return m.ExperimentSummary(
         id=e.id,
@@ -58,11 +64,22 @@ def experiment_summary(e: ExperimentRecord) -> m.ExperimentSummary:
         started_at=e.started_at,
         finished_at=e.finished_at,
         decision=None if d is None else m.DecisionRecord(**d.__dict__),
+        used=[
+            m.Usage(stock=stock, amount=amount, unit=unit, lot=lot)
+            for stock, amount, unit, lot in (used or {}).get(e.id, ())
+        ],
     )
 
 
-def experiment_summaries(history: list[ExperimentRecord]) -> list[m.ExperimentSummary]:
-    return [experiment_summary(e) for e in history]
+def experiment_summaries(
+    history: list[ExperimentRecord], used: Consumption | None = None
+) -> list[m.ExperimentSummary]:
+    return [experiment_summary(e, used) for e in history]
+
+
+def recorded_history(store: Store, campaign_id: str) -> list[m.ExperimentSummary]:
+    """A campaign's experiments as the record has them, with what each used."""
+    return experiment_summaries(store.experiments(campaign_id), store.consumption(campaign_id))
 
 
 def experiment_event(e: ExperimentRecord) -> dict[str, Any]:
@@ -164,3 +181,7 @@ def stock_change(change: StockChange) -> m.StockChange:
 
 def task_status(task: TaskRecord) -> m.Task:
     return m.Task(**task.__dict__)
+
+
+def proposal_status(record: ApprovalRecord) -> m.Proposal:
+    return m.Proposal(**record.__dict__)

@@ -105,6 +105,15 @@ class DecisionRecord(_Model):
     n_pending: int
 
 
+class Usage(_Model):
+    """What an experiment's instruments reported using of one stock, and the lot it came from."""
+
+    stock: str = Field(description="instrument.consumable")
+    amount: float
+    unit: str = ""
+    lot: str | None = None
+
+
 class ExperimentSummary(_Model):
     id: int
     campaign_id: str
@@ -123,6 +132,11 @@ class ExperimentSummary(_Model):
     started_at: str | None = None
     finished_at: str | None = None
     decision: DecisionRecord | None = None
+    used: list[Usage] = Field(
+        default_factory=list[Usage],
+        description="What its instruments reported using, by stock and lot (the raw materials it was made "
+        "from), when the lab keeps an inventory.",
+    )
 
 
 class JournalLine(_Model):
@@ -698,6 +712,56 @@ class CancelTask(Request):
     reason: Reason | None = None
 
 
+class Proposal(_Model):
+    """A proposal that waits (or waited) for an operator's approval."""
+
+    experiment_id: int
+    campaign_id: str
+    seq: int
+    recipe: dict[str, Any]
+    state: Literal["pending", "approved", "rejected"]
+    why: str = Field(description="Why it needs approval (the campaign's approval rule).")
+    asked_at: str
+    decided_at: str | None = None
+    decided_by: str | None = None
+    reason: str | None = None
+
+
+class ProposalList(_Model):
+    proposals: list[Proposal]
+
+
+class ListApprovals(Request):
+    """Proposals waiting for an operator's approval, oldest first (or every one asked, with ``all``)."""
+
+    method = "approval.list"
+    role = Role.VIEWER
+    reply = ProposalList
+    campaign_id: Name | None = None
+    all: bool = False
+
+
+class ApproveProposal(Request):
+    """Let a waiting proposal run: the next free workcell that can run it takes it."""
+
+    method = "approval.approve"
+    role = Role.OPERATOR
+    reply = Proposal
+    experiment_id: StoreInt
+    reason: Reason | None = None
+
+
+class RejectProposal(Request):
+    """Refuse a waiting proposal: it ends failed with who refused it and why, the optimizer learns it as a
+    failure (and proposes elsewhere), and it spends one experiment of the budget."""
+
+    method = "approval.reject"
+    role = Role.OPERATOR
+    reply = Proposal
+    experiment_id: StoreInt
+    reason: Reason = Field(min_length=1, description="Why: recorded as the experiment's failure.")
+
+
 # -- errors -------------------------------------------------------------------------------------------
 
 ErrorType = Literal[
@@ -764,5 +828,8 @@ METHODS: dict[str, type[Request]] = {
         AcknowledgeTask,
         CompleteTask,
         CancelTask,
+        ListApprovals,
+        ApproveProposal,
+        RejectProposal,
     )
 }

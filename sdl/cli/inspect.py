@@ -15,7 +15,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from sdl.api.convert import campaign_state, experiment_summaries, experiment_summary
+from sdl.api.convert import campaign_state, experiment_summaries, experiment_summary, recorded_history
 from sdl.api.models import ExperimentSummary
 from sdl.cli.common import EXIT_OK, BadInput, open_store
 from sdl.cli.progress import declared_units, fmt_best, fmt_objectives, fmt_recipe, fmt_value, summary_table
@@ -270,7 +270,7 @@ def show_experiment(args: argparse.Namespace) -> int:
         found = [e for e in store.experiments(args.campaign_id) if e.seq == args.experiment]
         if not found:
             raise BadInput(f"campaign {args.campaign_id} has no experiment {args.experiment}")
-        e = experiment_summary(found[0])
+        e = experiment_summary(found[0], store.consumption(args.campaign_id))
         transitions = store.transitions(e.id)
         journal = store.journal(e.id)
         documents = store.documents(e.id)
@@ -286,6 +286,9 @@ def show_experiment(args: argparse.Namespace) -> int:
         out.print(f"why: {e.failure}", highlight=False)
     if e.fault_instrument:
         out.print(f"instrument fault: {e.fault_instrument} ({e.fault_kind})", highlight=False)
+    if e.used:
+        used = "; ".join(f"{u.stock} {u.amount:g} {u.unit} ({u.lot or 'no lot'})" for u in e.used)
+        out.print(f"used: {used}", highlight=False)
     if e.workcell:
         out.print(f"workcell: {e.workcell}; retry of experiment id {e.retry_of}" if e.retry_of else
                   f"workcell: {e.workcell}", highlight=False)  # fmt: skip
@@ -364,8 +367,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     with open_store(args, read_only=True) as store:
         store.campaign(args.campaign_id)
         campaign, _ = campaign_of(store, args.campaign_id)
-        history = experiment_summaries(store.experiments(args.campaign_id))
-        text = export_text(campaign, history, args.format)
+        text = export_text(campaign, recorded_history(store, args.campaign_id), args.format)
     if output is None:
         sys.stdout.write(text)
     else:
@@ -392,7 +394,7 @@ def _export_open_format(args: argparse.Namespace) -> int:
             written = write_package(store, args.campaign_id, output)
         elif args.format == "parquet":
             with new_file(output) as partial:
-                write_parquet(campaign, experiment_summaries(history), partial, args.campaign_id)
+                write_parquet(campaign, recorded_history(store, args.campaign_id), partial, args.campaign_id)
             written = output
         else:
             with new_directory(output) as partial:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from sdl.daemon.health import HealthKeeper
 from sdl.daemon.proposer import Proposer
 from sdl.daemon.scheduler import Assignment, Candidate, plan_round
 from sdl.daemon.state import LabState
-from sdl.daemon.stock import NeedsError, StockKeeper, needs_of
+from sdl.daemon.stock import NeedsError, StockKeeper, approval_body, needs_of
 from sdl.loop.history import pending, stop_reason
 from sdl.loop.lifecycle import close_campaign
 from sdl.loop.proposing import NextExperiment
@@ -85,6 +86,8 @@ class Dispatcher:
     def _candidates(self) -> list[Candidate]:
         state = self.state
         out: list[Candidate] = []
+        awaiting = {a.experiment_id: a.campaign_id for a in state.store.approvals()}
+        waiting = Counter(awaiting.values())
         for tracked in state.active:
             record, campaign, tally = tracked.record, tracked.campaign, tracked.tally
             if (
@@ -97,6 +100,15 @@ class Dispatcher:
             if stop_reason(campaign, tracked.history, record.active_seconds, tally) is not None:
                 continue
             slots = campaign.budget.max_experiments - tally.spent - tally.counts[ExperimentStatus.RUNNING]
+            held = waiting.get(record.id, 0)
+            if held:
+                # Proposals waiting for an operator hold their share of the budget. Each slot starts a
+                # proposal that may run, or proposes one more to wait, while fewer wait than it has workcells.
+                ready = sum(
+                    e.status is ExperimentStatus.PROPOSED and e.id not in awaiting
+                    for e in tally.in_flight.values()
+                )
+                slots = min(slots - held, ready + max(0, len(state.cells) - held))
             if slots > 0:
                 out.append(
                     Candidate(
@@ -129,7 +141,15 @@ class Dispatcher:
         state = self.state
         workcell, campaign_id = assignment.workcell, assignment.campaign_id
         tracked = state.tracked(campaign_id)
-        leftover = next((e for e in pending(tracked.history) if e.status is ExperimentStatus.PROPOSED), None)
+        awaiting = {a.experiment_id for a in state.store.approvals(campaign_id=campaign_id)}
+        leftover = next(
+            (
+                e
+                for e in pending(tracked.history)
+                if e.status is ExperimentStatus.PROPOSED and e.id not in awaiting
+            ),
+            None,
+        )
         proposal: NextExperiment | None = None
         if leftover is None:
             try:
@@ -144,6 +164,10 @@ class Dispatcher:
             except OptimizerExhausted:
                 state.exhausted.add(campaign_id)
                 return
+            if tracked.campaign.approval.require != "none":  # recorded first: its number decides, maybe
+                leftover, proposal = self._record_start(assignment, None, proposal, False), None
+        if leftover is not None and not self._approved(tracked, leftover):
+            return
         # What it will use up must be there (else a person is asked, and the proposal waits for a workcell
         # that has it).
         recipe = leftover.recipe if leftover is not None else proposal.recipe if proposal is not None else {}
@@ -174,6 +198,25 @@ class Dispatcher:
             self.stock.started(experiment.id, needs)
             crash_point("service.after-start")  # running and leased on disk, the worker not told yet
             await self._run_on(assignment, experiment, tracked)
+
+    def _approved(self, tracked: Tracked, experiment: ExperimentRecord) -> bool:
+        """Whether ``experiment`` may run as far as its campaign's approval rule goes; a proposal that needs
+        an approval it does not have yet is put in the queue (once) and announced."""
+        rule = tracked.campaign.approval
+        if rule.require == "none":
+            return True
+        state = self.state
+        record = state.store.approval(experiment.id)
+        if record is not None:
+            return record.state == "approved"
+        why = rule.why(experiment.recipe, experiment.seq)
+        if why is None:
+            return True
+        with state.recording():
+            record = state.store.ask_approval(experiment.id, why)
+            state.publish("approval.requested", approval_body(record), tracked.id)
+        log.info("campaign %s: proposal %d waits for approval (%s)", tracked.id, experiment.seq, why)
+        return False
 
     def _record_start(
         self,

@@ -156,7 +156,8 @@ class Handlers:
     async def list_experiments(self, request: m.ListExperiments, caller: Caller) -> m.ExperimentList:
         self._record(request.campaign_id)
         page = self.store.experiments_after(request.campaign_id, request.after_seq, request.limit)
-        return m.ExperimentList(experiments=[experiment_summary(e) for e in page])
+        used = self.store.consumption(request.campaign_id) if page else {}
+        return m.ExperimentList(experiments=[experiment_summary(e, used) for e in page])
 
     async def show_experiment(self, request: m.ShowExperiment, caller: Caller) -> m.ExperimentDetail:
         try:
@@ -165,8 +166,9 @@ class Handlers:
             raise ApiError("not_found", str(exc)) from None
         journal = [journal_line(entry) for entry in self.store.journal(experiment.id)]
         documents = self.store.documents(experiment.id) if request.documents else None
+        used = self.store.consumption(experiment.campaign_id)
         return m.ExperimentDetail(
-            experiment=experiment_summary(experiment), journal=journal, documents=documents
+            experiment=experiment_summary(experiment, used), journal=journal, documents=documents
         )
 
     async def instruments(self, request: m.ListInstruments, caller: Caller) -> m.InstrumentList:

@@ -1,6 +1,7 @@
 """The API's handlers for what the lab holds and what people are asked to do: the inventory, its changes,
-restocks, and tasks acknowledged, done or cancelled (docs/inventory.md). Each writes to the store, with the
-events announcing it, in one transaction; the server audits every one that changes something."""
+restocks, tasks acknowledged, done or cancelled, and proposals approved or rejected (docs/inventory.md).
+Each writes to the store, with the events announcing it, in one transaction; the server audits every one
+that changes something."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from typing import Any
 
 from sdl.access.roles import Caller
 from sdl.api import models as m
-from sdl.api.convert import stock_change, stock_status, task_status
+from sdl.api.convert import proposal_status, stock_change, stock_status, task_status
 from sdl.api.models import ApiError
 from sdl.daemon.state import LabState
-from sdl.daemon.stock import StockKeeper, task_body
-from sdl.store import InventoryError, Store, TaskRecord
+from sdl.daemon.stock import StockKeeper, approval_body, task_body
+from sdl.store import ApprovalError, InventoryError, Store, TaskRecord
 
 
 class PeopleHandlers:
@@ -34,6 +35,9 @@ class PeopleHandlers:
             m.AcknowledgeTask: self.acknowledge_task,
             m.CompleteTask: self.complete_task,
             m.CancelTask: self.cancel_task,
+            m.ListApprovals: self.approvals,
+            m.ApproveProposal: self.approve,
+            m.RejectProposal: self.reject,
         }
 
     async def inventory(self, request: m.ListInventory, caller: Caller) -> m.StockList:
@@ -139,3 +143,27 @@ class PeopleHandlers:
             task = self.store.close_task(task.id, "cancelled", caller.name, outcome)
             self.stock.closed(task)
         return task_status(task)
+
+    async def approvals(self, request: m.ListApprovals, caller: Caller) -> m.ProposalList:
+        records = self.store.approvals(pending=not request.all, campaign_id=request.campaign_id)
+        return m.ProposalList(proposals=[proposal_status(r) for r in records])
+
+    async def approve(self, request: m.ApproveProposal, caller: Caller) -> m.Proposal:
+        return self._decide(request.experiment_id, True, caller, request.reason)
+
+    async def reject(self, request: m.RejectProposal, caller: Caller) -> m.Proposal:
+        return self._decide(request.experiment_id, False, caller, request.reason)
+
+    def _decide(self, experiment_id: int, approve: bool, caller: Caller, reason: str | None) -> m.Proposal:
+        state = self.state
+        try:
+            with state.recording():
+                record = self.store.decide_approval(experiment_id, approve, caller.name, reason)
+                state.publish("approval.decided", approval_body(record), record.campaign_id)
+                state.announce()  # a rejected proposal ends failed
+        except ApprovalError as exc:
+            kind = "conflict" if "already" in str(exc) else "not_found"
+            raise ApiError(kind, f"{exc} (see `sdl approvals`)") from None
+        state.active.refresh_experiment(record.campaign_id, experiment_id)
+        state.wake.set()
+        return proposal_status(record)

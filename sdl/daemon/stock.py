@@ -10,7 +10,9 @@ vial. A stock with a task still to do is not used at all: the instrument waits f
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +22,15 @@ from sdl.daemon.state import LabState
 from sdl.spec.campaign import Campaign
 from sdl.spec.importpaths import UnresolvedImport, resolve
 from sdl.spec.status import ExperimentStatus
-from sdl.store import StockRecord, TaskRecord
+from sdl.store import ApprovalRecord, StockRecord, TaskRecord
 
 log = logging.getLogger("sdl.daemon")
 
 Key = tuple[str, str]  # (instrument, consumable)
 #: Who the service writes as in the stock and task records.
 SERVICE = "lab service"
+#: How long the lab's ``on_task`` command may take.
+HOOK_TIMEOUT_S = 30.0
 
 
 class NeedsError(ValueError):
@@ -201,6 +205,8 @@ class StockKeeper:
             )
             state.publish("task.opened", task_body(task))
             self.alert(task)
+        if state.lab.on_task:
+            state.in_background(page(task, state.lab.on_task))
         return task
 
     def closed(self, task: TaskRecord) -> None:
@@ -223,4 +229,54 @@ def task_body(task: TaskRecord) -> dict[str, Any]:
         "workcell": task.workcell,
         "experiment_id": task.experiment_id,
         "outcome": task.outcome,
+    }
+
+
+async def page(task: TaskRecord, command: list[str]) -> None:
+    """Run the lab's ``on_task`` command for a new task (its failure is logged, nothing more)."""
+    environment = {
+        **os.environ,
+        "SDL_TASK_ID": str(task.id),
+        "SDL_TASK_KIND": task.kind,
+        "SDL_TASK_TITLE": task.title,
+        "SDL_TASK_DETAIL": task.detail or "",
+        "SDL_TASK_WORKCELL": task.workcell or "",
+    }
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            env=environment,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    except OSError as exc:
+        log.error("on_task %s could not start for task %d: %s", command[0], task.id, exc)
+        return
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), HOOK_TIMEOUT_S)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        log.error("on_task %s for task %d took over %g s; killed", command[0], task.id, HOOK_TIMEOUT_S)
+        return
+    text = output.decode(errors="replace").strip()[:500]
+    if process.returncode:
+        log.error(
+            "on_task %s for task %d failed (exit %d): %s", command[0], task.id, process.returncode, text
+        )
+    else:
+        log.info("on_task %s for task %d: %s", command[0], task.id, text or "done")
+
+
+def approval_body(record: ApprovalRecord) -> dict[str, Any]:
+    """A proposal waiting for approval (or decided), as events carry it."""
+    return {
+        "experiment_id": record.experiment_id,
+        "seq": record.seq,
+        "recipe": record.recipe,
+        "state": record.state,
+        "why": record.why,
+        "decided_by": record.decided_by,
+        "reason": record.reason,
     }

@@ -88,7 +88,7 @@ def _write_package(store: Store, campaign_id: str, directory: Path) -> None:
     rows = store.campaign_rows(campaign_id)
     seq_of = {e.id: e.seq for e in history}
 
-    shown = experiment_summaries(history)
+    shown = experiment_summaries(history, store.consumption(campaign_id))
     columns = described_columns(campaign, shown)
     names = [c.name for c in columns]
     _write_table(directory / "experiments.csv", names, table_rows(campaign, shown))

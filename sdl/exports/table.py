@@ -48,6 +48,11 @@ RECORD_COLUMNS: dict[str, tuple[ColumnType, str]] = {
     "failure": ("string", "Why the experiment failed or was interrupted."),
     "cause": ("string", "What interrupted it: operator, crash, fault, timeout, estop, dropped."),
     "fault_instrument": ("string", "The instrument whose fault ended the experiment."),
+    "raw_materials": (
+        "string",
+        "What the experiment's instruments reported using, with the lot each came from: "
+        "'instrument.consumable amount unit (lot)', separated by '; '.",
+    ),
     "model": ("string", "What proposed the recipe: the optimizer's model, its initial design, or a retry."),
     "acquisition_value": ("number", "The acquisition function's value at the proposed recipe."),
     "proposed_at": ("datetime", "When the recipe was proposed (UTC)."),
@@ -82,7 +87,9 @@ def column_names(campaign: Campaign, history: Sequence[ExperimentSummary]) -> li
         if c != "loss" or ranked
     ]
     recipe = [*campaign.space.names, *campaign.conditions]
-    return [*FIXED_COLUMNS, *recipe, *objectives, *measured, *marks, *trailing]
+    # Present when the lab keeps an inventory: the raw-material stage of each experiment's record.
+    materials = ["raw_materials"] if any(e.used for e in history) else []
+    return [*FIXED_COLUMNS, *recipe, *materials, *objectives, *measured, *marks, *trailing]
 
 
 def loss_column(campaign: Campaign, history: Sequence[ExperimentSummary]) -> str:
@@ -138,7 +145,8 @@ def described_columns(campaign: Campaign, history: Sequence[ExperimentSummary]) 
             kind, description = RECORD_COLUMNS[name]
             if name in ("loss", "scalar_loss"):
                 description = SCALARS[campaign.multi_objective if len(campaign.objectives) > 1 else "one"]
-            out.append(Column(name=name, kind="record", type=kind, description=description))
+            stage = "raw_material" if name == "raw_materials" else None
+            out.append(Column(name=name, kind="record", type=kind, stage=stage, description=description))
         else:
             meaning = campaign.measurement_meaning(name)
             values = [(e.measurements or {}).get(name) for e in history]
@@ -178,6 +186,10 @@ def table_rows(campaign: Campaign, history: Sequence[ExperimentSummary]) -> list
         row: dict[str, Any] = {"experiment": e.seq, "status": e.status.value}
         row.update(e.recipe)
         row.update(conditions)
+        if e.used:
+            row["raw_materials"] = "; ".join(
+                f"{u.stock} {u.amount:g} {u.unit} ({u.lot or 'no lot'})".replace("  ", " ") for u in e.used
+            )
         row.update(e.measurements or {})
         if mask is not None:
             row["pareto"] = bool(mask[i])

@@ -155,6 +155,12 @@ class LabSpec(_Model):
     workcells: dict[str, Workcell] = Field(min_length=1)
     health: Health = Field(default_factory=Health)
     workers: Workers = Field(default_factory=Workers)
+    on_task: list[str] = Field(
+        default_factory=list,
+        description="A command (program and arguments, no shell) run for each new task for a person, with "
+        "the task in its environment (SDL_TASK_ID, SDL_TASK_KIND, SDL_TASK_TITLE, SDL_TASK_DETAIL, "
+        "SDL_TASK_WORKCELL): page someone, post to a chat. Its output is logged; it may take 30 s.",
+    )
     inventory: dict[str, dict[str, Stock]] = Field(
         default_factory=dict,
         description="Instrument -> consumable (its driver's name: a pump's label, a valve port's label, an "

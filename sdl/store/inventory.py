@@ -156,6 +156,24 @@ class InventoryMixin(Connection):
             rows = self._read("SELECT * FROM stock_changes WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
         return [_change(r) for r in rows]
 
+    def consumption(self, campaign_id: str) -> dict[int, list[tuple[str, float, str, str | None]]]:
+        """What each experiment of the campaign used, by experiment id: (``instrument.consumable``, amount,
+        unit, lot), summed per stock and lot, in the order first used."""
+        rows = self._read(
+            "SELECT c.experiment_id, c.instrument, c.consumable, c.lot, SUM(c.amount) AS amount, "
+            "MIN(c.id) AS first, s.unit FROM stock_changes c JOIN experiments e ON e.id = c.experiment_id "
+            "LEFT JOIN stocks s ON s.instrument = c.instrument AND s.consumable = c.consumable "
+            "WHERE e.campaign_id = ? AND c.change = 'consume' "
+            "GROUP BY c.experiment_id, c.instrument, c.consumable, c.lot, s.unit "
+            "ORDER BY c.experiment_id, first",
+            (campaign_id,),
+        )
+        out: dict[int, list[tuple[str, float, str, str | None]]] = {}
+        for r in rows:
+            stock = f"{r['instrument']}.{r['consumable']}"
+            out.setdefault(r["experiment_id"], []).append((stock, r["amount"], r["unit"] or "", r["lot"]))
+        return out
+
     def used_by(self, experiment_ids: Iterable[int]) -> dict[int, dict[tuple[str, str], float]]:
         """What each experiment has used so far, by stock."""
         out: dict[int, dict[tuple[str, str], float]] = {}
