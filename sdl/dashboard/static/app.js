@@ -18,6 +18,11 @@ const state = {
   experiment: null,
   audit: [],
   lastSeq: 0,
+  stocks: [], // inventory.list
+  tasks: [], // task.list: those still to do
+  approvals: [], // approval.list: proposals waiting
+  unavailable: {}, // a panel the lab service cannot answer (an older one behind `sdl dashboard`): why
+  notified: [], // the tasks this page announced as they opened (their ids)
 };
 const metrics = { firstRender: null, applyMs: [], events: 0 };
 window.sdl = { state, metrics, apply: applyEvent };
@@ -28,6 +33,11 @@ const can = (role) => state.session.role !== null && ROLES.indexOf(state.session
 const fmt = (v) => (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toPrecision(4)) : v === null || v === undefined ? "" : String(v));
 const kv = (o) => (o ? Object.entries(o).map(([k, v]) => `${k}=${fmt(v)}`).join(", ") : "");
 const badge = (s) => `<span class="badge st-${esc(s)}">${esc(s)}</span>`;
+const amount = (v) => (typeof v === "number" ? String(Number(v.toPrecision(6))) : ""); // 9.5, not 9.500
+const percent = (part, whole) => Math.max(0, Math.min(100, (100 * part) / whole));
+const TITLE = document.title;
+const UTC = /(\+00:00|Z)$/;
+const when = (iso) => (iso ? `<span title="${esc(iso)}">${esc(iso.slice(0, 19).replace("T", " "))}${UTC.test(iso) ? " UTC" : ""}</span>` : "");
 
 async function call(method, params = {}) {
   const response = await fetch(`/api/call/${method}`, {
@@ -58,6 +68,9 @@ function flush() {
   if (parts.has("header")) renderHeader();
   if (parts.has("lab")) renderLab();
   if (parts.has("campaigns")) renderCampaigns();
+  if (parts.has("inventory")) renderInventory();
+  if (parts.has("tasks")) renderTasks();
+  if (parts.has("approvals")) renderApprovals();
   if (parts.has("detail")) renderDetail();
   if (parts.has("plots")) renderPlots();
   if (parts.has("table")) renderTable();
@@ -72,7 +85,7 @@ function flush() {
 // -- loading -----------------------------------------------------------------------------------------------
 async function loadSession() {
   state.session = await (await fetch("/api/session", { credentials: "same-origin" })).json();
-  schedule("header", "lab", "campaigns", "detail", "table");
+  schedule("header", "lab", "campaigns", "detail", "table", "tasks", "approvals");
 }
 async function loadStatus() {
   state.status = await call("status");
@@ -88,7 +101,7 @@ async function loadCampaigns() {
     const running = reply.campaigns.filter((c) => c.status === "running");
     await select((running.length ? running : reply.campaigns).at(-1).id);
   }
-  schedule("campaigns");
+  schedule("campaigns", "approvals"); // a proposal names its campaign
 }
 async function loadExperiments(id) {
   const rows = [];
@@ -129,6 +142,32 @@ function loadCampaignsSoon() {
   if (campaignsTimer !== null) return;
   campaignsTimer = setTimeout(() => { campaignsTimer = null; loadCampaigns().catch(() => {}); }, 150);
 }
+// What needs a person: the inventory, tasks, proposals waiting for approval.
+async function loadInventory() {
+  state.stocks = (await call("inventory.list")).stocks;
+  schedule("inventory", "tasks"); // a refill's inputs say the stock's unit, capacity and lot
+}
+async function loadTasks() {
+  state.tasks = (await call("task.list")).tasks;
+  schedule("tasks");
+}
+async function loadApprovals() {
+  state.approvals = (await call("approval.list")).proposals;
+  schedule("approvals");
+}
+const LOADERS = { inventory: loadInventory, tasks: loadTasks, approvals: loadApprovals };
+// Each on its own: a panel the service cannot answer says why, and the rest of the page works.
+async function loadPeople() {
+  await Promise.all(Object.entries(LOADERS).map(([part, load]) => load().then(
+    () => { delete state.unavailable[part]; },
+    (e) => { state.unavailable[part] = e.message; schedule(part); },
+  )));
+}
+const peopleTimers = new Map();
+function loadSoon(part) {
+  if (peopleTimers.has(part)) return;
+  peopleTimers.set(part, setTimeout(() => { peopleTimers.delete(part); LOADERS[part]().catch(() => {}); }, 150));
+}
 
 // -- events ------------------------------------------------------------------------------------------------
 function applyEvent(event) {
@@ -153,10 +192,22 @@ function applyEvent(event) {
       if (!known.byId.has(row.id)) { known.byId.set(row.id, row); known.rows.push(row); if (known.rows.length > 1 && known.rows.at(-2).seq > row.seq) known.rows.sort((a, b) => a.seq - b.seq); }
       if (event.campaign_id === state.selected) schedule("plots", "table");
     }
-    if (topic === "experiment.started" || FAILED.has(body.status) || body.status === "done") loadStatusSoon();
+    if (topic === "experiment.started" || FAILED.has(body.status) || body.status === "done") {
+      loadStatusSoon();
+      if (state.stocks.length) loadSoon("inventory"); // what experiments in flight claim, and used
+    }
   } else if (topic === "campaign.submitted" || topic === "campaign.finished") {
     loadCampaignsSoon();
     loadStatusSoon();
+  } else if (topic === "stock.changed") {
+    loadSoon("inventory");
+  } else if (topic.startsWith("task.")) {
+    loadSoon("tasks");
+    loadSoon("inventory"); // the stock's task
+    loadStatusSoon(); // its alert, the workcells that wait for it
+    if (topic === "task.opened") notifyTask(body);
+  } else if (topic.startsWith("approval.")) {
+    loadSoon("approvals");
   } else {
     loadStatusSoon(); // the lab: workcells, instruments, e-stop
   }
@@ -261,6 +312,155 @@ function renderSubmit() {
       await select(reply.campaign_id);
     } catch (e) { showError(e, $("submit-result")); }
   });
+}
+
+// -- what needs a person: tasks, approvals, the inventory --------------------------------------------------
+// Replace a list's HTML (if it changed) keeping what was typed in its inputs and where the cursor was, by
+// the item (``key``: the attribute naming it) and the input's data-field.
+function replaceKeeping(area, html, key) {
+  if (area.dataset.html === html) return false; // unchanged: keep the buttons under the pointer as they are
+  const name = (input) => `${input.closest(`[${key}]`)?.getAttribute(key)}/${input.dataset.field}`;
+  const typed = new Map();
+  let focused = null;
+  area.querySelectorAll("[data-field]").forEach((i) => { typed.set(name(i), i.value); if (i === document.activeElement) focused = name(i); });
+  area.dataset.html = html;
+  area.innerHTML = html;
+  area.querySelectorAll("[data-field]").forEach((i) => { if (typed.has(name(i))) i.value = typed.get(name(i)); if (name(i) === focused) i.focus(); });
+  return true;
+}
+
+function renderInventory() {
+  const area = $("inventory");
+  if (state.unavailable.inventory) { area.innerHTML = `<div class="errors">${esc(state.unavailable.inventory)}</div>`; return; }
+  if (!state.stocks.length) { area.innerHTML = `<div class="muted">no stocks (the lab file declares them: <code>inventory</code>)</div>`; return; }
+  area.innerHTML = `<table id="inventory-table"><thead><tr><th>stock</th><th>amount</th><th>lot</th><th>task</th></tr></thead><tbody>${state.stocks.map((s) => {
+    const stock = `${s.instrument}.${s.consumable}`;
+    const held = `${amount(s.amount)}${s.capacity != null ? `/${amount(s.capacity)}` : ""} ${s.unit}`;
+    const warn = s.warn_below != null ? `; LOW below ${amount(s.warn_below)} ${s.unit}` : "";
+    const level = s.capacity ? `<div class="level${s.low ? " low" : ""}" title="${esc(`${held}${warn}`)}"><div class="fill" style="width:${percent(s.amount, s.capacity)}%"></div>${s.warn_below != null ? `<div class="mark" style="left:${percent(s.warn_below, s.capacity)}%"></div>` : ""}</div>` : "";
+    const claimed = s.claimed > 0 ? `<div class="muted">${amount(s.claimed)} ${esc(s.unit)} still to be used by experiments in flight</div>` : "";
+    return `<tr data-stock="${esc(stock)}"><td>${esc(stock)}${s.material ? `<div class="muted">${esc(s.material)}</div>` : ""}</td><td><span class="amount">${esc(held)}</span>${s.low ? ` <span class="badge st-low" title="less than ${esc(amount(s.warn_below))} ${esc(s.unit)} left">LOW</span>` : ""}${level}${claimed}</td><td>${esc(s.lot ?? "")}</td><td>${s.task != null ? `<a href="#task-${s.task}">task ${s.task}</a>` : ""}</td></tr>`;
+  }).join("")}</tbody></table>`;
+}
+
+function renderTasks() {
+  const area = $("tasks");
+  const open = state.tasks.filter((t) => t.state === "open").length; // nobody has said they are on it
+  document.title = open ? `(${open}) ${TITLE}` : TITLE;
+  $("tasks-panel").classList.toggle("attention", open > 0);
+  $("tasks-count").hidden = state.tasks.length === 0;
+  $("tasks-count").textContent = String(state.tasks.length);
+  $("tasks-count").className = `badge st-${open ? "open" : "acknowledged"}`;
+  if (state.unavailable.tasks) { area.dataset.html = ""; area.innerHTML = `<div class="errors">${esc(state.unavailable.tasks)}</div>`; return; }
+  const operator = can("operator");
+  const html = state.tasks.map((t) => {
+    const stock = t.kind === "refill" ? state.stocks.find((s) => s.instrument === t.instrument && s.consumable === t.consumable) : undefined;
+    const on = t.state === "acknowledged" ? ` · acknowledged by ${esc(t.acknowledged_by)} at ${when(t.acknowledged_at)}` : "";
+    let controls = "";
+    if (operator) {
+      const refill = stock ? `<input type="number" min="0" step="any" data-field="amount" placeholder="${esc(`${stock.unit} now${stock.capacity != null ? ` (${amount(stock.capacity)})` : ""}`)}" title="what it holds now (default: its capacity)">
+        <input type="text" data-field="lot" size="10" placeholder="${esc(`lot${stock.lot ? ` (${stock.lot})` : ""}`)}" title="the lot it was filled from (default: the one it had)">` : "";
+      controls = `<div class="controls control">${t.state === "open" ? `<button class="control" data-task-do="task.acknowledge">Acknowledge</button>` : ""}
+        ${refill}<input type="text" data-field="note" size="12" placeholder="note"><button class="control" data-task-do="task.done">Done</button>
+        <button class="control danger" data-task-do="task.cancel">Cancel</button></div>`;
+    }
+    return `<div class="item" id="task-${t.id}" data-task="${t.id}"><div class="title"><strong>task ${t.id}: ${esc(t.title)}</strong>${badge(t.state)}</div>
+      ${t.detail ? `<div class="detail">${esc(t.detail)}</div>` : ""}
+      <div class="muted">${t.workcell ? `workcell <strong>${esc(t.workcell)}</strong> waits · ` : ""}opened ${when(t.opened_at)} by ${esc(t.opened_by)}${on}</div>${controls}</div>`;
+  }).join("") || `<div class="muted">no tasks to do</div>`;
+  if (!replaceKeeping(area, html, "data-task")) return;
+  area.querySelectorAll("[data-task-do]").forEach((b) => b.addEventListener("click", () => taskAction(b)));
+}
+async function taskAction(button) {
+  const item = button.closest("[data-task]");
+  const id = Number(item.dataset.task);
+  const method = button.dataset.taskDo;
+  const field = (name) => item.querySelector(`[data-field="${name}"]`);
+  const params = { task_id: id };
+  if (method === "task.done") {
+    const given = field("amount");
+    if (given && (given.validity.badInput || (given.value !== "" && !(Number(given.value) >= 0)))) {
+      showError(new Error(`task ${id}: the amount must be a number, 0 or more (or empty: its capacity)`), $("tasks-result"));
+      given.focus();
+      return;
+    }
+    if (given && given.value !== "") params.amount = Number(given.value);
+    const lot = field("lot")?.value.trim();
+    if (lot) params.lot = lot;
+  }
+  if (method === "task.cancel") {
+    const reason = prompt(`Cancel task ${id}: nobody will do it (the workcells waiting for it run again on what the record says is left). Why?`, field("note").value.trim());
+    if (reason === null) return;
+    if (reason.trim()) params.reason = reason.trim();
+  } else if (method === "task.done" && field("note").value.trim()) {
+    params.note = field("note").value.trim();
+  }
+  button.disabled = true;
+  try {
+    const t = await call(method, params);
+    const o = t.outcome || {};
+    const stock = o.amount !== undefined ? `: ${t.instrument}.${t.consumable} ${o.change === "replace" ? "replaced" : "refilled"} to ${amount(o.amount)} ${o.unit}${o.lot ? `, lot ${o.lot}` : ""}` : "";
+    $("tasks-result").innerHTML = `<span class="muted">task ${t.id} ${esc(t.state)} by ${esc(t.closed_by ?? t.acknowledged_by)}${esc(stock)}</span>`;
+    await loadTasks();
+  } catch (e) { showError(e, $("tasks-result")); } finally { button.disabled = false; }
+}
+// A task opened while the page is open: its panel pulses (and stays outlined, and counted in the title,
+// until someone acknowledges it), and the desktop is notified if this browser already allows it; the page
+// never asks for that permission by itself (see renderNotify).
+function notifyTask(body) {
+  state.notified.push(body.id);
+  const panel = $("tasks-panel");
+  panel.classList.remove("attention");
+  void panel.offsetWidth; // restart its pulse
+  panel.classList.add("attention");
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
+  try {
+    new Notification(`${state.status?.lab ?? "lab"}: task ${body.id}`, { body: `${body.title}${body.detail ? `: ${body.detail}` : ""}`, tag: `sdl-task-${body.id}` });
+  } catch (e) { /* a browser that notifies only from a service worker: the page itself still says it */ }
+}
+function renderNotify() {
+  const ask = "Notification" in window && Notification.permission === "default";
+  $("notify-area").innerHTML = ask ? `<button id="notify" title="a desktop notification when a task opens (the browser asks you first)">notify me</button>` : "";
+  $("notify")?.addEventListener("click", () => Notification.requestPermission().then(renderNotify, renderNotify));
+}
+
+function renderApprovals() {
+  const area = $("approvals");
+  const waiting = state.approvals.filter((p) => p.state === "pending");
+  $("approvals-panel").classList.toggle("attention", waiting.length > 0);
+  $("approvals-count").hidden = waiting.length === 0;
+  $("approvals-count").textContent = String(waiting.length);
+  $("approvals-count").className = "badge st-pending";
+  if (state.unavailable.approvals) { area.dataset.html = ""; area.innerHTML = `<div class="errors">${esc(state.unavailable.approvals)}</div>`; return; }
+  const operator = can("operator");
+  let html = waiting.map((p) => {
+    const c = state.campaigns.get(p.campaign_id);
+    const decide = operator ? `<div class="controls control"><input type="text" data-field="reason" size="18" placeholder="reason (needed to reject)">
+      <button class="control" data-approval-do="approval.approve">Approve</button><button class="control danger" data-approval-do="approval.reject">Reject</button></div>` : "";
+    return `<div class="item" data-proposal="${p.experiment_id}"><div class="title"><strong>${esc(c?.name ?? p.campaign_id)}: proposal ${p.seq}</strong>${badge(p.state)}</div>
+      <div class="recipe" title="${esc(JSON.stringify(p.recipe))}">${esc(kv(p.recipe))}</div><div class="reason">${esc(p.why)}</div>
+      <div class="muted">campaign ${esc(p.campaign_id)} · asked ${when(p.asked_at)}</div>${decide}</div>`;
+  }).join("") || `<div class="muted">no proposals waiting</div>`;
+  if (waiting.length && !operator) html += `<div class="muted">an operator approves or rejects them</div>`;
+  if (!replaceKeeping(area, html, "data-proposal")) return;
+  area.querySelectorAll("[data-approval-do]").forEach((b) => b.addEventListener("click", () => decide(b)));
+}
+async function decide(button) {
+  const row = button.closest("[data-proposal]");
+  const method = button.dataset.approvalDo;
+  const input = row.querySelector('[data-field="reason"]');
+  const reason = input.value.trim();
+  if (method === "approval.reject" && !reason) {
+    showError(new Error("say why you reject it: the reason is recorded as the experiment's failure"), $("approvals-result"));
+    input.focus();
+    return;
+  }
+  button.disabled = true;
+  try {
+    const p = await call(method, { experiment_id: Number(row.dataset.proposal), ...(reason ? { reason } : {}) });
+    $("approvals-result").innerHTML = `<span class="muted">proposal ${p.seq} of ${esc(p.campaign_id)} ${esc(p.state)} by ${esc(p.decided_by)}${p.reason ? `: ${esc(p.reason)}` : ""}</span>`;
+    await loadApprovals();
+  } catch (e) { showError(e, $("approvals-result")); } finally { button.disabled = false; }
 }
 
 // -- one campaign ------------------------------------------------------------------------------------------
@@ -463,9 +663,10 @@ async function start() {
   const since = (await call("events.since", { seq: 0, limit: 1 })).last;
   state.lastSeq = since;
   listen(); // from `since`: nothing that happens while the page loads is lost
-  await Promise.all([loadStatus(), loadCampaigns()]);
+  await Promise.all([loadStatus(), loadCampaigns(), loadPeople()]);
   state.audit = (await call("audit.list", { newest_first: true, limit: 200 })).entries.reverse();
-  schedule("header", "lab", "campaigns", "detail", "plots", "table", "audit");
+  renderNotify();
+  schedule("header", "lab", "campaigns", "detail", "plots", "table", "audit", "inventory", "tasks", "approvals");
   await new Promise((resolve) => requestAnimationFrame(() => { flush(); resolve(); }));
   metrics.firstRender = performance.now();
   document.body.dataset.ready = "1";
