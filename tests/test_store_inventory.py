@@ -4,6 +4,7 @@ never go below zero, keep what happened since the lab file declared them; tasks 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdl.daemon.stock import needs_of, shortfalls
+from sdl.daemon.stock import NeedsError, needs_of, outlook, shortfalls
 from sdl.daemon.usage import book_usage
 from sdl.spec.campaign import Campaign
+from sdl.spec.lab import load_lab
+from sdl.spec.loading import load_campaign
 from sdl.store import InventoryError, StockRecord, Store
 
 RED = ("pumps_a", "red")
@@ -165,3 +168,31 @@ def test_inventory_never_goes_negative_and_consumption_adds_up(
             assert held.amount == pytest.approx(expected, abs=1e-6)
         changes = store.stock_changes()
         assert all(c.after >= 0 for c in changes)
+
+
+def test_the_outlook_at_submit_says_what_the_budget_will_take_and_what_can_never_fit() -> None:
+    stations = Path(__file__).resolve().parents[1] / "experiments" / "two_stations"
+    lab = load_lab(stations / "lab.yaml")
+    campaign = load_campaign(stations / "campaign.yaml").campaign
+    campaign = campaign.model_copy(
+        update={"budget": campaign.budget.model_copy(update={"max_experiments": 300})}
+    )
+    stocks = {
+        key: StockRecord(*key, s.amount, s.unit, s.lot, s.material, s.capacity, s.warn_below, "")
+        for key, s in lab.stocks().items()
+    }
+    notes = outlook(campaign, lab, ["station_a", "station_b"], stocks, stations)
+    # 150 experiments a station, a mean of 250 uL of each dye (uniform over 0-500): 37.5 mL, 10 mL syringes.
+    red = next(n for n in notes if n.startswith("pumps_a.red:"))
+    assert "the budget of 300 will take about 3." in red and "expect about 3 refill(s) of 1e+04 uL" in red, (
+        red
+    )
+    assert len(notes) == 6  # three dyes on two stations; water and vials are not kept
+    small = {key: dataclasses.replace(s, capacity=400.0, amount=400.0) for key, s in stocks.items()}
+    assert any("may need up to" in n and "more than it holds at most (400 uL)" in n for n in
+               outlook(campaign, lab, ["station_a"], small, stations))  # fmt: skip
+    broken = campaign.model_copy(
+        update={"procedure": campaign.procedure.model_copy(update={"needs": "math:sqrt"})}
+    )
+    with pytest.raises(NeedsError, match=r"procedure\.needs 'math:sqrt' failed: TypeError"):
+        outlook(broken, lab, ["station_a"], stocks, stations)

@@ -244,6 +244,10 @@ class Status(Request):
 
 class SubmitReply(_Model):
     campaign_id: str
+    notes: list[str] = Field(
+        default_factory=list[str],
+        description="What an operator should know before it runs: e.g. the refills its budget will take.",
+    )
 
 
 class SubmitCampaign(Request):

@@ -176,6 +176,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     with connected(args) as client:
         reply = client.submit(args.file, seed=args.seed, budget=args.budget)
         print(f"submitted campaign {reply.campaign_id}")
+        for note in reply.notes:
+            print(f"note: {note}")
         if args.watch:
             return watch_campaign(client, reply.campaign_id)
     return EXIT_OK

@@ -4,6 +4,7 @@ acts, and each control command going to the audit log (the server does that for 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from sdl.daemon import protocol as p
 from sdl.daemon.health import HealthKeeper, NoWorker
 from sdl.daemon.people import PeopleHandlers
 from sdl.daemon.state import LabState
-from sdl.daemon.stock import StockKeeper
+from sdl.daemon.stock import NeedsError, StockKeeper, outlook
 from sdl.daemon.supervision import Supervisor
 from sdl.loop import lifecycle
 from sdl.loop.history import spent_of
@@ -40,6 +41,8 @@ from sdl.store import (
     UnknownCampaign,
 )
 from sdl.store.schema import now_iso
+
+log = logging.getLogger("sdl.daemon")
 
 
 class Handlers:
@@ -245,6 +248,13 @@ class Handlers:
         if all(reasons.values()):
             details = [f"workcell {w}: {'; '.join(r)}" for w, r in reasons.items()]
             raise ApiError("invalid_campaign", f"no workcell of lab {lab.name!r} can run it", details)
+        fitting = [w for w, r in reasons.items() if not r]
+        try:
+            notes = await asyncio.to_thread(
+                outlook, campaign, lab, fitting, self.store.stocks(), loaded.base_dir
+            )
+        except NeedsError as exc:
+            raise ApiError("invalid_campaign", f"{path}: {exc}") from None
         try:
             campaign_id = start_campaign(
                 self.store,
@@ -261,7 +271,9 @@ class Handlers:
             self.state.publish("campaign.submitted", {"name": campaign.name, "by": caller.name}, campaign_id)
             self.state.publish_progress(campaign_id)
         self.state.wake.set()
-        return m.SubmitReply(campaign_id=campaign_id)
+        for note in notes:
+            log.warning("campaign %s: %s", campaign_id, note)
+        return m.SubmitReply(campaign_id=campaign_id, notes=notes)
 
     def _running(self, campaign_id: str) -> CampaignRecord:
         record = self._record(campaign_id)

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from sdl.daemon.state import LabState
+from sdl.optimizer import make_optimizer
 from sdl.spec.campaign import Campaign
 from sdl.spec.importpaths import UnresolvedImport, resolve
+from sdl.spec.lab import LabSpec
 from sdl.spec.status import ExperimentStatus
 from sdl.store import ApprovalRecord, StockRecord, TaskRecord
 
@@ -109,6 +112,57 @@ def shortfalls(
         if needed > left + 1e-9:
             out.append(Shortfall(key[0], key[1], needed, max(left, 0.0), stock.unit))
     return out
+
+
+def outlook(
+    campaign: Campaign,
+    lab: LabSpec,
+    workcells: Sequence[str],
+    stocks: Mapping[Key, StockRecord],
+    base_dir: Path | None,
+    samples: int = 32,
+) -> list[str]:
+    """What the campaign's whole budget will take of the lab's stocks, said before it starts: for each stock
+    it will draw more of than is there, about how much (its needs averaged over recipes drawn uniformly from
+    the search space, the budget shared evenly by ``workcells``) and how many refills that is; and any
+    stock a single recipe may need more of than it can hold. Raises :class:`NeedsError`."""
+    if campaign.procedure.needs is None or not stocks or not workcells:
+        return []
+    sampler = make_optimizer(campaign.space, campaign.optimizer.model_copy(update={"kind": "random"}))
+    recipes = [p.recipe for p in sampler.propose([], [], n=samples)]
+    share = campaign.budget.max_experiments / len(workcells)
+    total: dict[Key, float] = {}
+    most: dict[Key, float] = {}
+    users: dict[Key, set[str]] = {}
+    for workcell in workcells:
+        instruments = lab.instruments_for(workcell, campaign)
+        options = lab.workcells[workcell].options if campaign.procedure.plan is not None else {}
+        for recipe in recipes:
+            for key, amount in needs_of(campaign, recipe, instruments, options, base_dir).items():
+                total[key] = total.get(key, 0.0) + amount * share / len(recipes)
+                most[key] = max(most.get(key, 0.0), amount)
+                users.setdefault(key, set()).add(workcell)
+    notes: list[str] = []
+    for key, needed in sorted(total.items()):
+        stock = stocks.get(key)
+        if stock is None:
+            continue
+        name, unit = f"{key[0]}.{key[1]}", stock.unit
+        room = stock.capacity if stock.capacity is not None else stock.amount
+        if most[key] > room:
+            notes.append(
+                f"{name}: a recipe may need up to {most[key]:.4g} {unit}, more than it holds at most "
+                f"({room:.4g} {unit}); such a proposal waits until an operator cancels its refill task"
+            )
+        if needed > stock.amount:
+            refills = math.ceil((needed - stock.amount) / room) if room > 0 else 0
+            each = needed / (share * len(users[key]))
+            notes.append(
+                f"{name}: the budget of {campaign.budget.max_experiments} will take about {needed:.4g} "
+                f"{unit} ({each:.3g} per experiment); it holds {stock.amount:.4g}: expect about {refills} "
+                f"refill(s) of {room:.4g} {unit} (sdl tasks)"
+            )
+    return notes
 
 
 class StockKeeper:
