@@ -167,3 +167,48 @@ def test_a_station_short_of_dye_waits_for_a_refill_while_the_other_carries_on(tm
     syringe = truth["instruments"]["pumps_a"]["syringes"]["1"]
     assert stock.amount == pytest.approx(syringe["liquid_ul"], abs=RESOLUTION_UL), (stock, syringe)
     assert stock.lot == "R-2"
+
+
+def test_a_greedy_recipe_that_needs_more_than_a_stock_can_hold_fails_instead_of_waiting(
+    tmp_path: Path,
+) -> None:
+    """A feeder holds at most 10 vials; recipes with x above 0.5 need 12. No refill could cover them: they end
+    failed (learned by the optimizer), no task is opened for them, and the campaign runs to its end."""
+    (tmp_path / "greedy_needs.py").write_text(
+        "def needs(recipe, **options):\n    return {'motor.feeder': 12 if recipe['x'] > 0.5 else 1}\n"
+    )
+    (tmp_path / "lab.yaml").write_text(
+        "name: feeders\nworkers: {heartbeat_timeout: 5}\n"
+        "instruments:\n  motor: {driver: 'daemon_procedures:make_motor', address: none}\n"
+        "workcells:\n  w1: {devices: {motor: motor}}\n"
+        "inventory:\n  motor:\n    feeder: {amount: 10, unit: vials, capacity: 10, lot: V-1}\n"
+    )
+    campaign = tmp_path / "greedy.yaml"
+    campaign.write_text(
+        "name: greedy\n"
+        "parameters:\n  - {name: x, type: real, low: 0.0, high: 1.0}\n"
+        "  - {name: y, type: real, low: 0.0, high: 1.0}\n"
+        "objectives: [{measurement: loss}]\nbudget: {max_experiments: 6}\n"
+        "optimizer: {kind: random, seed: 4}\n"
+        "requires: {devices: [motor]}\n"
+        "procedure:\n  plan: daemon_procedures:move_and_read\n  extractor: daemon_procedures:plan_loss\n"
+        "  needs: greedy_needs:needs\n"
+    )
+    with LabServiceProcess(tmp_path / "lab.yaml", tmp_path / "data", pythonpath=[TESTS, ROOT]).start() as lab:
+        with lab.client() as client:
+            reply = client.submit(campaign)
+        assert any("more than it holds at most (10 vials)" in note for note in reply.notes), reply.notes
+        summary = finished(lab, reply.campaign_id, 300)
+        experiments = lab.call(m.ListExperiments(campaign_id=reply.campaign_id)).experiments
+        tasks = lab.call(m.ListTasks(all=True)).tasks
+    assert summary.status == "completed" and summary.spent == 6, summary
+    greedy = [e for e in experiments if e.recipe["x"] > 0.5]
+    assert greedy, "the random proposer never asked for 12 vials"
+    for e in greedy:
+        assert e.status == "failed" and e.started_at is None, e
+        assert e.failure == (
+            "the lab cannot hold what it needs: "
+            "motor.feeder: needs 12 vials, more than it holds at most (10 vials)"
+        )
+    assert all(e.status == "done" for e in experiments if e.recipe["x"] <= 0.5)
+    assert tasks == []  # while 10 vials cover the modest ones, nobody is asked for anything

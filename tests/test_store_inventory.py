@@ -117,7 +117,10 @@ def test_what_experiments_in_flight_will_take_is_set_aside() -> None:
     assert shortfalls(needs, {RED: stock(500.0)}, {}) == []  # the feeder is not tracked: never short
     (short,) = shortfalls(needs, {RED: stock(500.0)}, {RED: 250.0})
     assert (short.needed, short.left) == (300.0, 250.0)
-    assert short.describe() == "pumps_a.red: needs 300 uL, 250 uL left for it"
+    assert short.describe() == "pumps_a.red: needs 300 uL, 250 uL left for it" and short.never is None
+    small = dataclasses.replace(stock(100.0), capacity=200.0)
+    (never,) = shortfalls(needs, {RED: small}, {})
+    assert never.describe() == "pumps_a.red: needs 300 uL, more than it holds at most (200 uL)"
 
 
 def test_a_campaigns_needs_are_mapped_to_the_workcells_instruments() -> None:

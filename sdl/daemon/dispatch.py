@@ -27,7 +27,7 @@ from sdl.loop.lifecycle import close_campaign
 from sdl.loop.proposing import NextExperiment
 from sdl.optimizer import OptimizerExhausted
 from sdl.spec.status import CampaignStatus, ExperimentStatus, WorkcellState
-from sdl.store import ExperimentRecord, LeaseConflict, StoreFull
+from sdl.store import ExperimentRecord, Finish, LeaseConflict, StoreFull
 
 log = logging.getLogger("sdl.daemon")
 
@@ -181,6 +181,10 @@ class Dispatcher:
             state.aborted[campaign_id] = str(exc)
             return
         short = self.stock.check(needs, workcell, campaign_id) if needs else []
+        never = [s for s in short if s.never is not None]
+        if never:  # no refill covers it: the recipe fails, and the optimizer learns so
+            self._unfillable(assignment, leftover, proposal, "; ".join(s.describe() for s in never))
+            return
         # Things may have changed while the optimizer thought; then the proposal waits for the next round.
         ready = (
             cell.ready
@@ -217,6 +221,22 @@ class Dispatcher:
             state.publish("approval.requested", approval_body(record), tracked.id)
         log.info("campaign %s: proposal %d waits for approval (%s)", tracked.id, experiment.seq, why)
         return False
+
+    def _unfillable(
+        self,
+        assignment: Assignment,
+        leftover: ExperimentRecord | None,
+        proposal: NextExperiment | None,
+        why: str,
+    ) -> None:
+        state = self.state
+        experiment = leftover or self._record_start(assignment, None, proposal, False)
+        failure = f"the lab cannot hold what it needs: {why}"
+        with state.recording():
+            state.store.finish_experiment(experiment.id, Finish(ExperimentStatus.FAILED, failure=failure))
+            state.announce()
+        state.active.refresh_experiment(assignment.campaign_id, experiment.id)
+        log.warning("campaign %s: proposal %d failed: %s", assignment.campaign_id, experiment.seq, failure)
 
     def _record_start(
         self,

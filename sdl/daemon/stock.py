@@ -47,8 +47,15 @@ class Shortfall:
     needed: float
     left: float
     unit: str
+    #: The most the stock can hold, when that is less than what is needed: no refill will ever cover it.
+    never: float | None = None
 
     def describe(self) -> str:
+        if self.never is not None:
+            return (
+                f"{self.instrument}.{self.consumable}: needs {self.needed:g} {self.unit}, more than it holds "
+                f"at most ({self.never:g} {self.unit})"
+            )
         return (
             f"{self.instrument}.{self.consumable}: needs {self.needed:g} {self.unit}, "
             f"{self.left:g} {self.unit} left for it"
@@ -109,8 +116,9 @@ def shortfalls(
         if stock is None:
             continue
         left = stock.amount - claimed.get(key, 0.0)
+        never = stock.capacity if stock.capacity is not None and needed > stock.capacity + 1e-9 else None
         if needed > left + 1e-9:
-            out.append(Shortfall(key[0], key[1], needed, max(left, 0.0), stock.unit))
+            out.append(Shortfall(key[0], key[1], needed, max(left, 0.0), stock.unit, never))
     return out
 
 
@@ -152,7 +160,7 @@ def outlook(
         if most[key] > room:
             notes.append(
                 f"{name}: a recipe may need up to {most[key]:.4g} {unit}, more than it holds at most "
-                f"({room:.4g} {unit}); such a proposal waits until an operator cancels its refill task"
+                f"({room:.4g} {unit}); such a proposal fails, and the optimizer learns to avoid it"
             )
         if needed > stock.amount:
             refills = math.ceil((needed - stock.amount) / room) if room > 0 else 0
@@ -212,8 +220,11 @@ class StockKeeper:
         return out
 
     def check(self, needs: Mapping[Key, float], workcell: str, campaign_id: str) -> list[Shortfall]:
-        """What keeps an experiment needing ``needs`` from starting; a refill task for each stock."""
+        """What keeps an experiment needing ``needs`` from starting; a refill task for each stock a refill
+        can cover (one that never can is the recipe's own failure: the caller ends it so)."""
         short = shortfalls(needs, self.store.stocks(), self.claimed())
+        if any(s.never is not None for s in short):
+            return short
         for s in short:
             self.ask_refill(s.instrument, s.consumable, s.describe(), workcell=workcell)
         if short:
