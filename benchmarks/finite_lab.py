@@ -1,15 +1,15 @@
-"""A finite lab kept running by a person: 300 experiments on the two-station bench, whose syringes hold 10 mL
-and whose feeder holds one rack of vials, with a scripted operator who answers every task the lab service
-opens through the CLI.
+"""A finite lab kept running by a person: 300 experiments on the two-station bench, whose syringes hold 10 mL,
+whose feeder holds one rack of vials and whose waste takes 60, with a scripted operator who answers every
+task the lab service opens through the CLI.
 
 The simulated bench runs in this process (``simulators.testing.run_lab``), the lab service as a subprocess
 (`sdl daemon`). The operator polls ``sdl tasks`` every second; for each open task it does with the bench's
-hands what a person would (refill the syringe from a new bottle, load a new rack) and then ``sdl task done
-ID --amount ... --lot ...``. At the end the record is held against the bench's own accounting.
+hands what a person would (a new syringe from a new bottle, a new rack, the waste emptied) and then ``sdl task
+done ID [--amount ... --lot ...]``. At the end the record is held against the bench's own accounting.
 
 Reports: experiments by status, those lost to an empty syringe or feeder (fault kind ``empty``) and those
-misreported as a motor stall or a missed grip, tasks by stock, how long stations waited for a person, and
-whether every stock's figure in the record matches the bench (syringes within 1 uL, the feeder exactly).
+misreported as a motor stall or a missed grip, tasks by stock, how long each task was open, and
+whether every stock's figure in the record matches the bench (syringes within 1 uL, feeder and waste exactly).
 
     python benchmarks/finite_lab.py                      # 300 experiments, ~20 min on two cores
     python benchmarks/finite_lab.py --budget 60 --no-readme
@@ -53,6 +53,7 @@ STATIONS = ROOT / "experiments" / "two_stations"
 MARK = ("<!-- finite-lab-results:start -->", "<!-- finite-lab-results:end -->")
 SYRINGE_UL = 10_000.0
 RACK = 48
+WASTE = 60  # vials the waste container holds
 DYES = ("yellow", "red", "blue")
 FIRST_LOT = "sim-world-7"
 
@@ -65,6 +66,7 @@ def bench(speed: float) -> dict[str, Any]:
     config = yaml.safe_load((STATIONS / "bench.yaml").read_text())
     config["speed"] = speed
     config["world"]["stations"]["feeder"].update(count=RACK, lot="V-1")
+    config["world"]["stations"]["waste"].update(capacity_vials=WASTE)
     for dye in DYES:  # the bottles the syringes were first filled from, as the lab file records them
         config["world"]["stocks"][dye]["lot"] = FIRST_LOT
     return config
@@ -82,7 +84,10 @@ def lab_file(directory: Path, sim: Any) -> Path:
             else sim.url(address.strip("{}"))
         )
     lab["inventory"] = copy.deepcopy(lab["inventory"])
-    lab["inventory"]["arm"] = {"feeder": {"amount": RACK, "capacity": RACK, "unit": "vials", "lot": "V-1"}}
+    lab["inventory"]["arm"] = {
+        "feeder": {"amount": RACK, "capacity": RACK, "unit": "vials", "lot": "V-1"},
+        "waste": {"kind": "waste", "amount": 0, "capacity": WASTE, "unit": "vials"},
+    }
     path = directory / "lab.yaml"
     path.write_text(yaml.safe_dump(lab, sort_keys=False))
     return path
@@ -125,8 +130,15 @@ class Operator(threading.Thread):
                     self.serve(int(cells[0]), cells[2])
 
     def serve(self, task_id: int, title: str) -> None:
-        stock = title.removeprefix("refill ")
+        verb, _, stock = title.partition(" ")
         instrument, _, consumable = stock.partition(".")
+        if verb == "empty":  # the waste container: emptied, and the record told it holds nothing
+            self.hands.empty_waste(consumable)
+            code, out = self.cli("task", "done", str(task_id))
+            if code != 0:
+                self.errors.append(out)
+            self.handled.append(task_id)
+            return
         self.lots[stock] += 1
         lot = f"{consumable[:1].upper()}-{self.lots[stock] + 1}"
         if instrument == "arm":
@@ -185,11 +197,15 @@ def run(budget: int, speed: float) -> dict[str, Any]:
 def lots_agree(changes: list[Any], vials: list[dict[str, Any]]) -> tuple[int, int]:
     """Experiments whose recorded lots (each dye's, and the vial's) are those the bench's vial received, of
     those that took a vial. The arm's picks, in order, pair each experiment with its vial."""
-    picks = [c.experiment_id for c in changes if c.instrument == "arm" and c.change == "consume"]
+    picks = [
+        c.experiment_id
+        for c in changes
+        if (c.instrument, c.consumable, c.change) == ("arm", "feeder", "consume")
+    ]
     by_experiment: dict[int, set[tuple[str, str | None]]] = {}
     for c in changes:
-        if c.change == "consume" and c.experiment_id is not None:
-            name = c.consumable if c.instrument != "arm" else "vial"
+        if c.change == "consume" and c.experiment_id is not None and c.consumable != "waste":
+            name = "vial" if c.consumable == "feeder" else c.consumable
             by_experiment.setdefault(c.experiment_id, set()).add((name, c.lot))
     agree = 0
     for experiment_id, vial in zip(picks, vials, strict=False):
@@ -207,7 +223,10 @@ def matches(stocks: list[m.Stock], truth: dict[str, Any]) -> list[tuple[str, flo
     pumps = {"yellow": "0", "red": "1", "blue": "2"}
     out = []
     for s in stocks:
-        if s.instrument == "arm":
+        if s.kind == "waste":
+            real = float(truth["waste"][s.consumable]["vials"])
+            out.append((f"{s.instrument}.{s.consumable}", s.amount, real, s.amount == real))
+        elif s.instrument == "arm":
             real = float(truth["feeders"][s.consumable]["count"])
             out.append((f"{s.instrument}.{s.consumable}", s.amount, real, s.amount == real))
         else:
@@ -235,6 +254,7 @@ def report(result: dict[str, Any], budget: int, speed: float) -> str:
         f"| campaign | {result['summary'].status}: {result['summary'].stop_reason} |",
         f"| experiments by status | {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))} |",
         f"| lost to an empty syringe or feeder (fault `empty`) | {len(empty)} |",
+        f"| vials that overflowed the waste | {result['truth']['waste']['waste']['overflowed_vials']} |",
         f"| faulted otherwise (a stall or missed grip misreported would be here) | {len(stalls)} |",
         f"| tasks for a person | {len(tasks)} ({', '.join(f'{k} {v}' for k, v in sorted(by_stock.items()))})"
         " |",

@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 
 #: What a usage record says happened: liquid pushed out of a syringe to its outlet (``dispensed``),
 #: pulled back into it (``withdrawn``), drawn from a reservoir (``drawn``), pushed to a waste port
-#: (``wasted``), a vial taken by the gripper (``picked``).
-USAGE_EVENTS = ("dispensed", "withdrawn", "drawn", "wasted", "picked")
+#: (``wasted``), a vial taken by the gripper (``picked``), a vial left at a station (``placed``: the lab may
+#: keep that station as a waste container that fills).
+USAGE_EVENTS = ("dispensed", "withdrawn", "drawn", "wasted", "picked", "placed")
 #: Kinds of consumable a driver tracks.
 KINDS = ("syringe", "reservoir", "feeder")
 

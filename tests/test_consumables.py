@@ -275,7 +275,8 @@ def test_the_arm_counts_vials_off_a_feeder_and_refuses_an_empty_one_before_movin
             engine(bps.mv(arm.transfer, ("feeder", "waste")))
         assert arm.transfer.slot.get() == 2
         assert [(u["event"], u["consumable"], u["slot"], u["remaining"], u["lot"]) for u in usage] == [
-            ("picked", "feeder", 1, 0 + 1, "V-7"), ("picked", "feeder", 2, 0, "V-7")]  # fmt: skip
+            ("picked", "feeder", 1, 0 + 1, "V-7"), ("placed", "waste", None, None, None),
+            ("picked", "feeder", 2, 0, "V-7"), ("placed", "waste", None, None, None)]  # fmt: skip
         vials = HandsClient(sim.url("bench.hands")).vials()
         assert [(v["feeder"], v["slot"], v["lot"], v["where"]) for v in vials] == [
             ("feeder", 1, "V-7", "waste"), ("feeder", 2, "V-7", "waste")]  # fmt: skip

@@ -35,9 +35,10 @@ def usage(event: str, amount: float, **more: Any) -> dict[str, Any]:
 
 def test_a_declared_stock_is_booked_down_by_what_was_used_and_up_by_a_refill(store: Store) -> None:
     assert store.declare_stocks(DECLARED, who="lab file") == ["pumps_a.red"]
-    book_usage(store, None, "pumps_a", usage("dispensed", 150.0), "station_a")
-    book_usage(store, None, "pumps_a", usage("withdrawn", 20.0), "station_a")  # back into the syringe
-    book_usage(store, None, "pumps_a", usage("wasted", 500.0), "station_a")  # drawn already: no change
+    book_usage(store, None, "pumps_a", usage("dispensed", 150.0), "station_a", "syringe")
+    book_usage(store, None, "pumps_a", usage("withdrawn", 20.0), "station_a", "syringe")  # back into it
+    book_usage(store, None, "pumps_a", usage("wasted", 500.0), "station_a", "syringe")  # no change
+    book_usage(store, None, "pumps_a", usage("dispensed", 90.0), "station_a", "reservoir")  # drawn already
     assert store.stock(*RED).amount == pytest.approx(870.0)  # type: ignore[union-attr]
     refilled = store.restock(*RED, "replace", 9000.0, lot="R-2", who="ann", why="new bottle")
     assert (refilled.amount, refilled.lot) == (9000.0, "R-2")
@@ -50,9 +51,27 @@ def test_a_declared_stock_is_booked_down_by_what_was_used_and_up_by_a_refill(sto
     ]
 
 
+def test_a_waste_fills_with_what_was_placed_in_it_and_is_emptied(store: Store) -> None:
+    waste = ("arm", "waste")
+    store.declare_stocks(
+        {waste: {"kind": "waste", "amount": 0, "capacity": 3, "unit": "vials"}}, who="lab file"
+    )
+    placed = {"event": "placed", "consumable": "waste", "amount": 1.0, "unit": "vials"}
+    for _ in range(2):
+        book_usage(store, None, "arm", placed, "station_a")
+    full = store.stock(*waste)
+    assert full is not None and (full.amount, full.available) == (2.0, 1.0)
+    (short,) = shortfalls({waste: 2.0}, {waste: full}, {})  # two more vials: room for one
+    assert (short.needed, short.left, short.never) == (2.0, 1.0, None)
+    over = book_usage(store, None, "arm", {**placed, "amount": 2.0}, "station_a")
+    assert over is not None and over.after == 3.0 and "overflowed: 4 put in what holds 3" in (over.why or "")
+    emptied = store.restock(*waste, "empty", 0.0, who="ann", why="task 4")
+    assert (emptied.amount, emptied.available, emptied.kind) == (0.0, 3.0, "waste")
+
+
 def test_declaring_again_keeps_the_record_and_takes_the_files_other_fields(store: Store) -> None:
     store.declare_stocks(DECLARED, who="lab file")
-    book_usage(store, None, "pumps_a", usage("dispensed", 400.0), "station_a")
+    book_usage(store, None, "pumps_a", usage("dispensed", 400.0), "station_a", "syringe")
     again = {RED: {**DECLARED[RED], "amount": 5000.0, "lot": "R-9", "warn_below": 700.0}}
     assert store.declare_stocks(again, who="lab file") == []
     stock = store.stock(*RED)
@@ -143,7 +162,7 @@ def test_a_campaigns_needs_are_mapped_to_the_workcells_instruments() -> None:
     devices = {"dye_pumps": "pumps_b", "water_pump": "water_b", "arm": "arm", "spectrometer": "spectrometer"}
     needs = needs_of(campaign, {"yellow": 100.0, "red": 0.0, "blue": 50.0}, devices, {}, Path.cwd())
     assert needs == {("pumps_b", "yellow"): 100.0, ("pumps_b", "blue"): 50.0, ("water_b", "water"): 1350.0,
-                     ("arm", "feeder"): 1.0}  # fmt: skip
+                     ("arm", "feeder"): 1.0, ("arm", "waste"): 1.0}  # fmt: skip
 
 
 @settings(max_examples=60, deadline=None)
@@ -163,8 +182,8 @@ def test_inventory_never_goes_negative_and_consumption_adds_up(
         store.declare_stocks({RED: {"amount": start, "unit": "uL"}}, who="lab file")
         expected = start
         for event, amount in events:
-            book_usage(store, None, "pumps_a", usage(event, amount), "w")
-            sign = {"dispensed": 1, "drawn": 1, "picked": 1, "withdrawn": -1}.get(event, 0)
+            book_usage(store, None, "pumps_a", usage(event, amount), "w", "syringe")
+            sign = {"dispensed": 1, "withdrawn": -1}.get(event, 0)  # what changes a syringe
             expected = max(0.0, expected - sign * amount)
             held = store.stock(*RED)
             assert held is not None and held.amount >= 0

@@ -104,6 +104,7 @@ class URTransferDevice(Device):
                     pick = root.arm.transfer(source, destination, retries=root.pick_retries)
             finally:
                 root.report_pick(before)
+            root.report_place(destination)
             self.slot.put(pick.slot or 0)
             root.location.put(root.arm.position or "")
             root.gripper.state.put("open")
@@ -146,6 +147,12 @@ class URArmDevice(InstrumentDevice):
             return
         self.usage_events.emit("picked", device=self.transfer.name, consumable=pick.station, amount=1.0,
                         unit="vials", lot=pick.lot, remaining=pick.remaining, slot=pick.slot)  # fmt: skip
+
+    def report_place(self, station: str) -> None:
+        """Report the vial the arm left at ``station`` (a transfer that ended there)."""
+        self.usage_events.emit(
+            "placed", device=self.transfer.name, consumable=station, amount=1.0, unit="vials"
+        )
 
     def prepare(self) -> None:
         """Connect, then power and release the arm (or check it is ready) before its first action."""

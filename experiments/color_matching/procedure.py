@@ -81,6 +81,7 @@ def measure(arm: Any, spectrometer: Any, dispensed: list[Any], station: str) -> 
 
 def needs(recipe: Mapping[str, float], *, total_volume_ul: float = 1500.0, **_: Any) -> dict[str, float]:
     """What one experiment uses up (``procedure.needs``): each dye's volume from its syringe, the water that
-    makes up the rest, and one vial from the feeder."""
+    makes up the rest, one vial from the feeder, and a place for it in the waste."""
     dyes = {f"dye_pumps.{dye}": float(recipe[dye]) for dye in DYES}
-    return {**dyes, "water_pump.water": max(0.0, total_volume_ul - sum(dyes.values())), "arm.feeder": 1}
+    water = max(0.0, total_volume_ul - sum(dyes.values()))
+    return {**dyes, "water_pump.water": water, "arm.feeder": 1, "arm.waste": 1}

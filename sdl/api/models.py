@@ -577,6 +577,9 @@ class ListAudit(Request):
 
 class Stock(_Model):
     instrument: str
+    kind: Literal["supply", "waste"] = Field(
+        default="supply", description="supply: experiments draw from it; waste: they fill it, up to capacity."
+    )
     consumable: str = Field(description="Its driver's name for it: a pump's label, a port's, a feeder's.")
     amount: float = Field(description="What it holds now, by the record (its unit).")
     unit: str
@@ -584,7 +587,7 @@ class Stock(_Model):
     material: str | None = None
     capacity: float | None = None
     warn_below: float | None = None
-    low: bool = Field(default=False, description="Less is left than warn_below.")
+    low: bool = Field(default=False, description="Less is left (of a waste: less room) than warn_below.")
     claimed: float = Field(
         default=0.0, description="What experiments in flight will still take of it (by their needs)."
     )
@@ -610,7 +613,7 @@ class StockChange(_Model):
     at: str
     instrument: str
     consumable: str
-    change: str = Field(description="declare, consume, refill, replace or correct.")
+    change: str = Field(description="declare, consume, refill, replace, correct or empty.")
     amount: float = Field(description="consume: what was used; otherwise what it holds after.")
     after: float
     lot: str | None = None
@@ -643,7 +646,7 @@ class Restock(Request):
     reply = Stock
     instrument: Name
     consumable: Name
-    change: Literal["refill", "replace", "correct"] = "refill"
+    change: Literal["refill", "replace", "correct", "empty"] = "refill"
     amount: float = Field(ge=0, le=1e12)
     lot: Name | None = None
     reason: Reason | None = None

@@ -109,7 +109,9 @@ class PeopleHandlers:
         )
         if stock is None and (request.amount is not None or request.lot is not None):
             raise ApiError("invalid_params", f"task {task.id} is not a refill of a stock the inventory keeps")
-        amount = request.amount if request.amount is not None else stock.capacity if stock else None
+        waste = stock is not None and stock.kind == "waste"
+        default = 0.0 if waste else stock.capacity if stock else None
+        amount = request.amount if request.amount is not None else default
         if stock is not None and amount is None:
             raise ApiError(
                 "invalid_params",
@@ -120,7 +122,8 @@ class PeopleHandlers:
         try:
             with state.recording():
                 if stock is not None and amount is not None:
-                    change = "replace" if request.lot and request.lot != stock.lot else "refill"
+                    new_lot = bool(request.lot) and request.lot != stock.lot
+                    change = "empty" if waste else "replace" if new_lot else "refill"
                     record = self.store.restock(
                         stock.instrument, stock.consumable, change, amount, lot=request.lot,
                         who=caller.name, why=f"task {task.id}",

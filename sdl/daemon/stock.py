@@ -115,7 +115,7 @@ def shortfalls(
         stock = stocks.get(key)
         if stock is None:
             continue
-        left = stock.amount - claimed.get(key, 0.0)
+        left = stock.available - claimed.get(key, 0.0)
         never = stock.capacity if stock.capacity is not None and needed > stock.capacity + 1e-9 else None
         if needed > left + 1e-9:
             out.append(Shortfall(key[0], key[1], needed, max(left, 0.0), stock.unit, never))
@@ -156,19 +156,20 @@ def outlook(
         if stock is None:
             continue
         name, unit = f"{key[0]}.{key[1]}", stock.unit
-        room = stock.capacity if stock.capacity is not None else stock.amount
+        room = stock.capacity if stock.capacity is not None else stock.available
         if most[key] > room:
             notes.append(
                 f"{name}: a recipe may need up to {most[key]:.4g} {unit}, more than it holds at most "
                 f"({room:.4g} {unit}); such a proposal fails, and the optimizer learns to avoid it"
             )
-        if needed > stock.amount:
-            refills = math.ceil((needed - stock.amount) / room) if room > 0 else 0
+        if needed > stock.available:
+            refills = math.ceil((needed - stock.available) / room) if room > 0 else 0
             each = needed / (share * len(users[key]))
             notes.append(
                 f"{name}: the budget of {campaign.budget.max_experiments} will take about {needed:.4g} "
-                f"{unit} ({each:.3g} per experiment); it holds {stock.amount:.4g}: expect about {refills} "
-                f"refill(s) of {room:.4g} {unit} (sdl tasks)"
+                f"{unit} ({each:.3g} per experiment); {stock.available:.4g} {unit} "
+                f"{'of room are' if stock.kind == 'waste' else 'are'} left: expect about {refills} "
+                f"{'emptying(s)' if stock.kind == 'waste' else 'refill(s)'} of {room:.4g} {unit} (sdl tasks)"
             )
     return notes
 
@@ -260,7 +261,7 @@ class StockKeeper:
         with state.recording():
             task = self.store.open_task(
                 "refill",
-                f"refill {instrument}.{consumable}",
+                f"{verb(self.store.stock(instrument, consumable))} {instrument}.{consumable}",
                 who=SERVICE,
                 detail=why,
                 instrument=instrument,
@@ -279,6 +280,11 @@ class StockKeeper:
         self.state.publish("task.closed", task_body(task))
         self.state.clear_alert(f"task:{task.id}", f"task {task.id} {task.state} by {task.closed_by}")
         self.state.wake.set()
+
+
+def verb(stock: StockRecord | None) -> str:
+    """What a person does to a stock that ran short: refill a supply, empty a waste."""
+    return "empty" if stock is not None and stock.kind == "waste" else "refill"
 
 
 def task_body(task: TaskRecord) -> dict[str, Any]:

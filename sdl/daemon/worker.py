@@ -132,7 +132,7 @@ class Worker:
         if not isinstance(device, HoldsConsumables):
             return
         for (name, consumable), stock in self.store.stocks().items():
-            if name != instrument:
+            if name != instrument or stock.kind == "waste":  # a waste is the lab's count, not the driver's
                 continue
             try:
                 device.set_contents(consumable, stock.amount, lot=stock.lot)
@@ -143,12 +143,15 @@ class Worker:
     def _on_usage(self, instrument: str, record: dict[str, Any]) -> None:
         """What an action used, booked off the inventory against the experiment running (from the action's
         thread, before its Status completes)."""
+        device = self.instruments.devices.get(instrument)
+        kinds = device.contents() if isinstance(device, HoldsConsumables) else {}
+        kind = kinds.get(str(record.get("consumable")), {}).get("kind")
         with self._usage_lock:
-            self._usage_held.append((self.current, instrument, record))
+            self._usage_held.append((self.current, instrument, {**record, "kind": kind}))
             held, self._usage_held = self._usage_held, []
             for i, (experiment_id, name, usage) in enumerate(held):
                 try:
-                    book_usage(self.store, experiment_id, name, usage, self.config.workcell)
+                    book_usage(self.store, experiment_id, name, usage, self.config.workcell, usage["kind"])
                 except StoreFull as exc:
                     self._usage_held = held[i:]
                     self._store_full(str(exc))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -64,6 +64,11 @@ class Stock(_Model):
     feeder's rack. The store keeps it from then on, changed only by recorded transactions
     (docs/inventory.md)."""
 
+    kind: Literal["supply", "waste"] = Field(
+        default="supply",
+        description="supply: experiments draw from it (a syringe, a reservoir, a feeder); waste: they fill "
+        "it (a waste container, by the vials or liquid put in it) up to its capacity; a person empties it.",
+    )
     amount: float = Field(ge=0, description="How much is in it when the lab first starts (its unit).")
     unit: str = Field(default="uL", description="uL for liquids, vials for a feeder: the driver's unit.")
     lot: str | None = Field(default=None, description="The lot it was filled from (recorded per experiment).")
@@ -77,6 +82,8 @@ class Stock(_Model):
 
     @model_validator(mode="after")
     def _fits(self) -> Stock:
+        if self.kind == "waste" and self.capacity is None:
+            raise ValueError("a waste stock needs its capacity (what it holds when full)")
         if self.capacity is not None and self.amount > self.capacity:
             raise ValueError(f"amount {self.amount:g} is more than its capacity {self.capacity:g}")
         return self

@@ -17,11 +17,11 @@ from sdl.store.connection import Connection
 from sdl.store.schema import StockChange, StockRecord, TaskRecord, dumps, loads, now_iso
 
 #: Changes a person makes; ``consume`` comes from instruments, ``declare`` from the lab file.
-RESTOCKS = ("refill", "replace", "correct")
+RESTOCKS = ("refill", "replace", "correct", "empty")
 TASK_KINDS = ("refill", "other")
 TASK_STATES = ("open", "acknowledged", "done", "cancelled")
 PENDING = ("open", "acknowledged")
-_AMOUNT = "SELECT amount, lot FROM stocks WHERE instrument = ? AND consumable = ?"
+_AMOUNT = "SELECT amount, lot, kind, capacity FROM stocks WHERE instrument = ? AND consumable = ?"
 
 
 class InventoryError(ValueError):
@@ -42,18 +42,19 @@ class InventoryMixin(Connection):
             for (instrument, consumable), spec in declared.items():
                 row = conn.execute(_AMOUNT, (instrument, consumable)).fetchone()
                 meta = tuple(spec.get(k) for k in ("unit", "material", "capacity", "warn_below"))
+                kind = spec.get("kind") or "supply"
                 if row is not None:
                     conn.execute(
-                        "UPDATE stocks SET unit = ?, material = ?, capacity = ?, warn_below = ? "
+                        "UPDATE stocks SET unit = ?, material = ?, capacity = ?, warn_below = ?, kind = ? "
                         "WHERE instrument = ? AND consumable = ?",
-                        (meta[0] or "uL", *meta[1:], instrument, consumable),
+                        (meta[0] or "uL", *meta[1:], kind, instrument, consumable),
                     )
                     continue
                 amount, lot = float(spec["amount"]), spec.get("lot")
                 conn.execute(
                     "INSERT INTO stocks (instrument, consumable, amount, unit, lot, material, capacity, "
-                    "warn_below, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (instrument, consumable, amount, meta[0] or "uL", lot, *meta[1:], now),
+                    "warn_below, updated_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (instrument, consumable, amount, meta[0] or "uL", lot, *meta[1:], now, kind),
                 )
                 self._change(conn, instrument, consumable, "declare", amount, amount, lot, None, who, None)
                 added.append(f"{instrument}.{consumable}")
@@ -87,7 +88,15 @@ class InventoryMixin(Connection):
             row = conn.execute(_AMOUNT, (instrument, consumable)).fetchone()
             if row is None:
                 return None
-            after = row["amount"] - amount
+            if row["kind"] == "waste":  # experiments fill it
+                after = row["amount"] + amount
+                if row["capacity"] is not None and after > row["capacity"]:
+                    note = f"overflowed: {after:g} put in what holds {row['capacity']:g}"
+                    why = f"{why}; {note}" if why else note
+                    after = float(row["capacity"])
+                after = max(after, 0.0)
+            else:
+                after = row["amount"] - amount
             if after < 0:
                 note = f"reported {amount:g} with {row['amount']:g} on record"
                 why = f"{why}; {note}" if why else note
@@ -113,7 +122,8 @@ class InventoryMixin(Connection):
         why: str | None = None,
     ) -> StockRecord:
         """A person's change: ``refill`` (it holds ``amount`` now, same lot unless one is given), ``replace``
-        (a new lot, which must be given) or ``correct`` (counted: it holds ``amount``)."""
+        (a new lot, which must be given), ``correct`` (counted: it holds ``amount``) or ``empty`` (a waste
+        emptied: it holds ``amount`` now, usually nothing)."""
         if change not in RESTOCKS:
             raise InventoryError(f"unknown stock change {change!r} (allowed: {', '.join(RESTOCKS)})")
         if change == "replace" and not lot:
@@ -300,6 +310,7 @@ def _stock(row: Any) -> StockRecord:
         row["capacity"],
         row["warn_below"],
         row["updated_at"],
+        row["kind"],
     )
 
 

@@ -288,6 +288,12 @@ _V6 = _statements(
 )
 
 
+_V7 = _statements(
+    # A stock experiments fill (a waste container) rather than draw from.
+    "ALTER TABLE stocks ADD COLUMN kind TEXT NOT NULL DEFAULT 'supply'",
+)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "campaigns, experiments, optimizer decisions, raw documents", _V1),
     Migration(2, "experiment status transition log", _v2),
@@ -297,6 +303,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "experiment provenance, warm-start observations, imported campaigns", _V4),
     Migration(5, "inventory of consumables, its changes, tasks for people", _V5),
     Migration(6, "approvals of proposals", _V6),
+    Migration(7, "waste stocks", _V7),
 )
 LATEST = MIGRATIONS[-1].version
 

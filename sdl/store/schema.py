@@ -204,10 +204,18 @@ class StockRecord:
     capacity: float | None
     warn_below: float | None
     updated_at: str
+    kind: str = "supply"  # supply | waste
+
+    @property
+    def available(self) -> float:
+        """What experiments may still take: what a supply holds, or the room left in a waste."""
+        if self.kind == "waste" and self.capacity is not None:
+            return max(0.0, self.capacity - self.amount)
+        return self.amount
 
     @property
     def low(self) -> bool:
-        return self.warn_below is not None and self.amount < self.warn_below
+        return self.warn_below is not None and self.available < self.warn_below
 
 
 @dataclass(frozen=True)
