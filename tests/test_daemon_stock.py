@@ -30,6 +30,7 @@ STATIONS = ROOT / "experiments" / "two_stations"
 SHORT_UL = 700.0
 #: The NE-1000's volume resolution over this syringe, and then some: what the pump reports it delivered.
 RESOLUTION_UL = 1.0
+RACK = 1000
 
 
 def stamp(text: str) -> float:
@@ -50,6 +51,7 @@ def bench_and_lab(tmp_path: Path, sim: Any) -> Path:
         )
     lab["inventory"]["pumps_a"] = copy.deepcopy(lab["inventory"]["pumps_a"])  # a YAML alias of pumps_b's
     lab["inventory"]["pumps_a"]["red"].update(amount=SHORT_UL, lot="R-1")
+    lab["inventory"]["arm"] = {"feeder": {"amount": RACK, "unit": "vials", "lot": "V-1"}}  # pairs vials
     path = tmp_path / "lab.yaml"
     path.write_text(yaml.safe_dump(lab, sort_keys=False))
     return path
@@ -60,6 +62,11 @@ def short_bench() -> dict[str, Any]:
     bench["speed"] = 200
     red_a = next(p for p in bench["instruments"]["pumps_a"]["pumps"] if p["reagent"] == "red")
     red_a["fill_ul"] = SHORT_UL
+    red_a["reagent"] = "red_a"  # its own bottle, of lot R-1 (station B's red is another)
+    bench["world"]["stocks"]["red_a"] = {**bench["world"]["stocks"]["red"], "lot": "R-1"}
+    for dye in ("yellow", "red", "blue"):
+        bench["world"]["stocks"][dye]["lot"] = "sim-world-7"  # as the lab file records them
+    bench["world"]["stations"]["feeder"].update(count=RACK, lot="V-1")
     return bench
 
 
@@ -95,7 +102,7 @@ def test_a_station_short_of_dye_waits_for_a_refill_while_the_other_carries_on(tm
             assert service.call(m.ListTasks()).tasks[0].state == "open"
 
             # A person refills the syringe from a new bottle, then says so.
-            hands.refill_syringe("pumps_a:red", 5000.0, lot="R-2")
+            hands.replace_syringe("pumps_a:red_a", 5000.0, lot="R-2")
             done_argv = [
                 "--data-dir",
                 str(data),
@@ -116,9 +123,14 @@ def test_a_station_short_of_dye_waits_for_a_refill_while_the_other_carries_on(tm
             stock = next(s for s in service.call(m.ListInventory()).stocks if (s.instrument, s.consumable) ==
                          ("pumps_a", "red"))  # fmt: skip
         truth = hands.state()
+        vials = hands.vials()
     with Store(data, read_only=True) as store:
         experiments = store.experiments(campaign_id)
         consumption = {e.id: store.stock_changes(experiment_id=e.id) for e in experiments}
+        feeder = ("arm", "feeder", "consume")
+        picks = [
+            c.experiment_id for c in store.stock_changes() if (c.instrument, c.consumable, c.change) == feeder
+        ]
     # Nothing lost to the empty syringe: every experiment ran to a result.
     lost = [
         (e.seq, e.workcell, e.status.value, e.failure)
@@ -144,6 +156,22 @@ def test_a_station_short_of_dye_waits_for_a_refill_while_the_other_carries_on(tm
         if e.workcell == "station_a" and "red" in booked:
             refilled = stamp(e.started_at or "") > stamp(closed.closed_at)
             assert booked["red"].lot == ("R-2" if refilled else "R-1"), e.seq
+    # The record against the bench's own accounting, experiment by experiment: the arm's picks pair each with
+    # its vial; what the vial received of each dye, and from which lot, is what was booked.
+    assert sorted(picks) == sorted(e.id for e in experiments) and len(vials) == len(picks)
+    for experiment_id, vial in zip(picks, vials, strict=True):
+        received: dict[tuple[str, str], float] = {}
+        for origin, volume in vial["sources"].items():
+            source, _, lot = origin.partition("@")
+            if source != "water" and volume > 0.05:
+                dye = "red" if source == "red_a" else source
+                received[(dye, lot)] = received.get((dye, lot), 0.0) + volume
+        booked_lots = {(c.consumable, c.lot or ""): c.amount for c in consumption[experiment_id]
+                       if c.instrument.startswith("pumps")}  # fmt: skip
+        assert booked_lots.keys() == received.keys(), (experiment_id, booked_lots, received)
+        for key, volume in received.items():
+            assert booked_lots[key] == pytest.approx(volume, abs=RESOLUTION_UL), (experiment_id, key)
+        assert vial["lot"] == "V-1"
     # Every export carries the raw materials: what each experiment used, with its lots.
     table = tmp_path / "finite.csv"
     assert main(["--data-dir", str(data), "export", campaign_id, "--format", "csv", "-o", str(table)]) == 0
