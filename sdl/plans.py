@@ -1,4 +1,4 @@
-"""Plan stubs for campaigns: lease a shared instrument for the steps that use it.
+"""Plan stubs for campaigns: lease a shared instrument for the steps that use it; ask a person.
 
     from sdl.plans import leased
 
@@ -11,6 +11,14 @@ experiment only between ``lease`` and ``release`` (other workcells use them the 
 connects them in the worker that holds the lease. Under `sdl run` the messages do nothing: the lab is the
 campaign's alone. A plan holds one on-demand lease at a time — it releases before it asks again — so no two
 experiments can each wait for what the other holds.
+
+    answer = yield from ask("Is the new rack of vials in place?", timeout=600, default="no")
+
+waits for a person: the lab service opens a task (`sdl tasks`, the page, the lab's ``on_task`` command) and
+the answer is the note they give with ``sdl task done ID --note TEXT``. Without an answer within ``timeout``
+seconds (or with the task cancelled) the plan goes on with ``default``, or — without one — the experiment
+ends interrupted (nobody answered: not the recipe's fault). Under `sdl run` nobody is asked: the default
+stands at once.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from typing import Any
 import bluesky.preprocessors as bpp
 from bluesky.utils import Msg
 
-LEASE, RELEASE = "sdl_lease", "sdl_release"
+LEASE, RELEASE, ASK = "sdl_lease", "sdl_release", "sdl_ask"
 
 
 def lease(*devices: Any) -> Generator[Msg, Any, Any]:
@@ -32,6 +40,19 @@ def lease(*devices: Any) -> Generator[Msg, Any, Any]:
 def release(*devices: Any) -> Generator[Msg, Any, Any]:
     """Give ``devices`` back for other workcells to use."""
     return (yield Msg(RELEASE, None, *devices))
+
+
+class NoAnswer(RuntimeError):
+    """A plan's question got no answer and has no default: the experiment ends interrupted."""
+
+    fault = "stopped"  # nobody answered: neither the recipe's doing nor an instrument's
+
+
+def ask(
+    question: str, *, timeout: float | None = None, default: str | None = None
+) -> Generator[Msg, Any, Any]:
+    """Ask a person and wait for the answer (a string); see the module's docstring."""
+    return (yield Msg(ASK, None, question, timeout=timeout, default=default))
 
 
 def allow_leases(run_engine: Any) -> None:

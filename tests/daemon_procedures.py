@@ -151,3 +151,17 @@ def make_gated_motor(name: str, address: Any = None, **options: Any) -> Any:
             return status
 
     return GatedAxis(name=name)
+
+
+def asking_plan(recipe: dict[str, Any], devices: dict[str, Any], timeout: float | None = None,
+                default: str | None = None) -> Generator[Any, Any, Any]:  # fmt: skip
+    """Ask a person whether the vial is capped, then read the answer into the run's start document."""
+    from sdl.plans import ask
+
+    answer = yield from ask(f"Is vial {recipe['x']:.3f} capped?", timeout=timeout, default=default)
+
+    @bpp.run_decorator(md={"plan_name": "asking_plan", "recipe": recipe, "answer": answer})
+    def inner() -> Generator[Any, Any, Any]:
+        yield from bps.null()
+
+    return (yield from inner())

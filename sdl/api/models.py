@@ -654,7 +654,10 @@ class Restock(Request):
 
 class Task(_Model):
     id: int
-    kind: str = Field(description="refill, or other.")
+    kind: str = Field(
+        description="refill (or empty, for a waste), question (a plan asks: the done note is "
+        "the answer), or other."
+    )
     state: Literal["open", "acknowledged", "done", "cancelled"]
     title: str
     detail: str | None = None

@@ -1,4 +1,4 @@
-"""A plan's on-demand leases, as a worker asks the lab service for them.
+"""A plan's on-demand leases and questions for a person, as a worker asks the lab service for them.
 
 A plan that leases instruments as it goes (`sdl.plans.lease`) waits here, on its RunEngine's loop, while the
 request travels to the service and its answer comes back to the worker's main thread, which hands it over
@@ -70,3 +70,43 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
             future.set_result(None)
         else:
             future.set_exception(error)
+
+
+class ServiceAsking:
+    """A plan's questions for a person, through the lab service: it opens a task, and its answer (the note
+    given when the task is done) comes back; a question that times out or whose experiment is aborted is
+    withdrawn (the task cancelled)."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[str | None]]] = {}
+
+    async def ask(self, experiment_id: int, question: str, timeout: float | None) -> str | None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str | None] = loop.create_future()
+        request = next(self._ids)
+        self._waiting[request] = (loop, future)
+        self.send(p.Ask(request=request, experiment_id=experiment_id, question=question[:4000]))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self.send(p.Ask(request=request, experiment_id=experiment_id, withdraw=True))
+            return None
+        except asyncio.CancelledError:  # aborted while waiting: the question is moot
+            self.send(p.Ask(request=request, experiment_id=experiment_id, withdraw=True))
+            raise
+        finally:
+            self._waiting.pop(request, None)
+
+    def answered(self, message: p.Answered) -> None:
+        """From the main thread: wake the plan waiting for this answer."""
+        waiting = self._waiting.get(message.request)
+        if waiting is not None:
+            loop, future = waiting
+            loop.call_soon_threadsafe(_answer, future, message.answer)
+
+
+def _answer(future: asyncio.Future[str | None], answer: str | None) -> None:
+    if not future.done():
+        future.set_result(answer)

@@ -104,8 +104,24 @@ class Shutdown(_Message):
     type: Literal["shutdown"] = "shutdown"
 
 
+class Answered(_Message):
+    """A person's answer to a plan's question (None: the task was cancelled)."""
+
+    type: Literal["answered"] = "answered"
+    request: int
+    answer: str | None = None
+
+
 ToWorker = Annotated[
-    RunExperiment | LeaseGranted | LeaseRefused | Abort | EStop | MakeSafe | CheckHealth | Shutdown,
+    RunExperiment
+    | LeaseGranted
+    | LeaseRefused
+    | Answered
+    | Abort
+    | EStop
+    | MakeSafe
+    | CheckHealth
+    | Shutdown,
     Field(discriminator="type"),
 ]
 
@@ -205,6 +221,17 @@ class Goodbye(_Message):
     type: Literal["goodbye"] = "goodbye"
 
 
+class Ask(_Message):
+    """A plan asks a person (the service opens a task), or withdraws the question (``withdraw``: it timed
+    out, or the experiment was aborted)."""
+
+    type: Literal["ask"] = "ask"
+    request: int
+    experiment_id: int
+    question: str = Field(default="", max_length=4000)
+    withdraw: bool = False
+
+
 FromWorker = Annotated[
     Hello
     | Heartbeat
@@ -216,7 +243,8 @@ FromWorker = Annotated[
     | ServiceResult
     | Storage
     | EStopped
-    | Goodbye,
+    | Goodbye
+    | Ask,
     Field(discriminator="type"),
 ]
 

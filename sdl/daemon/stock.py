@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from sdl.daemon import protocol as p
 from sdl.daemon.state import LabState
 from sdl.optimizer import make_optimizer
 from sdl.spec.campaign import Campaign
@@ -137,7 +138,7 @@ def outlook(
     if campaign.procedure.needs is None or not stocks or not workcells:
         return []
     sampler = make_optimizer(campaign.space, campaign.optimizer.model_copy(update={"kind": "random"}))
-    recipes = [p.recipe for p in sampler.propose([], [], n=samples)]
+    recipes = [proposal.recipe for proposal in sampler.propose([], [], n=samples)]
     share = campaign.budget.max_experiments / len(workcells)
     total: dict[Key, float] = {}
     most: dict[Key, float] = {}
@@ -179,6 +180,8 @@ class StockKeeper:
         self.state = state
         #: What each experiment in flight was started needing.
         self.claims: dict[int, dict[Key, float]] = {}
+        #: Questions plans wait on: task id -> (workcell, the worker's request number).
+        self.asks: dict[int, tuple[str, int]] = {}
 
     @property
     def store(self) -> Any:
@@ -191,7 +194,10 @@ class StockKeeper:
         if added:
             log.info("inventory: %s declared by the lab file", ", ".join(added))
         for task in self.store.tasks(pending=True):  # still to do when the last service stopped
-            self.alert(task)
+            if task.kind == "question":  # its plan ended with that service
+                self.withdraw(task.id, "the lab service stopped while it waited")
+            else:
+                self.alert(task)
 
     def alert(self, task: TaskRecord) -> None:
         """A task still to do is on the lab's alerts (status, page) until it is done or cancelled."""
@@ -243,6 +249,50 @@ class StockKeeper:
 
     def finished(self, experiment_id: int) -> None:
         self.claims.pop(experiment_id, None)
+        for task in self.store.tasks(pending=True):  # a question of an experiment that ended is moot
+            if task.kind == "question" and task.experiment_id == experiment_id:
+                self.withdraw(task.id, "its experiment ended")
+
+    # -- a plan's questions ------------------------------------------------------------------------------
+
+    def asked(self, workcell: str, message: p.Ask) -> None:
+        """A plan asks a person (a task whose done note is the answer), or withdraws its question."""
+        if message.withdraw:
+            task_id = next(
+                (t for t, asked in self.asks.items() if asked == (workcell, message.request)), None
+            )
+            if task_id is not None:
+                self.withdraw(task_id, "the plan stopped waiting (timed out, or aborted)")
+            return
+        state = self.state
+        with state.recording():
+            task = self.store.open_task(
+                "question",
+                f"answer: {message.question[:120]}",
+                who=SERVICE,
+                detail=message.question,
+                workcell=workcell,
+                experiment_id=message.experiment_id,
+            )
+            state.publish("task.opened", task_body(task))
+            self.alert(task)
+        self.asks[task.id] = (workcell, message.request)
+        if state.lab.on_task:
+            state.in_background(page(task, state.lab.on_task))
+
+    def withdraw(self, task_id: int, why: str) -> None:
+        with self.state.recording():
+            task = self.store.close_task(task_id, "cancelled", SERVICE, {"note": why})
+            self.closed(task)
+
+    def answer(self, task: TaskRecord) -> None:
+        """Hand a question's answer (its done note; None when cancelled) to the plan waiting for it."""
+        asked = self.asks.pop(task.id, None)
+        cell = self.state.cells.get(asked[0]) if asked else None
+        if asked is None or cell is None:
+            return
+        answer = str((task.outcome or {}).get("note") or "") if task.state == "done" else None
+        self.state.in_background(self.state.send(cell, p.Answered(request=asked[1], answer=answer)))
 
     def ask_refill(
         self,
@@ -279,6 +329,7 @@ class StockKeeper:
         """Announce a task done or cancelled (in the caller's recording), clear its alert, look for work."""
         self.state.publish("task.closed", task_body(task))
         self.state.clear_alert(f"task:{task.id}", f"task {task.id} {task.state} by {task.closed_by}")
+        self.answer(task)
         self.state.wake.set()
 
 

@@ -91,6 +91,8 @@ class Supervisor:
             self.leases.release(cell, message)
         elif isinstance(message, p.InstrumentReport):
             self.health.report(message)
+        elif isinstance(message, p.Ask):
+            self.stock.asked(cell.name, message)
         elif isinstance(message, p.ServiceResult):
             cell.servicing.discard(message.instrument)
             self.health.service_result(message)

@@ -28,7 +28,7 @@ from sdl.crashpoints import crash_point
 from sdl.daemon import protocol as p
 from sdl.daemon.heap import freeze_startup_heap
 from sdl.daemon.holding import RECORDED, PatientRecorder, record_outcome
-from sdl.daemon.leasing import ServiceLeasing
+from sdl.daemon.leasing import ServiceAsking, ServiceLeasing
 from sdl.daemon.usage import book_usage
 from sdl.execution.engine import close_run_engine, document_publisher, new_run_engine
 from sdl.execution.experiment import ExperimentRunner, Outcome, as_run
@@ -86,6 +86,7 @@ class Worker:
         self.publisher: Any = None
         self.runner: ExperimentRunner | None = None
         self.leasing = ServiceLeasing(self.send, self.instruments)
+        self.asking = ServiceAsking(self.send)
         self.current: int | None = None
         self._pending: list[Future[Any]] = []
         # From the config, not getppid(): the service may already be gone by the time this runs.
@@ -208,6 +209,8 @@ class Worker:
                 self._aborted[message.experiment_id] = (message.reason, message.cause)
         elif isinstance(message, (p.LeaseGranted, p.LeaseRefused)):
             self.leasing.answered(message)
+        elif isinstance(message, p.Answered):
+            self.asking.answered(message)
         elif isinstance(message, p.EStop):
             self._estop(message.reason)
         elif isinstance(message, p.MakeSafe):
@@ -330,6 +333,7 @@ class Worker:
             publish=self.publisher,
             run_engine=self.run_engine,
             leasing=self.leasing,
+            asking=self.asking,
         )
         self.runner = runner
         self.recorder.cancelled = lambda: runner.aborted

@@ -22,7 +22,7 @@ from sdl.execution.documents import DocumentSink
 from sdl.execution.engine import abort_run, close_run_engine, new_run_engine
 from sdl.execution.extract import ExtractionError, extract
 from sdl.execution.faults import Fault, classify, describe, instrument_of, stopped
-from sdl.plans import LEASE, RELEASE
+from sdl.plans import ASK, LEASE, RELEASE, NoAnswer
 from sdl.spec.campaign import Campaign, MissingMeasurement
 from sdl.spec.importpaths import resolve
 from sdl.spec.status import Cause, ExperimentStatus
@@ -66,6 +66,20 @@ class Leasing(Protocol):
     async def acquire(self, experiment_id: int, instruments: list[str]) -> None: ...
 
     async def release(self, experiment_id: int, instruments: list[str]) -> None: ...
+
+
+class Asking(Protocol):
+    """How a plan's questions reach a person (the worker asks the lab service, which opens a task): the
+    answer, or None when none came within ``timeout`` seconds or the task was cancelled."""
+
+    async def ask(self, experiment_id: int, question: str, timeout: float | None) -> str | None: ...
+
+
+class NobodyToAsk:
+    """`sdl run`: no lab service, no task list: nobody is asked."""
+
+    async def ask(self, experiment_id: int, question: str, timeout: float | None) -> str | None:
+        return None
 
 
 class AlwaysLeased:
@@ -134,8 +148,10 @@ class ExperimentRunner:
         publish: Callable[[str, dict[str, Any]], None] | None = None,
         run_engine: Any = None,
         leasing: Leasing | None = None,
+        asking: Asking | None = None,
     ) -> None:
         self.campaign = campaign
+        self.asking = asking or NobodyToAsk()
         self.recorder = recorder
         self.devices = dict(devices or {})
         self.publish = publish
@@ -406,6 +422,18 @@ class ExperimentRunner:
             await self.leasing.release(experiment_id, held)
         self.recorder.journal_entry(experiment_id, "released", "release", detail=", ".join(held))
 
+    async def _ask_command(self, msg: Any) -> str:
+        experiment_id = self._experiment_id
+        assert experiment_id is not None
+        question, default = str(msg.args[0]), msg.kwargs.get("default")
+        self.recorder.journal_entry(experiment_id, "ask", "ask", detail=question[:1000])
+        answer = await self.asking.ask(experiment_id, question, msg.kwargs.get("timeout"))
+        self.recorder.journal_entry(experiment_id, "answered", "ask", detail=answer if answer is not None
+                                    else f"no answer; default {default!r}")  # fmt: skip
+        if answer is None and default is None:
+            raise NoAnswer(f"nobody answered {question!r}")
+        return answer if answer is not None else str(default)
+
     def _get_run_engine(self) -> Any:
         if self._run_engine is None:
             self._run_engine = new_run_engine()
@@ -413,6 +441,7 @@ class ExperimentRunner:
         self._run_engine.msg_hook = self._journal_message
         self._run_engine.register_command(LEASE, self._lease_command)
         self._run_engine.register_command(RELEASE, self._release_command)
+        self._run_engine.register_command(ASK, self._ask_command)
         return self._run_engine
 
 

@@ -18,7 +18,7 @@ from sdl.store.schema import StockChange, StockRecord, TaskRecord, dumps, loads,
 
 #: Changes a person makes; ``consume`` comes from instruments, ``declare`` from the lab file.
 RESTOCKS = ("refill", "replace", "correct", "empty")
-TASK_KINDS = ("refill", "other")
+TASK_KINDS = ("refill", "question", "other")
 TASK_STATES = ("open", "acknowledged", "done", "cancelled")
 PENDING = ("open", "acknowledged")
 _AMOUNT = "SELECT amount, lot, kind, capacity FROM stocks WHERE instrument = ? AND consumable = ?"
