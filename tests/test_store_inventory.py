@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdl.daemon.stock import NeedsError, needs_of, outlook, shortfalls
+from sdl.cli import main
+from sdl.daemon.stock import NeedsError, declared, needs_of, outlook, shortfalls
 from sdl.daemon.usage import book_usage
 from sdl.spec.campaign import Campaign
 from sdl.spec.lab import load_lab
@@ -199,10 +201,7 @@ def test_the_outlook_at_submit_says_what_the_budget_will_take_and_what_can_never
     campaign = campaign.model_copy(
         update={"budget": campaign.budget.model_copy(update={"max_experiments": 300})}
     )
-    stocks = {
-        key: StockRecord(*key, s.amount, s.unit, s.lot, s.material, s.capacity, s.warn_below, "")
-        for key, s in lab.stocks().items()
-    }
+    stocks = declared(lab)
     notes = outlook(campaign, lab, ["station_a", "station_b"], stocks, stations)
     # 150 experiments a station, a mean of 250 uL of each dye (uniform over 0-500): 37.5 mL, 10 mL syringes.
     red = next(n for n in notes if n.startswith("pumps_a.red:"))
@@ -218,3 +217,20 @@ def test_the_outlook_at_submit_says_what_the_budget_will_take_and_what_can_never
     )
     with pytest.raises(NeedsError, match=r"procedure\.needs 'math:sqrt' failed: TypeError"):
         outlook(broken, lab, ["station_a"], stocks, stations)
+
+
+def test_sdl_validate_with_a_lab_says_what_the_budget_will_take(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    stations = Path(__file__).resolve().parents[1] / "experiments" / "two_stations"
+    spec = yaml.safe_load((stations / "campaign.yaml").read_text())
+    spec["budget"]["max_experiments"] = 300
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["validate", str(path), "--lab", str(stations / "lab.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "note: pumps_b.yellow: the budget of 300 will take about" in out and "refill(s)" in out
+    spec["procedure"]["needs"] = "math:sqrt"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["validate", str(path), "--lab", str(stations / "lab.yaml")]) == 2
+    assert "procedure.needs 'math:sqrt' failed: TypeError" in capsys.readouterr().err

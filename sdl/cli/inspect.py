@@ -182,6 +182,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
             raise BadInput(
                 f"{args.file}: no workcell of lab {lab.name!r} ({args.lab}) can run it ({details})"
             )
+        from sdl.daemon.stock import NeedsError, declared, outlook
+
+        fitting = [w for w, r in reasons.items() if not r]
+        try:
+            notes = outlook(loaded.campaign, lab, fitting, declared(lab), loaded.base_dir)
+        except NeedsError as exc:
+            raise BadInput(f"{args.file}: {exc}") from None
+        for note in notes:  # against what the lab file declares (the store's figures may be lower by now)
+            print(f"note: {note}")
     c = loaded.campaign
     kind = f"plan {c.procedure.plan}" if c.procedure.plan else f"function {c.procedure.function}"
     print(

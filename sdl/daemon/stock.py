@@ -175,6 +175,14 @@ def outlook(
     return notes
 
 
+def declared(lab: LabSpec) -> dict[Key, StockRecord]:
+    """The stocks as the lab file declares them (a lab's first start), for what needs no store."""
+    return {
+        key: StockRecord(*key, s.amount, s.unit, s.lot, s.material, s.capacity, s.warn_below, "", s.kind)
+        for key, s in lab.stocks().items()
+    }
+
+
 class StockKeeper:
     def __init__(self, state: LabState) -> None:
         self.state = state
