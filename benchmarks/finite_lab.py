@@ -42,6 +42,7 @@ from _report import update_readme  # noqa: E402
 
 from sdl.api import models as m  # noqa: E402
 from sdl.cli import main as sdl  # noqa: E402
+from sdl.spec.campaign import fill  # noqa: E402
 from sdl.spec.status import ExperimentStatus  # noqa: E402
 from sdl.store import Store  # noqa: E402
 from sdl.testing import LabServiceProcess, wait_for  # noqa: E402
@@ -77,12 +78,7 @@ def lab_file(directory: Path, sim: Any) -> Path:
     lab.pop("simulated")
     lab.pop("speed")
     for spec in lab["instruments"].values():
-        address = spec["address"]
-        spec["address"] = (
-            {k: sim.url(v.strip("{}")) for k, v in address.items()}
-            if isinstance(address, dict)
-            else sim.url(address.strip("{}"))
-        )
+        spec["address"] = fill(spec["address"], sim.urls)
     lab["inventory"] = copy.deepcopy(lab["inventory"])
     lab["inventory"]["arm"] = {
         "feeder": {"amount": RACK, "capacity": RACK, "unit": "vials", "lot": "V-1"},

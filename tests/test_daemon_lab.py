@@ -16,6 +16,7 @@ import yaml
 from test_driver_contract import cavro_moves, ne1000_command, ur_moves
 
 from sdl.api import models as m
+from sdl.spec.campaign import fill
 from sdl.spec.status import ExperimentStatus
 from sdl.store import Store
 from sdl.testing import LabServiceProcess, wait_for
@@ -147,12 +148,7 @@ def test_estop_stops_every_moving_instrument_on_the_wire_and_holds_the_lab(tmp_p
         lab.pop("simulated")
         lab.pop("speed")
         for spec in lab["instruments"].values():
-            address = spec["address"]
-            spec["address"] = (
-                {k: sim.url(v.strip("{}")) for k, v in address.items()}
-                if isinstance(address, dict)
-                else sim.url(address.strip("{}"))
-            )
+            spec["address"] = fill(spec["address"], sim.urls)
         lab["instruments"]["arm"]["options"]["unlock_delay"] = 1.0
         path = tmp_path / "lab.yaml"
         path.write_text(yaml.safe_dump(lab, sort_keys=False))

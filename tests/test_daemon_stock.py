@@ -17,6 +17,7 @@ from test_daemon_lab import colour_campaign, finished
 
 from sdl.api import models as m
 from sdl.cli import main
+from sdl.spec.campaign import fill
 from sdl.spec.status import ExperimentStatus
 from sdl.store import Store
 from sdl.testing import LabServiceProcess, wait_for
@@ -43,12 +44,7 @@ def bench_and_lab(tmp_path: Path, sim: Any) -> Path:
     lab.pop("simulated")
     lab.pop("speed")
     for spec in lab["instruments"].values():
-        address = spec["address"]
-        spec["address"] = (
-            {k: sim.url(v.strip("{}")) for k, v in address.items()}
-            if isinstance(address, dict)
-            else sim.url(address.strip("{}"))
-        )
+        spec["address"] = fill(spec["address"], sim.urls)
     lab["inventory"]["pumps_a"] = copy.deepcopy(lab["inventory"]["pumps_a"])  # a YAML alias of pumps_b's
     lab["inventory"]["pumps_a"]["red"].update(amount=SHORT_UL, lot="R-1")
     lab["inventory"]["arm"] = {"feeder": {"amount": RACK, "unit": "vials", "lot": "V-1"}}  # pairs vials
