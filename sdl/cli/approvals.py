@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from sdl.cli.common import EXIT_OK, BadInput
-from sdl.cli.control import client_options, connected
+from sdl.cli.common import EXIT_OK
+from sdl.cli.control import adder, connected, typed_request, when
 
 if TYPE_CHECKING:
     from sdl.api import models as m
@@ -24,12 +24,7 @@ ARGUMENTS = {"experiment_id": "EXPERIMENT_ID", "campaign_id": "--campaign", "rea
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    client = client_options()
-
-    def add(name: str, help: str, description: str, handler: Any) -> argparse.ArgumentParser:
-        parser = commands.add_parser(name, parents=[common, client], help=help, description=description)
-        parser.set_defaults(handler=handler)
-        return parser
+    add = adder(commands, common)
 
     p = add(
         "approvals",
@@ -70,27 +65,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def call(client: Client, method: str, **fields: Any) -> Any:
-    """Call the API method whose request model is named ``method``; a value the model refuses is the user's
-    mistake, said with the argument that gave it (call once connected: this imports the API's models)."""
-    from pydantic import ValidationError
-
-    from sdl.api import models as m
-
-    model: type[m.Request] = getattr(m, method)
-    try:
-        request = model(**fields)
-    except ValidationError as exc:
-        problems = [
-            f"{ARGUMENTS.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else method}: {e['msg']}"
-            for e in exc.errors()
-        ]
-        raise BadInput("; ".join(problems)) from None
-    return client.call(request)
-
-
-def when(at: str | None) -> str:
-    """A stored time (ISO 8601, UTC) to the second: '2026-03-02 14:05:09'."""
-    return at[:19].replace("T", " ") if at else ""
+    return client.call(typed_request(method, ARGUMENTS, **fields))
 
 
 def compact(recipe: dict[str, Any]) -> str:

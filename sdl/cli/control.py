@@ -8,7 +8,7 @@ command imports what it uses when it runs (sdl/cli/__init__.py).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,13 +23,44 @@ if TYPE_CHECKING:
     from sdl.api.client import Client
 
 
-def register(commands: Any, common: argparse.ArgumentParser) -> None:
+def adder(commands: Any, common: argparse.ArgumentParser) -> Callable[..., argparse.ArgumentParser]:
+    """``add(name, help, description, handler)``: a command that reaches the lab service."""
     client = client_options()
 
     def add(name: str, help: str, description: str, handler: Any) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, parents=[common, client], help=help, description=description)
         parser.set_defaults(handler=handler)
         return parser
+
+    return add
+
+
+def typed_request(method: str, arguments: Mapping[str, str], **fields: Any) -> Any:
+    """The request model named ``method`` with ``fields``; a value it refuses is the user's mistake, said
+    with the argument that gave it (``arguments``: field -> argument; call once connected: this imports the
+    API's models)."""
+    from pydantic import ValidationError
+
+    from sdl.api import models as m
+
+    model: type[m.Request] = getattr(m, method)
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        problems = [
+            f"{arguments.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else method}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        raise BadInput("; ".join(problems)) from None
+
+
+def when(at: str | None) -> str:
+    """A stored time (ISO 8601, UTC) to the second: '2026-03-02 14:05:09'."""
+    return at[:19].replace("T", " ") if at else ""
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    add = adder(commands, common)
 
     p = add(
         "submit",

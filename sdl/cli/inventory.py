@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from sdl.cli.common import EXIT_OK, BadInput
-from sdl.cli.control import client_options, connected
+from sdl.cli.control import adder, client_options, connected, typed_request, when
 
 if TYPE_CHECKING:
     from sdl.api import models as m
@@ -27,12 +27,8 @@ DONE_AS = {"refill": "refilled", "replace": "replaced", "correct": "corrected"}
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    client = client_options()
-
-    def add(name: str, help: str, description: str, handler: Any) -> argparse.ArgumentParser:
-        parser = commands.add_parser(name, parents=[common, client], help=help, description=description)
-        parser.set_defaults(handler=handler)
-        return parser
+    add = adder(commands, common)
+    client = client_options()  # for the `task` subcommands
 
     p = add(
         "inventory",
@@ -137,26 +133,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 # -- requests ------------------------------------------------------------------------------------------------
 
 
-def request(method: str, **fields: Any) -> m.Request:
-    """The request model named ``method`` with ``fields``; a value it refuses is the user's mistake, said
-    with the argument that gave it (call once connected: this imports the API's models)."""
-    from pydantic import ValidationError
-
-    from sdl.api import models as m
-
-    model: type[m.Request] = getattr(m, method)
-    try:
-        return model(**fields)
-    except ValidationError as exc:
-        problems = [
-            f"{ARGUMENTS.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else method}: {e['msg']}"
-            for e in exc.errors()
-        ]
-        raise BadInput("; ".join(problems)) from None
-
-
 def call(client: Client, method: str, **fields: Any) -> Any:
-    return client.call(request(method, **fields))
+    return client.call(typed_request(method, ARGUMENTS, **fields))
 
 
 def check_amount(amount: float | None, what: str) -> None:
@@ -167,11 +145,6 @@ def check_amount(amount: float | None, what: str) -> None:
 def number(value: float) -> str:
     """An amount as people write it: 10000, 2.5, 1.5e+06."""
     return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.6g}"
-
-
-def when(at: str | None) -> str:
-    """A stored time (ISO 8601, UTC) to the second: '2026-03-02 14:05:09'."""
-    return at[:19].replace("T", " ") if at else ""
 
 
 def stock_name(instrument: str | None, consumable: str | None) -> str:
