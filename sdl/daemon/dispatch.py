@@ -86,7 +86,9 @@ class Dispatcher:
     def _candidates(self) -> list[Candidate]:
         state = self.state
         out: list[Candidate] = []
-        awaiting = {a.experiment_id: a.campaign_id for a in state.store.approvals()}
+        # Only a campaign with an approval rule has proposals waiting: no query on every round otherwise.
+        gated = any(t.campaign.approval.require != "none" for t in state.active)
+        awaiting = {a.experiment_id: a.campaign_id for a in state.store.approvals()} if gated else {}
         waiting = Counter(awaiting.values())
         for tracked in state.active:
             record, campaign, tally = tracked.record, tracked.campaign, tracked.tally
@@ -141,7 +143,10 @@ class Dispatcher:
         state = self.state
         workcell, campaign_id = assignment.workcell, assignment.campaign_id
         tracked = state.tracked(campaign_id)
-        awaiting = {a.experiment_id for a in state.store.approvals(campaign_id=campaign_id)}
+        gated = tracked.campaign.approval.require != "none"
+        awaiting: set[int] = (
+            {a.experiment_id for a in state.store.approvals(campaign_id=campaign_id)} if gated else set()
+        )
         leftover = next(
             (
                 e
