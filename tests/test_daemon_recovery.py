@@ -96,7 +96,13 @@ def test_twenty_kill_9s_at_random_moments_then_the_campaign_finishes_exactly(tmp
 
     assert kills["service"] + kills["worker"] >= 10, kills
     assert done.status == "completed" and done.spent == budget, done
-    with Store(service.data_dir, read_only=True) as store:
+    assert_finished_exactly(service.data_dir, campaign_id, completed)
+
+
+def assert_finished_exactly(data_dir: Path, campaign_id: str, completed: set[int]) -> None:
+    """Every experiment that was done stays done, none ran twice, every interruption is on record with its
+    cause and journal, every finished run has its documents, and nothing is left leased or unwell."""
+    with Store(data_dir, read_only=True) as store:
         history = store.experiments(campaign_id)
         finished = {e.id for e in history if e.status is ExperimentStatus.DONE}
         assert completed <= finished, "a completed experiment was lost"

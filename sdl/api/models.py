@@ -214,9 +214,18 @@ class EventRecord(_Model):
 # -- methods ------------------------------------------------------------------------------------------
 
 
+class Standby(_Model):
+    """A service standing by to take the lab over (`sdl daemon --standby`)."""
+
+    host: str
+    pid: int
+    seen_at: str = Field(description="When it last said so (it does every half second).")
+
+
 class StatusReply(_Model):
     lab: str
     pid: int
+    host: str = Field(default="", description="The machine the service runs on.")
     started_at: str
     estop: EStopState
     workcells: list[WorkcellStatus]
@@ -231,6 +240,10 @@ class StatusReply(_Model):
     http_address: str | None = Field(
         default=None,
         description="Where the service serves its web dashboard (`sdl daemon --http`), if it does.",
+    )
+    standbys: list[Standby] = Field(
+        default_factory=list[Standby],
+        description="Services standing by to take the lab over if this one goes, oldest first.",
     )
 
 

@@ -224,7 +224,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     estop = (
         f"E-STOP ACTIVE: {status.estop.reason} (by {status.estop.by})" if status.estop.active else "no e-stop"
     )
-    out.print(f"lab [bold]{status.lab}[/] (process {status.pid}, since {status.started_at}); {estop}")
+    where = f" on {status.host}" if status.host else ""
+    out.print(f"lab [bold]{status.lab}[/] (process {status.pid}{where}, since {status.started_at}); {estop}")
+    standbys = [f"{s.host} (process {s.pid})" for s in status.standbys]
+    out.print(f"standby: {', '.join(standbys) or 'none (`sdl daemon --standby` on a second machine)'}",
+              highlight=False)  # fmt: skip
     for alert in status.alerts:
         out.print(f"[bold red]ALERT[/] (since {alert.since}): {escape(alert.message)}")
     dashboard = status.http_address or "none (`sdl daemon --http HOST:PORT` serves one, or `sdl dashboard`)"

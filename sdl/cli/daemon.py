@@ -113,6 +113,14 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stop-timeout", type=float, default=60.0, metavar="S", help="seconds to wait (default 60)"
     )
+    p.add_argument(
+        "--standby",
+        action="store_true",
+        help="stand by for the lab: wait while another service holds it, and take it over when that one "
+        "is gone (its process dead on this machine, or its heartbeat older than "
+        "$SDL_CLAIM_STALE_S, 10 s by default). Run it on a second machine with the same data directory's "
+        "keys and the same --store (docs/deployment.md)",
+    )
     p.set_defaults(handler=cmd_daemon)
 
 
@@ -124,7 +132,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     listen = {"--api": args.api, "--events": args.events, "--documents": args.documents}
     if args.http:
         listen["--http"] = args.http.removeprefix("http://").removeprefix("https://")
-    check_free(listen)  # before anything starts: simulators, workers, the store's claim
+    if not args.standby:  # a standby's addresses are held by the service it stands by for, maybe
+        check_free(listen)  # before anything starts: simulators, workers, the store's claim
     keyring = KeyRing(args.keys or data_dir / KEYS_FILE)
     try:
         allowed = len(keyring)
@@ -169,6 +178,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         stop_timeout=args.stop_timeout,
         keys=keyring.path,
         frontend=dashboard,
+        standby=args.standby,
     )
     try:
         return service.run()

@@ -131,6 +131,7 @@ class WorkerLaunch:
     documents: str | None  # where the RunEngines publish their documents
     lab_provenance: dict[str, Any]
     parent_pid: int
+    owner: str | None = None
     env: Mapping[str, str] = field(default_factory=dict[str, str])
 
     def config(self, cell: Cell) -> WorkerConfig:
@@ -144,6 +145,7 @@ class WorkerLaunch:
             addresses={n: self.addresses.get(n) for n in names},
             documents=self.documents,
             parent_pid=self.parent_pid,
+            owner=self.owner,
             lab_provenance=self.lab_provenance,
         )
 

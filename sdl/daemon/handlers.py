@@ -4,7 +4,9 @@ acts, and each control command going to the audit log (the server does that for 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from sdl.spec.campaign import Campaign
 from sdl.spec.loading import CampaignError, load_campaign_text
 from sdl.spec.status import CampaignStatus, Cause, InstrumentState, WorkcellState
 from sdl.store import (
+    STALE_AFTER_S,
     CampaignRecord,
     ExperimentRecord,
     Store,
@@ -144,6 +147,11 @@ class Handlers:
             documents_address=state.documents_address,
             alerts=list(state.alerts.values()),
             http_address=state.http_address,
+            host=socket.gethostname(),
+            standbys=[
+                m.Standby(host=s["host"], pid=s["pid"], seen_at=_iso(s["seen_at"]))
+                for s in self.store.standbys(stale_after=STALE_AFTER_S)
+            ],
         )
 
     async def list_campaigns(self, request: m.ListCampaigns, caller: Caller) -> m.CampaignList:
@@ -446,3 +454,7 @@ class Handlers:
     async def shutdown(self, request: m.Shutdown, caller: Caller) -> m.Ok:
         self._stop(request.abort)
         return m.Ok(message="the lab service is stopping")
+
+
+def _iso(unix: float) -> str:
+    return dt.datetime.fromtimestamp(unix, dt.UTC).isoformat(timespec="seconds")

@@ -101,7 +101,11 @@ class LabServiceProcess:
         *extra: str,
         pythonpath: Sequence[Path] = (),
         env: dict[str, str] | None = None,
+        name: str = "daemon",
+        wrap: Sequence[str] = (),
     ) -> None:
+        """``name``: its log's (DATA_DIR-NAME.log beside the data directory; a standby needs its own);
+        ``wrap``: a command it runs under (``unshare --uts ...``, to stand on a host of its own)."""
         self.lab = lab
         self.data_dir = data_dir
         self.extra = extra
@@ -110,7 +114,8 @@ class LabServiceProcess:
         ]
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
-        self.log = data_dir.parent / f"{data_dir.name}-daemon.log"
+        self.log = data_dir.parent / f"{data_dir.name}-{name}.log"
+        self.wrap = list(wrap)
         self.known: set[int] = set()
 
     def __enter__(self) -> LabServiceProcess:
@@ -121,11 +126,14 @@ class LabServiceProcess:
             self.stop()
         self.assert_nothing_left()
 
-    def start(self, timeout: float = 90.0) -> LabServiceProcess:
+    def start(self, timeout: float = 90.0, *, wait: bool = True) -> LabServiceProcess:
+        """Start it, and wait until it serves (``wait``; a standby serves only once it took the lab over:
+        see :meth:`serving`)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         info = self.data_dir / "daemon.json"  # ready when it names this process (never removed here: it
         # may be another service's, which this one will be refused beside)
         command = [
+            *self.wrap,
             sys.executable, "-m", "sdl", "daemon", "--lab", str(self.lab), "--data-dir", str(self.data_dir),
             "--api", "tcp://127.0.0.1:0", "--events", "tcp://127.0.0.1:0", "--documents", "tcp://127.0.0.1:0",
             *self.extra,
@@ -133,6 +141,8 @@ class LabServiceProcess:
         log = open(self.log, "ab")  # noqa: SIM115 - handed to the child, closed when it is reaped
         self.process = subprocess.Popen(command, stdout=log, stderr=log, env=self.env)
         log.close()
+        if not wait:
+            return self
         try:
             wait_for(lambda: self._ready(info), timeout, f"the lab service to start (log: {self.log})")
         except BaseException:  # it did not start, or Ctrl-C or SIGTERM came: nothing outlives us
@@ -140,6 +150,10 @@ class LabServiceProcess:
             self.process.wait()
             raise
         return self
+
+    def serving(self) -> bool:
+        """Whether it serves the lab now (daemon.json names it); raises if it exited."""
+        return self._ready(self.data_dir / "daemon.json")
 
     def _ready(self, info: Path) -> bool:
         assert self.process is not None

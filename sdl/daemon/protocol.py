@@ -36,6 +36,11 @@ class WorkerConfig(_Message):
     )
     heartbeat_s: float = 0.5
     parent_pid: int = Field(description="The service's pid: once it is not the parent, the service is gone.")
+    owner: str | None = Field(
+        default=None,
+        description="The service's claim on the lab: once the store names another holder (a standby took "
+        "the lab over from a service that went silent), this service is gone too.",
+    )
     lab_provenance: dict[str, Any] = Field(
         default_factory=dict, description="The lab file's part of each experiment's provenance (its hashes)."
     )

@@ -17,6 +17,7 @@ docs/decisions/0004 to 0006.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -54,13 +55,20 @@ from sdl.loop.lifecycle import adopt
 from sdl.spec.campaign import fill
 from sdl.spec.lab import LabSpec
 from sdl.spec.status import CampaignStatus, Cause
-from sdl.store import HEARTBEAT_S, STALE_AFTER_S, Store, StoreFull, new_owner
+from sdl.store import HEARTBEAT_S, STALE_AFTER_S, CampaignBusy, Store, StoreFull, new_owner, owner_alive_here
 
 log = logging.getLogger("sdl.daemon")
 
 SERVICE_CRASHED = (
     "the lab service stopped while this experiment was in flight; its physical outcome is unknown"
 )
+
+
+#: How often a standby looks at the lab's claim.
+STANDBY_POLL_S = 0.5
+#: How long a standby that took the lab over waits before it starts anything: time for the workers of the
+#: service it replaced (alive somewhere, but silent) to see the claim move and stop (worker.CLAIM_READ_S).
+FENCE_S = 1.5
 
 
 class Frontend(Protocol):
@@ -100,6 +108,7 @@ class LabService:
         worker_env: dict[str, str] | None = None,
         keys: Path | None = None,
         frontend: Frontend | None = None,
+        standby: bool = False,
     ) -> None:
         self.lab = lab
         self.data_dir = Path(data_dir)
@@ -111,6 +120,7 @@ class LabService:
         self.worker_env = worker_env or {}
         self.keyring = KeyRing(keys or self.data_dir / KEYS_FILE)
         self.frontend = frontend
+        self.standby = standby
         self.owner = new_owner("daemon")
         self.state: LabState | None = None
         self.supervisor: Supervisor | None = None
@@ -126,14 +136,52 @@ class LabService:
 
     # -- starting ------------------------------------------------------------------------------------------
 
-    def open(self) -> tuple[LabState, HealthKeeper, LeaseGrants]:
-        """Claim the lab, adopt the campaigns it ran, mark what was in flight, start the simulator."""
+    async def stand_by(self) -> bool:
+        """Wait (`--standby`) until the lab's claim is free or its holder is gone, and take it; False if the
+        service was told to stop first. The holder is gone when its process is seen dead on this machine, or
+        when its heartbeat is older than the stale limit (a holder on another machine, or a dead one)."""
         store = Store(self.data_dir)
+        host, told = socket.gethostname(), ""
         try:
-            self.keyring.owner = owner_entry(self.data_dir)
-            store.claim_lab(self.owner, stale_after=STALE_AFTER_S)
+            while not self.stop_requested.is_set():
+                holder = (store.lab_state("daemon") or {}).get("owner")
+                try:
+                    store.claim_lab(self.owner, stale_after=STALE_AFTER_S)
+                except CampaignBusy as exc:
+                    if str(exc) != told:
+                        told = str(exc)
+                        log.info("standing by: %s; taking over once its heartbeat is %g s old", exc,
+                                 STALE_AFTER_S)  # fmt: skip
+                    store.stand_by(self.owner, host, os.getpid())
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop_requested.wait(), STANDBY_POLL_S)
+                    continue
+                self.claimed, self._store = True, store
+                store.stand_down(self.owner)
+                log.warning("standby: took the lab over (%s)", told or "nobody held it")
+                if holder and owner_alive_here(holder) is not False:
+                    # Not seen dead: its workers may still run somewhere. They read the claim once a second
+                    # and stop when it moved; nothing starts here before then.
+                    await asyncio.sleep(FENCE_S)
+                return True
+            store.stand_down(self.owner)
         except BaseException:
             store.close()
+            raise
+        store.close()
+        return False
+
+    def open(self) -> tuple[LabState, HealthKeeper, LeaseGrants]:
+        """Claim the lab (unless a standby took it already), adopt the campaigns it ran, mark what was in
+        flight, start the simulator."""
+        store = self._store or Store(self.data_dir)
+        try:
+            self.keyring.owner = owner_entry(self.data_dir)
+            if not self.claimed:
+                store.claim_lab(self.owner, stale_after=STALE_AFTER_S)
+        except BaseException:
+            store.close()
+            self._store = None
             raise
         self.claimed, self._store = True, store
         if self.data_dir.stat().st_mode & 0o077:
@@ -222,6 +270,7 @@ class LabService:
             documents=proxy.in_address,
             lab_provenance=lab_provenance(self.lab, self.lab.simulated, name=self.lab.name),
             parent_pid=os.getpid(),
+            owner=self.owner,
             env=self.worker_env,
         )
         return api_socket, launch
@@ -238,6 +287,8 @@ class LabService:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
         try:
+            if self.standby and not await self.stand_by():
+                return 0
             state, health, leases = self.open()
             api_socket, launch = self.bind(state)
             stock = StockKeeper(state)

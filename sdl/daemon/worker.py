@@ -29,20 +29,22 @@ from sdl.daemon import protocol as p
 from sdl.daemon.heap import freeze_startup_heap
 from sdl.daemon.holding import RECORDED, PatientRecorder, record_outcome
 from sdl.daemon.leasing import ServiceAsking, ServiceLeasing
-from sdl.daemon.usage import book_usage
+from sdl.daemon.usage import Ledger
 from sdl.execution.engine import close_run_engine, document_publisher, new_run_engine
 from sdl.execution.experiment import ExperimentRunner, Outcome, as_run
 from sdl.execution.faults import Fault
 from sdl.execution.instruments import Instruments, InstrumentUnavailable
 from sdl.execution.provenance import ProvenanceSource, campaign_provenance
 from sdl.spec.campaign import Campaign
-from sdl.spec.devices import HoldsConsumables, MakesSafe
+from sdl.spec.devices import MakesSafe
 from sdl.spec.status import Cause, ExperimentStatus, IllegalTransition
 from sdl.store import Store, StoreFull
 
 log = logging.getLogger("sdl.worker")
 
 MANAGER_GONE = "the lab service stopped while this experiment was in flight; it was aborted"
+#: How often a worker reads who holds the lab.
+CLAIM_READ_S = 0.5
 
 
 def _failed(action: Literal["make_safe", "check"], exc: InstrumentUnavailable) -> p.ServiceResult:
@@ -76,11 +78,9 @@ class Worker:
             base_dir=base_dir,
             on_fault=self._on_fault,
             on_usage=self._on_usage,
-            on_connect=self._tell,
+            on_connect=lambda instrument, device: self.ledger.tell(instrument, device),
         )
-        #: Usage the store had no room for, booked before the next write that has.
-        self._usage_held: list[tuple[int | None, str, dict[str, Any]]] = []
-        self._usage_lock = threading.Lock()
+        self.ledger = Ledger(self.store, config.workcell, self.instruments.devices.get, self._store_full)
         self.work = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"work-{config.workcell}")
         self.run_engine: Any = None
         self.publisher: Any = None
@@ -91,6 +91,7 @@ class Worker:
         self._pending: list[Future[Any]] = []
         # From the config, not getppid(): the service may already be gone by the time this runs.
         self._parent = config.parent_pid
+        self._claim_read_at = 0.0
         self._aborted: dict[int, tuple[str, Cause]] = {}
         # Set once the lab service is gone: an experiment still being prepared then must not start.
         self._orphan = False
@@ -116,6 +117,9 @@ class Worker:
         holding = self.current if spilled is not None else None
         self.send(p.Storage(full=True, detail=detail, experiment_id=holding, spilled=spilled))
 
+    def _on_usage(self, instrument: str, record: dict[str, Any]) -> None:
+        self.ledger.book(self.current, instrument, record)
+
     def _on_fault(self, event: dict[str, Any]) -> None:
         self.send(
             p.InstrumentReport(
@@ -125,38 +129,6 @@ class Worker:
                 detail=str(event.get("detail", ""))[:500],
             )
         )
-
-    # -- consumables -----------------------------------------------------------------------------------------
-
-    def _tell(self, instrument: str, device: object) -> None:
-        """Tell a device what the inventory says it holds: its count is a cache of the store's."""
-        if not isinstance(device, HoldsConsumables):
-            return
-        for (name, consumable), stock in self.store.stocks().items():
-            if name != instrument or stock.kind == "waste":  # a waste is the lab's count, not the driver's
-                continue
-            try:
-                device.set_contents(consumable, stock.amount, lot=stock.lot)
-            except Exception as exc:  # an unknown name, or busy: the count it has stands
-                log.warning("%s: could not tell it %s holds %g: %s", instrument, consumable, stock.amount,
-                            exc)  # fmt: skip
-
-    def _on_usage(self, instrument: str, record: dict[str, Any]) -> None:
-        """What an action used, booked off the inventory against the experiment running (from the action's
-        thread, before its Status completes)."""
-        device = self.instruments.devices.get(instrument)
-        kinds = device.contents() if isinstance(device, HoldsConsumables) else {}
-        kind = kinds.get(str(record.get("consumable")), {}).get("kind")
-        with self._usage_lock:
-            self._usage_held.append((self.current, instrument, {**record, "kind": kind}))
-            held, self._usage_held = self._usage_held, []
-            for i, (experiment_id, name, usage) in enumerate(held):
-                try:
-                    book_usage(self.store, experiment_id, name, usage, self.config.workcell, usage["kind"])
-                except StoreFull as exc:
-                    self._usage_held = held[i:]
-                    self._store_full(str(exc))
-                    return
 
     # -- the main loop ---------------------------------------------------------------------------------------
 
@@ -173,7 +145,7 @@ class Worker:
         while True:
             now = time.monotonic()
             if now >= next_beat:
-                if os.getppid() != self._parent:
+                if os.getppid() != self._parent or self._deposed(now):
                     self._orphaned()
                     return 0
                 self.send(
@@ -195,6 +167,22 @@ class Worker:
                         break
                     if self._handle(p.TO_WORKER.validate_json(raw)):
                         return 0
+
+    def _deposed(self, now: float) -> bool:
+        """Whether another service holds the lab now (read from the store once a second): a standby took it
+        over from this worker's service, which is alive but went silent (hung, or cut off from the store).
+        Its workers must stop as if it had died, before the new holder's workers reach the instruments."""
+        if self.config.owner is None or now < self._claim_read_at + CLAIM_READ_S:
+            return False
+        self._claim_read_at = now
+        try:
+            held = self.store.lab_state("daemon")
+        except Exception:  # the store unreadable for a moment says nothing about who holds the lab
+            return False
+        if held is None or held.get("owner") == self.config.owner:
+            return False
+        log.error("the lab is held by another service now (%s); stopping", held.get("owner"))
+        return True
 
     def _handle(self, message: Any) -> bool:
         """Act on one command; True when the worker must exit."""
@@ -281,7 +269,7 @@ class Worker:
             held = self.instruments.connect([n for n in instruments if n not in message.on_demand])
             held.update({n: self.instruments.build(n) for n in message.on_demand})
             for name, device in held.items():  # refilled since they were connected, maybe
-                self._tell(name, device)
+                self.ledger.tell(name, device)
             self.leasing.shared = set(message.release_after)
             try:
                 self.store.save_provenance(experiment.id, provenance.of(instruments))
@@ -351,7 +339,7 @@ class Worker:
     def _record(self, experiment_id: int, outcome: Outcome, provenance: dict[str, Any] | None = None) -> bool:
         crash_point("worker.before-outcome")
         failed = outcome.status in (ExperimentStatus.FAILED, ExperimentStatus.FAULTED)
-        if failed and os.getppid() != self._parent:
+        if failed and (os.getppid() != self._parent or self._orphan):
             # The service died during the experiment, and a simulated lab with it: a failure now says
             # nothing about the recipe or the instrument.
             failure = f"{MANAGER_GONE} ({outcome.failure})"

@@ -23,6 +23,7 @@ from sdl.store.campaigns import (
     claim_is_stale,
     describe_owner,
     new_owner,
+    owner_alive_here,
 )
 from sdl.store.connection import (
     DB_FILENAME,
@@ -98,6 +99,7 @@ __all__ = [
     "describe_owner",
     "free_bytes",
     "new_owner",
+    "owner_alive_here",
     "store_url",
     "unacknowledged",
 ]

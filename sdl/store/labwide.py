@@ -15,6 +15,8 @@ from sdl.store.connection import Connection
 from sdl.store.schema import AuditRecord, EventRecord, InstrumentRecord, dumps, loads, now_iso
 
 _NEW_INSTRUMENT = "INSERT INTO instruments (name, updated_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
+#: The lab-state key prefix of a service standing by (`sdl daemon --standby`), followed by its owner name.
+STANDBY = "standby:"
 _SET_LAB_STATE = (
     "INSERT INTO lab_state (key, value, updated_at) VALUES (?, ?, ?) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
@@ -168,6 +170,24 @@ class LabwideMixin(Connection):
                 return False
             conn.execute("DELETE FROM lab_state WHERE key = 'daemon'")
         return True
+
+    def stand_by(self, owner: str, host: str, pid: int) -> None:
+        """Say that ``owner`` stands by to take the lab over (refreshed while it waits)."""
+        value = {"owner": owner, "host": host, "pid": pid, "seen_at": time.time()}
+        with self._tx() as conn:
+            conn.execute(_SET_LAB_STATE, (f"{STANDBY}{owner}", dumps(value), now_iso()))
+
+    def stand_down(self, owner: str) -> None:
+        """``owner`` no longer stands by (it took the lab over, or it stopped)."""
+        with self._tx() as conn:
+            conn.execute("DELETE FROM lab_state WHERE key = ?", (f"{STANDBY}{owner}",))
+
+    def standbys(self, *, stale_after: float) -> list[dict[str, Any]]:
+        """The services standing by whose last word is fresher than ``stale_after``, oldest first."""
+        rows = self._read("SELECT value FROM lab_state WHERE key LIKE ?", (f"{STANDBY}%",))
+        now = time.time()
+        found = [json.loads(r["value"]) for r in rows]
+        return sorted((s for s in found if now - s["seen_at"] <= stale_after), key=lambda s: s["seen_at"])
 
     # -- events --------------------------------------------------------------------------------------------
 
