@@ -155,7 +155,9 @@ class ApiServer:
         authenticate: Authenticate = local_caller,
         audit: Audit | None = None,
         budget: ParseBudget | None = None,
+        timed: Callable[[str, float], None] | None = None,
     ) -> None:
+        """``timed`` is told how long each request took to answer (as "api")."""
         missing = sorted(set(METHODS) - set(handlers))
         extra = sorted(set(handlers) - set(METHODS))
         if missing or extra:
@@ -164,6 +166,7 @@ class ApiServer:
         self.handlers = dict(handlers)
         self.authenticate = authenticate
         self.audit = audit
+        self.timed = timed
         self._slots = Slots(MAX_CONCURRENT)
         self._per_peer: dict[bytes, int] = {}
         self._budget = budget or ParseBudget(PARSE_RATE, PARSE_BURST)
@@ -386,6 +389,7 @@ class ApiServer:
             raise ApiError("forbidden", message)
 
     async def _call(self, request: Request, caller: Caller) -> BaseModel:
+        started = time.perf_counter()
         try:
             result = await self.handlers[request.method](request, caller)
         except ApiError as exc:
@@ -396,6 +400,8 @@ class ApiServer:
             self._audit(caller, request, f"internal: {type(exc).__name__}: {exc}")
             raise ApiError("internal", f"{type(exc).__name__}: {exc}") from None
         self._audit(caller, request, "ok", result)
+        if self.timed is not None:
+            self.timed("api", time.perf_counter() - started)
         return result
 
     def _audit(self, caller: Caller, request: Request, result: str, reply: BaseModel | None = None) -> None:

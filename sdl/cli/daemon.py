@@ -114,6 +114,12 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "--stop-timeout", type=float, default=60.0, metavar="S", help="seconds to wait (default 60)"
     )
     p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics, for the bearer token in "
+        "DATA_DIR/keys/metrics.token (docs/deployment.md has the scrape configuration)",
+    )
+    p.add_argument(
         "--standby",
         action="store_true",
         help="stand by for the lab: wait while another service holds it, and take it over when that one "
@@ -132,6 +138,11 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     listen = {"--api": args.api, "--events": args.events, "--documents": args.documents}
     if args.http:
         listen["--http"] = args.http.removeprefix("http://").removeprefix("https://")
+    if args.metrics:
+        host, _, port = args.metrics.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise BadInput(f"--metrics {args.metrics}: expected HOST:PORT, e.g. 127.0.0.1:9464")
+        listen["--metrics"] = args.metrics
     if not args.standby:  # a standby's addresses are held by the service it stands by for, maybe
         check_free(listen)  # before anything starts: simulators, workers, the store's claim
     keyring = KeyRing(args.keys or data_dir / KEYS_FILE)
@@ -179,6 +190,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         keys=keyring.path,
         frontend=dashboard,
         standby=args.standby,
+        metrics=args.metrics,
     )
     try:
         return service.run()

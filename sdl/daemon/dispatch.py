@@ -157,6 +157,7 @@ class Dispatcher:
         )
         proposal: NextExperiment | None = None
         if leftover is None:
+            started = time.perf_counter()
             try:
                 proposal = await self.proposer.decide(
                     campaign_id,
@@ -169,6 +170,7 @@ class Dispatcher:
             except OptimizerExhausted:
                 state.exhausted.add(campaign_id)
                 return
+            state.timed("proposal", time.perf_counter() - started)
             if tracked.campaign.approval.require != "none":  # recorded first: its number decides, maybe
                 leftover, proposal = self._record_start(assignment, None, proposal, False), None
         if leftover is not None and not self._approved(tracked, leftover):

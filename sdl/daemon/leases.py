@@ -119,5 +119,6 @@ class LeaseGrants:
                 blocked |= wanted
                 continue
             self.waiting.remove(waiting)
+            state.timed("lease_wait", time.monotonic() - waiting.since)
             leased |= wanted
             state.in_background(state.send(cell, p.LeaseGranted(request=request.request)))

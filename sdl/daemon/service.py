@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,6 +45,7 @@ from sdl.daemon.handlers import Handlers
 from sdl.daemon.health import HealthKeeper
 from sdl.daemon.heap import fix_mmap_threshold, freeze_startup_heap, return_free_memory
 from sdl.daemon.leases import LeaseGrants
+from sdl.daemon.metrics import TOKEN_FILE, LabMetrics, MetricsEndpoint, metrics_token
 from sdl.daemon.proposer import Proposer
 from sdl.daemon.state import LabState
 from sdl.daemon.stock import StockKeeper
@@ -109,6 +111,7 @@ class LabService:
         keys: Path | None = None,
         frontend: Frontend | None = None,
         standby: bool = False,
+        metrics: str | None = None,
     ) -> None:
         self.lab = lab
         self.data_dir = Path(data_dir)
@@ -121,6 +124,9 @@ class LabService:
         self.keyring = KeyRing(keys or self.data_dir / KEYS_FILE)
         self.frontend = frontend
         self.standby = standby
+        self.metrics_address = metrics
+        self.metrics: MetricsEndpoint | None = None
+        self.lab_metrics: LabMetrics | None = None
         self.owner = new_owner("daemon")
         self.state: LabState | None = None
         self.supervisor: Supervisor | None = None
@@ -248,13 +254,21 @@ class LabService:
         if self.frontend is not None:
             self.frontend.bind()  # before daemon.json names its address
             state.http_address = self.frontend.url
+        if self.metrics_address is not None:
+            self.lab_metrics = LabMetrics(state)
+            token = metrics_token(self.data_dir)
+            self.metrics = MetricsEndpoint(self.metrics_address, self.lab_metrics.registry, token)
+            log.info(
+                "metrics on %s (bearer token in %s)", self.metrics.url, self.data_dir / "keys" / TOKEN_FILE
+            )
         state.events, state.workers = events, workers
         state.events_address, state.documents_address = self.events_address, self.documents_address
         info = {"pid": os.getpid(), "host": socket.gethostname(), "owner": self.owner,
                 "api": self.api_address, "events": self.events_address, "documents": self.documents_address,
                 "estop": self.estop_address, "lab": self.lab.name,
                 "curve": True, "server_key": public.decode(),
-                "http": self.frontend.url if self.frontend else None}  # fmt: skip
+                "http": self.frontend.url if self.frontend else None,
+                "metrics": self.metrics.url if self.metrics else None}  # fmt: skip
         (self.data_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         log.info(
             "API on %s, events on %s, documents on %s",
@@ -306,7 +320,8 @@ class LabService:
             authenticate = CurveCallers(self.keyring)
             gate = self.gate
             assert gate is not None and gate.events_guard is not None and gate.estop_socket is not None
-            server = ApiServer(api_socket, handlers.table(), authenticate=authenticate, audit=gate.audit)
+            server = ApiServer(api_socket, handlers.table(), authenticate=authenticate, audit=gate.audit,
+                               timed=lambda what, seconds: state.timed(what, seconds))  # fmt: skip
             estop = EStopServer(gate.estop_socket, server.estop)
             supervisor.start_workers()
             await self.proposer.start()
@@ -328,6 +343,9 @@ class LabService:
             ]
             if self.frontend is not None:
                 tasks.append(asyncio.create_task(self.frontend.serve(state, server.execute), name="http"))
+            if self.metrics is not None and self.lab_metrics is not None:
+                self.metrics.start()
+                tasks.append(asyncio.create_task(self.lab_metrics.watch(), name="metrics"))
             freeze_startup_heap()
             state.publish("lab.started", {"lab": self.lab.name, "pid": os.getpid()})
             log.info(
@@ -368,6 +386,8 @@ class LabService:
             for cell in state.cells.values():
                 cell.kill()
         self.proposer.kill()
+        if self.metrics is not None:
+            self.metrics.stop()
         gate = self.gate
         if gate is not None:
             gate.stop()
@@ -431,7 +451,10 @@ class LabService:
                 # campaign run by `sdl run` beside it) reach the event stream within a heartbeat.
                 state.caught_up(state.announce())
                 held = store.heartbeat(self.owner)
-                if not store.lab_heartbeat(self.owner, pid=os.getpid()):
+                started = time.perf_counter()
+                ours = store.lab_heartbeat(self.owner, pid=os.getpid())
+                state.timed("store_write", time.perf_counter() - started)
+                if not ours:
                     self._lose_claim()
                     return
                 for tracked in state.active:

@@ -73,8 +73,10 @@ class LabState:
         self.http_address: str | None = None
         self.events: zmq.asyncio.Socket | None = None
         self.workers: zmq.asyncio.Socket | None = None
-        #: Called with every event as it goes out (the dashboard served in this process).
+        #: Called with every event as it goes out (the dashboard served in this process, the metrics).
         self.event_listeners: set[EventListener] = set()
+        #: Told how long something took: "proposal", "lease_wait", "store_write" or "api" (the metrics).
+        self.timed: Callable[[str, float], None] = _untimed
         #: What needs a person now (the disk is full, recovery gave up on an instrument), by key.
         self.alerts: dict[str, m.Alert] = {}
         #: Store writes the disk had no room for, made in this order once it has (see :meth:`write`).
@@ -353,3 +355,7 @@ class LabState:
 def _word(status: ExperimentStatus) -> str:
     """The topic's word for an experiment's status (``experiment.started`` when it is running)."""
     return "started" if status is ExperimentStatus.RUNNING else status.value
+
+
+def _untimed(what: str, seconds: float) -> None:
+    """Nobody keeps the timings (no metrics are served)."""

@@ -203,6 +203,11 @@ class ExperimentsMixin(Connection):
             raise StoreError(f"no experiment with id {experiment_id}")
         return rows[0]
 
+    def experiment_counts(self) -> dict[str, int]:
+        """How many experiments of every campaign are in each status."""
+        rows = self._read("SELECT status, COUNT(*) AS n FROM experiments GROUP BY status")
+        return {r["status"]: int(r["n"]) for r in rows}
+
     def experiments(self, campaign_id: str) -> list[ExperimentRecord]:
         """Every experiment of a campaign in proposal order, with its optimizer decision."""
         return self._experiments("e.campaign_id = ?", (campaign_id,))
