@@ -118,7 +118,20 @@ class Database:
         self._conn.execute(f"SET lock_timeout = {int(busy_timeout * 1000)}")
         if read_only:
             self._conn.execute("SET default_transaction_read_only = on")
+        else:
+            self._own_schema(psycopg)
         self._sql: dict[str, str] = {}
+
+    def _own_schema(self, psycopg: Any) -> None:
+        """Several labs share one database by keeping a schema each (the URL's
+        ``?options=-csearch_path%3Dlab1``): make the lab's schema when it names one that does not exist yet,
+        as the first store in a database makes its tables."""
+        if self._conn.execute("SELECT current_schema()").fetchone()[0] is not None:
+            return
+        wanted = str(self._conn.execute("SHOW search_path").fetchone()[0]).split(",")[0].strip().strip('"')
+        if wanted and not wanted.startswith("$"):
+            create = psycopg.sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(psycopg.sql.Identifier(wanted))
+            self._conn.execute(create)
 
     @property
     def in_transaction(self) -> bool:
