@@ -155,6 +155,8 @@ def test_a_hung_service_is_taken_over_from_another_host_and_its_workers_stop(tmp
         log = primary.log_text(whole=True)
         assert "the lab is held by another service now" in log, log
         assert "the lab's claim was taken by another process" in log, log
+        after = log.split("the lab is held by another service now", 1)[1]
+        assert " started on " not in after, after  # it started nothing once replaced, woken or not
         done = wait_for(
             lambda: (
                 (c := standby.call(m.ShowCampaign(campaign_id=campaign_id)).campaign).status != "running"

@@ -68,6 +68,8 @@ class Dispatcher:
         state = self.state
         if state.stopping or state.storage_full():  # a full disk: nothing starts, nothing closes
             return
+        if not state.holds_lab():  # replaced while silent: the heartbeat stops this service
+            return
         self._close_finished_campaigns()
         if state.estop_active():
             return

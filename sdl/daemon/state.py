@@ -326,6 +326,12 @@ class LabState:
     def estop_active(self) -> bool:
         return self.store.lab_state("estop") is not None
 
+    def holds_lab(self) -> bool:
+        """Whether the record still names this service as the lab's holder. A service that was silent (hung,
+        cut off) may have been replaced by a standby; it must start nothing more, even before its heartbeat
+        notices."""
+        return (self.store.lab_state("daemon") or {}).get("owner") == self.owner
+
     def unhealthy(self) -> dict[str, str]:
         """Instruments out of service, with why: quarantined, suspect, or being serviced."""
         out = {
