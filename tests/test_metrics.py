@@ -120,6 +120,7 @@ def test_the_metrics_of_a_campaign_for_the_token_only(tmp_path: Path) -> None:
         assert figures[("sdl_api_request_seconds_count", frozenset())] >= 2  # the submit, the status reads
         assert figures[("sdl_store_write_seconds_count", frozenset())] >= 1
         assert figures[("sdl_standbys", frozenset())] == 0
+        assert figures[("sdl_serving", frozenset())] == 1
 
         # The example Grafana dashboard asks only for what the service serves.
         served = exposed(get(url, token)[1])
@@ -140,3 +141,37 @@ def test_a_metrics_address_that_is_not_host_and_port_is_refused(
     assert code == 2
     assert f"--metrics {value}: expected HOST:PORT" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_a_standby_serves_its_metrics_while_it_waits_and_the_labs_once_it_took_over(tmp_path: Path) -> None:
+    lab = tmp_path / "lab.yaml"
+    lab.write_text("name: compute\nworkcells:\n  w1: {}\n")
+    data = tmp_path / "data"
+    metrics = ("--metrics", "127.0.0.1:0")
+    primary = LabServiceProcess(lab, data, *metrics, pythonpath=[TESTS, ROOT], name="primary").start()
+    standby = LabServiceProcess(lab, data, *metrics, "--standby", pythonpath=[TESTS, ROOT], name="standby")
+    standby.start(wait=False)
+    try:
+        token = (data / "keys" / "metrics.token").read_text().strip()
+        said = re.compile(r"metrics on (\S+)")
+        url = wait_for(lambda: said.findall(standby.log_text(whole=True)), 60, "the standby's metrics")[0]
+        serving = ("sdl_serving", frozenset())
+        waiting = wait_for(lambda: samples(get(url, token)[1]), 30, "the standby's figures")
+        assert waiting == {serving: 0}  # nothing of the lab's: it does not serve it
+        assert get(url)[0] == 401
+        standbys = ("sdl_standbys", frozenset())
+        ours = json.loads((data / "daemon.json").read_text())["metrics"]
+        wait_for(lambda: samples(get(ours, token)[1]).get(standbys) == 1, 30, "the standby counted")
+
+        primary.kill9()
+        wait_for(standby.serving, 60, "the standby to take over")
+        idle = ("sdl_workcells", frozenset({("state", "idle")}))
+        taken = wait_for(lambda: (f := samples(get(url, token)[1])).get(idle) == 1 and f, 30, "lab figures")
+        assert taken[serving] == 1 and taken[standbys] == 0
+        assert standby.stop() == 0
+    finally:
+        for process in (primary, standby):
+            if process.process is not None and process.process.poll() is None:
+                process.kill9()
+        for process in (primary, standby):
+            process.assert_nothing_left(60)

@@ -1,11 +1,11 @@
 """The lab service's Prometheus metrics (`sdl daemon --metrics HOST:PORT`), served with prometheus-client.
 
-What is counted as it happens: every event the lab publishes, by topic (experiments started, done,
-faulted; instruments quarantined; tasks; e-stops...), and how long things take — a proposal, a wait for a
-lease, an API request, a store write. What is read from the record every few seconds, on the service's loop
-(the store is not touched from the HTTP thread): experiments by status, in flight, workcells and instruments
-by state, open tasks, waiting approvals, stock levels, standbys. docs/deployment.md has the scrape
-configuration, and docs/grafana-dashboard.json a dashboard over these names.
+What is counted as it happens: every event the lab publishes, by topic (experiments started, done, faulted;
+instruments quarantined; tasks; e-stops...), and how long things take — a proposal, a wait for a lease, an API
+request, a store write. What is read from the record every few seconds, on the service's loop (the store is
+not touched from the HTTP thread): experiments by status, in flight, workcells and instruments by state, open
+tasks, waiting approvals, stock levels, standbys. A standby serves ``sdl_serving 0`` alone. docs/deployment.md
+has the scrape configuration, and docs/grafana-dashboard.json a dashboard over these names.
 
 The endpoint wants the bearer token in DATA_DIR/keys/metrics.token (made on first use, readable by the
 service's account alone), on loopback too: Prometheus sends it with ``authorization: {credentials_file: …}``.
@@ -61,9 +61,9 @@ def metrics_token(data_dir: Path) -> str:
 class LabMetrics:
     """The metrics of one lab service, in a registry of its own."""
 
-    def __init__(self, state: LabState) -> None:
+    def __init__(self, state: LabState, registry: CollectorRegistry) -> None:
         self.state = state
-        r = self.registry = CollectorRegistry()
+        r = self.registry = registry
         self.events = Counter("sdl_events", "Events the lab published, by topic.", ["topic"], registry=r)
         self.experiments = Gauge(
             "sdl_experiments", "Experiments in the record, by status.", ["status"], registry=r
@@ -154,11 +154,17 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class MetricsEndpoint:
-    """``/metrics`` on ``host:port``, for a bearer token, on a thread of its own."""
+    """``/metrics`` on ``host:port``, for a bearer token, on a thread of its own. It serves from the start,
+    a standby's too: ``sdl_serving`` is 0 until the service serves the lab (then :class:`LabMetrics` adds the
+    lab's figures to the same registry)."""
 
-    def __init__(self, address: str, registry: CollectorRegistry, token: str) -> None:
+    def __init__(self, address: str, token: str) -> None:
         host, _, port = address.rpartition(":")
-        self._app: Callable[..., Iterable[bytes]] = make_wsgi_app(registry)
+        self.registry = CollectorRegistry()
+        self.serving = Gauge(
+            "sdl_serving", "1 once this service serves the lab; 0 while it stands by.", registry=self.registry
+        )
+        self._app: Callable[..., Iterable[bytes]] = make_wsgi_app(self.registry)
         self._token = token
         self._server = make_server(
             host.strip("[]") or "127.0.0.1", int(port), self._guarded, _Server, _QuietHandler

@@ -33,7 +33,7 @@ import zmq.asyncio
 
 from sdl import crashpoints
 from sdl.access.curve import API, ESTOP, CurveCallers
-from sdl.access.keys import KEYS_FILE, KeyRing, server_pair
+from sdl.access.keys import KEYS_FILE, SERVER_KEY_DIR, KeyRing, server_pair
 from sdl.access.owner import owner_entry, owner_key_file
 from sdl.api.client import INFO_FILE
 from sdl.api.estop import EStopServer
@@ -220,6 +220,15 @@ class LabService:
         self._start_simulator()
         return state, health, leases
 
+    def _serve_metrics(self) -> None:
+        if self.metrics_address is None:
+            return
+        token = metrics_token(self.data_dir)
+        self.metrics = MetricsEndpoint(self.metrics_address, token)
+        self.metrics.start()
+        where = self.data_dir / SERVER_KEY_DIR / TOKEN_FILE
+        log.info("metrics on %s (bearer token in %s)", self.metrics.url, where)
+
     def _start_simulator(self) -> None:
         if self.lab.simulated is None:
             self.addresses = {name: spec.address for name, spec in self.lab.instruments.items()}
@@ -254,13 +263,9 @@ class LabService:
         if self.frontend is not None:
             self.frontend.bind()  # before daemon.json names its address
             state.http_address = self.frontend.url
-        if self.metrics_address is not None:
-            self.lab_metrics = LabMetrics(state)
-            token = metrics_token(self.data_dir)
-            self.metrics = MetricsEndpoint(self.metrics_address, self.lab_metrics.registry, token)
-            log.info(
-                "metrics on %s (bearer token in %s)", self.metrics.url, self.data_dir / "keys" / TOKEN_FILE
-            )
+        if self.metrics is not None:
+            self.lab_metrics = LabMetrics(state, self.metrics.registry)
+            self.metrics.serving.set(1)
         state.events, state.workers = events, workers
         state.events_address, state.documents_address = self.events_address, self.documents_address
         info = {"pid": os.getpid(), "host": socket.gethostname(), "owner": self.owner,
@@ -301,6 +306,7 @@ class LabService:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
         try:
+            self._serve_metrics()  # a standby's too: Prometheus sees it waiting (sdl_serving 0)
             if self.standby and not await self.stand_by():
                 return 0
             state, health, leases = self.open()
@@ -343,8 +349,7 @@ class LabService:
             ]
             if self.frontend is not None:
                 tasks.append(asyncio.create_task(self.frontend.serve(state, server.execute), name="http"))
-            if self.metrics is not None and self.lab_metrics is not None:
-                self.metrics.start()
+            if self.lab_metrics is not None:
                 tasks.append(asyncio.create_task(self.lab_metrics.watch(), name="metrics"))
             freeze_startup_heap()
             state.publish("lab.started", {"lab": self.lab.name, "pid": os.getpid()})
