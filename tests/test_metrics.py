@@ -46,7 +46,23 @@ def exposed(text: str) -> set[str]:
     }
 
 
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+Key = tuple[str, frozenset[tuple[str, str]]]
+
+
+def scrape_until(url: str, token: str, key: Key, value: float) -> dict[Key, float]:
+    """Scrape until the series ``key`` reads ``value``; the whole scrape."""
+    found: dict[Key, float] = {}
+
+    def reads() -> bool:
+        found.clear()
+        found.update(samples(get(url, token)[1]))
+        return found.get(key) == value
+
+    wait_for(reads, 30, f"{key[0]} to read {value:g}")
+    return found
+
+
+def samples(text: str) -> dict[Key, float]:
     return {
         (s.name, frozenset(s.labels.items())): s.value
         for family in text_string_to_metric_families(text)
@@ -106,9 +122,7 @@ def test_the_metrics_of_a_campaign_for_the_token_only(tmp_path: Path) -> None:
             "the campaign to complete",
         )
         done = ("sdl_experiments", frozenset({("status", "done")}))
-        figures = wait_for(
-            lambda: (found := samples(get(url, token)[1])).get(done) == 5 and found, 30, "5 done, in metrics"
-        )
+        figures = scrape_until(url, token, done, 5)
         assert figures[("sdl_events_total", frozenset({("topic", "experiment.done")}))] == 5
         assert figures[("sdl_events_total", frozenset({("topic", "campaign.finished")}))] == 1
         assert figures[("sdl_experiments_in_flight", frozenset())] == 0
@@ -161,12 +175,12 @@ def test_a_standby_serves_its_metrics_while_it_waits_and_the_labs_once_it_took_o
         assert get(url)[0] == 401
         standbys = ("sdl_standbys", frozenset())
         ours = json.loads((data / "daemon.json").read_text())["metrics"]
-        wait_for(lambda: samples(get(ours, token)[1]).get(standbys) == 1, 30, "the standby counted")
+        scrape_until(ours, token, standbys, 1)
 
         primary.kill9()
         wait_for(standby.serving, 60, "the standby to take over")
         idle = ("sdl_workcells", frozenset({("state", "idle")}))
-        taken = wait_for(lambda: (f := samples(get(url, token)[1])).get(idle) == 1 and f, 30, "lab figures")
+        taken = scrape_until(url, token, idle, 1)
         assert taken[serving] == 1 and taken[standbys] == 0
         assert standby.stop() == 0
     finally:
