@@ -83,10 +83,14 @@ def test_kill_9s_each_met_by_the_standby_and_the_campaign_finishes_exactly(tmp_p
             wait_for(waiting.serving, 60, f"kill {kill + 1}: the standby to take over (log: {waiting.log})")
             takeovers += 1
             serving, waiting = waiting, serving
+            # The campaign waits while the killed service comes back as the standby (slow on a busy
+            # machine), so that every takeover meets a campaign still running.
+            serving.call(m.PauseCampaign(campaign_id=campaign_id))
             waiting.extra = ("--standby",)
             waiting.start(wait=False)
             pid = waiting.pid
             wait_for(lambda pid=pid: standing_by(data, pid), 60, "the killed service back as the standby")
+            serving.call(m.ResumeCampaign(campaign_id=campaign_id))
         done = wait_for(
             lambda: (
                 (c := serving.call(m.ShowCampaign(campaign_id=campaign_id)).campaign).status != "running"
