@@ -136,8 +136,7 @@ def test_a_permanently_broken_instrument_is_quarantined_and_the_other_station_fi
     [alert] = status.alerts
     assert alert.kind == "instrument" and alert.subject == "water_b", alert
     assert any(e.topic == "lab.alert" and e.body["subject"] == "water_b" for e in events)
-    assert all(
-        e.fault_instrument == "water_b"
-        for e in history
-        if e.workcell == "station_b" and e.status == "faulted"
-    )
+    # Station B's experiments were lost to water_b, or to the 5 % faults every instrument has (a pump's
+    # power cycle mid-dispense), never blamed on station A's instruments.
+    blamed = {e.fault_instrument for e in history if e.workcell == "station_b" and e.status == "faulted"}
+    assert "water_b" in blamed and blamed <= {"pumps_b", "water_b", "arm", "spectrometer"}, blamed
