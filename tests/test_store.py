@@ -155,6 +155,28 @@ def test_recover_marks_running_experiments_interrupted_and_keeps_proposals(store
     assert store.experiment(proposed.id).cause is Cause.DROPPED
 
 
+def test_recovery_keeps_an_outcome_recorded_between_its_read_and_its_write(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead service's orphaned worker records its own outcome while a standby recovers the campaign: the
+    worker's record stands, and recovery reports only what it closed itself."""
+    campaign_id = new_campaign(store)
+    measured, lost = (store.add_proposal(campaign_id, {"x": x}, DECISION) for x in (1.0, 2.0))
+    for experiment in (measured, lost):
+        store.mark_running(experiment.id)
+    read = store.experiments_with_status
+
+    def read_then_worker_records(campaign: str, status: ExperimentStatus):
+        running = read(campaign, status)
+        store.mark_done(measured.id, {"y": 0.5}, 0.5)  # the orphan's write, after recovery read
+        return running
+
+    monkeypatch.setattr(store, "experiments_with_status", read_then_worker_records)
+    assert [e.id for e in store.recover(campaign_id, "crashed")] == [lost.id]
+    assert store.experiment(measured.id).status is ExperimentStatus.DONE
+    assert store.experiment(lost.id).status is ExperimentStatus.INTERRUPTED
+
+
 def test_unknown_campaign(store: Store) -> None:
     with pytest.raises(UnknownCampaign, match="no campaign 'nope'"):
         store.campaign("nope")

@@ -114,12 +114,19 @@ class ExperimentsMixin(Connection):
         documents: Sequence[tuple[int, str, Mapping[str, Any]]] = (),
         *,
         provenance: Mapping[str, Any] | None = None,
-    ) -> None:
+        only_from: ExperimentStatus | None = None,
+    ) -> bool:
         """Record the outcome with the run's last ``(seq, name, doc)`` documents (and its completed
-        provenance) and release the leases, in one transaction."""
+        provenance) and release the leases, in one transaction.
+
+        With ``only_from``, an experiment no longer in that status is left as it is and False returned: a
+        dead service's orphaned worker may record its own outcome between a recovery's read and its write.
+        """
         now = now_iso()
         with self._tx() as conn:
             current = _status(conn, experiment_id)
+            if only_from is not None and current is not only_from:
+                return False
             check_transition(current, finish.status)
             insert_documents(conn, experiment_id, documents)
             if provenance is not None:
@@ -141,6 +148,7 @@ class ExperimentsMixin(Connection):
             conn.execute("DELETE FROM leases WHERE experiment_id = ?", (experiment_id,))
             _log(conn, experiment_id, current, finish.status, now, finish.failure)
         crash_point("store.outcome")
+        return True
 
     def mark_done(self, experiment_id: int, measurements: Mapping[str, Any], objective: float) -> None:
         self.finish_experiment(experiment_id, Finish(ExperimentStatus.DONE, measurements, objective))
@@ -160,17 +168,21 @@ class ExperimentsMixin(Connection):
 
         Proposals that never started are left as they are: the next run starts them first.
         """
+        interrupted = Finish(ExperimentStatus.INTERRUPTED, failure=reason, cause=cause)
         running = self.experiments_with_status(campaign_id, ExperimentStatus.RUNNING)
-        for experiment in running:
-            self.mark_interrupted(experiment.id, reason, cause)
-        return running
+        return [
+            e
+            for e in running
+            if self.finish_experiment(e.id, interrupted, only_from=ExperimentStatus.RUNNING)
+        ]
 
     def drop_proposals(self, campaign_id: str, reason: str) -> list[ExperimentRecord]:
         """Close proposals that will never start (their campaign stopped) as interrupted, cause dropped."""
+        dropped = Finish(ExperimentStatus.INTERRUPTED, failure=reason, cause=Cause.DROPPED)
         proposed = self.experiments_with_status(campaign_id, ExperimentStatus.PROPOSED)
-        for experiment in proposed:
-            self.mark_interrupted(experiment.id, reason, Cause.DROPPED)
-        return proposed
+        return [
+            e for e in proposed if self.finish_experiment(e.id, dropped, only_from=ExperimentStatus.PROPOSED)
+        ]
 
     # -- leases ------------------------------------------------------------------------------------------
 
