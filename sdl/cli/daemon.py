@@ -143,8 +143,6 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         if not host or not port.isdigit() or int(port) > 65535:
             raise BadInput(f"--metrics {args.metrics}: expected HOST:PORT, e.g. 127.0.0.1:9464")
         listen["--metrics"] = args.metrics
-    if not args.standby:  # a standby's addresses are held by the service it stands by for, maybe
-        check_free(listen)  # before anything starts: simulators, workers, the store's claim
     keyring = KeyRing(args.keys or data_dir / KEYS_FILE)
     try:
         allowed = len(keyring)
@@ -157,6 +155,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             "on another machine could reach the lab; allow one with `sdl keys generate NAME` and "
             "`sdl keys add NAME NAME.key --role admin`"
         )
+    # The ports last: a mistake in the command line or key files is named whatever else runs here.
+    if not args.standby:  # a standby's addresses are held by the service it stands by for, maybe
+        check_free(listen)  # before anything starts: simulators, workers, the store's claim
     with contextlib.suppress(OSError):  # if it cannot be made, the store says why
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new record: its owner's alone
     dashboard = None
