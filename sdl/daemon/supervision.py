@@ -17,7 +17,7 @@ from sdl.daemon.leases import LeaseGrants
 from sdl.daemon.state import LabState
 from sdl.daemon.stock import StockKeeper
 from sdl.spec.status import Cause, ExperimentStatus, WorkcellState
-from sdl.store import StoreFull
+from sdl.store import Finish, StoreFull
 from sdl.store.spill import spilled
 
 log = logging.getLogger("sdl.daemon")
@@ -292,5 +292,5 @@ class Supervisor:
 
 def _interrupt(state: LabState, experiment_id: int, reason: str) -> None:
     """Mark a lost worker's experiment interrupted, unless something recorded its end meanwhile."""
-    if state.store.experiment(experiment_id).status is ExperimentStatus.RUNNING:
-        state.store.mark_interrupted(experiment_id, reason, Cause.CRASH)
+    interrupted = Finish(ExperimentStatus.INTERRUPTED, failure=reason, cause=Cause.CRASH)
+    state.store.finish_experiment(experiment_id, interrupted, only_from=ExperimentStatus.RUNNING)
