@@ -31,10 +31,10 @@ from sdl.access.roles import Caller, Refused, Role
 log = logging.getLogger(__name__)
 
 #: ZAP domains: one per socket, so the audit log says which socket refused a connection.
-API, EVENTS, DOCUMENTS, ESTOP = "api", "events", "documents", "estop"
+API, EVENTS, DOCUMENTS, ESTOP, AGENTS = "api", "events", "documents", "estop", "agents"
 #: Domains whose handshake admits only keys of at least this role (the e-stop's socket takes nothing but
-#: e-stops, which an operator may send).
-LEAST_ROLE = {ESTOP: Role.OPERATOR}
+#: e-stops, which an operator may send; the agents' socket nothing but agents).
+LEAST_ROLE = {ESTOP: Role.OPERATOR, AGENTS: Role.AGENT}
 #: Called with (domain, who, why, origin) for every refused connection.
 OnRefused = Callable[[str, str, str, str | None], None]
 
@@ -81,7 +81,7 @@ class ServiceAuthenticator(AsyncioAuthenticator):
     def __init__(self, context: zmq.Context[Any], keyring: KeyRing, on_refused: OnRefused | None) -> None:
         super().__init__(context, log=log)
         self.check = KeyringCheck(keyring, on_refused)
-        for domain in (API, EVENTS, DOCUMENTS, ESTOP):
+        for domain in (API, EVENTS, DOCUMENTS, ESTOP, AGENTS):
             self.configure_curve_callback(domain, self.check)
 
     async def handle_zap_message(self, msg: list[bytes]) -> None:
@@ -95,7 +95,7 @@ class ThreadedAuthenticator(ThreadAuthenticator):
     def __init__(self, context: zmq.Context[Any], keyring: KeyRing, on_refused: OnRefused | None) -> None:
         super().__init__(context, log=log)
         self.check = KeyringCheck(keyring, on_refused)
-        for domain in (API, EVENTS, DOCUMENTS, ESTOP):
+        for domain in (API, EVENTS, DOCUMENTS, ESTOP, AGENTS):
             self.configure_curve_callback(domain, self.check)
 
     async def handle_zap_message(self, msg: list[bytes]) -> None:

@@ -1,4 +1,5 @@
-"""Who is calling and what they may do: the three roles, the caller of a request, and a refusal.
+"""Who is calling and what they may do: the three client roles (and the agents'), the caller of a request,
+and a refusal.
 
 The API's models name a method's role (`sdl.api.models`), the allow-list gives each key one
 (`sdl.access.keys`), and the server checks one against the other for every request (`sdl.api.server`).
@@ -16,9 +17,12 @@ class Role(StrEnum):
     VIEWER = "viewer"  # read and watch
     OPERATOR = "operator"  # run campaigns: submit, pause, resume, stop, abort, budget, e-stop
     ADMIN = "admin"  # the lab itself: quarantine, release, clear the e-stop, keys, shut the service down
+    AGENT = "agent"  # an instrument PC's agent: serves its workcells, and nothing else (no API at all)
 
     def allows(self, needed: Role) -> bool:
-        order = list(Role)
+        if Role.AGENT in (self, needed):  # outside the chain: an agent's key opens no client's door
+            return self is needed
+        order = [Role.VIEWER, Role.OPERATOR, Role.ADMIN]
         return order.index(self) >= order.index(needed)
 
 

@@ -62,6 +62,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "delete": ("inspect", "delete a campaign and everything recorded for it"),
     "backup": ("inspect", "copy the whole store, safely, even while campaigns run"),
     "daemon": ("daemon", "run the lab service: it owns the lab and runs submitted campaigns"),
+    "agent": ("agent", "run this PC's workcells for a lab service on another PC"),
     "submit": ("control", "submit a campaign to the lab service"),
     "status": ("control", "the lab at a glance"),
     "watch": ("control", "follow a campaign (or the whole lab) live"),

@@ -120,6 +120,13 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "DATA_DIR/keys/metrics.token (docs/deployment.md has the scrape configuration)",
     )
     p.add_argument(
+        "--agents",
+        metavar="ADDRESS",
+        help="where agents on instrument PCs connect (`sdl agent`), e.g. tcp://0.0.0.0:60718, for the "
+        "workcells the lab file gives an agent (default, when it gives any: a free port on loopback, for "
+        "agents on this PC)",
+    )
+    p.add_argument(
         "--standby",
         action="store_true",
         help="stand by for the lab: wait while another service holds it, and take it over when that one "
@@ -148,7 +155,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         allowed = len(keyring)
     except KeyFileError as exc:
         raise BadInput(str(exc)) from None
-    exposed = [a for a in (args.api, args.events, args.documents) if not loopback(a)]
+    if args.agents:
+        listen["--agents"] = args.agents
+    exposed = [a for a in (args.api, args.events, args.documents, args.agents) if a and not loopback(a)]
     if exposed and not allowed:
         raise BadInput(
             f"{exposed[0]}: not a loopback address, and {keyring.path} allows no client keys, so nobody "
@@ -192,6 +201,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         frontend=dashboard,
         standby=args.standby,
         metrics=args.metrics,
+        agents=args.agents,
     )
     try:
         return service.run()

@@ -1,7 +1,9 @@
 """A workcell as the lab service sees it: its worker process, what it is doing, and when it last spoke.
 
 Each worker is started in a session of its own (a terminal's Ctrl-C reaches the service only, which
-decides what the hardware does) and watches for the service's death itself.
+decides what the hardware does) and watches for the service's death itself. A remote workcell's worker
+runs on its agent's PC (`sdl.daemon.agents`): the cell holds a :class:`RemoteWorker` in place of the
+process, which the agent's reports keep current.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sdl.daemon.protocol import WorkerConfig
 from sdl.spec.lab import LabSpec, Workcell
@@ -28,11 +30,25 @@ MAX_BACKOFF_S = 30.0
 
 
 @dataclass
+class RemoteWorker:
+    """A worker on an agent's PC, as far as its agent has told: its pid once started, its exit code once
+    it ended. ``kill`` asks the agent to kill it."""
+
+    kill: Callable[[], None]
+    pid: int | None = None
+    returncode: int | None = None
+    reason: str = ""  # why its agent stopped it, if it did
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+
+@dataclass
 class Cell:
     name: str
     spec: Workcell
     state: WorkcellState = WorkcellState.DOWN  # starting, idle, busy or down
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[bytes] | RemoteWorker | None = None
     identity: bytes | None = None
     token: str = ""
     last_seen: float = 0.0
@@ -64,8 +80,7 @@ class Cell:
         return self.state is WorkcellState.IDLE and self.identity is not None and not self.servicing
 
     def spawn(self, config: WorkerConfig, env: dict[str, str] | None = None) -> None:
-        token = secrets.token_hex(16)
-        config = config.model_copy(update={"token": token})
+        config = self._starting(config)
         environment = {**os.environ, **(env or {}), "SDL_WORKER_CONFIG": config.model_dump_json()}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "sdl.daemon.worker"],
@@ -73,16 +88,30 @@ class Cell:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self.token = token
+        log.info("workcell %s: worker started (process %d)", self.name, self.process.pid)
+
+    def spawn_remote(self, config: WorkerConfig, agent: Agents) -> None:
+        """Ask the workcell's agent to start its worker."""
+        config = self._starting(config)
+        self.process = RemoteWorker(kill=lambda: agent.kill(self))
+        agent.spawn(self, config)
+        log.info("workcell %s: worker asked of agent %s", self.name, self.spec.agent)
+
+    def _starting(self, config: WorkerConfig) -> WorkerConfig:
+        self.token = secrets.token_hex(16)
         self.identity = None
         self.state = WorkcellState.STARTING
         self.last_seen = time.monotonic()
         self.up_since = None
-        log.info("workcell %s: worker started (process %d)", self.name, self.process.pid)
+        return config.model_copy(update={"token": self.token})
 
     def kill(self) -> None:
         """Stop the worker now (it stopped answering): SIGKILL, then reap it."""
         process = self.process
+        if isinstance(process, RemoteWorker):
+            if process.returncode is None:
+                process.kill()
+            return
         if process is not None and process.poll() is None:
             with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -119,6 +148,26 @@ class Cell:
         self.abort_sent_at = None
 
 
+class Agents(Protocol):
+    """The agents' side of the service (`sdl.daemon.agents.AgentHub`), as cells use it."""
+
+    def reachable(self, agent: str) -> bool:
+        """Whether the agent is connected and was heard from lately."""
+        ...
+
+    def silent_for(self, agent: str) -> float:
+        """Seconds since the agent was last heard (infinite before it ever connected)."""
+        ...
+
+    def spawn(self, cell: Cell, config: WorkerConfig) -> None: ...
+
+    def kill(self, cell: Cell) -> None: ...
+
+    def to_cell(self, cell: Cell, message: Any) -> None:
+        """Send a worker protocol message to the cell's worker (kept until its agent has it)."""
+        ...
+
+
 @dataclass(frozen=True)
 class WorkerLaunch:
     """What every worker of the lab is started with, known once the service has bound its sockets and
@@ -133,6 +182,7 @@ class WorkerLaunch:
     parent_pid: int
     owner: str | None = None
     env: Mapping[str, str] = field(default_factory=dict[str, str])
+    agents: Agents | None = None
 
     def config(self, cell: Cell) -> WorkerConfig:
         names = cell.spec.instruments
@@ -150,4 +200,14 @@ class WorkerLaunch:
         )
 
     def spawn(self, cell: Cell) -> None:
-        cell.spawn(self.config(cell), dict(self.env))
+        """Start the cell's worker: here, or by its agent once that is reachable (until then the cell is
+        unreachable, and this is tried again in a second)."""
+        agent = cell.spec.agent
+        if agent is None:
+            cell.spawn(self.config(cell), dict(self.env))
+        elif self.agents is not None and self.agents.reachable(agent):
+            # On its PC: no document proxy to publish to (the store has every document).
+            cell.spawn_remote(self.config(cell).model_copy(update={"documents": None}), self.agents)
+        else:
+            cell.state = WorkcellState.UNREACHABLE
+            cell.restart_at = time.monotonic() + 1.0

@@ -32,12 +32,13 @@ import zmq
 import zmq.asyncio
 
 from sdl import crashpoints
-from sdl.access.curve import API, ESTOP, CurveCallers
+from sdl.access.curve import AGENTS, API, ESTOP, CurveCallers
 from sdl.access.keys import KEYS_FILE, SERVER_KEY_DIR, KeyRing, server_pair
 from sdl.access.owner import owner_entry, owner_key_file
 from sdl.api.client import INFO_FILE
 from sdl.api.estop import EStopServer
 from sdl.api.server import ApiServer, Execute
+from sdl.daemon.agents import AgentHub
 from sdl.daemon.cells import WorkerLaunch
 from sdl.daemon.dispatch import Dispatcher
 from sdl.daemon.gatekeeper import Gatekeeper, bind
@@ -45,6 +46,7 @@ from sdl.daemon.handlers import Handlers
 from sdl.daemon.health import HealthKeeper
 from sdl.daemon.heap import fix_mmap_threshold, freeze_startup_heap, return_free_memory
 from sdl.daemon.leases import LeaseGrants
+from sdl.daemon.link import MAX_FRAME
 from sdl.daemon.metrics import TOKEN_FILE, LabMetrics, MetricsEndpoint, metrics_token
 from sdl.daemon.proposer import Proposer
 from sdl.daemon.state import LabState
@@ -112,6 +114,7 @@ class LabService:
         frontend: Frontend | None = None,
         standby: bool = False,
         metrics: str | None = None,
+        agents: str | None = None,
     ) -> None:
         self.lab = lab
         self.data_dir = Path(data_dir)
@@ -125,6 +128,9 @@ class LabService:
         self.frontend = frontend
         self.standby = standby
         self.metrics_address = metrics
+        remote = any(w.agent is not None for w in lab.workcells.values())
+        self.agents_address = agents or ("tcp://127.0.0.1:0" if remote else None)
+        self.agents: AgentHub | None = None
         self.metrics: MetricsEndpoint | None = None
         self.lab_metrics: LabMetrics | None = None
         self.owner = new_owner("daemon")
@@ -260,6 +266,20 @@ class LabService:
         worker_address = bind(workers, "tcp://127.0.0.1:0")
         proxy = gate.open_documents(self.documents_address)
         self.documents_address = proxy.out_address
+        if self.agents_address is not None:
+            agents_socket = gate.socket(zmq.ROUTER, AGENTS)
+            agents_socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnected agent takes its place at once
+            agents_socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
+            self.agents_address = bind(agents_socket, self.agents_address)
+            self.agents = AgentHub(
+                state,
+                agents_socket,
+                self.keyring,
+                lambda identity, message: self._supervisor().on_message(identity, message),
+                self.lab.workers.heartbeat_timeout,
+            )
+            state.agents = self.agents
+            log.info("agents connect on %s", self.agents_address)
         if self.frontend is not None:
             self.frontend.bind()  # before daemon.json names its address
             state.http_address = self.frontend.url
@@ -272,7 +292,7 @@ class LabService:
                 "api": self.api_address, "events": self.events_address, "documents": self.documents_address,
                 "estop": self.estop_address, "lab": self.lab.name,
                 "curve": True, "server_key": public.decode(),
-                "http": self.frontend.url if self.frontend else None,
+                "http": self.frontend.url if self.frontend else None, "agents": self.agents_address,
                 "metrics": self.metrics.url if self.metrics else None}  # fmt: skip
         (self.data_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         log.info(
@@ -291,8 +311,13 @@ class LabService:
             parent_pid=os.getpid(),
             owner=self.owner,
             env=self.worker_env,
+            agents=self.agents,
         )
         return api_socket, launch
+
+    def _supervisor(self) -> Supervisor:
+        assert self.supervisor is not None
+        return self.supervisor
 
     # -- running and stopping ------------------------------------------------------------------------------
 
@@ -351,6 +376,9 @@ class LabService:
                 tasks.append(asyncio.create_task(self.frontend.serve(state, server.execute), name="http"))
             if self.lab_metrics is not None:
                 tasks.append(asyncio.create_task(self.lab_metrics.watch(), name="metrics"))
+            if self.agents is not None:
+                tasks.append(asyncio.create_task(self.agents.serve(), name="agents"))
+                tasks.append(asyncio.create_task(self.agents.beat(), name="agents-beat"))
             freeze_startup_heap()
             state.publish("lab.started", {"lab": self.lab.name, "pid": os.getpid()})
             log.info(

@@ -27,7 +27,7 @@ from sdl.api.convert import campaign_summary, event_record, experiment_event
 from sdl.api.wire import send_frames
 from sdl.daemon import protocol as p
 from sdl.daemon.active import ActiveCampaigns, Tracked
-from sdl.daemon.cells import Cell
+from sdl.daemon.cells import Agents, Cell
 from sdl.execution.experiment import MOTION
 from sdl.spec.best import Leaders, leaders
 from sdl.spec.campaign import Campaign
@@ -73,6 +73,7 @@ class LabState:
         self.http_address: str | None = None
         self.events: zmq.asyncio.Socket | None = None
         self.workers: zmq.asyncio.Socket | None = None
+        self.agents: Agents | None = None  # remote workcells' agents, when the lab has any
         #: Called with every event as it goes out (the dashboard served in this process, the metrics).
         self.event_listeners: set[EventListener] = set()
         #: Told how long something took: "proposal", "lease_wait", "store_write" or "api" (the metrics).
@@ -307,7 +308,13 @@ class LabState:
         return list(self._background)
 
     async def send(self, cell: Cell, message: BaseModel) -> None:
-        if cell.identity is None or self.workers is None:
+        if cell.identity is None:
+            return
+        if cell.spec.agent is not None:  # through its agent's link, which keeps it until delivered
+            if self.agents is not None:
+                self.agents.to_cell(cell, message)
+            return
+        if self.workers is None:
             return
         try:
             await send_frames(self.workers, [cell.identity, p.encode(message)], zmq.NOBLOCK)

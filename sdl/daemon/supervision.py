@@ -160,6 +160,8 @@ class Supervisor:
             await asyncio.sleep(0.1)
             now = time.monotonic()
             for cell in state.cells.values():
+                if self._unreachable(cell, now):
+                    continue
                 if cell.process is not None and not cell.alive:
                     clean = state.stopping and cell.process.returncode == 0
                     if clean and cell.experiment is None:
@@ -172,7 +174,11 @@ class Supervisor:
                         cell.clear_experiment()
                         cell.stopped()
                     else:
-                        self._worker_lost(cell, f"it exited with code {cell.process.returncode}")
+                        why = (
+                            getattr(cell.process, "reason", "")
+                            or f"it exited with code {cell.process.returncode}"
+                        )
+                        self._worker_lost(cell, why)
                 elif cell.process is not None and cell.state is WorkcellState.STARTING:
                     if now - cell.last_seen > state.lab.workers.startup_timeout:
                         self._worker_lost(cell, f"no hello within {now - cell.last_seen:.0f} s of its start")
@@ -182,13 +188,42 @@ class Supervisor:
                     self._enforce_timeout(cell, now)
                 elif cell.process is None and not state.stopping and now >= cell.restart_at:
                     self.launch.spawn(cell)
-                    state.publish(
-                        "workcell.state",
-                        {"workcell": cell.name, "state": "starting", "restarts": cell.restarts},
-                    )
+                    if cell.process is not None:  # else its agent is unreachable: tried again soon
+                        state.publish(
+                            "workcell.state",
+                            {"workcell": cell.name, "state": "starting", "restarts": cell.restarts},
+                        )
             self.health.tick(now)
             self.leases.tick(now)
             state.wake.set()  # wall-time budgets and releases are noticed without an event
+
+    def _unreachable(self, cell: Cell, now: float) -> bool:
+        """For a remote workcell whose agent is silent: mark it unreachable (nothing starts there), and once
+        the lab's agent_grace has passed, give its worker up as lost. True while its agent is silent."""
+        agents, agent = self.state.agents, cell.spec.agent
+        if agent is None or agents is None or cell.process is None:
+            return False
+        workers = self.state.lab.workers
+        silent = agents.silent_for(agent)
+        if silent <= workers.heartbeat_timeout:
+            if cell.state is WorkcellState.UNREACHABLE:  # back: what it was doing, as it now says
+                cell.state = (
+                    WorkcellState.BUSY if cell.experiment is not None
+                    else WorkcellState.IDLE if cell.identity is not None
+                    else WorkcellState.STARTING
+                )  # fmt: skip
+                cell.last_seen = now
+                log.warning("workcell %s: its agent %s is reachable again", cell.name, agent)
+                self.state.publish("workcell.state", {"workcell": cell.name, "state": cell.state.value})
+            return False
+        if silent > workers.agent_grace:
+            self._worker_lost(cell, f"its agent {agent} was unreachable for {silent:.0f} s")
+        elif cell.state is not WorkcellState.UNREACHABLE:
+            cell.state = WorkcellState.UNREACHABLE
+            held = "" if cell.experiment is None else f"; experiment id {cell.experiment} runs on there"
+            log.warning("workcell %s: its agent %s is unreachable%s", cell.name, agent, held)
+            self.state.publish("workcell.state", {"workcell": cell.name, "state": "unreachable"})
+        return True
 
     def _enforce_timeout(self, cell: Cell, now: float) -> None:
         if cell.timeout is None or cell.started_at is None or cell.experiment is None:

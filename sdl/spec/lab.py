@@ -53,6 +53,11 @@ class Workcell(_Model):
         description="Plan options for experiments on this workcell (e.g. which station to dispense at); "
         "they override the campaign's procedure.options.",
     )
+    agent: str | None = Field(
+        default=None,
+        description="The agent (`sdl agent`, named by its key on the allow-list) whose PC runs this "
+        "workcell's worker: its instruments are cabled there. Unset: the service's own PC runs it.",
+    )
 
     @property
     def instruments(self) -> list[str]:
@@ -141,8 +146,31 @@ class Workers(_Model):
     restart_backoff: float = Field(
         default=1.0, gt=0, description="Seconds before the first restart; doubles to 30 s."
     )
+    agent_limit: float = Field(
+        default=90.0,
+        gt=0,
+        description="Seconds an agent goes on without hearing the service before it aborts its workcells' "
+        "experiments and makes their instruments safe. Until then an experiment in flight runs on.",
+    )
+    agent_grace: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds the service waits for an unreachable agent before it records the experiments "
+        "there interrupted; longer than agent_limit, so the agent has stopped them by then and recorded "
+        "what they measured.",
+    )
 
-    @field_validator("heartbeat_timeout", "startup_timeout", "restart_backoff", mode="before")
+    @field_validator("agent_grace")
+    @classmethod
+    def _grace_after_limit(cls, value: float, info: Any) -> float:
+        limit = info.data.get("agent_limit")
+        if limit is not None and value <= limit:
+            raise ValueError(f"must be longer than agent_limit ({limit:g} s), got {value:g} s")
+        return value
+
+    @field_validator(
+        "heartbeat_timeout", "startup_timeout", "restart_backoff", "agent_limit", "agent_grace", mode="before"
+    )
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value)

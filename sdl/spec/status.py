@@ -77,6 +77,7 @@ class WorkcellState(StrEnum):
     RECOVERING = "recovering"  # idle, making an instrument safe or checking it
     BLOCKED = "blocked"  # idle, but an instrument it has is quarantined
     HELD = "held"  # idle, and the lab is e-stopped: it takes no work until the e-stop is cleared
+    UNREACHABLE = "unreachable"  # its agent's PC cannot be reached: nothing starts there until it is
 
 
 _FINAL_EXPERIMENT = frozenset(
