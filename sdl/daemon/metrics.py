@@ -95,6 +95,15 @@ class LabMetrics:
         self.quarantines = Counter(
             "sdl_quarantines", "Times an instrument was taken out of service.", ["instrument"], registry=r
         )
+        self.agent_partitions = Counter(
+            "sdl_agent_partitions",
+            "Times an agent went silent longer than the heartbeat timeout (its workcells unreachable).",
+            ["agent"],
+            registry=r,
+        )
+        self.agent_connects = Counter(
+            "sdl_agent_connects", "An agent's connections and reconnections.", ["agent"], registry=r
+        )
         self.timings = {
             what: Histogram(name, text, buckets=_BUCKETS, registry=r) for what, (name, text) in TIMED.items()
         }
@@ -115,6 +124,9 @@ class LabMetrics:
             self.reports.labels(str(body.get("instrument")), str(body.get("event"))).inc()
         elif event.topic == "instrument.state" and body.get("state") == InstrumentState.QUARANTINED.value:
             self.quarantines.labels(str(body.get("instrument"))).inc()
+        elif event.topic == "agent.state":
+            counter = self.agent_partitions if body.get("state") == "unreachable" else self.agent_connects
+            counter.labels(str(body.get("agent"))).inc()
 
     def refresh(self) -> None:
         """Read the figures that live in the record and in the workcells (on the service's loop)."""
@@ -142,6 +154,26 @@ class LabMetrics:
             except Exception:
                 log.exception("reading the metrics failed")
             await asyncio.sleep(REFRESH_S)
+
+
+class AgentMetrics:
+    """An agent's own figures (`sdl agent --metrics HOST:PORT`), on the endpoint's registry; ``sdl_serving``
+    is 1 while the agent hears its lab service."""
+
+    def __init__(self, endpoint: MetricsEndpoint) -> None:
+        r = endpoint.registry
+        self.url = endpoint.url
+        self.serving = endpoint.serving
+        self.partitions = Counter(
+            "sdl_agent_partitions", "Times this agent stopped hearing its lab service.", registry=r
+        )
+        self.reconnects = Counter(
+            "sdl_agent_reconnects", "Times the link came back to the same service session.", registry=r
+        )
+        self.outbox = Gauge(
+            "sdl_agent_outbox", "Messages sent to the service and not yet acknowledged.", registry=r
+        )
+        self.workers = Gauge("sdl_agent_workers", "Workers running under this agent.", registry=r)
 
 
 class _Server(ThreadingMixIn, WSGIServer):

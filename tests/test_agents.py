@@ -1,0 +1,237 @@
+"""Workcells on another PC: `sdl agent` runs their workers there, over a link that delivers every message
+exactly once and in order whatever the network does, and partitions lose nothing and repeat nothing.
+
+The system tests run the service, the agent and the simulated lab as processes, with the agent reaching the
+service through a proxy that holds or severs the connection at random moments (`sdl.partition`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+from test_daemon_recovery import assert_finished_exactly, colour_campaign, done_ids
+from test_metrics import get, samples
+
+from sdl.access.keys import KeyRing, generate, read_public
+from sdl.access.roles import Role
+from sdl.daemon import link
+from sdl.partition import Partition
+from sdl.spec.lab import Workers
+from sdl.spec.status import ExperimentStatus
+from sdl.store import Store
+from sdl.testing import LabServiceProcess, alive, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+BENCH = ROOT / "experiments" / "two_stations"
+#: Enough that the campaign outlasts the partitions: station B runs on meanwhile.
+BUDGET = 40
+#: The service's heartbeat timeout in the partition test: a partition longer than this is noticed.
+TIMEOUT = 4
+
+
+# -- the link ---------------------------------------------------------------------------------------------
+
+
+def test_the_link_delivers_each_message_once_and_in_order_through_loss_copies_and_resends() -> None:
+    """A lossy, duplicating network between two channels: whatever is dropped is sent again (as the
+    agent and the hub do after a reconnect or a quiet while), and the receiver delivers each item once,
+    in the order sent."""
+    rng = random.Random(7)
+    sender, receiver = link.Channel("s:1"), link.Channel("s:1")
+    delivered: list[int] = []
+    for n in range(1, 301):
+        frame = sender.carry(link.Spawned(workcell="a", pid=n))
+        wire = [frame] * rng.choice([0, 1, 1, 2])  # lost, once, or twice
+        if rng.random() < 0.2:  # a resend of the whole outbox, as after a reconnect
+            wire += sender.outbox()
+        rng.shuffle(wire)
+        for f in wire:
+            if receiver.accept(f):
+                delivered.append(f.item.pid)
+        if rng.random() < 0.5:  # a beat comes back now and then
+            sender.acknowledged(receiver.received)
+    while sender.unacked:  # the link stays up at the end: resends until all is acknowledged
+        for f in sender.outbox():
+            if receiver.accept(f):
+                delivered.append(f.item.pid)
+        sender.acknowledged(receiver.received)
+    assert delivered == list(range(1, 301))
+
+
+def test_a_frame_is_bounded_before_it_is_parsed() -> None:
+    with pytest.raises(ValueError, match="at most"):
+        link.decode(b"{" + b" " * link.MAX_FRAME + b"}")
+    with pytest.raises(ValueError):
+        link.decode(b'{"type": "carry", "session": "x", "seq": 1, "item": {"kind": "nope"}}')
+
+
+def test_the_agent_role_opens_only_the_agents_door() -> None:
+    assert Role.AGENT.allows(Role.AGENT)
+    for client in (Role.VIEWER, Role.OPERATOR, Role.ADMIN):
+        assert not Role.AGENT.allows(client) and not client.allows(Role.AGENT)
+    assert Role.ADMIN.allows(Role.VIEWER) and not Role.VIEWER.allows(Role.OPERATOR)
+
+
+def test_the_grace_must_outlast_the_agents_own_limit() -> None:
+    with pytest.raises(ValidationError, match=r"longer than agent_limit \(30 s\)"):
+        Workers(agent_limit=30, agent_grace="20 s")
+    assert Workers(agent_limit="1m", agent_grace="2m").agent_grace == 120
+
+
+# -- agents as processes ---------------------------------------------------------------------------------
+
+
+def remote_lab(tmp_path: Path, **workers: float) -> Path:
+    """The two-station bench with station_a's worker on agent pc-b, and the agent's key allowed."""
+    spec = yaml.safe_load((BENCH / "lab.yaml").read_text())
+    spec["simulated"] = str(BENCH / "bench.yaml")
+    spec["workcells"]["station_a"]["agent"] = "pc-b"
+    spec["workers"] = workers
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    public, _ = generate(tmp_path, "pc-b")
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    KeyRing(data / "keys.yaml").add("pc-b", read_public(public), "agent")
+    return path
+
+
+class AgentProcess:
+    def __init__(self, tmp_path: Path, connect: str, name: str = "pc-b", *extra: str) -> None:
+        self.log = tmp_path / f"agent-{name}.log"
+        key, data = tmp_path / "pc-b.key_secret", tmp_path / "data"
+        command = [sys.executable, "-m", "sdl", "agent", "--name", name, "--connect", connect,
+                   "--key", str(key), "--data-dir", str(data), *extra]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                command, stdout=out, stderr=out, env=env, stdin=subprocess.DEVNULL
+            )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=120)
+
+
+def workcell_state(service: LabServiceProcess, name: str) -> str:
+    from sdl.api import models as m
+
+    return next(w.state for w in service.call(m.Status()).workcells if w.name == name)
+
+
+def remote_started(agent: AgentProcess) -> list[int]:
+    """The experiments the agent's worker started, by their number in the campaign, as its log says."""
+    return [
+        int(n) for n in re.findall(r"experiment color-matching #(\d+) started on station_a", agent.text())
+    ]
+
+
+@pytest.mark.slow
+def test_partitions_at_random_moments_lose_nothing_and_repeat_nothing(tmp_path: Path) -> None:
+    """Station A's worker runs under an agent that reaches the service through a proxy. The proxy holds
+    or severs the link at random moments for 1-14 s, mid-experiment too: what the worker says meanwhile
+    waits in the agent's outbox, and what the service says in its; an experiment outlives a short
+    partition and its outcome is delivered once the link is back; past the agent's limit the agent aborts
+    it (recorded with its journal) and the service, after its grace, starts a new worker there."""
+    rng = random.Random(20261208)
+    lab = remote_lab(tmp_path, heartbeat_timeout=TIMEOUT, agent_limit=10, agent_grace=14)
+    data = tmp_path / "data"
+    metrics = ("--metrics", "127.0.0.1:0")
+    service = LabServiceProcess(lab, data, *metrics, pythonpath=[TESTS, ROOT]).start()
+    port = int(agents_address(service).rpartition(":")[2])
+    proxy = Partition(("127.0.0.1", port)).start()
+    agent = AgentProcess(tmp_path, proxy.address, "pc-b", *metrics)
+    try:
+        wait_for(lambda: workcell_state(service, "station_a") == "idle", 120, "the remote workcell")
+        with service.client() as client:
+            campaign_id = client.submit(colour_campaign(tmp_path, BUDGET)).campaign_id
+        completed: set[int] = set()
+        # Short (the service does not notice), medium (unreachable, but within the agent's limit: the
+        # experiment runs on), long (past the agent's limit and the service's grace).
+        lengths = [rng.uniform(low, high) for low, high in [(1, 3), (5.5, 7.5), (15, 17)] * 2]
+        rng.shuffle(lengths)
+        for cut, seconds in enumerate(lengths):
+            seen = len(remote_started(agent))
+            wait_for(lambda seen=seen: len(remote_started(agent)) > seen or not running(data, campaign_id),
+                     180, f"partition {cut + 1}: an experiment on the remote workcell")  # fmt: skip
+            if not running(data, campaign_id):
+                break
+            completed |= done_ids(data, campaign_id)
+            (proxy.hold if cut % 2 else proxy.sever)()
+            restore_at = time.monotonic() + seconds
+            if seconds > TIMEOUT:  # long enough for the service to notice
+                wait_for(lambda: workcell_state(service, "station_a") == "unreachable", 30,
+                         f"partition {cut + 1}: station_a unreachable")  # fmt: skip
+            # The partition's length, chosen by the test: not a synchronisation.
+            time.sleep(max(0.0, restore_at - time.monotonic()))
+            proxy.restore()
+        wait_for(lambda: not running(data, campaign_id), 600, "the campaign to finish")
+        with Store(data, read_only=True) as store:
+            record = store.campaign(campaign_id)
+            history = store.experiments(campaign_id)
+        assert record.status.value == "completed", record
+        assert sum(e.status is ExperimentStatus.DONE for e in history) == BUDGET
+        assert_finished_exactly(data, campaign_id, completed)
+        started = remote_started(agent)
+        assert len(started) == len(set(started)), f"an experiment started twice on station_a: {started}"
+        assert proxy.cuts == len(lengths)
+        log = service.log_text(whole=True)
+        ran_on = {int(n) for n in re.findall(r"experiment id (\d+) runs on there", log)}
+        assert any(e.id in ran_on and e.status is ExperimentStatus.DONE for e in history), (
+            "no experiment outlived a partition"
+        )
+        assert "worker lost: its agent pc-b was unreachable" in log
+        assert "stopping every worker" in agent.text()
+        # Both sides counted the partitions they noticed: the medium and long ones at least.
+        token = (data / "keys" / "metrics.token").read_text().strip()
+        agent_url = wait_for(lambda: re.search(r"metrics on (http://\S+)", agent.text()), 10, "its url")[1]
+        mine = samples(get(agent_url, token)[1])
+        assert mine[("sdl_agent_partitions_total", frozenset())] >= 4, mine
+        assert mine[("sdl_agent_outbox", frozenset())] == 0
+        theirs = samples(get(json.loads((data / "daemon.json").read_text())["metrics"], token)[1])
+        assert theirs[("sdl_agent_partitions_total", frozenset({("agent", "pc-b")}))] >= 4
+    finally:
+        proxy.restore()
+        code = agent.stop()
+        service.stop()
+        proxy.close()
+    assert code == 0, agent.text()[-3000:]
+
+
+def agents_address(service: LabServiceProcess) -> str:
+    return json.loads((service.data_dir / "daemon.json").read_text())["agents"]
+
+
+def running(data: Path, campaign_id: str) -> bool:
+    with Store(data, read_only=True) as store:
+        return store.campaign(campaign_id).status.value == "running"
+
+
+@pytest.mark.slow
+def test_an_agent_the_allow_list_does_not_name_is_refused(tmp_path: Path) -> None:
+    lab = remote_lab(tmp_path)
+    service = LabServiceProcess(lab, tmp_path / "data", pythonpath=[TESTS, ROOT]).start()
+    try:
+        agent = AgentProcess(tmp_path, agents_address(service), name="pc-c")  # pc-b's key, another name
+        assert agent.process.wait(timeout=60) == 1
+        assert "the key's name on the allow-list must be the agent's name" in agent.text()
+        assert "said it is agent 'pc-c'; refused" in service.log_text()
+        assert workcell_state(service, "station_a") == "unreachable"
+        assert not any(alive(pid) for pid in service.family() if pid == agent.process.pid)
+    finally:
+        service.stop()
