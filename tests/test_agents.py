@@ -11,6 +11,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from test_metrics import get, samples
 
 from sdl.access.keys import KeyRing, generate, read_public
 from sdl.access.roles import Role
+from sdl.api import models as m
 from sdl.daemon import link
 from sdl.partition import Partition
 from sdl.spec.lab import Workers
@@ -129,8 +131,6 @@ class AgentProcess:
 
 
 def workcell_state(service: LabServiceProcess, name: str) -> str:
-    from sdl.api import models as m
-
     return next(w.state for w in service.call(m.Status()).workcells if w.name == name)
 
 
@@ -235,3 +235,60 @@ def test_an_agent_the_allow_list_does_not_name_is_refused(tmp_path: Path) -> Non
         assert not any(alive(pid) for pid in service.family() if pid == agent.process.pid)
     finally:
         service.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_the_agent_follows_a_standby_that_took_the_lab_over(tmp_path: Path) -> None:
+    """kill -9 of the serving service mid-campaign: the agent's worker stops by itself once the record
+    names the standby, the agent finds the standby at its second address and starts the worker it asks
+    for, and the campaign finishes exactly."""
+    lab = remote_lab(tmp_path, heartbeat_timeout=TIMEOUT, agent_limit=10, agent_grace=14)
+    data = tmp_path / "data"
+    ports = [free_port(), free_port()]
+    first, second = (
+        LabServiceProcess(
+            lab, data, "--agents", f"tcp://127.0.0.1:{port}", *extra, pythonpath=[TESTS, ROOT], name=name
+        )
+        for port, name, extra in ((ports[0], "first", ()), (ports[1], "second", ("--standby",)))
+    )
+    first.start()
+    second.start(wait=False)
+    connect = [f"tcp://127.0.0.1:{port}" for port in ports]
+    agent = AgentProcess(tmp_path, connect[0], "pc-b", "--connect", connect[1])
+    try:
+        wait_for(lambda: workcell_state(first, "station_a") == "idle", 120, "the remote workcell")
+        with first.client() as client:
+            campaign_id = client.submit(colour_campaign(tmp_path, 16)).campaign_id
+        wait_for(lambda: len(remote_started(agent)) >= 2, 180, "experiments on the remote workcell")
+        completed = done_ids(data, campaign_id)
+        first.kill9()
+        before = len(remote_started(agent))
+        wait_for(second.serving, 60, f"the standby to take over (log: {second.log})")
+        # Station B would finish the campaign alone meanwhile: it waits until station A is back.
+        second.call(m.PauseCampaign(campaign_id=campaign_id))
+        wait_for(lambda: workcell_state(second, "station_a") == "idle", 120,
+                 "the remote workcell, under the standby")  # fmt: skip
+        second.call(m.ResumeCampaign(campaign_id=campaign_id))
+        wait_for(lambda: not running(data, campaign_id), 600, "the campaign to finish")
+        assert len(remote_started(agent)) > before, "station A ran nothing under the standby"
+        with Store(data, read_only=True) as store:
+            record = store.campaign(campaign_id)
+        assert record.status.value == "completed", record
+        assert_finished_exactly(data, campaign_id, completed)
+        started = remote_started(agent)
+        assert len(started) == len(set(started)), started
+        assert "a new lab service session" in agent.text()
+    finally:
+        code = agent.stop()
+        for service in (first, second):
+            if service.process is not None and service.process.poll() is None:
+                service.stop()
+        for service in (first, second):
+            service.assert_nothing_left(60)
+    assert code == 0, agent.text()[-3000:]

@@ -363,7 +363,7 @@ class Agent:
             log.warning("the lab service has not been heard for %.0f s; experiments run on", silent)
         if self.down and now - self.hello_at > SILENT_S:
             self._hello(now)  # for a service that does not know this agent (a standby that took over)
-        if self.down and len(self.endpoints) > 1 and silent > SILENT_S * 4:
+        if self.down and len(self.endpoints) > 1 and silent > SILENT_S * 2:
             self._connect_next(now)
         if silent > self.limit and not self.stopped_for_silence:
             self.stopped_for_silence = True
