@@ -30,7 +30,7 @@ from sdl.daemon import link
 from sdl.partition import Partition
 from sdl.spec.lab import Workers
 from sdl.spec.status import ExperimentStatus
-from sdl.store import Store
+from sdl.store import Store, bind_store
 from sdl.testing import LabServiceProcess, alive, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -292,3 +292,37 @@ def test_the_agent_follows_a_standby_that_took_the_lab_over(tmp_path: Path) -> N
         for service in (first, second):
             service.assert_nothing_left(60)
     assert code == 0, agent.text()[-3000:]
+
+
+@pytest.mark.slow
+def test_an_agent_with_a_data_directory_of_its_own_over_postgresql(tmp_path: Path, postgres) -> None:
+    """As on two PCs: the agent's data directory names the lab's PostgreSQL database, where its worker
+    writes the journal, documents and outcome of every experiment on its workcell."""
+    lab = remote_lab(tmp_path)
+    service_dir, agent_dir = tmp_path / "data", tmp_path / "pc-b"
+    url = postgres.database()
+    for data in (service_dir, agent_dir):
+        bind_store(data, url)
+    service = LabServiceProcess(lab, service_dir, pythonpath=[TESTS, ROOT]).start()
+    command = [sys.executable, "-m", "sdl", "agent", "--name", "pc-b", "--connect", agents_address(service),
+               "--key", str(tmp_path / "pc-b.key_secret"), "--data-dir", str(agent_dir),
+               "--server-key", str(service_dir / "keys" / "server.key")]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
+    log = tmp_path / "agent.log"
+    with log.open("ab") as out:
+        agent = subprocess.Popen(command, stdout=out, stderr=out, env=env, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: workcell_state(service, "station_a") == "idle", 120, "the remote workcell")
+        with service.client() as client:
+            campaign_id = client.submit(colour_campaign(tmp_path, 12)).campaign_id
+        wait_for(lambda: not running(service_dir, campaign_id), 600, "the campaign to finish")
+        assert_finished_exactly(service_dir, campaign_id, set())
+        with Store(agent_dir, read_only=True) as store:
+            remote = [e for e in store.experiments(campaign_id) if e.workcell == "station_a"]
+        assert remote and all(e.status is ExperimentStatus.DONE for e in remote), remote
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        code = agent.wait(timeout=120)
+        service.stop()
+        service.assert_nothing_left(60)
+    assert code == 0, log.read_text()[-3000:]
