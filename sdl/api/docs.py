@@ -59,7 +59,8 @@ event), one at a time per connection (`busy` for a second one meanwhile), and an
 else to the API socket, where an e-stop is still taken ahead of the requests waiting to be parsed.
 
 Roles: **viewer** reads and watches; **operator** also runs campaigns and may always e-stop; **admin** also
-manages instruments, clears the e-stop, manages keys and stops the service. Every socket (API, e-stop,
+manages instruments, clears the e-stop, manages keys and stops the service. An **agent** key (an instrument
+PC's `sdl agent`) opens the agents' socket and is refused here. Every socket (API, e-stop,
 events, documents) is a CurveZMQ server, on loopback too: a client needs a key pair and the service's
 public key (daemon.json's `server_key`). The data directory owner's key (`DATA_DIR/keys/owner.key_secret`,
 readable by that account alone) is an admin that `sdl` and `sdl.client.Client` find by themselves; any

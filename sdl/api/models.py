@@ -535,7 +535,10 @@ class AddKey(Request):
     public_key: str = Field(
         max_length=64, description="The client's public key, Z85 (the `public-key` line of NAME.key)."
     )
-    key_role: Role = Field(description="viewer, operator or admin.")
+    key_role: Role = Field(
+        description="viewer, operator or admin; agent for an instrument PC's `sdl agent` (its key opens the "
+        "agents' socket, and nothing else)."
+    )
 
 
 class RemoveKey(Request):
