@@ -326,3 +326,41 @@ def test_an_agent_with_a_data_directory_of_its_own_over_postgresql(tmp_path: Pat
         service.stop()
         service.assert_nothing_left(60)
     assert code == 0, log.read_text()[-3000:]
+
+
+@pytest.mark.slow
+def test_one_agent_serves_four_workcells(tmp_path: Path) -> None:
+    """Four workcells under one agent: every one of them runs experiments, and their messages (four workers'
+    heartbeats and outcomes through one link) all reach the service."""
+    lab = tmp_path / "lab.yaml"
+    lab.write_text("name: compute\nworkcells:\n" + "".join(f"  w{i}: {{agent: pc-b}}\n" for i in range(1, 5)))
+    public, _ = generate(tmp_path, "pc-b")
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    KeyRing(data / "keys.yaml").add("pc-b", read_public(public), "agent")
+    spec = tmp_path / "bowl.yaml"
+    spec.write_text(
+        "name: bowl\nparameters:\n  - {name: x, type: real, low: 0.0, high: 1.0}\n"
+        "  - {name: y, type: real, low: 0.0, high: 1.0}\n"
+        "objectives: [{measurement: loss}]\nbudget: {max_experiments: 24}\n"
+        "optimizer: {kind: random, seed: 3}\n"
+        "procedure: {function: 'daemon_procedures:slow_bowl', options: {seconds: 0.2}}\n"
+    )
+    service = LabServiceProcess(lab, data, pythonpath=[TESTS, ROOT]).start()
+    agent = AgentProcess(tmp_path, agents_address(service))
+    try:
+        wait_for(
+            lambda: {w.state for w in service.call(m.Status()).workcells} == {"idle"}, 120, "four workcells"
+        )
+        with service.client() as client:
+            campaign_id = client.submit(spec).campaign_id
+        wait_for(lambda: not running(data, campaign_id), 300, "the campaign to finish")
+        with Store(data, read_only=True) as store:
+            history = store.experiments(campaign_id)
+        assert [e.status for e in history] == [ExperimentStatus.DONE] * 24
+        assert {e.workcell for e in history} == {"w1", "w2", "w3", "w4"}
+    finally:
+        code = agent.stop()
+        service.stop()
+        service.assert_nothing_left(60)
+    assert code == 0, agent.text()[-3000:]

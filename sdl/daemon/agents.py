@@ -15,7 +15,6 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,7 @@ from pydantic import BaseModel
 
 from sdl.access.keys import KeyRing
 from sdl.access.roles import Role
-from sdl.api.wire import direct
+from sdl.api.wire import send_frames
 from sdl.daemon import link
 from sdl.daemon import protocol as p
 from sdl.daemon.cells import Cell, RemoteWorker
@@ -65,7 +64,6 @@ class AgentHub:
     ) -> None:
         self.state = state
         self.socket = socket
-        self._direct = direct(socket)  # sends that never wait: an absent agent's are dropped, not queued
         self.keyring = keyring
         self.on_message = on_message
         self.timeout = heartbeat_timeout
@@ -135,8 +133,7 @@ class AgentHub:
                 held.silent = silent
 
     def _send(self, held: AgentLink, frame: BaseModel) -> None:
-        with suppress(zmq.ZMQError):  # not connected now: the outbox keeps what matters
-            self._direct.send_multipart([held.identity, link.encode(frame)], zmq.NOBLOCK)
+        self._send_frames([held.identity, link.encode(frame)])
         if isinstance(frame, link.Carry):
             held.sent_at = time.monotonic()
 
@@ -212,8 +209,15 @@ class AgentHub:
         self._resend(held)
 
     def _reply(self, identity: bytes, frame: BaseModel) -> None:
-        with suppress(zmq.ZMQError):
-            self._direct.send_multipart([identity, link.encode(frame)], zmq.NOBLOCK)
+        self._send_frames([identity, link.encode(frame)])
+
+    def _send_frames(self, frames: list[bytes]) -> None:
+        """Send now or not at all (an agent not connected now: the outbox is for that). Through the asyncio
+        socket itself, not a shadow of it: a send behind its back can take the edge that would have woken
+        the pending receive, and the agents would go unheard."""
+        sent = send_frames(self.socket, frames, zmq.NOBLOCK)
+        if isinstance(sent, asyncio.Future) and sent.done():
+            sent.exception()  # retrieved, so that asyncio does not report it
 
     def _deliver(self, held: AgentLink, item: Any) -> None:
         cell = self.state.cells.get(item.workcell)
