@@ -110,9 +110,18 @@ def remote_lab(tmp_path: Path, **workers: float) -> Path:
 
 
 class AgentProcess:
-    def __init__(self, tmp_path: Path, connect: str, name: str = "pc-b", *extra: str) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        connect: str,
+        name: str = "pc-b",
+        *extra: str,
+        key: Path | None = None,
+        data: Path | None = None,
+    ) -> None:
+        """``key``: pc-b's by default; ``data``: the service's data directory by default."""
         self.log = tmp_path / f"agent-{name}.log"
-        key, data = tmp_path / "pc-b.key_secret", tmp_path / "data"
+        key, data = key or tmp_path / "pc-b.key_secret", data or tmp_path / "data"
         command = [sys.executable, "-m", "sdl", "agent", "--name", name, "--connect", connect,
                    "--key", str(key), "--data-dir", str(data), *extra]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
