@@ -10,12 +10,15 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -118,11 +121,13 @@ class AgentProcess:
         *extra: str,
         key: Path | None = None,
         data: Path | None = None,
+        wrap: Sequence[str] = (),
     ) -> None:
-        """``key``: pc-b's by default; ``data``: the service's data directory by default."""
+        """``key``: pc-b's by default; ``data``: the service's data directory by default; ``wrap``: a
+        command prefix (`ip netns exec NS`)."""
         self.log = tmp_path / f"agent-{name}.log"
         key, data = key or tmp_path / "pc-b.key_secret", data or tmp_path / "data"
-        command = [sys.executable, "-m", "sdl", "agent", "--name", name, "--connect", connect,
+        command = [*wrap, sys.executable, "-m", "sdl", "agent", "--name", name, "--connect", connect,
                    "--key", str(key), "--data-dir", str(data), *extra]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
         with self.log.open("ab") as out:
@@ -373,3 +378,111 @@ def test_one_agent_serves_four_workcells(tmp_path: Path) -> None:
         service.stop()
         service.assert_nothing_left(60)
     assert code == 0, agent.text()[-3000:]
+
+
+# -- agents on other hosts: network namespaces joined by veth pairs ---------------------------------------
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def hosts() -> Iterator[Any]:
+    """``hosts(i)`` makes a network namespace joined to this one by a veth pair of its own: (the namespace,
+    the interface on this side, this side's address). Each is removed at the end."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2's ip")
+    made: list[tuple[str, str]] = []
+    tag = os.getpid() % 10000
+
+    def make(index: int) -> tuple[str, str, str]:
+        name, here, there = f"sdl-{tag}-{index}", f"sdh{tag}{index}", f"sda{tag}{index}"
+        net = f"10.{200 + index}.{tag % 250}"
+        _ip("netns", "add", name)
+        made.append((name, here))
+        _ip("link", "add", here, "type", "veth", "peer", "name", there)
+        _ip("link", "set", there, "netns", name)
+        _ip("addr", "add", f"{net}.1/30", "dev", here)
+        _ip("link", "set", here, "up")
+        for args in (("addr", "add", f"{net}.2/30", "dev", there), ("link", "set", there, "up"),
+                     ("link", "set", "lo", "up")):  # fmt: skip
+            _ip("netns", "exec", name, "ip", *args)
+        return name, here, f"{net}.1"
+
+    yield make
+    for name, here in made:
+        subprocess.run(["ip", "link", "del", here], capture_output=True, timeout=30)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+
+
+@pytest.mark.slow
+def test_agents_on_hosts_of_their_own_through_a_link_that_goes_down(tmp_path: Path, hosts: Any) -> None:
+    """Two agents, each in a network namespace of its own whose only way out is a veth pair (nothing can go
+    over loopback), serve two workcells each. One pair's link is taken down mid-campaign and brought back:
+    its workcells are unreachable meanwhile and carry on after, and the campaign completes, all done."""
+    agents = {"pc-b": hosts(1), "pc-c": hosts(2)}
+    lab = tmp_path / "lab.yaml"
+    cells = {"w1": "pc-b", "w2": "pc-b", "w3": "pc-c", "w4": "pc-c"}
+    lab.write_text(
+        "name: compute\nworkers: {heartbeat_timeout: 4, agent_limit: 20, agent_grace: 30}\nworkcells:\n"
+        + "".join(f"  {cell}: {{agent: {agent}}}\n" for cell, agent in cells.items())
+    )
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    ring = KeyRing(data / "keys.yaml")
+    for name in agents:
+        ring.add(name, read_public(generate(tmp_path, name)[0]), "agent")
+    spec = tmp_path / "bowl.yaml"
+    spec.write_text(
+        "name: bowl\nparameters:\n  - {name: x, type: real, low: 0.0, high: 1.0}\n"
+        "  - {name: y, type: real, low: 0.0, high: 1.0}\nobjectives: [{measurement: loss}]\n"
+        "budget: {max_experiments: 40}\noptimizer: {kind: random, seed: 5}\n"
+        "procedure: {function: 'daemon_procedures:slow_bowl', options: {seconds: 0.3}}\n"
+    )
+    port = free_port()
+    service = LabServiceProcess(
+        lab, data, "--agents", f"tcp://0.0.0.0:{port}", pythonpath=[TESTS, ROOT]
+    ).start()
+    running_agents = [
+        AgentProcess(
+            tmp_path,
+            f"tcp://{address}:{port}",
+            name,
+            key=tmp_path / f"{name}.key_secret",
+            wrap=["ip", "netns", "exec", namespace],
+        )
+        for name, (namespace, _, address) in agents.items()
+    ]
+    try:
+        wait_for(
+            lambda: {w.state for w in service.call(m.Status()).workcells} == {"idle"}, 120, "four workcells"
+        )
+        with service.client() as client:
+            campaign_id = client.submit(spec).campaign_id
+        wait_for(lambda: len(done_ids(data, campaign_id)) >= 8, 120, "eight experiments done")
+        _, link, _ = agents["pc-b"]
+        _ip("link", "set", link, "down")  # pc-b's cable pulled
+        wait_for(lambda: workcell_state(service, "w1") == "unreachable", 30, "w1 unreachable")
+        before = {e.id for e in experiments(data, campaign_id) if e.workcell in ("w1", "w2")}
+        _ip("link", "set", link, "up")
+        wait_for(lambda: not running(data, campaign_id), 300, "the campaign to finish")
+        history = experiments(data, campaign_id)
+        assert [e.status for e in history] == [ExperimentStatus.DONE] * 40
+        after = {e.id for e in history if e.workcell in ("w1", "w2")} - before
+        assert after, "pc-b's workcells ran nothing once its link was back"
+        assert {e.workcell for e in history} == set(cells)
+        log = service.log_text(whole=True)
+        assert "agent pc-b (vm): heard again" in log
+        # What ran on pc-b's workcells through the partition finished there, and its outcome came through.
+        assert re.findall(r"experiment id (\d+) runs on there", log)
+    finally:
+        codes = [agent.stop() for agent in running_agents]
+        service.stop()
+        service.assert_nothing_left(60)
+    assert codes == [0, 0], [agent.text()[-2000:] for agent in running_agents]
+
+
+def experiments(data: Path, campaign_id: str) -> list[Any]:
+    with Store(data, read_only=True) as store:
+        return store.experiments(campaign_id)
