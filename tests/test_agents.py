@@ -486,3 +486,55 @@ def test_agents_on_hosts_of_their_own_through_a_link_that_goes_down(tmp_path: Pa
 def experiments(data: Path, campaign_id: str) -> list[Any]:
     with Store(data, read_only=True) as store:
         return store.experiments(campaign_id)
+
+
+@pytest.mark.slow
+def test_an_agent_whose_service_died_stops_its_workers_and_serves_the_restarted_one(tmp_path: Path) -> None:
+    """kill -9 of the service, with no standby: past its limit the agent aborts the plan in flight (recorded
+    interrupted by its worker, with the reason) and stops the worker, trying its endpoints in turn
+    meanwhile; the service started again finds the agent back, and the campaign completes."""
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(
+        "name: compute\nworkers: {heartbeat_timeout: 2, agent_limit: 8, agent_grace: 10}\n"
+        "workcells:\n  w1: {agent: pc-b}\n"
+    )
+    public, _ = generate(tmp_path, "pc-b")
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    KeyRing(data / "keys.yaml").add("pc-b", read_public(public), "agent")
+    spec = tmp_path / "bowl.yaml"
+    spec.write_text(
+        "name: bowl\nparameters:\n  - {name: x, type: real, low: 0.0, high: 1.0}\n"
+        "  - {name: y, type: real, low: 0.0, high: 1.0}\nobjectives: [{measurement: loss}]\n"
+        "budget: {max_experiments: 3}\noptimizer: {kind: random, seed: 5}\n"
+        "procedure: {plan: 'daemon_procedures:waiting_plan', extractor: 'daemon_procedures:plan_loss',\n"
+        "            options: {seconds: 12}}\n"
+    )
+    address = f"tcp://127.0.0.1:{free_port()}"
+    flags = ("--agents", address)
+    service = LabServiceProcess(lab, data, *flags, pythonpath=[TESTS, ROOT]).start()
+    elsewhere = f"tcp://127.0.0.1:{free_port()}"  # nothing there: a standby that never came
+    agent = AgentProcess(tmp_path, address, "pc-b", "--connect", elsewhere)
+    try:
+        wait_for(lambda: workcell_state(service, "w1") == "idle", 120, "the remote workcell")
+        with service.client() as client:
+            campaign_id = client.submit(spec).campaign_id
+        wait_for(lambda: workcell_state(service, "w1") == "busy", 60, "an experiment on w1")
+        service.kill9()
+        # It tries the other address first (6 s), and keeps its limit (8 s) while it waits there.
+        wait_for(lambda: f"at {elsewhere}" in agent.text(), 60, "the agent to try its other address")
+        wait_for(lambda: "stopping every worker" in agent.text(), 60, "the agent to stop its worker")
+        wait_for(lambda: re.search(r"worker \d+ exited", agent.text()), 60, "the worker to exit")
+        with Store(data, read_only=True) as store:
+            interrupted = [
+                e for e in store.experiments(campaign_id) if e.status is ExperimentStatus.INTERRUPTED
+            ]
+        assert len(interrupted) == 1 and "the agent lost the lab service" in (interrupted[0].failure or "")
+        service.start()  # the same address: the agent, trying both in turn, finds it
+        wait_for(lambda: not running(data, campaign_id), 300, "the campaign to finish")
+        assert_finished_exactly(data, campaign_id, set())
+    finally:
+        code = agent.stop()
+        service.stop()
+        service.assert_nothing_left(60)
+    assert code == 0, agent.text()[-3000:]

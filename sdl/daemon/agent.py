@@ -89,6 +89,7 @@ class Agent:
         self.socket: zmq.Socket[bytes] | None = None
         self.endpoint = -1
         self.pause = 1.0
+        self.patience = SILENT_S * 2
         self.service_session: str | None = None
         self.channel: link.Channel | None = None
         self.limit = 90.0
@@ -107,10 +108,10 @@ class Agent:
     # -- the link ------------------------------------------------------------------------------------------
 
     def _connect_next(self, now: float) -> None:
+        """Connect to the next endpoint and say hello; wait for a welcome a little longer each round (never
+        by sleeping: the loop goes on relaying, reaping and keeping the limit meanwhile)."""
         if self.socket is not None:
             self.socket.close(linger=0)
-            time.sleep(min(self.pause, MAX_PAUSE_S))  # a growing pause between rounds of endpoints
-            self.pause = min(self.pause * 2, MAX_PAUSE_S)
         self.endpoint = (self.endpoint + 1) % len(self.endpoints)
         address = self.endpoints[self.endpoint]
         sock = self.context.socket(zmq.DEALER)
@@ -123,6 +124,9 @@ class Agent:
         sock.connect(address)
         self.socket = sock
         self.connected_at = now
+        self.patience = SILENT_S * 2 + self.pause
+        if self.endpoint == len(self.endpoints) - 1:  # a round of every endpoint: a longer wait next time
+            self.pause = min(self.pause * 2, MAX_PAUSE_S)
         self.welcomed = False
         log.info("connecting to the lab service at %s", address)
         self._hello(now)
@@ -348,13 +352,20 @@ class Agent:
             self.metrics.serving.set(1 if self.welcomed and not self.down else 0)
             self.metrics.outbox.set(len(self.channel.unacked) if self.channel is not None else 0)
             self.metrics.workers.set(len(self.workers))
+        # The limit first, whatever the link is doing: no hardware runs long without a service.
+        silent = now - self.heard
+        if self.workers and silent > self.limit and not self.stopped_for_silence:
+            self.stopped_for_silence = True
+            why = AGENT_LOST.format(limit=self.limit)
+            log.error("the lab service has not been heard for %.0f s: stopping every worker", silent)
+            for workcell in list(self.workers):
+                self._stop_worker(workcell, why, now)
         if not self.welcomed:
-            if now - self.connected_at > SILENT_S * 2:
+            if now - self.connected_at > self.patience:
                 self._connect_next(now)  # no answer here: the next endpoint (a standby, maybe)
             elif now - self.hello_at > 1.0:
                 self._hello(now)
             return
-        silent = now - self.heard
         if silent > SILENT_S and not self.down:
             self.down = True
             self.partitions += 1
@@ -365,12 +376,6 @@ class Agent:
             self._hello(now)  # for a service that does not know this agent (a standby that took over)
         if self.down and len(self.endpoints) > 1 and silent > SILENT_S * 2:
             self._connect_next(now)
-        if silent > self.limit and not self.stopped_for_silence:
-            self.stopped_for_silence = True
-            why = AGENT_LOST.format(limit=self.limit)
-            log.error("the lab service has not been heard for %.0f s: stopping every worker", silent)
-            for workcell in list(self.workers):
-                self._stop_worker(workcell, why, now)
         if now - self.beat_at > BEAT_S and self.channel is not None:
             self._send(link.Beat(session=self.channel.session, received=self.channel.received))
             self.beat_at = now

@@ -195,6 +195,7 @@ class AgentHub:
             for cell in cells:  # workers of an earlier pairing are not this service's (or are gone)
                 if isinstance(cell.process, RemoteWorker) and cell.process.returncode is None:
                     cell.process.returncode = -1
+                    cell.process.reason = f"its agent {hello.agent} came back as a new process"
             log.info("agent %s connected from %s (process %d): workcells %s", hello.agent, hello.host,
                      hello.pid, ", ".join(c.name for c in cells))  # fmt: skip
         self.state.publish("agent.state", {"agent": held.name, "state": "connected", "host": held.host})
