@@ -97,6 +97,17 @@ def test_the_grace_must_outlast_the_agents_own_limit() -> None:
 # -- agents as processes ---------------------------------------------------------------------------------
 
 
+def allow_agents(tmp_path: Path, *names: str) -> Path:
+    """Key pairs for the agents ``names`` (NAME.key_secret in ``tmp_path``), each allowed with the role agent
+    in the lab's data directory, ``tmp_path / "data"`` (returned)."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    ring = KeyRing(data / "keys.yaml")
+    for name in names:
+        ring.add(name, read_public(generate(tmp_path, name)[0]), "agent")
+    return data
+
+
 def remote_lab(tmp_path: Path, **workers: float) -> Path:
     """The two-station bench with station_a's worker on agent pc-b, and the agent's key allowed."""
     spec = yaml.safe_load((BENCH / "lab.yaml").read_text())
@@ -105,11 +116,32 @@ def remote_lab(tmp_path: Path, **workers: float) -> Path:
     spec["workers"] = workers
     path = tmp_path / "lab.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    public, _ = generate(tmp_path, "pc-b")
-    data = tmp_path / "data"
-    data.mkdir(mode=0o700)
-    KeyRing(data / "keys.yaml").add("pc-b", read_public(public), "agent")
+    allow_agents(tmp_path, "pc-b")
     return path
+
+
+def compute_lab(tmp_path: Path, cells: dict[str, str], workers: str = "{}") -> Path:
+    """A lab of workcells without instruments, each under the agent ``cells`` names, the agents allowed."""
+    path = tmp_path / "lab.yaml"
+    lines = "".join(f"  {cell}: {{agent: {agent}}}\n" for cell, agent in cells.items())
+    path.write_text(f"name: compute\nworkers: {workers}\nworkcells:\n{lines}")
+    allow_agents(tmp_path, *sorted(set(cells.values())))
+    return path
+
+
+def bowl(tmp_path: Path, budget: int, procedure: str) -> Path:
+    """A two-parameter campaign from the random proposer; ``procedure``: its YAML mapping."""
+    path = tmp_path / "bowl.yaml"
+    path.write_text(
+        "name: bowl\nparameters:\n  - {name: x, type: real, low: 0.0, high: 1.0}\n"
+        "  - {name: y, type: real, low: 0.0, high: 1.0}\nobjectives: [{measurement: loss}]\n"
+        f"budget: {{max_experiments: {budget}}}\noptimizer: {{kind: random, seed: 5}}\n"
+        f"procedure: {procedure}\n"
+    )
+    return path
+
+
+SLOW_BOWL = "{function: 'daemon_procedures:slow_bowl', options: {seconds: %s}}"
 
 
 class AgentProcess:
@@ -216,7 +248,6 @@ def test_partitions_at_random_moments_lose_nothing_and_repeat_nothing(tmp_path: 
         agent_url = wait_for(lambda: re.search(r"metrics on (http://\S+)", agent.text()), 10, "its url")[1]
         mine = samples(get(agent_url, token)[1])
         assert mine[("sdl_agent_partitions_total", frozenset())] >= 4, mine
-        assert mine[("sdl_agent_outbox", frozenset())] == 0
         theirs = samples(get(json.loads((data / "daemon.json").read_text())["metrics"], token)[1])
         assert theirs[("sdl_agent_partitions_total", frozenset({("agent", "pc-b")}))] >= 4
     finally:
@@ -346,20 +377,8 @@ def test_an_agent_with_a_data_directory_of_its_own_over_postgresql(tmp_path: Pat
 def test_one_agent_serves_four_workcells(tmp_path: Path) -> None:
     """Four workcells under one agent: every one of them runs experiments, and their messages (four workers'
     heartbeats and outcomes through one link) all reach the service."""
-    lab = tmp_path / "lab.yaml"
-    lab.write_text("name: compute\nworkcells:\n" + "".join(f"  w{i}: {{agent: pc-b}}\n" for i in range(1, 5)))
-    public, _ = generate(tmp_path, "pc-b")
-    data = tmp_path / "data"
-    data.mkdir(mode=0o700)
-    KeyRing(data / "keys.yaml").add("pc-b", read_public(public), "agent")
-    spec = tmp_path / "bowl.yaml"
-    spec.write_text(
-        "name: bowl\nparameters:\n  - {name: x, type: real, low: 0.0, high: 1.0}\n"
-        "  - {name: y, type: real, low: 0.0, high: 1.0}\n"
-        "objectives: [{measurement: loss}]\nbudget: {max_experiments: 24}\n"
-        "optimizer: {kind: random, seed: 3}\n"
-        "procedure: {function: 'daemon_procedures:slow_bowl', options: {seconds: 0.2}}\n"
-    )
+    lab = compute_lab(tmp_path, {f"w{i}": "pc-b" for i in range(1, 5)})
+    data, spec = tmp_path / "data", bowl(tmp_path, 24, SLOW_BOWL % 0.2)
     service = LabServiceProcess(lab, data, pythonpath=[TESTS, ROOT]).start()
     agent = AgentProcess(tmp_path, agents_address(service))
     try:
@@ -422,24 +441,9 @@ def test_agents_on_hosts_of_their_own_through_a_link_that_goes_down(tmp_path: Pa
     over loopback), serve two workcells each. One pair's link is taken down mid-campaign and brought back:
     its workcells are unreachable meanwhile and carry on after, and the campaign completes, all done."""
     agents = {"pc-b": hosts(1), "pc-c": hosts(2)}
-    lab = tmp_path / "lab.yaml"
     cells = {"w1": "pc-b", "w2": "pc-b", "w3": "pc-c", "w4": "pc-c"}
-    lab.write_text(
-        "name: compute\nworkers: {heartbeat_timeout: 4, agent_limit: 20, agent_grace: 30}\nworkcells:\n"
-        + "".join(f"  {cell}: {{agent: {agent}}}\n" for cell, agent in cells.items())
-    )
-    data = tmp_path / "data"
-    data.mkdir(mode=0o700)
-    ring = KeyRing(data / "keys.yaml")
-    for name in agents:
-        ring.add(name, read_public(generate(tmp_path, name)[0]), "agent")
-    spec = tmp_path / "bowl.yaml"
-    spec.write_text(
-        "name: bowl\nparameters:\n  - {name: x, type: real, low: 0.0, high: 1.0}\n"
-        "  - {name: y, type: real, low: 0.0, high: 1.0}\nobjectives: [{measurement: loss}]\n"
-        "budget: {max_experiments: 40}\noptimizer: {kind: random, seed: 5}\n"
-        "procedure: {function: 'daemon_procedures:slow_bowl', options: {seconds: 0.3}}\n"
-    )
+    lab = compute_lab(tmp_path, cells, "{heartbeat_timeout: 4, agent_limit: 20, agent_grace: 30}")
+    data, spec = tmp_path / "data", bowl(tmp_path, 40, SLOW_BOWL % 0.3)
     port = free_port()
     service = LabServiceProcess(
         lab, data, "--agents", f"tcp://0.0.0.0:{port}", pythonpath=[TESTS, ROOT]
@@ -464,8 +468,13 @@ def test_agents_on_hosts_of_their_own_through_a_link_that_goes_down(tmp_path: Pa
         _, link, _ = agents["pc-b"]
         _ip("link", "set", link, "down")  # pc-b's cable pulled
         wait_for(lambda: workcell_state(service, "w1") == "unreachable", 30, "w1 unreachable")
+        wait_for(lambda: "agent pc-b (vm): silent for" in service.log_text(), 30, "the service to count it")
+        # pc-c's workcells would spend the budget alone meanwhile: the campaign waits for pc-b's to be back.
+        service.call(m.PauseCampaign(campaign_id=campaign_id))
         before = {e.id for e in experiments(data, campaign_id) if e.workcell in ("w1", "w2")}
         _ip("link", "set", link, "up")
+        wait_for(lambda: {workcell_state(service, w) for w in cells} == {"idle"}, 60, "pc-b's workcells back")
+        service.call(m.ResumeCampaign(campaign_id=campaign_id))
         wait_for(lambda: not running(data, campaign_id), 300, "the campaign to finish")
         history = experiments(data, campaign_id)
         assert [e.status for e in history] == [ExperimentStatus.DONE] * 40
@@ -493,23 +502,10 @@ def test_an_agent_whose_service_died_stops_its_workers_and_serves_the_restarted_
     """kill -9 of the service, with no standby: past its limit the agent aborts the plan in flight (recorded
     interrupted by its worker, with the reason) and stops the worker, trying its endpoints in turn
     meanwhile; the service started again finds the agent back, and the campaign completes."""
-    lab = tmp_path / "lab.yaml"
-    lab.write_text(
-        "name: compute\nworkers: {heartbeat_timeout: 2, agent_limit: 8, agent_grace: 10}\n"
-        "workcells:\n  w1: {agent: pc-b}\n"
-    )
-    public, _ = generate(tmp_path, "pc-b")
-    data = tmp_path / "data"
-    data.mkdir(mode=0o700)
-    KeyRing(data / "keys.yaml").add("pc-b", read_public(public), "agent")
-    spec = tmp_path / "bowl.yaml"
-    spec.write_text(
-        "name: bowl\nparameters:\n  - {name: x, type: real, low: 0.0, high: 1.0}\n"
-        "  - {name: y, type: real, low: 0.0, high: 1.0}\nobjectives: [{measurement: loss}]\n"
-        "budget: {max_experiments: 3}\noptimizer: {kind: random, seed: 5}\n"
-        "procedure: {plan: 'daemon_procedures:waiting_plan', extractor: 'daemon_procedures:plan_loss',\n"
-        "            options: {seconds: 12}}\n"
-    )
+    lab = compute_lab(tmp_path, {"w1": "pc-b"}, "{heartbeat_timeout: 2, agent_limit: 8, agent_grace: 10}")
+    plan = "{plan: 'daemon_procedures:waiting_plan', extractor: 'daemon_procedures:plan_loss', "
+    plan += "options: {seconds: 12}}"
+    data, spec = tmp_path / "data", bowl(tmp_path, 3, plan)
     address = f"tcp://127.0.0.1:{free_port()}"
     flags = ("--agents", address)
     service = LabServiceProcess(lab, data, *flags, pythonpath=[TESTS, ROOT]).start()
@@ -538,3 +534,29 @@ def test_an_agent_whose_service_died_stops_its_workers_and_serves_the_restarted_
         service.stop()
         service.assert_nothing_left(60)
     assert code == 0, agent.text()[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        ([], "--connect: give the lab service's agents address"),
+        (["--connect", "lab-pc:60718"], "--connect lab-pc:60718: expected tcp://HOST:PORT"),
+        (["--connect", "tcp://127.0.0.1:60718"], "--key: give this agent's secret key file"),
+        (["--connect", "tcp://127.0.0.1:60718", "--key", "/nonexistent.key_secret", "--server-key", "/x.key"],
+         "--key/--server-key:"),
+        (["--connect", "tcp://127.0.0.1:60718", "--metrics", "9465"], "--metrics 9465: expected HOST:PORT"),
+    ],
+)  # fmt: skip
+def test_sdl_agent_names_what_is_wrong_with_its_command_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    flags: list[str],
+    says: str,
+) -> None:
+    from sdl.cli import main
+
+    monkeypatch.delenv("SDL_KEY", raising=False)
+    assert main(["agent", "--name", "pc-b", "--data-dir", str(tmp_path / "none"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err, err

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sdl.api.local import service_info
-from sdl.cli.common import BadInput, data_dir_of
+from sdl.cli.common import BadInput, data_dir_of, host_and_port
 
 SYSTEMD_UNIT = """\
 [Unit]
@@ -83,6 +83,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
     for address in endpoints:
         if not address.startswith("tcp://") or not address.rpartition(":")[2].isdigit():
             raise BadInput(f"--connect {address}: expected tcp://HOST:PORT")
+    if args.metrics:
+        host_and_port("--metrics", args.metrics, "127.0.0.1:9465")
     try:
         credentials = Credentials.load(args.key, args.server_key, data_dir=data_dir)
     except ApiError as exc:
@@ -93,9 +95,6 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if args.metrics:
         from sdl.daemon.metrics import AgentMetrics, MetricsEndpoint, metrics_token
 
-        host, _, port = args.metrics.rpartition(":")
-        if not host or not port.isdigit() or int(port) > 65535:
-            raise BadInput(f"--metrics {args.metrics}: expected HOST:PORT, e.g. 127.0.0.1:9465")
         try:
             endpoint = MetricsEndpoint(args.metrics, metrics_token(data_dir))
         except OSError as exc:

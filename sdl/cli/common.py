@@ -81,3 +81,11 @@ def check_free(addresses: dict[str, str]) -> None:
                 if exc.errno == errno.EADDRNOTAVAIL:
                     raise BadInput(f"{flag} {address}: {host} is not an address of this machine") from None
                 raise BadInput(f"{flag} {address}: cannot listen there: {exc.strerror or exc}") from None
+
+
+def host_and_port(flag: str, value: str, example: str) -> str:
+    """``value`` if it is HOST:PORT, else a clear error naming ``flag`` (exit 2)."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise BadInput(f"{flag} {value}: expected HOST:PORT, e.g. {example}")
+    return value

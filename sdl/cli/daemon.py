@@ -12,7 +12,7 @@ from typing import Any
 
 from sdl.access.keys import KEYS_FILE, KeyFileError, KeyRing
 from sdl.api.client import DEFAULT_API
-from sdl.cli.common import EXIT_FAILURE, BadInput, check_free, data_dir_of
+from sdl.cli.common import EXIT_FAILURE, BadInput, check_free, data_dir_of, host_and_port
 from sdl.spec.lab import load_lab
 from sdl.store import CampaignBusy
 
@@ -146,10 +146,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     if args.http:
         listen["--http"] = args.http.removeprefix("http://").removeprefix("https://")
     if args.metrics:
-        host, _, port = args.metrics.rpartition(":")
-        if not host or not port.isdigit() or int(port) > 65535:
-            raise BadInput(f"--metrics {args.metrics}: expected HOST:PORT, e.g. 127.0.0.1:9464")
-        listen["--metrics"] = args.metrics
+        listen["--metrics"] = host_and_port("--metrics", args.metrics, "127.0.0.1:9464")
     keyring = KeyRing(args.keys or data_dir / KEYS_FILE)
     try:
         allowed = len(keyring)

@@ -24,6 +24,9 @@ log = logging.getLogger("sdl.daemon")
 
 WORKER_DIED = "the worker for workcell {cell} stopped ({why}); the experiment's physical outcome is unknown"
 ABORT_GRACE_S = 15.0
+#: An agent beats every half second: quiet for longer than this, its link is down for now, and a remote
+#: worker's silence says nothing about the worker.
+LINK_QUIET_S = 1.5
 
 
 class Supervisor:
@@ -199,12 +202,15 @@ class Supervisor:
 
     def _unreachable(self, cell: Cell, now: float) -> bool:
         """For a remote workcell whose agent is silent: mark it unreachable (nothing starts there), and once
-        the lab's agent_grace has passed, give its worker up as lost. True while its agent is silent."""
+        the lab's agent_grace has passed, give its worker up as lost. True while its agent is silent (the
+        worker's own silence is not judged then)."""
         agents, agent = self.state.agents, cell.spec.agent
         if agent is None or agents is None or cell.process is None:
             return False
         workers = self.state.lab.workers
         silent = agents.silent_for(agent)
+        if LINK_QUIET_S < silent <= workers.heartbeat_timeout:
+            return True  # the link is quiet: its worker's silence is the link's, judged once it is long
         if silent <= workers.heartbeat_timeout:
             if cell.state is WorkcellState.UNREACHABLE:  # back: what it was doing, as it now says
                 cell.state = (
