@@ -21,6 +21,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -75,65 +76,64 @@ def main() -> int:
     rng = random.Random(args.seed)
     server = PostgresServer(durable=True)
     rows: list[dict[str, object]] = []
-    with tempfile.TemporaryDirectory(prefix="sdl-partitions-") as name:
-        tmp = Path(name)
-        url = server.database()
-        data = tmp / "data"
-        bind_store(data, url)
-        ring = KeyRing(data / "keys.yaml")
-        for agent in STATIONS.values():
-            public, _ = generate(tmp, agent)
-            ring.add(agent, read_public(public), "agent")
-        service = LabServiceProcess(lab(tmp), data, pythonpath=[ROOT / "tests", ROOT]).start()
-        port = int(json.loads((data / "daemon.json").read_text())["agents"].rpartition(":")[2])
-        proxies = {station: Partition(("127.0.0.1", port)).start() for station in STATIONS}
-        agents: dict[str, AgentProcess] = {}
-        for station, agent in STATIONS.items():
-            home = tmp / agent
-            bind_store(home, url)
-            server_key = str(data / "keys" / "server.key")
-            agents[station] = AgentProcess(tmp, proxies[station].address, agent, "--server-key", server_key,
-                                           key=tmp / f"{agent}.key_secret", data=home)  # fmt: skip
-        try:
-            wait_for(
-                lambda: {w.state for w in service.call(m.Status()).workcells} == {"idle"}, 180, "stations"
-            )
-            with service.client() as client:
-                campaign_id = client.submit(colour_campaign(tmp, args.budget)).campaign_id
-            completed: set[int] = set()
-            for cut in range(args.cuts):
-                station = rng.choice(sorted(STATIONS))
-                agent = agents[station]
-                seen = len(started_in(agent.text(), station))
-                wait_for(lambda agent=agent, station=station, seen=seen: (
-                    len(started_in(agent.text(), station)) > seen or not _running(data, campaign_id)
-                ), 600, f"cut {cut + 1}: an experiment on {station}")  # fmt: skip
-                if not _running(data, campaign_id):
-                    break
-                time.sleep(rng.uniform(0, 8))  # a random moment of the experiment (about 10 s at 20x)
-                completed |= done_ids(data, campaign_id)
-                seconds = rng.uniform(5, 60)
-                mode = "hold" if cut % 2 else "sever"
-                getattr(proxies[station], mode)()
-                time.sleep(seconds)  # the partition's length
-                proxies[station].restore()
-                rows.append({"station": station, "mode": mode, "seconds": seconds})
-                print(f"cut {cut + 1}: {station} {mode} {seconds:.1f} s", file=sys.stderr)
-            wait_for(lambda: not _running(data, campaign_id), 3600, "the campaign to finish")
-            with Store(data, read_only=True) as store:
-                record = store.campaign(campaign_id)
-                history = store.experiments(campaign_id)
-                journals = {e.id: len(store.journal(e.id)) for e in history}
-        finally:
-            for proxy in proxies.values():
-                proxy.restore()
-            codes = {station: agent.stop() for station, agent in agents.items()}
-            service.stop()
-            log = service.log_text(whole=True)
-            texts = {station: agent.text() for station, agent in agents.items()}
-            for proxy in proxies.values():
-                proxy.close()
-            server.stop()
+    tmp = Path(tempfile.mkdtemp(prefix="sdl-partitions-"))  # kept if the run fails: its logs say why
+    print(f"working in {tmp}", file=sys.stderr)
+    url = server.database()
+    data = tmp / "data"
+    bind_store(data, url)
+    ring = KeyRing(data / "keys.yaml")
+    for agent in STATIONS.values():
+        public, _ = generate(tmp, agent)
+        ring.add(agent, read_public(public), "agent")
+    service = LabServiceProcess(lab(tmp), data, pythonpath=[ROOT / "tests", ROOT]).start()
+    port = int(json.loads((data / "daemon.json").read_text())["agents"].rpartition(":")[2])
+    proxies = {station: Partition(("127.0.0.1", port)).start() for station in STATIONS}
+    agents: dict[str, AgentProcess] = {}
+    for station, agent in STATIONS.items():
+        home = tmp / agent
+        bind_store(home, url)
+        server_key = str(data / "keys" / "server.key")
+        agents[station] = AgentProcess(tmp, proxies[station].address, agent, "--server-key", server_key,
+                                       key=tmp / f"{agent}.key_secret", data=home)  # fmt: skip
+    try:
+        wait_for(lambda: {w.state for w in service.call(m.Status()).workcells} == {"idle"}, 180, "stations")
+        with service.client() as client:
+            campaign_id = client.submit(colour_campaign(tmp, args.budget)).campaign_id
+        completed: set[int] = set()
+        for cut in range(args.cuts):
+            station = rng.choice(sorted(STATIONS))
+            agent = agents[station]
+            seen = len(started_in(agent.text(), station))
+            wait_for(lambda agent=agent, station=station, seen=seen: (
+                len(started_in(agent.text(), station)) > seen or not _running(data, campaign_id)
+            ), 600, f"cut {cut + 1}: an experiment on {station}")  # fmt: skip
+            if not _running(data, campaign_id):
+                break
+            time.sleep(rng.uniform(0, 8))  # a random moment of the experiment (about 10 s at 20x)
+            completed |= done_ids(data, campaign_id)
+            seconds = rng.uniform(5, 60)
+            mode = "hold" if cut % 2 else "sever"
+            getattr(proxies[station], mode)()
+            time.sleep(seconds)  # the partition's length
+            proxies[station].restore()
+            rows.append({"station": station, "mode": mode, "seconds": seconds})
+            print(f"cut {cut + 1}: {station} {mode} {seconds:.1f} s", file=sys.stderr)
+        wait_for(lambda: not _running(data, campaign_id), 3600, "the campaign to finish")
+        with Store(data, read_only=True) as store:
+            record = store.campaign(campaign_id)
+            history = store.experiments(campaign_id)
+            journals = {e.id: len(store.journal(e.id)) for e in history}
+    finally:
+        for proxy in proxies.values():
+            proxy.restore()
+        codes = {station: agent.stop() for station, agent in agents.items()}
+        service.stop()
+        log = service.log_text(whole=True)
+        texts = {station: agent.text() for station, agent in agents.items()}
+        for proxy in proxies.values():
+            proxy.close()
+        server.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
     done = [e for e in history if e.status is ExperimentStatus.DONE]
     recipes = [tuple(sorted(e.recipe.items())) for e in done]
     interrupted = [e for e in history if e.status is ExperimentStatus.INTERRUPTED]

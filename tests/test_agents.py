@@ -208,8 +208,9 @@ def test_partitions_at_random_moments_lose_nothing_and_repeat_nothing(tmp_path: 
             campaign_id = client.submit(colour_campaign(tmp_path, BUDGET)).campaign_id
         completed: set[int] = set()
         # Short (the service does not notice), medium (unreachable, but within the agent's limit: the
-        # experiment runs on), long (past the agent's limit and the service's grace).
-        lengths = [rng.uniform(low, high) for low, high in [(1, 3), (5.5, 7.5), (15, 17)] * 2]
+        # experiment runs on), long (past the agent's limit, back before the service's grace), longer (past
+        # both).
+        lengths = [rng.uniform(low, high) for low, high in [(1, 3), (5.5, 7.5), (11, 13), (15, 17)] * 2]
         rng.shuffle(lengths)
         for cut, seconds in enumerate(lengths):
             seen = len(remote_started(agent))
