@@ -49,11 +49,25 @@ from sdl.testing import LabServiceProcess, wait_for  # noqa: E402
 MARK = ("<!-- partitions-results:start -->", "<!-- partitions-results:end -->")
 BENCH = ROOT / "experiments" / "two_stations"
 STATIONS = {"station_a": "pc-b", "station_b": "pc-c"}
+SYRINGE_UL = 60000
 
 
 def lab(tmp: Path) -> Path:
+    """The bench with 60 mL syringes (a 10 mL one runs dry after about 30 experiments: the campaign would wait
+    for a person to refill it), each station under an agent of its own."""
+    bench = yaml.safe_load((BENCH / "bench.yaml").read_text())
     spec = yaml.safe_load((BENCH / "lab.yaml").read_text())
-    spec["simulated"] = str(BENCH / "bench.yaml")
+    syringes = [p for i in ("pumps_a", "pumps_b") for p in bench["instruments"][i]["pumps"]]
+    syringes += [
+        p for i in ("pumps_a", "pumps_b") for p in spec["instruments"][i]["options"]["pumps"].values()
+    ]
+    for pump in syringes:
+        pump.update(diameter_mm=26.59, syringe_volume_ul=SYRINGE_UL)
+    for stocks in spec["inventory"].values():
+        for stock in stocks.values():
+            stock.update(amount=SYRINGE_UL, capacity=SYRINGE_UL)
+    (tmp / "bench.yaml").write_text(yaml.safe_dump(bench, sort_keys=False))
+    spec["simulated"] = str(tmp / "bench.yaml")
     spec["speed"] = 20
     for station, agent in STATIONS.items():
         spec["workcells"][station]["agent"] = agent
