@@ -57,7 +57,6 @@ class LocalWorker:
     workcell: str
     process: subprocess.Popen[bytes]
     token: str
-    pairing: str
     identity: bytes | None = None
     experiment: int | None = None
     stopping_at: float | None = None
@@ -101,7 +100,6 @@ class Agent:
         self.workers: dict[str, LocalWorker] = {}
         self.old: list[LocalWorker] = []  # an earlier pairing's, fencing themselves; waited for
         self.waiting: dict[str, p.WorkerConfig] = {}  # spawns waiting for an old worker to exit
-        self.partitions = self.reconnects = 0
         self.stop = False
         self.refused = False
 
@@ -189,7 +187,6 @@ class Agent:
             self.waiting = {}
             self.channel = link.Channel(welcome.pairing)
         else:
-            self.reconnects += 1
             if self.metrics is not None:
                 self.metrics.reconnects.inc()
             self.channel.acknowledged(welcome.received)
@@ -225,7 +222,6 @@ class Agent:
     # -- workers -------------------------------------------------------------------------------------------
 
     def _spawn(self, workcell: str, config: p.WorkerConfig) -> None:
-        assert self.channel is not None
         config = config.model_copy(
             update={
                 "manager": self.local_address,
@@ -241,7 +237,7 @@ class Agent:
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # a terminal's Ctrl-C reaches the agent, which decides
         )
-        self.workers[workcell] = LocalWorker(workcell, process, config.token, self.channel.session)
+        self.workers[workcell] = LocalWorker(workcell, process, config.token)
         log.info("workcell %s: worker started (process %d)", workcell, process.pid)
         self._carry(link.Spawned(workcell=workcell, pid=process.pid))
 
@@ -368,7 +364,6 @@ class Agent:
             return
         if silent > SILENT_S and not self.down:
             self.down = True
-            self.partitions += 1
             if self.metrics is not None:
                 self.metrics.partitions.inc()
             log.warning("the lab service has not been heard for %.0f s; experiments run on", silent)

@@ -48,8 +48,6 @@ class AgentLink:
     pid: int = 0
     heard: float = field(default_factory=time.monotonic)
     sent_at: float = field(default_factory=time.monotonic)
-    reconnects: int = 0
-    partitions: int = 0
     silent: bool = False
 
 
@@ -127,7 +125,6 @@ class AgentHub:
                     self._resend(held)
                 silent = now - held.heard > self.timeout
                 if silent and not held.silent:
-                    held.partitions += 1
                     log.warning("agent %s (%s): silent for %.0f s", held.name, held.host, now - held.heard)
                     self.state.publish("agent.state", {"agent": held.name, "state": "unreachable"})
                 held.silent = silent
@@ -180,7 +177,6 @@ class AgentHub:
         resumed = held is not None and held.session == hello.session and hello.service_session == self.session
         if held is not None and resumed:
             if held.silent or held.identity != identity:  # else a Hello it sent while it heard nothing
-                held.reconnects += 1
                 log.info("agent %s (%s): reconnected; %d message(s) to send again", held.name, held.host,
                          len(held.channel.unacked))  # fmt: skip
             held.identity, held.heard, held.silent = identity, time.monotonic(), False
@@ -189,8 +185,6 @@ class AgentHub:
             held = AgentLink(
                 hello.agent, identity, hello.session, link.Channel(pairing), hello.host, hello.pid
             )
-            if hello.agent in self.links:
-                held.reconnects = self.links[hello.agent].reconnects + 1
             self.links[hello.agent] = held
             for cell in cells:  # workers of an earlier pairing are not this service's (or are gone)
                 if isinstance(cell.process, RemoteWorker) and cell.process.returncode is None:
