@@ -31,10 +31,11 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         description="Manage who may reach the lab service. Every client needs a key pair: the account that "
         "owns the data directory has one made for it (an admin, DATA_DIR/keys/owner.key_secret, found by "
         "itself); anyone else needs their public key on the allow-list with a role: viewer (read, watch), "
-        "operator (run campaigns, e-stop) or admin (instruments, clear the e-stop, keys). The allow-list "
-        "and the tokens file are kept readable by their owner only. add/remove/list edit the allow-list "
-        "directly (the running service notices within a second); with --connect they go through the API, "
-        "as an admin.",
+        "operator (run campaigns, e-stop) or admin (instruments, clear the e-stop, keys); an instrument PC's "
+        "`sdl agent` gets the role agent under its own name (it opens the agents' socket, nothing else). The "
+        "allow-list and the tokens file are kept readable by their owner only. add/remove/list edit the "
+        "allow-list directly (the running service notices within a second); with --connect they go through "
+        "the API, as an admin.",
     )
     actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
 
