@@ -393,6 +393,9 @@ def test_one_agent_serves_four_workcells(tmp_path: Path) -> None:
             history = store.experiments(campaign_id)
         assert [e.status for e in history] == [ExperimentStatus.DONE] * 24
         assert {e.workcell for e in history} == {"w1", "w2", "w3", "w4"}
+        (seen,) = service.call(m.Status()).agents
+        assert (seen.name, seen.reachable, seen.workcells) == ("pc-b", True, ["w1", "w2", "w3", "w4"])
+        assert {w.agent for w in service.call(m.Status()).workcells} == {"pc-b"}
     finally:
         code = agent.stop()
         service.stop()
@@ -469,9 +472,12 @@ def test_agents_on_hosts_of_their_own_through_a_link_that_goes_down(tmp_path: Pa
         _, link, _ = agents["pc-b"]
         _ip("link", "set", link, "down")  # pc-b's cable pulled
         wait_for(lambda: workcell_state(service, "w1") == "unreachable", 30, "w1 unreachable")
-        wait_for(lambda: "agent pc-b (vm): silent for" in service.log_text(), 30, "the service to count it")
         # pc-c's workcells would spend the budget alone meanwhile: the campaign waits for pc-b's to be back.
         service.call(m.PauseCampaign(campaign_id=campaign_id))
+        wait_for(lambda: "agent pc-b (vm): silent for" in service.log_text(), 30, "the service to count it")
+        shown = {a.name: a for a in service.call(m.Status()).agents}
+        assert not shown["pc-b"].reachable and shown["pc-b"].silent_s >= 4 and shown["pc-c"].reachable
+        assert "agent pc-b (w1, w2): UNREACHABLE for" in status_text(data)
         before = {e.id for e in experiments(data, campaign_id) if e.workcell in ("w1", "w2")}
         _ip("link", "set", link, "up")
         wait_for(lambda: {workcell_state(service, w) for w in cells} == {"idle"}, 60, "pc-b's workcells back")
@@ -491,6 +497,14 @@ def test_agents_on_hosts_of_their_own_through_a_link_that_goes_down(tmp_path: Pa
         service.stop()
         service.assert_nothing_left(60)
     assert codes == [0, 0], [agent.text()[-2000:] for agent in running_agents]
+
+
+def status_text(data: Path) -> str:
+    """What `sdl status` prints for the lab in ``data``."""
+    command = [sys.executable, "-m", "sdl", "status", "--data-dir", str(data)]
+    env = {**os.environ, "COLUMNS": "200"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    return done.stdout + done.stderr
 
 
 def experiments(data: Path, campaign_id: str) -> list[Any]:

@@ -177,6 +177,25 @@ class WorkcellStatus(_Model):
     worker_pid: int | None = None
     restarts: int = 0
     blocked_by: list[str] = Field(default_factory=list)
+    agent: str | None = Field(
+        default=None, description="The agent whose PC runs its worker (`sdl agent`); none: the service's PC."
+    )
+
+
+class AgentStatus(_Model):
+    """An instrument PC's agent (`sdl agent`), as the service hears it."""
+
+    name: str
+    host: str = Field(default="", description="Its machine, once it connected.")
+    pid: int | None = None
+    reachable: bool
+    silent_s: float | None = Field(
+        description="Seconds since the service last heard it; none: not since the service started."
+    )
+    unacknowledged: int = Field(
+        description="Messages to it that it has not acknowledged yet (its outbox here)."
+    )
+    workcells: list[str]
 
 
 class EStopState(_Model):
@@ -244,6 +263,9 @@ class StatusReply(_Model):
     standbys: list[Standby] = Field(
         default_factory=list[Standby],
         description="Services standing by to take the lab over if this one goes, oldest first.",
+    )
+    agents: list[AgentStatus] = Field(
+        default_factory=list[AgentStatus], description="The agents the lab file names, by name."
     )
 
 

@@ -229,6 +229,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     standbys = [f"{s.host} (process {s.pid})" for s in status.standbys]
     out.print(f"standby: {', '.join(standbys) or 'none (`sdl daemon --standby` on a second machine)'}",
               highlight=False)  # fmt: skip
+    for agent in status.agents:
+        if agent.reachable:
+            state = f"on {agent.host}, reachable"
+        elif agent.silent_s is None:
+            state = "not connected yet (`sdl agent` on its PC)"
+        else:
+            state = (
+                f"UNREACHABLE for {agent.silent_s:.0f} s, {agent.unacknowledged} message(s) waiting for it"
+            )
+        out.print(f"agent {agent.name} ({', '.join(agent.workcells)}): {state}", highlight=False)
     for alert in status.alerts:
         out.print(f"[bold red]ALERT[/] (since {alert.since}): {escape(alert.message)}")
     dashboard = status.http_address or "none (`sdl daemon --http HOST:PORT` serves one, or `sdl dashboard`)"

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from sdl.access.keys import KeyRing
 from sdl.access.roles import Role
+from sdl.api import models as m
 from sdl.api.wire import send_frames
 from sdl.daemon import link
 from sdl.daemon import protocol as p
@@ -78,6 +79,25 @@ class AgentHub:
         """Seconds since the agent was last heard (infinite before it ever connected)."""
         held = self.links.get(agent)
         return float("inf") if held is None else time.monotonic() - held.heard
+
+    def report(self) -> list[m.AgentStatus]:
+        """Every agent the lab file names, as the service hears it now."""
+        names = sorted({c.spec.agent for c in self.state.cells.values() if c.spec.agent is not None})
+        out: list[m.AgentStatus] = []
+        for name in names:
+            held = self.links.get(name)
+            out.append(
+                m.AgentStatus(
+                    name=name,
+                    host=held.host if held else "",
+                    pid=held.pid if held else None,
+                    reachable=self.reachable(name),
+                    silent_s=round(self.silent_for(name), 1) if held else None,
+                    unacknowledged=len(held.channel.unacked) if held else 0,
+                    workcells=[c.name for c in self.state.cells.values() if c.spec.agent == name],
+                )
+            )
+        return out
 
     def spawn(self, cell: Cell, config: WorkerConfig) -> None:
         self._carry(cell, link.Spawn(workcell=cell.name, config=config))

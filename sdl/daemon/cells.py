@@ -163,6 +163,10 @@ class Agents(Protocol):
 
     def kill(self, cell: Cell) -> None: ...
 
+    def report(self) -> list[Any]:
+        """Every agent the lab file names, as the service hears it (`sdl.api.models.AgentStatus`)."""
+        ...
+
     def to_cell(self, cell: Cell, message: Any) -> None:
         """Send a worker protocol message to the cell's worker (kept until its agent has it)."""
         ...

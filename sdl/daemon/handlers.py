@@ -152,6 +152,7 @@ class Handlers:
                 m.Standby(host=s["host"], pid=s["pid"], seen_at=_iso(s["seen_at"]))
                 for s in self.store.standbys(stale_after=STALE_AFTER_S)
             ],
+            agents=state.agents.report() if state.agents is not None else [],
         )
 
     async def list_campaigns(self, request: m.ListCampaigns, caller: Caller) -> m.CampaignList:
@@ -232,6 +233,7 @@ class Handlers:
                     worker_pid=cell.pid,
                     restarts=cell.restarts,
                     blocked_by=blocked,
+                    agent=cell.spec.agent,
                 )
             )
         return m.WorkcellList(workcells=out)
