@@ -14,6 +14,9 @@ from sdl.testing import LabServiceProcess, wait_for
 
 
 def test_waits_to_be_interrupted(tmp_path: Path) -> None:
+    # A run started in the background by a shell without job control inherits SIGINT ignored, and Python
+    # then keeps it ignored; this run is about what Ctrl-C does, so it takes Python's own handler back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     lab = tmp_path / "lab.yaml"
     lab.write_text("name: compute\nworkcells:\n  w1: {}\n")
     with LabServiceProcess(lab, tmp_path / "data").start() as service:
