@@ -58,14 +58,12 @@ class AgentHub:
         state: LabState,
         socket: zmq.asyncio.Socket,
         keyring: KeyRing,
-        on_message: Callable[[bytes, Any], None],
-        heartbeat_timeout: float,
     ) -> None:
         self.state = state
         self.socket = socket
         self.keyring = keyring
-        self.on_message = on_message
-        self.timeout = heartbeat_timeout
+        self.on_message: Callable[[bytes, Any], None] = lambda identity, message: None  # see serve
+        self.timeout = state.lab.workers.heartbeat_timeout
         self.session = secrets.token_hex(8)
         self.links: dict[str, AgentLink] = {}
         self.limit = state.lab.workers.agent_limit
@@ -117,7 +115,10 @@ class AgentHub:
 
     # -- the socket ----------------------------------------------------------------------------------------
 
-    async def serve(self) -> None:
+    async def serve(self, on_message: Callable[[bytes, Any], None]) -> None:
+        """Receive from the agents until cancelled; each worker message relayed goes to ``on_message`` (the
+        supervisor's, as a local worker's would)."""
+        self.on_message = on_message
         while True:
             frames = await self.socket.recv_multipart(copy=False)
             if len(frames) != 2:

@@ -1,10 +1,10 @@
 """The lab service's doors: the sockets clients reach, opened as CurveZMQ servers, and the record of who came.
 
-Every socket a client reaches (the API, the e-stop's, the events, the documents) is a CURVE server whose
-handshake the allow-list decides (`sdl.access.curve`). The gatekeeper holds what that takes: the service's
-key pair, the ZAP authenticators (on the service's loop; on a thread of their own for the e-stop's context
-and the documents proxy's), the monitors that notice clients that could not even start a handshake, and the
-refusals, written to the audit log throttled per source (`sdl.access.refusals`). It keeps
+Every socket a client reaches (the API, the e-stop's, the events, the documents, the agents') is a CURVE
+server whose handshake the allow-list decides (`sdl.access.curve`). The gatekeeper holds what that takes: the
+service's key pair, the ZAP authenticators (on the service's loop; on a thread of their own for the e-stop's
+context and the documents proxy's), the monitors that notice clients that could not even start a handshake,
+and the refusals, written to the audit log throttled per source (`sdl.access.refusals`). It keeps
 the one path every key change takes, whatever noticed it: a key removed from the allow-list makes it reopen
 the event publisher and the documents' output, so the removed key stops hearing anything. And it writes the
 audit entry of every API request.
@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from zmq.utils.monitor import parse_monitor_message
 
 from sdl.access.curve import (
+    AGENTS,
     API,
     ESTOP,
     EVENTS,
@@ -42,6 +43,7 @@ from sdl.api.estop import limit_estop_socket
 from sdl.api.models import Request
 from sdl.api.wire import limit_socket, on_loop
 from sdl.daemon.documents import CurveServer, DocumentProxy, bind_again
+from sdl.daemon.link import MAX_FRAME
 from sdl.daemon.state import LabState
 from sdl.daemon.subscribers import Guard, publisher
 
@@ -96,6 +98,14 @@ class Gatekeeper:
         address = bind(socket, address)
         self._monitors[API] = socket.get_monitor_socket(HANDSHAKE_FAILED)
         return socket, address
+
+    def open_agents(self, address: str) -> tuple[zmq.asyncio.Socket, str]:
+        """The socket agents on instrument PCs connect to (its handshake admits only keys with the role
+        agent), bound, and the address it got."""
+        socket = self.socket(zmq.ROUTER, AGENTS)
+        socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnected agent takes its place at once
+        socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
+        return socket, bind(socket, address)
 
     def open_estop(self, address: str) -> tuple[zmq.Socket[bytes], str]:
         """The e-stop's socket, bound (and the address it got), in a 0MQ context of its own: its own I/O

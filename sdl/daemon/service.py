@@ -32,7 +32,7 @@ import zmq
 import zmq.asyncio
 
 from sdl import crashpoints
-from sdl.access.curve import AGENTS, API, ESTOP, CurveCallers
+from sdl.access.curve import API, ESTOP, CurveCallers
 from sdl.access.keys import KEYS_FILE, SERVER_KEY_DIR, KeyRing, server_pair
 from sdl.access.owner import owner_entry, owner_key_file
 from sdl.api.client import INFO_FILE
@@ -46,7 +46,6 @@ from sdl.daemon.handlers import Handlers
 from sdl.daemon.health import HealthKeeper
 from sdl.daemon.heap import fix_mmap_threshold, freeze_startup_heap, return_free_memory
 from sdl.daemon.leases import LeaseGrants
-from sdl.daemon.link import MAX_FRAME
 from sdl.daemon.metrics import TOKEN_FILE, LabMetrics, MetricsEndpoint, metrics_token
 from sdl.daemon.proposer import Proposer
 from sdl.daemon.state import LabState
@@ -267,18 +266,8 @@ class LabService:
         proxy = gate.open_documents(self.documents_address)
         self.documents_address = proxy.out_address
         if self.agents_address is not None:
-            agents_socket = gate.socket(zmq.ROUTER, AGENTS)
-            agents_socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnected agent takes its place at once
-            agents_socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
-            self.agents_address = bind(agents_socket, self.agents_address)
-            self.agents = AgentHub(
-                state,
-                agents_socket,
-                self.keyring,
-                lambda identity, message: self._supervisor().on_message(identity, message),
-                self.lab.workers.heartbeat_timeout,
-            )
-            state.agents = self.agents
+            agents_socket, self.agents_address = gate.open_agents(self.agents_address)
+            self.agents = state.agents = AgentHub(state, agents_socket, self.keyring)
             log.info("agents connect on %s", self.agents_address)
         if self.frontend is not None:
             self.frontend.bind()  # before daemon.json names its address
@@ -314,10 +303,6 @@ class LabService:
             agents=self.agents,
         )
         return api_socket, launch
-
-    def _supervisor(self) -> Supervisor:
-        assert self.supervisor is not None
-        return self.supervisor
 
     # -- running and stopping ------------------------------------------------------------------------------
 
@@ -377,7 +362,7 @@ class LabService:
             if self.lab_metrics is not None:
                 tasks.append(asyncio.create_task(self.lab_metrics.watch(), name="metrics"))
             if self.agents is not None:
-                tasks.append(asyncio.create_task(self.agents.serve(), name="agents"))
+                tasks.append(asyncio.create_task(self.agents.serve(supervisor.on_message), name="agents"))
                 tasks.append(asyncio.create_task(self.agents.beat(), name="agents-beat"))
             freeze_startup_heap()
             state.publish("lab.started", {"lab": self.lab.name, "pid": os.getpid()})
