@@ -135,14 +135,17 @@ def one_run(tmp: Path, name: str, workcells: int, remote: bool, url: str | None,
     }
 
 
-def table(results: dict[tuple[str, int, bool], list[dict[str, float]]], n: int, rounds: int) -> str:
+def table(
+    results: dict[tuple[str, int, bool], list[dict[str, float]]], n: int, rounds: int, load: float
+) -> str:
     def med(key: tuple[str, int, bool], field: str) -> float:
         return statistics.median(r[field] for r in results[key])
 
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared), "
         f"Python {platform.python_version()}; {n} instant experiments per run, random proposer; "
-        f"median of {rounds} round(s).",
+        f"median of {rounds} round(s); load average {load:.1f} when the run started (other work on the "
+        "machine slows both placements alike: each round runs them back to back).",
         "",
         "| store | workcells | where | experiments/s | × local | running → recorded, ms per experiment "
         "(median) | + remote ms | status p50 ms | status p99 ms |",
@@ -177,6 +180,7 @@ def main() -> int:
         parser.error(f"cannot start a PostgreSQL server: {reason}")
     server = PostgresServer(durable=True)
     results: dict[tuple[str, int, bool], list[dict[str, float]]] = {}
+    load = os.getloadavg()[0]
     try:
         with tempfile.TemporaryDirectory(prefix="sdl-agents-bench-") as tmp:
             for r in range(rounds):
@@ -190,7 +194,7 @@ def main() -> int:
                             print(f"round {r + 1}/{rounds} {name}: {row}", file=sys.stderr)
     finally:
         server.stop()
-    text = table(results, n, rounds)
+    text = table(results, n, rounds, load)
     print(text)
     if not args.quick:
         update_readme(HERE / "README.md", text, MARK)
