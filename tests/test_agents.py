@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from campaign_files import SLOW_BOWL, bowl
 from pydantic import ValidationError
 from test_daemon_recovery import assert_finished_exactly, colour_campaign, done_ids
 from test_metrics import get, samples
@@ -127,21 +128,6 @@ def compute_lab(tmp_path: Path, cells: dict[str, str], workers: str = "{}") -> P
     path.write_text(f"name: compute\nworkers: {workers}\nworkcells:\n{lines}")
     allow_agents(tmp_path, *sorted(set(cells.values())))
     return path
-
-
-def bowl(tmp_path: Path, budget: int, procedure: str) -> Path:
-    """A two-parameter campaign from the random proposer; ``procedure``: its YAML mapping."""
-    path = tmp_path / "bowl.yaml"
-    path.write_text(
-        "name: bowl\nparameters:\n  - {name: x, type: real, low: 0.0, high: 1.0}\n"
-        "  - {name: y, type: real, low: 0.0, high: 1.0}\nobjectives: [{measurement: loss}]\n"
-        f"budget: {{max_experiments: {budget}}}\noptimizer: {{kind: random, seed: 5}}\n"
-        f"procedure: {procedure}\n"
-    )
-    return path
-
-
-SLOW_BOWL = "{function: 'daemon_procedures:slow_bowl', options: {seconds: %s}}"
 
 
 class AgentProcess:

@@ -4,12 +4,12 @@ schema."""
 
 from __future__ import annotations
 
-import textwrap
 import urllib.parse
 from pathlib import Path
 
 import psycopg
 import pytest
+from campaign_files import SLOW_BOWL, bowl
 
 from sdl.api import models as m
 from sdl.store import Store, bind_store
@@ -36,21 +36,8 @@ def test_two_labs_share_one_database_in_schemas_of_their_own(tmp_path: Path, pos
             bind_store(data, in_schema(url, lab_name))
             service = LabServiceProcess(lab, data, pythonpath=[TESTS, ROOT]).start()
             services.append(service)
-            spec = tmp_path / f"{lab_name}-campaign.yaml"
-            spec.write_text(
-                textwrap.dedent(
-                    f"""\
-                    name: {lab_name}-bowl
-                    parameters:
-                      - {{name: x, type: real, low: 0.0, high: 1.0}}
-                      - {{name: y, type: real, low: 0.0, high: 1.0}}
-                    objectives: [{{measurement: loss}}]
-                    budget: {{max_experiments: {budget}}}
-                    optimizer: {{kind: random, seed: 1}}
-                    procedure: {{function: "daemon_procedures:slow_bowl", options: {{seconds: 0.2}}}}
-                    """
-                )
-            )
+            spec = bowl(tmp_path / f"{lab_name}-campaign.yaml", budget, SLOW_BOWL % 0.2,
+                        optimizer="{kind: random, seed: 1}", name=f"{lab_name}-bowl")  # fmt: skip
             with service.client() as client:
                 client.submit(spec)
         for service, budget in zip(services, (4, 6), strict=True):

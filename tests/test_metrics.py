@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from campaign_files import BAYESIAN, bowl
 from prometheus_client.parser import text_string_to_metric_families
 
 from sdl.api import models as m
@@ -85,21 +86,7 @@ def test_the_metrics_of_a_campaign_for_the_token_only(tmp_path: Path) -> None:
             """
         )
     )
-    campaign = tmp_path / "bowl.yaml"
-    campaign.write_text(
-        textwrap.dedent(
-            """\
-            name: bowl
-            parameters:
-              - {name: x, type: real, low: 0.0, high: 1.0}
-              - {name: y, type: real, low: 0.0, high: 1.0}
-            objectives: [{measurement: loss}]
-            budget: {max_experiments: 5}
-            optimizer: {kind: bayesian, initial_design: 3, seed: 1}
-            procedure: {function: "daemon_procedures:bowl"}
-            """
-        )
-    )
+    campaign = bowl(tmp_path, 5, '{function: "daemon_procedures:bowl"}', optimizer=BAYESIAN)
     data = tmp_path / "data"
     service = LabServiceProcess(lab, data, "--metrics", "127.0.0.1:0", pythonpath=[TESTS, ROOT]).start()
     with service:

@@ -10,10 +10,10 @@ import random
 import shutil
 import signal
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
+from campaign_files import BAYESIAN, SLOW_BOWL, bowl
 from test_daemon_recovery import (
     assert_finished_exactly,
     colour_campaign,
@@ -210,21 +210,7 @@ def test_a_standby_with_a_data_directory_of_its_own_takes_over_a_lab_kept_in_pos
     url = postgres.database()
     lab = tmp_path / "lab.yaml"
     lab.write_text("name: compute\nworkcells:\n  w1: {}\n  w2: {}\n")
-    spec = tmp_path / "bowl.yaml"
-    spec.write_text(
-        textwrap.dedent(
-            """\
-            name: bowl
-            parameters:
-              - {name: x, type: real, low: 0.0, high: 1.0}
-              - {name: y, type: real, low: 0.0, high: 1.0}
-            objectives: [{measurement: loss}]
-            budget: {max_experiments: 8}
-            optimizer: {kind: bayesian, initial_design: 3, seed: 1}
-            procedure: {function: "daemon_procedures:slow_bowl", options: {seconds: 0.5}}
-            """
-        )
-    )
+    spec = bowl(tmp_path, 8, SLOW_BOWL % 0.5, optimizer=BAYESIAN)
     first, second = tmp_path / "host-a", tmp_path / "host-b"
     for data in (first, second):
         bind_store(data, url)
