@@ -21,10 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import signal
 import socket
 import subprocess
-import sys
 import time
 from contextlib import suppress
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ import zmq
 from sdl.api.client import Credentials
 from sdl.daemon import link
 from sdl.daemon import protocol as p
+from sdl.daemon.cells import kill_group, start_worker
 from sdl.daemon.metrics import AgentMetrics
 from sdl.spec.status import Cause
 
@@ -209,8 +208,7 @@ class Agent:
             worker = self.workers.get(item.workcell)
             if worker is not None:
                 log.warning("workcell %s: killing its worker, as the lab service asks", item.workcell)
-                with suppress(ProcessLookupError):
-                    os.killpg(worker.process.pid, signal.SIGKILL)
+                kill_group(worker.process.pid)
         elif isinstance(item, link.ToCell):
             worker = self.workers.get(item.workcell)
             if worker is None or worker.identity is None:
@@ -230,13 +228,7 @@ class Agent:
                 "documents": None,
             }
         )
-        environment = {**os.environ, **self.env, "SDL_WORKER_CONFIG": config.model_dump_json()}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sdl.daemon.worker"],
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # a terminal's Ctrl-C reaches the agent, which decides
-        )
+        process = start_worker(config, self.env)
         self.workers[workcell] = LocalWorker(workcell, process, config.token)
         log.info("workcell %s: worker started (process %d)", workcell, process.pid)
         self._carry(link.Spawned(workcell=workcell, pid=process.pid))
@@ -267,8 +259,7 @@ class Agent:
             return
         worker.stopping_at, worker.why = now, f"stopped by agent {self.name}: {why}"
         if worker.identity is None:  # still starting: it has touched no hardware
-            with suppress(ProcessLookupError):
-                os.killpg(worker.process.pid, signal.SIGKILL)
+            kill_group(worker.process.pid)
             return
         log.warning("workcell %s: stopping its worker (%s)", workcell, why)
         if worker.experiment is not None:
@@ -282,8 +273,7 @@ class Agent:
             if code is None:
                 if worker.stopping_at is not None and now - worker.stopping_at > STOP_S:
                     log.error("workcell %s: its worker did not stop; killing it", workcell)
-                    with suppress(ProcessLookupError):
-                        os.killpg(worker.process.pid, signal.SIGKILL)
+                    kill_group(worker.process.pid)
                 continue
             del self.workers[workcell]
             log.info("workcell %s: worker %d exited with code %d", workcell, worker.process.pid, code)
@@ -292,8 +282,7 @@ class Agent:
             if worker.process.poll() is not None:
                 self.old.remove(worker)
             elif now - (worker.stopping_at or now) > STOP_S:
-                with suppress(ProcessLookupError):
-                    os.killpg(worker.process.pid, signal.SIGKILL)
+                kill_group(worker.process.pid)
             elif worker.stopping_at is None:
                 worker.stopping_at = now  # it reads the claim and stops; killed if it does not
         for workcell, config in list(self.waiting.items()):
@@ -394,8 +383,7 @@ class Agent:
                             self._on_local(frames[0], frames[1])
             time.sleep(0.05)
         for worker in [*self.workers.values(), *self.old]:
-            with suppress(ProcessLookupError):
-                os.killpg(worker.process.pid, signal.SIGKILL)
+            kill_group(worker.process.pid)
         if self.socket is not None:
             self.socket.close(linger=1000)
         self.local.close(linger=0)

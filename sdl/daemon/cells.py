@@ -29,6 +29,24 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
 
 
+def start_worker(config: WorkerConfig, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """A worker process for ``config``, in a session of its own (a terminal's Ctrl-C reaches its parent, the
+    service or an agent, which decides what the hardware does)."""
+    environment = {**os.environ, **env, "SDL_WORKER_CONFIG": config.model_dump_json()}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sdl.daemon.worker"],
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL a worker and whatever it started (its session's group), if it still runs."""
+    with suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 @dataclass
 class RemoteWorker:
     """A worker on an agent's PC, as far as its agent has told: its pid once started, its exit code once
@@ -80,14 +98,7 @@ class Cell:
         return self.state is WorkcellState.IDLE and self.identity is not None and not self.servicing
 
     def spawn(self, config: WorkerConfig, env: dict[str, str] | None = None) -> None:
-        config = self._starting(config)
-        environment = {**os.environ, **(env or {}), "SDL_WORKER_CONFIG": config.model_dump_json()}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "sdl.daemon.worker"],
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self.process = start_worker(self._starting(config), env or {})
         log.info("workcell %s: worker started (process %d)", self.name, self.process.pid)
 
     def spawn_remote(self, config: WorkerConfig, agent: Agents) -> None:
@@ -113,8 +124,7 @@ class Cell:
                 process.kill()
             return
         if process is not None and process.poll() is None:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+            kill_group(process.pid)
         if process is not None:
             try:
                 process.wait(timeout=10)
